@@ -1,0 +1,77 @@
+"""Benchmark: review workbook + HTML reports + all gradebook exports for a large class.
+
+    .venv/bin/python bench/bench_reports.py [--students 10000] [--criteria 6] [--keep DIR]
+
+The synthetic store is built in a child process so the peak RSS printed here is that of report
+generation alone. Targets (issue 3): <= 20 s wall time, <= 600 MB peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+TARGET_S, TARGET_MB = 20.0, 600.0
+
+
+def _build(db: Path, students: int, criteria: int) -> None:
+    from _synthetic import build
+
+    build(db, n=students, k=criteria).store.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--students", type=int, default=10_000)
+    ap.add_argument("--criteria", type=int, default=6)
+    ap.add_argument("--keep", type=Path, help="write outputs here instead of a temp folder")
+    ap.add_argument("--build-only", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.build_only:
+        _build(args.build_only, args.students, args.criteria)
+        return 0
+
+    from grader.reports import write_reports
+    from grader.reports.export import FORMATS, export_gradebook
+    from grader.store import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.sqlite"
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--build-only", str(db), "--students",
+                        str(args.students), "--criteria", str(args.criteria)], check=True)
+        print(f"synthetic store: {args.students} students x {args.criteria} criteria in "
+              f"{time.perf_counter() - t0:.1f} s (child process, not counted)")
+        out = args.keep or Path(tmp) / "out"
+        store = Store(db)
+        t0 = time.perf_counter()
+        paths = write_reports(store, 1, out)
+        t_reports = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        for fmt in FORMATS:
+            paths.append(export_gradebook(store, 1, fmt, out))  # type: ignore[arg-type]
+        t_exports = time.perf_counter() - t1
+        wall = time.perf_counter() - t0
+        store.close()
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        xlsx_mb = (out / "review.xlsx").stat().st_size / 1e6
+        print(f"write_reports (xlsx + report.html + {len(paths) - 5} student pages): "
+              f"{t_reports:.2f} s; exports (canvas, moodle, csv): {t_exports:.2f} s")
+        print(f"review.xlsx {xlsx_mb:.1f} MB; report.html "
+              f"{(out / 'report.html').stat().st_size / 1e6:.1f} MB")
+        ok = wall <= TARGET_S and peak_mb <= TARGET_MB
+        print(f"wall time {wall:.2f} s (target <= {TARGET_S:g} s); peak RSS {peak_mb:.0f} MB "
+              f"(target <= {TARGET_MB:g} MB): {'OK' if ok else 'OVER TARGET'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

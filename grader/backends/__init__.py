@@ -1,0 +1,30 @@
+"""Backends: `gemini` (Developer API), `vertex` (Vertex AI), `local` (llama.cpp)."""
+
+from __future__ import annotations
+
+from .base import Backend, create, names, register
+
+
+def _gemini() -> object:
+    from .gemini import GeminiBackend
+
+    return GeminiBackend
+
+
+def _vertex() -> object:
+    from .gemini import VertexBackend
+
+    return VertexBackend
+
+
+def _local() -> object:
+    from .local import LocalBackend
+
+    return LocalBackend
+
+
+register("gemini", _gemini)  # type: ignore[arg-type]
+register("vertex", _vertex)  # type: ignore[arg-type]
+register("local", _local)  # type: ignore[arg-type]
+
+__all__ = ["Backend", "create", "names", "register"]

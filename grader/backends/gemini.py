@@ -1,0 +1,321 @@
+"""Gemini backends: Developer API (`gemini`) and Vertex AI (`vertex`), one genai client each.
+
+The SDK's own retries are off: this module owns retry (exponential backoff with full jitter,
+honouring the server's RetryInfo / Retry-After) and quota (`grader.ratelimit.Quota`), so every
+attempt is counted, spaced and reported in `GradeResponse.retries`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
+
+import httpx2
+from google import genai
+from google.auth import exceptions as auth_errors
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from ..errors import BackendError, ConfigError
+from ..ratelimit import Quota, estimate_tokens
+from ..request import GradeRequest, GradeResponse, Usage
+from ..settings import DEFAULT_GEMINI_MODEL, Settings
+
+T = TypeVar("T")
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_OK_FINISH = frozenset({"STOP", "FINISH_REASON_UNSPECIFIED"})
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def retry_delay_from(err: genai_errors.APIError) -> float | None:
+    """Seconds the server asked us to wait: google.rpc.RetryInfo, else a Retry-After header."""
+    details = err.details
+    if isinstance(details, dict):
+        details = details.get("error", details).get("details", [])
+    if isinstance(details, list):
+        for d in details:
+            if isinstance(d, dict) and str(d.get("@type", "")).endswith("google.rpc.RetryInfo"):
+                m = _DURATION.match(str(d.get("retryDelay", "")))
+                if m:
+                    return float(m.group(1))
+    headers = getattr(err.response, "headers", None)
+    value = headers.get("retry-after") if headers is not None else None
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            return None
+    return None
+
+
+def _enum_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+class GeminiBackend:
+    """Gemini Developer API through `google-genai` (api key from settings or GEMINI_API_KEY)."""
+
+    name: ClassVar[str] = "gemini"
+    vertexai: ClassVar[bool] = False
+    api_version: ClassVar[str] = "v1beta"
+
+    def __init__(self, settings: Settings, *, credentials: Any = None,
+                 quota: Quota | None = None, backoff_base_s: float = 1.0,
+                 backoff_cap_s: float = 60.0):
+        self.settings = settings
+        self.model = settings.model or DEFAULT_GEMINI_MODEL
+        self.quota = quota if quota is not None else Quota(settings.rpm, settings.tpm)
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.base_url = self._base_url()
+        http_options = types.HttpOptions(
+            base_url=self.base_url,
+            api_version=self.api_version,
+            timeout=int(settings.timeout_s * 1000),
+            retry_options=None,  # we own retries
+        )
+        try:
+            self._client = self._make_client(http_options, credentials)
+        except ValueError as e:
+            raise ConfigError(f"cannot create the {self.name} client: {e}", fix=self._auth_fix()
+                              ) from None
+        self._aio = self._client.aio
+
+    # --- construction (overridden by VertexBackend) -------------------------------------------
+    def _base_url(self) -> str | None:
+        return self.settings.base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or None
+
+    def _make_client(self, http_options: types.HttpOptions, credentials: Any) -> genai.Client:
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key else None
+        return genai.Client(vertexai=False, api_key=key, http_options=http_options)
+
+    def _auth_fix(self) -> str:
+        return ("check GEMINI_API_KEY (or GOOGLE_API_KEY / --api-key): it must be set and be a "
+                "valid Gemini API key from https://aistudio.google.com/apikey")
+
+    # --- Backend protocol -----------------------------------------------------------------------
+    async def generate(self, request: GradeRequest) -> GradeResponse:
+        """One grading call, retried on transient failures. `latency_ms` is the wall time of the
+        whole call including quota waits and retries."""
+        contents = self._contents(request)
+        config = self._config(request)
+        model = request.model or self.model
+        tokens = estimate_tokens(self._chars(request))
+        start = time.monotonic()
+
+        async def attempt() -> types.GenerateContentResponse:
+            async with self.quota.acquire(tokens):
+                return await self._aio.models.generate_content(
+                    model=model, contents=contents, config=config)
+
+        response, retries = await self._with_retries(attempt, what="generateContent")
+        return self._to_grade_response(response, retries, (time.monotonic() - start) * 1000)
+
+    async def count_tokens(self, request: GradeRequest) -> int:
+        contents = self._contents(request)
+        config = self._count_config(request)
+
+        async def attempt() -> types.CountTokensResponse:
+            return await self._aio.models.count_tokens(
+                model=request.model or self.model, contents=contents, config=config)
+
+        response, _ = await self._with_retries(attempt, what="countTokens")
+        return int(response.total_tokens or 0)
+
+    async def aclose(self) -> None:
+        await self._aio.aclose()
+        self._client.close()
+
+    # --- request building ---------------------------------------------------------------------
+    def _contents(self, request: GradeRequest) -> list[types.Content]:
+        """First user turn = static prefix + student parts (prefix omitted when it is cached)."""
+        parts: list[types.Part] = []
+        if not request.cached_content:
+            parts.append(types.Part(text=request.static_prefix))
+        for p in request.student_parts:
+            if p.text is not None:
+                parts.append(types.Part(text=p.text))
+            elif p.data is not None:
+                parts.append(types.Part(inline_data=types.Blob(
+                    data=p.data, mime_type=p.mime_type or "application/octet-stream")))
+        contents = [types.Content(role="user", parts=parts)]
+        for turn in request.history:
+            contents.append(types.Content(role=turn.role, parts=[types.Part(text=turn.text)]))
+        return contents
+
+    def _config(self, request: GradeRequest) -> types.GenerateContentConfig:
+        cfg = types.GenerateContentConfig(
+            response_mime_type="application/json",
+            response_json_schema=request.response_schema,
+            temperature=request.temperature,
+            seed=request.seed,
+            max_output_tokens=request.max_output_tokens,
+        )
+        if request.cached_content:
+            # The cache holds system + static prefix; Gemini rejects a system_instruction here.
+            cfg.cached_content = request.cached_content
+        else:
+            cfg.system_instruction = request.system
+        if request.thinking_budget is not None:
+            cfg.thinking_config = types.ThinkingConfig(thinking_budget=request.thinking_budget)
+        return cfg
+
+    def _count_config(self, request: GradeRequest) -> types.CountTokensConfig | None:
+        # The Developer API countTokens takes contents only; the system prompt is not counted.
+        return None
+
+    @staticmethod
+    def _chars(request: GradeRequest) -> int:
+        n = len(request.system) + len(request.static_prefix)
+        n += sum(len(p.text or "") for p in request.student_parts)
+        n += sum(len(t.text) for t in request.history)
+        return n
+
+    # --- response -----------------------------------------------------------------------------
+    def _to_grade_response(self, r: types.GenerateContentResponse, retries: int,
+                           latency_ms: float) -> GradeResponse:
+        text: str | None = None
+        finish: str | None = None
+        blocked: str | None = None
+        block = r.prompt_feedback.block_reason if r.prompt_feedback else None
+        if block is not None:
+            blocked = _enum_name(block)
+        elif not r.candidates:
+            blocked = "EMPTY"
+        else:
+            cand = r.candidates[0]
+            finish = _enum_name(cand.finish_reason)
+            parts = cand.content.parts if cand.content and cand.content.parts else []
+            text = "".join(p.text for p in parts if p.text and not p.thought) or None
+            if finish is not None and finish not in _OK_FINISH:
+                blocked, text = finish, None  # truncated or filtered output is not usable
+            elif text is None:
+                blocked = "EMPTY"
+        um = r.usage_metadata
+        usage = Usage(
+            prompt_tokens=(um.prompt_token_count or 0) if um else 0,
+            output_tokens=(um.candidates_token_count or 0) if um else 0,
+            thinking_tokens=(um.thoughts_token_count or 0) if um else 0,
+            cached_tokens=(um.cached_content_token_count or 0) if um else 0,
+        )
+        raw = r.model_dump(mode="json", exclude_none=True, exclude={"sdk_http_response"})
+        return GradeResponse(
+            text=text, finish_reason=finish, blocked_reason=blocked, usage=usage,
+            model_version=r.model_version, latency_ms=latency_ms, retries=retries, raw=raw,
+        )
+
+    # --- retries and errors -------------------------------------------------------------------
+    async def _with_retries(self, call: Callable[[], Awaitable[T]], *, what: str
+                            ) -> tuple[T, int]:
+        retries = 0
+        while True:
+            try:
+                return await call(), retries
+            except Exception as e:
+                err = self._classify(e, what)
+                if err is None:
+                    raise
+                if not err.transient or retries >= self.settings.max_retries:
+                    if err.transient:
+                        err = self._give_up(err, retries)
+                    raise err from e
+                await asyncio.sleep(self._backoff(retries, err.retry_after))
+                retries += 1
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Full jitter: uniform(0, min(cap, base * 2^attempt)); the server's delay is a floor."""
+        jitter = random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** attempt))
+        if retry_after is not None:
+            return retry_after + min(jitter, 0.1 * retry_after + 0.05)
+        return jitter
+
+    def _classify(self, e: Exception, what: str) -> BackendError | None:
+        """Map an SDK/transport exception to a BackendError; None = not ours (a bug)."""
+        if isinstance(e, genai_errors.APIError):
+            return self._api_error(e, what)
+        if isinstance(e, httpx2.TimeoutException | asyncio.TimeoutError):
+            return BackendError(
+                f"{self.name} {what} timed out after {self.settings.timeout_s:g} s",
+                fix="raise --timeout-s, or lower --concurrency if the service is overloaded",
+                transient=True, status=408)
+        if isinstance(e, httpx2.TransportError):
+            return BackendError(
+                f"cannot reach the {self.name} API at {self.base_url or 'the default endpoint'}: "
+                f"{type(e).__name__}: {e}",
+                fix="check your network connection and GOOGLE_GEMINI_BASE_URL / --base-url",
+                transient=True)
+        if isinstance(e, auth_errors.TransportError):
+            return BackendError(f"{self.name}: cannot refresh Google credentials: {e}",
+                                fix="check your network connection", transient=True)
+        if isinstance(e, auth_errors.GoogleAuthError):
+            return BackendError(f"{self.name}: no usable Google credentials: {e}",
+                                fix=self._auth_fix(), transient=False, status=401)
+        if isinstance(e, json.JSONDecodeError | genai_errors.UnknownApiResponseError):
+            return BackendError(f"{self.name} {what} returned a malformed response body",
+                                fix="usually a proxy or service glitch; it is retried",
+                                transient=True, status=200)
+        return None
+
+    def _api_error(self, e: genai_errors.APIError, what: str) -> BackendError:
+        code = int(e.code or 0)
+        head = f"{self.name} {what} failed: {code} {e.status or ''}: {e.message or ''}".rstrip()
+        if code in RETRYABLE_STATUS:
+            fix = ("lower --rpm / --tpm / --concurrency, or raise your quota" if code == 429
+                   else "the service is busy; retry later or lower --concurrency")
+            return BackendError(head, fix=fix, transient=True, status=code,
+                                retry_after=retry_delay_from(e))
+        text = json.dumps(e.details) if e.details else ""
+        if code in {401, 403} or "API_KEY_INVALID" in text or "API key not valid" in text:
+            fix = self._auth_fix()
+        elif code == 404:
+            fix = (f"check --model (now {self.model!r}; e.g. {DEFAULT_GEMINI_MODEL})"
+                   + (" and --location" if self.vertexai else ""))
+        elif code == 400:
+            fix = "check --model, --max-output-tokens and --thinking-budget (request refused)"
+        else:
+            fix = "see the message above"
+        return BackendError(head, fix=fix, transient=False, status=code)
+
+    def _give_up(self, err: BackendError, retries: int) -> BackendError:
+        return BackendError(f"{err.message} (gave up after {retries} retries)", fix=err.fix,
+                            transient=True, status=err.status, retry_after=err.retry_after)
+
+
+class VertexBackend(GeminiBackend):
+    """Gemini on Vertex AI: project/location from settings or GOOGLE_CLOUD_*; ADC credentials
+    unless `credentials=` is given (tests pass `google.oauth2.credentials.Credentials`)."""
+
+    name: ClassVar[str] = "vertex"
+    vertexai: ClassVar[bool] = True
+    api_version: ClassVar[str] = "v1beta1"
+
+    def _base_url(self) -> str | None:
+        return (os.environ.get("GOOGLE_VERTEX_BASE_URL") or self.settings.base_url) or None
+
+    def _make_client(self, http_options: types.HttpOptions, credentials: Any) -> genai.Client:
+        project = self.settings.project or os.environ.get("GOOGLE_CLOUD_PROJECT")
+        location = (self.settings.location or os.environ.get("GOOGLE_CLOUD_LOCATION")
+                    or "global")
+        if not project:
+            raise ConfigError("Vertex AI needs a Google Cloud project",
+                              fix="set GOOGLE_CLOUD_PROJECT or pass --project")
+        return genai.Client(vertexai=True, project=project, location=location,
+                            credentials=credentials, http_options=http_options)
+
+    def _auth_fix(self) -> str:
+        return ("run `gcloud auth application-default login`, and check that --project has the "
+                "Vertex AI API enabled and your account has the Vertex AI User role")
+
+    def _count_config(self, request: GradeRequest) -> types.CountTokensConfig | None:
+        if request.cached_content:
+            return None
+        return types.CountTokensConfig(system_instruction=request.system)

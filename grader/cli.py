@@ -1,0 +1,227 @@
+"""The command line: parse options, make one library call, print. The only module that imports
+click. Errors from the library (`GraderError`) become a clean message and exit code 2; a run in
+which some student failed exits 1; tracebacks only with --debug."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import GraderError
+from .settings import Settings, resolve
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _handle_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        try:
+            return fn(*args, **kwargs)
+        except GraderError as e:
+            if ctx.find_root().params.get("debug"):
+                raise
+            click.secho(f"error: {e.render()}", fg="red", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: finished grades are saved; run the same command to resume",
+                       err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="grader")
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+def cli(debug: bool) -> None:
+    """Grade a class folder of submissions against a rubric with Gemini or a local model."""
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@_handle_errors
+def init(folder: Path) -> None:
+    """Scaffold an assignment: rubric.yaml, grader.toml and submissions/."""
+    from .scaffold import init_assignment
+
+    for path in init_assignment(folder):
+        click.echo(f"created {path}")
+    click.echo(f"next: put submissions in {folder / 'submissions'}, edit the rubric, then "
+               f"`grade run {folder / 'submissions'}`")
+
+
+def _settings(class_dir: Path | None, **flags: Any) -> Settings:
+    return resolve(flags, class_dir=class_dir)
+
+
+@cli.command()
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--rubric", type=click.Path(path_type=Path, dir_okay=False), help="Rubric YAML.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Output folder [default: reports/<class folder name>].")
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
+@click.option("--backend", help="gemini | vertex | local [default: gemini if a key is set].")
+@click.option("--model", help="Model name.")
+@click.option("--model-path", type=click.Path(path_type=Path, dir_okay=False),
+              help="GGUF file for the local backend.")
+@click.option("--prompts", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder of .j2 templates overriding prompts/.")
+@click.option("--roster", type=click.Path(path_type=Path, dir_okay=False), help="Roster CSV.")
+@click.option("--concurrency", type=int, help="Requests in flight at once.")
+@click.option("--rpm", type=int, help="Requests per minute quota.")
+@click.option("--tpm", type=int, help="Tokens per minute quota.")
+@click.option("--timeout", "timeout_s", type=float, help="Seconds per request before retrying.")
+@click.option("--max-retries", type=int, help="Retries per request on transient errors.")
+@click.option("--limit", type=int, help="Grade only the first N students.")
+@click.option("--regrade", is_flag=True, default=None, help="Grade again even if stored.")
+@click.option("--dry-run", is_flag=True, default=None,
+              help="Render prompts for the first students; call no model.")
+@_handle_errors
+def run(class_dir: Path, **flags: Any) -> None:
+    """Grade every submission in CLASS_DIR (resumable: rerun to continue)."""
+    from . import pipeline
+
+    settings = _settings(class_dir, **flags)
+    if settings.out is None:
+        settings.out = Path("reports") / class_dir.resolve().name
+    if settings.dry_run:
+        _print_dry_run(*pipeline.dry_run(class_dir, settings))
+        return
+    bar: Any = None
+
+    def on_start(total: int, backend: str, model: str) -> None:
+        nonlocal bar
+        if backend == "local" and settings.model_path is None:
+            from .backends.local import default_model_notice
+
+            click.secho(default_model_notice(), fg="yellow", err=True)
+        click.echo(f"grading {total} students with {backend}:{model}", err=True)
+        bar = click.progressbar(length=total, label="grading", file=sys.stderr,
+                                show_pos=True, show_eta=True)
+        bar.__enter__()
+
+    def on_outcome(o: pipeline.Outcome) -> None:
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        summary = pipeline.run_class(class_dir, settings, on_start=on_start,
+                                     on_outcome=on_outcome)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    _print_summary(summary)
+    if not summary.ok:
+        sys.exit(1)
+
+
+def _print_dry_run(plan: Any, items: list[Any]) -> None:
+    click.echo(f"rubric: {plan.rubric_path} ({len(plan.rubric.all_criteria)} criteria, "
+               f"max {plan.rubric.max_total:g} points); prompts hash {plan.prompts.hash}")
+    click.echo(f"static prefix: ~{(len(plan.system) + len(plan.static_prefix)) // 4} tokens "
+               "(identical for every student)")
+    for it in items:
+        if it.flagged:
+            click.echo(f"--- {it.student_id}: would be flagged: {it.flagged}")
+            continue
+        click.echo(f"--- {it.student_id}: ~{it.prompt_tokens} prompt tokens (estimate, chars/4)")
+    if items and items[0].prompt:
+        click.echo("\n=== first prompt (system instruction omitted) ===\n" + items[0].prompt)
+
+
+def _print_summary(s: Any) -> None:
+    u = s.usage
+    click.echo(
+        f"run {s.run_id}: {s.students} students — graded {s.graded}, flagged {s.flagged}, "
+        f"failed {s.failed} ({s.reused} reused from the store)\n"
+        f"tokens: prompt {u.prompt_tokens}, output {u.output_tokens}, thinking "
+        f"{u.thinking_tokens}, cached {u.cached_tokens} in {s.calls} calls; "
+        f"time {s.wall_s:.1f} s\nstore: {s.db}"
+    )
+    for o in s.outcomes:
+        if o.status in ("flagged", "failed"):
+            click.echo(f"  {o.status}: {o.student_id}: {o.reason}")
+    for p in s.outputs:
+        click.echo(f"wrote {p}")
+
+
+@cli.command()
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False))
+@_handle_errors
+def status(class_dir: Path, db: Path | None) -> None:
+    """Show what the store holds for CLASS_DIR."""
+    from .status import class_status
+
+    click.echo(class_status(class_dir, _settings(class_dir, db=db)))
+
+
+@cli.command()
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Output folder [default: reports/<class folder name>].")
+@click.option("--run", "run_id", type=int, help="Run id [default: the latest run of CLASS_DIR].")
+@_handle_errors
+def report(class_dir: Path, db: Path | None, out: Path | None, run_id: int | None) -> None:
+    """Regenerate every output from the store (no model is called)."""
+    from .report import regenerate
+
+    settings = _settings(class_dir, db=db, out=out)
+    for p in regenerate(class_dir, settings, run_id):
+        click.echo(f"wrote {p}")
+
+
+@cli.group()
+def review() -> None:
+    """The teacher's review loop: import the edited review.xlsx."""
+
+
+@review.command("import")
+@click.argument("workbook", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="SQLite store [default: the store the workbook was written from].")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Where to regenerate reports [default: the workbook's folder].")
+@_handle_errors
+def review_import(workbook: Path, db: Path | None, out: Path | None) -> None:
+    """Validate WORKBOOK and store the teacher's scores, comments and approvals."""
+    from .review import import_and_report
+
+    s, paths = import_and_report(workbook, db, out or workbook.parent)
+    click.echo(f"run {s.run_id}: {s.students} students, {s.applied} values changed, "
+               f"{s.unchanged} unchanged")
+    for p in paths:
+        click.echo(f"wrote {p}")
+
+
+@cli.command("export")
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["canvas", "moodle", "csv"]), required=True,
+              help="Gradebook format.")
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="SQLite store [default: the store OUT/review.xlsx was written from].")
+@_handle_errors
+def export(out: Path, fmt: str, db: Path | None) -> None:
+    """Write an LMS gradebook of final grades from OUT (the folder holding review.xlsx)."""
+    from .reports.export import export_from_outdir
+
+    click.echo(f"wrote {export_from_outdir(out, fmt, db)}")
+
+
+def main() -> None:
+    cli(prog_name="grade")
+
+
+if __name__ == "__main__":
+    main()

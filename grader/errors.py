@@ -1,0 +1,81 @@
+"""One error hierarchy. Every message says what went wrong, where, and how to fix it.
+
+The CLI maps `GraderError` to a clean exit (code 2 for user errors); anything else is a bug
+and gets a traceback only under `--debug`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+
+class GraderError(Exception):
+    """Base class: a problem the user can fix. `str(err)` is the full, actionable message."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, fix: str | None = None, path: Path | str | None = None):
+        self.message = message
+        self.fix = fix
+        self.path = str(path) if path is not None else None
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        tail = f"\n  fix: {self.fix}" if self.fix else ""
+        return f"{where}{self.message}{tail}"
+
+
+class ConfigError(GraderError):
+    """Bad settings: grader.toml, environment, flags."""
+
+
+class RubricError(GraderError):
+    """The rubric file is missing or invalid."""
+
+
+class PromptError(GraderError):
+    """A prompt template is missing or fails to render."""
+
+
+class InputError(GraderError):
+    """The class folder or roster cannot be read."""
+
+
+class SubmissionError(GraderError):
+    """One student's submission cannot be graded; the student is flagged and the run goes on.
+
+    `reason` is a short machine-readable code stored with the flag (e.g. "empty", "binary",
+    "password_protected", "oversized", "unreadable", "unsupported").
+    """
+
+    def __init__(self, reason: str, message: str, *, fix: str | None = None,
+                 path: Path | str | None = None):
+        self.reason = reason
+        super().__init__(message, fix=fix, path=path)
+
+
+class BackendError(GraderError):
+    """A model backend failed. `transient` errors may be retried; the rest are final."""
+
+    def __init__(self, message: str, *, fix: str | None = None, transient: bool = False,
+                 status: int | None = None, retry_after: float | None = None):
+        self.transient = transient
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(message, fix=fix)
+
+
+class StoreError(GraderError):
+    """The SQLite store cannot be opened or migrated."""
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """Render a pydantic error as one "field path: message" line per problem."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"{loc}: {e['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""Client-side quota: requests per minute and tokens per minute, shared by all workers.
+
+Gemini enforces quotas over sliding one-minute windows and answers 429 when a window is full.
+A plain leaky bucket with burst = limit would overshoot such a window (a full burst plus the
+drip), so both buckets are shaped to never admit more than the limit in any window:
+
+- requests: strict spacing, one request every `period/rpm` seconds (plus 2% slack), no burst;
+- tokens: a burst of a quarter of the limit, then a drip of three quarters of it per period.
+
+Built on `aiolimiter` (maintained, loop-aware); one `Quota` per backend instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiolimiter import AsyncLimiter
+
+_SLACK = 1.02  # spacing margin so clock skew between us and the server never adds a request
+_TOKEN_BURST_SHARE = 0.25
+
+
+def estimate_tokens(chars: int) -> int:
+    """Token estimate used for the tpm budget: about four characters a token."""
+    return max(1, chars // 4)
+
+
+class Quota:
+    """Bounds requests and tokens per `period_s` (60 s by default). `None` = unbounded."""
+
+    def __init__(self, rpm: int | None = None, tpm: int | None = None, *,
+                 period_s: float = 60.0):
+        if rpm is not None and rpm < 1:
+            raise ValueError("rpm must be >= 1")
+        if tpm is not None and tpm < 1:
+            raise ValueError("tpm must be >= 1")
+        self.rpm = rpm
+        self.tpm = tpm
+        self.period_s = period_s
+        self._requests = (
+            AsyncLimiter(1, period_s * _SLACK / rpm) if rpm is not None else None
+        )
+        self._token_burst = max(1.0, tpm * _TOKEN_BURST_SHARE) if tpm is not None else 0.0
+        if tpm is not None:
+            drip_per_s = tpm * (1 - _TOKEN_BURST_SHARE) / period_s
+            self._tokens: AsyncLimiter | None = AsyncLimiter(
+                self._token_burst, self._token_burst / drip_per_s
+            )
+        else:
+            self._tokens = None
+
+    @property
+    def bounded(self) -> bool:
+        return self._requests is not None or self._tokens is not None
+
+    @asynccontextmanager
+    async def acquire(self, tokens: int = 0) -> AsyncIterator[None]:
+        """Wait until one request of about `tokens` tokens fits, then run the block.
+
+        A request bigger than the token burst waits for a full burst (it cannot be split)."""
+        if self._tokens is not None and tokens > 0:
+            await self._tokens.acquire(min(float(tokens), self._token_burst))
+        if self._requests is not None:
+            await self._requests.acquire(1)
+        yield

@@ -1,0 +1,156 @@
+"""HTML reports: the class overview (report.html) and one page per student.
+
+Jinja2 with autoescape on and a Content-Security-Policy that forbids scripts, so student or model
+text can never run in the teacher's browser. Self-contained: inline CSS, inline SVG charts.
+One compiled template renders all student pages (10k pages in a few seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from .. import __version__
+from ..final import FinalStudent
+from ..rubric import Rubric
+from ..store import Store
+from .stats import (
+    Agreement,
+    Bin,
+    CriterionStats,
+    cost_usd,
+    fmt_num,
+    hardest,
+    histogram,
+    summarize,
+)
+
+TEMPLATES = Path(__file__).parent / "templates"
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(fmt=fmt_num, pct=_pct, version=__version__)
+    return env
+
+
+def _pct(share: float | None) -> str:
+    return "–" if share is None else f"{100.0 * share:.0f}%"
+
+
+def student_filename(student_id: str) -> str:
+    """A safe file name; ids that need changing get a short hash so two never collide."""
+    safe = _SAFE_NAME.sub("_", student_id)[:80].lstrip(".") or "student"
+    if safe != student_id:
+        safe += "-" + hashlib.sha256(student_id.encode()).hexdigest()[:8]
+    return safe + ".html"
+
+
+@dataclass
+class Chart:
+    width: int
+    height: int
+    left: int
+    base: int
+    color: str
+    bars: list[dict[str, Any]]
+
+
+def bar_chart(bins: Sequence[Bin], width: int = 340, height: int = 150,
+              color: str = "#4a7ab0") -> Chart:
+    left, top, bottom = 6, 16, 18
+    base = height - bottom
+    slot = (width - left - 6) / max(len(bins), 1)
+    peak = max((b.count for b in bins), default=0) or 1
+    bars = []
+    for i, b in enumerate(bins):
+        h = round((base - top) * b.count / peak, 1)
+        x = round(left + i * slot + slot * 0.1, 1)
+        bars.append({"x": x, "y": round(base - h, 1), "w": round(slot * 0.8, 1), "h": h,
+                     "cx": round(x + slot * 0.4, 1), "label": b.label, "count": b.count})
+    return Chart(width, height, left, base, color, bars)
+
+
+def _row(s: FinalStudent) -> dict[str, Any]:
+    r = s.result
+    return {"student_id": r.student_id, "name": r.name or "", "href": "students/"
+            + student_filename(r.student_id), "total": s.final_total, "percent": s.final_percent,
+            "band": s.band or "", "status": r.status + (" (review)" if r.needs_review else ""),
+            "flagged": s.flagged, "flags": r.flags, "review_status": s.review_status}
+
+
+def _wall_time(run: Any) -> str:
+    try:
+        start = datetime.fromisoformat(run["started_at"])
+        end = datetime.fromisoformat(run["finished_at"]) if run["finished_at"] else None
+    except (TypeError, ValueError):
+        return "–"
+    if end is None:
+        return "unfinished"
+    secs = int((end - start).total_seconds())
+    return f"{secs // 3600}h {secs % 3600 // 60:02d}m {secs % 60:02d}s"
+
+
+def render_report(env: Environment, store: Store, run_id: int, rubric: Rubric,
+                  students: Sequence[FinalStudent], stats: Sequence[CriterionStats],
+                  agreement: Sequence[Agreement]) -> str:
+    run = store.run(run_id)
+    usage = store.usage(run_id)
+    percents = [p for s in students if (p := s.final_percent) is not None]
+    totals = summarize(percents)
+    review_counts = Counter(s.review_status for s in students)
+    colors = {"approved": "#067647", "reviewed": "#4a7ab0", "needs review": "#b42318",
+              "pending": "#c4cdd5"}
+    parts, x, n = [], 0.0, max(len(students), 1)
+    for label in ("approved", "reviewed", "needs review", "pending"):
+        w = 600 * review_counts.get(label, 0) / n
+        parts.append({"label": label, "count": review_counts.get(label, 0), "x": round(x, 1),
+                      "w": round(w, 1), "color": colors[label]})
+        x += w
+    band_counts = Counter(s.band for s in students if s.band)
+    bands = [(name, band_counts.get(name, 0)) for name, _ in
+             sorted(rubric.grade_bands.items(), key=lambda kv: -kv[1])]
+    rows = [_row(s) for s in students]
+    return env.get_template("report.html.j2").render(
+        rubric=rubric, run=dict(run), usage=usage, cost=cost_usd(run["model"], usage),
+        wall_time=_wall_time(run), generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        counts={"students": len(students),
+                "graded": sum(1 for s in students if s.result.status == "graded"),
+                "flagged": sum(1 for s in students if s.flagged)},
+        totals=totals, total_chart=bar_chart(histogram(percents, 100.0), width=640, height=190),
+        bands=bands,
+        criteria=[{"stats": c, "chart": bar_chart(c.distribution)} for c in stats],
+        hardest=hardest(stats), flagged=[r for r in rows if r["flagged"]], rows=rows,
+        review={"parts": parts}, agreement=agreement,
+        reviewed_count=sum(1 for s in students if s.reviewed or s.has_overrides),
+    )
+
+
+def write_html(store: Store, run_id: int, rubric: Rubric, students: Sequence[FinalStudent],
+               stats: Sequence[CriterionStats], agreement: Sequence[Agreement],
+               out_dir: Path) -> list[Path]:
+    env = environment()
+    report = out_dir / "report.html"
+    report.write_text(render_report(env, store, run_id, rubric, students, stats, agreement),
+                      encoding="utf-8")
+    pages = out_dir / "students"
+    pages.mkdir(parents=True, exist_ok=True)
+    template = env.get_template("student.html.j2")
+    generated_at = datetime.now(UTC).isoformat(timespec="seconds")
+    written = [report]
+    for s in students:
+        path = pages / student_filename(s.student_id)
+        path.write_text(template.render(s=s, rubric=rubric, run_id=run_id,
+                                        generated_at=generated_at), encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,68 @@
+"""`grade init`: lay out a new assignment folder a teacher can fill in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import InputError
+
+RUBRIC = """\
+# The marking scheme. Every field is checked when you run `grade run`; see README: Rubrics.
+title: "Assignment 1: explain your answer"
+instructions: |
+  Grade each criterion independently. Be fair to unusual but correct answers.
+question: |
+  Write the question the students answered here.
+reference_answer: |
+  Write a model answer here. The grader compares each submission against it.
+criteria:
+  - id: correctness
+    title: Correctness
+    max_points: 4
+    description: The answer is factually and technically correct.
+  - id: reasoning
+    title: Reasoning
+    max_points: 4
+    description: The answer explains why, not only what.
+    levels:
+      - {points: 4, descriptor: "Clear, complete explanation with a relevant example."}
+      - {points: 2, descriptor: "Some explanation, with gaps or vague steps."}
+      - {points: 0, descriptor: "No explanation."}
+  - id: clarity
+    title: Clarity
+    max_points: 2
+    description: Well organised and easy to follow.
+grade_bands: {A: 85, B: 70, C: 55, D: 40, F: 0}
+"""
+
+CONFIG = """\
+# Settings for this assignment. Flags and GRADER_* environment variables override them.
+[grader]
+rubric = "rubric.yaml"
+out = "reports"
+db = ".grader/grader.sqlite"
+# backend = "gemini"          # gemini | vertex | local (default: gemini when a key is set)
+# model = "gemini-2.5-flash"
+# concurrency = 8
+# rpm = 60
+"""
+
+
+def init_assignment(folder: Path) -> list[Path]:
+    """Create rubric.yaml, grader.toml and submissions/ in `folder`; never overwrite."""
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = {folder / "rubric.yaml": RUBRIC, folder / "grader.toml": CONFIG}
+    existing = [p for p in targets if p.exists()]
+    if existing:
+        raise InputError(
+            f"{existing[0].name} already exists", path=folder,
+            fix="choose an empty folder, or edit the existing files",
+        )
+    created = []
+    for path, text in targets.items():
+        path.write_text(text, encoding="utf-8")
+        created.append(path)
+    subs = folder / "submissions"
+    subs.mkdir(exist_ok=True)
+    created.append(subs)
+    return created

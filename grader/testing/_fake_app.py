@@ -1,0 +1,297 @@
+"""Routes and Gemini semantics of the fake server (the HTTP plumbing is in `fake_gemini`).
+
+Every reply uses Google's wire format: camelCase JSON, `{"error": {code, message, status,
+details}}` for errors, RetryInfo on 429. New endpoints (cachedContents, files, batches) are added
+with `FakeApp.route(...)`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ._fake_content import Prompt, answer_text, estimate_tokens, read_prompt
+from ._fake_state import FakeState
+
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, json.dumps(payload).encode(), headers or {})
+
+
+def error_reply(status: int, message: str, details: list[dict[str, Any]] | None = None,
+                headers: dict[str, str] | None = None) -> Reply:
+    """Google's error envelope: {"error": {code, message, status, details}}."""
+    err: dict[str, Any] = {"code": status, "message": message,
+                           "status": STATUS_NAMES.get(status, "UNKNOWN")}
+    if details:
+        err["details"] = details
+    return json_reply(status, {"error": err}, headers)
+
+
+def _duration(seconds: float) -> str:
+    """protobuf Duration JSON, e.g. "1.5s"."""
+    text = f"{seconds:.3f}".rstrip("0").rstrip(".")
+    return f"{text}s"
+
+
+_QUOTA_METRIC = "generativelanguage.googleapis.com/generate_content_requests"
+
+
+def quota_reply(wait_s: float, rpm: int | None) -> Reply:
+    details: list[dict[str, Any]] = [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+         "violations": [{"quotaMetric": _QUOTA_METRIC,
+                         "quotaId": "GenerateRequestsPerMinutePerProjectPerModel",
+                         "quotaValue": str(rpm or 0)}]},
+        {"@type": "type.googleapis.com/google.rpc.Help",
+         "links": [{"description": "Learn more about Gemini API quotas",
+                    "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": _duration(wait_s)},
+    ]
+    return error_reply(
+        429, "You exceeded your current quota, please check your plan and billing details.",
+        details, {"Retry-After": str(max(1, round(wait_s + 0.4999)))},
+    )
+
+
+_SERVER_ERRORS = {
+    "500": "An internal error has occurred.",
+    "503": "The model is overloaded. Please try again later.",
+    "504": "Deadline expired before operation could complete.",
+}
+Route = tuple[str, re.Pattern[str], Callable[..., Reply]]
+_API_METHODS = "generateContent|countTokens"
+DEVELOPER_PATH = re.compile(
+    rf"^/(?:v1|v1beta|v1alpha)/models/(?P<model>[^/:]+):(?P<method>{_API_METHODS})$"
+)
+VERTEX_PATH = re.compile(
+    r"^/(?:v1|v1beta1)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+    rf"/publishers/google/models/(?P<model>[^/:]+):(?P<method>{_API_METHODS})$"
+)
+
+
+@dataclass
+class Call:
+    """One parsed HTTP request as the app sees it."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    raw: bytes
+    match: re.Match[str] | None = None
+    client_gone: Callable[[], bool] = lambda: False
+
+
+    def json(self) -> Any:
+        return json.loads(self.raw or b"{}")
+
+
+class FakeApp:
+    """The router and the Gemini semantics; HTTP plumbing lives in `_Handler`.
+
+    New endpoints (cachedContents, files, batches) are added with `self.route(...)`.
+    """
+
+    def __init__(self, state: FakeState):
+        self.state = state
+        self.routes: list[Route] = []
+        self.route("POST", DEVELOPER_PATH, self.model_call)
+        self.route("POST", VERTEX_PATH, self.model_call)
+        self.route("GET", re.compile(r"^/_fake/stats$"), self.get_stats)
+        self.route("POST", re.compile(r"^/_fake/config$"), self.post_config)
+        self.route("POST", re.compile(r"^/_fake/reset$"), self.post_reset)
+        self.route("POST", re.compile(r"^/_fake/inject$"), self.post_inject)
+
+    def route(self, method: str, pattern: re.Pattern[str], handler: Callable[..., Reply]) -> None:
+        self.routes.append((method, pattern, handler))
+
+    def handle(self, call: Call) -> Reply:
+        for method, pattern, handler in self.routes:
+            m = pattern.match(call.path)
+            if m and method == call.method:
+                call.match = m
+                try:
+                    return handler(call)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    return error_reply(400, "Invalid JSON payload received.")
+                except ValueError as e:
+                    return error_reply(400, str(e))
+        return error_reply(404, f"Method not found: {call.method} {call.path}")
+
+    # --- control endpoints ------------------------------------------------------------------
+    def get_stats(self, call: Call) -> Reply:
+        return json_reply(200, self.state.snapshot())
+
+    def post_config(self, call: Call) -> Reply:
+        self.state.configure(call.json())
+        with self.state.lock:
+            cfg = asdict(self.state.config)
+        return json_reply(200, cfg)
+
+    def post_reset(self, call: Call) -> Reply:
+        self.state.reset()
+        return json_reply(200, {})
+
+    def post_inject(self, call: Call) -> Reply:
+        self.state.inject(list(call.json().get("faults", [])))
+        return json_reply(200, {})
+
+    # --- the model API ----------------------------------------------------------------------
+    def model_call(self, call: Call) -> Reply:
+        assert call.match is not None
+        endpoint = call.match.group("method")
+        vertex = "project" in call.match.groupdict()
+        record = {"path": call.path, "endpoint": endpoint, "vertex": vertex, "body": None}
+        self.state.begin(endpoint, record)
+        reply = error_reply(500, "fake server error")
+        try:
+            reply = self._model_call(call, endpoint, vertex, record)
+        finally:
+            self.state.end(endpoint, reply.status)
+        return reply
+
+    def _model_call(self, call: Call, endpoint: str, vertex: bool, record: dict[str, Any]) -> Reply:
+        denied = self._auth(call, vertex)
+        if denied:
+            return denied
+        body = call.json()
+        if not isinstance(body, dict):
+            return error_reply(400, "Invalid JSON payload: expected an object.")
+        record["body"] = body
+        model = call.match.group("model") if call.match else ""
+        if not model.startswith("gemini-"):
+            api = "v1beta1" if vertex else "v1beta"
+            return error_reply(404, f"models/{model} is not found for API version {api}, or is "
+                                    f"not supported for {endpoint}.")
+        prompt = read_prompt(body)
+        if endpoint == "countTokens":
+            if "generationConfig" in body and not vertex:
+                return error_reply(400, 'Invalid JSON payload received. Unknown name '
+                                        '"generationConfig": Cannot find field.')
+            return json_reply(200, {"totalTokens": prompt.prompt_tokens})
+        return self._generate(call, body, prompt, model, vertex)
+
+    def _auth(self, call: Call, vertex: bool) -> Reply | None:
+        if vertex:
+            if not call.headers.get("authorization", "").startswith("Bearer "):
+                return error_reply(401, "Request is missing required authentication credential.")
+            return None
+        key = call.headers.get("x-goog-api-key") or (call.query.get("key") or [""])[0]
+        if not key:
+            return error_reply(403, "Method doesn't allow unregistered callers (callers without "
+                                    "established identity). Please use API Key or other form of "
+                                    "API consumer identity to call this API.")
+        expected = self.state.config.api_key
+        if expected is not None and key != expected:
+            return error_reply(400, "API key not valid. Please pass a valid API key.", [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                 "domain": "googleapis.com"}])
+        return None
+
+    def _generate(self, call: Call, body: dict[str, Any], prompt: Prompt, model: str,
+                  vertex: bool) -> Reply:
+        cached = 0
+        cache_name = body.get("cachedContent")
+        if cache_name:
+            with self.state.lock:
+                known = self.state.caches.get(cache_name)
+            if known is None:
+                return error_reply(404, f"CachedContent not found (or permission denied): "
+                                        f"{cache_name}")
+            cached = known
+        wait = self.state.admit()
+        if wait is not None:
+            return quota_reply(wait, self.state.config.rpm)
+        fault = self.state.pick_fault()
+        if fault == "429":
+            return quota_reply(self.state.config.fault_retry_delay_s, self.state.config.rpm)
+        if fault in {"400", "401", "403", "404"}:
+            return error_reply(int(fault), f"injected {fault} fault")
+        if self.state.stop.wait(self.state.delay_s()):
+            return error_reply(503, "fake server is shutting down")
+        if fault == "hang":
+            until = time.monotonic() + self.state.config.hang_s
+            while (left := until - time.monotonic()) > 0 and not call.client_gone():
+                if self.state.stop.wait(min(0.1, left)):
+                    break
+            return error_reply(504, "Deadline expired before operation could complete.")
+        if fault in _SERVER_ERRORS:
+            return error_reply(int(fault), _SERVER_ERRORS[fault])
+        if call.client_gone():
+            # The caller timed out or was killed: nothing is delivered, so nothing is billed
+            # (this is what lets a resume test prove that no submission was paid twice).
+            return error_reply(499, "Client closed the request.")
+        if fault == "malformed":
+            return Reply(200, b'{"candidates": [{"content": {"parts": [{"text": "{\\"cri',
+                         {"Content-Type": "application/json"})
+        kind = fault.upper() if fault in {"empty", "safety"} else None
+        for trig in ("SAFETY", "RECITATION", "MAX_TOKENS", "EMPTY", "INVALID_JSON",
+                     "INVALID_ONCE", "PROMPT_BLOCKED"):
+            if kind is None and trig in prompt.triggers:
+                kind = trig
+        return json_reply(200, self._response(body, prompt, model, vertex, kind, cached))
+
+    def _response(self, body: dict[str, Any], prompt: Prompt, model: str, vertex: bool,
+                  kind: str | None, cached: int) -> dict[str, Any]:
+        gen = body.get("generationConfig") or {}
+        schema = gen.get("responseJsonSchema") or gen.get("responseSchema")
+        text: str | None
+        finish = "STOP"
+        if kind in {"SAFETY", "RECITATION", "EMPTY", "PROMPT_BLOCKED"}:
+            text = None
+            finish = kind
+        elif kind == "INVALID_JSON":
+            text = "I think this submission deserves a good score, but here is no JSON."
+        elif kind == "INVALID_ONCE":
+            text = answer_text(prompt, schema, violate=prompt.turns <= 1)
+        else:
+            text = answer_text(prompt, schema)
+            if kind == "MAX_TOKENS":
+                text, finish = text[: max(1, len(text) // 2)], "MAX_TOKENS"
+        prompt_tokens = prompt.prompt_tokens + cached
+        out_tokens = estimate_tokens(len(text)) if text else 0
+        usage: dict[str, int] = {
+            "promptTokenCount": prompt_tokens,
+            "candidatesTokenCount": out_tokens,
+            "thoughtsTokenCount": 0,
+            "totalTokenCount": prompt_tokens + out_tokens,
+        }
+        if cached:
+            usage["cachedContentTokenCount"] = cached
+        resp: dict[str, Any] = {}
+        if kind == "PROMPT_BLOCKED":
+            resp["promptFeedback"] = {"blockReason": "PROHIBITED_CONTENT"}
+        elif kind != "EMPTY":
+            cand: dict[str, Any] = {"finishReason": finish, "index": 0}
+            if text is not None:
+                cand["content"] = {"parts": [{"text": text}], "role": "model"}
+            if kind == "SAFETY":
+                cand["safetyRatings"] = [{"category": "HARM_CATEGORY_HARASSMENT",
+                                          "probability": "HIGH", "blocked": True}]
+            resp["candidates"] = [cand]
+        resp["usageMetadata"] = usage
+        resp["modelVersion"] = self.state.config.model_version or model
+        resp["responseId"] = uuid.uuid4().hex[:22]
+        if vertex:
+            resp["createTime"] = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+        self.state.bill(prompt.key, usage)
+        return resp

@@ -1,0 +1,189 @@
+"""Mutable state of the fake Gemini server: settings, quota window, fault dice and counters.
+
+One lock guards everything, so handler threads can share it; nothing here blocks (sleeps happen in
+the handler thread, outside the lock).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+TRANSIENT_FAULTS = ("500", "503", "hang", "429")
+CONTENT_FAULTS = ("malformed", "empty", "safety")
+# Only by `inject()`: final errors a test may want on one call.
+SCRIPTED_ONLY = ("400", "401", "403", "404", "504")
+ALL_FAULTS = TRANSIENT_FAULTS + CONTENT_FAULTS + SCRIPTED_ONLY
+
+
+@dataclass
+class FakeConfig:
+    """Runtime knobs; `FakeGemini.configure()` and `POST /_fake/config` change them."""
+
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    rpm: int | None = None
+    rpm_window_s: float = 60.0
+    fail_rate: float = 0.0
+    fault_kinds: tuple[str, ...] = TRANSIENT_FAULTS + CONTENT_FAULTS
+    hang_s: float = 30.0
+    fault_retry_delay_s: float = 1.0
+    seed: int = 0
+    api_key: str | None = None
+    model_version: str | None = None
+
+    @classmethod
+    def names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+
+def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """Validate config changes; raises ValueError naming the bad key."""
+    unknown = set(changes) - FakeConfig.names()
+    if unknown:
+        raise ValueError(f"unknown fake config keys {sorted(unknown)}; "
+                         f"known: {sorted(FakeConfig.names())}")
+    out = dict(changes)
+    if "fault_kinds" in out:
+        kinds = tuple(str(k) for k in out["fault_kinds"])
+        bad = [k for k in kinds if k not in ALL_FAULTS]
+        if bad or not kinds:
+            raise ValueError(f"fault_kinds {bad or '[]'} invalid; use some of {list(ALL_FAULTS)}")
+        out["fault_kinds"] = kinds
+    if "fail_rate" in out and not 0.0 <= float(out["fail_rate"]) <= 1.0:
+        raise ValueError("fail_rate must be between 0 and 1")
+    if out.get("rpm") is not None and int(out["rpm"]) < 1:
+        raise ValueError("rpm must be >= 1 or null")
+    return out
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    by_endpoint: Counter[str] = field(default_factory=Counter)
+    by_status: Counter[str] = field(default_factory=Counter)
+    by_endpoint_status: dict[str, Counter[str]] = field(default_factory=dict)
+    faults: Counter[str] = field(default_factory=Counter)
+    billed: Counter[str] = field(default_factory=Counter)
+    tokens: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "by_endpoint": dict(self.by_endpoint),
+            "by_status": dict(self.by_status),
+            "by_endpoint_status": {k: dict(v) for k, v in self.by_endpoint_status.items()},
+            "faults": dict(self.faults),
+            "billed_by_submission": dict(self.billed),
+            "tokens": {k: self.tokens.get(k, 0)
+                       for k in ("prompt", "candidates", "thoughts", "cached", "total")},
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+        }
+
+
+class FakeState:
+    """Shared by all handler threads of one server."""
+
+    def __init__(self, config: FakeConfig):
+        self.config = config
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.rng = random.Random(config.seed)
+        self.stats = Stats()
+        self.window: deque[float] = deque()
+        self.scripted: deque[str] = deque()
+        self.caches: dict[str, int] = {}
+        self.recent: deque[dict[str, Any]] = deque(maxlen=500)
+
+    # --- settings -------------------------------------------------------------------------
+    def configure(self, changes: dict[str, Any]) -> None:
+        checked = check_changes(changes)
+        with self.lock:
+            for k, v in checked.items():
+                setattr(self.config, k, v)
+            if "seed" in checked:
+                self.rng = random.Random(self.config.seed)
+            if "rpm" in checked or "rpm_window_s" in checked:
+                self.window.clear()
+
+    def inject(self, kinds: list[str]) -> None:
+        bad = [k for k in kinds if k not in ALL_FAULTS]
+        if bad:
+            raise ValueError(f"unknown fault kinds {bad}; use some of {list(ALL_FAULTS)}")
+        with self.lock:
+            self.scripted.extend(kinds)
+
+    def reset(self) -> None:
+        with self.lock:
+            in_flight = self.stats.in_flight
+            self.stats = Stats(in_flight=in_flight, max_in_flight=in_flight)
+            self.window.clear()
+            self.scripted.clear()
+            self.recent.clear()
+            self.rng = random.Random(self.config.seed)
+
+    # --- per request ----------------------------------------------------------------------
+    def begin(self, endpoint: str, record: dict[str, Any]) -> None:
+        with self.lock:
+            self.stats.requests += 1
+            self.stats.by_endpoint[endpoint] += 1
+            self.stats.in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+            self.recent.append(record)
+
+    def end(self, endpoint: str, status: int) -> None:
+        with self.lock:
+            self.stats.in_flight -= 1
+            self.stats.by_status[str(status)] += 1
+            self.stats.by_endpoint_status.setdefault(endpoint, Counter())[str(status)] += 1
+
+    def admit(self) -> float | None:
+        """Quota check for one generateContent call: None when admitted, else seconds to wait."""
+        with self.lock:
+            rpm, span = self.config.rpm, self.config.rpm_window_s
+            if rpm is None:
+                return None
+            now = time.monotonic()
+            while self.window and self.window[0] <= now - span:
+                self.window.popleft()
+            if len(self.window) >= rpm:
+                return max(0.001, self.window[0] + span - now)
+            self.window.append(now)
+            return None
+
+    def pick_fault(self) -> str | None:
+        with self.lock:
+            if self.scripted:
+                kind = self.scripted.popleft()
+            elif self.config.fail_rate > 0 and self.rng.random() < self.config.fail_rate:
+                kind = self.rng.choice(self.config.fault_kinds)
+            else:
+                return None
+            self.stats.faults[kind] += 1
+            return kind
+
+    def delay_s(self) -> float:
+        with self.lock:
+            base, jitter = self.config.latency_ms, self.config.jitter_ms
+            extra = self.rng.uniform(-jitter, jitter) if jitter > 0 else 0.0
+        return max(0.0, base + extra) / 1000
+
+    def bill(self, key: str, usage: dict[str, int]) -> None:
+        with self.lock:
+            self.stats.billed[key] += 1
+            self.stats.tokens["prompt"] += usage.get("promptTokenCount", 0)
+            self.stats.tokens["candidates"] += usage.get("candidatesTokenCount", 0)
+            self.stats.tokens["thoughts"] += usage.get("thoughtsTokenCount", 0)
+            self.stats.tokens["cached"] += usage.get("cachedContentTokenCount", 0)
+            self.stats.tokens["total"] += usage.get("totalTokenCount", 0)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return self.stats.to_json()

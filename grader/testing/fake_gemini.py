@@ -1,0 +1,227 @@
+"""A fake Gemini REST server (Developer API and Vertex AI) for tests and benchmarks.
+
+The real google-genai client talks to it through `HttpOptions(base_url=...)` or
+`GOOGLE_GEMINI_BASE_URL`, so the whole SDK path (serialisation, errors, timeouts) is exercised.
+Answers are deterministic (see `_fake_content`); quota, faults and latency are configurable.
+Stdlib only: one thread per connection, keep-alive, sleeps never hold a lock.
+
+    python -m grader.testing.fake_gemini --port 0 --latency-ms 1000 --rpm 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import select
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ._fake_app import Call, FakeApp, Reply, error_reply, json_reply
+from ._fake_content import submission_key
+from ._fake_state import ALL_FAULTS, CONTENT_FAULTS, TRANSIENT_FAULTS, FakeConfig, FakeState
+
+__all__ = ["Call", "FakeApp", "FakeConfig", "FakeGemini", "Reply", "error_reply", "json_reply",
+           "main"]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+    timeout = 300  # idle keep-alive connections are closed after this
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence per-request logging: 1000s of lines would drown test output."""
+
+    def _peer_closed(self) -> bool:
+        """True when the client has closed its end (EOF pending, nothing else to read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _dispatch(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        parts = urlsplit(self.path)
+        call = Call(method=method, path=parts.path, query=parse_qs(parts.query),
+                    headers={k.lower(): v for k, v in self.headers.items()}, raw=raw,
+                    client_gone=self._peer_closed)
+        reply = self.server.app.handle(call)
+        try:
+            self.send_response(reply.status)
+            headers = {"Content-Type": "application/json; charset=UTF-8", **reply.headers}
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (timeout); nothing to tell it
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+    def __init__(self, host: str, port: int, app: FakeApp):
+        self.app = app
+        super().__init__((host, port), _Handler)
+
+
+class FakeGemini:
+    """The fake server in a background thread. Use as a context manager:
+
+        with FakeGemini(latency_ms=0) as fake:
+            client = genai.Client(api_key="k", http_options=HttpOptions(base_url=fake.url))
+    """
+
+    TRANSIENT_FAULTS = TRANSIENT_FAULTS
+    CONTENT_FAULTS = CONTENT_FAULTS
+    ALL_FAULTS = ALL_FAULTS
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0,
+                 jitter_ms: float = 0.0, rpm: int | None = None, rpm_window_s: float = 60.0,
+                 fail_rate: float = 0.0, fault_kinds: list[str] | tuple[str, ...] | None = None,
+                 hang_s: float = 30.0, fault_retry_delay_s: float = 1.0, seed: int = 0,
+                 api_key: str | None = None, model_version: str | None = None):
+        self.state = FakeState(FakeConfig())
+        changes: dict[str, Any] = dict(
+            latency_ms=latency_ms, jitter_ms=jitter_ms, rpm=rpm, rpm_window_s=rpm_window_s,
+            fail_rate=fail_rate, hang_s=hang_s, fault_retry_delay_s=fault_retry_delay_s,
+            seed=seed, api_key=api_key, model_version=model_version,
+        )
+        if fault_kinds is not None:
+            changes["fault_kinds"] = fault_kinds
+        self.state.configure(changes)
+        self.app = FakeApp(self.state)
+        self._host, self._port = host, port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self) -> FakeGemini:
+        self.state.stop.clear()
+        self._server = _Server(self._host, self._port, self.app)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
+                                        name="fake-gemini", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.state.stop.set()  # wake sleeping/hanging handlers
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeGemini:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- what tests use ---------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FakeGemini is not running; use `with FakeGemini() as fake:`")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment that points the SDK (and grader) at this server."""
+        return {"GOOGLE_GEMINI_BASE_URL": self.url, "GOOGLE_VERTEX_BASE_URL": self.url}
+
+    def stats(self) -> dict[str, Any]:
+        return self.state.snapshot()
+
+    def configure(self, **changes: Any) -> None:
+        self.state.configure(changes)
+
+    @property
+    def config(self) -> FakeConfig:
+        return self.state.config
+
+    def reset_stats(self) -> None:
+        self.state.reset()
+
+    def inject(self, *faults: str) -> None:
+        """Script the next generateContent calls, in order (e.g. "503", "429", "hang", "403")."""
+        self.state.inject(list(faults))
+
+    def add_cache(self, name: str, tokens: int) -> None:
+        """Make `cachedContent=name` valid, billed as `tokens` cached prompt tokens."""
+        with self.state.lock:
+            self.state.caches[name] = tokens
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Recent model API calls (path, endpoint, vertex, body), oldest first."""
+        with self.state.lock:
+            return list(self.state.recent)
+
+    @staticmethod
+    def submission_key(text: str) -> str:
+        """The key of `stats()["billed_by_submission"]` for a submission text."""
+        return submission_key(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m grader.testing.fake_gemini",
+                                description="Fake Gemini REST server for tests and benchmarks.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 = pick a free port")
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--jitter-ms", type=float, default=0.0)
+    p.add_argument("--rpm", type=int, default=None)
+    p.add_argument("--rpm-window-s", type=float, default=60.0)
+    p.add_argument("--fail-rate", type=float, default=0.0)
+    p.add_argument("--fault-kinds", default=None,
+                   help=f"comma-separated, from {','.join(ALL_FAULTS)}")
+    p.add_argument("--hang-s", type=float, default=30.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--api-key", default=None, help="reject other Developer API keys")
+    a = p.parse_args(argv)
+    kinds = a.fault_kinds.split(",") if a.fault_kinds else None
+    fake = FakeGemini(host=a.host, port=a.port, latency_ms=a.latency_ms, jitter_ms=a.jitter_ms,
+                      rpm=a.rpm, rpm_window_s=a.rpm_window_s, fail_rate=a.fail_rate,
+                      fault_kinds=kinds, hang_s=a.hang_s, seed=a.seed, api_key=a.api_key)
+    fake.start()
+    host, port = a.host, fake.port
+    print(f"http://{host}:{port}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Build small synthetic classes for end-to-end tests (tmp folders, no ../shared)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RUBRIC = """\
+title: Network encoding (short answer)
+instructions: Grade each criterion independently.
+question: Which encoding should a congested network with perfect clocks use? Give two reasons.
+reference_answer: >-
+  Binary encoding, because it is the most bandwidth efficient with one bit per baud, and
+  self-clocking is not needed since all clocks are perfect.
+criteria:
+  - id: choice
+    title: Correct encoding chosen
+    max_points: 2
+    levels:
+      - {points: 0, descriptor: wrong or missing}
+      - {points: 1, descriptor: partially right}
+      - {points: 2, descriptor: binary encoding named}
+  - id: reasons
+    title: Reasons
+    max_points: 3
+    description: Two valid reasons (bandwidth efficiency, no clock recovery needed).
+grade_bands: {A: 80, B: 60, C: 40, F: 0}
+"""
+
+ANSWERS = [
+    "Binary encoding, since it uses one bit per baud which is bandwidth efficient, and "
+    "the clocks are perfect so self-clocking is not needed.",
+    "Manchester encoding because it is self-clocking.",
+    "I would use binary encoding because it is simple and cheap.",
+    "Differential Manchester, as it is robust against noise and polarity errors.",
+    "Binary encoding: efficient bandwidth use (1 bit/baud) and perfect clocks mean no clock "
+    "recovery is required.",
+]
+
+
+def make_class(root: Path, n: int, *, extra: dict[str, str] | None = None) -> Path:
+    """A class folder with `n` text submissions plus rubric.yaml; `extra` adds named files."""
+    class_dir = root / "class"
+    class_dir.mkdir(parents=True, exist_ok=True)
+    (class_dir / "rubric.yaml").write_text(RUBRIC, encoding="utf-8")
+    for i in range(n):
+        text = f"Student {i:04d} answer. " + ANSWERS[i % len(ANSWERS)]
+        (class_dir / f"s{i:04d}.txt").write_text(text, encoding="utf-8")
+    for name, text in (extra or {}).items():
+        (class_dir / name).write_text(text, encoding="utf-8")
+    return class_dir

@@ -1,0 +1,166 @@
+"""Discovery: every class-folder layout, the roster merge, and input errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grader.discover import Submission, discover, read_roster
+from grader.errors import InputError
+
+from _make_fixtures import write
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "intro-python"
+
+
+def by_id(class_dir: Path, roster: Path | None = None) -> dict[str, Submission]:
+    return {s.student_id: s for s in discover(class_dir, roster)}
+
+
+def test_one_file_per_student(tmp_path: Path) -> None:
+    write(tmp_path / "bob.py", "print(1)")
+    write(tmp_path / "alice.py", "print(2)")
+    write(tmp_path / "alice.md", "notes")
+    subs = list(discover(tmp_path))
+    assert [s.student_id for s in subs] == ["alice", "bob"]
+    alice = subs[0]
+    assert alice.source == "file" and not alice.late and alice.name is None
+    assert alice.names == ("alice.md", "alice.py")
+    assert alice.files == (tmp_path / "alice.md", tmp_path / "alice.py")
+
+
+def test_folder_per_student_recursive_ignores_clutter(tmp_path: Path) -> None:
+    write(tmp_path / "carol" / "main.py", "x = 1")
+    write(tmp_path / "carol" / "src" / "util.py", "y = 2")
+    write(tmp_path / "carol" / ".hidden.py", "z")
+    write(tmp_path / "carol" / ".DS_Store", b"\x00\x01")
+    write(tmp_path / "carol" / ".ipynb_checkpoints" / "nb-checkpoint.ipynb", "{}")
+    write(tmp_path / "carol" / "__MACOSX" / "._main.py", b"\x00")
+    write(tmp_path / "__MACOSX" / "carol" / "._main.py", b"\x00")
+    write(tmp_path / ".DS_Store", b"\x00")
+    subs = by_id(tmp_path)
+    assert list(subs) == ["carol"]
+    assert subs["carol"].source == "folder"
+    assert subs["carol"].names == ("main.py", "src/util.py")
+
+
+def test_assignment_files_in_root_are_skipped(tmp_path: Path) -> None:
+    for name in ("rubric.yaml", "rubric.yml", "grader.toml", "roster.csv", "README.md",
+                 "readme.txt"):
+        write(tmp_path / name, "title: x\n")
+    write(tmp_path / "class-list.csv", "id,name\ndan,Dan D\n")
+    write(tmp_path / "dan.txt", "answer")
+    subs = list(discover(tmp_path, tmp_path / "class-list.csv"))
+    assert [s.student_id for s in subs] == ["dan"]
+    assert subs[0].name == "Dan D"
+
+
+def test_canvas_names_grouped_by_user_id_with_late_flag(tmp_path: Path) -> None:
+    write(tmp_path / "smith_jane_12345_67890_answer.py", "a")
+    write(tmp_path / "smith_jane_LATE_12345_67891_notes.txt", "b")
+    write(tmp_path / "doejohn_222_333_hw-1.py", "c")
+    subs = by_id(tmp_path)
+    assert set(subs) == {"12345", "222"}
+    jane = subs["12345"]
+    assert jane.source == "canvas" and jane.late is True
+    assert jane.name == "Jane Smith"
+    assert sorted(jane.names) == ["answer.py", "notes.txt"]
+    john = subs["222"]
+    assert john.late is False and john.names == ("hw-1.py",) and john.name == "Doejohn"
+
+
+def test_canvas_pattern_needs_both_ids(tmp_path: Path) -> None:
+    write(tmp_path / "hw_1_answer.py", "a")
+    assert list(by_id(tmp_path)) == ["hw_1_answer"]
+
+
+def test_moodle_folders_merged_per_participant(tmp_path: Path) -> None:
+    write(tmp_path / "Ana María López_777_assignsubmission_file_" / "essay.docx.txt", "e")
+    write(tmp_path / "Ana María López_777_assignsubmission_onlinetext_" / "onlinetext.html",
+          "<p>hi</p>")
+    write(tmp_path / "Ben Ode_778_assignsubmission_file_answer.py", "flat")
+    subs = by_id(tmp_path)
+    ana = subs["777"]
+    assert ana.source == "moodle" and ana.name == "Ana María López"
+    assert sorted(ana.names) == ["essay.docx.txt", "onlinetext.html"]
+    assert subs["778"].name == "Ben Ode" and subs["778"].names == ("answer.py",)
+
+
+def test_roster_merge_names_emails_and_missing(tmp_path: Path) -> None:
+    cls = tmp_path / "cls"
+    write(cls / "Alice.py", "a")
+    write(cls / "smith_jane_12345_67890_a.py", "b")
+    write(cls / "zed.py", "not on the roster")
+    roster = write(tmp_path / "r.csv",
+                   "Student ID,Full Name,E-mail\n"
+                   "alice,Alice A,alice@example.edu\n"
+                   "12345,Jane Q. Smith,jane@example.edu\n"
+                   "\n"
+                   "oscar,Oscar O,\n")
+    subs = by_id(cls, roster)
+    assert list(subs) == ["12345", "alice", "oscar", "zed"]
+    assert subs["alice"].name == "Alice A" and subs["alice"].email == "alice@example.edu"
+    assert subs["alice"].files == (cls / "Alice.py",)  # matched case-insensitively
+    assert subs["12345"].name == "Jane Q. Smith"  # roster wins over the Canvas name
+    assert subs["oscar"].files == () and subs["oscar"].email is None
+    assert subs["zed"].name is None and len(subs["zed"].files) == 1
+
+
+def test_roster_first_and_last_name_columns(tmp_path: Path) -> None:
+    roster = write(tmp_path / "r.csv", "\ufeffstudent_id,First Name,Last Name\nk1,Kim,Lee\n")
+    assert read_roster(roster)["k1"].name == "Kim Lee"
+
+
+@pytest.mark.parametrize(("content", "expect"), [
+    ("", "line 1"),
+    ("name,email\nAl,al@x.org\n", "line 1: no student id column"),
+    ("id,name\nal,Al\n,Nobody\n", "line 3: the student id is empty"),
+    ("id,name\nal,Al\nbo,Bo\nal,Al again\n", "line 4: student id 'al' appears twice"),
+    ("id,name,email\nal,Al,not-an-email\n", "line 2: 'not-an-email' is not an email"),
+])
+def test_bad_roster_names_file_line_and_fix(tmp_path: Path, content: str, expect: str) -> None:
+    write(tmp_path / "cls" / "al.py", "x")
+    roster = write(tmp_path / "roster.csv", content)
+    with pytest.raises(InputError) as err:
+        discover(tmp_path / "cls", roster)
+    assert expect in str(err.value)
+    assert str(roster) in str(err.value) and err.value.fix
+
+
+def test_roster_not_found_or_not_utf8(tmp_path: Path) -> None:
+    write(tmp_path / "cls" / "al.py", "x")
+    with pytest.raises(InputError, match="not found"):
+        discover(tmp_path / "cls", tmp_path / "nope.csv")
+    bad = write(tmp_path / "latin.csv", b"id,name\nal,Jos\xe9\n")
+    with pytest.raises(InputError, match="not UTF-8"):
+        discover(tmp_path / "cls", bad)
+
+
+def test_missing_or_empty_class_dir(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found") as err:
+        discover(tmp_path / "absent")
+    assert err.value.fix
+    write(tmp_path / "empty" / "README.md", "only the assignment's own files")
+    with pytest.raises(InputError, match="no submissions"):
+        discover(tmp_path / "empty")
+
+
+def test_submission_is_frozen_and_strict(tmp_path: Path) -> None:
+    sub = Submission(student_id="a")
+    with pytest.raises(ValueError):
+        Submission(student_id="a", unknown=1)  # type: ignore[call-arg]
+    with pytest.raises(ValueError):
+        sub.student_id = "b"  # type: ignore[misc]
+
+
+def test_sample_class_layout() -> None:
+    subs = by_id(SAMPLES, SAMPLES / "roster.csv")
+    assert len(subs) == 16
+    assert subs["48213"].source == "canvas" and subs["48213"].late
+    assert subs["48213"].name == "Kasia Kowalski" and len(subs["48213"].files) == 2
+    assert subs["51007"].source == "moodle" and len(subs["51007"].files) == 2
+    assert subs["mia"].source == "folder" and len(subs["mia"].files) == 4
+    assert subs["oscar"].files == ()
+    assert all(not s.late for k, s in subs.items() if k != "48213")
+    assert all(s.email and s.email.endswith("@example.edu") for s in subs.values())

@@ -1,0 +1,203 @@
+"""Review workbook and statistics: structure, formula-injection safety, finals after review."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import openpyxl
+import pytest
+from _synthetic import FORMULA_EVIL, SyntheticRun, build
+
+from grader._escape import FORMULA_STARTS, escape_cell, escape_text, unescape_text
+from grader.final import finals
+from grader.reports import write_reports
+from grader.reports.stats import (
+    agreement,
+    criterion_stats,
+    histogram,
+    quadratic_weighted_kappa,
+    summarize,
+)
+from grader.review import import_workbook
+
+
+@pytest.fixture
+def synth(tmp_path: Path) -> SyntheticRun:
+    return build(tmp_path / "db.sqlite", n=40, k=6)
+
+
+def _cols(ws: openpyxl.worksheet.worksheet.Worksheet) -> dict[str, int]:
+    return {c.value: c.column for c in ws[1]}
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+def test_qwk_matches_hand_computed_example() -> None:
+    # a=[0,1,2], b=[0,2,2], categories 0..2, w=(i-j)^2/4.
+    # observed: one (1,2) disagreement -> sum w*O = 0.25
+    # expected: hist_a=[1,1,1], hist_b=[1,0,2], E=outer/3 -> sum w*E = 3.75/3 = 1.25
+    # kappa = 1 - 0.25/1.25 = 0.8
+    assert quadratic_weighted_kappa([0, 1, 2], [0, 2, 2], [0, 1, 2]) == pytest.approx(0.8)
+
+
+def test_qwk_second_hand_example_with_unused_category() -> None:
+    # a=[0,0,3,3], b=[0,1,3,2], categories 0..3, w=(i-j)^2/9.
+    # sum w*O = (1 + 1)/9 = 2/9.  hist_a=[2,0,0,2], hist_b=[1,1,1,1], n=4.
+    # sum w*E = (2*(0+1+4+9) + 2*(9+4+1+0)) / 9 / 4 = 56/36.  kappa = 1 - (2/9)/(56/36) = 6/7
+    kappa = quadratic_weighted_kappa([0, 0, 3, 3], [0, 1, 3, 2], [0, 1, 2, 3])
+    assert kappa == pytest.approx(6 / 7)
+
+
+def test_qwk_perfect_opposite_and_undefined() -> None:
+    assert quadratic_weighted_kappa([0, 1, 2, 3], [0, 1, 2, 3]) == pytest.approx(1.0)
+    assert quadratic_weighted_kappa([0, 3], [3, 0]) == pytest.approx(-1.0)
+    assert quadratic_weighted_kappa([2, 2], [2, 2]) is None
+    assert quadratic_weighted_kappa([], []) is None
+    with pytest.raises(ValueError):
+        quadratic_weighted_kappa([1], [1, 2])
+
+
+def test_summary_and_histogram() -> None:
+    s = summarize([1.0, 2.0, 3.0, 4.0])
+    assert (s.n, s.mean, s.median, s.minimum, s.maximum) == (4, 2.5, 2.5, 1.0, 4.0)
+    assert s.stdev == pytest.approx(math.sqrt(1.25))
+    bins = histogram([0, 9.99, 10, 100, 55], 100.0)
+    assert [b.count for b in bins] == [2, 1, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert summarize([]).mean is None
+
+
+def test_criterion_stats_reflect_the_store(synth: SyntheticRun) -> None:
+    students = list(finals(synth.store, synth.run_id))
+    stats = criterion_stats(students)
+    assert [s.criterion.id for s in stats] == ["c1", "c2", "c3", "c4", "c5", "c6"]
+    c1 = [c.final for s in students for c in s.criteria if c.criterion.id == "c1"
+          and c.final is not None]
+    assert stats[0].summary.n == len(c1)
+    assert stats[0].summary.mean == pytest.approx(sum(c1) / len(c1))
+    assert sum(b.count for b in stats[0].distribution) == len(c1)
+    assert [b.label for b in stats[0].distribution] == ["0", "1", "2", "3", "4"]
+    assert stats[0].full_marks_share == pytest.approx(sum(1 for v in c1 if v == 4) / len(c1))
+    assert agreement(students) == []  # nothing reviewed yet
+
+
+# -- escaping -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["=1+1", "+1", "-1", "@x", "\tx", "\rx"])
+def test_escape_prefixes_formula_starts(text: str) -> None:
+    assert escape_text(text) == "'" + text
+    assert unescape_text(escape_text(text)) == text
+
+
+def test_escape_leaves_plain_text_and_numbers() -> None:
+    assert escape_text("fine = ok") == "fine = ok"
+    assert escape_cell(-3) == -3
+    assert escape_cell(None) is None
+    assert escape_text("a\x00b\x07c") == "abc"
+
+
+# -- workbook -----------------------------------------------------------------------------------
+
+def test_write_reports_outputs(synth: SyntheticRun, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    paths = write_reports(synth.store, synth.run_id, out)
+    assert out / "review.xlsx" in paths and out / "report.html" in paths
+    pages = sorted((out / "students").glob("*.html"))
+    assert len(pages) == len(synth.student_ids)
+    assert all(p.stat().st_size > 500 for p in paths)
+
+
+def test_workbook_structure(synth: SyntheticRun, tmp_path: Path) -> None:
+    write_reports(synth.store, synth.run_id, tmp_path)
+    wb = openpyxl.load_workbook(tmp_path / "review.xlsx")
+    assert wb.sheetnames == ["Summary", "Feedback", "Criteria", "_grader_meta"]
+    assert wb["_grader_meta"].sheet_state == "hidden"
+    ws = wb["Summary"]
+    cols = _cols(ws)
+    for h in ("Student ID", "Name", "AI: c1", "AI total", "AI %", "AI band", "Flags",
+              "Review status", "Teacher: c1", "Teacher: c6", "Teacher comment", "Approved",
+              "Final: c1", "Final total", "Final %", "Final band"):
+        assert h in cols, h
+    assert ws.max_row == len(synth.student_ids) + 1
+    assert ws.freeze_panes == "C2"
+    assert ws.auto_filter.ref is not None
+    assert ws.protection.sheet is True and not ws.protection.password
+    # editable cells unlocked, AI cells locked
+    assert ws.cell(2, cols["Teacher: c1"]).protection.locked is False
+    assert ws.cell(2, cols["Approved"]).protection.locked is False
+    assert ws.cell(2, cols["AI: c1"]).protection.locked is True
+    # validation: levels list for c1, 0..10 decimal for c2, yes/no for approval
+    dvs = {str(dv.sqref).split(":")[0]: dv for dv in ws.data_validations.dataValidation}
+    letter = openpyxl.utils.get_column_letter
+    assert dvs[f"{letter(cols['Teacher: c1'])}2"].formula1 == '"0,1,2,3,4"'
+    c2 = dvs[f"{letter(cols['Teacher: c2'])}2"]
+    assert (c2.type, c2.formula1, c2.formula2) == ("decimal", "0", "10")
+    assert dvs[f"{letter(cols['Approved'])}2"].formula1 == '"yes,no"'
+    assert len(ws.conditional_formatting) >= 2
+    # finals are live formulas: teacher value when given, else AI
+    final = ws.cell(2, cols["Final: c1"]).value
+    assert final.startswith("=IF(") and letter(cols["Teacher: c1"]) in final
+    # flagged rows show their reasons
+    flagged_rows = [r for r in ws.iter_rows(min_row=2, values_only=True)
+                    if r[cols["Flags"] - 1]]
+    assert len(flagged_rows) == len(synth.flagged_ids)
+    fb = wb["Feedback"]
+    assert fb.max_row == 1 + 6 * len(synth.student_ids)
+    assert fb.cell(2, 10).protection.locked is False and fb.cell(2, 7).protection.locked is True
+    crit = wb["Criteria"]
+    assert [crit.cell(r, 1).value for r in range(2, 8)] == [f"c{i}" for i in range(1, 7)]
+
+
+def test_formula_injection_lands_as_text_in_every_xlsx_cell(synth: SyntheticRun,
+                                                            tmp_path: Path) -> None:
+    write_reports(synth.store, synth.run_id, tmp_path)
+    wb = openpyxl.load_workbook(tmp_path / "review.xlsx")
+    seen: set[str] = set()
+    for ws in wb.worksheets:
+        for row in ws.iter_rows():
+            for cell in row:
+                v = cell.value
+                if not isinstance(v, str):
+                    continue
+                if cell.data_type == "f":
+                    # only our own Final formulas in Summary, built from cell references
+                    assert ws.title == "Summary" and v.startswith("=IF("), (cell.coordinate, v)
+                    assert "HYPERLINK" not in v and "cmd" not in v
+                    continue
+                assert cell.data_type == "s", (ws.title, cell.coordinate)
+                assert not v.startswith(FORMULA_STARTS), (ws.title, cell.coordinate, v)
+                for evil in FORMULA_EVIL:
+                    if v.startswith("'" + evil):
+                        seen.add(evil)
+    assert seen == set(FORMULA_EVIL)  # every hostile string reached the workbook, escaped
+
+
+def test_regenerated_workbook_shows_imported_decisions(synth: SyntheticRun,
+                                                       tmp_path: Path) -> None:
+    write_reports(synth.store, synth.run_id, tmp_path)
+    wb = openpyxl.load_workbook(tmp_path / "review.xlsx")
+    ws = wb["Summary"]
+    cols = _cols(ws)
+    ws.cell(3, cols["Teacher: c2"]).value = 1
+    ws.cell(3, cols["Approved"]).value = "yes"
+    ws.cell(3, cols["Teacher comment"]).value = "Good effort"
+    sid = unescape(ws.cell(3, cols["Student ID"]).value)
+    wb.save(tmp_path / "edited.xlsx")
+    import_workbook(synth.store, tmp_path / "edited.xlsx")
+
+    write_reports(synth.store, synth.run_id, tmp_path)
+    ws = openpyxl.load_workbook(tmp_path / "review.xlsx")["Summary"]
+    row = next(r for r in ws.iter_rows(min_row=2) if unescape(r[0].value) == sid)
+    assert row[cols["Teacher: c2"] - 1].value == 1
+    assert row[cols["Approved"] - 1].value == "yes"
+    assert row[cols["Teacher comment"] - 1].value == "Good effort"
+    assert row[cols["Review status"] - 1].value == "approved"
+    student = next(s for s in finals(synth.store, synth.run_id) if s.student_id == sid)
+    c2 = student.criteria[1]
+    assert c2.final == 1 and c2.teacher_score == 1 and c2.ai_score is not None
+    assert student.final_total == pytest.approx(
+        sum(c.ai_score or 0 for c in student.criteria) - (c2.ai_score or 0) + 1)
+
+
+def unescape(v: object) -> str:
+    return unescape_text(str(v))

@@ -1,0 +1,231 @@
+"""Importing the teacher's edits: validation with cell references, run matching, idempotence,
+and the LibreOffice round trip (soffice --headless --convert-to xlsx keeps the edits)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import openpyxl
+import pytest
+from _synthetic import SyntheticRun, build, require_tool
+from click.testing import CliRunner
+
+from grader._escape import unescape_text
+from grader.reports import write_reports
+from grader.review import ReviewImportError, import_workbook, open_store_for, workbook_meta
+from grader.store import Store
+
+
+@pytest.fixture
+def synth(tmp_path: Path) -> SyntheticRun:
+    run = build(tmp_path / "db.sqlite", n=25, k=6)
+    write_reports(run.store, run.run_id, tmp_path / "out")
+    return run
+
+
+def _open(out: Path) -> tuple[openpyxl.Workbook, dict[str, int]]:
+    wb = openpyxl.load_workbook(out / "review.xlsx")
+    return wb, {c.value: c.column for c in wb["Summary"][1]}
+
+
+def _row_of(ws: openpyxl.worksheet.worksheet.Worksheet, sid: str) -> int:
+    for r in range(2, ws.max_row + 1):
+        if unescape_text(str(ws.cell(r, 1).value)) == sid:
+            return r
+    raise AssertionError(sid)
+
+
+def _overrides(store: Store) -> list[tuple[object, ...]]:
+    return [tuple(r) for r in store.conn.execute(
+        "SELECT student_id, criterion_id, ai_score, teacher_score, teacher_feedback FROM overrides"
+        " ORDER BY student_id, criterion_id")]
+
+
+def _edit(synth: SyntheticRun, tmp_path: Path, name: str = "edited.xlsx") -> Path:
+    """The teacher's edits: two scores, a comment, an approval and one feedback text."""
+    wb, cols = _open(tmp_path / "out")
+    ws = wb["Summary"]
+    r = _row_of(ws, "s00002")
+    ws.cell(r, cols["Teacher: c1"]).value = 1
+    ws.cell(r, cols["Teacher: c2"]).value = 7.5
+    ws.cell(r, cols["Teacher comment"]).value = "Well argued; see margin notes."
+    ws.cell(r, cols["Approved"]).value = "yes"
+    fb = wb["Feedback"]
+    fr = next(i for i in range(2, fb.max_row + 1)
+              if fb.cell(i, 1).value == "s00004" and fb.cell(i, 3).value == "c3")
+    fb.cell(fr, 10).value = "Cite the source for the second claim."
+    path = tmp_path / name
+    wb.save(path)
+    return path
+
+
+def _assert_edits_stored(store: Store) -> None:
+    ovr = {(r[0], r[1]): r for r in _overrides(store)}
+    assert ovr[("s00002", "c1")][3] == 1.0
+    assert ovr[("s00002", "c2")][3] == 7.5
+    assert ovr[("s00002", "c2")][2] is not None  # the AI's value is kept beside it
+    assert ovr[("s00004", "c3")][4] == "Cite the source for the second claim."
+    rev = store.conn.execute("SELECT teacher_comment, approved, imported_at FROM reviews"
+                             " WHERE student_id='s00002'").fetchone()
+    assert rev["teacher_comment"] == "Well argued; see margin notes."
+    assert rev["approved"] == 1 and rev["imported_at"]
+
+
+def test_import_stores_teacher_edits_and_is_idempotent(synth: SyntheticRun,
+                                                       tmp_path: Path) -> None:
+    path = _edit(synth, tmp_path)
+    s1 = import_workbook(synth.store, path)
+    assert (s1.run_id, s1.students, s1.applied, s1.unchanged) == (synth.run_id, 25, 5, 0)
+    _assert_edits_stored(synth.store)
+    log = synth.store.conn.execute("SELECT * FROM review_log ORDER BY id").fetchall()
+    assert len(log) == 5
+    score_log = next(r for r in log if r["criterion_id"] == "c2")
+    assert score_log["old_value"] is None and score_log["new_value"] == "7.5"
+    assert score_log["cell"].startswith("Summary!") and score_log["workbook_sha256"] == \
+        s1.workbook_sha256
+
+    before = _overrides(synth.store)
+    s2 = import_workbook(synth.store, path)
+    assert (s2.applied, s2.unchanged) == (0, 5)
+    assert _overrides(synth.store) == before
+    assert synth.store.conn.execute("SELECT COUNT(*) FROM review_log").fetchone()[0] == 5
+
+
+def test_clearing_a_teacher_score_restores_the_ai_score(synth: SyntheticRun,
+                                                        tmp_path: Path) -> None:
+    import_workbook(synth.store, _edit(synth, tmp_path))
+    write_reports(synth.store, synth.run_id, tmp_path / "out")
+    wb, cols = _open(tmp_path / "out")
+    ws = wb["Summary"]
+    r = _row_of(ws, "s00002")
+    assert ws.cell(r, cols["Teacher: c2"]).value == 7.5  # regenerated with the decision
+    ws.cell(r, cols["Teacher: c2"]).value = None
+    wb.save(tmp_path / "cleared.xlsx")
+    s = import_workbook(synth.store, tmp_path / "cleared.xlsx")
+    assert s.applied == 1
+    assert ("s00002", "c2") not in {(o[0], o[1]) for o in _overrides(synth.store)}
+    last = synth.store.conn.execute("SELECT * FROM review_log ORDER BY id DESC").fetchone()
+    assert (last["old_value"], last["new_value"]) == ("7.5", None)
+
+
+@pytest.mark.parametrize(("header", "value", "needle"), [
+    ("Teacher: c2", 11, "out of range for c2; enter a score from 0 to 10"),
+    ("Teacher: c2", -1, "out of range"),
+    ("Teacher: c3", "lots", "is not a number"),
+    ("Teacher: c1", 2.5, "is not a level of c1; use one of 0, 1, 2, 3, 4"),
+    ("Approved", "maybe", "is not yes/no"),
+])
+def test_bad_value_is_rejected_naming_the_cell(synth: SyntheticRun, tmp_path: Path,
+                                               header: str, value: object, needle: str) -> None:
+    wb, cols = _open(tmp_path / "out")
+    ws = wb["Summary"]
+    r = _row_of(ws, "s00003")
+    ws.cell(r, cols["Teacher: c4"]).value = 5  # a valid edit that must not be stored either
+    ws.cell(r, cols[header]).value = value
+    wb.save(tmp_path / "bad.xlsx")
+    with pytest.raises(ReviewImportError) as err:
+        import_workbook(synth.store, tmp_path / "bad.xlsx")
+    ref = f"Summary!{openpyxl.utils.get_column_letter(cols[header])}{r}"
+    assert ref in str(err.value) and needle in str(err.value)
+    assert _overrides(synth.store) == []  # all or nothing
+
+
+def test_unknown_student_is_refused(synth: SyntheticRun, tmp_path: Path) -> None:
+    wb, _ = _open(tmp_path / "out")
+    wb["Summary"].cell(5, 1).value = "zz-not-enrolled"
+    wb.save(tmp_path / "bad.xlsx")
+    with pytest.raises(ReviewImportError, match=r"Summary!A5: student 'zz-not-enrolled' is not"):
+        import_workbook(synth.store, tmp_path / "bad.xlsx")
+
+
+def test_workbook_from_another_run_is_refused(synth: SyntheticRun, tmp_path: Path) -> None:
+    other = build(tmp_path / "other.sqlite", n=25, class_dir="/classes/other")
+    with pytest.raises(ReviewImportError, match="written for another run"):
+        import_workbook(other.store, tmp_path / "out" / "review.xlsx")
+    with pytest.raises(ReviewImportError, match=f"belongs to run {synth.run_id}, not run 99"):
+        import_workbook(synth.store, tmp_path / "out" / "review.xlsx", run_id=99)
+    empty = Store(tmp_path / "empty.sqlite")
+    with pytest.raises(ReviewImportError, match="not in the store"):
+        import_workbook(empty, tmp_path / "out" / "review.xlsx")
+
+
+def test_not_a_review_workbook(synth: SyntheticRun, tmp_path: Path) -> None:
+    (tmp_path / "junk.xlsx").write_text("not a zip")
+    with pytest.raises(ReviewImportError, match=r"not a readable \.xlsx"):
+        import_workbook(synth.store, tmp_path / "junk.xlsx")
+    wb = openpyxl.Workbook()
+    wb.active.title = "Summary"
+    wb.save(tmp_path / "plain.xlsx")
+    with pytest.raises(ReviewImportError, match="metadata sheet is missing"):
+        import_workbook(synth.store, tmp_path / "plain.xlsx")
+    with pytest.raises(ReviewImportError, match="cannot read"):
+        import_workbook(synth.store, tmp_path / "missing.xlsx")
+
+
+def test_workbook_meta_points_at_its_store(synth: SyntheticRun, tmp_path: Path) -> None:
+    meta = workbook_meta(tmp_path / "out" / "review.xlsx")
+    assert meta.run_id == synth.run_id
+    assert meta.db_path == (tmp_path / "db.sqlite").resolve()
+    with open_store_for(tmp_path / "out" / "review.xlsx") as store:
+        assert store.run(synth.run_id)["class_dir"] == "/classes/essay1"
+    with pytest.raises(ReviewImportError, match="does not exist"):
+        open_store_for(tmp_path / "out" / "review.xlsx", tmp_path / "nope.sqlite")
+
+
+def _soffice_convert(src: Path, out_dir: Path, profile: Path) -> Path:
+    soffice = require_tool("soffice", "libreoffice-calc")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [soffice, "--headless", "--norestore", f"-env:UserInstallation={profile.as_uri()}",
+         "--convert-to", "xlsx", "--outdir", str(out_dir), str(src)],
+        capture_output=True, text=True, timeout=240, check=False)
+    converted = out_dir / src.name
+    assert proc.returncode == 0 and converted.exists(), proc.stdout + proc.stderr
+    return converted
+
+
+def test_libreoffice_round_trip_keeps_edits(synth: SyntheticRun, tmp_path: Path) -> None:
+    edited = _edit(synth, tmp_path)
+    converted = _soffice_convert(edited, tmp_path / "lo", tmp_path / "profile")
+    assert converted.read_bytes() != edited.read_bytes()  # really rewritten by LibreOffice
+    wb = openpyxl.load_workbook(converted, data_only=True)
+    assert wb["_grader_meta"].sheet_state == "hidden"
+    ws = wb["Summary"]
+    cols = {c.value: c.column for c in ws[1]}
+    r = _row_of(ws, "s00002")
+    assert ws.cell(r, cols["Teacher: c2"]).value == 7.5
+    assert ws.cell(r, cols["Final: c2"]).value == 7.5  # LibreOffice evaluated our formulas
+    s = import_workbook(synth.store, converted)
+    assert (s.applied, s.students) == (5, 25)
+    _assert_edits_stored(synth.store)
+    assert import_workbook(synth.store, converted).applied == 0
+
+
+def test_cli_review_import_of_libreoffice_file(synth: SyntheticRun, tmp_path: Path) -> None:
+    from grader.cli import cli
+
+    converted = _soffice_convert(_edit(synth, tmp_path), tmp_path / "lo", tmp_path / "profile")
+    res = CliRunner().invoke(cli, ["review", "import", str(converted), "--db",
+                                   str(tmp_path / "db.sqlite")])
+    assert res.exit_code == 0, res.output
+    assert "5 values changed" in res.output
+    _assert_edits_stored(synth.store)
+    # reports regenerated next to the imported file, with the teacher's decision
+    page = (tmp_path / "lo" / "students" / "s00002.html").read_text()
+    assert "7.5" in page and "teacher" in page
+    assert (tmp_path / "lo" / "review.xlsx").exists()
+
+
+def test_cli_review_import_rejects_bad_cell(synth: SyntheticRun, tmp_path: Path) -> None:
+    from grader.cli import cli
+
+    wb, cols = _open(tmp_path / "out")
+    ws = wb["Summary"]
+    r = _row_of(ws, "s00002")
+    ws.cell(r, cols["Teacher: c2"]).value = 42
+    wb.save(tmp_path / "out" / "review.xlsx")
+    res = CliRunner().invoke(cli, ["review", "import", str(tmp_path / "out" / "review.xlsx")])
+    assert res.exit_code == 2
+    ref = f"Summary!{openpyxl.utils.get_column_letter(cols['Teacher: c2'])}{r}"
+    assert ref in res.output and "out of range" in res.output
