@@ -35,6 +35,9 @@ from .store import DEFAULT_DB_NAME, CriterionRow, FlagRow, Store, grade_key
 
 RUBRIC_NAMES = ("rubric.yaml", "rubric.yml")
 
+# What `_save` needs: the validated result (None when flagged), model version, flags.
+ToSave = tuple["schema.ModelGrade | None", "str | None", "list[FlagRow]"]
+
 
 @dataclass
 class Outcome:
@@ -193,7 +196,10 @@ class Runner:
         """extract -> render -> grade -> validate -> store, for one student."""
         p = self.p
         try:
-            ex = await asyncio.to_thread(extract, sub, max_file_mb=p.settings.max_file_mb)
+            if _is_small_text(sub):  # microseconds: a thread hand-off would cost more
+                ex = extract(sub, max_file_mb=p.settings.max_file_mb)
+            else:  # PDFs, documents, notebooks: keep the event loop free
+                ex = await asyncio.to_thread(extract, sub, max_file_mb=p.settings.max_file_mb)
         except SubmissionError as e:
             self._finish(sub, None, None, Outcome(sub.student_id, "flagged", reason=e.reason,
                                                   message=e.render()))
@@ -216,15 +222,18 @@ class Runner:
             return
         request = render(p, ex, key, self.model)
         try:
-            outcome, grade_id = await self._grade(sub, submission_id, key, request)
+            outcome, save = await self._grade(sub, key, submission_id, request)
         except BackendError as e:
-            outcome, grade_id = Outcome(sub.student_id, "failed", reason="backend_error",
-                                        message=e.render()), None
+            outcome = Outcome(sub.student_id, "failed", reason="backend_error",
+                              message=e.render())
+            save = None
         except SubmissionError as e:
-            grade_id = self._save(sub, submission_id, key, None, None,
-                                  [FlagRow(e.reason, e.render())])
+            flag = FlagRow(e.reason, e.render())
             outcome = Outcome(sub.student_id, "flagged", reason=e.reason, message=e.render())
-        self._finish(sub, submission_id, grade_id, outcome)
+            save = (None, None, [flag])
+        with self.store.transaction():  # the grade and its outcome land together or not at all
+            grade_id = self._save(sub, submission_id, key, *save) if save else None
+            self._finish(sub, submission_id, grade_id, outcome)
 
     async def _call(self, submission_id: int, key: str, n: int, req: GradeRequest
                     ) -> GradeResponse:
@@ -245,8 +254,9 @@ class Runner:
         self.summary.calls += 1
         return resp
 
-    async def _grade(self, sub: Submission, submission_id: int, key: str, req: GradeRequest
-                     ) -> tuple[Outcome, int]:
+    async def _grade(self, sub: Submission, key: str, submission_id: int, req: GradeRequest
+                     ) -> tuple[Outcome, ToSave]:
+        """grade + validate: ask, re-ask once on invalid output; return what to store."""
         paid = None if self.p.settings.regrade else self.store.paid_response(key)
         if paid is not None:
             resp = GradeResponse(text=paid["response_text"], finish_reason=paid["finish_reason"],
@@ -255,46 +265,43 @@ class Runner:
             resp = await self._call(submission_id, key, 1, req)
         mv = resp.model_version
         if resp.text is None:
-            return self._blocked(sub, submission_id, key, resp)
+            return self._blocked(sub, resp)
         try:
             result = validate(self.p, resp.text)
         except ValidationError as first:
-            error = schema_error_text(first)
             follow = (Turn(role="model", text=resp.text),
-                      Turn(role="user", text=self.p.prompts.reask(error)))
-            reask = req.model_copy(update={"history": follow})
-            resp = await self._call(submission_id, key, 2, reask)
+                      Turn(role="user", text=self.p.prompts.reask(schema_error_text(first))))
+            resp = await self._call(submission_id, key, 2,
+                                    req.model_copy(update={"history": follow}))
             mv = resp.model_version or mv
             if resp.text is None:
-                return self._blocked(sub, submission_id, key, resp)
+                return self._blocked(sub, resp)
             try:
                 result = validate(self.p, resp.text)
             except ValidationError as second:
                 msg = ("the model's output did not match the rubric's schema twice: "
                        + schema_error_text(second).replace("\n", "; ")
                        + " (raw responses are kept in the store's attempts table)")
-                gid = self._save(sub, submission_id, key, None, mv,
-                                 [FlagRow("invalid_output", msg)])
-                return Outcome(sub.student_id, "flagged", reason="invalid_output", message=msg), gid
+                return (Outcome(sub.student_id, "flagged", reason="invalid_output", message=msg),
+                        (None, mv, [FlagRow("invalid_output", msg)]))
         flags = []
         if result.needs_review:
             flags.append(FlagRow("needs_review",
                                  result.review_reason or "the model asked for a human review"))
-        gid = self._save(sub, submission_id, key, result, mv, flags)
         total = sum(c.score for c in result.criteria.values())
-        status = "flagged" if flags else "graded"
-        return Outcome(sub.student_id, status, reason=flags[0].reason if flags else None,
-                       message=flags[0].message if flags else None, total=total), gid
+        outcome = Outcome(sub.student_id, "flagged" if flags else "graded",
+                          reason=flags[0].reason if flags else None,
+                          message=flags[0].message if flags else None, total=total)
+        return outcome, (result, mv, flags)
 
-    def _blocked(self, sub: Submission, submission_id: int, key: str, resp: GradeResponse
-                 ) -> tuple[Outcome, int]:
+    @staticmethod
+    def _blocked(sub: Submission, resp: GradeResponse) -> tuple[Outcome, ToSave]:
         why = resp.blocked_reason or "EMPTY"
-        reason = why.lower()
+        reason = f"blocked_{why.lower()}"
         msg = (f"the model returned no usable output (finish reason {why})"
                "; grade this student by hand, or rerun with --regrade after checking it")
-        gid = self._save(sub, submission_id, key, None, resp.model_version,
-                         [FlagRow(f"blocked_{reason}", msg)])
-        return Outcome(sub.student_id, "flagged", reason=f"blocked_{reason}", message=msg), gid
+        return (Outcome(sub.student_id, "flagged", reason=reason, message=msg),
+                (None, resp.model_version, [FlagRow(reason, msg)]))
 
     def _save(self, sub: Submission, submission_id: int, key: str,
               result: schema.ModelGrade | None, model_version: str | None,
@@ -333,6 +340,19 @@ class Runner:
 
         n = max(1, self.p.settings.concurrency)
         await asyncio.gather(*(worker() for _ in range(n)))
+
+
+_SLOW_SUFFIXES = {".pdf", ".docx", ".ipynb", ".png", ".jpg", ".jpeg", ".webp", ".gif"}
+
+
+def _is_small_text(sub: Submission) -> bool:
+    if len(sub.files) != 1:
+        return False
+    f = sub.files[0]
+    try:
+        return f.suffix.lower() not in _SLOW_SUFFIXES and f.stat().st_size < 64 * 1024
+    except OSError:
+        return False  # let extract() report it
 
 
 def schema_error_text(err: ValidationError) -> str:

@@ -4,7 +4,7 @@ Gemini enforces quotas over sliding one-minute windows and answers 429 when a wi
 A plain leaky bucket with burst = limit would overshoot such a window (a full burst plus the
 drip), so both buckets are shaped to never admit more than the limit in any window:
 
-- requests: strict spacing, one request every `period/rpm` seconds (plus 2% slack), no burst;
+- requests: strict spacing, one request every `period/rpm` seconds (plus 0.5% slack), no burst;
 - tokens: a burst of a quarter of the limit, then a drip of three quarters of it per period.
 
 Built on `aiolimiter` (maintained, loop-aware); one `Quota` per backend instance.
@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 
 from aiolimiter import AsyncLimiter
 
-_SLACK = 1.02  # spacing margin so clock skew between us and the server never adds a request
+_SLACK = 1.005  # spacing margin so clock skew between us and the server never adds a request
 _TOKEN_BURST_SHARE = 0.25
 
 
@@ -38,9 +38,14 @@ class Quota:
         self.rpm = rpm
         self.tpm = tpm
         self.period_s = period_s
-        self._requests = (
-            AsyncLimiter(1, period_s * _SLACK / rpm) if rpm is not None else None
-        )
+        self._requests: AsyncLimiter | None = None
+        if rpm is not None:
+            # A burst of `b` on top of the spaced drip still fits any window, because the slack
+            # leaves rpm * (1 - 1/_SLACK) requests unused per period; the burst lets a request
+            # that was late (busy event loop) be made up for instead of lost.
+            spacing = period_s * _SLACK / rpm
+            b = max(1, int(rpm * (1 - 1 / _SLACK)))
+            self._requests = AsyncLimiter(b, b * spacing)
         self._token_burst = max(1.0, tpm * _TOKEN_BURST_SHARE) if tpm is not None else 0.0
         if tpm is not None:
             drip_per_s = tpm * (1 - _TOKEN_BURST_SHARE) / period_s

@@ -414,3 +414,14 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None) -> Impo
     applied, unchanged = _apply(store, rid, decisions, sha)
     return ImportSummary(run_id=rid, students=len(decisions), applied=applied,
                          unchanged=unchanged, workbook_sha256=sha)
+
+
+def import_and_report(workbook: Path, db: Path | None,
+                      out_dir: Path) -> tuple[ImportSummary, list[Path]]:
+    """`grade review import`: import the workbook, then regenerate every output with finals."""
+    from .report import write_outputs
+
+    with open_store_for(workbook, db) as store:
+        summary = import_workbook(store, workbook)
+        paths = write_outputs(store, summary.run_id, out_dir)
+    return summary, paths

@@ -92,7 +92,7 @@ def validation_model(rubric: Rubric) -> type[BaseModel]:
     for c in rubric.all_criteria:
         allowed = c.allowed_points
         score_t: Any = (
-            Literal[allowed] if allowed is not None  # type: ignore[valid-type]
+            Literal[allowed] if allowed is not None
             else float
         )
         score_field = Field() if allowed is not None else Field(ge=0, le=c.max_points)

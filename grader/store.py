@@ -11,6 +11,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +80,7 @@ class Store:
 
     def __init__(self, path: Path | str):
         self.path = str(path)
+        self._depth = 0
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -105,6 +107,29 @@ class Store:
 
     # -- writes -------------------------------------------------------------------------------
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All-or-nothing writes. Nested uses join the outer transaction, so a grade and the
+        outcome that points to it are committed together (one commit per student)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+        finally:
+            self._depth = 0
+
     def begin_run(self, *, class_dir: str, backend: str, model: str, rubric_path: str | None,
                   rubric_hash: str, prompt_hash: str, schema_hash: str, sdk_version: str | None,
                   grader_version: str, settings: dict[str, Any], rubric: dict[str, Any]) -> int:
@@ -124,24 +149,19 @@ class Store:
     def upsert_submission(self, *, run_id: int, student_id: str, name: str | None,
                           email: str | None, source: str, content_hash: str,
                           files: Sequence[str], late: bool, notes: Sequence[str]) -> int:
-        with self.conn:
-            self.conn.execute("BEGIN")
+        with self.transaction():
             self.conn.execute(
                 "INSERT INTO students (id, name, email, source) VALUES (?,?,?,?)"
                 " ON CONFLICT(id) DO UPDATE SET name=COALESCE(excluded.name, name),"
                 " email=COALESCE(excluded.email, email), source=excluded.source",
                 (student_id, name, email, source),
             )
-            self.conn.execute(
+            row = self.conn.execute(
                 "INSERT INTO submissions (student_id, content_hash, files_json, late, notes_json,"
                 " first_run_id) VALUES (?,?,?,?,?,?) ON CONFLICT(student_id, content_hash)"
-                " DO NOTHING",
+                " DO UPDATE SET late=excluded.late RETURNING id",
                 (student_id, content_hash, json.dumps(list(files)), int(late),
                  json.dumps(list(notes)), run_id),
-            )
-            row = self.conn.execute(
-                "SELECT id FROM submissions WHERE student_id=? AND content_hash=?",
-                (student_id, content_hash),
             ).fetchone()
         return int(row["id"])
 
@@ -169,8 +189,7 @@ class Store:
                    model: str, model_version: str | None, criteria: Sequence[CriterionRow],
                    flags: Sequence[FlagRow], regrade: bool = False) -> int:
         """Write a grade, its scores and flags atomically. With `regrade`, replaces an old one."""
-        with self.conn:
-            self.conn.execute("BEGIN IMMEDIATE")
+        with self.transaction():
             if regrade:
                 self.conn.execute("DELETE FROM grades WHERE grade_key=?", (key,))
             cur = self.conn.execute(
@@ -199,14 +218,14 @@ class Store:
                        reason: str | None = None, message: str | None = None,
                        name: str | None = None, email: str | None = None,
                        source: str | None = None) -> None:
-        with self.conn:
-            self.conn.execute("BEGIN")
-            self.conn.execute(
-                "INSERT INTO students (id, name, email, source) VALUES (?,?,?,?)"
-                " ON CONFLICT(id) DO UPDATE SET name=COALESCE(excluded.name, name),"
-                " email=COALESCE(excluded.email, email)",
-                (student_id, name, email, source),
-            )
+        with self.transaction():
+            if submission_id is None:  # otherwise upsert_submission already wrote the student
+                self.conn.execute(
+                    "INSERT INTO students (id, name, email, source) VALUES (?,?,?,?)"
+                    " ON CONFLICT(id) DO UPDATE SET name=COALESCE(excluded.name, name),"
+                    " email=COALESCE(excluded.email, email)",
+                    (student_id, name, email, source),
+                )
             self.conn.execute(
                 "INSERT OR REPLACE INTO outcomes (run_id, student_id, submission_id, grade_id,"
                 " status, reused, reason, message) VALUES (?,?,?,?,?,?,?,?)",
@@ -241,10 +260,11 @@ class Store:
 
     def latest_run(self, class_dir: str | None = None) -> sqlite3.Row | None:
         if class_dir is None:
-            q, args = "SELECT * FROM runs ORDER BY id DESC LIMIT 1", ()
+            cur = self.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1")
         else:
-            q, args = "SELECT * FROM runs WHERE class_dir=? ORDER BY id DESC LIMIT 1", (class_dir,)
-        row: sqlite3.Row | None = self.conn.execute(q, args).fetchone()
+            cur = self.conn.execute(
+                "SELECT * FROM runs WHERE class_dir=? ORDER BY id DESC LIMIT 1", (class_dir,))
+        row: sqlite3.Row | None = cur.fetchone()
         return row
 
     def runs(self) -> list[sqlite3.Row]:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from _synthetic import FORMULA_EVIL, SyntheticRun, build
 from click.testing import CliRunner
 
 from grader._escape import FORMULA_STARTS, unescape_text
@@ -17,6 +16,8 @@ from grader.final import finals
 from grader.reports import write_reports
 from grader.reports.export import NOT_EXPORTED, export_gradebook
 from grader.review import import_workbook
+
+from _synthetic import FORMULA_EVIL, SyntheticRun, build
 
 
 @pytest.fixture

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from _synthetic import HTML_EVIL, SyntheticRun, build, require_tool
 from click.testing import CliRunner
 
 from grader._escape import unescape_text
 from grader.reports import write_reports
 from grader.reports.html import student_filename
 from grader.review import import_workbook
+
+from _synthetic import HTML_EVIL, SyntheticRun, build, require_tool
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -1,4 +1,4 @@
-"""The local llama.cpp backend on the packaged default model (SmolLM2-135M): real model, no mocks."""
+"""The local llama.cpp backend on the packaged default model: a real model, no mocks."""
 
 from __future__ import annotations
 

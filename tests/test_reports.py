@@ -7,7 +7,6 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from _synthetic import FORMULA_EVIL, SyntheticRun, build
 
 from grader._escape import FORMULA_STARTS, escape_cell, escape_text, unescape_text
 from grader.final import finals
@@ -20,6 +19,8 @@ from grader.reports.stats import (
     summarize,
 )
 from grader.review import import_workbook
+
+from _synthetic import FORMULA_EVIL, SyntheticRun, build
 
 
 @pytest.fixture

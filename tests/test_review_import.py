@@ -8,13 +8,14 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-from _synthetic import SyntheticRun, build, require_tool
 from click.testing import CliRunner
 
 from grader._escape import unescape_text
 from grader.reports import write_reports
 from grader.review import ReviewImportError, import_workbook, open_store_for, workbook_meta
 from grader.store import Store
+
+from _synthetic import SyntheticRun, build, require_tool
 
 
 @pytest.fixture

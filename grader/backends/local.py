@@ -31,7 +31,7 @@ from ._local_models import DEFAULT_MODEL, INSTALL_HINT, check_gguf, packaged_mod
 MAX_OUTPUT_TOKENS = 2048
 # Small models loop inside a string or an array until the token limit; these bounds (stricter than
 # the rubric schema, so every output still validates) make every generation terminate.
-MAX_STRING_CHARS = 400
+MAX_STRING_CHARS = 300
 MAX_ARRAY_ITEMS = 3
 UNSUPPORTED_MEDIA = "UNSUPPORTED_MEDIA"
 # Fallback when a GGUF has no chat template: ChatML, which most small instruct models use.
@@ -142,6 +142,7 @@ class LocalBackend:
             ) from None
         meta: dict[str, str] = dict(self._llm.metadata)
         self.model_version = self.model_path.name
+        self.model = self.model_path.name  # the pipeline records `backend.model` with each grade
         self.model_title = meta.get("general.name", self.model_path.stem)
         self.n_ctx_train = int(self._llm._model.n_ctx_train())
         eos, bos = self._llm.token_eos(), self._llm.token_bos()
@@ -149,7 +150,7 @@ class LocalBackend:
         bos_text = self._llm._model.token_get_text(bos) if bos != -1 else ""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        self._format = Jinja2ChatFormatter(
+        self._format: Any = Jinja2ChatFormatter(
             template=meta.get("tokenizer.chat_template", CHATML), eos_token=self._eos,
             bos_token=bos_text, add_generation_prompt=True,
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from copy import copy
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,7 +63,11 @@ def _text(value: str | None) -> str | None:
 
 
 class _Styles:
-    """Pre-built cell styles; copying a StyleArray is far cheaper than assigning fonts per cell."""
+    """Pre-built cell styles, shared by reference (assigning fonts per cell is slow).
+
+    A styled cell costs openpyxl about 3x a plain value, so only cells that need it (headers,
+    editable cells, wrapped long text) get a style; "plain" cells are written as bare values.
+    """
 
     def __init__(self, ws: Any):
         self.ws = ws
@@ -72,15 +75,11 @@ class _Styles:
         self._tmpl: dict[str, Any] = {}
         self._make("header", font=thin, fill=PatternFill("solid", fgColor="DDE4EE"),
                    alignment=Alignment(wrap_text=True, vertical="top"))
-        self._make("plain", alignment=Alignment(vertical="top"))
         self._make("wrap", alignment=Alignment(wrap_text=True, vertical="top"))
-        self._make("num", alignment=Alignment(vertical="top"), number_format="0.##")
         self._make("edit", alignment=Alignment(vertical="top"), protection=Protection(locked=False),
                    fill=PatternFill("solid", fgColor="FFF8DC"), number_format="0.##")
         self._make("edit_wrap", alignment=Alignment(wrap_text=True, vertical="top"),
                    protection=Protection(locked=False), fill=PatternFill("solid", fgColor="FFF8DC"))
-        self._make("final", alignment=Alignment(vertical="top"), font=Font(bold=True),
-                   number_format="0.##")
 
     def _make(self, name: str, **attrs: Any) -> None:
         cell = WriteOnlyCell(self.ws)
@@ -88,10 +87,12 @@ class _Styles:
             setattr(cell, k, v)
         self._tmpl[name] = cell
 
-    def cell(self, value: Any, style: str) -> WriteOnlyCell:
+    def cell(self, value: Any, style: str) -> Any:
+        t = self._tmpl.get(style)
+        if t is None:  # plain
+            return value
         c = WriteOnlyCell(self.ws, value)
-        t = self._tmpl[style]
-        c._style = copy(t._style)
+        c._style = t._style
         return c
 
 
@@ -154,28 +155,27 @@ def _summary(wb: Workbook, rubric: Rubric, students: Sequence[FinalStudent]) -> 
     max_total = rubric.max_total
     for r, s in enumerate(students, start=2):
         res = s.result
-        row: list[Any] = [st.cell(_text(res.student_id), "plain"),
-                          st.cell(_text(res.name), "wrap")]
-        row += [st.cell(c.ai_score, "num") for c in s.criteria]
-        row += [st.cell(res.total, "num"), st.cell(res.percent, "num"),
+        row: list[Any] = [_text(res.student_id), _text(res.name)]
+        row += [st.cell(c.ai_score, "plain") for c in s.criteria]
+        row += [st.cell(res.total, "plain"), st.cell(res.percent, "plain"),
                 st.cell(_text(rubric.band(res.percent) if res.percent is not None else None),
                         "plain"),
-                st.cell(_text(s.flag_text), "wrap"), st.cell(_text(s.review_status), "plain")]
+                st.cell(_text(s.flag_text), "plain"), st.cell(_text(s.review_status), "plain")]
         row += [st.cell(c.teacher_score, "edit") for c in s.criteria]
         approved = {True: "yes", False: "no", None: None}[s.approved]
         row += [st.cell(_text(s.teacher_comment), "edit_wrap"), st.cell(approved, "edit")]
         finals = []
         for c in crits:
             ai, te = f"{letter[ai_header(c.id)]}{r}", f"{letter[teacher_header(c.id)]}{r}"
-            finals.append(st.cell(f'=IF({te}="",IF({ai}="","",{ai}),{te})', "final"))
+            finals.append(st.cell(f'=IF({te}="",IF({ai}="","",{ai}),{te})', "plain"))
         row += finals
         first, last = letter[final_header(crits[0].id)], letter[final_header(crits[-1].id)]
         tot = f"{letter['Final total']}{r}"
         pct = f"{letter['Final %']}{r}"
         row += [st.cell(f'=IF(COUNT({first}{r}:{last}{r})={k},SUM({first}{r}:{last}{r}),"")',
-                        "final"),
-                st.cell(f'=IF({tot}="","",ROUND({tot}/{max_total:g}*100,2))', "final"),
-                st.cell(_band_formula(rubric, pct), "final")]
+                        "plain"),
+                st.cell(f'=IF({tot}="","",ROUND({tot}/{max_total:g}*100,2))', "plain"),
+                st.cell(_band_formula(rubric, pct), "plain")]
         ws.append(row)
 
     for c in crits:
@@ -214,8 +214,8 @@ def _feedback(wb: Workbook, students: Sequence[FinalStudent]) -> None:
         for c in s.criteria:
             ws.append([
                 st.cell(sid, "plain"), st.cell(name, "plain"), st.cell(c.criterion.id, "plain"),
-                st.cell(_text(c.criterion.title), "wrap"), st.cell(c.criterion.max_points, "num"),
-                st.cell(c.ai_score, "num"), st.cell(_text(c.justification), "wrap"),
+                st.cell(_text(c.criterion.title), "wrap"), st.cell(c.criterion.max_points, "plain"),
+                st.cell(c.ai_score, "plain"), st.cell(_text(c.justification), "wrap"),
                 st.cell(_text("\n".join(c.evidence)), "wrap"),
                 st.cell(_text(c.ai_feedback), "wrap"),
                 st.cell(_text(c.teacher_feedback), "edit_wrap"),
@@ -240,11 +240,11 @@ def _criteria(wb: Workbook, stats: Sequence[CriterionStats]) -> None:
         dist = "  ".join(f"{b.label}: {b.count}" for b in s.distribution)
         full = 100.0 * s.full_marks_share if s.full_marks_share is not None else None
         ws.append([st.cell(s.criterion.id, "plain"), st.cell(_text(s.criterion.title), "wrap"),
-                   st.cell(s.criterion.max_points, "num"), st.cell(sm.n, "num"),
-                   st.cell(_round(sm.mean), "num"), st.cell(_round(sm.median), "num"),
-                   st.cell(_round(sm.stdev), "num"), st.cell(sm.minimum, "num"),
-                   st.cell(sm.maximum, "num"), st.cell(_round(s.mean_percent), "num"),
-                   st.cell(_round(full), "num"), st.cell(_round(s.ai_mean), "num"),
+                   st.cell(s.criterion.max_points, "plain"), st.cell(sm.n, "plain"),
+                   st.cell(_round(sm.mean), "plain"), st.cell(_round(sm.median), "plain"),
+                   st.cell(_round(sm.stdev), "plain"), st.cell(sm.minimum, "plain"),
+                   st.cell(sm.maximum, "plain"), st.cell(_round(s.mean_percent), "plain"),
+                   st.cell(_round(full), "plain"), st.cell(_round(s.ai_mean), "plain"),
                    st.cell(_text(dist), "wrap")])
     ws.auto_filter.ref = f"A1:M{len(stats) + 1}"
     _protect(ws)

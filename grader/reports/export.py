@@ -122,3 +122,15 @@ def export_gradebook(store: Store, run_id: int, fmt: Format, out_dir: Path) -> P
     """Write one gradebook file for the run and return its path."""
     rubric = load_rubric(store, run_id)
     return export_students(rubric, finals(store, run_id, rubric), fmt, out_dir)
+
+
+def export_from_outdir(out_dir: Path, fmt: str, db: Path | None = None) -> Path:
+    """`grade export OUT`: the run and store come from OUT/review.xlsx (its metadata sheet)."""
+    from ..review import open_store_for, workbook_meta
+
+    if fmt not in FORMATS:
+        raise InputError(f"unknown export format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
+    workbook = Path(out_dir) / "review.xlsx"
+    meta = workbook_meta(workbook)
+    with open_store_for(workbook, db) as store:
+        return export_gradebook(store, meta.run_id, fmt, out_dir)  # type: ignore[arg-type]

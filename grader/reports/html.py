@@ -11,6 +11,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,9 +149,24 @@ def write_html(store: Store, run_id: int, rubric: Rubric, students: Sequence[Fin
     template = env.get_template("student.html.j2")
     generated_at = datetime.now(UTC).isoformat(timespec="seconds")
     written = [report]
-    for s in students:
-        path = pages / student_filename(s.student_id)
-        path.write_text(template.render(s=s, rubric=rubric, run_id=run_id,
-                                        generated_at=generated_at), encoding="utf-8")
-        written.append(path)
+    # Rendering holds the GIL; creating files mostly waits on the kernel, so a few writer
+    # threads overlap the two. Batches bound how much rendered HTML waits in memory.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        pending: list[Future[int]] = []
+        for s in students:
+            path = pages / student_filename(s.student_id)
+            html = template.render(s=s, rubric=rubric, run_id=run_id,
+                                   generated_at=generated_at)
+            pending.append(pool.submit(path.write_text, html, encoding="utf-8"))
+            written.append(path)
+            if len(pending) >= 512:
+                for f in pending:
+                    f.result()
+                pending = []
+        for f in pending:
+            f.result()
+    keep = {p.name for p in written}
+    for old in pages.glob("*.html"):  # pages of students no longer in this run
+        if old.name not in keep:
+            old.unlink()
     return written
