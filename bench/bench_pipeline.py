@@ -31,7 +31,7 @@ from grader.discover import discover
 from grader.extract import extract
 from grader.pipeline import plan, render, run_class
 from grader.ratelimit import Quota
-from grader.settings import Settings, resolve
+from grader.settings import DEFAULT_GEMINI_MODEL, Settings, resolve
 
 RUBRIC = """\
 title: Bench
@@ -74,7 +74,7 @@ async def _sdk_alone(class_dir: Path, settings: Settings, url: str, concurrency:
     client = genai.Client(api_key="bench", http_options=types.HttpOptions(
         base_url=url, api_version="v1beta"))
     quota = Quota(rpm=settings.rpm, tpm=settings.tpm)
-    requests = iter([render(p, extract(sub), sub.student_id, "gemini-2.5-flash")
+    requests = iter([render(p, extract(sub), sub.student_id, DEFAULT_GEMINI_MODEL)
                      for sub in discover(class_dir)])
     config = types.GenerateContentConfig(
         system_instruction=p.system, response_mime_type="application/json",

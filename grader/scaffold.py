@@ -42,7 +42,7 @@ rubric = "rubric.yaml"
 out = "reports"
 db = ".grader/grader.sqlite"
 # backend = "gemini"          # gemini | vertex | local (default: gemini when a key is set)
-# model = "gemini-2.5-flash"
+# model = "gemini-3.5-flash"
 # concurrency = 8
 # rpm = 60
 """

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .errors import ConfigError, format_validation_error
 
-DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
+DEFAULT_GEMINI_MODEL = "gemini-3.5-flash"  # current stable Flash (ai.google.dev model list, 2026-11)
 CONFIG_FILE = "grader.toml"
 ENV_PREFIX = "GRADER_"
 
