@@ -150,8 +150,19 @@ def _print_summary(s: Any) -> None:
     for o in s.outcomes:
         if o.status in ("flagged", "failed"):
             click.echo(f"  {o.status}: {o.student_id}: {o.reason}")
-    for p in s.outputs:
-        click.echo(f"wrote {p}")
+    _print_written(s.outputs)
+
+
+def _print_written(paths: list[Path]) -> None:
+    """One line per top-level output; per-student pages summarised by folder."""
+    folders: dict[Path, int] = {}
+    for p in paths:
+        if p.parent.name == "students":
+            folders[p.parent] = folders.get(p.parent, 0) + 1
+        else:
+            click.echo(f"wrote {p}")
+    for folder, n in folders.items():
+        click.echo(f"wrote {folder}/ ({n} student pages)")
 
 
 @cli.command()
@@ -178,8 +189,7 @@ def report(class_dir: Path, db: Path | None, out: Path | None, run_id: int | Non
     from .report import regenerate
 
     settings = _settings(class_dir, db=db, out=out)
-    for p in regenerate(class_dir, settings, run_id):
-        click.echo(f"wrote {p}")
+    _print_written(regenerate(class_dir, settings, run_id))
 
 
 @cli.group()
@@ -201,8 +211,7 @@ def review_import(workbook: Path, db: Path | None, out: Path | None) -> None:
     s, paths = import_and_report(workbook, db, out or workbook.parent)
     click.echo(f"run {s.run_id}: {s.students} students, {s.applied} values changed, "
                f"{s.unchanged} unchanged")
-    for p in paths:
-        click.echo(f"wrote {p}")
+    _print_written(paths)
 
 
 @cli.command("export")
