@@ -79,6 +79,7 @@ def _settings(class_dir: Path | None, **flags: Any) -> Settings:
 @click.option("--concurrency", type=int, help="Requests in flight at once.")
 @click.option("--rpm", type=int, help="Requests per minute quota.")
 @click.option("--tpm", type=int, help="Tokens per minute quota.")
+@click.option("--thinking-budget", type=int, help="Gemini thinking tokens (0 = off).")
 @click.option("--timeout", "timeout_s", type=float, help="Seconds per request before retrying.")
 @click.option("--max-retries", type=int, help="Retries per request on transient errors.")
 @click.option("--limit", type=int, help="Grade only the first N students.")

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .errors import ConfigError, format_validation_error
 
-DEFAULT_GEMINI_MODEL = "gemini-3.5-flash"  # current stable Flash (ai.google.dev model list, 2026-11)
+# The one place the default model is set: a current, stable Flash model (models page, 2026-11).
+DEFAULT_GEMINI_MODEL = "gemini-3.5-flash"
 CONFIG_FILE = "grader.toml"
 ENV_PREFIX = "GRADER_"
 

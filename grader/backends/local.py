@@ -32,7 +32,11 @@ MAX_OUTPUT_TOKENS = 2048
 # Small models loop inside a string or an array until the token limit; these bounds (stricter than
 # the rubric schema, so every output still validates) make every generation terminate.
 MAX_STRING_CHARS = 300
+MAX_QUOTE_CHARS = 150
 MAX_ARRAY_ITEMS = 3
+# llama.cpp grammars do not enforce minimum/maximum on numbers: a continuous score range becomes
+# the enum of its half points (what the prompt allows) when that list is short enough.
+MAX_SCORE_STEPS = 400
 UNSUPPORTED_MEDIA = "UNSUPPORTED_MEDIA"
 # Fallback when a GGUF has no chat template: ChatML, which most small instruct models use.
 CHATML = (
@@ -54,9 +58,10 @@ def default_model_notice() -> str:
 
 
 def ordered_schema(schema: Any) -> Any:
-    """The schema the grammar is built from: Gemini's `propertyOrdering` applied to `properties`
-    (llama.cpp emits keys in `properties` order; the rubric wants justification before score),
-    then dropped; strings and arrays bounded (MAX_STRING_CHARS, MAX_ARRAY_ITEMS)."""
+    """The schema the grammar is built from. Gemini's `propertyOrdering` is applied to
+    `properties` (llama.cpp emits keys in that order; the rubric wants justification before
+    score) and dropped; strings and arrays are bounded and a 0..max score range becomes its half
+    points. All of it is stricter than the rubric schema, so every output still validates."""
     if isinstance(schema, list):
         return [ordered_schema(v) for v in schema]
     if not isinstance(schema, dict):
@@ -67,10 +72,23 @@ def ordered_schema(schema: Any) -> Any:
     if isinstance(order, list) and isinstance(props, dict):
         keys = [k for k in order if k in props] + [k for k in props if k not in order]
         out["properties"] = {k: props[k] for k in keys}
-    if out.get("type") == "string" and "enum" not in out:
+    kind = out.get("type")
+    if kind == "string" and "enum" not in out:
         out.setdefault("maxLength", MAX_STRING_CHARS)
-    if out.get("type") == "array":
+    elif kind == "array":
         out.setdefault("maxItems", MAX_ARRAY_ITEMS)
+        items = out.get("items")
+        if isinstance(items, dict) and items.get("type") == "string":
+            items["maxLength"] = min(items.get("maxLength", MAX_QUOTE_CHARS), MAX_QUOTE_CHARS)
+    elif kind == "number" and "enum" not in out:
+        low, high = out.get("minimum"), out.get("maximum")
+        if isinstance(low, int | float) and isinstance(high, int | float) \
+                and 0 <= (high - low) * 2 <= MAX_SCORE_STEPS:
+            steps = int((high - low) * 2)
+            points = [low + n / 2 for n in range(steps + 1)]
+            if high not in points:
+                points.append(high)
+            out["enum"] = [int(p) if float(p).is_integer() else p for p in points]
     return out
 
 
@@ -93,9 +111,11 @@ def student_text(parts: tuple[Part, ...]) -> tuple[str, int]:
 
 
 def has_student_text(parts: tuple[Part, ...]) -> bool:
-    text = "".join(p.text or "" for p in parts if p.is_text)
-    text = re.sub(r"</?submission>", "", text)
-    return bool(text.strip())
+    """Whether anything but media was handed in: the text between the <submission> markers
+    (the whole text when the prompt template has no markers) is not blank."""
+    text = "\n".join(p.text or "" for p in parts if p.is_text)
+    fenced = re.search(r"<submission>(.*?)</submission>", text, re.DOTALL)
+    return bool((fenced.group(1) if fenced else text).strip())
 
 
 @dataclass
