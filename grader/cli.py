@@ -95,7 +95,9 @@ def run(class_dir: Path, **flags: Any) -> None:
     if settings.out is None:
         settings.out = Path("reports") / class_dir.resolve().name
     if settings.dry_run:
-        _print_dry_run(*pipeline.dry_run(class_dir, settings))
+        from .dry_run import dry_run
+
+        _print_dry_run(*dry_run(class_dir, settings))
         return
     bar: Any = None
 

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from . import __version__, schema
 from .backends import Backend, create
 from .discover import Submission, discover
-from .errors import BackendError, GraderError, InputError, RubricError, SubmissionError
+from .errors import BackendError, InputError, RubricError, SubmissionError
 from .extract import Extracted, extract
 from .prompts import Prompts, load_prompts
 from .report import write_outputs
@@ -421,29 +421,3 @@ async def _run_and_close(runner: Runner, subs: Iterator[Submission], backend: Ba
         await runner.run(subs)
     finally:
         await backend.aclose()
-
-
-@dataclass
-class DryRunItem:
-    student_id: str
-    prompt_tokens: int | None
-    flagged: str | None
-    prompt: str
-
-
-def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> tuple[Plan, list[DryRunItem]]:
-    """Render the prompts of the first `n` students and estimate their size; no model call."""
-    p = plan(class_dir, settings)
-    items = []
-    for sub in students(class_dir, settings)[:n]:
-        try:
-            ex = extract(sub, max_file_mb=settings.max_file_mb)
-        except GraderError as e:
-            items.append(DryRunItem(sub.student_id, None, e.render(), ""))
-            continue
-        req = render(p, ex, "dry-run", settings.model or "")
-        text = req.system + req.static_prefix + "".join(pt.text or "" for pt in req.student_parts)
-        media = sum(258 for pt in req.student_parts if pt.text is None)
-        items.append(DryRunItem(sub.student_id, len(text) // 4 + media, None,
-                                req.static_prefix + (req.student_parts[0].text or "")))
-    return p, items

@@ -1,0 +1,37 @@
+"""`grade run --dry-run`: render the first prompts and estimate their size, calling no model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import GraderError
+from .extract import extract
+from .pipeline import Plan, plan, render, students
+from .settings import Settings
+
+
+@dataclass
+class DryRunItem:
+    student_id: str
+    prompt_tokens: int | None
+    flagged: str | None
+    prompt: str
+
+
+def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> tuple[Plan, list[DryRunItem]]:
+    """Render the prompts of the first `n` students and estimate their size; no model call."""
+    p = plan(class_dir, settings)
+    items = []
+    for sub in students(class_dir, settings)[:n]:
+        try:
+            ex = extract(sub, max_file_mb=settings.max_file_mb)
+        except GraderError as e:
+            items.append(DryRunItem(sub.student_id, None, e.render(), ""))
+            continue
+        req = render(p, ex, "dry-run", settings.model or "")
+        text = req.system + req.static_prefix + "".join(pt.text or "" for pt in req.student_parts)
+        media = sum(258 for pt in req.student_parts if pt.text is None)
+        items.append(DryRunItem(sub.student_id, len(text) // 4 + media, None,
+                                req.static_prefix + (req.student_parts[0].text or "")))
+    return p, items
