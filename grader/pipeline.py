@@ -409,6 +409,7 @@ def run_class(class_dir: Path, settings: Settings, *, backend: Backend | None = 
             status = "failed" if runner.summary.failed else "done"
         finally:
             store.finish_run(runner.run_id, status)
+        store.carry_forward_reviews(runner.run_id)
         summary = runner.summary
         summary.wall_s = time.perf_counter() - started
         if settings.out is not None:

@@ -233,6 +233,36 @@ class Store:
                  message),
             )
 
+    def carry_forward_reviews(self, run_id: int) -> int:
+        """Copy the teacher's latest decisions into a new run for every student whose
+        submission and grade did not change, so rerunning a class (to resume, or to add a late
+        submission) never drops a review. Returns the number of students carried."""
+        same = """
+            SELECT prev.run_id AS prev_run, cur.student_id FROM outcomes cur
+            JOIN outcomes prev ON prev.student_id = cur.student_id
+             AND prev.submission_id IS cur.submission_id AND prev.grade_id IS cur.grade_id
+            WHERE cur.run_id = :run AND prev.run_id = (
+                SELECT MAX(d.run_id) FROM (
+                    SELECT run_id, student_id FROM reviews
+                    UNION ALL SELECT run_id, student_id FROM overrides) d
+                WHERE d.student_id = cur.student_id AND d.run_id < :run)
+        """
+        with self.transaction():
+            carried = self.conn.execute(
+                f"INSERT OR IGNORE INTO reviews (run_id, student_id, grade_id, teacher_comment,"
+                f" approved, imported_at, workbook_sha256) SELECT :run, r.student_id, r.grade_id,"
+                f" r.teacher_comment, r.approved, r.imported_at, r.workbook_sha256 FROM reviews r"
+                f" JOIN ({same}) s ON s.prev_run = r.run_id AND s.student_id = r.student_id",
+                {"run": run_id}).rowcount
+            self.conn.execute(
+                f"INSERT OR IGNORE INTO overrides (run_id, student_id, grade_id, criterion_id,"
+                f" ai_score, teacher_score, teacher_feedback, imported_at, workbook_sha256)"
+                f" SELECT :run, o.student_id, o.grade_id, o.criterion_id, o.ai_score,"
+                f" o.teacher_score, o.teacher_feedback, o.imported_at, o.workbook_sha256"
+                f" FROM overrides o JOIN ({same}) s ON s.prev_run = o.run_id"
+                f" AND s.student_id = o.student_id", {"run": run_id})
+        return int(carried)
+
     # -- reads --------------------------------------------------------------------------------
 
     def find_grade(self, key: str) -> sqlite3.Row | None:
