@@ -6,7 +6,7 @@ right shape. The static part of the prompt (system + rubric prefix) is tokenized
 its tokens are identical for every student, and llama.cpp's KV cache keeps it evaluated between
 calls: only the student's part is evaluated per student (the local analogue of context caching).
 
-llama.cpp is synchronous and holds one sequence, so calls run one at a time in a worker thread.
+llama.cpp is synchronous and holds one sequence, so calls run one at a time on one worker thread.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ..errors import BackendError, ConfigError, SubmissionError
 from ..request import GradeRequest, GradeResponse, Part, Usage
@@ -45,6 +47,7 @@ CHATML = (
 )
 _SENTINEL = re.compile("\ue000(\\d+)\ue001")
 _FINISH = {"stop": "STOP", "length": "MAX_TOKENS"}
+T = TypeVar("T")
 
 
 def default_model_notice() -> str:
@@ -176,6 +179,13 @@ class LocalBackend:
         )
         self._grammars: dict[str, Any] = {}
         self._lock = threading.Lock()
+        # One dedicated OS thread for every llama.cpp call: its OpenMP worker team is created
+        # once and stays warm (a fresh thread per call, as asyncio.to_thread may give, measured
+        # about 10% slower on 2 cores).
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
 
     # ----- prompt ---------------------------------------------------------------------------
 
@@ -258,7 +268,7 @@ class LocalBackend:
                 text=None, finish_reason=UNSUPPORTED_MEDIA, blocked_reason=UNSUPPORTED_MEDIA,
                 model_version=self.model_version,
             )
-        return await asyncio.to_thread(self._generate, request)
+        return await self._run(lambda: self._generate(request))
 
     def _generate(self, request: GradeRequest) -> GradeResponse:
         with self._lock:
@@ -309,7 +319,7 @@ class LocalBackend:
             with self._lock:
                 return len(self.build_prompt(request).tokens)
 
-        return await asyncio.to_thread(count)
+        return await self._run(count)
 
     async def aclose(self) -> None:
         def close() -> None:
@@ -318,7 +328,8 @@ class LocalBackend:
                     self._llm.close()
                     self._llm = None
 
-        await asyncio.to_thread(close)
+        await self._run(close)
+        self._worker.shutdown(wait=False)
 
 
 def _flag_media(text: str, media: int) -> str:
