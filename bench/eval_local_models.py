@@ -26,6 +26,7 @@ import llama_cpp
 
 from grader.backends.local import LocalBackend
 from grader.prompts import load_prompts
+from grader.reports.stats import quadratic_weighted_kappa
 from grader.request import GradeRequest
 from grader.rubric import Criterion, Rubric
 from grader.schema import json_schema, parse
@@ -114,21 +115,10 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 def qwk(a: list[float], b: list[float], bins: int = 5) -> float:
     """Quadratic weighted kappa on normalised scores binned to 0, .25, .5, .75, 1."""
-    x = [round(v * (bins - 1)) for v in a]
-    y = [round(v * (bins - 1)) for v in b]
-    n = len(x)
-    obs = [[0.0] * bins for _ in range(bins)]
-    for i, j in zip(x, y, strict=True):
-        obs[i][j] += 1
-    hx = [sum(1 for v in x if v == k) for k in range(bins)]
-    hy = [sum(1 for v in y if v == k) for k in range(bins)]
-    num = den = 0.0
-    for i in range(bins):
-        for j in range(bins):
-            w = (i - j) ** 2 / (bins - 1) ** 2
-            num += w * obs[i][j]
-            den += w * hx[i] * hy[j] / n
-    return 1 - num / den if den else float("nan")
+    cats = [k / (bins - 1) for k in range(bins)]
+    value = quadratic_weighted_kappa([round(v * (bins - 1)) / (bins - 1) for v in a],
+                                     [round(v * (bins - 1)) / (bins - 1) for v in b], cats)
+    return float("nan") if value is None else value
 
 
 async def evaluate(name: str, path: Path, items: list[Item], threads: int) -> dict[str, Any]:

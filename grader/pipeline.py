@@ -298,8 +298,12 @@ class Runner:
     def _blocked(sub: Submission, resp: GradeResponse) -> tuple[Outcome, ToSave]:
         why = resp.blocked_reason or "EMPTY"
         reason = f"blocked_{why.lower()}"
-        msg = (f"the model returned no usable output (finish reason {why})"
-               "; grade this student by hand, or rerun with --regrade after checking it")
+        if why == "UNSUPPORTED_MEDIA":
+            msg = ("the submission is only images/scanned pages and this model cannot read them;"
+                   " grade it by hand or with --backend gemini")
+        else:
+            msg = (f"the model returned no usable output (finish reason {why})"
+                   "; grade this student by hand, or rerun with --regrade after checking it")
         return (Outcome(sub.student_id, "flagged", reason=reason, message=msg),
                 (None, resp.model_version, [FlagRow(reason, msg)]))
 
