@@ -20,8 +20,11 @@ def class_status(class_dir: Path, settings: Settings) -> str:
         run = store.latest_run(str(class_dir.resolve())) or store.latest_run()
         if run is None:
             return f"{path}: no runs yet"
-        counts = Counter(r.status for r in store.results(run["id"]))
-        flags = Counter(f.reason for r in store.results(run["id"]) for f in r.flags)
+        counts: Counter[str] = Counter()
+        flags: Counter[str] = Counter()
+        for r in store.results(run["id"]):
+            counts[r.status] += 1
+            flags.update(f.reason for f in r.flags)
         usage = store.usage(run["id"])
         graded = store.conn.execute("SELECT COUNT(*) FROM grades").fetchone()[0]
         lines = [
