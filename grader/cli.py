@@ -151,8 +151,10 @@ def _print_summary(s: Any) -> None:
         f"time {s.wall_s:.1f} s\nstore: {s.db}"
     )
     for o in s.outcomes:
-        if o.status in ("flagged", "failed"):
-            click.echo(f"  {o.status}: {o.student_id}: {o.reason}")
+        if o.status == "flagged":
+            click.echo(f"  flagged: {o.student_id}: {o.reason}")
+        elif o.status == "failed":
+            click.echo(f"  failed: {o.student_id}: {o.message}")
     _print_written(s.outputs)
 
 

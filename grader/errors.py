@@ -61,11 +61,17 @@ class BackendError(GraderError):
     """A model backend failed. `transient` errors may be retried; the rest are final."""
 
     def __init__(self, message: str, *, fix: str | None = None, transient: bool = False,
-                 status: int | None = None, retry_after: float | None = None):
+                 status: int | None = None, retry_after: float | None = None,
+                 run_wide: bool = False):
+        # run_wide: bad credentials or an unknown model fail every request alike, so the run
+        # stops at once instead of failing each student with the same error.
+        self.run_wide = run_wide
         self.transient = transient
         self.status = status
         self.retry_after = retry_after
         super().__init__(message, fix=fix)
+
+
 
 
 class StoreError(GraderError):

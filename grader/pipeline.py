@@ -224,6 +224,8 @@ class Runner:
         try:
             outcome, save = await self._grade(sub, key, submission_id, request)
         except BackendError as e:
+            if e.run_wide:
+                raise
             outcome = Outcome(sub.student_id, "failed", reason="backend_error",
                               message=e.render())
             save = None
@@ -343,7 +345,14 @@ class Runner:
                 await self.grade_one(sub)
 
         n = max(1, self.p.settings.concurrency)
-        await asyncio.gather(*(worker() for _ in range(n)))
+        try:
+            # A TaskGroup cancels the other workers when one fails (a run-wide backend error),
+            # so nothing is left talking to a client that is about to close.
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(n):
+                    tg.create_task(worker())
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
 
 
 _SLOW_SUFFIXES = {".pdf", ".docx", ".ipynb", ".png", ".jpg", ".jpeg", ".webp", ".gif"}

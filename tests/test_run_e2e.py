@@ -166,3 +166,16 @@ def test_bad_rubric_is_a_clean_error(tmp_path: Path) -> None:
     assert code == 2
     assert "rubric.yaml" in output and "criteria.0.id" in output and "max_points" in output
     assert "Traceback" not in output
+
+
+def test_bad_key_stops_the_run_with_the_fix(gemini_env: FakeGemini, tmp_path: Path) -> None:
+    gemini_env.configure(api_key="the-right-key")
+    class_dir = make_class(tmp_path, 5)
+    db = tmp_path / "g.sqlite"
+    code, output = run_cli("run", str(class_dir), "--db", str(db), "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "GEMINI_API_KEY" in output and "Traceback" not in output
+    assert billed(gemini_env) == 0
+    # stopped at the first refusal rather than failing every student the same way
+    assert gemini_env.stats()["by_status"].get("400", 0) <= 5
+    assert rows(db, "SELECT status FROM runs") == [("interrupted",)]

@@ -258,7 +258,8 @@ class GeminiBackend:
                                 fix="check your network connection", transient=True)
         if isinstance(e, auth_errors.GoogleAuthError):
             return BackendError(f"{self.name}: no usable Google credentials: {e}",
-                                fix=self._auth_fix(), transient=False, status=401)
+                                fix=self._auth_fix(), transient=False, status=401,
+                                run_wide=True)
         if isinstance(e, json.JSONDecodeError | genai_errors.UnknownApiResponseError):
             return BackendError(f"{self.name} {what} returned a malformed response body",
                                 fix="usually a proxy or service glitch; it is retried",
@@ -274,6 +275,7 @@ class GeminiBackend:
             return BackendError(head, fix=fix, transient=True, status=code,
                                 retry_after=retry_delay_from(e))
         text = json.dumps(e.details) if e.details else ""
+        run_wide = True
         if code in {401, 403} or "API_KEY_INVALID" in text or "API key not valid" in text:
             fix = self._auth_fix()
         elif code == 404:
@@ -281,9 +283,11 @@ class GeminiBackend:
                    + (" and --location" if self.vertexai else ""))
         elif code == 400:
             fix = "check --model, --max-output-tokens and --thinking-budget (request refused)"
+            run_wide = False
         else:
             fix = "see the message above"
-        return BackendError(head, fix=fix, transient=False, status=code)
+            run_wide = False
+        return BackendError(head, fix=fix, transient=False, status=code, run_wide=run_wide)
 
     def _give_up(self, err: BackendError, retries: int) -> BackendError:
         return BackendError(f"{err.message} (gave up after {retries} retries)", fix=err.fix,
