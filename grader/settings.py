@@ -53,6 +53,11 @@ class Settings(BaseModel):
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=6, ge=0)
     max_file_mb: float = Field(default=20.0, gt=0)
+    price_per_mtok: tuple[float, float, float] | None = Field(
+        default=None,
+        description="USD per million tokens (input, output, cached input) for the report's cost"
+        " estimate; overrides the built-in table, e.g. for a model it does not list",
+    )
 
     # Gemini / Vertex (the SDK reads its own env vars too; these are overrides)
     api_key: SecretStr | None = None

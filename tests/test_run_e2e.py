@@ -179,3 +179,20 @@ def test_bad_key_stops_the_run_with_the_fix(gemini_env: FakeGemini, tmp_path: Pa
     # stopped at the first refusal rather than failing every student the same way
     assert gemini_env.stats()["by_status"].get("400", 0) <= 5
     assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
+
+
+def test_report_cost_uses_configured_price(gemini_env: FakeGemini, tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 2)
+    out, db = tmp_path / "o", tmp_path / "g.sqlite"
+    args = ("run", str(class_dir), "--db", str(db), "--out", str(out))
+    assert run_cli(*args)[0] == 0
+    assert "unknown for this model (set price_per_mtok" in (out / "report.html").read_text()
+    # one dollar per input token and two per output token, to make the arithmetic visible
+    (class_dir / "grader.toml").write_text("[grader]\nprice_per_mtok = [1e6, 2e6, 0]\n")
+    assert run_cli(*args, "--regrade")[0] == 0
+    with sqlite3.connect(db) as conn:
+        prompt, output = conn.execute(
+            "SELECT SUM(prompt_tokens - cached_tokens), SUM(output_tokens + thinking_tokens)"
+            " FROM attempts WHERE run_id = (SELECT MAX(id) FROM runs)").fetchone()
+    assert prompt > 0 and output > 0
+    assert f"${prompt + 2 * output:.4f}" in (out / "report.html").read_text()

@@ -187,12 +187,15 @@ def agreement(students: Sequence[FinalStudent]) -> list[Agreement]:
     return out
 
 
-def cost_usd(model: str, usage: dict[str, float]) -> float | None:
-    """Estimated spend for a run; None for models without a known price (local: 0)."""
+def cost_usd(model: str, usage: dict[str, float],
+             price_per_mtok: Sequence[float] | None = None) -> float | None:
+    """Estimated spend for a run; None for models without a known price (local: 0).
+    `price_per_mtok` (the run's `price_per_mtok` setting) wins over the built-in table."""
     if model.startswith("local") or model.endswith(".gguf"):
         return 0.0
-    price = next((p for name, p in sorted(PRICES_PER_MTOK.items(), key=lambda kv: -len(kv[0]))
-                  if model.startswith(name)), None)
+    price = (tuple(price_per_mtok) if price_per_mtok else next(
+        (p for name, p in sorted(PRICES_PER_MTOK.items(), key=lambda kv: -len(kv[0]))
+         if model.startswith(name)), None))
     if price is None:
         return None
     inp, outp, cached = price
