@@ -4,19 +4,18 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from ._escape import escape_cell
 from .errors import StoreError
+from .rubric import Rubric
 from .settings import Settings
 from .store import Store
 
 
 def grades_csv(store: Store, run_id: int, out_dir: Path) -> Path:
     """OUT/grades.csv: one row per student — id, name, each criterion, total, percent, flags."""
-    import json
-
-    from .rubric import Rubric
 
     rubric = Rubric.model_validate(json.loads(store.run(run_id)["rubric_json"]))
     ids = [c.id for c in rubric.all_criteria]
@@ -62,10 +61,6 @@ def regenerate(class_dir: Path, settings: Settings, run_id: int | None = None) -
 
 def write_outputs(store: Store, run_id: int, out_dir: Path) -> list[Path]:
     """grades.csv plus the review workbook and HTML reports."""
-    paths = [grades_csv(store, run_id, out_dir)]
-    try:
-        from .reports import write_reports
-    except ImportError:  # reports package not available in a minimal install
-        return paths
-    paths.extend(write_reports(store, run_id, out_dir))
-    return paths
+    from .reports import write_reports  # imported here: openpyxl is only needed for output
+
+    return [grades_csv(store, run_id, out_dir), *write_reports(store, run_id, out_dir)]
