@@ -135,8 +135,7 @@ def render(p: Plan, ex: Extracted, key: str, model: str) -> GradeRequest:
 
 
 def validate(p: Plan, text: str) -> schema.ModelGrade:
-    checked = p.validator.model_validate_json(text)
-    return schema.ModelGrade.model_validate(checked.model_dump())
+    return schema.parse_with(p.validator, text)
 
 
 def _request_record(req: GradeRequest) -> dict[str, Any]:
@@ -396,10 +395,6 @@ def students(class_dir: Path, settings: Settings) -> list[Submission]:
                          fix="put one file or folder per student in it (see README: Intake)")
     return subs[: settings.limit] if settings.limit else subs
 
-
-def open_backend(settings: Settings) -> tuple[str, Backend]:
-    name = auto_backend(settings)
-    return name, create(name, settings=settings)
 
 
 def run_class(class_dir: Path, settings: Settings, *, backend: Backend | None = None,

@@ -118,8 +118,12 @@ def validation_model(rubric: Rubric) -> type[BaseModel]:
     )
 
 
-def parse(rubric: Rubric, text: str) -> ModelGrade:
-    """Validate raw model JSON against the rubric. Raises pydantic.ValidationError."""
-    model = validation_model(rubric)
+def parse_with(model: type[BaseModel], text: str) -> ModelGrade:
+    """Validate raw model JSON with a prebuilt `validation_model` (build it once per run)."""
     checked = model.model_validate_json(text)
     return ModelGrade.model_validate(checked.model_dump())
+
+
+def parse(rubric: Rubric, text: str) -> ModelGrade:
+    """Validate raw model JSON against the rubric. Raises pydantic.ValidationError."""
+    return parse_with(validation_model(rubric), text)

@@ -143,7 +143,6 @@ class LocalBackend:
                 "script does this), or use Gemini: set GEMINI_API_KEY or --backend gemini",
             ) from None
         self._llama_cpp = llama_cpp
-        self.uses_default_model = settings.model_path is None
         self.model_path: Path = (
             packaged_model_path() if settings.model_path is None else Path(settings.model_path)
         )
@@ -163,10 +162,8 @@ class LocalBackend:
                 fix="use another .gguf via --model-path / model_path in grader.toml, or leave it "
                 "unset to use the packaged default model",
             ) from None
-        meta: dict[str, str] = dict(self._llm.metadata)
         self.model_version = self.model_path.name
         self.model = self.model_path.name  # the pipeline records `backend.model` with each grade
-        self.model_title = meta.get("general.name", self.model_path.stem)
         self.n_ctx_train = int(self._llm._model.n_ctx_train())
         eos, bos = self._llm.token_eos(), self._llm.token_bos()
         self._eos = self._llm._model.token_get_text(eos) if eos != -1 else ""
@@ -174,7 +171,7 @@ class LocalBackend:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self._format: Any = Jinja2ChatFormatter(
-            template=meta.get("tokenizer.chat_template", CHATML), eos_token=self._eos,
+            template=self._llm.metadata.get("tokenizer.chat_template", CHATML), eos_token=self._eos,
             bos_token=bos_text, add_generation_prompt=True,
         )
         self._grammars: dict[str, Any] = {}
