@@ -18,6 +18,8 @@ from contextlib import asynccontextmanager
 from aiolimiter import AsyncLimiter
 
 _SLACK = 1.005  # spacing margin so clock skew between us and the server never adds a request
+# ...and never less than this, so network jitter cannot push a request into a short window.
+_MIN_MARGIN_S = 0.05
 _TOKEN_BURST_SHARE = 0.25
 
 
@@ -43,8 +45,9 @@ class Quota:
             # A burst of `b` on top of the spaced drip still fits any window, because the slack
             # leaves rpm * (1 - 1/_SLACK) requests unused per period; the burst lets a request
             # that was late (busy event loop) be made up for instead of lost.
-            spacing = period_s * _SLACK / rpm
-            b = max(1, int(rpm * (1 - 1 / _SLACK)))
+            window = period_s + max(period_s * (_SLACK - 1), _MIN_MARGIN_S)
+            spacing = window / rpm
+            b = max(1, int(rpm * (1 - period_s / window)))
             self._requests = AsyncLimiter(b, b * spacing)
         self._token_burst = max(1.0, tpm * _TOKEN_BURST_SHARE) if tpm is not None else 0.0
         if tpm is not None:
@@ -54,10 +57,6 @@ class Quota:
             )
         else:
             self._tokens = None
-
-    @property
-    def bounded(self) -> bool:
-        return self._requests is not None or self._tokens is not None
 
     @asynccontextmanager
     async def acquire(self, tokens: int = 0) -> AsyncIterator[None]:

@@ -85,6 +85,13 @@ class _Server(ThreadingHTTPServer):
         self.app = app
         super().__init__((host, port), _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up between requests (a cancelled run, a killed process) is
+        normal traffic, not a server error: say nothing. Anything else is reported."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
 
 class FakeGemini:
     """The fake server in a background thread. Use as a context manager:
