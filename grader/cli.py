@@ -62,6 +62,13 @@ def _settings(class_dir: Path | None, **flags: Any) -> Settings:
     return resolve(flags, class_dir=class_dir)
 
 
+def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """Repeated or comma-separated option values; None when the option was not given."""
+    if not values:
+        return None
+    return tuple(v.strip() for raw in values for v in raw.split(",") if v.strip())
+
+
 @cli.command()
 @click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--rubric", type=click.Path(path_type=Path, dir_okay=False), help="Rubric YAML.")
@@ -73,58 +80,103 @@ def _settings(class_dir: Path | None, **flags: Any) -> Settings:
 @click.option("--model", help="Model name.")
 @click.option("--model-path", type=click.Path(path_type=Path, dir_okay=False),
               help="GGUF file for the local backend.")
+@click.option("--n-ctx", type=int, help="Context size of the local model, in tokens.")
+@click.option("--project", help="Google Cloud project (vertex backend).")
+@click.option("--location", help="Google Cloud location (vertex backend) [default: global].")
 @click.option("--prompts", type=click.Path(path_type=Path, file_okay=False),
               help="Folder of .j2 templates overriding prompts/.")
 @click.option("--roster", type=click.Path(path_type=Path, dir_okay=False), help="Roster CSV.")
 @click.option("--concurrency", type=int, help="Requests in flight at once.")
 @click.option("--rpm", type=int, help="Requests per minute quota.")
 @click.option("--tpm", type=int, help="Tokens per minute quota.")
+@click.option("--max-output-tokens", type=int, help="Output token cap per request.")
 @click.option("--thinking-budget", type=int, help="Gemini thinking tokens (0 = off).")
 @click.option("--timeout", "timeout_s", type=float, help="Seconds per request before retrying.")
 @click.option("--max-retries", type=int, help="Retries per request on transient errors.")
 @click.option("--limit", type=int, help="Grade only the first N students.")
-@click.option("--regrade", is_flag=True, default=None, help="Grade again even if stored.")
+@click.option("--only", multiple=True, metavar="ID[,ID…]",
+              help="Grade only these students (repeat, or separate with commas).")
+@click.option("--retry-flagged", multiple=True, is_flag=False, flag_value="*",
+              metavar="[REASON,…]",
+              help="Grade flagged students again (only those flagged for REASON, if given).")
+@click.option("--regrade", is_flag=True, default=None,
+              help="Ask the model again even if a grade is stored (resumable).")
 @click.option("--dry-run", is_flag=True, default=None,
               help="Render prompts for the first students; call no model.")
+@click.option("--no-wait", "wait", flag_value=False, default=None,
+              help="Fail at once if another run is using the store, instead of waiting.")
 @_handle_errors
-def run(class_dir: Path, **flags: Any) -> None:
+def run(class_dir: Path, only: tuple[str, ...], retry_flagged: tuple[str, ...],
+        **flags: Any) -> None:
     """Grade every submission in CLASS_DIR (resumable: rerun to continue)."""
     from . import pipeline
+    from .settings import out_dir
 
-    settings = _settings(class_dir, **flags)
-    if settings.out is None:
-        settings.out = Path("reports") / class_dir.resolve().name
+    retry = _split(retry_flagged)
+    settings = _settings(class_dir, only=_split(only),
+                         retry_flagged=tuple(r for r in retry if r != "*") if retry else None,
+                         **flags)
+    settings.out = out_dir(class_dir, settings)
     if settings.dry_run:
         from .dry_run import dry_run
 
         _print_dry_run(*dry_run(class_dir, settings))
         return
-    bar: Any = None
+    progress = _Progress()
 
     def on_start(total: int, backend: str, model: str) -> None:
-        nonlocal bar
         if backend == "local" and settings.model_path is None:
             from .backends.local import default_model_notice
 
             click.secho(default_model_notice(), fg="yellow", err=True)
         click.echo(f"grading {total} students with {backend}:{model}", err=True)
-        bar = click.progressbar(length=total, label="grading", file=sys.stderr,
-                                show_pos=True, show_eta=True)
-        bar.__enter__()
+        progress.start(total)
 
-    def on_outcome(o: pipeline.Outcome) -> None:
-        if bar is not None:
-            bar.update(1)
+    def on_wait(holder: Any) -> None:
+        who = holder.describe() if holder is not None else "another run"
+        click.echo(f"the grade store is in use by {who}; waiting for it to finish "
+                   "(Ctrl-C to stop; --no-wait to fail instead)", err=True)
 
     try:
         summary = pipeline.run_class(class_dir, settings, on_start=on_start,
-                                     on_outcome=on_outcome)
+                                     on_outcome=progress.outcome, on_retry=progress.retry,
+                                     on_wait=on_wait)
     finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+        progress.stop()
     _print_summary(summary)
     if not summary.ok:
         sys.exit(1)
+
+
+class _Progress:
+    """The progress bar; its line shows how many requests were retried so far."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.retries = 0
+
+    def start(self, total: int) -> None:
+        self.bar = click.progressbar(length=total, label="grading", file=sys.stderr,
+                                     show_pos=True, show_eta=True,
+                                     item_show_func=self._suffix)
+        self.bar.__enter__()
+
+    def _suffix(self, _: Any) -> str | None:
+        return f"{self.retries} retries" if self.retries else None
+
+    def outcome(self, _: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def retry(self, _: Any) -> None:
+        self.retries += 1
+        if self.bar is not None:
+            self.bar.update(0)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 def _print_dry_run(plan: Any, items: list[Any]) -> None:
@@ -143,19 +195,33 @@ def _print_dry_run(plan: Any, items: list[Any]) -> None:
 
 def _print_summary(s: Any) -> None:
     u = s.usage
+    mode = "" if s.mode == "normal" else f" ({s.mode.replace('_', ' ')})"
+    skipped = f", skipped {s.skipped}" if s.skipped else ""
     click.echo(
-        f"run {s.run_id}: {s.students} students — graded {s.graded}, flagged {s.flagged}, "
-        f"failed {s.failed} ({s.reused} reused from the store)\n"
+        f"run {s.run_id}{mode}: {s.students} students — graded {s.graded}, flagged {s.flagged}, "
+        f"failed {s.failed}{skipped} ({s.reused} reused from the store)\n"
         f"tokens: prompt {u.prompt_tokens}, output {u.output_tokens}, thinking "
-        f"{u.thinking_tokens}, cached {u.cached_tokens} in {s.calls} calls; "
-        f"time {s.wall_s:.1f} s\nstore: {s.db}"
+        f"{u.thinking_tokens}, cached {u.cached_tokens} in {s.calls} calls "
+        f"({s.retries} retries); time {s.wall_s:.1f} s\nstore: {s.db}"
     )
+    flagged: dict[str, list[str]] = {}
+    failed: dict[str, list[str]] = {}
     for o in s.outcomes:
         if o.status == "flagged":
-            click.echo(f"  flagged: {o.student_id}: {o.reason}")
+            flagged.setdefault(o.reason or "flagged", []).append(o.student_id)
         elif o.status == "failed":
-            click.echo(f"  failed: {o.student_id}: {o.message}")
+            failed.setdefault(o.message or "failed", []).append(o.student_id)
+    for reason, ids in sorted(flagged.items()):
+        click.echo(f"  flagged {reason}: {_ids(ids)}")
+    for message, ids in failed.items():  # identical errors collapse into one line
+        click.echo(f"  failed ({_ids(ids)}): {message}")
     _print_written(s.outputs)
+
+
+def _ids(ids: list[str], shown: int = 8) -> str:
+    head = ", ".join(ids[:shown])
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return f"{len(ids)}: {head}{more}" if len(ids) > 1 else head
 
 
 def _print_written(paths: list[Path]) -> None:

@@ -29,7 +29,7 @@ def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> tuple[Plan, list
         except GraderError as e:
             items.append(DryRunItem(sub.student_id, None, e.render(), ""))
             continue
-        req = render(p, ex, "dry-run", settings.model or "")
+        req = render(p, ex, settings.model or "")
         text = req.system + req.static_prefix + "".join(pt.text or "" for pt in req.student_parts)
         media = sum(258 for pt in req.student_parts if pt.text is None)
         items.append(DryRunItem(sub.student_id, len(text) // 4 + media, None,

@@ -62,16 +62,18 @@ class BackendError(GraderError):
 
     def __init__(self, message: str, *, fix: str | None = None, transient: bool = False,
                  status: int | None = None, retry_after: float | None = None,
-                 run_wide: bool = False):
-        # run_wide: bad credentials or an unknown model fail every request alike, so the run
-        # stops at once instead of failing each student with the same error.
+                 run_wide: bool = False, rejected: bool = False, retries: int = 0):
+        # run_wide: bad credentials, an unknown model or an unreachable service fail every
+        # request alike, so the run stops at once instead of failing each student the same way.
+        # rejected: the service refused this one request for good (a deterministic 4xx): the
+        # student is flagged `request_rejected`, not failed.
         self.run_wide = run_wide
+        self.rejected = rejected
         self.transient = transient
         self.status = status
         self.retry_after = retry_after
+        self.retries = retries
         super().__init__(message, fix=fix)
-
-
 
 
 class StoreError(GraderError):

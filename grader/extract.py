@@ -32,6 +32,9 @@ class Extracted(BaseModel):
     content_hash: str
     files: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()  # "name (reason)" of files left out of a folder submission
+    truncated: bool = False
+    has_text: bool = True  # False: only images/scans, nothing a text-only model can read
 
 
 def content_hash(sub: Submission) -> str:
@@ -90,6 +93,7 @@ def extract(sub: Submission, *, max_file_mb: float = 20.0,
     parts: list[Part] = []
     notes: list[str] = []
     errors: list[SubmissionError] = []
+    has_text = False
     for name, path in pairs:
         try:
             read = _read_one(path, name, max_bytes, max_file_mb)
@@ -100,6 +104,7 @@ def extract(sub: Submission, *, max_file_mb: float = 20.0,
             notes.append(f"skipped {name}: {e.reason} ({e.message})")
             continue
         notes.extend(read.notes)
+        has_text = has_text or bool(read.text and read.text.strip())
         if read.parts and not read.text:
             kinds = ", ".join(sorted({p.mime_type or "?" for p in read.parts}))
             chunks.append(HEADER.format(name=name) + f"\n[{kinds} attached below]")
@@ -116,8 +121,11 @@ def extract(sub: Submission, *, max_file_mb: float = 20.0,
         raise SubmissionError(reason, f"no gradeable file in the submission ({detail})",
                               path=sub.student_id, fix=first.fix)
     text = "\n\n".join(c.rstrip("\n") for c in chunks).strip("\n")
-    if len(text) > max_chars:
+    truncated = len(text) > max_chars
+    if truncated:
         text = text[:max_chars] + "\n[... submission truncated ...]"
         notes.append(f"text truncated to {max_chars} characters")
     return Extracted(text=text, parts=tuple(parts), content_hash=content_hash(sub),
-                     files=tuple(n for n, _ in pairs), notes=tuple(notes))
+                     files=tuple(n for n, _ in pairs), notes=tuple(notes),
+                     skipped=tuple(f"{e.path} ({e.reason})" for e in errors),
+                     truncated=truncated, has_text=has_text)

@@ -1,18 +1,23 @@
-"""Final grades: the teacher's value where one was imported, else the AI's.
+"""Final grades: the teacher's value where one was decided, else the AI's.
 
-This is the only place that combines AI scores with teacher overrides; the workbook, the HTML
-reports and every gradebook export read `finals()` so they can never disagree.
+This is the only place that combines AI scores with teacher decisions; grades.csv, the workbook,
+the HTML reports and every gradebook export read `finals()` so they can never disagree.
+
+Teacher decisions belong to the student and criterion (the store keeps them append-only). A
+decision applies to a result when the result is for the same submission and the AI said what it
+said when the teacher decided (`ai_basis`): a regrade that keeps the AI's score keeps the
+teacher's decision; a resubmission or a changed AI score does not.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .rubric import Criterion, Rubric
-from .store import Store, StudentResult
+from .store import Decision, Store, StudentResult
 
 
 @dataclass
@@ -108,50 +113,67 @@ class FinalStudent:
 
 
 def load_rubric(store: Store, run_id: int) -> Rubric:
-    return Rubric.model_validate(json.loads(store.run(run_id)["rubric_json"]))
+    return Rubric.model_validate(store.run(run_id).rubric)
 
 
-def _overrides(store: Store, run_id: int) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for row in store.conn.execute(
-        "SELECT student_id, criterion_id, teacher_score, teacher_feedback FROM overrides"
-        " WHERE run_id=?", (run_id,)):
-        out.setdefault(row["student_id"], {})[row["criterion_id"]] = (
-            row["teacher_score"], row["teacher_feedback"])
+def criterion_basis(score: float | None) -> str | None:
+    """`Decision.ai_basis` for a criterion field: the AI's score the teacher saw."""
+    return None if score is None else json.dumps(float(score))
+
+
+def student_basis(result: StudentResult) -> str:
+    """`Decision.ai_basis` for a student field (comment, approval): every AI score."""
+    return json.dumps({c.criterion_id: float(c.score) for c in result.criteria},
+                      sort_keys=True)
+
+
+def _applies(d: Decision, result: StudentResult, ai: dict[str, float]) -> bool:
+    if d.submission_id != result.submission_id:
+        return False
+    basis = json.loads(d.ai_basis) if d.ai_basis is not None else None
+    if d.criterion_id:
+        mine = ai.get(d.criterion_id)
+        return (basis is None and mine is None) or (
+            basis is not None and mine is not None and float(basis) == mine)
+    return (basis or {}) == ai
+
+
+def effective(decisions: Sequence[Decision], result: StudentResult
+              ) -> dict[tuple[str, str], Any]:
+    """The teacher's current value per (criterion id or "", field) for this result: the newest
+    decision that applies to it (a cleared value is None)."""
+    ai = {c.criterion_id: float(c.score) for c in result.criteria}
+    out: dict[tuple[str, str], Any] = {}
+    for d in reversed(decisions):
+        key = (d.criterion_id, d.field)
+        if key not in out and _applies(d, result, ai):
+            out[key] = json.loads(d.value) if d.value is not None else None
     return out
-
-
-def _reviews(store: Store, run_id: int) -> dict[str, tuple[str | None, bool | None]]:
-    return {
-        row["student_id"]: (row["teacher_comment"],
-                            None if row["approved"] is None else bool(row["approved"]))
-        for row in store.conn.execute(
-            "SELECT student_id, teacher_comment, approved FROM reviews WHERE run_id=?",
-            (run_id,))
-    }
 
 
 def finals(store: Store, run_id: int, rubric: Rubric | None = None) -> Iterator[FinalStudent]:
     """Every student of the run, in student-id order, with final values resolved."""
     rubric = rubric or load_rubric(store, run_id)
-    overrides = _overrides(store, run_id)
-    reviews = _reviews(store, run_id)
+    decisions = store.decisions()
     for res in store.results(run_id):
         by_id = {c.criterion_id: c for c in res.criteria}
-        ovr = overrides.get(res.student_id, {})
+        teacher = effective(decisions.get(res.student_id, ()), res)
         crits = []
         for crit in rubric.all_criteria:
             ai = by_id.get(crit.id)
-            t_score, t_fb = ovr.get(crit.id, (None, None))
+            t_score = teacher.get((crit.id, "score"))
             crits.append(FinalCriterion(
-                criterion=crit, ai_score=ai.score if ai else None, teacher_score=t_score,
+                criterion=crit, ai_score=ai.score if ai else None,
+                teacher_score=float(t_score) if t_score is not None else None,
                 justification=ai.justification if ai else "", evidence=ai.evidence if ai else [],
-                ai_feedback=ai.feedback if ai else "", teacher_feedback=t_fb,
+                ai_feedback=ai.feedback if ai else "",
+                teacher_feedback=teacher.get((crit.id, "feedback")),
             ))
-        comment, approved = reviews.get(res.student_id, (None, None))
-        fs = FinalStudent(result=res, criteria=crits, band=None, teacher_comment=comment,
-                          approved=approved,
-                          has_overrides=any(v[0] is not None for v in ovr.values()))
+        approved = teacher.get(("", "approved"))
+        fs = FinalStudent(result=res, criteria=crits, band=None,
+                          teacher_comment=teacher.get(("", "comment")),
+                          approved=None if approved is None else bool(approved),
+                          has_overrides=any(c.teacher_score is not None for c in crits))
         pct = fs.final_percent
         fs.band = rubric.band(pct) if pct is not None else None
         yield fs

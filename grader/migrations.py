@@ -1,15 +1,29 @@
 """Numbered schema migrations, recorded in the database itself (`schema_migrations`).
 
-Append a new (number, name, sql) entry to change the schema; never edit an applied one.
+Append a new `Migration` to change the schema; never edit an applied one. Each migration runs in
+one transaction with foreign keys off (so tables can be rebuilt the way SQLite documents), and is
+checked with `PRAGMA foreign_key_check` before it commits: a crash or a failed check leaves the
+previous version intact. `tests/test_migrations.py` opens a store written by the v2 code and checks
+that every run, grade and teacher decision survives.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-MIGRATIONS: list[tuple[int, str, str]] = [
-    (1, "initial", """
+from .errors import StoreError
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+M001_INITIAL = """
 CREATE TABLE runs (
     id              INTEGER PRIMARY KEY,
     started_at      TEXT NOT NULL,
@@ -114,8 +128,9 @@ CREATE TABLE outcomes (
     message         TEXT,
     PRIMARY KEY (run_id, student_id)
 );
-"""),
-    (2, "teacher_review", """
+"""
+
+M002_TEACHER_REVIEW = """
 -- Teacher decisions imported from review.xlsx. The AI's value stays in criterion_scores; these
 -- rows hold what the teacher decided, keyed by run and student (a flagged student may have no
 -- grade row, yet the teacher can still score them).
@@ -158,8 +173,209 @@ CREATE TABLE review_log (
     workbook_sha256  TEXT NOT NULL
 );
 CREATE INDEX review_log_run ON review_log (run_id, student_id);
-"""),
-]
+"""
+
+# v3: what was paid for is kept apart from what a student got.
+# - prefixes/requests/responses: the content-addressed response ledger (insert-or-ignore only);
+# - attempts: every request sent (or rendered for a batch job), with its state and usage;
+# - grades: per-student versions keyed by (student, submission, fingerprint, sample, epoch,
+#   config), never deleted;
+# - decisions: the teacher's decisions per student and criterion, append-only.
+# v2 rows are converted: v2 requests get synthetic hashes ('v2:<grade_key>:<n>:<id>'), v2 grade
+# keys become fingerprints ('v2:<grade_key>'), v2 overrides/reviews become decisions.
+M003_LEDGER_AND_VERSIONS = """
+ALTER TABLE runs ADD COLUMN fingerprint TEXT;
+ALTER TABLE runs ADD COLUMN config_hash TEXT;
+ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN mode TEXT NOT NULL DEFAULT 'normal';
+ALTER TABLE runs ADD COLUMN selection_json TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE runs ADD COLUMN pid INTEGER;
+ALTER TABLE submissions ADD COLUMN body_hash TEXT;
+CREATE INDEX submissions_body ON submissions (body_hash);
+
+CREATE TABLE prefixes (
+    hash            TEXT PRIMARY KEY,
+    system          TEXT NOT NULL,
+    static_prefix   TEXT NOT NULL,
+    schema_json     TEXT NOT NULL,
+    created_at      TEXT NOT NULL
+);
+CREATE TABLE requests (
+    hash            TEXT PRIMARY KEY,
+    prefix_hash     TEXT REFERENCES prefixes(hash),
+    model           TEXT NOT NULL,
+    body_json       TEXT NOT NULL,
+    created_at      TEXT NOT NULL
+);
+CREATE TABLE responses (
+    request_hash    TEXT PRIMARY KEY REFERENCES requests(hash),
+    attempt_id      INTEGER,
+    created_at      TEXT NOT NULL,
+    text            TEXT,
+    finish_reason   TEXT,
+    blocked_reason  TEXT,
+    model_version   TEXT,
+    raw_json        TEXT
+);
+
+CREATE TABLE grades_v3 (
+    id              INTEGER PRIMARY KEY,
+    student_id      TEXT NOT NULL REFERENCES students(id),
+    submission_id   INTEGER NOT NULL REFERENCES submissions(id),
+    fingerprint     TEXT NOT NULL,
+    sample          INTEGER NOT NULL DEFAULT 0,
+    epoch           INTEGER NOT NULL DEFAULT 0,
+    config_hash     TEXT NOT NULL DEFAULT '',
+    run_id          INTEGER NOT NULL REFERENCES runs(id),
+    status          TEXT NOT NULL CHECK (status IN ('graded', 'flagged')),
+    total           REAL,
+    max_total       REAL NOT NULL,
+    percent         REAL,
+    overall_comment TEXT,
+    needs_review    INTEGER NOT NULL DEFAULT 0,
+    review_reason   TEXT,
+    model           TEXT NOT NULL,
+    model_version   TEXT,
+    created_at      TEXT NOT NULL,
+    UNIQUE (student_id, submission_id, fingerprint, sample, epoch, config_hash)
+);
+INSERT INTO grades_v3 (id, student_id, submission_id, fingerprint, run_id, status, total,
+    max_total, percent, overall_comment, needs_review, review_reason, model, model_version,
+    created_at)
+SELECT id, student_id, submission_id, 'v2:' || grade_key, run_id, status, total, max_total,
+    percent, overall_comment, needs_review, review_reason, model, model_version, created_at
+FROM grades;
+
+CREATE TABLE attempts_v3 (
+    id              INTEGER PRIMARY KEY,
+    run_id          INTEGER NOT NULL REFERENCES runs(id),
+    student_id      TEXT REFERENCES students(id),
+    submission_id   INTEGER REFERENCES submissions(id),
+    request_hash    TEXT NOT NULL REFERENCES requests(hash),
+    sample          INTEGER NOT NULL DEFAULT 0,
+    n               INTEGER NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN
+                        ('rendered', 'sent', 'answered', 'validated', 'stored', 'failed')),
+    job_ref         TEXT,
+    created_at      TEXT NOT NULL,
+    sent_at         TEXT,
+    answered_at     TEXT,
+    error           TEXT,
+    error_status    INTEGER,
+    retries         INTEGER NOT NULL DEFAULT 0,
+    latency_ms      REAL,
+    prompt_tokens   INTEGER NOT NULL DEFAULT 0,
+    output_tokens   INTEGER NOT NULL DEFAULT 0,
+    thinking_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens   INTEGER NOT NULL DEFAULT 0,
+    cost_usd        REAL,
+    model_version   TEXT,
+    grade_id        INTEGER REFERENCES grades(id)
+);
+INSERT INTO requests (hash, prefix_hash, model, body_json, created_at)
+SELECT 'v2:' || a.grade_key || ':' || a.n || ':' || a.id, NULL, r.model,
+    COALESCE(a.request_json, '{}'), a.created_at
+FROM attempts a JOIN runs r ON r.id = a.run_id;
+INSERT INTO responses (request_hash, attempt_id, created_at, text, finish_reason, model_version,
+    raw_json)
+SELECT 'v2:' || grade_key || ':' || n || ':' || id, id, created_at, response_text, finish_reason,
+    model_version, raw_json
+FROM attempts WHERE error IS NULL;
+INSERT INTO attempts_v3 (id, run_id, student_id, submission_id, request_hash, n, state,
+    created_at, sent_at, answered_at, error, retries, latency_ms, prompt_tokens, output_tokens,
+    thinking_tokens, cached_tokens, model_version, grade_id)
+SELECT a.id, a.run_id, s.student_id, a.submission_id,
+    'v2:' || a.grade_key || ':' || a.n || ':' || a.id, a.n,
+    CASE WHEN a.error IS NOT NULL THEN 'failed' WHEN g.id IS NOT NULL THEN 'stored'
+         ELSE 'answered' END,
+    a.created_at, a.created_at, CASE WHEN a.error IS NULL THEN a.created_at END, a.error,
+    a.retries, a.latency_ms, a.prompt_tokens, a.output_tokens, a.thinking_tokens,
+    a.cached_tokens, a.model_version, g.id
+FROM attempts a JOIN submissions s ON s.id = a.submission_id
+LEFT JOIN grades g ON g.grade_key = a.grade_key;
+
+DROP TABLE attempts;
+ALTER TABLE attempts_v3 RENAME TO attempts;
+CREATE INDEX attempts_request ON attempts (request_hash);
+CREATE INDEX attempts_run ON attempts (run_id, state);
+DROP TABLE grades;
+ALTER TABLE grades_v3 RENAME TO grades;
+CREATE INDEX grades_lookup ON grades (student_id, submission_id, fingerprint, sample, id);
+
+CREATE TABLE decisions (
+    id              INTEGER PRIMARY KEY,
+    student_id      TEXT NOT NULL REFERENCES students(id),
+    criterion_id    TEXT NOT NULL DEFAULT '',
+    field           TEXT NOT NULL CHECK (field IN ('score', 'feedback', 'comment', 'approved')),
+    value           TEXT,
+    submission_id   INTEGER REFERENCES submissions(id),
+    ai_basis        TEXT,
+    run_id          INTEGER REFERENCES runs(id),
+    grade_id        INTEGER REFERENCES grades(id),
+    cell            TEXT,
+    workbook_sha256 TEXT,
+    decided_at      TEXT NOT NULL
+);
+CREATE INDEX decisions_student ON decisions (student_id, criterion_id, field, id);
+INSERT INTO decisions (student_id, criterion_id, field, value, submission_id, ai_basis, run_id,
+    grade_id, workbook_sha256, decided_at)
+SELECT student_id, criterion_id, field, value, submission_id, ai_basis, run_id, grade_id,
+    workbook_sha256, imported_at FROM (
+    SELECT o.student_id, o.criterion_id, 'score' AS field, json_quote(o.teacher_score) AS value,
+        oc.submission_id, CASE WHEN o.ai_score IS NULL THEN NULL ELSE json_quote(o.ai_score) END
+        AS ai_basis, o.run_id, o.grade_id, o.workbook_sha256, o.imported_at, 0 AS k
+    FROM overrides o LEFT JOIN outcomes oc ON oc.run_id = o.run_id
+        AND oc.student_id = o.student_id
+    WHERE o.teacher_score IS NOT NULL
+    UNION ALL
+    SELECT o.student_id, o.criterion_id, 'feedback', json_quote(o.teacher_feedback),
+        oc.submission_id, CASE WHEN o.ai_score IS NULL THEN NULL ELSE json_quote(o.ai_score) END,
+        o.run_id, o.grade_id, o.workbook_sha256, o.imported_at, 1
+    FROM overrides o LEFT JOIN outcomes oc ON oc.run_id = o.run_id
+        AND oc.student_id = o.student_id
+    WHERE o.teacher_feedback IS NOT NULL
+    UNION ALL
+    SELECT r.student_id, '', 'comment', json_quote(r.teacher_comment), oc.submission_id,
+        (SELECT json_group_object(c.criterion_id, c.score) FROM criterion_scores c
+         WHERE c.grade_id = oc.grade_id), r.run_id, r.grade_id, r.workbook_sha256,
+        r.imported_at, 2
+    FROM reviews r LEFT JOIN outcomes oc ON oc.run_id = r.run_id AND oc.student_id = r.student_id
+    WHERE r.teacher_comment IS NOT NULL
+    UNION ALL
+    SELECT r.student_id, '', 'approved', CASE WHEN r.approved THEN 'true' ELSE 'false' END,
+        oc.submission_id,
+        (SELECT json_group_object(c.criterion_id, c.score) FROM criterion_scores c
+         WHERE c.grade_id = oc.grade_id), r.run_id, r.grade_id, r.workbook_sha256,
+        r.imported_at, 3
+    FROM reviews r LEFT JOIN outcomes oc ON oc.run_id = r.run_id AND oc.student_id = r.student_id
+    WHERE r.approved IS NOT NULL
+) ORDER BY imported_at, run_id, student_id, criterion_id, k;
+DROP TABLE overrides;
+DROP TABLE reviews;
+ALTER TABLE review_log RENAME TO v2_review_log;
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial", M001_INITIAL),
+    Migration(2, "teacher_review", M002_TEACHER_REVIEW),
+    Migration(3, "ledger_and_grade_versions", M003_LEDGER_AND_VERSIONS),
+)
+LATEST = MIGRATIONS[-1].version
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a script into complete statements (executescript would COMMIT our transaction)."""
+    out: list[str] = []
+    buf = ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf)
+            buf = ""
+    if buf.strip():
+        out.append(buf)
+    return out
 
 
 def current_version(conn: sqlite3.Connection) -> int:
@@ -171,19 +387,44 @@ def current_version(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
-def migrate(conn: sqlite3.Connection) -> list[int]:
-    """Apply every pending migration, each in its own transaction. Returns the versions applied."""
-    applied = []
+def pending(conn: sqlite3.Connection) -> list[Migration]:
     have = current_version(conn)
-    for version, name, sql in MIGRATIONS:
-        if version <= have:
-            continue
-        # executescript commits first; wrap in an explicit transaction so a crash
-        # mid-migration leaves the previous version intact.
-        conn.executescript(
-            "BEGIN;\n" + sql
-            + f"\nINSERT INTO schema_migrations (version, name, applied_at) VALUES "
-            f"({version}, '{name}', '{datetime.now(UTC).isoformat()}');\nCOMMIT;"
-        )
-        applied.append(version)
-    return applied
+    return [m for m in MIGRATIONS if m.version > have]
+
+
+def apply(conn: sqlite3.Connection, m: Migration) -> None:
+    """One migration in one transaction, foreign keys checked before it commits."""
+    conn.execute("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction: set it first
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _statements(m.sql):
+                conn.execute(stmt)
+            broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise StoreError(
+                    f"migration {m.version} ({m.name}) would leave {len(broken)} broken "
+                    f"references (first: table {broken[0][0]}, row {broken[0][1]})",
+                    fix="nothing was changed; report this store to the grader developers")
+            conn.execute("INSERT INTO schema_migrations (version, name, applied_at)"
+                         " VALUES (?,?,?)", (m.version, m.name, datetime.now(UTC).isoformat()))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    finally:
+        conn.execute("PRAGMA foreign_keys=ON")
+
+
+def migrate(conn: sqlite3.Connection) -> list[int]:
+    """Apply every pending migration in order; returns the versions applied."""
+    have = current_version(conn)
+    if have > LATEST:
+        raise StoreError(
+            f"the store was written by a newer grader (schema version {have}; this grader "
+            f"knows up to {LATEST})", fix="upgrade grader (pip install -U grader)")
+    done = []
+    for m in pending(conn):
+        apply(conn, m)
+        done.append(m.version)
+    return done

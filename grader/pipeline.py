@@ -2,10 +2,12 @@
 
     discover -> extract -> render -> grade -> validate -> store -> report
 
-`run_class()` is the library entry point (the CLI is a thin wrapper around it). Submissions are
-streamed through a bounded pool of workers: only file paths are held for the whole class, content
-is read when a worker picks the student up. Every student ends graded, flagged (with a reason) or
-failed (a backend error worth retrying; a rerun picks it up).
+`grade_class()` is the library's async entry point (it runs inside an existing event loop, e.g.
+Jupyter); `run_class()` wraps it for scripts and the CLI. Submissions stream through a bounded
+pool of workers: only file paths are held for the whole class, content is read when a worker
+picks the student up. Calls go through the `CallLedger` (paid at most once), replies are judged
+by the pure policy in `grading`, and every student ends graded, flagged or skipped with a reason,
+or failed (a transient backend error; rerunning picks them up).
 """
 
 from __future__ import annotations
@@ -13,30 +15,31 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel
 
 from . import __version__, schema
-from .backends import Backend, create
+from .backends import Backend, create, media_types
 from .discover import Submission, discover
-from .errors import BackendError, InputError, RubricError, SubmissionError
+from .errors import BackendError, InputError, SubmissionError
 from .extract import Extracted, extract
+from .grading import INFO_FLAGS, Policy, Reask, Reply, Verdict, decide, rejected
+from .ledger import CallLedger, describe, prefix_hash, salt, sha256
+from .locks import Holder, RunLock
 from .prompts import Prompts, load_prompts
 from .report import write_outputs
-from .request import GradeRequest, GradeResponse, Turn, Usage
+from .request import GradeRequest, Usage
 from .rubric import Rubric, load_rubric
-from .settings import Settings, auto_backend
-from .store import DEFAULT_DB_NAME, CriterionRow, FlagRow, Store, grade_key
-
-RUBRIC_NAMES = ("rubric.yaml", "rubric.yml")
-
-# What `_save` needs: the validated result (None when flagged), model version, flags.
-ToSave = tuple["schema.ModelGrade | None", "str | None", "list[FlagRow]"]
+from .selection import Grade, Reuse, Selection, Skip, choose
+from .settings import Settings, auto_backend, db_path, rubric_path
+from .store import FlagRow, GradeRecord, OutcomeRecord, RunInfo, Store, SubmissionRecord
 
 
 @dataclass
@@ -44,7 +47,7 @@ class Outcome:
     """What happened to one student; passed to the progress callback."""
 
     student_id: str
-    status: str  # graded | flagged | failed
+    status: str  # graded | flagged | failed | skipped
     reused: bool = False
     reason: str | None = None
     message: str | None = None
@@ -57,13 +60,16 @@ class RunSummary:
     backend: str
     model: str
     db: Path
+    mode: str = "normal"
     students: int = 0
     graded: int = 0
     flagged: int = 0
     failed: int = 0
+    skipped: int = 0
     reused: int = 0
     usage: Usage = field(default_factory=Usage)
     calls: int = 0
+    retries: int = 0
     wall_s: float = 0.0
     outcomes: list[Outcome] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
@@ -87,23 +93,23 @@ class Plan:
     schema_hash: str
     system: str
     static_prefix: str
-    validator: type[Any]
+    validator: type[BaseModel]
 
+    @property
+    def policy(self) -> Policy:
+        return Policy(rubric=self.rubric, validator=self.validator,
+                      reask_prompt=self.prompts.reask)
 
-def find_rubric(class_dir: Path, settings: Settings) -> Path:
-    if settings.rubric is not None:
-        return settings.rubric
-    for name in RUBRIC_NAMES:
-        if (class_dir / name).is_file():
-            return class_dir / name
-    raise RubricError(
-        "no rubric given and none found in the class folder", path=class_dir,
-        fix="pass --rubric FILE, put rubric.yaml in the class folder, or set rubric in grader.toml",
-    )
+    def prefix_hash(self, model: str) -> str:
+        return prefix_hash(model, self.system, self.static_prefix, self.response_schema)
 
-
-def db_path(class_dir: Path, settings: Settings) -> Path:
-    return settings.db if settings.db is not None else class_dir / DEFAULT_DB_NAME
+    def fingerprint(self, model: str) -> str:
+        """What makes a grade what it is: the model and every byte of the prompt around the
+        student's work (rendered, so a YAML comment changes nothing), and the schema. The
+        generation config is not part of it (see `config_hash`)."""
+        shape = self.prompts.student_parts("\x00TEXT\x00", (), ("a", "b"))
+        return sha256("fingerprint/1", self.prefix_hash(model), shape[0].text or "",
+                      self.prompts.reask("\x00ERROR\x00"))
 
 
 def plan(class_dir: Path, settings: Settings) -> Plan:
@@ -111,20 +117,20 @@ def plan(class_dir: Path, settings: Settings) -> Plan:
     if not class_dir.is_dir():
         raise InputError("class folder not found", path=class_dir,
                          fix="pass the folder that holds the students' submissions")
-    rubric_path = find_rubric(class_dir, settings)
-    rubric, rhash = load_rubric(rubric_path)
+    path = rubric_path(class_dir, settings)
+    rubric, rhash = load_rubric(path)
     prompts = load_prompts(settings.prompts)
     rschema = schema.json_schema(rubric)
     shash = hashlib.sha256(json.dumps(rschema, sort_keys=True).encode()).hexdigest()[:16]
     return Plan(
-        class_dir=class_dir, settings=settings, rubric=rubric, rubric_path=rubric_path,
+        class_dir=class_dir, settings=settings, rubric=rubric, rubric_path=path,
         rubric_hash=rhash, prompts=prompts, response_schema=rschema, schema_hash=shash,
         system=prompts.system(), static_prefix=prompts.static_prefix(rubric),
         validator=schema.validation_model(rubric),
     )
 
 
-def render(p: Plan, ex: Extracted, key: str, model: str) -> GradeRequest:
+def render(p: Plan, ex: Extracted, model: str, key: str = "") -> GradeRequest:
     s = p.settings
     return GradeRequest(
         key=key, model=model, system=p.system, static_prefix=p.static_prefix,
@@ -134,224 +140,47 @@ def render(p: Plan, ex: Extracted, key: str, model: str) -> GradeRequest:
     )
 
 
-def validate(p: Plan, text: str) -> schema.ModelGrade:
-    return schema.parse_with(p.validator, text)
+def config_hash(req: GradeRequest) -> str:
+    return sha256("config/1", json.dumps(req.generation_config(), sort_keys=True))
 
 
-def _request_record(req: GradeRequest) -> dict[str, Any]:
-    """The request as stored: text in full, media by size and hash (not the bytes)."""
-    parts = [
-        {"text": pt.text} if pt.text is not None else
-        {"mime_type": pt.mime_type, "bytes": len(pt.data or b""),
-         "sha256": hashlib.sha256(pt.data or b"").hexdigest()}
-        for pt in req.student_parts
-    ]
-    return {"key": req.key, "model": req.model, "student_parts": parts,
-            "history": [t.model_dump() for t in req.history],
-            "static_prefix_sha256": hashlib.sha256(req.static_prefix.encode()).hexdigest()}
+def body_hash(ex: Extracted) -> str:
+    """What the model sees of the submission: two students with the same body hash handed in
+    byte-identical work (names of single files do not count)."""
+    return sha256("body/1", ex.text, *(p.mime_type or "" for p in ex.parts),
+                  *(p.data or b"" for p in ex.parts))
 
 
-class Runner:
-    """Holds the run's shared state: plan, store, one backend, counters."""
+def input_flags(ex: Extracted) -> tuple[FlagRow, ...]:
+    """What extraction left out: shown on every output, never a silent note."""
+    flags = []
+    if ex.skipped:
+        flags.append(FlagRow("partial_submission", "graded without "
+                             + "; ".join(ex.skipped) + "; check those files by hand"))
+    if ex.truncated:
+        flags.append(FlagRow("truncated", "the submission's text was cut to fit the prompt; "
+                             "the end was not graded"))
+    return tuple(flags)
 
-    def __init__(self, p: Plan, store: Store, backend: Backend, backend_name: str, model: str,
-                 on_outcome: Callable[[Outcome], None] | None):
-        self.p, self.store, self.backend = p, store, backend
-        self.backend_name, self.model = backend_name, model
-        self.on_outcome = on_outcome
-        self.run_id = store.begin_run(
-            class_dir=str(p.class_dir.resolve()), backend=backend_name, model=model,
-            rubric_path=str(p.rubric_path), rubric_hash=p.rubric_hash,
-            prompt_hash=p.prompts.hash, schema_hash=p.schema_hash, sdk_version=_sdk_version(),
-            grader_version=__version__,
-            settings=p.settings.model_dump(mode="json", exclude={"api_key"}),
-            rubric=p.rubric.model_dump(mode="json"),
-        )
-        self.summary = RunSummary(run_id=self.run_id, backend=backend_name, model=model,
-                                  db=Path(store.path))
 
-    def _finish(self, sub: Submission, submission_id: int | None, grade_id: int | None,
-                outcome: Outcome) -> None:
-        self.store.record_outcome(
-            run_id=self.run_id, student_id=sub.student_id, submission_id=submission_id,
-            grade_id=grade_id, status=outcome.status, reused=outcome.reused,
-            reason=outcome.reason, message=outcome.message, name=sub.name, email=sub.email,
-            source=sub.source,
-        )
-        s = self.summary
-        s.students += 1
-        s.reused += outcome.reused
-        if outcome.status == "graded":
-            s.graded += 1
-        elif outcome.status == "flagged":
-            s.flagged += 1
-        else:
-            s.failed += 1
-        s.outcomes.append(outcome)
-        if self.on_outcome:
-            self.on_outcome(outcome)
+def students(class_dir: Path, settings: Settings) -> list[Submission]:
+    """discover: the class's submissions (paths only), honouring --limit."""
+    roster = settings.roster
+    if roster is None and (class_dir / "roster.csv").is_file():
+        roster = class_dir / "roster.csv"
+    subs = list(discover(class_dir, roster))
+    if not subs:
+        raise InputError("no submissions found in the class folder", path=class_dir,
+                         fix="put one file or folder per student in it (see README: Intake)")
+    return subs[: settings.limit] if settings.limit else subs
 
-    async def grade_one(self, sub: Submission) -> None:
-        """extract -> render -> grade -> validate -> store, for one student."""
-        p = self.p
-        try:
-            if _is_small_text(sub):  # microseconds: a thread hand-off would cost more
-                ex = extract(sub, max_file_mb=p.settings.max_file_mb)
-            else:  # PDFs, documents, notebooks: keep the event loop free
-                ex = await asyncio.to_thread(extract, sub, max_file_mb=p.settings.max_file_mb)
-        except SubmissionError as e:
-            self._finish(sub, None, None, Outcome(sub.student_id, "flagged", reason=e.reason,
-                                                  message=e.render()))
-            return
-        submission_id = self.store.upsert_submission(
-            run_id=self.run_id, student_id=sub.student_id, name=sub.name, email=sub.email,
-            source=sub.source, content_hash=ex.content_hash, files=ex.files, late=sub.late,
-            notes=ex.notes,
-        )
-        key = grade_key(ex.content_hash, p.rubric_hash, p.prompts.hash, p.schema_hash, self.model)
-        existing = None if p.settings.regrade else self.store.find_grade(key)
-        if existing is not None:
-            first_flag = self.store.conn.execute(
-                "SELECT reason, message FROM flags WHERE grade_id=? ORDER BY id LIMIT 1",
-                (existing["id"],)).fetchone()
-            self._finish(sub, submission_id, existing["id"], Outcome(
-                sub.student_id, "flagged" if first_flag else existing["status"], reused=True,
-                reason=first_flag["reason"] if first_flag else None,
-                message=first_flag["message"] if first_flag else None, total=existing["total"]))
-            return
-        request = render(p, ex, key, self.model)
-        try:
-            outcome, save = await self._grade(sub, key, submission_id, request)
-        except BackendError as e:
-            if e.run_wide:
-                raise
-            outcome = Outcome(sub.student_id, "failed", reason="backend_error",
-                              message=e.render())
-            save = None
-        except SubmissionError as e:
-            flag = FlagRow(e.reason, e.render())
-            outcome = Outcome(sub.student_id, "flagged", reason=e.reason, message=e.render())
-            save = (None, None, [flag])
-        with self.store.transaction():  # the grade and its outcome land together or not at all
-            grade_id = self._save(sub, submission_id, key, *save) if save else None
-            self._finish(sub, submission_id, grade_id, outcome)
 
-    async def _call(self, submission_id: int, key: str, n: int, req: GradeRequest
-                    ) -> GradeResponse:
-        try:
-            resp = await self.backend.generate(req)
-        except BackendError as e:
-            self.store.record_attempt(
-                run_id=self.run_id, submission_id=submission_id, key=key, n=n,
-                request=_request_record(req), response_text=None, raw=None, error=e.render(),
-                finish_reason=None, usage={}, model_version=None, latency_ms=0.0, retries=0)
-            raise
-        self.store.record_attempt(
-            run_id=self.run_id, submission_id=submission_id, key=key, n=n,
-            request=_request_record(req), response_text=resp.text, raw=resp.raw, error=None,
-            finish_reason=resp.finish_reason, usage=resp.usage.model_dump(),
-            model_version=resp.model_version, latency_ms=resp.latency_ms, retries=resp.retries)
-        self.summary.usage = self.summary.usage + resp.usage
-        self.summary.calls += 1
-        return resp
-
-    async def _grade(self, sub: Submission, key: str, submission_id: int, req: GradeRequest
-                     ) -> tuple[Outcome, ToSave]:
-        """grade + validate: ask, re-ask once on invalid output; return what to store."""
-        paid = None if self.p.settings.regrade else self.store.paid_response(key)
-        if paid is not None:
-            resp = GradeResponse(text=paid["response_text"], finish_reason=paid["finish_reason"],
-                                 model_version=paid["model_version"])
-        else:
-            resp = await self._call(submission_id, key, 1, req)
-        mv = resp.model_version
-        if resp.text is None:
-            return self._blocked(sub, resp)
-        try:
-            result = validate(self.p, resp.text)
-        except ValidationError as first:
-            follow = (Turn(role="model", text=resp.text),
-                      Turn(role="user", text=self.p.prompts.reask(schema_error_text(first))))
-            resp = await self._call(submission_id, key, 2,
-                                    req.model_copy(update={"history": follow}))
-            mv = resp.model_version or mv
-            if resp.text is None:
-                return self._blocked(sub, resp)
-            try:
-                result = validate(self.p, resp.text)
-            except ValidationError as second:
-                msg = ("the model's output did not match the rubric's schema twice: "
-                       + schema_error_text(second).replace("\n", "; ")
-                       + " (raw responses are kept in the store's attempts table)")
-                return (Outcome(sub.student_id, "flagged", reason="invalid_output", message=msg),
-                        (None, mv, [FlagRow("invalid_output", msg)]))
-        flags = []
-        if result.needs_review:
-            flags.append(FlagRow("needs_review",
-                                 result.review_reason or "the model asked for a human review"))
-        total = sum(c.score for c in result.criteria.values())
-        outcome = Outcome(sub.student_id, "flagged" if flags else "graded",
-                          reason=flags[0].reason if flags else None,
-                          message=flags[0].message if flags else None, total=total)
-        return outcome, (result, mv, flags)
-
-    @staticmethod
-    def _blocked(sub: Submission, resp: GradeResponse) -> tuple[Outcome, ToSave]:
-        why = resp.blocked_reason or "EMPTY"
-        reason = f"blocked_{why.lower()}"
-        if why == "UNSUPPORTED_MEDIA":
-            msg = ("the submission is only images/scanned pages and this model cannot read them;"
-                   " grade it by hand or with --backend gemini")
-        else:
-            msg = (f"the model returned no usable output (finish reason {why})"
-                   "; grade this student by hand, or rerun with --regrade after checking it")
-        return (Outcome(sub.student_id, "flagged", reason=reason, message=msg),
-                (None, resp.model_version, [FlagRow(reason, msg)]))
-
-    def _save(self, sub: Submission, submission_id: int, key: str,
-              result: schema.ModelGrade | None, model_version: str | None,
-              flags: list[FlagRow]) -> int:
-        rubric = self.p.rubric
-        rows = []
-        total = percent = None
-        if result is not None:
-            for c in rubric.all_criteria:
-                r = result.criteria[c.id]
-                rows.append(CriterionRow(c.id, r.score, c.max_points, r.justification,
-                                         r.evidence, r.feedback))
-            total = sum(r.score for r in rows)  # computed by code, never by the model
-            percent = round(100.0 * total / rubric.max_total, 2)
-        return self.store.save_grade(
-            key=key, run_id=self.run_id, submission_id=submission_id, student_id=sub.student_id,
-            status="graded" if result is not None else "flagged", max_total=rubric.max_total,
-            total=total, percent=percent,
-            overall_comment=result.overall_comment if result else None,
-            needs_review=bool(result.needs_review) if result else True,
-            review_reason=(result.review_reason if result else flags[0].message) or None,
-            model=self.model, model_version=model_version, criteria=rows, flags=flags,
-            regrade=self.p.settings.regrade,
-        )
-
-    async def run(self, subs: Iterator[Submission]) -> None:
-        lock = asyncio.Lock()
-
-        async def worker() -> None:
-            while True:
-                async with lock:
-                    sub = next(subs, None)
-                if sub is None:
-                    return
-                await self.grade_one(sub)
-
-        n = max(1, self.p.settings.concurrency)
-        try:
-            # A TaskGroup cancels the other workers when one fails (a run-wide backend error),
-            # so nothing is left talking to a client that is about to close.
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(n):
-                    tg.create_task(worker())
-        except BaseExceptionGroup as group:
-            raise group.exceptions[0] from None
+def selection_of(settings: Settings) -> Selection:
+    return Selection(
+        only=frozenset(settings.only) if settings.only is not None else None,
+        regrade=settings.regrade,
+        retry_flagged=(frozenset(settings.retry_flagged)
+                       if settings.retry_flagged is not None else None))
 
 
 _SLOW_SUFFIXES = {".pdf", ".docx", ".ipynb", ".png", ".jpg", ".jpeg", ".webp", ".gif"}
@@ -367,12 +196,171 @@ def _is_small_text(sub: Submission) -> bool:
         return False  # let extract() report it
 
 
-def schema_error_text(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors()[:20]:
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        lines.append(f"{loc}: {e['msg']}")
-    return "\n".join(lines)
+class Runner:
+    """One run's shared state: plan, store, ledger, counters."""
+
+    def __init__(self, p: Plan, store: Store, backend: Backend, run_id: int, epoch: int,
+                 model: str, selection: Selection,
+                 on_outcome: Callable[[Outcome], None] | None):
+        self.p, self.store, self.backend = p, store, backend
+        self.run_id, self.epoch, self.model, self.selection = run_id, epoch, model, selection
+        self.ledger = CallLedger(store, backend, run_id)
+        self.policy = p.policy
+        self.prefix = p.prefix_hash(model)
+        self.fingerprint = p.fingerprint(model)
+        store.save_prefix(self.prefix, p.system, p.static_prefix, p.response_schema)
+        self.on_outcome = on_outcome
+        self.outcomes: list[Outcome] = []
+
+    # --- the steps for one student ---------------------------------------------------------
+
+    async def grade_one(self, sub: Submission) -> None:
+        """extract -> render -> grade -> validate -> store, for one student."""
+        try:
+            ex = await self._extract(sub)
+        except SubmissionError as e:
+            self._finish(OutcomeRecord(
+                run_id=self.run_id, student_id=sub.student_id, status="flagged",
+                reason=e.reason, message=e.render(), name=sub.name, email=sub.email,
+                source=sub.source))
+            return
+        sub_id = self.store.upsert_submission(SubmissionRecord(
+            student_id=sub.student_id, name=sub.name, email=sub.email, source=sub.source,
+            content_hash=ex.content_hash, body_hash=body_hash(ex), files=ex.files,
+            late=sub.late, notes=ex.notes))
+        req = render(self.p, ex, self.model)
+        cfg = config_hash(req)
+        latest = self.store.latest_grade(student_id=sub.student_id, submission_id=sub_id,
+                                         fingerprint=self.fingerprint)
+        in_epoch = self.store.latest_grade(
+            student_id=sub.student_id, submission_id=sub_id, fingerprint=self.fingerprint,
+            epoch=self.epoch) if self.epoch else None
+        choice = choose(self.selection, sub.student_id, latest=latest, in_epoch=in_epoch,
+                        run_epoch=self.epoch, config_hash=cfg)
+        base = OutcomeRecord(run_id=self.run_id, student_id=sub.student_id, status="",
+                             submission_id=sub_id)
+        if isinstance(choice, Skip):
+            self._finish(_with(base, status="skipped", reason=choice.reason,
+                               message=choice.message))
+            return
+        if isinstance(choice, Reuse):
+            g = choice.grade
+            first = next((f for f in g.flags if f.reason not in INFO_FLAGS), None)
+            self._finish(_with(base, status=g.status, grade_id=g.id, reused=True,
+                               reason=first.reason if first else None,
+                               message=first.message if first else None), total=g.total)
+            return
+        assert isinstance(choice, Grade)
+        flags = input_flags(ex)
+        try:
+            if not ex.has_text and not self._can_read(ex):
+                verdict = decide(self.policy, [_UNREADABLE_MEDIA], flags)
+                assert isinstance(verdict, Verdict)
+                attempts: list[int] = []
+            else:
+                verdict, attempts = await self._grade(sub.student_id, sub_id, req,
+                                                      choice.epoch, flags)
+        except BackendError as e:
+            if e.run_wide:
+                raise
+            if not e.rejected:
+                self._finish(_with(base, status="failed", reason="backend_error",
+                                   message=e.render()))
+                return
+            verdict, attempts = rejected(e.message, flags), []
+        except SubmissionError as e:  # the backend found the input unusable (too_long, …)
+            verdict = Verdict(status="flagged", flags=(FlagRow(e.reason, e.render()), *flags),
+                              review_reason=e.render())
+            attempts = []
+        with self.store.atomic():  # the grade and its outcome land together or not at all
+            gid = self.store.save_grade(GradeRecord(
+                student_id=sub.student_id, submission_id=sub_id, fingerprint=self.fingerprint,
+                sample=0, epoch=choice.epoch, config_hash=cfg, run_id=self.run_id,
+                status=verdict.status, max_total=self.p.rubric.max_total, total=verdict.total,
+                percent=verdict.percent, overall_comment=verdict.overall_comment,
+                needs_review=verdict.needs_review, review_reason=verdict.review_reason,
+                model=self.model, model_version=verdict.model_version,
+                criteria=verdict.criteria, flags=verdict.flags, attempt_ids=attempts))
+            self._finish(_with(base, status=verdict.status, grade_id=gid,
+                               reason=verdict.reason, message=verdict.message),
+                         total=verdict.total)
+
+    async def _extract(self, sub: Submission) -> Extracted:
+        limit = self.p.settings.max_file_mb
+        try:
+            if _is_small_text(sub):  # microseconds: a thread hand-off would cost more
+                return extract(sub, max_file_mb=limit)
+            # PDFs, documents, notebooks: off the event loop, so replies are read and
+            # committed the moment they arrive
+            return await asyncio.to_thread(extract, sub, max_file_mb=limit)
+        except SubmissionError:
+            raise
+        except Exception as e:  # a parser bug must cost one student a flag, not the class
+            raise SubmissionError(
+                "corrupt", f"the files could not be read ({type(e).__name__}: {e})",
+                path=sub.student_id, fix="open the files by hand; grade this student manually "
+                "or ask for a resubmission") from None
+
+    def _can_read(self, ex: Extracted) -> bool:
+        """Capability check: does the backend accept at least one of the submission's media?"""
+        accepted = media_types(self.backend)
+        return any(p.mime_type in accepted for p in ex.parts)
+
+    async def _grade(self, student_id: str, sub_id: int, req: GradeRequest, epoch: int,
+                     flags: tuple[FlagRow, ...]) -> tuple[Verdict, list[int]]:
+        """grade + validate: ask, re-ask once on invalid output; return the verdict and the
+        attempts it paid for."""
+        replies: list[Reply] = []
+        attempts: list[int] = []
+        while True:
+            record = describe(req, self.prefix, salt(0, epoch))
+            called = await self.ledger.call(req, record, student_id=student_id,
+                                            submission_id=sub_id, sample=0, n=len(replies) + 1)
+            replies.append(called.reply)
+            if called.attempt_id is not None:
+                attempts.append(called.attempt_id)
+            verdict = decide(self.policy, replies, flags)
+            if isinstance(verdict, Reask):
+                req = req.model_copy(update={"history": verdict.history})
+                continue
+            return verdict, attempts
+
+    def _finish(self, rec: OutcomeRecord, *, total: float | None = None) -> None:
+        self.store.record_outcome(rec)
+        o = Outcome(rec.student_id, rec.status, rec.reused, rec.reason, rec.message, total)
+        self.outcomes.append(o)
+        if self.on_outcome:
+            self.on_outcome(o)
+
+    async def run(self, subs: Iterator[Submission]) -> None:
+        await schedule(subs, self.grade_one, self.p.settings.concurrency)
+
+
+# What a backend that cannot read a submission's only content "replies": judged like a block.
+_UNREADABLE_MEDIA = Reply(None, "UNSUPPORTED_MEDIA", "UNSUPPORTED_MEDIA")
+# A submission with no content, rendered once per run to read the run's generation config.
+_NOTHING = Extracted(text="", content_hash="", files=())
+
+
+def _with(base: OutcomeRecord, **changes: Any) -> OutcomeRecord:
+    return replace(base, **changes)
+
+
+async def schedule(items: Iterator[Submission], handle: Callable[[Submission], Awaitable[None]],
+                   concurrency: int) -> None:
+    """The online strategy: a bounded pool of workers pulling students one at a time. A run-wide
+    error in one worker cancels the others (TaskGroup), so none keeps talking to a client that
+    is about to close."""
+    async def worker() -> None:
+        for sub in items:  # a shared iterator: each student is taken by exactly one worker
+            await handle(sub)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(max(1, concurrency)):
+                tg.create_task(worker())
+    except BaseExceptionGroup as group:
+        raise group.exceptions[0] from None
 
 
 def _sdk_version() -> str | None:
@@ -380,53 +368,121 @@ def _sdk_version() -> str | None:
         from google.genai import version
 
         return str(version.__version__)
-    except Exception:  # pragma: no cover - SDK always installed, but version module may move
+    except Exception:  # pragma: no cover - the SDK is a dependency
         return None
 
 
-def students(class_dir: Path, settings: Settings) -> list[Submission]:
-    """discover: the class's submissions (paths only), honouring --limit."""
-    roster = settings.roster
-    if roster is None and (class_dir / "roster.csv").is_file():
-        roster = class_dir / "roster.csv"
-    subs = list(discover(class_dir, roster))
-    if not subs:
-        raise InputError("no submissions found in the class folder", path=class_dir,
-                         fix="put one file or folder per student in it (see README: Intake)")
-    return subs[: settings.limit] if settings.limit else subs
+async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend | None = None,
+                      on_outcome: Callable[[Outcome], None] | None = None,
+                      on_start: Callable[[int, str, str], None] | None = None,
+                      on_wait: Callable[[Holder | None], None] | None = None,
+                      on_retry: Callable[[BackendError], None] | None = None) -> RunSummary:
+    """Grade every submission in `class_dir`; resumable; returns the run's summary.
 
+    Callbacks: `on_start(students, backend, model)`, `on_outcome(Outcome)` per student,
+    `on_retry(error)` per retried request (backends that report retries), `on_wait(holder)`
+    when another run holds the store."""
+    p = plan(class_dir, settings)
+    subs = students(class_dir, settings)
+    sel = selection_of(settings)
+    db = db_path(class_dir, settings)
+    lock = RunLock(db)
+    await lock.acquire(wait=settings.wait, on_wait=on_wait)
+    try:
+        owned = backend is None  # a backend passed in is the caller's to close
+        name = backend.name if backend is not None else auto_backend(settings)
+        backend = backend if backend is not None else create(name, settings=settings)
+        if on_retry is not None and hasattr(backend, "on_retry"):
+            backend.on_retry = on_retry
+        try:
+            model = str(getattr(backend, "model", settings.model or "unknown"))
+            if on_start:
+                on_start(len(subs), name, model)
+            return await _graded(p, subs, sel, db, backend, name, model, on_outcome)
+        finally:
+            if owned:
+                await backend.aclose()
+    finally:
+        lock.release()
+
+
+async def _graded(p: Plan, subs: list[Submission], sel: Selection, db: Path, backend: Backend,
+                  name: str, model: str,
+                  on_outcome: Callable[[Outcome], None] | None) -> RunSummary:
+    started = time.perf_counter()
+    fingerprint = p.fingerprint(model)
+    cfg = config_hash(render(p, _NOTHING, model))
+    class_key = str(p.class_dir.resolve())
+    with Store(db) as store:
+        store.interrupt_stale_runs()  # we hold the lock: anything 'running' is dead
+        resumed = (store.unfinished_regrade(class_key, fingerprint, sel.mode, sel.as_dict())
+                   if sel.mode != "normal" else None)
+        run = store.begin_run(RunInfo(
+            class_dir=class_key, backend=name, model=model, rubric_path=str(p.rubric_path),
+            rubric_hash=p.rubric_hash, prompt_hash=p.prompts.hash, schema_hash=p.schema_hash,
+            fingerprint=fingerprint, config_hash=cfg, sdk_version=_sdk_version(),
+            grader_version=__version__,
+            settings=p.settings.model_dump(mode="json", exclude={"api_key"}),
+            rubric=p.rubric.model_dump(mode="json"), mode=sel.mode, selection=sel.as_dict(),
+            epoch=resumed.epoch if resumed else None))
+        runner = Runner(p, store, backend, run.id, run.epoch, model, sel, on_outcome)
+        status = "interrupted"
+        try:
+            await runner.run(iter(subs))
+            status = "failed" if any(o.status == "failed" for o in runner.outcomes) else "done"
+        finally:
+            store.finish_run(run.id, status)
+        summary = _summarize(runner, run.id, name, model, db, sel.mode)
+        summary.wall_s = time.perf_counter() - started
+        if p.settings.out is not None:
+            summary.outputs = write_outputs(store, run.id, p.settings.out)
+    return summary
+
+
+def _summarize(runner: Runner, run_id: int, name: str, model: str, db: Path,
+               mode: str) -> RunSummary:
+    c = runner.ledger.counters
+    s = RunSummary(run_id=run_id, backend=name, model=model, db=db, mode=mode,
+                   usage=c.usage, calls=c.calls, retries=c.retries, outcomes=runner.outcomes)
+    for o in runner.outcomes:
+        s.students += 1
+        s.reused += o.reused
+        setattr(s, o.status, getattr(s, o.status) + 1)
+    return s
 
 
 def run_class(class_dir: Path, settings: Settings, *, backend: Backend | None = None,
               on_outcome: Callable[[Outcome], None] | None = None,
-              on_start: Callable[[int, str, str], None] | None = None) -> RunSummary:
-    """Grade every submission in `class_dir`; resumable; returns the run's summary."""
-    p = plan(class_dir, settings)
-    subs = students(class_dir, settings)
-    name = backend.name if backend is not None else auto_backend(settings)
-    backend = backend if backend is not None else create(name, settings=settings)
-    model = str(getattr(backend, "model", settings.model or "unknown"))
-    if on_start:
-        on_start(len(subs), name, model)
-    started = time.perf_counter()
-    with Store(db_path(class_dir, settings)) as store:
-        runner = Runner(p, store, backend, name, model, on_outcome)
-        status = "interrupted"
+              on_start: Callable[[int, str, str], None] | None = None,
+              on_wait: Callable[[Holder | None], None] | None = None,
+              on_retry: Callable[[BackendError], None] | None = None) -> RunSummary:
+    """`grade_class` for scripts and the CLI. SIGTERM ends the run like Ctrl-C: the run is
+    marked interrupted, finished grades are kept, and KeyboardInterrupt is raised."""
+
+    async def main() -> RunSummary:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        terminated = False
+
+        def on_term() -> None:
+            nonlocal terminated
+            terminated = True
+            if task is not None:
+                task.cancel()
+
+        handled = threading.current_thread() is threading.main_thread()
+        if handled:
+            loop.add_signal_handler(signal.SIGTERM, on_term)
         try:
-            asyncio.run(_run_and_close(runner, iter(subs), backend))
-            status = "failed" if runner.summary.failed else "done"
+            return await grade_class(class_dir, settings, backend=backend,
+                                     on_outcome=on_outcome, on_start=on_start, on_wait=on_wait,
+                                     on_retry=on_retry)
+        except asyncio.CancelledError:
+            if terminated:
+                raise KeyboardInterrupt from None
+            raise
         finally:
-            store.finish_run(runner.run_id, status)
-        store.carry_forward_reviews(runner.run_id)
-        summary = runner.summary
-        summary.wall_s = time.perf_counter() - started
-        if settings.out is not None:
-            summary.outputs = write_outputs(store, summary.run_id, settings.out)
-    return summary
+            if handled:
+                loop.remove_signal_handler(signal.SIGTERM)
 
-
-async def _run_and_close(runner: Runner, subs: Iterator[Submission], backend: Backend) -> None:
-    try:
-        await runner.run(subs)
-    finally:
-        await backend.aclose()
+    return asyncio.run(main())

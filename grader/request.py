@@ -60,6 +60,13 @@ class GradeRequest(BaseModel):
         default=None, description="name of a backend-side cache holding system + static_prefix"
     )
 
+    def generation_config(self) -> dict[str, Any]:
+        """The generation settings that shape the answer: part of the request's ledger hash
+        (a different output cap or thinking setting is a different request)."""
+        return {"temperature": self.temperature, "seed": self.seed,
+                "max_output_tokens": self.max_output_tokens,
+                "thinking_budget": self.thinking_budget}
+
 
 class Usage(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -3,13 +3,15 @@
 All-or-nothing: every cell is validated first, and any problem is reported with its sheet!cell
 reference before anything is written. The hidden metadata sheet ties the file to exactly one run
 (run id plus a fingerprint of its hashes), so a workbook from another run or another store is
-refused. Values equal to what is stored are skipped, which makes a second import a no-op; each
-real change adds a row to `review_log` (AI value, old value, new value, cell, workbook hash).
+refused. Values equal to what is in effect are skipped, which makes a second import a no-op;
+each real change appends a teacher decision (value, the AI's value it was made against, cell,
+workbook hash) to the store; nothing is updated or deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import zipfile
 from collections.abc import Iterator
@@ -24,10 +26,10 @@ from pydantic import BaseModel, ConfigDict
 
 from ._escape import unescape_text
 from .errors import InputError, StoreError
-from .final import load_rubric
+from .final import FinalStudent, criterion_basis, finals, load_rubric, student_basis
 from .reports import excel
 from .rubric import Criterion
-from .store import Store, now
+from .store import Decision, Store, now
 
 MAX_LISTED = 25
 
@@ -232,8 +234,7 @@ def _match_run(store: Store, meta: dict[str, Any], path: Path,
 def _read(wb: Any, store: Store, run_id: int, path: Path) -> dict[str, _Decision]:
     rubric = load_rubric(store, run_id)
     crits = {c.id: c for c in rubric.all_criteria}
-    known = {r["student_id"] for r in store.conn.execute(
-        "SELECT student_id FROM outcomes WHERE run_id=?", (run_id,))}
+    known = store.run_student_ids(run_id)
     errors: list[str] = []
     out: dict[str, _Decision] = {}
     seen_at: dict[str, str] = {}
@@ -304,94 +305,45 @@ def _read(wb: Any, store: Store, run_id: int, path: Path) -> dict[str, _Decision
     return out
 
 
-def _fmt(v: Any) -> str | None:
-    if v is None:
-        return None
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def _apply(store: Store, run_id: int, decisions: dict[str, _Decision],
            sha: str) -> tuple[int, int]:
-    conn = store.conn
+    """Append a teacher decision for every value that differs from what is in effect now."""
+    rubric = load_rubric(store, run_id)
+    current = {fs.student_id: fs for fs in finals(store, run_id, rubric)}
     stamp = now()
-    grade_of = {r["student_id"]: r["grade_id"] for r in conn.execute(
-        "SELECT student_id, grade_id FROM outcomes WHERE run_id=?", (run_id,))}
-    ai_of: dict[tuple[str, str], float] = {
-        (r["student_id"], r["criterion_id"]): r["score"] for r in conn.execute(
-            "SELECT o.student_id, c.criterion_id, c.score FROM outcomes o JOIN criterion_scores c"
-            " ON c.grade_id = o.grade_id WHERE o.run_id=?", (run_id,))}
-    old_ovr = {(r["student_id"], r["criterion_id"]): (r["teacher_score"], r["teacher_feedback"])
-               for r in conn.execute("SELECT * FROM overrides WHERE run_id=?", (run_id,))}
-    old_rev = {r["student_id"]: (r["teacher_comment"], r["approved"]) for r in conn.execute(
-        "SELECT * FROM reviews WHERE run_id=?", (run_id,))}
+    new: list[Decision] = []
     applied = unchanged = 0
-    log: list[tuple[Any, ...]] = []
 
-    def note(sid: str, cid: str | None, fld: str, ai: Any, old: Any, new: Any, cell: str) -> None:
-        log.append((run_id, sid, cid, fld, _fmt(ai), _fmt(old), _fmt(new), cell, stamp, sha))
+    def decide(fs: FinalStudent, cid: str, fld: str, value: Any, old: Any, basis: str | None,
+               cell: str) -> None:
+        nonlocal applied, unchanged
+        if value == old:
+            unchanged += value is not None
+            return
+        applied += 1
+        r = fs.result
+        new.append(Decision(
+            student_id=r.student_id, criterion_id=cid, field=fld,
+            value=None if value is None else json.dumps(value), submission_id=r.submission_id,
+            ai_basis=basis, run_id=run_id, grade_id=r.grade_id, cell=cell,
+            workbook_sha256=sha, decided_at=stamp))
 
-    with conn:
-        conn.execute("BEGIN IMMEDIATE")
-        for sid, d in decisions.items():
-            gid = grade_of.get(sid)
-            for cid in sorted(set(d.scores) | set(d.feedback)):
-                score, sref = d.scores.get(cid, (None, ""))
-                if cid not in d.scores:  # no Summary row: keep the stored score
-                    score = old_ovr.get((sid, cid), (None, None))[0]
-                fb, fref = d.feedback.get(cid, (None, ""))
-                if cid not in d.feedback:
-                    fb = old_ovr.get((sid, cid), (None, None))[1]
-                old_score, old_fb = old_ovr.get((sid, cid), (None, None))
-                ai = ai_of.get((sid, cid))
-                changed = False
-                if score != old_score:
-                    note(sid, cid, "teacher_score", ai, old_score, score, sref)
-                    changed = True
-                if fb != old_fb:
-                    note(sid, cid, "teacher_feedback", None, old_fb, fb, fref)
-                    changed = True
-                if not changed:
-                    unchanged += int(score is not None) + int(fb is not None)
-                    continue
-                applied += int(score != old_score) + int(fb != old_fb)
-                if score is None and fb is None:
-                    conn.execute("DELETE FROM overrides WHERE run_id=? AND student_id=? AND"
-                                 " criterion_id=?", (run_id, sid, cid))
-                else:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO overrides (run_id, student_id, grade_id,"
-                        " criterion_id, ai_score, teacher_score, teacher_feedback, imported_at,"
-                        " workbook_sha256) VALUES (?,?,?,?,?,?,?,?,?)",
-                        (run_id, sid, gid, cid, ai, score, fb, stamp, sha))
-            if not d.in_summary:
-                continue
-            comment, cref = d.comment
-            approved, aref = d.approved
-            old_comment, old_appr = old_rev.get(sid, (None, None))
-            old_approved = None if old_appr is None else bool(old_appr)
-            if comment == old_comment and approved == old_approved:
-                unchanged += int(comment is not None) + int(approved is not None)
-                continue
-            if comment != old_comment:
-                note(sid, None, "teacher_comment", None, old_comment, comment, cref)
-                applied += 1
-            if approved != old_approved:
-                note(sid, None, "approved", None, old_approved, approved, aref)
-                applied += 1
-            if comment is None and approved is None:
-                conn.execute("DELETE FROM reviews WHERE run_id=? AND student_id=?", (run_id, sid))
-            else:
-                conn.execute(
-                    "INSERT OR REPLACE INTO reviews (run_id, student_id, grade_id,"
-                    " teacher_comment, approved, imported_at, workbook_sha256)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    (run_id, sid, gid, comment, None if approved is None else int(approved),
-                     stamp, sha))
-        conn.executemany(
-            "INSERT INTO review_log (run_id, student_id, criterion_id, field, ai_value, old_value,"
-            " new_value, cell, imported_at, workbook_sha256) VALUES (?,?,?,?,?,?,?,?,?,?)", log)
+    for sid, d in decisions.items():
+        fs = current[sid]
+        for fc in fs.criteria:
+            cid = fc.criterion.id
+            basis = criterion_basis(fc.ai_score)
+            if cid in d.scores:
+                score, ref = d.scores[cid]
+                decide(fs, cid, "score", score, fc.teacher_score, basis, ref)
+            if cid in d.feedback:
+                fb, ref = d.feedback[cid]
+                decide(fs, cid, "feedback", fb, fc.teacher_feedback, basis, ref)
+        if d.in_summary:
+            basis = student_basis(fs.result)
+            decide(fs, "", "comment", d.comment[0], fs.teacher_comment, basis, d.comment[1])
+            decide(fs, "", "approved", d.approved[0], fs.approved, basis, d.approved[1])
+    store.add_decisions(new)
     return applied, unchanged
 
 

@@ -15,12 +15,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from .errors import ConfigError, format_validation_error
+from .errors import ConfigError, RubricError, format_validation_error
 
 # The one place the default model is set: a current, stable Flash model (models page, 2026-11).
 DEFAULT_GEMINI_MODEL = "gemini-3.5-flash"
 CONFIG_FILE = "grader.toml"
 ENV_PREFIX = "GRADER_"
+RUBRIC_NAMES = ("rubric.yaml", "rubric.yml")
+DEFAULT_DB_NAME = ".grader/grader.sqlite"
 
 
 class Settings(BaseModel):
@@ -36,7 +38,13 @@ class Settings(BaseModel):
     db: Path | None = None
     limit: int | None = Field(default=None, ge=1)
     regrade: bool = False
+    only: tuple[str, ...] | None = Field(
+        default=None, description="grade only these student ids; the others keep their grade")
+    retry_flagged: tuple[str, ...] | None = Field(
+        default=None, description="grade flagged students again (only these flag reasons, "
+        "when given)")
     dry_run: bool = False
+    wait: bool = Field(default=True, description="wait for another run on the same store")
 
     # which model
     backend: str | None = Field(default=None, description="gemini | vertex | local; None = auto")
@@ -52,6 +60,8 @@ class Settings(BaseModel):
     tpm: int | None = Field(default=None, ge=1)
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=6, ge=0)
+    max_connection_failures: int = Field(
+        default=5, ge=1, description="connection failures in a row that stop the run")
     max_file_mb: float = Field(default=20.0, gt=0)
     price_per_mtok: tuple[float, float, float] | None = Field(
         default=None,
@@ -95,6 +105,7 @@ def vertex_selected(env: Mapping[str, str] | None = None) -> bool:
 
 
 _PATH_FIELDS = {"rubric", "prompts", "roster", "out", "db", "model_path"}
+_LIST_FIELDS = {"only", "retry_flagged"}  # comma-separated in GRADER_* variables
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -122,7 +133,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     for name in Settings.model_fields:
         raw = env.get(ENV_PREFIX + name.upper())
         if raw is not None and raw != "":
-            out[name] = raw
+            out[name] = [v.strip() for v in raw.split(",") if v.strip()] \
+                if name in _LIST_FIELDS else raw
     for var, field in _SDK_ENV.items():
         if env.get(var) and field not in out:
             out[field] = env[var]
@@ -175,3 +187,29 @@ def auto_backend(settings: Settings, env: Mapping[str, str] | None = None) -> st
     if settings.api_key is not None or gemini_credentials_present(env):
         return "gemini"
     return "local"
+
+
+# --- where things are: the one place path defaults are resolved --------------------------------
+
+
+def rubric_path(class_dir: Path, settings: Settings) -> Path:
+    """--rubric / grader.toml, else rubric.yaml (or .yml) in the class folder."""
+    if settings.rubric is not None:
+        return settings.rubric
+    for name in RUBRIC_NAMES:
+        if (class_dir / name).is_file():
+            return class_dir / name
+    raise RubricError(
+        "no rubric given and none found in the class folder", path=class_dir,
+        fix="pass --rubric FILE, put rubric.yaml in the class folder, or set rubric in grader.toml",
+    )
+
+
+def db_path(class_dir: Path, settings: Settings) -> Path:
+    """--db / grader.toml, else CLASS_DIR/.grader/grader.sqlite."""
+    return settings.db if settings.db is not None else class_dir / DEFAULT_DB_NAME
+
+
+def out_dir(class_dir: Path, settings: Settings) -> Path:
+    """--out / grader.toml, else reports/<class folder name> under the working directory."""
+    return settings.out if settings.out is not None else Path("reports") / class_dir.resolve().name

@@ -6,8 +6,8 @@ from collections import Counter
 from pathlib import Path
 
 from .errors import StoreError
-from .pipeline import db_path
-from .settings import Settings
+from .locks import RunLock
+from .settings import Settings, db_path
 from .store import Store
 
 
@@ -16,26 +16,40 @@ def class_status(class_dir: Path, settings: Settings) -> str:
     if not path.exists():
         raise StoreError("no grade store yet", path=path,
                          fix=f"run `grade run {class_dir}` first, or pass --db PATH")
+    key = str(class_dir.resolve())
     with Store(path) as store:
-        run = store.latest_run(str(class_dir.resolve())) or store.latest_run()
+        run = store.latest_run(key) or store.latest_run()
         if run is None:
             return f"{path}: no runs yet"
         counts: Counter[str] = Counter()
         flags: Counter[str] = Counter()
-        for r in store.results(run["id"]):
+        for r in store.results(run.id):
             counts[r.status] += 1
             flags.update(f.reason for f in r.flags)
-        usage = store.usage(run["id"])
-        graded = store.conn.execute("SELECT COUNT(*) FROM grades").fetchone()[0]
+        usage = store.usage(run.id)
+        state = run.status
+        holder = RunLock(path).holder()
+        if run.status == "running":
+            state = (f"running now ({holder.describe()})" if holder
+                     else "running, or killed before it could say so")
         lines = [
             f"store: {path}",
-            f"runs: {len(store.runs())}; grades stored: {graded}",
-            f"latest run {run['id']} ({run['status']}), started {run['started_at']}, "
-            f"{run['backend']}:{run['model']}",
+            f"runs: {len(store.runs())}; grade versions stored: {store.grade_count()}",
+            f"latest run {run.id} ({state}{', ' + run.mode if run.mode != 'normal' else ''}), "
+            f"started {run.started_at}, {run.backend}:{run.model}",
             "students: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
-            f"tokens: prompt {usage['prompt_tokens']}, output {usage['output_tokens']}, "
-            f"cached {usage['cached_tokens']} in {usage['calls']} calls",
+            f"tokens: prompt {usage['prompt_tokens']:g}, output {usage['output_tokens']:g}, "
+            f"thinking {usage['thinking_tokens']:g}, cached {usage['cached_tokens']:g} in "
+            f"{usage['calls']:g} calls ({usage['retries']:g} retries)",
         ]
         if flags:
             lines.append("flags: " + ", ".join(f"{k} {v}" for k, v in flags.most_common()))
+        lost = store.unanswered(key)
+        if lost:
+            who = ", ".join(sorted({u.student_id or "?" for u in lost}))
+            lines.append(
+                f"sent but never answered: {len(lost)} request(s) (runs "
+                f"{', '.join(str(r) for r in sorted({u.run_id for u in lost}))}; {who}): the "
+                "process stopped while they were in flight, and the service may have billed "
+                "them; the next run asks again")
         return "\n".join(lines)

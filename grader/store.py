@@ -1,39 +1,83 @@
-"""The SQLite store: every run, submission, attempt, grade and flag.
+"""The SQLite store: the only module that contains SQL.
 
-Resume works by `grade_key`: the hash of (submission content, rubric, prompts, schema, model). A
-grade is written in one transaction with its criterion scores and flags, so a SIGKILL leaves either
-the whole grade or none of it, and a rerun skips every key that already has one.
+Two kinds of data are kept apart:
+
+- **What was paid for**: `prefixes`, `requests` and `responses` form a content-addressed ledger
+  keyed by the hash of the request as sent (insert-or-ignore, never updated or deleted);
+  `attempts` records every request we sent (state `sent` is committed before it leaves), its
+  usage and what became of it.
+- **What a student got**: `grades` are per-student versions keyed by (student, submission,
+  grading fingerprint, sample, epoch, generation config), never deleted; `outcomes` say what
+  happened to each student in each run; `decisions` are the teacher's, per student and criterion,
+  append-only.
+
+Methods take and return small dataclasses. `atomic()` is the one transaction idiom (BEGIN at the
+outermost level, SAVEPOINT inside); SQLite errors surface as `StoreError` with a fix.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
+import os
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from .errors import StoreError
 from .migrations import migrate
 
-DEFAULT_DB_NAME = ".grader/grader.sqlite"
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def grade_key(content_hash: str, rubric_hash: str, prompt_hash: str, schema_hash: str,
-              model: str) -> str:
-    raw = "\x1f".join([content_hash, rubric_hash, prompt_hash, schema_hash, model])
-    return hashlib.sha256(raw.encode()).hexdigest()
+# --- records in ----------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
+class RunInfo:
+    """What a new run is: written once when it starts (settings never include secrets)."""
+
+    class_dir: str
+    backend: str
+    model: str
+    rubric_path: str | None
+    rubric_hash: str
+    prompt_hash: str
+    schema_hash: str
+    fingerprint: str
+    config_hash: str
+    sdk_version: str | None
+    grader_version: str
+    settings: dict[str, Any]
+    rubric: dict[str, Any]
+    mode: str = "normal"
+    selection: dict[str, Any] = field(default_factory=dict)
+    epoch: int | None = None  # None: 0 for a normal run, the run's own id for a regrade
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    student_id: str
+    name: str | None
+    email: str | None
+    source: str
+    content_hash: str
+    body_hash: str | None
+    files: Sequence[str]
+    late: bool
+    notes: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
 class CriterionRow:
     criterion_id: str
     score: float
@@ -43,15 +87,161 @@ class CriterionRow:
     feedback: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class FlagRow:
     reason: str
     message: str
 
 
+@dataclass(frozen=True)
+class RequestRecord:
+    """A request as sent: `hash` is the ledger key, `body` what is kept of it (text in full,
+    media by hash and size, the static prefix by its hash)."""
+
+    hash: str
+    prefix_hash: str | None
+    model: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A reply as it came back, with what the call cost."""
+
+    text: str | None
+    finish_reason: str | None
+    blocked_reason: str | None
+    model_version: str | None
+    raw: dict[str, Any] | None
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    thinking_tokens: int = 0
+    cached_tokens: int = 0
+    latency_ms: float = 0.0
+    retries: int = 0
+
+
+@dataclass(frozen=True)
+class GradeRecord:
+    student_id: str
+    submission_id: int
+    fingerprint: str
+    sample: int
+    epoch: int
+    config_hash: str
+    run_id: int
+    status: str  # graded | flagged
+    max_total: float
+    total: float | None
+    percent: float | None
+    overall_comment: str | None
+    needs_review: bool
+    review_reason: str | None
+    model: str
+    model_version: str | None
+    criteria: Sequence[CriterionRow] = ()
+    flags: Sequence[FlagRow] = ()
+    attempt_ids: Sequence[int] = ()
+
+
+@dataclass(frozen=True)
+class OutcomeRecord:
+    run_id: int
+    student_id: str
+    status: str  # graded | flagged | failed | skipped
+    submission_id: int | None = None
+    grade_id: int | None = None
+    reused: bool = False
+    reason: str | None = None
+    message: str | None = None
+    name: str | None = None
+    email: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One teacher decision. `value` is JSON text (None clears an earlier decision);
+    `ai_basis` is JSON of what the AI said when the teacher decided (the criterion's score, or
+    every criterion's score for `comment`/`approved`), so a decision follows the student to a
+    new grade version only while the submission and the AI's score are unchanged."""
+
+    student_id: str
+    field: str  # score | feedback | comment | approved
+    value: str | None
+    criterion_id: str = ""
+    submission_id: int | None = None
+    ai_basis: str | None = None
+    run_id: int | None = None
+    grade_id: int | None = None
+    cell: str | None = None
+    workbook_sha256: str | None = None
+    decided_at: str = ""
+    id: int = 0
+
+
+# --- records out ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    started_at: str
+    finished_at: str | None
+    status: str
+    class_dir: str
+    backend: str
+    model: str
+    rubric_path: str | None
+    rubric_hash: str
+    prompt_hash: str
+    schema_hash: str
+    fingerprint: str | None
+    config_hash: str | None
+    epoch: int
+    mode: str
+    selection: dict[str, Any]
+    sdk_version: str | None
+    grader_version: str
+    settings: dict[str, Any]
+    rubric: dict[str, Any]
+    pid: int | None
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    request_hash: str
+    text: str | None
+    finish_reason: str | None
+    blocked_reason: str | None
+    model_version: str | None
+
+
+@dataclass(frozen=True)
+class GradeVersion:
+    id: int
+    run_id: int
+    status: str
+    total: float | None
+    epoch: int
+    config_hash: str
+    flags: list[FlagRow]
+
+
+@dataclass(frozen=True)
+class Unanswered:
+    """An attempt recorded as sent whose reply never arrived (the process died or gave up):
+    the service may have billed it."""
+
+    attempt_id: int
+    run_id: int
+    student_id: str | None
+    sent_at: str | None
+
+
 @dataclass
 class StudentResult:
-    """One student's outcome in one run, with the grade it points to (if any)."""
+    """One student's outcome in one run, with the grade version it points to (if any)."""
 
     student_id: str
     name: str | None
@@ -62,6 +252,8 @@ class StudentResult:
     reused: bool
     late: bool
     files: list[str]
+    submission_id: int | None = None
+    notes: list[str] = field(default_factory=list)
     grade_id: int | None = None
     grade_status: str | None = None
     total: float | None = None
@@ -75,8 +267,47 @@ class StudentResult:
     flags: list[FlagRow] = field(default_factory=list)
 
 
+# --- errors ------------------------------------------------------------------------------
+
+
+def _store_error(e: sqlite3.Error, path: str) -> StoreError:
+    text = str(e)
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        fix = "another grader process is writing to this store; wait for it, then run again"
+    elif "disk is full" in low or "database or disk is full" in low:
+        fix = "free some disk space, then run the same command again (nothing paid is lost)"
+    elif "readonly" in low or "read-only" in low:
+        fix = "make the store and its folder writable, or pass --db PATH"
+    elif "no such table" in low or "malformed" in low or "not a database" in low:
+        fix = "the store is damaged or not a grader store; move it aside or pass another --db PATH"
+    elif "unable to open" in low or "disk i/o" in low:
+        fix = "the store file or its folder vanished or cannot be read; check the path (--db)"
+    else:
+        fix = "rerun with --debug and report this"
+    return StoreError(f"grade store error: {text}", path=path, fix=fix)
+
+
+def _mapped(fn: Callable[P, T]) -> Callable[P, T]:
+    """Turn SQLite errors raised by a Store method into StoreError (with a fix)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.Error as e:
+            store = args[0]
+            raise _store_error(e, getattr(store, "path", "?")) from e
+
+    return wrapper
+
+
+def _loads(text: str | None, default: Any) -> Any:
+    return json.loads(text) if text else default
+
+
 class Store:
-    """One connection per process; all writes go through it (the pipeline's event-loop thread)."""
+    """One connection per process, used from one thread (the pipeline's event loop)."""
 
     def __init__(self, path: Path | str):
         self.path = str(path)
@@ -105,218 +336,345 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- writes -------------------------------------------------------------------------------
-
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """All-or-nothing writes. Nested uses join the outer transaction, so a grade and the
-        outcome that points to it are committed together (one commit per student)."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        self.conn.execute("BEGIN IMMEDIATE")
-        self._depth = 1
+    def atomic(self) -> Iterator[None]:
+        """All-or-nothing: BEGIN IMMEDIATE at the outermost level, a SAVEPOINT inside. The
+        original exception always propagates, even if rolling back fails too."""
+        outer = self._depth == 0
+        name = f"sp{self._depth}"
+        try:
+            self.conn.execute("BEGIN IMMEDIATE" if outer else f"SAVEPOINT {name}")
+        except sqlite3.Error as e:
+            raise _store_error(e, self.path) from e
+        self._depth += 1
         try:
             yield
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            with suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK" if outer else f"ROLLBACK TO {name}")
+                if not outer:
+                    self.conn.execute(f"RELEASE {name}")
             raise
         else:
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT" if outer else f"RELEASE {name}")
+            except sqlite3.Error as e:
+                with suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK" if outer else f"ROLLBACK TO {name}")
+                raise _store_error(e, self.path) from e
         finally:
-            self._depth = 0
+            self._depth -= 1
 
-    def begin_run(self, *, class_dir: str, backend: str, model: str, rubric_path: str | None,
-                  rubric_hash: str, prompt_hash: str, schema_hash: str, sdk_version: str | None,
-                  grader_version: str, settings: dict[str, Any], rubric: dict[str, Any]) -> int:
-        cur = self.conn.execute(
-            "INSERT INTO runs (started_at, class_dir, backend, model, rubric_path, rubric_hash,"
-            " prompt_hash, schema_hash, sdk_version, grader_version, settings_json, rubric_json)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (now(), class_dir, backend, model, rubric_path, rubric_hash, prompt_hash, schema_hash,
-             sdk_version, grader_version, json.dumps(settings, default=str), json.dumps(rubric)),
+    # --- runs --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _run(r: sqlite3.Row) -> Run:
+        return Run(
+            id=r["id"], started_at=r["started_at"], finished_at=r["finished_at"],
+            status=r["status"], class_dir=r["class_dir"], backend=r["backend"], model=r["model"],
+            rubric_path=r["rubric_path"], rubric_hash=r["rubric_hash"],
+            prompt_hash=r["prompt_hash"], schema_hash=r["schema_hash"],
+            fingerprint=r["fingerprint"], config_hash=r["config_hash"], epoch=r["epoch"],
+            mode=r["mode"], selection=_loads(r["selection_json"], {}),
+            sdk_version=r["sdk_version"], grader_version=r["grader_version"],
+            settings=_loads(r["settings_json"], {}), rubric=_loads(r["rubric_json"], {}),
+            pid=r["pid"],
         )
-        return int(cur.lastrowid or 0)
 
+    @_mapped
+    def begin_run(self, info: RunInfo) -> Run:
+        with self.atomic():
+            cur = self.conn.execute(
+                "INSERT INTO runs (started_at, class_dir, backend, model, rubric_path,"
+                " rubric_hash, prompt_hash, schema_hash, sdk_version, grader_version,"
+                " settings_json, rubric_json, fingerprint, config_hash, mode, selection_json, pid)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (now(), info.class_dir, info.backend, info.model, info.rubric_path,
+                 info.rubric_hash, info.prompt_hash, info.schema_hash, info.sdk_version,
+                 info.grader_version, json.dumps(info.settings, default=str),
+                 json.dumps(info.rubric), info.fingerprint, info.config_hash, info.mode,
+                 json.dumps(info.selection, sort_keys=True), os.getpid()),
+            )
+            run_id = int(cur.lastrowid or 0)
+            epoch = info.epoch if info.epoch is not None else (
+                run_id if info.mode != "normal" else 0)
+            self.conn.execute("UPDATE runs SET epoch=? WHERE id=?", (epoch, run_id))
+        return self.run(run_id)
+
+    @_mapped
     def finish_run(self, run_id: int, status: str) -> None:
         self.conn.execute("UPDATE runs SET finished_at=?, status=? WHERE id=?",
                           (now(), status, run_id))
 
-    def upsert_submission(self, *, run_id: int, student_id: str, name: str | None,
-                          email: str | None, source: str, content_hash: str,
-                          files: Sequence[str], late: bool, notes: Sequence[str]) -> int:
-        with self.transaction():
-            self.conn.execute(
-                "INSERT INTO students (id, name, email, source) VALUES (?,?,?,?)"
-                " ON CONFLICT(id) DO UPDATE SET name=COALESCE(excluded.name, name),"
-                " email=COALESCE(excluded.email, email), source=excluded.source",
-                (student_id, name, email, source),
-            )
-            row = self.conn.execute(
-                "INSERT INTO submissions (student_id, content_hash, files_json, late, notes_json,"
-                " first_run_id) VALUES (?,?,?,?,?,?) ON CONFLICT(student_id, content_hash)"
-                " DO UPDATE SET late=excluded.late RETURNING id",
-                (student_id, content_hash, json.dumps(list(files)), int(late),
-                 json.dumps(list(notes)), run_id),
-            ).fetchone()
-        return int(row["id"])
+    @_mapped
+    def interrupt_stale_runs(self) -> int:
+        """Mark runs still 'running' as interrupted. Call only while holding the store's run
+        lock: then no other process can be running, so their processes died (SIGKILL)."""
+        return int(self.conn.execute(
+            "UPDATE runs SET status='interrupted' WHERE status='running'").rowcount)
 
-    def record_attempt(self, *, run_id: int, submission_id: int, key: str, n: int,
-                       request: dict[str, Any] | None, response_text: str | None,
-                       raw: dict[str, Any] | None, error: str | None, finish_reason: str | None,
-                       usage: dict[str, int], model_version: str | None, latency_ms: float,
-                       retries: int) -> None:
-        self.conn.execute(
-            "INSERT INTO attempts (run_id, submission_id, grade_key, n, created_at, request_json,"
-            " response_text, raw_json, error, finish_reason, prompt_tokens, output_tokens,"
-            " thinking_tokens, cached_tokens, model_version, latency_ms, retries)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (run_id, submission_id, key, n, now(),
-             json.dumps(request) if request is not None else None, response_text,
-             json.dumps(raw, default=str) if raw is not None else None, error, finish_reason,
-             usage.get("prompt_tokens", 0), usage.get("output_tokens", 0),
-             usage.get("thinking_tokens", 0), usage.get("cached_tokens", 0),
-             model_version, latency_ms, retries),
-        )
-
-    def save_grade(self, *, key: str, run_id: int, submission_id: int, student_id: str,
-                   status: str, max_total: float, total: float | None, percent: float | None,
-                   overall_comment: str | None, needs_review: bool, review_reason: str | None,
-                   model: str, model_version: str | None, criteria: Sequence[CriterionRow],
-                   flags: Sequence[FlagRow], regrade: bool = False) -> int:
-        """Write a grade, its scores and flags atomically. With `regrade`, replaces an old one."""
-        with self.transaction():
-            if regrade:
-                self.conn.execute("DELETE FROM grades WHERE grade_key=?", (key,))
-            cur = self.conn.execute(
-                "INSERT INTO grades (grade_key, submission_id, run_id, student_id, status, total,"
-                " max_total, percent, overall_comment, needs_review, review_reason, model,"
-                " model_version, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (key, submission_id, run_id, student_id, status, total, max_total, percent,
-                 overall_comment, int(needs_review), review_reason, model, model_version, now()),
-            )
-            gid = int(cur.lastrowid or 0)
-            self.conn.executemany(
-                "INSERT INTO criterion_scores (grade_id, criterion_id, position, score, max_points,"
-                " justification, evidence_json, feedback) VALUES (?,?,?,?,?,?,?,?)",
-                [(gid, c.criterion_id, i, c.score, c.max_points, c.justification,
-                  json.dumps(c.evidence), c.feedback) for i, c in enumerate(criteria)],
-            )
-            self.conn.executemany(
-                "INSERT INTO flags (grade_id, run_id, student_id, reason, message, created_at)"
-                " VALUES (?,?,?,?,?,?)",
-                [(gid, run_id, student_id, f.reason, f.message, now()) for f in flags],
-            )
-        return gid
-
-    def record_outcome(self, *, run_id: int, student_id: str, submission_id: int | None,
-                       grade_id: int | None, status: str, reused: bool = False,
-                       reason: str | None = None, message: str | None = None,
-                       name: str | None = None, email: str | None = None,
-                       source: str | None = None) -> None:
-        with self.transaction():
-            if submission_id is None:  # otherwise upsert_submission already wrote the student
-                self.conn.execute(
-                    "INSERT INTO students (id, name, email, source) VALUES (?,?,?,?)"
-                    " ON CONFLICT(id) DO UPDATE SET name=COALESCE(excluded.name, name),"
-                    " email=COALESCE(excluded.email, email)",
-                    (student_id, name, email, source),
-                )
-            self.conn.execute(
-                "INSERT OR REPLACE INTO outcomes (run_id, student_id, submission_id, grade_id,"
-                " status, reused, reason, message) VALUES (?,?,?,?,?,?,?,?)",
-                (run_id, student_id, submission_id, grade_id, status, int(reused), reason,
-                 message),
-            )
-
-    def carry_forward_reviews(self, run_id: int) -> int:
-        """Copy the teacher's latest decisions into a new run for every student whose
-        submission and grade did not change, so rerunning a class (to resume, or to add a late
-        submission) never drops a review. Returns the number of students carried."""
-        same = """
-            SELECT prev.run_id AS prev_run, cur.student_id FROM outcomes cur
-            JOIN outcomes prev ON prev.student_id = cur.student_id
-             AND prev.submission_id IS cur.submission_id AND prev.grade_id IS cur.grade_id
-            WHERE cur.run_id = :run AND prev.run_id = (
-                SELECT MAX(d.run_id) FROM (
-                    SELECT run_id, student_id FROM reviews
-                    UNION ALL SELECT run_id, student_id FROM overrides) d
-                WHERE d.student_id = cur.student_id AND d.run_id < :run)
-        """
-        with self.transaction():
-            carried = self.conn.execute(
-                f"INSERT OR IGNORE INTO reviews (run_id, student_id, grade_id, teacher_comment,"
-                f" approved, imported_at, workbook_sha256) SELECT :run, r.student_id, r.grade_id,"
-                f" r.teacher_comment, r.approved, r.imported_at, r.workbook_sha256 FROM reviews r"
-                f" JOIN ({same}) s ON s.prev_run = r.run_id AND s.student_id = r.student_id",
-                {"run": run_id}).rowcount
-            self.conn.execute(
-                f"INSERT OR IGNORE INTO overrides (run_id, student_id, grade_id, criterion_id,"
-                f" ai_score, teacher_score, teacher_feedback, imported_at, workbook_sha256)"
-                f" SELECT :run, o.student_id, o.grade_id, o.criterion_id, o.ai_score,"
-                f" o.teacher_score, o.teacher_feedback, o.imported_at, o.workbook_sha256"
-                f" FROM overrides o JOIN ({same}) s ON s.prev_run = o.run_id"
-                f" AND s.student_id = o.student_id", {"run": run_id})
-        return int(carried)
-
-    # -- reads --------------------------------------------------------------------------------
-
-    def find_grade(self, key: str) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = self.conn.execute(
-            "SELECT * FROM grades WHERE grade_key=?", (key,)
-        ).fetchone()
-        return row
-
-    def paid_response(self, key: str) -> sqlite3.Row | None:
-        """The newest answered attempt for `key`: a response already paid for whose grade was
-        not saved (the process died in between). Reusing it means a rerun never pays twice."""
-        row: sqlite3.Row | None = self.conn.execute(
-            "SELECT response_text, finish_reason, model_version FROM attempts"
-            " WHERE grade_key=? AND error IS NULL AND response_text IS NOT NULL"
-            " ORDER BY id DESC LIMIT 1", (key,)).fetchone()
-        return row
-
-    def run(self, run_id: int) -> sqlite3.Row:
+    @_mapped
+    def run(self, run_id: int) -> Run:
         row = self.conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:
             raise StoreError(f"no run {run_id} in the store", path=self.path,
                              fix="run `grade status CLASS_DIR` to list runs")
-        result: sqlite3.Row = row
-        return result
+        return self._run(row)
 
-    def latest_run(self, class_dir: str | None = None) -> sqlite3.Row | None:
+    @_mapped
+    def latest_run(self, class_dir: str | None = None) -> Run | None:
         if class_dir is None:
-            cur = self.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1")
+            row = self.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()
         else:
+            row = self.conn.execute(
+                "SELECT * FROM runs WHERE class_dir=? ORDER BY id DESC LIMIT 1",
+                (class_dir,)).fetchone()
+        return self._run(row) if row is not None else None
+
+    @_mapped
+    def runs(self) -> list[Run]:
+        return [self._run(r) for r in self.conn.execute("SELECT * FROM runs ORDER BY id")]
+
+    @_mapped
+    def unfinished_regrade(self, class_dir: str, fingerprint: str, mode: str,
+                           selection: dict[str, Any]) -> Run | None:
+        """The class's latest run, if it is a regrade of the same kind that did not finish:
+        rerunning the same command continues it (its epoch) instead of paying again."""
+        last = self.latest_run(class_dir)
+        if (last is None or last.mode != mode or last.fingerprint != fingerprint
+                or last.selection != selection or last.status not in ("interrupted", "running")):
+            return None
+        return last
+
+    # --- students and submissions -----------------------------------------------------------
+
+    @_mapped
+    def upsert_submission(self, rec: SubmissionRecord) -> int:
+        with self.atomic():
+            self._upsert_student(rec.student_id, rec.name, rec.email, rec.source)
+            row = self.conn.execute(
+                "INSERT INTO submissions (student_id, content_hash, body_hash, files_json, late,"
+                " notes_json) VALUES (?,?,?,?,?,?) ON CONFLICT(student_id, content_hash)"
+                " DO UPDATE SET late=excluded.late, body_hash=excluded.body_hash,"
+                " notes_json=excluded.notes_json RETURNING id",
+                (rec.student_id, rec.content_hash, rec.body_hash, json.dumps(list(rec.files)),
+                 int(rec.late), json.dumps(list(rec.notes))),
+            ).fetchone()
+        return int(row["id"])
+
+    def _upsert_student(self, sid: str, name: str | None, email: str | None,
+                        source: str | None) -> None:
+        self.conn.execute(
+            "INSERT INTO students (id, name, email, source) VALUES (?,?,?,?)"
+            " ON CONFLICT(id) DO UPDATE SET name=COALESCE(excluded.name, name),"
+            " email=COALESCE(excluded.email, email), source=COALESCE(excluded.source, source)",
+            (sid, name, email, source),
+        )
+
+    # --- the ledger: what was paid for -------------------------------------------------------
+
+    @_mapped
+    def save_prefix(self, hash: str, system: str, static_prefix: str,
+                    schema: dict[str, Any]) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO prefixes (hash, system, static_prefix, schema_json, created_at)"
+            " VALUES (?,?,?,?,?)", (hash, system, static_prefix, json.dumps(schema), now()))
+
+    @_mapped
+    def response_for(self, request_hash: str) -> StoredResponse | None:
+        """A reply already paid for with this exact request, if any."""
+        r = self.conn.execute(
+            "SELECT request_hash, text, finish_reason, blocked_reason, model_version"
+            " FROM responses WHERE request_hash=?", (request_hash,)).fetchone()
+        if r is None:
+            return None
+        return StoredResponse(r["request_hash"], r["text"], r["finish_reason"],
+                              r["blocked_reason"], r["model_version"])
+
+    @_mapped
+    def begin_attempt(self, *, run_id: int, student_id: str, submission_id: int,
+                      request: RequestRecord, sample: int, n: int, state: str = "sent",
+                      job_ref: str | None = None) -> int:
+        """Record a request before it leaves (committed: after a crash, `grade status` shows it
+        as sent but unanswered)."""
+        stamp = now()
+        with self.atomic():
+            self.conn.execute(
+                "INSERT OR IGNORE INTO requests (hash, prefix_hash, model, body_json, created_at)"
+                " VALUES (?,?,?,?,?)",
+                (request.hash, request.prefix_hash, request.model,
+                 json.dumps(request.body, default=str), stamp))
             cur = self.conn.execute(
-                "SELECT * FROM runs WHERE class_dir=? ORDER BY id DESC LIMIT 1", (class_dir,))
-        row: sqlite3.Row | None = cur.fetchone()
-        return row
+                "INSERT INTO attempts (run_id, student_id, submission_id, request_hash, sample,"
+                " n, state, job_ref, created_at, sent_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (run_id, student_id, submission_id, request.hash, sample, n, state, job_ref,
+                 stamp, stamp if state == "sent" else None))
+        return int(cur.lastrowid or 0)
 
-    def runs(self) -> list[sqlite3.Row]:
-        return list(self.conn.execute("SELECT * FROM runs ORDER BY id"))
+    @_mapped
+    def answer_attempt(self, attempt_id: int, request_hash: str, answer: Answer) -> None:
+        """Keep a reply (insert-or-ignore: the first paid reply for a request stays) and what it
+        cost, in one commit."""
+        stamp = now()
+        with self.atomic():
+            self.conn.execute(
+                "INSERT OR IGNORE INTO responses (request_hash, attempt_id, created_at, text,"
+                " finish_reason, blocked_reason, model_version, raw_json)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (request_hash, attempt_id, stamp, answer.text, answer.finish_reason,
+                 answer.blocked_reason, answer.model_version,
+                 json.dumps(answer.raw, default=str) if answer.raw is not None else None))
+            self.conn.execute(
+                "UPDATE attempts SET state='answered', answered_at=?, retries=?, latency_ms=?,"
+                " prompt_tokens=?, output_tokens=?, thinking_tokens=?, cached_tokens=?,"
+                " model_version=? WHERE id=?",
+                (stamp, answer.retries, answer.latency_ms, answer.prompt_tokens,
+                 answer.output_tokens, answer.thinking_tokens, answer.cached_tokens,
+                 answer.model_version, attempt_id))
 
+    @_mapped
+    def fail_attempt(self, attempt_id: int, *, error: str, status: int | None, retries: int,
+                     latency_ms: float) -> None:
+        self.conn.execute(
+            "UPDATE attempts SET state='failed', error=?, error_status=?, retries=?,"
+            " latency_ms=? WHERE id=?", (error, status, retries, latency_ms, attempt_id))
+
+    @_mapped
+    def unanswered(self, class_dir: str | None = None) -> list[Unanswered]:
+        """Attempts sent by runs that are no longer running and never answered."""
+        sql = ("SELECT a.id, a.run_id, a.student_id, a.sent_at FROM attempts a"
+               " JOIN runs r ON r.id = a.run_id WHERE a.state='sent' AND r.status != 'running'")
+        args: tuple[Any, ...] = ()
+        if class_dir is not None:
+            sql += " AND r.class_dir=?"
+            args = (class_dir,)
+        return [Unanswered(r["id"], r["run_id"], r["student_id"], r["sent_at"])
+                for r in self.conn.execute(sql + " ORDER BY a.id", args)]
+
+    # --- grades: what a student got ---------------------------------------------------------
+
+    @_mapped
+    def latest_grade(self, *, student_id: str, submission_id: int, fingerprint: str,
+                     sample: int = 0, epoch: int | None = None) -> GradeVersion | None:
+        """The newest grade version for this student's submission under this fingerprint
+        (only of `epoch`, when given)."""
+        sql = ("SELECT id, run_id, status, total, epoch, config_hash FROM grades"
+               " WHERE student_id=? AND submission_id=? AND fingerprint=? AND sample=?")
+        args: tuple[Any, ...] = (student_id, submission_id, fingerprint, sample)
+        if epoch is not None:
+            sql += " AND epoch=?"
+            args += (epoch,)
+        r = self.conn.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
+        if r is None:
+            return None
+        flags = [FlagRow(f["reason"], f["message"]) for f in self.conn.execute(
+            "SELECT reason, message FROM flags WHERE grade_id=? ORDER BY id", (r["id"],))]
+        return GradeVersion(r["id"], r["run_id"], r["status"], r["total"], r["epoch"],
+                            r["config_hash"], flags)
+
+    @_mapped
+    def save_grade(self, g: GradeRecord) -> int:
+        """Add a grade version with its scores and flags; the attempts that produced it become
+        `stored`. Idempotent: the same version twice keeps the first and returns its id."""
+        with self.atomic():
+            cur = self.conn.execute(
+                "INSERT OR IGNORE INTO grades (student_id, submission_id, fingerprint, sample,"
+                " epoch, config_hash, run_id, status, total, max_total, percent, overall_comment,"
+                " needs_review, review_reason, model, model_version, created_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (g.student_id, g.submission_id, g.fingerprint, g.sample, g.epoch,
+                 g.config_hash, g.run_id, g.status, g.total, g.max_total, g.percent,
+                 g.overall_comment, int(g.needs_review), g.review_reason, g.model,
+                 g.model_version, now()))
+            if cur.rowcount:
+                gid = int(cur.lastrowid or 0)
+                self.conn.executemany(
+                    "INSERT INTO criterion_scores (grade_id, criterion_id, position, score,"
+                    " max_points, justification, evidence_json, feedback)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    [(gid, c.criterion_id, i, c.score, c.max_points, c.justification,
+                      json.dumps(c.evidence), c.feedback) for i, c in enumerate(g.criteria)])
+                stamp = now()
+                self.conn.executemany(
+                    "INSERT INTO flags (grade_id, run_id, student_id, reason, message,"
+                    " created_at) VALUES (?,?,?,?,?,?)",
+                    [(gid, g.run_id, g.student_id, f.reason, f.message, stamp)
+                     for f in g.flags])
+            else:
+                gid = int(self.conn.execute(
+                    "SELECT id FROM grades WHERE student_id=? AND submission_id=? AND"
+                    " fingerprint=? AND sample=? AND epoch=? AND config_hash=?",
+                    (g.student_id, g.submission_id, g.fingerprint, g.sample, g.epoch,
+                     g.config_hash)).fetchone()[0])
+            if g.attempt_ids:
+                self.conn.executemany(
+                    "UPDATE attempts SET state='stored', grade_id=? WHERE id=?",
+                    [(gid, a) for a in g.attempt_ids])
+        return gid
+
+    @_mapped
+    def record_outcome(self, o: OutcomeRecord) -> None:
+        with self.atomic():
+            if o.submission_id is None:  # otherwise upsert_submission wrote the student
+                self._upsert_student(o.student_id, o.name, o.email, o.source)
+            self.conn.execute(
+                "INSERT OR REPLACE INTO outcomes (run_id, student_id, submission_id, grade_id,"
+                " status, reused, reason, message) VALUES (?,?,?,?,?,?,?,?)",
+                (o.run_id, o.student_id, o.submission_id, o.grade_id, o.status, int(o.reused),
+                 o.reason, o.message))
+
+    # --- reads for reports -------------------------------------------------------------------
+
+    @_mapped
+    def grade_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM grades").fetchone()[0])
+
+    @_mapped
+    def run_student_ids(self, run_id: int) -> set[str]:
+        return {r[0] for r in self.conn.execute(
+            "SELECT student_id FROM outcomes WHERE run_id=?", (run_id,))}
+
+    @_mapped
     def usage(self, run_id: int) -> dict[str, float]:
+        """Calls made and tokens billed by a run (replies reused from the ledger cost nothing)."""
         row = self.conn.execute(
             "SELECT COUNT(*) AS calls, COALESCE(SUM(prompt_tokens),0) AS prompt_tokens,"
             " COALESCE(SUM(output_tokens),0) AS output_tokens,"
             " COALESCE(SUM(thinking_tokens),0) AS thinking_tokens,"
             " COALESCE(SUM(cached_tokens),0) AS cached_tokens,"
-            " COALESCE(SUM(latency_ms),0) AS latency_ms FROM attempts WHERE run_id=?",
-            (run_id,),
+            " COALESCE(SUM(latency_ms),0) AS latency_ms,"
+            " COALESCE(SUM(retries),0) AS retries FROM attempts WHERE run_id=?"
+            " AND state != 'rendered'", (run_id,),
         ).fetchone()
         return dict(row)
 
+    def _identical(self, run_id: int) -> dict[str, list[str]]:
+        """Students of the run whose whole submission is byte-identical to someone else's."""
+        out: dict[str, list[str]] = {}
+        for r in self.conn.execute(
+            "SELECT group_concat(o.student_id, char(31)) AS ids FROM outcomes o"
+            " JOIN submissions sub ON sub.id = o.submission_id"
+            " WHERE o.run_id=? AND sub.body_hash IS NOT NULL"
+            " GROUP BY sub.body_hash HAVING COUNT(*) > 1", (run_id,)):
+            ids = sorted(r["ids"].split("\x1f"))
+            for sid in ids:
+                out[sid] = [i for i in ids if i != sid]
+        return out
+
     def results(self, run_id: int) -> Iterator[StudentResult]:
         """Every student's outcome in a run, ordered by student id, streamed row by row."""
+        try:
+            yield from self._results(run_id)
+        except sqlite3.Error as e:
+            raise _store_error(e, self.path) from e
+
+    def _results(self, run_id: int) -> Iterator[StudentResult]:
+        identical = self._identical(run_id)
         rows = self.conn.execute(
-            "SELECT o.*, s.name, s.email, sub.files_json, sub.late, g.status AS grade_status,"
-            " g.total, g.max_total, g.percent, g.overall_comment, g.needs_review, g.review_reason,"
-            " g.model_version FROM outcomes o JOIN students s ON s.id = o.student_id"
+            "SELECT o.*, s.name, s.email, sub.files_json, sub.late, sub.notes_json,"
+            " g.status AS grade_status, g.total, g.max_total, g.percent, g.overall_comment,"
+            " g.needs_review, g.review_reason, g.model_version FROM outcomes o"
+            " JOIN students s ON s.id = o.student_id"
             " LEFT JOIN submissions sub ON sub.id = o.submission_id"
             " LEFT JOIN grades g ON g.id = o.grade_id WHERE o.run_id=? ORDER BY o.student_id",
             (run_id,),
@@ -325,7 +683,8 @@ class Store:
             res = StudentResult(
                 student_id=r["student_id"], name=r["name"], email=r["email"], status=r["status"],
                 reason=r["reason"], message=r["message"], reused=bool(r["reused"]),
-                late=bool(r["late"]), files=json.loads(r["files_json"] or "[]"),
+                late=bool(r["late"]), files=_loads(r["files_json"], []),
+                submission_id=r["submission_id"], notes=_loads(r["notes_json"], []),
                 grade_id=r["grade_id"], grade_status=r["grade_status"], total=r["total"],
                 max_total=r["max_total"], percent=r["percent"],
                 overall_comment=r["overall_comment"], needs_review=bool(r["needs_review"]),
@@ -334,7 +693,8 @@ class Store:
             if r["grade_id"] is not None:
                 res.criteria = [
                     CriterionRow(c["criterion_id"], c["score"], c["max_points"],
-                                 c["justification"], json.loads(c["evidence_json"]), c["feedback"])
+                                 c["justification"], json.loads(c["evidence_json"]),
+                                 c["feedback"])
                     for c in self.conn.execute(
                         "SELECT * FROM criterion_scores WHERE grade_id=? ORDER BY position",
                         (r["grade_id"],))
@@ -344,4 +704,38 @@ class Store:
                     (r["grade_id"],))]
             if r["reason"] and not any(f.reason == r["reason"] for f in res.flags):
                 res.flags.insert(0, FlagRow(r["reason"], r["message"] or r["reason"]))
+            others = identical.get(res.student_id)
+            if others:
+                res.flags.append(FlagRow(
+                    "identical_to", "the whole submission is byte-identical to that of "
+                    + ", ".join(others) + " (graded once); check for copying or an unchanged "
+                    "starter file"))
             yield res
+
+    # --- teacher decisions -------------------------------------------------------------------
+
+    @_mapped
+    def decisions(self) -> dict[str, list[Decision]]:
+        """Every teacher decision, grouped by student, oldest first."""
+        out: dict[str, list[Decision]] = {}
+        for r in self.conn.execute("SELECT * FROM decisions ORDER BY id"):
+            out.setdefault(r["student_id"], []).append(Decision(
+                student_id=r["student_id"], field=r["field"], value=r["value"],
+                criterion_id=r["criterion_id"], submission_id=r["submission_id"],
+                ai_basis=r["ai_basis"], run_id=r["run_id"], grade_id=r["grade_id"],
+                cell=r["cell"], workbook_sha256=r["workbook_sha256"],
+                decided_at=r["decided_at"], id=r["id"]))
+        return out
+
+    @_mapped
+    def add_decisions(self, decisions: Sequence[Decision]) -> None:
+        """Append decisions in one transaction (nothing is ever updated or deleted)."""
+        stamp = now()
+        with self.atomic():
+            self.conn.executemany(
+                "INSERT INTO decisions (student_id, criterion_id, field, value, submission_id,"
+                " ai_basis, run_id, grade_id, cell, workbook_sha256, decided_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(d.student_id, d.criterion_id, d.field, d.value, d.submission_id, d.ai_basis,
+                  d.run_id, d.grade_id, d.cell, d.workbook_sha256, d.decided_at or stamp)
+                 for d in decisions])

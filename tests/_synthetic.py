@@ -12,7 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grader.store import CriterionRow, FlagRow, Store, grade_key
+from grader.store import (
+    Answer,
+    CriterionRow,
+    FlagRow,
+    GradeRecord,
+    OutcomeRecord,
+    RequestRecord,
+    RunInfo,
+    Store,
+    SubmissionRecord,
+)
 
 EVIL = (
     '=HYPERLINK("http://x","y")',
@@ -62,12 +72,13 @@ def build(store_path: Path | str, n: int = 30, k: int = 6, seed: int = 7,
     store = Store(store_path)
     store.conn.execute("PRAGMA synchronous=OFF")
     rubric = rubric_dict(k)
-    run_id = store.begin_run(
+    run_id = store.begin_run(RunInfo(
         class_dir=class_dir, backend="gemini", model="gemini-2.5-flash",
         rubric_path="rubric.yaml", rubric_hash="r" * 16, prompt_hash="p" * 16,
-        schema_hash="s" * 16, sdk_version="3.4.0", grader_version="0.1.0",
-        settings={"concurrency": 8}, rubric=rubric,
-    )
+        schema_hash="s" * 16, fingerprint="f" * 64, config_hash="c" * 64,
+        sdk_version="3.4.0", grader_version="0.1.0", settings={"concurrency": 8},
+        rubric=rubric,
+    )).id
     ids, evil_ids, flagged_ids, ungraded_ids = [], [], [], []
     for i in range(n):
         sid = "-007" if i == 1 else f"s{i:05d}"
@@ -78,15 +89,16 @@ def build(store_path: Path | str, n: int = 30, k: int = 6, seed: int = 7,
         ids.append(sid)
         if evil:
             evil_ids.append(sid)
-        sub_id = store.upsert_submission(
-            run_id=run_id, student_id=sid, name=name, email=f"{sid}@school.test",
-            source="folder", content_hash=f"h{i}", files=[f"{sid}/essay.txt"], late=i % 13 == 0,
-            notes=[],
-        )
+        sub_id = store.upsert_submission(SubmissionRecord(
+            student_id=sid, name=name, email=f"{sid}@school.test", source="folder",
+            content_hash=f"h{i}", body_hash=f"b{i}", files=[f"{sid}/essay.txt"],
+            late=i % 13 == 0,
+        ))
         if i % ungraded_every == 10:
             reason, msg = "empty", _evil(i, 3) if evil else "the submission is empty"
-            store.record_outcome(run_id=run_id, student_id=sid, submission_id=sub_id,
-                                 grade_id=None, status="flagged", reason=reason, message=msg)
+            store.record_outcome(OutcomeRecord(
+                run_id=run_id, student_id=sid, submission_id=sub_id, status="flagged",
+                reason=reason, message=msg))
             flagged_ids.append(sid)
             ungraded_ids.append(sid)
             continue
@@ -107,25 +119,26 @@ def build(store_path: Path | str, n: int = 30, k: int = 6, seed: int = 7,
         flagged = i % flag_every == 3
         flags = [FlagRow("low_confidence", _evil(i, 4) if evil else "model unsure")] if flagged \
             else []
-        key = grade_key(f"h{i}", "r" * 16, "p" * 16, "s" * 16, "gemini-2.5-flash")
-        gid = store.save_grade(
-            key=key, run_id=run_id, submission_id=sub_id, student_id=sid,
-            status="flagged" if flagged else "graded", max_total=mxt, total=total,
-            percent=round(100 * total / mxt, 2),
+        request = RequestRecord(hash=f"req{i}", prefix_hash=None, model="gemini-2.5-flash",
+                                body={"parts": [{"text": f"essay {i}"}]})
+        attempt = store.begin_attempt(run_id=run_id, student_id=sid, submission_id=sub_id,
+                                      request=request, sample=0, n=1)
+        store.answer_attempt(attempt, request.hash, Answer(
+            text="{}", finish_reason="STOP", blocked_reason=None,
+            model_version="gemini-2.5-flash-001", raw=None, prompt_tokens=1200,
+            output_tokens=300, thinking_tokens=100, cached_tokens=800, latency_ms=1500.0))
+        gid = store.save_grade(GradeRecord(
+            student_id=sid, submission_id=sub_id, fingerprint="f" * 64, sample=0, epoch=0,
+            config_hash="c" * 64, run_id=run_id, status="flagged" if flagged else "graded",
+            max_total=mxt, total=total, percent=round(100 * total / mxt, 2),
             overall_comment=_evil(i, 5) if evil else "Solid work overall.",
             needs_review=flagged, review_reason="low confidence" if flagged else None,
             model="gemini-2.5-flash", model_version="gemini-2.5-flash-001", criteria=crits,
-            flags=flags,
-        )
-        store.record_attempt(
-            run_id=run_id, submission_id=sub_id, key=key, n=1, request=None,
-            response_text=None, raw=None, error=None, finish_reason="STOP",
-            usage={"prompt_tokens": 1200, "output_tokens": 300, "thinking_tokens": 100,
-                   "cached_tokens": 800},
-            model_version="gemini-2.5-flash-001", latency_ms=1500.0, retries=0,
-        )
-        store.record_outcome(run_id=run_id, student_id=sid, submission_id=sub_id, grade_id=gid,
-                             status="flagged" if flagged else "graded")
+            flags=flags, attempt_ids=[attempt],
+        ))
+        store.record_outcome(OutcomeRecord(
+            run_id=run_id, student_id=sid, submission_id=sub_id, grade_id=gid,
+            status="flagged" if flagged else "graded"))
         if flagged:
             flagged_ids.append(sid)
     store.finish_run(run_id, "done")

@@ -161,7 +161,7 @@ def test_gives_up_after_max_retries(backend_factory: Any, fake_gemini: FakeGemin
 
 
 @pytest.mark.parametrize(("fault", "hint"), [("403", "API"), ("404", "--model"),
-                                             ("400", "--model")])
+                                             ("400", "--retry-flagged request_rejected")])
 def test_final_errors_are_not_retried(backend_factory: Any, fake_gemini: FakeGemini,
                                       fault: str, hint: str) -> None:
     fake_gemini.inject(fault)

@@ -16,13 +16,9 @@ pytest.importorskip(
 )
 
 from grader.backends import create
-from grader.backends.local import (
-    UNSUPPORTED_MEDIA,
-    LocalBackend,
-    default_model_notice,
-    ordered_schema,
-)
+from grader.backends.local import LocalBackend, default_model_notice, ordered_schema
 from grader.errors import ConfigError, SubmissionError
+from grader.pipeline import run_class
 from grader.prompts import load_prompts
 from grader.request import GradeRequest, Part
 from grader.rubric import Criterion, Level, Rubric
@@ -30,6 +26,13 @@ from grader.schema import json_schema, parse
 from grader.settings import Settings
 
 pytestmark = pytest.mark.local
+SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "intro-python"
+RUBRIC_YAML = """\
+title: Python loops quiz
+question: Explain the difference between a for loop and a while loop in Python.
+criteria:
+  - {id: correctness, title: Correctness, max_points: 4}
+"""
 
 RUBRIC = Rubric(
     title="Python loops quiz",
@@ -129,10 +132,21 @@ def test_over_long_submission_is_flagged_not_truncated() -> None:
         asyncio.run(small.aclose())
 
 
-def test_media_only_submission_is_not_sent_to_the_text_model(backend: LocalBackend) -> None:
-    img = Part(mime_type="image/png", data=b"\x89PNG\r\n\x1a\n")
-    resp = asyncio.run(backend.generate(request("", media=(img,))))
-    assert resp.text is None and resp.blocked_reason == UNSUPPORTED_MEDIA
+def test_media_only_submission_is_not_sent_to_the_text_model(backend: LocalBackend,
+                                                              tmp_path: Path) -> None:
+    """The local backend lacks the AcceptsMedia capability: the pipeline flags an image-only
+    student without calling the model, and grades a text student of the same class."""
+    class_dir = tmp_path / "class"
+    class_dir.mkdir()
+    (class_dir / "rubric.yaml").write_text(RUBRIC_YAML, encoding="utf-8")
+    (class_dir / "pic.png").write_bytes(SAMPLES.joinpath("hana.png").read_bytes())
+    (class_dir / "ada.txt").write_text(ANSWERS[0], encoding="utf-8")
+    settings = Settings(backend="local", db=tmp_path / "g.sqlite", concurrency=1)
+    summary = run_class(class_dir, settings, backend=backend)
+    got = {o.student_id: (o.status, o.reason) for o in summary.outcomes}
+    assert got["pic"] == ("flagged", "blocked_unsupported_media")
+    assert got["ada"][0] in ("graded", "flagged") and got["ada"][1] != "blocked_unsupported_media"
+    assert summary.calls == 1  # only the text student reached the model
 
 
 def test_text_with_media_is_graded_and_flagged_for_review(backend: LocalBackend) -> None:

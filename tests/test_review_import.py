@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from grader._escape import unescape_text
 from grader.reports import write_reports
 from grader.review import ReviewImportError, import_workbook, open_store_for, workbook_meta
-from grader.store import Store
+from grader.final import finals
+from grader.store import Decision, Store
 
 from _synthetic import SyntheticRun, build, require_tool
 
@@ -38,9 +39,15 @@ def _row_of(ws: openpyxl.worksheet.worksheet.Worksheet, sid: str) -> int:
 
 
 def _overrides(store: Store) -> list[tuple[object, ...]]:
-    return [tuple(r) for r in store.conn.execute(
-        "SELECT student_id, criterion_id, ai_score, teacher_score, teacher_feedback FROM overrides"
-        " ORDER BY student_id, criterion_id")]
+    """(student, criterion, AI score, teacher score, teacher feedback) in effect for the run."""
+    run_id = store.latest_run().id
+    return [(fs.student_id, c.criterion.id, c.ai_score, c.teacher_score, c.teacher_feedback)
+            for fs in finals(store, run_id) for c in fs.criteria
+            if c.teacher_score is not None or c.teacher_feedback is not None]
+
+
+def _log(store: Store) -> list[Decision]:
+    return [d for ds in store.decisions().values() for d in ds]
 
 
 def _edit(synth: SyntheticRun, tmp_path: Path, name: str = "edited.xlsx") -> Path:
@@ -67,10 +74,10 @@ def _assert_edits_stored(store: Store) -> None:
     assert ovr[("s00002", "c2")][3] == 7.5
     assert ovr[("s00002", "c2")][2] is not None  # the AI's value is kept beside it
     assert ovr[("s00004", "c3")][4] == "Cite the source for the second claim."
-    rev = store.conn.execute("SELECT teacher_comment, approved, imported_at FROM reviews"
-                             " WHERE student_id='s00002'").fetchone()
-    assert rev["teacher_comment"] == "Well argued; see margin notes."
-    assert rev["approved"] == 1 and rev["imported_at"]
+    fs = next(f for f in finals(store, store.latest_run().id) if f.student_id == "s00002")
+    assert fs.teacher_comment == "Well argued; see margin notes."
+    assert fs.approved is True
+    assert all(d.decided_at for d in store.decisions()["s00002"])
 
 
 def test_import_stores_teacher_edits_and_is_idempotent(synth: SyntheticRun,
@@ -79,18 +86,17 @@ def test_import_stores_teacher_edits_and_is_idempotent(synth: SyntheticRun,
     s1 = import_workbook(synth.store, path)
     assert (s1.run_id, s1.students, s1.applied, s1.unchanged) == (synth.run_id, 25, 5, 0)
     _assert_edits_stored(synth.store)
-    log = synth.store.conn.execute("SELECT * FROM review_log ORDER BY id").fetchall()
+    log = _log(synth.store)
     assert len(log) == 5
-    score_log = next(r for r in log if r["criterion_id"] == "c2")
-    assert score_log["old_value"] is None and score_log["new_value"] == "7.5"
-    assert score_log["cell"].startswith("Summary!") and score_log["workbook_sha256"] == \
-        s1.workbook_sha256
+    score = next(d for d in log if d.criterion_id == "c2")
+    assert score.field == "score" and score.value == "7.5" and score.ai_basis is not None
+    assert score.cell.startswith("Summary!") and score.workbook_sha256 == s1.workbook_sha256
 
     before = _overrides(synth.store)
     s2 = import_workbook(synth.store, path)
     assert (s2.applied, s2.unchanged) == (0, 5)
     assert _overrides(synth.store) == before
-    assert synth.store.conn.execute("SELECT COUNT(*) FROM review_log").fetchone()[0] == 5
+    assert len(_log(synth.store)) == 5  # nothing appended by the second import
 
 
 def test_clearing_a_teacher_score_restores_the_ai_score(synth: SyntheticRun,
@@ -106,8 +112,9 @@ def test_clearing_a_teacher_score_restores_the_ai_score(synth: SyntheticRun,
     s = import_workbook(synth.store, tmp_path / "cleared.xlsx")
     assert s.applied == 1
     assert ("s00002", "c2") not in {(o[0], o[1]) for o in _overrides(synth.store)}
-    last = synth.store.conn.execute("SELECT * FROM review_log ORDER BY id DESC").fetchone()
-    assert (last["old_value"], last["new_value"]) == ("7.5", None)
+    history = [d.value for d in synth.store.decisions()["s00002"]
+               if d.criterion_id == "c2" and d.field == "score"]
+    assert history == ["7.5", None]  # append-only: the cleared value is a new decision
 
 
 @pytest.mark.parametrize(("header", "value", "needle"), [
@@ -169,7 +176,7 @@ def test_workbook_meta_points_at_its_store(synth: SyntheticRun, tmp_path: Path) 
     assert meta.run_id == synth.run_id
     assert meta.db_path == (tmp_path / "db.sqlite").resolve()
     with open_store_for(tmp_path / "out" / "review.xlsx") as store:
-        assert store.run(synth.run_id)["class_dir"] == "/classes/essay1"
+        assert store.run(synth.run_id).class_dir == "/classes/essay1"
     with pytest.raises(ReviewImportError, match="does not exist"):
         open_store_for(tmp_path / "out" / "review.xlsx", tmp_path / "nope.sqlite")
 

@@ -45,14 +45,15 @@ def test_review_carried_into_rerun(fake_gemini: FakeGemini, tmp_path: Path,
     (class_dir / "s0001.txt").write_text("A resubmitted answer: binary encoding.")
     invoke(*run)  # s0000 and s0002 reused, s0001 graded again
 
-    with sqlite3.connect(db) as conn:
-        last = conn.execute("SELECT MAX(id) FROM runs").fetchone()[0]
-        carried = conn.execute("SELECT student_id, criterion_id, teacher_score FROM overrides"
-                               " WHERE run_id=?", (last,)).fetchall()
-        comments = conn.execute("SELECT student_id, teacher_comment FROM reviews"
-                                " WHERE run_id=?", (last,)).fetchall()
-    assert carried == [("s0000", "reasons", 0.5)]
-    assert comments == [("s0000", "checked s0000")]
+    # grades.csv of the new run: s0000 keeps the teacher's score (same submission, same AI
+    # score); s0001 resubmitted, so its decision no longer applies
+    with (out / "grades.csv").open(newline="", encoding="utf-8") as fh:
+        table = {r["student_id"]: r for r in csv.DictReader(fh)}
+    assert float(table["s0000"]["final_reasons"]) == 0.5
+    assert table["s0000"]["ai_reasons"] != "0.5"
+    assert table["s0001"]["final_reasons"] == table["s0001"]["ai_reasons"]
+    with sqlite3.connect(db) as conn:  # nothing was copied: decisions belong to the student
+        assert conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 4
 
     # the new run's export uses the carried teacher score; the resubmitted one is the AI's
     output = invoke("export", str(out), "--format", "csv", "--db", str(db))

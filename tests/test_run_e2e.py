@@ -60,17 +60,18 @@ def test_sample_class_end_to_end(gemini_env: FakeGemini, tmp_path: Path) -> None
     assert all(reason for s, reason in statuses if s == "flagged")
     reasons = {reason for _, reason in statuses}
     assert {"empty", "binary"} <= reasons
-    # totals are computed by code: the CSV total is the sum of the criterion columns
-    crit_ids = [c for c in table[0] if c not in
-                {"student_id", "name", "status", "total", "max_total", "percent", "flags"}]
+    # totals are computed by code: each CSV total is the sum of its criterion columns, AI and final
+    crit_ids = [c[3:] for c in table[0] if c.startswith("ai_") and c != "ai_total"]
+    assert crit_ids and all(f"final_{c}" in table[0] for c in crit_ids)
     for r in table:
-        if r["total"]:
-            assert float(r["total"]) == pytest.approx(sum(float(r[c]) for c in crit_ids))
-    # usage and model version are stored for every attempt
-    assert rows(db, "SELECT COUNT(*) FROM attempts WHERE prompt_tokens = 0 AND error IS NULL"
-                ) == [(0,)]
-    assert rows(db, "SELECT COUNT(*) FROM attempts WHERE model_version IS NULL AND error IS NULL"
-                ) == [(0,)]
+        for kind in ("ai", "final"):
+            if r[f"{kind}_total"]:
+                assert float(r[f"{kind}_total"]) == pytest.approx(
+                    sum(float(r[f"{kind}_{c}"]) for c in crit_ids))
+    # usage and model version are stored for every answered attempt
+    assert rows(db, "SELECT COUNT(*) FROM attempts WHERE state IN ('answered', 'stored')"
+                " AND (prompt_tokens = 0 OR model_version IS NULL)") == [(0,)]
+    assert rows(db, "SELECT COUNT(*) FROM attempts WHERE state != 'stored'") == [(0,)]
     # the API key never lands in the store
     assert b"test-key-not-secret" not in db.read_bytes()
 
@@ -91,8 +92,10 @@ def test_rerun_skips_stored_grades_and_regrade_forces(gemini_env: FakeGemini,
     assert billed(gemini_env) == calls + 1
     run_cli("run", str(class_dir), "--db", str(db), "--regrade", "--out", str(tmp_path / "o"))
     assert billed(gemini_env) == calls + 1 + 6
-    # one grade per (content, rubric, prompts, model): regrade replaced, never duplicated
-    assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT grade_key) FROM grades") == [(7, 7)]
+    # a regrade adds versions and deletes none: every run still points at its own grades
+    assert rows(db, "SELECT COUNT(*) FROM grades") == [(6 + 1 + 6,)]
+    assert rows(db, "SELECT COUNT(*) FROM outcomes o LEFT JOIN grades g ON g.id = o.grade_id"
+                " WHERE g.id IS NULL") == [(0,)]
 
 
 def test_blocked_invalid_and_reask(gemini_env: FakeGemini, tmp_path: Path) -> None:
@@ -108,13 +111,12 @@ def test_blocked_invalid_and_reask(gemini_env: FakeGemini, tmp_path: Path) -> No
     assert got["safety"] == "blocked_safety"
     assert got["broken"] == "invalid_output"
     assert got["once"] == "graded"
-    attempts = dict(rows(db, "SELECT s.student_id, COUNT(*) FROM attempts a JOIN submissions s"
-                             " ON s.id = a.submission_id GROUP BY s.student_id"))
+    attempts = dict(rows(db, "SELECT student_id, COUNT(*) FROM attempts GROUP BY student_id"))
     assert attempts["once"] == 2 and attempts["broken"] == 2 and attempts["safety"] == 1
-    # the raw invalid response is kept
-    raw = rows(db, "SELECT response_text FROM attempts a JOIN submissions s ON"
-                   " s.id = a.submission_id WHERE s.student_id = 'broken'")
-    assert all(r[0] for r in raw)
+    # both raw invalid responses are kept in the response ledger
+    raw = rows(db, "SELECT r.text FROM attempts a JOIN responses r ON r.request_hash ="
+                   " a.request_hash WHERE a.student_id = 'broken'")
+    assert len(raw) == 2 and all(r[0] for r in raw)
 
 
 def test_transient_faults_still_grade_everyone(gemini_env: FakeGemini, tmp_path: Path) -> None:

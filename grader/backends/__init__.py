@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Backend, create, names, register
+from .base import AcceptsMedia, Backend, create, media_types, names, register
 
 
 def _gemini() -> object:
@@ -27,4 +27,4 @@ register("gemini", _gemini)  # type: ignore[arg-type]
 register("vertex", _vertex)  # type: ignore[arg-type]
 register("local", _local)  # type: ignore[arg-type]
 
-__all__ = ["Backend", "create", "names", "register"]
+__all__ = ["AcceptsMedia", "Backend", "create", "media_types", "names", "register"]

@@ -2,6 +2,10 @@
 
 A backend turns a `GradeRequest` into a `GradeResponse`. Retries, quota and timeouts are the
 backend's business (it knows its service's error format); validation and storage are not.
+
+Beyond the three methods, a backend may offer optional capabilities, declared as protocols that
+callers check with `isinstance` (in the manner of simonw/llm's `attachment_types`), never by
+catching an exception: `AcceptsMedia` (which inline media it can read).
 """
 
 from __future__ import annotations
@@ -28,6 +32,18 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Release the shared client / model."""
         ...
+
+
+@runtime_checkable
+class AcceptsMedia(Protocol):
+    """The backend can read these inline media types (images, PDFs) besides text."""
+
+    media_types: ClassVar[frozenset[str]]
+
+
+def media_types(backend: object) -> frozenset[str]:
+    """The media a backend reads; none for a backend without the capability."""
+    return backend.media_types if isinstance(backend, AcceptsMedia) else frozenset()
 
 
 BackendFactory = Callable[..., Backend]

@@ -30,6 +30,9 @@ from ..settings import DEFAULT_GEMINI_MODEL, Settings
 T = TypeVar("T")
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# A streak of connection failures must also last this long before the run stops: a burst of
+# resets on every open connection at once (a proxy restarting) is retried, not fatal.
+UNREACHABLE_AFTER_S = 10.0
 _OK_FINISH = frozenset({"STOP", "FINISH_REASON_UNSPECIFIED"})
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
@@ -67,11 +70,20 @@ class GeminiBackend:
     name: ClassVar[str] = "gemini"
     vertexai: ClassVar[bool] = False
     api_version: ClassVar[str] = "v1beta"
+    # Inline media Gemini reads (GIF is refused by the API; extraction converts nothing).
+    media_types: ClassVar[frozenset[str]] = frozenset(
+        {"image/png", "image/jpeg", "image/webp", "application/pdf"})
 
     def __init__(self, settings: Settings, *, credentials: Any = None,
                  quota: Quota | None = None, backoff_base_s: float = 1.0,
                  backoff_cap_s: float = 60.0):
         self.settings = settings
+        # Connection failures in a row, across all concurrent calls, and when the streak began:
+        # past `max_connection_failures` over at least UNREACHABLE_AFTER_S the service is
+        # unreachable, and the run stops with one message instead of retrying every student.
+        self._conn_failures = 0
+        self._conn_down_since = 0.0
+        self.on_retry: Callable[[BackendError], None] | None = None
         self.model = settings.model or DEFAULT_GEMINI_MODEL
         self.quota = quota if quota is not None else Quota(settings.rpm, settings.tpm)
         self.backoff_base_s = backoff_base_s
@@ -99,8 +111,8 @@ class GeminiBackend:
         return genai.Client(vertexai=False, api_key=key, http_options=http_options)
 
     def _auth_fix(self) -> str:
-        return ("check GEMINI_API_KEY (or GOOGLE_API_KEY / --api-key): it must be set and be a "
-                "valid Gemini API key from https://aistudio.google.com/apikey")
+        return ("check GEMINI_API_KEY (or GOOGLE_API_KEY): it must be set and be a valid Gemini "
+                "API key from https://aistudio.google.com/apikey")
 
     # --- Backend protocol -----------------------------------------------------------------------
     async def generate(self, request: GradeRequest) -> GradeResponse:
@@ -219,17 +231,43 @@ class GeminiBackend:
         retries = 0
         while True:
             try:
-                return await call(), retries
+                result = await call()
             except Exception as e:
                 err = self._classify(e, what)
                 if err is None:
                     raise
+                err.retries = retries
+                if err.status is None and err.transient:  # the service was not reached at all
+                    if not self._conn_failures:
+                        self._conn_down_since = time.monotonic()
+                    self._conn_failures += 1
+                    if (self._conn_failures >= self.settings.max_connection_failures
+                            and time.monotonic() - self._conn_down_since
+                            >= UNREACHABLE_AFTER_S):
+                        raise self._unreachable(err) from e
                 if not err.transient or retries >= self.settings.max_retries:
                     if err.transient:
                         err = self._give_up(err, retries)
                     raise err from e
+                if self.on_retry is not None:
+                    self.on_retry(err)
                 await asyncio.sleep(self._backoff(retries, err.retry_after))
                 retries += 1
+            else:
+                self._conn_failures = 0
+                return result, retries
+
+    def _unreachable(self, err: BackendError) -> BackendError:
+        n = self._conn_failures
+        return BackendError(
+            f"cannot reach the {self.name} API: {n} connection attempts in a row failed "
+            f"(last: {err.message})",
+            fix=f"check the network connection{self._endpoint_hint()}, then run the same "
+            "command again: finished grades are kept and nothing is paid twice",
+            transient=False, run_wide=True)
+
+    def _endpoint_hint(self) -> str:
+        return (f" and GOOGLE_GEMINI_BASE_URL (now {self.base_url})" if self.base_url else "")
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Full jitter: uniform(0, min(cap, base * 2^attempt)); the server's delay is a floor."""
@@ -245,14 +283,13 @@ class GeminiBackend:
         if isinstance(e, httpx2.TimeoutException | asyncio.TimeoutError):
             return BackendError(
                 f"{self.name} {what} timed out after {self.settings.timeout_s:g} s",
-                fix="raise --timeout-s, or lower --concurrency if the service is overloaded",
+                fix="raise --timeout, or lower --concurrency if the service is overloaded",
                 transient=True, status=408)
         if isinstance(e, httpx2.TransportError):
             return BackendError(
                 f"cannot reach the {self.name} API at {self.base_url or 'the default endpoint'}: "
                 f"{type(e).__name__}: {e}",
-                fix="check your network connection and GOOGLE_GEMINI_BASE_URL / --base-url",
-                transient=True)
+                fix=f"check your network connection{self._endpoint_hint()}", transient=True)
         if isinstance(e, auth_errors.TransportError):
             return BackendError(f"{self.name}: cannot refresh Google credentials: {e}",
                                 fix="check your network connection", transient=True)
@@ -275,23 +312,24 @@ class GeminiBackend:
             return BackendError(head, fix=fix, transient=True, status=code,
                                 retry_after=retry_delay_from(e))
         text = json.dumps(e.details) if e.details else ""
-        run_wide = True
         if code in {401, 403} or "API_KEY_INVALID" in text or "API key not valid" in text:
-            fix = self._auth_fix()
-        elif code == 404:
+            return BackendError(head, fix=self._auth_fix(), status=code, run_wide=True)
+        if code == 404:
             fix = (f"check --model (now {self.model!r}; e.g. {DEFAULT_GEMINI_MODEL})"
                    + (" and --location" if self.vertexai else ""))
-        elif code == 400:
-            fix = "check --model, --max-output-tokens and --thinking-budget (request refused)"
-            run_wide = False
-        else:
-            fix = "see the message above"
-            run_wide = False
-        return BackendError(head, fix=fix, transient=False, status=code, run_wide=run_wide)
+            return BackendError(head, fix=fix, status=code, run_wide=True)
+        # Any other 4xx refuses this one request (too large, unreadable media, ...): the student
+        # is flagged request_rejected and the class goes on.
+        return BackendError(
+            head, status=code, rejected=400 <= code < 500,
+            fix="look at this student's files; after a fix, rerun with --retry-flagged "
+            "request_rejected (a changed --max-output-tokens or --thinking-budget is retried "
+            "on its own)")
 
     def _give_up(self, err: BackendError, retries: int) -> BackendError:
         return BackendError(f"{err.message} (gave up after {retries} retries)", fix=err.fix,
-                            transient=True, status=err.status, retry_after=err.retry_after)
+                            transient=True, status=err.status, retry_after=err.retry_after,
+                            retries=retries)
 
 
 class VertexBackend(GeminiBackend):

@@ -39,7 +39,6 @@ MAX_ARRAY_ITEMS = 3
 # llama.cpp grammars do not enforce minimum/maximum on numbers: a continuous score range becomes
 # the enum of its half points (what the prompt allows) when that list is short enough.
 MAX_SCORE_STEPS = 400
-UNSUPPORTED_MEDIA = "UNSUPPORTED_MEDIA"
 # Fallback when a GGUF has no chat template: ChatML, which most small instruct models use.
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -111,14 +110,6 @@ def student_text(parts: tuple[Part, ...]) -> tuple[str, int]:
             media += 1
             pieces.append(media_note(part))
     return "\n".join(pieces), media
-
-
-def has_student_text(parts: tuple[Part, ...]) -> bool:
-    """Whether anything but media was handed in: the text between the <submission> markers
-    (the whole text when the prompt template has no markers) is not blank."""
-    text = "\n".join(p.text or "" for p in parts if p.is_text)
-    fenced = re.search(r"<submission>(.*?)</submission>", text, re.DOTALL)
-    return bool((fenced.group(1) if fenced else text).strip())
 
 
 @dataclass
@@ -258,13 +249,8 @@ class LocalBackend:
     # ----- Backend protocol -----------------------------------------------------------------
 
     async def generate(self, request: GradeRequest) -> GradeResponse:
-        if not has_student_text(request.student_parts) and any(
-            not p.is_text for p in request.student_parts
-        ):
-            return GradeResponse(
-                text=None, finish_reason=UNSUPPORTED_MEDIA, blocked_reason=UNSUPPORTED_MEDIA,
-                model_version=self.model_version,
-            )
+        """Media parts become a note (a text model cannot see them); the pipeline does not send
+        a media-only submission here at all (this backend lacks the `AcceptsMedia` capability)."""
         return await self._run(lambda: self._generate(request))
 
     def _generate(self, request: GradeRequest) -> GradeResponse:

@@ -23,7 +23,7 @@ from openpyxl.worksheet.datavalidation import DataValidation
 from .._escape import escape_text
 from ..final import FinalStudent
 from ..rubric import Criterion, Rubric
-from ..store import Store
+from ..store import Run, Store
 from .stats import CriterionStats
 
 SUMMARY, FEEDBACK, CRITERIA, META = "Summary", "Feedback", "Criteria", "_grader_meta"
@@ -48,10 +48,10 @@ def final_header(cid: str) -> str:
     return f"Final: {cid}"
 
 
-def run_token(run: Any) -> str:
+def run_token(run: Run) -> str:
     """A fingerprint of the run a workbook was written for (id alone repeats across stores)."""
-    raw = "|".join(str(run[k]) for k in ("id", "started_at", "class_dir", "rubric_hash",
-                                        "prompt_hash", "schema_hash", "model"))
+    raw = "|".join(str(getattr(run, k)) for k in (
+        "id", "started_at", "class_dir", "rubric_hash", "prompt_hash", "schema_hash", "model"))
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
@@ -254,16 +254,16 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 2)
 
 
-def _meta(wb: Workbook, run: Any, rubric: Rubric, db_path: str) -> None:
+def _meta(wb: Workbook, run: Run, rubric: Rubric, db_path: str) -> None:
     ws = wb.create_sheet(META)
     ws.sheet_state = "hidden"
     rows = [
-        ("format_version", FORMAT_VERSION), ("run_id", int(run["id"])),
-        ("run_token", run_token(run)), ("started_at", run["started_at"]),
-        ("rubric_hash", run["rubric_hash"]), ("prompt_hash", run["prompt_hash"]),
-        ("schema_hash", run["schema_hash"]), ("model", run["model"]),
+        ("format_version", FORMAT_VERSION), ("run_id", run.id),
+        ("run_token", run_token(run)), ("started_at", run.started_at),
+        ("rubric_hash", run.rubric_hash), ("prompt_hash", run.prompt_hash),
+        ("schema_hash", run.schema_hash), ("model", run.model),
         ("criteria", ",".join(c.id for c in rubric.all_criteria)),
-        ("class_dir", run["class_dir"]), ("db_path", db_path),
+        ("class_dir", run.class_dir), ("db_path", db_path),
         ("generated_at", datetime.now(UTC).isoformat(timespec="seconds")),
         ("note", "Written by grader; used by `grade review import` to match this file to its run."),
     ]

@@ -8,7 +8,6 @@ One compiled template renders all student pages (10k pages in a few seconds).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from .. import __version__
 from ..final import FinalStudent
 from ..rubric import Rubric
-from ..store import Store
+from ..store import Run, Store
 from .stats import (
     Agreement,
     Bin,
@@ -37,14 +36,6 @@ from .stats import (
 
 TEMPLATES = Path(__file__).parent / "templates"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def _run_settings(run: Any) -> dict[str, Any]:
-    try:
-        settings = json.loads(run["settings_json"] or "{}")
-    except (KeyError, IndexError, TypeError, ValueError):
-        return {}
-    return settings if isinstance(settings, dict) else {}
 
 
 def environment() -> Environment:
@@ -99,10 +90,10 @@ def _row(s: FinalStudent) -> dict[str, Any]:
             "flagged": s.flagged, "flags": r.flags, "review_status": s.review_status}
 
 
-def _wall_time(run: Any) -> str:
+def _wall_time(run: Run) -> str:
     try:
-        start = datetime.fromisoformat(run["started_at"])
-        end = datetime.fromisoformat(run["finished_at"]) if run["finished_at"] else None
+        start = datetime.fromisoformat(run.started_at)
+        end = datetime.fromisoformat(run.finished_at) if run.finished_at else None
     except (TypeError, ValueError):
         return "–"
     if end is None:
@@ -131,9 +122,9 @@ def render_report(env: Environment, store: Store, run_id: int, rubric: Rubric,
     bands = [(name, band_counts.get(name, 0)) for name, _ in
              sorted(rubric.grade_bands.items(), key=lambda kv: -kv[1])]
     rows = [_row(s) for s in students]
-    cost = cost_usd(run["model"], usage, _run_settings(run).get("price_per_mtok"))
+    cost = cost_usd(run.model, usage, run.settings.get("price_per_mtok"))
     return env.get_template("report.html.j2").render(
-        rubric=rubric, run=dict(run), usage=usage, cost=cost,
+        rubric=rubric, run=run, usage=usage, cost=cost,
         wall_time=_wall_time(run), generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         counts={"students": len(students),
                 "graded": sum(1 for s in students if s.result.status == "graded"),

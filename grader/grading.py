@@ -1,0 +1,156 @@
+"""Grading policy: what to do with what came back. Pure functions, no I/O.
+
+`decide()` takes the replies for one student so far and says either "re-ask once with these
+turns" or the final `Verdict` (scores, totals computed by code, flags). The online worker pool,
+the batch collector and the local backend all call it, so a reply is judged the same way
+whichever path it came by; retries, quota, the ledger and storage stay outside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from . import schema
+from .request import Turn
+from .rubric import Rubric
+from .store import CriterionRow, FlagRow
+
+# Flags that say something about the input but leave a valid grade standing (status stays
+# "graded"; the student still needs a look before export).
+INFO_FLAGS = frozenset({"identical_to", "partial_submission", "truncated"})
+# Flags a different generation config (output-token cap, thinking) may cure: a rerun with a
+# changed config grades these students again without --retry-flagged.
+CONFIG_SENSITIVE = frozenset({"blocked_max_tokens", "request_rejected"})
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A model reply, from the backend or from the response ledger."""
+
+    text: str | None
+    finish_reason: str | None = None
+    blocked_reason: str | None = None
+    model_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What judging a reply needs; built once per run."""
+
+    rubric: Rubric
+    validator: type[BaseModel]
+    reask_prompt: Callable[[str], str]
+    max_reasks: int = 1
+
+
+@dataclass(frozen=True)
+class Reask:
+    """Ask again: the conversation continues with these turns (it ends with a user turn)."""
+
+    history: tuple[Turn, ...]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str  # graded | flagged
+    criteria: tuple[CriterionRow, ...] = ()
+    total: float | None = None
+    percent: float | None = None
+    overall_comment: str | None = None
+    needs_review: bool = True
+    review_reason: str | None = None
+    flags: tuple[FlagRow, ...] = ()
+    model_version: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str | None:
+        """The flag that decides the student's outcome (None when cleanly graded)."""
+        blocking = [f for f in self.flags if f.reason not in INFO_FLAGS]
+        return blocking[0].reason if blocking else None
+
+    @property
+    def message(self) -> str | None:
+        blocking = [f for f in self.flags if f.reason not in INFO_FLAGS]
+        return blocking[0].message if blocking else None
+
+
+def schema_error_text(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors()[:20]:
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        lines.append(f"{loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def flagged(reason: str, message: str, *, model_version: str | None = None,
+            input_flags: Sequence[FlagRow] = ()) -> Verdict:
+    """A verdict with no usable AI grade."""
+    return Verdict(status="flagged", needs_review=True, review_reason=message,
+                   flags=(FlagRow(reason, message), *input_flags), model_version=model_version)
+
+
+def blocked(reply: Reply, input_flags: Sequence[FlagRow] = ()) -> Verdict:
+    why = reply.blocked_reason or "EMPTY"
+    if why == "UNSUPPORTED_MEDIA":
+        msg = ("the submission is only images/scanned pages and this model cannot read them;"
+               " grade it by hand or with --backend gemini")
+    else:
+        msg = (f"the model returned no usable output (finish reason {why}); grade this student"
+               " by hand, or rerun with --retry-flagged after checking it")
+    return flagged(f"blocked_{why.lower()}", msg, model_version=reply.model_version,
+                   input_flags=input_flags)
+
+
+def rejected(message: str, input_flags: Sequence[FlagRow] = ()) -> Verdict:
+    """The service refused this one request (a deterministic 4xx): flag it, do not fail it."""
+    return flagged("request_rejected", f"the service refused the request: {message}",
+                   input_flags=input_flags)
+
+
+def graded(rubric: Rubric, result: schema.ModelGrade, model_version: str | None,
+           input_flags: Sequence[FlagRow] = ()) -> Verdict:
+    """A valid reply: scores in rubric order, totals computed here (never by the model)."""
+    rows = []
+    for c in rubric.all_criteria:
+        r = result.criteria[c.id]
+        rows.append(CriterionRow(c.id, r.score, c.max_points, r.justification, r.evidence,
+                                 r.feedback))
+    total = sum(r.score for r in rows)
+    flags: list[FlagRow] = []
+    if result.needs_review:
+        flags.append(FlagRow("needs_review",
+                             result.review_reason or "the model asked for a human review"))
+    flags.extend(input_flags)
+    return Verdict(
+        status="flagged" if result.needs_review else "graded", criteria=tuple(rows),
+        total=total, percent=round(100.0 * total / rubric.max_total, 2),
+        overall_comment=result.overall_comment, needs_review=bool(result.needs_review),
+        review_reason=result.review_reason or None, flags=tuple(flags),
+        model_version=model_version)
+
+
+def decide(policy: Policy, replies: Sequence[Reply],
+           input_flags: Sequence[FlagRow] = ()) -> Verdict | Reask:
+    """Judge the latest reply: a verdict, or one re-ask quoting the validation errors."""
+    reply = replies[-1]
+    version = next((r.model_version for r in reversed(replies) if r.model_version), None)
+    if reply.text is None:
+        return blocked(Reply(None, reply.finish_reason, reply.blocked_reason, version),
+                       input_flags)
+    try:
+        result = schema.parse_with(policy.validator, reply.text)
+    except ValidationError as err:
+        if len(replies) <= policy.max_reasks:
+            first = replies[0].text or ""
+            return Reask((Turn(role="model", text=first),
+                          Turn(role="user", text=policy.reask_prompt(schema_error_text(err)))))
+        msg = ("the model's output did not match the rubric's schema twice: "
+               + schema_error_text(err).replace("\n", "; ")
+               + " (raw responses are kept in the store's responses table)")
+        return flagged("invalid_output", msg, model_version=version, input_flags=input_flags)
+    return graded(policy.rubric, result, version, input_flags)

@@ -1,0 +1,147 @@
+"""The call ledger: every model call of a run goes through `CallLedger.call`, which makes sure a
+request is paid for at most once.
+
+- A request is identified by the hash of its canonical form as sent (model, static prefix, the
+  student's parts, history, schema, generation config), salted with the sample index and the
+  run's epoch. If the response ledger already holds a reply for that hash, it is reused.
+- Two students with byte-identical requests in one run share one call (single flight).
+- The attempt is committed as `sent` before the request leaves, and the reply is committed the
+  moment it arrives, before anything else is done with it. After a crash, a reply that arrived
+  is never bought again, and `grade status` lists what was sent but never answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backends import Backend
+from .errors import BackendError
+from .grading import Reply
+from .request import GradeRequest, GradeResponse, Usage
+from .store import Answer, RequestRecord, Store
+
+# Test-only fault hook: SIGKILL this process right after the Nth reply is committed, to prove
+# that a rerun pays nothing for it (tests/test_paid_once.py).
+KILL_AFTER_REPLY_ENV = "GRADER_TEST_KILL_AFTER_REPLY"
+
+
+def sha256(*pieces: str | bytes) -> str:
+    h = hashlib.sha256()
+    for p in pieces:
+        h.update(p.encode("utf-8") if isinstance(p, str) else p)
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def prefix_hash(model: str, system: str, static_prefix: str, schema: dict[str, Any]) -> str:
+    """What every request of a run shares, hashed once per run."""
+    return sha256("prefix/1", model, system, static_prefix,
+                  json.dumps(schema, sort_keys=True, separators=(",", ":")))
+
+
+def describe(req: GradeRequest, prefix: str, salt: str) -> RequestRecord:
+    """The request as sent, in canonical form, and its ledger key."""
+    parts: list[dict[str, Any]] = []
+    for p in req.student_parts:
+        if p.text is not None:
+            parts.append({"text": p.text})
+        else:
+            data = p.data or b""
+            parts.append({"mime_type": p.mime_type, "bytes": len(data),
+                          "sha256": hashlib.sha256(data).hexdigest()})
+    body = {"model": req.model, "prefix": prefix, "parts": parts,
+            "history": [[t.role, t.text] for t in req.history],
+            "config": req.generation_config()}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return RequestRecord(hash=sha256("request/1", canonical, salt), prefix_hash=prefix,
+                         model=req.model, body=body)
+
+
+def salt(sample: int, epoch: int) -> str:
+    return f"sample={sample};epoch={epoch}"
+
+
+@dataclass(frozen=True)
+class Called:
+    reply: Reply
+    attempt_id: int | None  # None: reused (from the ledger or another student's call)
+
+
+@dataclass
+class Counters:
+    calls: int = 0
+    reused: int = 0
+    retries: int = 0
+    usage: Usage = field(default_factory=Usage)
+
+
+class CallLedger:
+    """One per run; used from the event-loop thread only."""
+
+    def __init__(self, store: Store, backend: Backend, run_id: int):
+        self.store, self.backend, self.run_id = store, backend, run_id
+        self.counters = Counters()
+        self._inflight: dict[str, asyncio.Future[Reply]] = {}
+        self._kill_after = int(os.environ.get(KILL_AFTER_REPLY_ENV) or 0)
+        self._answered = 0
+
+    async def call(self, req: GradeRequest, record: RequestRecord, *, student_id: str,
+                   submission_id: int, sample: int, n: int) -> Called:
+        stored = self.store.response_for(record.hash)
+        if stored is not None:
+            self.counters.reused += 1
+            return Called(Reply(stored.text, stored.finish_reason, stored.blocked_reason,
+                                stored.model_version), None)
+        pending = self._inflight.get(record.hash)
+        if pending is not None:  # an identical request is on its way: share its reply
+            reply = await asyncio.shield(pending)
+            self.counters.reused += 1
+            return Called(reply, None)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._inflight[record.hash] = future
+        try:
+            attempt_id = self.store.begin_attempt(
+                run_id=self.run_id, student_id=student_id, submission_id=submission_id,
+                request=record, sample=sample, n=n)
+            try:
+                resp = await self.backend.generate(req.model_copy(update={"key": record.hash}))
+            except BackendError as e:
+                self.store.fail_attempt(attempt_id, error=e.render(), status=e.status,
+                                        retries=e.retries, latency_ms=0.0)
+                raise
+            self._keep(attempt_id, record.hash, resp)
+            reply = Reply(resp.text, resp.finish_reason, resp.blocked_reason, resp.model_version)
+            future.set_result(reply)
+            return Called(reply, attempt_id)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # retrieved here: waiters (if any) re-raise it themselves
+            raise
+        finally:
+            del self._inflight[record.hash]
+
+    def _keep(self, attempt_id: int, request_hash: str, resp: GradeResponse) -> None:
+        """Commit the reply before anything else happens to it."""
+        u = resp.usage
+        self.store.answer_attempt(attempt_id, request_hash, Answer(
+            text=resp.text, finish_reason=resp.finish_reason,
+            blocked_reason=resp.blocked_reason, model_version=resp.model_version, raw=resp.raw,
+            prompt_tokens=u.prompt_tokens, output_tokens=u.output_tokens,
+            thinking_tokens=u.thinking_tokens, cached_tokens=u.cached_tokens,
+            latency_ms=resp.latency_ms, retries=resp.retries))
+        self._answered += 1
+        if self._kill_after and self._answered >= self._kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        c = self.counters
+        c.calls += 1
+        c.retries += resp.retries
+        c.usage = c.usage + u
