@@ -49,6 +49,20 @@ class RunLock:
             return None
         return Holder(data.get("pid"), str(data.get("command", "")), str(data.get("since", "")))
 
+    def held(self) -> bool:
+        """Whether a live process holds the lock (probed without taking it)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops a shared lock we may have taken
+        return False
+
     def try_acquire(self) -> bool:
         if self._fd is not None:
             return True

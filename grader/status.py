@@ -28,10 +28,12 @@ def class_status(class_dir: Path, settings: Settings) -> str:
             flags.update(f.reason for f in r.flags)
         usage = store.usage(run.id)
         state = run.status
-        holder = RunLock(path).holder()
+        lock = RunLock(path)
+        alive = lock.held()
         if run.status == "running":
-            state = (f"running now ({holder.describe()})" if holder
-                     else "running, or killed before it could say so")
+            holder = lock.holder()
+            state = (f"running now ({holder.describe() if holder else 'another process'})"
+                     if alive else "running, or killed before it could say so")
         lines = [
             f"store: {path}",
             f"runs: {len(store.runs())}; grade versions stored: {store.grade_count()}",
@@ -44,7 +46,7 @@ def class_status(class_dir: Path, settings: Settings) -> str:
         ]
         if flags:
             lines.append("flags: " + ", ".join(f"{k} {v}" for k, v in flags.most_common()))
-        lost = store.unanswered(key)
+        lost = store.unanswered(key, include_running=not alive)
         if lost:
             who = ", ".join(sorted({u.student_id or "?" for u in lost}))
             lines.append(

@@ -540,10 +540,14 @@ class Store:
             " latency_ms=? WHERE id=?", (error, status, retries, latency_ms, attempt_id))
 
     @_mapped
-    def unanswered(self, class_dir: str | None = None) -> list[Unanswered]:
-        """Attempts sent by runs that are no longer running and never answered."""
+    def unanswered(self, class_dir: str | None = None, *,
+                   include_running: bool = False) -> list[Unanswered]:
+        """Attempts sent by runs that are over and never answered. `include_running`: count runs
+        still marked running too (the caller knows no process holds the store)."""
         sql = ("SELECT a.id, a.run_id, a.student_id, a.sent_at FROM attempts a"
-               " JOIN runs r ON r.id = a.run_id WHERE a.state='sent' AND r.status != 'running'")
+               " JOIN runs r ON r.id = a.run_id WHERE a.state='sent'")
+        if not include_running:
+            sql += " AND r.status != 'running'"
         args: tuple[Any, ...] = ()
         if class_dir is not None:
             sql += " AND r.class_dir=?"

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from grader._escape import unescape_text
+from grader.final import finals
 from grader.reports import write_reports
 from grader.review import ReviewImportError, import_workbook, open_store_for, workbook_meta
-from grader.final import finals
 from grader.store import Decision, Store
 
 from _synthetic import SyntheticRun, build, require_tool

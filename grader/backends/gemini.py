@@ -33,6 +33,7 @@ RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # A streak of connection failures must also last this long before the run stops: a burst of
 # resets on every open connection at once (a proxy restarting) is retried, not fatal.
 UNREACHABLE_AFTER_S = 10.0
+CONNECT_BACKOFF_CAP_S = 2.0
 _OK_FINISH = frozenset({"STOP", "FINISH_REASON_UNSPECIFIED"})
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
@@ -244,24 +245,28 @@ class GeminiBackend:
                     if (self._conn_failures >= self.settings.max_connection_failures
                             and time.monotonic() - self._conn_down_since
                             >= UNREACHABLE_AFTER_S):
-                        raise self._unreachable(err) from e
+                        raise self._unreachable(e) from e
                 if not err.transient or retries >= self.settings.max_retries:
                     if err.transient:
                         err = self._give_up(err, retries)
                     raise err from e
                 if self.on_retry is not None:
                     self.on_retry(err)
-                await asyncio.sleep(self._backoff(retries, err.retry_after))
+                # no server load to spare when it was not reached: retry soon, so an outage is
+                # recognised within seconds rather than behind one long backoff
+                cap = CONNECT_BACKOFF_CAP_S if err.status is None else self.backoff_cap_s
+                await asyncio.sleep(self._backoff(retries, err.retry_after, cap))
                 retries += 1
             else:
                 self._conn_failures = 0
                 return result, retries
 
-    def _unreachable(self, err: BackendError) -> BackendError:
-        n = self._conn_failures
+    def _unreachable(self, cause: Exception) -> BackendError:
+        n, secs = self._conn_failures, time.monotonic() - self._conn_down_since
         return BackendError(
-            f"cannot reach the {self.name} API: {n} connection attempts in a row failed "
-            f"(last: {err.message})",
+            f"cannot reach the {self.name} API at {self.base_url or 'the default endpoint'}: "
+            f"{n} connection attempts in a row failed over {secs:.0f} s (last: "
+            f"{type(cause).__name__}: {cause})",
             fix=f"check the network connection{self._endpoint_hint()}, then run the same "
             "command again: finished grades are kept and nothing is paid twice",
             transient=False, run_wide=True)
@@ -269,9 +274,9 @@ class GeminiBackend:
     def _endpoint_hint(self) -> str:
         return (f" and GOOGLE_GEMINI_BASE_URL (now {self.base_url})" if self.base_url else "")
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+    def _backoff(self, attempt: int, retry_after: float | None, cap: float) -> float:
         """Full jitter: uniform(0, min(cap, base * 2^attempt)); the server's delay is a floor."""
-        jitter = random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** attempt))
+        jitter = random.uniform(0, min(cap, self.backoff_base_s * 2 ** attempt))
         if retry_after is not None:
             return retry_after + min(jitter, 0.1 * retry_after + 0.05)
         return jitter

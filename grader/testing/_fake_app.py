@@ -7,6 +7,7 @@ with `FakeApp.route(...)`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ._fake_content import Prompt, answer_text, estimate_tokens, read_prompt
+from ._fake_content import THINK_HARD_TOKENS, Prompt, answer_text, estimate_tokens, read_prompt
 from ._fake_state import FakeState
 
 STATUS_NAMES = {
@@ -236,19 +237,23 @@ class FakeApp:
             return error_reply(504, "Deadline expired before operation could complete.")
         if fault in _SERVER_ERRORS:
             return error_reply(int(fault), _SERVER_ERRORS[fault])
-        if call.client_gone():
-            # The caller timed out or was killed: nothing is delivered, so nothing is billed
-            # (this is what lets a resume test prove that no submission was paid twice).
-            return error_reply(499, "Client closed the request.")
         if fault == "malformed":
             return Reply(200, b'{"candidates": [{"content": {"parts": [{"text": "{\\"cri',
                          {"Content-Type": "application/json"})
         kind = fault.upper() if fault in {"empty", "safety"} else None
         for trig in ("SAFETY", "RECITATION", "MAX_TOKENS", "EMPTY", "INVALID_JSON",
-                     "INVALID_ONCE", "PROMPT_BLOCKED"):
+                     "INVALID_ONCE", "PROMPT_BLOCKED", "THINK_HARD"):
             if kind is None and trig in prompt.triggers:
                 kind = trig
-        return json_reply(200, self._response(body, prompt, model, vertex, kind, cached))
+        resp = self._response(body, prompt, model, vertex, kind, cached)
+        if call.client_gone():
+            # The caller timed out or was killed: nothing is delivered, so nothing is billed
+            # (this is what lets a resume test prove that no submission was paid twice). The
+            # check comes last, so only a reply on its way out when the client dies is billed.
+            return error_reply(499, "Client closed the request.")
+        self.state.bill(prompt.key, hashlib.sha256(
+            json.dumps(body, sort_keys=True).encode()).hexdigest(), resp["usageMetadata"])
+        return json_reply(200, resp)
 
     def _response(self, body: dict[str, Any], prompt: Prompt, model: str, vertex: bool,
                   kind: str | None, cached: int) -> dict[str, Any]:
@@ -267,13 +272,22 @@ class FakeApp:
             text = answer_text(prompt, schema)
             if kind == "MAX_TOKENS":
                 text, finish = text[: max(1, len(text) // 2)], "MAX_TOKENS"
+        thoughts = THINK_HARD_TOKENS if kind == "THINK_HARD" else 0
+        cap = gen.get("maxOutputTokens")
+        if text is not None and isinstance(cap, int) and \
+                thoughts + estimate_tokens(len(text)) > cap:
+            # thinking and answer share the output cap: what is left of it after thinking
+            # cuts the answer short (none at all when thinking used it up)
+            room = max(0, cap - thoughts) * 4
+            text, finish = (text[:room] or None), "MAX_TOKENS"
+            thoughts = min(thoughts, cap)
         prompt_tokens = prompt.prompt_tokens + cached
         out_tokens = estimate_tokens(len(text)) if text else 0
         usage: dict[str, int] = {
             "promptTokenCount": prompt_tokens,
             "candidatesTokenCount": out_tokens,
-            "thoughtsTokenCount": 0,
-            "totalTokenCount": prompt_tokens + out_tokens,
+            "thoughtsTokenCount": thoughts,
+            "totalTokenCount": prompt_tokens + out_tokens + thoughts,
         }
         if cached:
             usage["cachedContentTokenCount"] = cached
@@ -293,5 +307,4 @@ class FakeApp:
         resp["responseId"] = uuid.uuid4().hex[:22]
         if vertex:
             resp["createTime"] = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
-        self.state.bill(prompt.key, usage)
         return resp

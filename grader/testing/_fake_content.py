@@ -16,8 +16,11 @@ from typing import Any
 
 TRIGGERS = (
     "SAFETY", "RECITATION", "MAX_TOKENS", "EMPTY", "INVALID_JSON", "INVALID_ONCE",
-    "PROMPT_BLOCKED",
+    "PROMPT_BLOCKED", "THINK_HARD",
 )
+# Thinking tokens a THINK_HARD submission costs: they count against maxOutputTokens, as on the
+# real API, so a low output cap ends such a call with MAX_TOKENS and no answer.
+THINK_HARD_TOKENS = 3000
 _TRIGGER_RE = re.compile(r"FAKE_GEMINI:([A-Z_]+)")
 _SUBMISSION_RE = re.compile(r"<submission[^>]*>\s*(.*?)\s*</submission>", re.DOTALL)
 _REFERENCE_RE = re.compile(r"<reference_answer[^>]*>\s*(.*?)\s*</reference_answer>", re.DOTALL)

@@ -69,6 +69,7 @@ class Stats:
     by_endpoint_status: dict[str, Counter[str]] = field(default_factory=dict)
     faults: Counter[str] = field(default_factory=Counter)
     billed: Counter[str] = field(default_factory=Counter)
+    billed_requests: Counter[str] = field(default_factory=Counter)
     tokens: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -81,6 +82,7 @@ class Stats:
             "by_endpoint_status": {k: dict(v) for k, v in self.by_endpoint_status.items()},
             "faults": dict(self.faults),
             "billed_by_submission": dict(self.billed),
+            "billed_by_request": dict(self.billed_requests),
             "tokens": {k: self.tokens.get(k, 0)
                        for k in ("prompt", "candidates", "thoughts", "cached", "total")},
             "in_flight": self.in_flight,
@@ -175,9 +177,11 @@ class FakeState:
             extra = self.rng.uniform(-jitter, jitter) if jitter > 0 else 0.0
         return max(0.0, base + extra) / 1000
 
-    def bill(self, key: str, usage: dict[str, int]) -> None:
+    def bill(self, key: str, request: str, usage: dict[str, int]) -> None:
+        """Count a delivered reply: per submission text, and per request body (sha256)."""
         with self.lock:
             self.stats.billed[key] += 1
+            self.stats.billed_requests[request] += 1
             self.stats.tokens["prompt"] += usage.get("promptTokenCount", 0)
             self.stats.tokens["candidates"] += usage.get("candidatesTokenCount", 0)
             self.stats.tokens["thoughts"] += usage.get("thoughtsTokenCount", 0)

@@ -11,6 +11,7 @@ Stdlib only: one thread per connection, keep-alive, sleeps never hold a lock.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import select
 import socket
 import sys
@@ -32,6 +33,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
     timeout = 300  # idle keep-alive connections are closed after this
+    # Headers and body go out as two writes; with Nagle's algorithm on, the body would wait for
+    # the client's delayed ACK (~40 ms) before leaving. Real API front ends do not add that.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -83,7 +87,27 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, host: str, port: int, app: FakeApp):
         self.app = app
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
         super().__init__((host, port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        """Close every open client connection, as a server that goes away does."""
+        with self.connections_lock:
+            open_now = list(self.connections)
+        for conn in open_now:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hangs up between requests (a cancelled run, a killed process) is
@@ -134,10 +158,13 @@ class FakeGemini:
         return self
 
     def stop(self) -> None:
+        """Stop serving: the listening socket and every open connection are closed, so clients
+        see the connection refused or reset, as when a real server goes away."""
         self.state.stop.set()  # wake sleeping/hanging handlers
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.drop_connections()
             self._server = None
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -1,0 +1,106 @@
+"""Schema migrations: numbered, applied once each, atomic, and lossless on a store written by the
+v2 code (tests/fixtures/store_v2.sqlite, see tests/fixtures/README.md)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from grader.errors import StoreError
+from grader.final import finals
+from grader.migrations import LATEST, MIGRATIONS, Migration, apply, current_version, migrate
+from grader.store import Store
+
+FIXTURE = Path(__file__).parent / "fixtures" / "store_v2.sqlite"
+
+
+def _v2(tmp_path: Path) -> Path:
+    path = tmp_path / "store_v2.sqlite"
+    shutil.copy(FIXTURE, path)
+    return path
+
+
+def _raw(path: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return [tuple(r) for r in conn.execute(sql, args)]
+
+
+def test_fresh_store_gets_every_migration_once(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "new.sqlite", isolation_level=None)
+    assert migrate(conn) == [m.version for m in MIGRATIONS]
+    assert migrate(conn) == []  # applied once
+    names = [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY version")]
+    assert names == [m.name for m in MIGRATIONS]
+    assert current_version(conn) == LATEST
+
+
+def test_a_failing_migration_leaves_the_previous_version(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "s.sqlite", isolation_level=None)
+    migrate(conn)
+    bad = Migration(LATEST + 1, "broken", "CREATE TABLE half (x INTEGER);\nSELECT nope FROM none;")
+    with pytest.raises(sqlite3.OperationalError):
+        apply(conn, bad)
+    assert current_version(conn) == LATEST
+    assert not conn.execute("SELECT name FROM sqlite_master WHERE name='half'").fetchall()
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1  # restored
+
+
+def test_a_store_from_a_newer_grader_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    Store(path).close()
+    _raw(path, "INSERT INTO schema_migrations VALUES (?, 'future', 'x')", (LATEST + 5,))
+    with pytest.raises(StoreError, match="newer grader"):
+        Store(path)
+
+
+def test_v2_store_migrates_without_losing_a_run_grade_or_decision(tmp_path: Path) -> None:
+    path = _v2(tmp_path)
+    assert _raw(path, "SELECT MAX(version) FROM schema_migrations") == [(2,)]
+    runs = _raw(path, "SELECT id, started_at, status, model, rubric_json FROM runs ORDER BY id")
+    grades = _raw(path, "SELECT id, student_id, submission_id, run_id, status, total, percent,"
+                  " overall_comment, model_version FROM grades ORDER BY id")
+    scores = _raw(path, "SELECT grade_id, criterion_id, score, justification, evidence_json,"
+                  " feedback FROM criterion_scores ORDER BY grade_id, position")
+    outcomes = _raw(path, "SELECT run_id, student_id, submission_id, grade_id, status, reason"
+                    " FROM outcomes ORDER BY run_id, student_id")
+    attempts = _raw(path, "SELECT id, run_id, n, response_text, prompt_tokens, error"
+                    " FROM attempts ORDER BY id")
+    overrides = _raw(path, "SELECT run_id, student_id, criterion_id, teacher_score,"
+                     " teacher_feedback FROM overrides")
+    reviews = _raw(path, "SELECT run_id, student_id, teacher_comment, approved FROM reviews")
+    review_log = _raw(path, "SELECT * FROM review_log ORDER BY id")
+    assert len(runs) == 3 and len(grades) >= 10 and overrides and reviews and review_log
+
+    with Store(path) as store:
+        assert [(r.id, r.started_at, r.status, r.model) for r in store.runs()] == \
+            [r[:4] for r in runs]
+        # every v2 grade is still there, with its scores, as a version of its student
+        assert _raw(path, "SELECT id, student_id, submission_id, run_id, status, total, percent,"
+                    " overall_comment, model_version FROM grades ORDER BY id") == grades
+        assert _raw(path, "SELECT grade_id, criterion_id, score, justification, evidence_json,"
+                    " feedback FROM criterion_scores ORDER BY grade_id, position") == scores
+        assert _raw(path, "SELECT run_id, student_id, submission_id, grade_id, status, reason"
+                    " FROM outcomes ORDER BY run_id, student_id") == outcomes
+        # every paid reply is in the response ledger, every attempt kept with its usage
+        assert _raw(path, "SELECT a.id, a.run_id, a.n, r.text, a.prompt_tokens, a.error"
+                    " FROM attempts a LEFT JOIN responses r ON r.request_hash = a.request_hash"
+                    " ORDER BY a.id") == attempts
+        assert _raw(path, "SELECT * FROM v2_review_log ORDER BY id") == review_log
+        # every teacher decision of every run is in effect in that run's finals
+        for run_id, sid, cid, t_score, t_fb in overrides:
+            fs = next(f for f in finals(store, run_id) if f.student_id == sid)
+            crit = next(c for c in fs.criteria if c.criterion.id == cid)
+            assert (crit.teacher_score, crit.teacher_feedback) == (t_score, t_fb)
+        for run_id, sid, comment, approved in reviews:
+            fs = next(f for f in finals(store, run_id) if f.student_id == sid)
+            assert fs.teacher_comment == comment
+            assert fs.approved == (None if approved is None else bool(approved))
+        # and the migrated store keeps working: reports for every old run
+        for r in store.runs():
+            assert len(list(finals(store, r.id))) == len({o[1] for o in outcomes
+                                                          if o[0] == r.id})
+    assert _raw(path, "PRAGMA foreign_key_check") == []
+    assert _raw(path, "PRAGMA integrity_check") == [("ok",)]

@@ -1,0 +1,177 @@
+"""Paid once, whatever happens: real `grade run` processes against the fake Gemini server, killed,
+terminated, run twice at once, or cut off from the network. The fake counts every reply it
+delivered per request body (`billed_by_request`)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from grader.ledger import KILL_AFTER_REPLY_ENV
+from grader.testing.fake_gemini import FakeGemini
+
+from _classgen import make_class
+
+
+def env_for(fake: FakeGemini, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", KILL_AFTER_REPLY_ENV)}
+    env.update(GEMINI_API_KEY="k", GOOGLE_GEMINI_BASE_URL=fake.url, **extra)
+    return env
+
+
+def cmd(class_dir: Path, db: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "grader.cli", "run", str(class_dir), "--db", str(db),
+            "--out", str(db.parent / "out"), *extra]
+
+
+def q(db: Path, sql: str) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return int(conn.execute(sql).fetchone()[0] or 0)
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def paid(fake: FakeGemini) -> tuple[int, int]:
+    """(replies delivered, distinct requests among them)."""
+    by_request = fake.stats()["billed_by_request"]
+    return sum(by_request.values()), len(by_request)
+
+
+def test_kill_right_after_a_reply_arrives_then_rerun_pays_nothing_for_it(tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 8)
+    db = tmp_path / "g.sqlite"
+    with FakeGemini(latency_ms=20) as fake:
+        killed = subprocess.run(cmd(class_dir, db, "--concurrency", "1"), capture_output=True,
+                                env=env_for(fake, **{KILL_AFTER_REPLY_ENV: "3"}), timeout=60)
+        assert killed.returncode == -signal.SIGKILL
+        assert paid(fake) == (3, 3)
+        # the third reply was committed before the kill, its grade was not
+        assert q(db, "SELECT COUNT(*) FROM attempts WHERE state = 'answered'") == 1
+        assert q(db, "SELECT COUNT(*) FROM grades") == 2
+        done = subprocess.run(cmd(class_dir, db), capture_output=True, text=True,
+                              env=env_for(fake), timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert paid(fake) == (8, 8)  # the reply that arrived before the kill was not bought again
+        assert q(db, "SELECT COUNT(*) FROM grades") == 8
+
+
+def test_sent_but_unanswered_requests_are_reported(tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 12)
+    db = tmp_path / "g.sqlite"
+    with FakeGemini(latency_ms=300, jitter_ms=100, seed=5) as fake:
+        killed = subprocess.run(cmd(class_dir, db, "--concurrency", "4"), capture_output=True,
+                                env=env_for(fake, **{KILL_AFTER_REPLY_ENV: "1"}), timeout=60)
+        assert killed.returncode == -signal.SIGKILL
+        in_flight = q(db, "SELECT COUNT(*) FROM attempts WHERE state = 'sent'")
+        assert in_flight >= 1
+        status = subprocess.run([sys.executable, "-m", "grader.cli", "status", str(class_dir),
+                                 "--db", str(db)], capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stderr
+        assert f"sent but never answered: {in_flight} request(s)" in status.stdout
+        assert "latest run 1 (running, or killed" in status.stdout
+
+
+def test_random_sigkills_pay_again_only_for_replies_in_transit(tmp_path: Path) -> None:
+    """10 runs of a 60-student class at concurrency 4, each SIGKILLed at a random point and then
+    resumed. A reply the server delivered but the process had not yet committed is the only
+    thing that can be paid twice (a real service bills it too); replies the process committed
+    are never bought again."""
+    rng = random.Random(20261122)
+    extra_total = kills_in_transit = lost_total = 0
+    with FakeGemini(latency_ms=60, jitter_ms=40, seed=11) as fake:
+        for trial in range(10):
+            root = tmp_path / f"t{trial}"
+            class_dir, db = make_class(root, 60), root / "g.sqlite"
+            fake.reset_stats()
+            stop_at = rng.randint(3, 50)
+            proc = subprocess.Popen(cmd(class_dir, db, "--concurrency", "4"),
+                                    env=env_for(fake), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 60
+            while (q(db, "SELECT COUNT(*) FROM grades") < stop_at and proc.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(rng.uniform(0.001, 0.02))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            time.sleep(0.3)  # let the server finish what it was answering
+            delivered, _ = paid(fake)
+            kept = q(db, "SELECT COUNT(*) FROM attempts WHERE state IN ('answered', 'stored')")
+            lost = delivered - kept
+            assert lost >= 0
+            lost_total += lost
+            kills_in_transit += lost > 0
+            done = subprocess.run(cmd(class_dir, db, "--concurrency", "4"), env=env_for(fake),
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            assert q(db, "SELECT COUNT(DISTINCT student_id) FROM grades") == 60
+            total, distinct = paid(fake)
+            extra_total += total - distinct
+    print(f"\n10 kills: billed minus distinct requests = {extra_total}; kills that landed while "
+          f"a reply was in transit = {kills_in_transit}, with {lost_total} replies in transit")
+    # Every reply paid twice was in transit at a kill: delivered by the server (possibly in the
+    # few ms a killed process keeps its sockets open) but not yet committed by the process.
+    assert extra_total <= lost_total
+
+
+def test_two_concurrent_runs_on_one_store_pay_once(tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 20)
+    db = tmp_path / "g.sqlite"
+    with FakeGemini(latency_ms=50) as fake:
+        procs = [subprocess.Popen(cmd(class_dir, db, "--concurrency", "4"), env=env_for(fake),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        assert paid(fake) == (20, 20)
+        assert sum("waiting for it to finish" in err for _, err in outs) == 1
+        assert sum("20 reused" in out for out, _ in outs) == 1
+
+
+def test_sigterm_ends_the_run_like_ctrl_c(tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 30)
+    db = tmp_path / "g.sqlite"
+    with FakeGemini(latency_ms=200) as fake:
+        proc = subprocess.Popen(cmd(class_dir, db, "--concurrency", "2"), env=env_for(fake),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while q(db, "SELECT COUNT(*) FROM grades") < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert "interrupted" in err and "Traceback" not in err
+        assert q(db, "SELECT COUNT(*) FROM runs WHERE status = 'interrupted'") == 1
+        assert not (tmp_path / "g.sqlite.lock").read_text()  # lock released, holder cleared
+
+
+def test_network_down_stops_the_run_with_one_message(tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 60)
+    db = tmp_path / "g.sqlite"
+    fake = FakeGemini(latency_ms=100).start()
+    try:
+        proc = subprocess.Popen(cmd(class_dir, db, "--concurrency", "4"), env=env_for(fake),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while q(db, "SELECT COUNT(*) FROM grades") < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        fake.stop()
+    stopped = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    took = time.monotonic() - stopped
+    print(f"\nrun stopped {took:.1f} s after the server went away")
+    assert took <= 30
+    assert proc.returncode == 2, out + err
+    assert err.count("error:") == 1 and "cannot reach the gemini API" in err
+    assert "fix: check the network connection" in err and "Traceback" not in err
+    assert q(db, "SELECT COUNT(*) FROM runs WHERE status = 'interrupted'") == 1

@@ -1,0 +1,112 @@
+"""Pure grading policy (grading.decide) and run selection (selection.choose): fast unit tests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from grader import schema
+from grader.grading import Policy, Reask, Reply, Verdict, decide, rejected
+from grader.rubric import Criterion, Level, Rubric
+from grader.selection import Grade, Reuse, Selection, Skip, choose
+from grader.store import FlagRow, GradeVersion
+
+RUBRIC = Rubric(title="t", criteria=(
+    Criterion(id="a", title="A", max_points=4),
+    Criterion(id="b", title="B", max_points=2, levels=(
+        Level(points=0, descriptor="no"), Level(points=2, descriptor="yes"))),
+))
+POLICY = Policy(rubric=RUBRIC, validator=schema.validation_model(RUBRIC),
+                reask_prompt=lambda err: f"fix: {err}")
+
+
+def answer(a: float = 3, b: float = 2, review: bool = False) -> str:
+    crit = {"justification": "j", "evidence": ["q"], "feedback": "f"}
+    return json.dumps({"criteria": {"a": {**crit, "score": a}, "b": {**crit, "score": b}},
+                       "overall_comment": "ok", "needs_review": review,
+                       "review_reason": "unsure" if review else ""})
+
+
+def test_valid_reply_is_graded_with_totals_by_code() -> None:
+    v = decide(POLICY, [Reply(answer(3.5, 2), model_version="m-1")])
+    assert isinstance(v, Verdict) and v.status == "graded"
+    assert v.total == 5.5 and v.percent == pytest.approx(91.67)
+    assert [c.criterion_id for c in v.criteria] == ["a", "b"]
+    assert v.reason is None and v.model_version == "m-1"
+
+
+def test_invalid_reply_is_reasked_once_then_flagged() -> None:
+    bad = Reply(answer(9, 2))  # 9 is over the maximum of 4
+    first = decide(POLICY, [bad])
+    assert isinstance(first, Reask)
+    assert [t.role for t in first.history] == ["model", "user"]  # ends with a user turn
+    assert "criteria.a.score" in first.history[1].text
+    second = decide(POLICY, [bad, Reply(answer(3, 1))])  # 1 is not a level of b
+    assert isinstance(second, Verdict) and second.reason == "invalid_output"
+    assert second.total is None and second.status == "flagged"
+    fixed = decide(POLICY, [bad, Reply(answer(3, 0))])
+    assert isinstance(fixed, Verdict) and fixed.status == "graded" and fixed.total == 3
+
+
+def test_blocked_and_review_and_input_flags() -> None:
+    v = decide(POLICY, [Reply(None, "MAX_TOKENS", "MAX_TOKENS")])
+    assert isinstance(v, Verdict) and v.reason == "blocked_max_tokens"
+    partial = FlagRow("partial_submission", "graded without x.bin")
+    v = decide(POLICY, [Reply(answer())], [partial])
+    assert isinstance(v, Verdict) and v.status == "graded"  # an input flag keeps the grade
+    assert partial in v.flags and v.reason is None
+    v = decide(POLICY, [Reply(answer(review=True))], [partial])
+    assert isinstance(v, Verdict) and v.status == "flagged" and v.reason == "needs_review"
+    assert rejected("too big").reason == "request_rejected"
+
+
+def version(status: str = "graded", reasons: tuple[str, ...] = (), cfg: str = "c1",
+            epoch: int = 0) -> GradeVersion:
+    return GradeVersion(id=7, run_id=1, status=status, total=1.0, epoch=epoch, config_hash=cfg,
+                        flags=[FlagRow(r, r) for r in reasons])
+
+
+def pick(sel: Selection, latest: GradeVersion | None, *, in_epoch: GradeVersion | None = None,
+         sid: str = "ada", cfg: str = "c1") -> object:
+    return choose(sel, sid, latest=latest, in_epoch=in_epoch, run_epoch=9, config_hash=cfg)
+
+
+def test_selection_normal_run_reuses_and_grades_the_rest() -> None:
+    done = version()
+    assert pick(Selection(), done) == Reuse(done)
+    assert pick(Selection(), None) == Grade(0)
+
+
+def test_selection_only() -> None:
+    sel = Selection(only=frozenset({"bob"}))
+    done = version()
+    assert pick(sel, done) == Reuse(done)
+    assert isinstance(pick(sel, None), Skip)
+    assert pick(sel, done, sid="bob") == Reuse(done)  # --only alone does not pay again
+    assert pick(Selection(only=frozenset({"bob"}), regrade=True), done, sid="bob") == Grade(9)
+
+
+def test_selection_regrade_is_resumable() -> None:
+    old, new = version(), version(epoch=9)
+    assert pick(Selection(regrade=True), old) == Grade(9)
+    assert pick(Selection(regrade=True), new, in_epoch=new) == Reuse(new)
+
+
+def test_selection_retry_flagged_by_reason() -> None:
+    safety = version("flagged", ("blocked_safety",))
+    review = version("flagged", ("needs_review",))
+    assert pick(Selection(retry_flagged=frozenset()), safety) == Grade(9)
+    only_safety = Selection(retry_flagged=frozenset({"blocked_safety"}))
+    assert pick(only_safety, safety) == Grade(9)
+    assert pick(only_safety, review) == Reuse(review)
+    assert pick(only_safety, version()) == Reuse(version())  # graded: nothing to retry
+
+
+def test_selection_config_change_retries_config_sensitive_flags_only() -> None:
+    cut = version("flagged", ("blocked_max_tokens",), cfg="c1")
+    assert pick(Selection(), cut, cfg="c1") == Reuse(cut)
+    assert pick(Selection(), cut, cfg="c2") == Grade(0)
+    safety = version("flagged", ("blocked_safety",), cfg="c1")
+    assert pick(Selection(), safety, cfg="c2") == Reuse(safety)
+    assert pick(Selection(), version(cfg="c1"), cfg="c2") == Reuse(version(cfg="c1"))
