@@ -40,7 +40,7 @@ class Limits:
     max_chars: int = 400_000  # text per student sent to the model; more is truncated
 
     # the extraction worker (PDF, Word, notebooks and large files)
-    worker_memory_mb: int = 1_536  # address space of the worker process
+    worker_memory_mb: int = 1_024  # address space of the worker process
     worker_cpu_s: int = 60  # CPU seconds per submission
     worker_wall_s: float = 120.0  # wall-clock seconds per submission
     light_max_bytes: int = 256 * 1024  # plain text up to this size is read in-process
