@@ -11,9 +11,10 @@ student instead of stopping the class:
 - `oversized` — reading it needed more than `Limits.worker_memory_mb` of memory;
 - `corrupt`  — the parser crashed the worker (a signal such as SIGSEGV).
 
-Plain text up to `Limits.light_max_bytes` per file is read in the caller's process: that takes
-microseconds, and a process hand-off would cost more. Library log messages and warnings raised
-in a worker are sent back and logged at INFO on the `grader.extract` logger, never printed.
+Other files up to `Limits.light_max_bytes` (text, source code, small images) are read in the
+caller's process: that takes microseconds, and a process hand-off would cost more. Library log
+messages and warnings raised in a worker are sent back and logged at INFO on the
+`grader.extract` logger, never printed.
 """
 
 from __future__ import annotations
@@ -247,8 +248,8 @@ class Extractor:
         if not started:
             code = worker.kill()
             raise GraderError(f"the file-reading worker process did not start (exit code {code})",
-                              fix=f"check that {sys.executable} runs and that worker_memory_mb "
-                                  f"({self.limits.worker_memory_mb}) leaves room for Python")
+                              fix=f"check that {sys.executable} starts and can import grader, "
+                                  "then rerun")
         return worker
 
     def _failure(self, sub: Submission, code: int | None, *, timed_out: bool) -> SubmissionError:

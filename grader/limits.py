@@ -33,8 +33,7 @@ class Limits:
     zip_max_members: int = 2_000  # parts in a .docx (a zip)
     zip_max_member_bytes: int = 25 * MB  # one part, unpacked
     zip_max_total_bytes: int = 100 * MB  # all parts, unpacked
-    pdf_max_pages: int = 500
-    pdf_max_stream_bytes: int = 25 * MB  # one decompressed PDF stream
+    pdf_max_pages: int = 500  # (pypdf bounds each decompressed stream itself, to 75 MB)
     notebook_max_cells: int = 5_000
     notebook_max_outputs: int = 100  # outputs per notebook cell
     max_chars: int = 400_000  # text per student sent to the model; more is truncated
@@ -43,7 +42,7 @@ class Limits:
     worker_memory_mb: int = 1_024  # address space of the worker process
     worker_cpu_s: int = 60  # CPU seconds per submission
     worker_wall_s: float = 120.0  # wall-clock seconds per submission
-    light_max_bytes: int = 256 * 1024  # plain text up to this size is read in-process
+    light_max_bytes: int = 64 * 1024  # smaller text and images are read in-process
 
     # the request
     max_request_bytes: int = 20 * MB  # everything sent for one student, media base64-encoded
