@@ -3,6 +3,7 @@ budget per submission, no secrets in its environment, and library chatter logged
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -126,3 +127,21 @@ def test_results_cross_the_process_boundary_intact(tmp_path: Path) -> None:
         got = ex.extract(one(tmp_path / "cls"))
     assert got == extract(one(tmp_path / "cls"))
     assert "\U0001f600" in got.text and "\u202e" in got.text
+
+
+def test_async_extraction_from_many_tasks_matches_and_closes_its_workers() -> None:
+    subs = list(discover(SAMPLES, SAMPLES / "roster.csv"))
+
+    async def all_of(ex: Extractor) -> list[object]:
+        async def one_of(sub: Submission) -> object:
+            try:
+                return await ex.aextract(sub)
+            except SubmissionError as e:
+                return (e.reason, e.message, e.fix)
+        return list(await asyncio.gather(*(one_of(s) for s in subs * 3)))
+
+    with Extractor(workers=2) as ex:
+        got = asyncio.run(all_of(ex))
+        procs = [w.proc for w in ex._idle]
+    assert got == [outcome(extract, s) for s in subs * 3]
+    assert 1 <= len(procs) <= 2 and all(p.poll() is not None for p in procs)
