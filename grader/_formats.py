@@ -1,12 +1,17 @@
 """Readers for each file format a student may hand in; each turns bytes into text and/or media.
 
 Every reader raises `SubmissionError` with a reason code the pipeline stores with the flag, so a
-teacher sees *why* a student was not graded and what the student should resubmit.
+teacher sees *why* a student was not graded and what the student should resubmit. Readers take
+the run's `Limits` and check sizes and counts before the expensive work (a .docx's unpacked size
+before python-docx opens it, a PDF's page count before its text is extracted), and they never
+trust a file's structure: a field of the wrong type is treated as absent. `parse` is the one
+entry point; it turns any other exception a parser raises into a `corrupt` flag.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import re
 import warnings
 import zipfile
@@ -15,7 +20,9 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
+from ._escape import printable
 from .errors import SubmissionError
+from .limits import MB, Limits
 from .request import Part
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
@@ -62,14 +69,18 @@ def normalise(text: str) -> str:
 _CONTROL_BYTES = frozenset(range(0x20)) - {0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1B} | {0x7F}
 
 
+_CONTROL_TABLE = bytes(sorted(_CONTROL_BYTES))
+_HIGH_BYTES = bytes(range(0x80, 0x100))
+
+
 def _control_ratio(data: bytes) -> float:
     """Share of bytes that never occur in text (NUL and other C0 controls, DEL)."""
     if not data:
         return 0.0
-    return sum(1 for b in data if b in _CONTROL_BYTES) / len(data)
+    return (len(data) - len(data.translate(None, _CONTROL_TABLE))) / len(data)
 
 
-def read_text(data: bytes, name: str) -> Read:
+def read_text(data: bytes, name: str, limits: Limits) -> Read:
     """Decide text vs binary by content: UTF-8 (or a UTF-16 BOM), else a Latin-1 fallback."""
     notes: list[str] = []
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -85,7 +96,7 @@ def read_text(data: bytes, name: str) -> Read:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
-            high = sum(1 for b in data if b >= 0x80)
+            high = len(data) - len(data.translate(None, _HIGH_BYTES))
             if high > 0.3 * len(data):
                 # Too many non-ASCII bytes for Western text: Latin-1 would only produce mojibake.
                 raise SubmissionError("unreadable", "file is not UTF-8 and its encoding cannot "
@@ -128,13 +139,27 @@ class _HTMLText(HTMLParser):
             self.out.append(data)
 
 
-def read_html(data: bytes, name: str) -> Read:
-    r = read_text(data, name)
+def read_html(data: bytes, name: str, limits: Limits) -> Read:
+    r = read_text(data, name, limits)
     parser = _HTMLText()
     parser.feed(r.text or "")
     parser.close()
-    text = re.sub(r"\n[ \t]*\n(\s*\n)+", "\n\n", "".join(parser.out)).strip()
+    text = re.sub(r"\n[ \t]*\n(?:[ \t]*\n)+", "\n\n", "".join(parser.out)).strip()
     return Read(text, notes=r.notes)
+
+
+def _joined(value: object) -> str:
+    """A notebook string field: a string, or a list of strings (one per line); else empty."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(v for v in value if isinstance(v, str))
+    return ""
+
+
+def _field(obj: object, key: str) -> object:
+    """`obj[key]` when `obj` is a JSON object, else None: notebooks are never trusted."""
+    return obj.get(key) if isinstance(obj, dict) else None
 
 
 def _trim(text: str) -> tuple[str, bool]:
@@ -146,58 +171,101 @@ def _trim(text: str) -> tuple[str, bool]:
     return kept, cut
 
 
-def _output_text(out: Any) -> tuple[str | None, bool]:
+def _output_text(out: object) -> tuple[str | None, bool]:
     """(text, had_image) for one notebook output; images are dropped."""
-    otype = out.get("output_type")
+    otype = _field(out, "output_type")
     if otype == "stream":
-        return str(out.get("text", "")), False
+        return _joined(_field(out, "text")), False
     if otype == "error":
-        return f"{out.get('ename', 'Error')}: {out.get('evalue', '')}", False
-    data = out.get("data", {}) or {}
-    had_image = any(k.startswith("image/") for k in data)
+        ename, evalue = _field(out, "ename"), _field(out, "evalue")
+        return f"{ename if isinstance(ename, str) else 'Error'}: {_joined(evalue)}", False
+    data = _field(out, "data")
+    if not isinstance(data, dict):
+        return None, False
+    had_image = any(isinstance(k, str) and k.startswith("image/") for k in data)
     plain = data.get("text/plain")
-    if isinstance(plain, list):
-        plain = "".join(plain)
-    return (str(plain) if plain is not None else None), had_image
+    return (_joined(plain) if plain is not None else None), had_image
 
 
-def read_notebook(data: bytes, name: str) -> Read:
-    import nbformat
-
-    text = read_text(data, name).text or ""
+def _notebook_json(text: str, name: str) -> dict[str, Any]:
+    """The notebook as nbformat 4 JSON (older versions converted by nbformat)."""
+    fix = "re-save the notebook from Jupyter and resubmit"
     try:
+        nb = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise SubmissionError("corrupt", f"not a valid Jupyter notebook ({type(e).__name__})",
+                              path=name, fix=fix) from None
+    if isinstance(nb, dict) and nb.get("nbformat") == 4 and isinstance(nb.get("cells"), list):
+        return nb
+    if isinstance(nb, dict) and nb.get("nbformat") in (1, 2, 3):
+        import nbformat
+
         with warnings.catch_warnings():  # old notebooks warn about missing cell ids; harmless
             warnings.simplefilter("ignore")
-            nb = nbformat.reads(text, as_version=4)
-    except Exception as e:  # nbformat raises many types for broken JSON / schema
-        raise SubmissionError("corrupt", f"not a valid Jupyter notebook ({type(e).__name__})",
-                              path=name, fix="re-save the notebook from Jupyter and resubmit") \
-            from None
-    lang = str(nb.get("metadata", {}).get("kernelspec", {}).get("language", "") or
-               nb.get("metadata", {}).get("language_info", {}).get("name", "python"))
+            converted = nbformat.reads(text, as_version=4)
+        if isinstance(converted, dict) and isinstance(converted.get("cells"), list):
+            return dict(converted)
+    raise SubmissionError("corrupt", "not a valid Jupyter notebook (no nbformat 1-4 cell list)",
+                          path=name, fix=fix)
+
+
+def _language(meta: object) -> str:
+    """The code fence's language from the kernel metadata; only a safe word is kept."""
+    for value in (_field(_field(meta, "kernelspec"), "language"),
+                  _field(_field(meta, "language_info"), "name")):
+        if isinstance(value, str):
+            word = re.sub(r"[^A-Za-z0-9+#_.-]", "", value)[:20]
+            if word:
+                return word
+    return "python"
+
+
+def read_notebook(data: bytes, name: str, limits: Limits) -> Read:
+    nb = _notebook_json(read_text(data, name, limits).text or "", name)
+    lang = _language(nb.get("metadata"))
+    cells: list[Any] = nb["cells"]
+    notes = []
+    if len(cells) > limits.notebook_max_cells:
+        notes.append(f"{name}: only the first {limits.notebook_max_cells:,} of {len(cells):,} "
+                     "cells read")
+        cells = cells[:limits.notebook_max_cells]
     chunks: list[str] = []
-    trimmed = dropped = False
-    for i, cell in enumerate(nb.get("cells", []), start=1):
-        src = normalise(str(cell.get("source", ""))).strip("\n")
-        ctype = cell.get("cell_type", "code")
+    size = 0
+    trimmed = dropped = skipped = False
+    for i, cell in enumerate(cells, start=1):
+        if size > limits.max_chars:
+            notes.append(f"{name}: cells after cell {i - 1} not read (text limit reached)")
+            break
+        src = normalise(_joined(_field(cell, "source"))).strip("\n")
+        ctype = _field(cell, "cell_type")
+        ctype = ctype if ctype in ("code", "markdown", "raw") else "code"
         if not src and ctype != "code":
             continue
         chunks.append(f"--- cell {i} ({ctype}) ---")
         chunks.append(f"```{lang}\n{src}\n```" if ctype == "code" else src)
-        for out in cell.get("outputs", []) if ctype == "code" else []:
+        size += len(src)
+        outputs = _field(cell, "outputs") if ctype == "code" else None
+        outputs = outputs if isinstance(outputs, list) else []
+        if len(outputs) > limits.notebook_max_outputs:
+            skipped = True
+            outputs = outputs[:limits.notebook_max_outputs]
+        for out in outputs:
             body, had_image = _output_text(out)
             dropped = dropped or had_image
             if body and body.strip():
                 kept, cut = _trim(normalise(body))
                 trimmed = trimmed or cut
                 chunks.append(f"[output]\n{kept}")
-    notes = []
+                size += len(kept)
     if trimmed:
         notes.append(f"{name}: notebook outputs trimmed to {OUTPUT_LINES} lines each")
+    if skipped:
+        notes.append(f"{name}: only the first {limits.notebook_max_outputs} outputs of a cell "
+                     "read")
     if dropped:
         notes.append(f"{name}: images in notebook outputs dropped")
     body = "\n".join(chunks)
-    if not re.sub(r"--- cell \d+ \(\w+\) ---|```\w*", "", body).strip():
+    if not re.sub(r"--- cell \d+ \(\w+\) ---|```[\w+#.-]*", "", body).strip():
         raise SubmissionError("empty", "notebook has no content in its cells", path=name,
                               fix="ask the student to save the notebook with their work in it")
     return Read(body, notes=notes)
@@ -208,11 +276,13 @@ def _ole_encrypted(data: bytes) -> bool:
     return data.startswith(_OLE_MAGIC) and "EncryptedPackage".encode("utf-16-le") in data
 
 
-def read_pdf(data: bytes, name: str) -> Read:
-    from pypdf import PdfReader
-    from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
+_FIX_PDF = "ask the student to export the PDF again (File > Save as PDF) and resubmit"
 
-    fix = "ask the student to export the PDF again (File > Save as PDF) and resubmit"
+
+def read_pdf(data: bytes, name: str, limits: Limits) -> Read:
+    from pypdf import PdfReader
+    from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
+
     locked = SubmissionError("password_protected", "PDF is password-protected", path=name,
                              fix="ask the student to resubmit the PDF without a password")
     try:
@@ -223,45 +293,78 @@ def read_pdf(data: bytes, name: str) -> Read:
                     raise locked
             except (FileNotDecryptedError, DependencyError, NotImplementedError):
                 raise locked from None
-        pages = [normalise(p.extract_text() or "").strip() for p in reader.pages]
-    except SubmissionError:
-        raise
+        n = len(reader.pages)
+        if n > limits.pdf_max_pages:
+            raise SubmissionError(
+                "oversized", f"PDF has {n:,} pages, over the limit of {limits.pdf_max_pages:,}",
+                path=name, fix="ask the student for the pages that answer the assignment")
+        pages: list[str] = []
+        size = 0
+        for page in reader.pages:
+            if size > limits.max_chars:
+                break  # the rest would be truncated anyway
+            pages.append(normalise(page.extract_text() or "").strip())
+            size += len(pages[-1])
     except FileNotDecryptedError:
         raise locked from None
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError,
-            OSError, RecursionError, AssertionError) as e:
-        raise SubmissionError("corrupt", f"PDF cannot be read ({type(e).__name__}: {e})",
-                              path=name, fix=fix) from None
+    except LimitReachedError as e:
+        raise SubmissionError(
+            "corrupt", f"PDF cannot be read: part of it expands past pypdf's safety limits "
+            f"(damaged, or a decompression bomb: {e})", path=name, fix=_FIX_PDF) from None
     if not pages:
-        raise SubmissionError("empty", "PDF has no pages", path=name, fix=fix)
+        raise SubmissionError("empty", "PDF has no pages", path=name, fix=_FIX_PDF)
+    notes = [] if len(pages) == n else [f"{name}: pages after page {len(pages)} not read "
+                                        "(text limit reached)"]
     if not any(pages):
         return Read(None, [Part(mime_type="application/pdf", data=data)],
                     [f"{name}: PDF has no text layer (scanned?); sent as a document"])
     text = "\n".join(f"--- page {i} ---\n{t}" for i, t in enumerate(pages, start=1))
-    return Read(text)
+    return Read(text, notes=notes)
 
 
-def read_docx(data: bytes, name: str) -> Read:
+def check_zip(data: bytes, name: str, limits: Limits, kind: str) -> None:
+    """Refuse a zip-based document whose parts are too many or unpack too large, before any
+    parser opens it (`zipfile` never unpacks a part past the size its directory declares)."""
+    fix = f"ask the student to re-save the {kind} (or export it as PDF) and resubmit"
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as e:
+        raise SubmissionError("corrupt", f"{kind} cannot be read ({type(e).__name__})",
+                              path=name, fix=fix) from None
+    if len(infos) > limits.zip_max_members:
+        raise SubmissionError(
+            "oversized", f"{kind} has {len(infos):,} parts, over the limit of "
+            f"{limits.zip_max_members:,}", path=name, fix=fix)
+    for info in infos:
+        if info.file_size > limits.zip_max_member_bytes:
+            raise SubmissionError(
+                "oversized", f"{kind} part {info.filename[:100]!r} unpacks to "
+                f"{info.file_size / MB:,.0f} MB, over the limit of "
+                f"{limits.zip_max_member_bytes / MB:g} MB",
+                path=name, fix="ask the student to compress the images in the document, or to "
+                               "export it as PDF, and resubmit")
+    total = sum(i.file_size for i in infos)
+    if total > limits.zip_max_total_bytes:
+        raise SubmissionError(
+            "oversized", f"{kind} unpacks to {total / MB:,.0f} MB, over the limit of "
+            f"{limits.zip_max_total_bytes / MB:g} MB", path=name, fix=fix)
+
+
+def read_docx(data: bytes, name: str, limits: Limits) -> Read:
+    if _ole_encrypted(data):
+        raise SubmissionError("password_protected", "Word document is password-protected",
+                              path=name, fix="ask the student to resubmit it without a password")
+    check_zip(data, name, limits, "Word document")
     import docx
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
-    if _ole_encrypted(data):
-        raise SubmissionError("password_protected", "Word document is password-protected",
-                              path=name, fix="ask the student to resubmit it without a password")
-    fix = "ask the student to re-save the document as .docx (or PDF) and resubmit"
-    try:
-        doc = docx.Document(io.BytesIO(data))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, TypeError) as e:
-        raise SubmissionError("corrupt", f"Word document cannot be read ({type(e).__name__})",
-                              path=name, fix=fix) from None
-    except Exception as e:  # lxml / python-docx raise their own types for broken XML
-        raise SubmissionError("corrupt", f"Word document cannot be read ({type(e).__name__})",
-                              path=name, fix=fix) from None
+    doc = docx.Document(io.BytesIO(data))
     lines: list[str] = []
     body = doc.element.body
     for child in body.iterchildren():
-        tag = child.tag.rsplit("}", 1)[-1]
+        tag = child.tag.rsplit("}", 1)[-1] if isinstance(child.tag, str) else ""
         if tag == "p":
             lines.append(Paragraph(child, doc).text)
         elif tag == "tbl":
@@ -278,7 +381,7 @@ def read_docx(data: bytes, name: str) -> Read:
     return Read(normalise("\n".join(lines)).strip(), parts, notes)
 
 
-def read_image(data: bytes, name: str) -> Read:
+def read_image(data: bytes, name: str, limits: Limits) -> Read:
     mime = sniff_image(data)
     if mime is None:
         raise SubmissionError("corrupt", "file has an image extension but is not a valid "
@@ -287,9 +390,22 @@ def read_image(data: bytes, name: str) -> Read:
     return Read(None, [Part(mime_type=mime, data=data)])
 
 
-def reader_for(suffix: str, data: bytes) -> Callable[[bytes, str], Read]:
+Reader = Callable[[bytes, str, Limits], Read]
+# Readers that run third-party parsers over the student's bytes: the extraction worker runs them.
+HEAVY_READERS: frozenset[Reader] = frozenset({read_pdf, read_docx, read_notebook})
+_KINDS: dict[Reader, str] = {read_pdf: "PDF", read_docx: "Word document",
+                             read_notebook: "Jupyter notebook", read_html: "HTML page",
+                             read_image: "image", read_text: "text file"}
+_FIXES: dict[Reader, str] = {
+    read_pdf: _FIX_PDF,
+    read_docx: "ask the student to re-save the document as .docx (or PDF) and resubmit",
+    read_notebook: "re-save the notebook from Jupyter and resubmit",
+}
+
+
+def reader_for(suffix: str, data: bytes) -> Reader:
     """Pick a reader by extension, falling back to content sniffing for unknown extensions."""
-    table: dict[str, Callable[[bytes, str], Read]] = {
+    table: dict[str, Reader] = {
         ".pdf": read_pdf, ".docx": read_docx, ".ipynb": read_notebook,
         ".html": read_html, ".htm": read_html,
     }
@@ -307,3 +423,24 @@ def reader_for(suffix: str, data: bytes) -> Callable[[bytes, str], Read]:
         return read_docx
     return read_text
 
+
+def parse(reader: Reader, data: bytes, name: str, limits: Limits) -> Read:
+    """Run `reader`; whatever a parser raises becomes a SubmissionError naming the file."""
+    kind = _KINDS[reader]
+    fix = _FIXES.get(reader, "ask the student to re-save the file and resubmit, or grade it by "
+                             "hand")
+    try:
+        return reader(data, name, limits)
+    except SubmissionError:
+        raise
+    except MemoryError:
+        raise SubmissionError("oversized", f"{kind} needs more memory to read than allowed",
+                              path=name, fix=fix) from None
+    except RecursionError:
+        raise SubmissionError("corrupt", f"{kind} cannot be read: it is nested too deeply",
+                              path=name, fix=fix) from None
+    except Exception as e:  # any parser bug or malformed input: flag this file, go on
+        detail = printable(str(e))[:200]
+        why = f"{type(e).__name__}: {detail}" if detail else type(e).__name__
+        raise SubmissionError("corrupt", f"{kind} cannot be read ({why})", path=name,
+                              fix=fix) from None

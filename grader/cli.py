@@ -1,10 +1,13 @@
 """The command line: parse options, make one library call, print. The only module that imports
 click. Errors from the library (`GraderError`) become a clean message and exit code 2; a run in
-which some student failed exits 1; tracebacks only with --debug."""
+which some student failed exits 1; any other exception is a bug: one line and exit code 3, the
+traceback only with --debug. Whatever is printed from student data goes through
+`terminal_safe`, and library warnings go to the log file, never over the progress bar."""
 
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,34 +16,65 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
+from ._escape import terminal_safe
 from .errors import GraderError
 from .settings import Settings, resolve
 
 F = TypeVar("F", bound=Callable[..., Any])
+LOG_NAME = "grader.log"
+EXIT_BUG = 3
+
+
+def _debug() -> bool:
+    return bool(click.get_current_context().find_root().params.get("debug"))
 
 
 def _handle_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = click.get_current_context()
         try:
             return fn(*args, **kwargs)
         except GraderError as e:
-            if ctx.find_root().params.get("debug"):
+            if _debug():
                 raise
-            click.secho(f"error: {e.render()}", fg="red", err=True)
+            click.secho(f"error: {terminal_safe(e.render())}", fg="red", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("\ninterrupted: finished grades are saved; run the same command to resume",
                        err=True)
             sys.exit(130)
+        except Exception as e:
+            if _debug():
+                raise
+            logging.getLogger("grader").exception("unexpected error")
+            click.secho(f"error: unexpected {type(e).__name__}: {terminal_safe(str(e))[:300]}"
+                        "\n  fix: this is a bug in grader; rerun with --debug (before the "
+                        "command) for the traceback, and report it", fg="red", err=True)
+            sys.exit(EXIT_BUG)
 
     return wrapper  # type: ignore[return-value]
 
 
+def _log_to(folder: Path) -> None:
+    """Library warnings and log messages (pypdf, the extraction worker) go to FOLDER/grader.log
+    (with --debug: to the terminal too), never over the progress bar."""
+    logging.captureWarnings(True)
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if _debug() else logging.INFO)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(folder / LOG_NAME, encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers = [handler]
+    if _debug():
+        root.addHandler(logging.StreamHandler(sys.stderr))
+
+
 @click.group()
 @click.version_option(__version__, prog_name="grader")
-@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks and log to the terminal.")
 def cli(debug: bool) -> None:
     """Grade a class folder of submissions against a rubric with Gemini or a local model."""
 
@@ -110,13 +144,14 @@ def run(class_dir: Path, only: tuple[str, ...], retry_flagged: tuple[str, ...],
         **flags: Any) -> None:
     """Grade every submission in CLASS_DIR (resumable: rerun to continue)."""
     from . import pipeline
-    from .settings import out_dir
+    from .settings import db_path, out_dir
 
     retry = _split(retry_flagged)
     settings = _settings(class_dir, only=_split(only),
                          retry_flagged=tuple(r for r in retry if r != "*") if retry else None,
                          **flags)
     settings.out = out_dir(class_dir, settings)
+    _log_to(db_path(class_dir, settings).parent)
     if settings.dry_run:
         from .dry_run import dry_run
 
@@ -133,7 +168,7 @@ def run(class_dir: Path, only: tuple[str, ...], retry_flagged: tuple[str, ...],
         progress.start(total)
 
     def on_wait(holder: Any) -> None:
-        who = holder.describe() if holder is not None else "another run"
+        who = terminal_safe(holder.describe()) if holder is not None else "another run"
         click.echo(f"the grade store is in use by {who}; waiting for it to finish "
                    "(Ctrl-C to stop; --no-wait to fail instead)", err=True)
 
@@ -185,12 +220,14 @@ def _print_dry_run(plan: Any, items: list[Any]) -> None:
     click.echo(f"static prefix: ~{(len(plan.system) + len(plan.static_prefix)) // 4} tokens "
                "(identical for every student)")
     for it in items:
+        sid = terminal_safe(it.student_id)
         if it.flagged:
-            click.echo(f"--- {it.student_id}: would be flagged: {it.flagged}")
+            click.echo(f"--- {sid}: would be flagged: {terminal_safe(it.flagged)}")
             continue
-        click.echo(f"--- {it.student_id}: ~{it.prompt_tokens} prompt tokens (estimate, chars/4)")
+        click.echo(f"--- {sid}: ~{it.prompt_tokens} prompt tokens (estimate, chars/4)")
     if items and items[0].prompt:
-        click.echo("\n=== first prompt (system instruction omitted) ===\n" + items[0].prompt)
+        click.echo("\n=== first prompt (system instruction omitted) ===\n"
+                   + terminal_safe(items[0].prompt))
 
 
 def _print_summary(s: Any) -> None:
@@ -212,9 +249,9 @@ def _print_summary(s: Any) -> None:
         elif o.status == "failed":
             failed.setdefault(o.message or "failed", []).append(o.student_id)
     for reason, ids in sorted(flagged.items()):
-        click.echo(f"  flagged {reason}: {_ids(ids)}")
+        click.echo(terminal_safe(f"  flagged {reason}: {_ids(ids)}", newlines=False))
     for message, ids in failed.items():  # identical errors collapse into one line
-        click.echo(f"  failed ({_ids(ids)}): {message}")
+        click.echo(terminal_safe(f"  failed ({_ids(ids)}): {message}"))
     _print_written(s.outputs)
 
 

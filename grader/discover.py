@@ -3,12 +3,23 @@
 Teachers get class folders in a handful of shapes (one file per student, one folder per student,
 a Canvas or Moodle bulk download), so the layout is recognised per entry rather than configured.
 Students are yielded sorted by id so every run sees them in the same order.
+
+Students control their files, so only regular files inside the class folder are ever taken:
+symbolic links are not followed, FIFOs, sockets and devices are not opened, a student's folder is
+listed to a bounded depth and entry count, and folders grader wrote (`outputs.OUTPUT_MARKER`)
+are never read. Each refused entry is kept in `Submission.skipped` with its reason, so extraction
+flags the student (or notes it, when other files can be graded) instead of failing the run.
+Student ids are NFC-normalised, trimmed and made safe for a spreadsheet (`clean_id`).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
 import re
+import stat
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +27,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from ._escape import is_unprintable, printable
 from .errors import InputError
+from .limits import DEFAULT_LIMITS, Limits
+from .outputs import OUTPUT_MARKER
 
 Source = Literal["file", "folder", "canvas", "moodle"]
 
-# Files and folders that are never part of anyone's submission.
+# Files and folders that are never part of anyone's submission (names starting with "." too,
+# which covers the store's `.grader/` and the output marker).
 IGNORED_NAMES = frozenset({
     "__MACOSX", ".DS_Store", ".ipynb_checkpoints", "__pycache__", "Thumbs.db", "desktop.ini",
 })
@@ -36,12 +51,38 @@ CANVAS_RE = re.compile(
 MOODLE_RE = re.compile(
     r"^(?P<name>.+?)_(?P<uid>\d+)_assignsubmission_(?P<kind>[a-z]+)_(?P<rest>.*)$"
 )
+# A cell starting with one of these is a formula (or, with `'`, loses a character) in a
+# spreadsheet; such an id gets a leading "_".
+_SPREADSHEET_LEADS = ("'", "=", "+", "-", "@")
+_LINK_SHOWN = 200  # characters of a link's target shown in its flag
+
+_FIX_LINK = ("copy the real file into the class folder in place of the link (links are never "
+             "followed), or grade this student by hand")
+_FIX_SPECIAL = "replace it with a regular file holding the student's work, or remove it"
+_FIX_UNLISTABLE = "make the folder readable (chmod -R u+rX FOLDER) and rerun"
+_FIX_DEEP = "move the student's files nearer the top of their folder and rerun"
+_FIX_MANY = ("remove generated folders (node_modules, venv, build output) from the student's "
+             "folder and rerun")
+
+
+class Skipped(BaseModel):
+    """An entry of a submission that discovery refused to read, and why. `whole` marks a
+    problem that flags the student even when other files could be read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    path: Path
+    reason: str
+    message: str
+    fix: str
+    whole: bool = False
 
 
 class Submission(BaseModel):
     """One student's hand-in. `names` are display names parallel to `files` (relative to the
     submission, Canvas/Moodle prefixes removed); `files` is empty for a roster student who
-    handed nothing in."""
+    handed nothing in. `skipped` lists entries that were not read (links, special files...)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,6 +91,7 @@ class Submission(BaseModel):
     email: str | None = None
     files: tuple[Path, ...] = ()
     names: tuple[str, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
     late: bool = False
     source: Source = "file"
 
@@ -68,22 +110,125 @@ class _Acc:
     name: str | None = None
     late: bool = False
     files: dict[Path, str] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
 
 
 def is_ignored(name: str) -> bool:
     return name.startswith(".") or name in IGNORED_NAMES or name.startswith("~$")
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    """All regular files under `folder`, skipping hidden and OS clutter at every level."""
-    for entry in sorted(folder.iterdir()):
-        if is_ignored(entry.name):
+def clean_id(raw: str) -> str:
+    """A student id from a file name, folder name or roster cell: NFC-normalised and trimmed.
+
+    An id that needs more than that (control, bidi or invalid characters, each made `_`; a
+    leading `'`, `=`, `+`, `-` or `@`, which a spreadsheet reads as a formula, prefixed with `_`)
+    also gets `~` and 8 hex digits of its original's hash, so it can never merge with another
+    student's id. The same raw text always gives the same id (roster and files still match)."""
+    text = unicodedata.normalize("NFC", raw).strip()
+    cleaned = "".join("_" if is_unprintable(ch) else ch for ch in text) or "_"
+    if cleaned.startswith(_SPREADSHEET_LEADS):
+        cleaned = "_" + cleaned
+    if cleaned == text:
+        return cleaned
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{cleaned}~{digest}"
+
+
+def link_target(path: Path) -> str:
+    """Where a symbolic link points, as printable text (never what it points to)."""
+    try:
+        target = printable(os.readlink(path))
+    except OSError as e:
+        return f"unknown target: {e.strerror}"
+    return target if len(target) <= _LINK_SHOWN else target[:_LINK_SHOWN] + "…"
+
+
+def special_kind(mode: int) -> str:
+    """What a non-regular, non-folder entry is, in words."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file"
+    return "not a regular file"
+
+
+def symlink_skip(name: str, path: Path) -> Skipped:
+    return Skipped(name=name, path=path, reason="symlink",
+                   message=f"is a symbolic link to {link_target(path)!r}; links are not followed,"
+                           " so nothing was read through it", fix=_FIX_LINK)
+
+
+def special_skip(name: str, path: Path, mode: int) -> Skipped:
+    return Skipped(name=name, path=path, reason="special_file",
+                   message=f"is {special_kind(mode)}, not a regular file; it was not opened",
+                   fix=_FIX_SPECIAL)
+
+
+def _entry_mode(entry: os.DirEntry[str]) -> int:
+    try:
+        return entry.stat(follow_symlinks=False).st_mode
+    except OSError:
+        return 0
+
+
+def _walk(folder: Path, acc: _Acc, limits: Limits) -> bool:
+    """Add the regular files under a student's `folder` to `acc`, iteratively (no recursion),
+    to `limits.max_depth` levels and `limits.max_entries` entries. Returns True when the folder
+    held folders grader wrote and nothing else (then it is not a student at all)."""
+    stack: list[tuple[Path, str, int]] = [(folder, "", 0)]
+    seen = 0
+    outputs_only, saw_output = True, False
+    while stack:
+        here, rel, depth = stack.pop()
+        listing: list[os.DirEntry[str]] = []
+        try:
+            with os.scandir(here) as it:
+                for entry in it:
+                    seen += 1
+                    if seen > limits.max_entries:
+                        acc.skipped.append(Skipped(
+                            name=rel or folder.name, path=here, reason="too_many_files",
+                            message=f"the student's folder holds more than "
+                                    f"{limits.max_entries:,} files and folders", fix=_FIX_MANY,
+                            whole=True))
+                        return False
+                    listing.append(entry)
+        except OSError as e:
+            acc.skipped.append(Skipped(
+                name=rel or folder.name + "/", path=here, reason="unreadable",
+                message=f"folder cannot be listed ({e.strerror or type(e).__name__})",
+                fix=_FIX_UNLISTABLE))
+            outputs_only = False
             continue
-        if entry.is_dir():
-            if not entry.is_symlink():  # a linked folder could loop back on itself
-                yield from _walk(entry)
-        elif entry.is_file():
-            yield entry
+        if any(e.name == OUTPUT_MARKER for e in listing):
+            saw_output = True  # reports grader wrote
+            continue
+        outputs_only = outputs_only and all(
+            is_ignored(e.name) or e.is_dir(follow_symlinks=False) for e in listing)
+        subfolders: list[tuple[Path, str, int]] = []
+        for entry in sorted(listing, key=lambda e: e.name):
+            if is_ignored(entry.name):
+                continue
+            name, path = rel + printable(entry.name), Path(entry.path)
+            if entry.is_symlink():
+                acc.skipped.append(symlink_skip(name, path))
+            elif entry.is_dir(follow_symlinks=False):
+                if depth >= limits.max_depth:
+                    outputs_only = False
+                    acc.skipped.append(Skipped(
+                        name=name + "/", path=path, reason="too_deep",
+                        message=f"folder is nested more than {limits.max_depth} levels deep in "
+                                "the student's folder; it was not read", fix=_FIX_DEEP))
+                else:
+                    subfolders.append((path, name + "/", depth + 1))
+            elif entry.is_file(follow_symlinks=False):
+                acc.files[path] = name
+            else:
+                acc.skipped.append(special_skip(name, path, _entry_mode(entry)))
+        stack.extend(reversed(subfolders))
+    return saw_output and outputs_only
 
 
 def _canvas_name(raw: str) -> str:
@@ -91,50 +236,61 @@ def _canvas_name(raw: str) -> str:
     parts = [p for p in raw.split("_") if p]
     if len(parts) >= 2:
         parts = parts[1:] + parts[:1]
-    return " ".join(p[:1].upper() + p[1:] for p in parts)
+    return printable(" ".join(p[:1].upper() + p[1:] for p in parts))
 
 
-def _is_assignment_file(entry: Path, roster: Path | None) -> bool:
-    if entry.name.lower() in ASSIGNMENT_FILES or entry.name.lower().startswith("readme"):
+def _is_assignment_file(entry: os.DirEntry[str], roster: Path | None) -> bool:
+    name = entry.name.lower()
+    if name in ASSIGNMENT_FILES or name.startswith("readme"):
         return True
-    return roster is not None and entry.resolve() == roster.resolve()
+    if roster is None or not entry.is_file(follow_symlinks=False):
+        return False
+    try:
+        return os.path.samefile(entry.path, roster)
+    except OSError:
+        return False
 
 
-def _scan(class_dir: Path, roster: Path | None) -> dict[str, _Acc]:
+def _scan(class_dir: Path, roster: Path | None, limits: Limits) -> dict[str, _Acc]:
     found: dict[str, _Acc] = {}
 
-    def acc(sid: str, source: Source, name: str | None = None) -> _Acc:
-        a = found.setdefault(sid, _Acc(source=source, name=name))
+    def acc(raw_id: str, source: Source, name: str | None = None) -> _Acc:
+        a = found.setdefault(clean_id(raw_id), _Acc(source=source, name=name))
         if a.name is None:
             a.name = name
         return a
 
-    for entry in sorted(class_dir.iterdir()):
-        if is_ignored(entry.name):
+    try:
+        with os.scandir(class_dir) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        raise InputError(f"class folder cannot be listed ({e.strerror or e})", path=class_dir,
+                         fix="check the folder's permissions (chmod u+rx) and rerun") from None
+    for entry in entries:
+        if is_ignored(entry.name) or _is_assignment_file(entry, roster):
             continue
-        if entry.is_dir():
-            m = MOODLE_RE.match(entry.name)
-            if m:
-                a = acc(m["uid"], "moodle", m["name"].strip())
-                for f in _walk(entry):
-                    a.files[f] = f.relative_to(entry).as_posix()
-            else:
-                a = acc(entry.name, "folder")
-                for f in _walk(entry):
-                    a.files[f] = f.relative_to(entry).as_posix()
+        raw, path = unicodedata.normalize("NFC", entry.name), Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            m = MOODLE_RE.match(raw)
+            sid = m["uid"] if m else raw
+            a = acc(sid, "moodle", printable(m["name"]).strip()) if m else acc(sid, "folder")
+            if _walk(path, a, limits) and not a.files and not a.skipped:
+                found.pop(clean_id(sid))  # only reports grader wrote
             continue
-        if not entry.is_file() or _is_assignment_file(entry, roster):
-            continue
-        if m := MOODLE_RE.match(entry.name):
-            a = acc(m["uid"], "moodle", m["name"].strip())
-            a.files[entry] = m["rest"] or entry.name
-        elif m := CANVAS_RE.match(entry.name):
-            a = acc(m["uid"], "canvas", _canvas_name(m["name"]))
+        if m := MOODLE_RE.match(raw):
+            a = acc(m["uid"], "moodle", printable(m["name"]).strip())
+            name = printable(m["rest"] or raw)
+        elif m := CANVAS_RE.match(raw):
+            a, name = acc(m["uid"], "canvas", _canvas_name(m["name"])), printable(m["file"])
             a.late = a.late or bool(m["late"])
-            a.files[entry] = m["file"]
         else:
-            stem = entry.name.split(".", 1)[0] or entry.name
-            acc(stem, "file").files[entry] = entry.name
+            a, name = acc(raw.split(".", 1)[0] or raw, "file"), printable(raw)
+        if entry.is_symlink():
+            a.skipped.append(symlink_skip(name, path))
+        elif entry.is_file(follow_symlinks=False):
+            a.files[path] = name
+        else:
+            a.skipped.append(special_skip(name, path, _entry_mode(entry)))
     return found
 
 
@@ -195,7 +351,7 @@ def read_roster(path: Path) -> dict[str, RosterEntry]:
     for lineno, row in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in row):
             continue
-        sid = cell(row, i_id)
+        sid = clean_id(cell(row, i_id)) if cell(row, i_id) else ""
         if not sid:
             raise InputError(f"line {lineno}: the student id is empty", path=path,
                              fix=f"fill in the id on line {lineno} or delete the line")
@@ -208,31 +364,35 @@ def read_roster(path: Path) -> dict[str, RosterEntry]:
         if email and "@" not in email:
             raise InputError(f"line {lineno}: {email!r} is not an email address", path=path,
                              fix=f"correct the email on line {lineno} or leave the cell empty")
-        out[sid] = RosterEntry(sid, name or None, email or None)
+        out[sid] = RosterEntry(sid, printable(name) or None, printable(email) or None)
     return out
 
 
-def discover(class_dir: Path, roster: Path | None = None) -> Iterator[Submission]:
+def discover(class_dir: Path, roster: Path | None = None, *,
+             limits: Limits = DEFAULT_LIMITS) -> Iterator[Submission]:
     """Every student's submission, sorted by id; roster students with nothing get files=().
 
     The folder and roster are checked before anything is returned, so input errors surface at the
-    call, not halfway through a run."""
+    call, not halfway through a run. Roster ids go through `clean_id` like file names, so an NFD
+    file name (`jose\u0301.py`, as macOS writes it) matches the roster's NFC `josé`."""
     if not class_dir.is_dir():
         raise InputError("class folder not found (or not a folder)", path=class_dir,
                          fix="pass the folder that holds the students' submissions")
     entries = read_roster(roster) if roster is not None else {}
-    found = _scan(class_dir, roster)
+    found = _scan(class_dir, roster, limits)
     if not found and not entries:
         raise InputError("class folder has no submissions", path=class_dir,
                          fix="put one file or folder per student in it (or a Canvas/Moodle "
                              "download), or check you passed the right folder")
     # Match found ids to roster ids exactly, then case-insensitively (`Alice` vs `alice`).
-    by_lower = {k.lower(): k for k in entries}
+    by_fold = {k.casefold(): k for k in entries}
     match: dict[str, str] = {sid: sid for sid in found if sid in entries}
+    matched = set(match.values())
     for sid in found:
-        rid = by_lower.get(sid.lower())
-        if sid not in match and rid is not None and rid not in match.values():
+        rid = by_fold.get(sid.casefold())
+        if sid not in match and rid is not None and rid not in matched:
             match[sid] = rid
+            matched.add(rid)
     subs: list[Submission] = []
     for sid, a in found.items():
         r = entries.get(match.get(sid, ""))
@@ -243,10 +403,10 @@ def discover(class_dir: Path, roster: Path | None = None) -> Iterator[Submission
             email=r.email if r else None,
             files=tuple(files),
             names=tuple(a.files[f] for f in files),
+            skipped=tuple(a.skipped),
             late=a.late,
             source=a.source,
         ))
-    matched = set(match.values())
     subs += [Submission(student_id=r.student_id, name=r.name, email=r.email)
              for rid, r in entries.items() if rid not in matched]
     return iter(sorted(subs, key=lambda s: s.student_id))

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import GraderError
-from .extract import extract
+from .isolation import Extractor
 from .pipeline import Plan, plan, render, students
-from .settings import Settings
+from .settings import Settings, limits
 
 
 @dataclass
@@ -23,12 +23,14 @@ def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> tuple[Plan, list
     """Render the prompts of the first `n` students and estimate their size; no model call."""
     p = plan(class_dir, settings)
     items = []
-    for sub in students(class_dir, settings)[:n]:
-        try:
-            ex = extract(sub, max_file_mb=settings.max_file_mb)
-        except GraderError as e:
-            items.append(DryRunItem(sub.student_id, None, e.render(), ""))
-            continue
+    with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:
+        extracted = []
+        for sub in students(class_dir, settings)[:n]:
+            try:
+                extracted.append((sub, extractor.extract(sub)))
+            except GraderError as e:
+                items.append(DryRunItem(sub.student_id, None, e.render(), ""))
+    for sub, ex in extracted:
         req = render(p, ex, settings.model or "")
         text = req.system + req.static_prefix + "".join(pt.text or "" for pt in req.student_parts)
         media = sum(258 for pt in req.student_parts if pt.text is None)

@@ -29,16 +29,19 @@ from . import __version__, schema
 from .backends import Backend, create, media_types
 from .discover import Submission, discover
 from .errors import BackendError, InputError, SubmissionError
-from .extract import Extracted, extract
+from .extract import Extracted
 from .grading import INFO_FLAGS, Policy, Reask, Reply, Verdict, decide, rejected
+from .isolation import Extractor
 from .ledger import CallLedger, describe, prefix_hash, salt, sha256
+from .limits import check_request_size
 from .locks import Holder, RunLock
-from .prompts import Prompts, load_prompts
+from .outputs import check_out_dir
+from .prompts import Prompts, check_prefix_size, check_templates, load_prompts
 from .report import write_outputs
 from .request import GradeRequest, Usage
 from .rubric import Rubric, load_rubric
 from .selection import Grade, Reuse, Selection, Skip, choose
-from .settings import Settings, auto_backend, db_path, rubric_path
+from .settings import Settings, auto_backend, db_path, limits, rubric_path
 from .store import FlagRow, GradeRecord, OutcomeRecord, RunInfo, Store, SubmissionRecord
 
 
@@ -112,21 +115,32 @@ class Plan:
                       self.prompts.reask("\x00ERROR\x00"))
 
 
+# Input tokens the repeated prefix may take: Gemini 3.x models take about 1M tokens of input;
+# a rubric near that leaves no room for the student's work.
+MAX_PREFIX_TOKENS = 500_000
+
+
 def plan(class_dir: Path, settings: Settings) -> Plan:
-    """Prepare the static part of every request: rubric, prompts, schema (fails fast)."""
+    """Prepare the static part of every request: rubric, prompts, schema. Everything that could
+    fail for the whole class fails here, before any model call: the rubric, every template
+    (rendered once with sample data), the prefix size, the output folder."""
     if not class_dir.is_dir():
         raise InputError("class folder not found", path=class_dir,
                          fix="pass the folder that holds the students' submissions")
+    if settings.out is not None:
+        check_out_dir(class_dir, settings.out)
     path = rubric_path(class_dir, settings)
     rubric, rhash = load_rubric(path)
     prompts = load_prompts(settings.prompts)
+    check_templates(prompts, rubric)
+    system, prefix = prompts.system(), prompts.static_prefix(rubric)
+    check_prefix_size(system, prefix, max_tokens=MAX_PREFIX_TOKENS)
     rschema = schema.json_schema(rubric)
     shash = hashlib.sha256(json.dumps(rschema, sort_keys=True).encode()).hexdigest()[:16]
     return Plan(
         class_dir=class_dir, settings=settings, rubric=rubric, rubric_path=path,
         rubric_hash=rhash, prompts=prompts, response_schema=rschema, schema_hash=shash,
-        system=prompts.system(), static_prefix=prompts.static_prefix(rubric),
-        validator=schema.validation_model(rubric),
+        system=system, static_prefix=prefix, validator=schema.validation_model(rubric),
     )
 
 
@@ -183,26 +197,13 @@ def selection_of(settings: Settings) -> Selection:
                        if settings.retry_flagged is not None else None))
 
 
-_SLOW_SUFFIXES = {".pdf", ".docx", ".ipynb", ".png", ".jpg", ".jpeg", ".webp", ".gif"}
-
-
-def _is_small_text(sub: Submission) -> bool:
-    if len(sub.files) != 1:
-        return False
-    f = sub.files[0]
-    try:
-        return f.suffix.lower() not in _SLOW_SUFFIXES and f.stat().st_size < 64 * 1024
-    except OSError:
-        return False  # let extract() report it
-
-
 class Runner:
     """One run's shared state: plan, store, ledger, counters."""
 
-    def __init__(self, p: Plan, store: Store, backend: Backend, run_id: int, epoch: int,
-                 model: str, selection: Selection,
+    def __init__(self, p: Plan, store: Store, backend: Backend, extractor: Extractor,
+                 run_id: int, epoch: int, model: str, selection: Selection,
                  on_outcome: Callable[[Outcome], None] | None):
-        self.p, self.store, self.backend = p, store, backend
+        self.p, self.store, self.backend, self.extractor = p, store, backend, extractor
         self.run_id, self.epoch, self.model, self.selection = run_id, epoch, model, selection
         self.ledger = CallLedger(store, backend, run_id)
         self.policy = p.policy
@@ -230,6 +231,7 @@ class Runner:
             late=sub.late, notes=ex.notes))
         req = render(self.p, ex, self.model)
         cfg = config_hash(req)
+        max_request = self.extractor.limits.max_request_bytes
         latest = self.store.latest_grade(student_id=sub.student_id, submission_id=sub_id,
                                          fingerprint=self.fingerprint)
         in_epoch = self.store.latest_grade(
@@ -253,6 +255,7 @@ class Runner:
         assert isinstance(choice, Grade)
         flags = input_flags(ex)
         try:
+            check_request_size(req, max_bytes=max_request, student=sub.student_id)
             if not ex.has_text and not self._can_read(ex):
                 verdict = decide(self.policy, [_UNREADABLE_MEDIA], flags)
                 assert isinstance(verdict, Verdict)
@@ -286,13 +289,11 @@ class Runner:
                          total=verdict.total)
 
     async def _extract(self, sub: Submission) -> Extracted:
-        limit = self.p.settings.max_file_mb
+        """Small text on the event loop (microseconds); PDFs, documents, notebooks and large
+        files in a worker process with a time and memory budget, so the loop stays free to read
+        and commit replies the moment they arrive."""
         try:
-            if _is_small_text(sub):  # microseconds: a thread hand-off would cost more
-                return extract(sub, max_file_mb=limit)
-            # PDFs, documents, notebooks: off the event loop, so replies are read and
-            # committed the moment they arrive
-            return await asyncio.to_thread(extract, sub, max_file_mb=limit)
+            return await self.extractor.aextract(sub)
         except SubmissionError:
             raise
         except Exception as e:  # a parser bug must cost one student a flag, not the class
@@ -425,13 +426,15 @@ async def _graded(p: Plan, subs: list[Submission], sel: Selection, db: Path, bac
             settings=p.settings.model_dump(mode="json", exclude={"api_key"}),
             rubric=p.rubric.model_dump(mode="json"), mode=sel.mode, selection=sel.as_dict(),
             epoch=resumed.epoch if resumed else None))
-        runner = Runner(p, store, backend, run.id, run.epoch, model, sel, on_outcome)
         status = "interrupted"
-        try:
-            await runner.run(iter(subs))
-            status = "failed" if any(o.status == "failed" for o in runner.outcomes) else "done"
-        finally:
-            store.finish_run(run.id, status)
+        with Extractor(max_file_mb=p.settings.max_file_mb, limits=limits(p.settings)) as ex:
+            runner = Runner(p, store, backend, ex, run.id, run.epoch, model, sel, on_outcome)
+            try:
+                await runner.run(iter(subs))
+                status = "failed" if any(o.status == "failed" for o in runner.outcomes) \
+                    else "done"
+            finally:
+                store.finish_run(run.id, status)
         summary = _summarize(runner, run.id, name, model, db, sel.mode)
         summary.wall_s = time.perf_counter() - started
         if p.settings.out is not None:

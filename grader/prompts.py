@@ -3,6 +3,11 @@
 Layout: system instruction and rubric prefix (static, byte-identical for every student, so a
 backend can cache it) first; the student's text last, fenced in <submission> markers and framed
 as data. Templates live in `prompts/`; `--prompts DIR` overrides any of them by file name.
+
+Templates (the defaults and any override) run in Jinja's immutable sandbox: they see only the
+variables passed to them, cannot reach Python internals (`''.__class__`), the environment or
+files, and cannot change what they are given. `check_templates` renders each one once with sample
+data, so a broken template fails at plan time, before any model call.
 """
 
 from __future__ import annotations
@@ -14,16 +19,33 @@ from importlib import resources
 from pathlib import Path
 
 import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .errors import PromptError
+from .errors import PromptError, RubricError
 from .request import Part
 from .rubric import Rubric
 
 TEMPLATES = ("system.j2", "rubric.j2", "submission.j2", "reask.j2")
+VARIABLES = {"system.j2": "none", "rubric.j2": "rubric", "submission.j2": "text, files, "
+             "media_count", "reask.j2": "error"}
 
 # Neutralise our own delimiters inside student text so a submission cannot close the fence
-# early and pose as instructions.
-_FENCE = re.compile(r"<(/?)\s*(submission|reference_answer|example_submission)\b", re.IGNORECASE)
+# early and pose as instructions. Matching runs on a same-length "skeleton" of the text in which
+# full-width forms and common look-alikes (Cyrillic/Greek letters, angle brackets, slashes) are
+# mapped to ASCII, so `< / submission >`, `</ SUBMISSION>`, `＜／ｓｕｂｍｉｓｓｉｏｎ＞` and
+# `<ѕubmission>` (Cyrillic s) are all caught; the opening bracket becomes `‹`.
+_LOOKALIKES = {
+    **{0xFF01 + i: chr(0x21 + i) for i in range(94)},  # full-width ASCII
+    **dict.fromkeys(map(ord, "‹〈〈⟨﹤❮"), "<"),
+    **dict.fromkeys(map(ord, "∕⁄⧸"), "/"),
+    **{ord(k): v for k, v in zip("аеорсхѕіјӏԁԛԝ", "aeopcxsijldqw", strict=True)},  # Cyrillic
+    **{ord(k): v for k, v in zip("οιν", "oiv", strict=True)},  # Greek
+}
+_GAP = r"[\s\u200b-\u200d\u2060\ufeff\u00ad]*"  # spaces and invisible characters
+_FENCE = re.compile(
+    rf"<{_GAP}(/?){_GAP}(submission|reference[\s_-]*answer|example[\s_-]*submission)",
+    re.IGNORECASE)
 
 
 def _points(value: float) -> str:
@@ -31,7 +53,16 @@ def _points(value: float) -> str:
 
 
 def fence_safe(text: str) -> str:
-    return _FENCE.sub(lambda m: f"‹{m.group(1)}{m.group(2)}", text)
+    """`text` with every tag-like form of our delimiters defused (its `<` made `‹`)."""
+    skeleton = text.translate(_LOOKALIKES)
+    starts = [m.start() for m in _FENCE.finditer(skeleton)]
+    if not starts:
+        return text
+    out, last = [], 0
+    for i in starts:
+        out.append(text[last:i] + "‹")
+        last = i + 1
+    return "".join(out) + text[last:]
 
 
 def default_prompt_dir() -> Path:
@@ -46,7 +77,7 @@ def default_prompt_dir() -> Path:
 class Prompts:
     """Compiled templates plus their hash (part of every grade key)."""
 
-    env: jinja2.Environment
+    env: ImmutableSandboxedEnvironment
     sources: dict[str, str]
     hash: str
 
@@ -70,10 +101,64 @@ class Prompts:
             return self.env.get_template(name).render(**ctx).strip() + "\n"
         except jinja2.UndefinedError as e:
             raise PromptError(f"template {name} uses an undefined variable: {e}",
-                              fix="only use the variables documented in README: Prompts") from None
+                              fix=f"{name} may use only: {VARIABLES[name]} "
+                                  "(README: Prompts)") from None
+        except SecurityError as e:
+            raise PromptError(f"template {name} tried something templates may not do: {e}",
+                              fix=f"{name} may use only: {VARIABLES[name]}; templates cannot "
+                                  "reach Python internals, files or the environment") from None
         except jinja2.TemplateError as e:
             raise PromptError(f"template {name} failed to render: {e}",
-                              fix="fix the template syntax") from None
+                              fix=f"fix the template syntax in {name}") from None
+        except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as e:
+            raise PromptError(f"template {name} failed to render: {type(e).__name__}: {e}",
+                              fix=f"fix the expression in {name}") from None
+
+
+# Sample data for `check_templates`: both branches of submission.j2 (one file; several files
+# with media) and a re-ask with a typical validation error.
+_SAMPLE_TEXT = "def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n"
+_SAMPLE_ERROR = "criteria.correctness.score: Input should be less than or equal to 4"
+
+
+def check_templates(prompts: Prompts, rubric: Rubric) -> None:
+    """Render every template once with sample data (and the real rubric); raise PromptError
+    naming the template and the fix when one fails. Call at plan time, before any model call."""
+    prompts.system()
+    prompts.static_prefix(rubric)
+    prompts.student_parts(_SAMPLE_TEXT, (), ("fib.py",))
+    prompts.student_parts(_SAMPLE_TEXT, (Part(mime_type="image/png", data=b"\x89PNG"),),
+                          ("fib.py", "notes.md"))
+    prompts.reask(_SAMPLE_ERROR)
+
+
+def check_prefix_size(system: str, static_prefix: str, *, max_tokens: int,
+                      chars_per_token: float = 4.0) -> int:
+    """Estimated tokens of the part every request repeats (system instruction + rendered rubric);
+    raise RubricError when it is over `max_tokens` (pass the model's input limit minus room for a
+    submission). The estimate is characters / `chars_per_token`."""
+    tokens = int((len(system) + len(static_prefix)) / chars_per_token)
+    if tokens > max_tokens:
+        raise RubricError(
+            f"the rendered rubric and instructions are about {tokens:,} tokens "
+            f"({len(system) + len(static_prefix):,} characters), over the limit of "
+            f"{max_tokens:,} tokens", fix="shorten the rubric (reference answers, exemplars, "
+            "descriptions), or use a model with a longer context")
+    return tokens
+
+
+MAX_TEMPLATE_BYTES = 1024 * 1024
+
+
+def _read_template(path: Path) -> str:
+    try:
+        if path.stat().st_size > MAX_TEMPLATE_BYTES:
+            raise PromptError(f"template is over {MAX_TEMPLATE_BYTES // 1024} KB", path=path,
+                              fix="a prompt template should be a few KB; check --prompts")
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PromptError(f"cannot read template: {e}", path=path,
+                          fix="save the template as UTF-8 text and make it readable") from None
 
 
 def load_prompts(override_dir: Path | None = None) -> Prompts:
@@ -89,12 +174,12 @@ def load_prompts(override_dir: Path | None = None) -> Prompts:
         for d in dirs:
             f = d / name
             if f.is_file():
-                sources[name] = f.read_text(encoding="utf-8")
+                sources[name] = _read_template(f)
                 break
         else:
             raise PromptError(f"template {name} is missing", path=dirs[0],
                               fix=f"add {name} or remove --prompts")
-    env = jinja2.Environment(
+    env = ImmutableSandboxedEnvironment(
         loader=jinja2.DictLoader(sources), undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from ._escape import escape_cell
 from .errors import StoreError
 from .final import finals, load_rubric
+from .outputs import mark_output_folder
 from .settings import Settings, db_path, out_dir
 from .store import Store
 
@@ -60,7 +61,9 @@ def regenerate(class_dir: Path, settings: Settings, run_id: int | None = None) -
 
 
 def write_outputs(store: Store, run_id: int, out: Path) -> list[Path]:
-    """grades.csv plus the review workbook and HTML reports."""
+    """grades.csv plus the review workbook and HTML reports, in a folder marked as ours (so it
+    is never read as a student's submission)."""
     from .reports import write_reports  # imported here: openpyxl is only needed for output
 
+    mark_output_folder(out)
     return [grades_csv(store, run_id, out), *write_reports(store, run_id, out)]

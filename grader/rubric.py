@@ -3,20 +3,33 @@
 A rubric is either single-question (top-level `criteria`) or multi-question (`questions`, each
 with its own criteria). Criterion ids are unique across the whole rubric, so a grade is always
 keyed by criterion id alone.
+
+A rubric may come from anywhere, so its YAML is read strictly: a key repeated in one mapping is an
+error (YAML would silently keep the last one), aliases (`*name`) are refused (they can expand a
+small file into a huge prompt), and every number is finite and bounded: points per criterion
+0..`MAX_POINTS`, grade-band minimums 0..100, exemplar scores within their criterion's range.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import RubricError, format_validation_error
 
+MAX_POINTS = 10_000  # per criterion: far above any real scheme, far below float trouble
+MAX_RUBRIC_BYTES = 1024 * 1024
+
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
+Points = Annotated[float, Field(ge=0, le=MAX_POINTS, allow_inf_nan=False)]
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+BandName = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class _Strict(BaseModel):
@@ -24,14 +37,14 @@ class _Strict(BaseModel):
 
 
 class Level(_Strict):
-    points: float = Field(ge=0)
+    points: Points
     descriptor: str
 
 
 class Criterion(_Strict):
     id: Identifier
     title: str
-    max_points: float = Field(gt=0)
+    max_points: float = Field(gt=0, le=MAX_POINTS, allow_inf_nan=False)
     description: str = ""
     levels: tuple[Level, ...] = ()
 
@@ -58,7 +71,7 @@ class Exemplar(_Strict):
     """A graded example shown to the model (few-shot), never a real student of this run."""
 
     submission: str
-    scores: dict[str, float]
+    scores: dict[str, Points]
     comment: str = ""
 
 
@@ -77,7 +90,7 @@ class Rubric(_Strict):
     criteria: tuple[Criterion, ...] = ()
     questions: tuple[Question, ...] = ()
     exemplars: tuple[Exemplar, ...] = ()
-    grade_bands: dict[str, float] = Field(
+    grade_bands: dict[BandName, Percent] = Field(
         default_factory=dict,
         description="band name -> minimum percent, e.g. {A: 85, B: 70}",
     )
@@ -95,6 +108,8 @@ class Rubric(_Strict):
             unknown = set(ex.scores) - known
             if unknown:
                 raise ValueError(f"exemplars.{n}.scores: unknown criterion ids {sorted(unknown)}")
+            for cid, score in ex.scores.items():
+                _check_score(self.criterion(cid), score, f"exemplars.{n}.scores.{cid}")
         return self
 
     @property
@@ -121,6 +136,63 @@ class Rubric(_Strict):
         return None
 
 
+def _check_score(c: Criterion, score: float, where: str) -> None:
+    allowed = c.allowed_points
+    if allowed is not None and not any(math.isclose(score, p) for p in allowed):
+        raise ValueError(f"{where}: {score:g} is not one of the level points "
+                         f"{', '.join(f'{p:g}' for p in allowed)} of criterion {c.id}")
+    if score > c.max_points:
+        raise ValueError(f"{where}: {score:g} is over max_points {c.max_points:g} of "
+                         f"criterion {c.id}")
+
+
+class _YamlRefused(yaml.YAMLError):
+    def __init__(self, message: str, mark: Any, fix: str):
+        self.line = mark.line + 1 if mark is not None else None
+        self.fix = fix
+        super().__init__(message)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases and a key repeated within one mapping."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _YamlRefused(f"alias *{event.anchor} is not allowed in a rubric (aliases can "
+                               "expand a small file into a huge prompt)", event.start_mark,
+                               f"write the text out where *{event.anchor} is used")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False
+                          ) -> dict[Hashable, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, Hashable):
+                if key in seen:
+                    raise _YamlRefused(f"key {key!r} appears twice in the same mapping",
+                                       key_node.start_mark, f"keep one {key!r} and delete or "
+                                       "rename the other")
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, path: Path) -> Any:
+    """YAML text through `_StrictLoader`; every problem is a RubricError with the line."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: builds plain data only
+    except _YamlRefused as e:
+        where = f"line {e.line}: " if e.line else ""
+        raise RubricError(f"{where}{e}", path=path, fix=e.fix) from None
+    except yaml.YAMLError as e:
+        raise RubricError(f"not valid YAML: {e}", path=path,
+                          fix="fix the YAML syntax at the line shown") from None
+    except RecursionError:
+        raise RubricError("YAML is nested too deeply", path=path,
+                          fix="a rubric needs only a few levels of nesting") from None
+
+
 def rubric_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -128,6 +200,9 @@ def rubric_hash(text: str) -> str:
 def load_rubric(path: Path) -> tuple[Rubric, str]:
     """Load and validate a rubric; returns it with the hash of its file text."""
     try:
+        if path.stat().st_size > MAX_RUBRIC_BYTES:
+            raise RubricError(f"rubric file is over {MAX_RUBRIC_BYTES // 1024} KB", path=path,
+                              fix="a rubric is a few KB of YAML; check you passed the right file")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RubricError(
@@ -137,11 +212,7 @@ def load_rubric(path: Path) -> tuple[Rubric, str]:
     except (OSError, UnicodeDecodeError) as e:
         raise RubricError(f"cannot read rubric: {e}", path=path,
                           fix="save the rubric as UTF-8 YAML") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise RubricError(f"not valid YAML: {e}", path=path,
-                          fix="fix the YAML syntax at the line shown") from None
+    data = parse_yaml(text, path)
     if not isinstance(data, dict):
         raise RubricError("rubric must be a YAML mapping (title:, criteria:, ...)", path=path,
                           fix="see rubrics/ for examples")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .errors import ConfigError, RubricError, format_validation_error
+from .limits import DEFAULT_LIMITS, MB, Limits
 
 # The one place the default model is set: a current, stable Flash model (models page, 2026-11).
 DEFAULT_GEMINI_MODEL = "gemini-3.5-flash"
@@ -63,6 +65,12 @@ class Settings(BaseModel):
     max_connection_failures: int = Field(
         default=5, ge=1, description="connection failures in a row that stop the run")
     max_file_mb: float = Field(default=20.0, gt=0)
+    max_request_mb: float = Field(
+        default=20.0, gt=0, description="everything sent for one student (media base64)")
+    extract_timeout_s: float = Field(
+        default=120.0, gt=0, description="wall-clock seconds to read one student's files")
+    extract_memory_mb: int = Field(
+        default=1024, ge=64, description="memory of the process that reads PDFs, Word, notebooks")
     price_per_mtok: tuple[float, float, float] | None = Field(
         default=None,
         description="USD per million tokens (input, output, cached input) for the report's cost"
@@ -213,3 +221,10 @@ def db_path(class_dir: Path, settings: Settings) -> Path:
 def out_dir(class_dir: Path, settings: Settings) -> Path:
     """--out / grader.toml, else reports/<class folder name> under the working directory."""
     return settings.out if settings.out is not None else Path("reports") / class_dir.resolve().name
+
+
+def limits(settings: Settings) -> Limits:
+    """Intake limits with the settings that override them."""
+    return replace(DEFAULT_LIMITS, worker_wall_s=settings.extract_timeout_s,
+                   worker_memory_mb=settings.extract_memory_mb,
+                   max_request_bytes=int(settings.max_request_mb * MB))

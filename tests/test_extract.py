@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -288,3 +289,14 @@ def test_sample_class_outcomes() -> None:
     assert "Ignore all previous instructions" in results["noor"].text  # kept as data
     assert "Space is O(1)" in results["51007"].text
     assert len({r.content_hash for r in results.values()}) == len(results)
+
+
+def test_notebook_v3_is_converted(tmp_path: Path) -> None:
+    v3 = {"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [{"metadata": {},
+          "cells": [{"cell_type": "code", "input": "print(1)", "language": "python",
+                     "metadata": {}, "outputs": [{"output_type": "stream", "stream": "stdout",
+                                                  "text": "1\n"}]},
+                    {"cell_type": "markdown", "source": "# Title", "metadata": {}}]}]}
+    ex = extracted(tmp_path, "old.ipynb", json.dumps(v3))
+    assert ex.text == ("--- cell 1 (code) ---\n```python\nprint(1)\n```\n[output]\n1\n"
+                       "--- cell 2 (markdown) ---\n# Title")

@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .. import __version__
 from ..final import FinalStudent
+from ..outputs import mark_output_folder
 from ..rubric import Rubric
 from ..store import Run, Store
 from .stats import (
@@ -35,7 +36,15 @@ from .stats import (
 )
 
 TEMPLATES = Path(__file__).parent / "templates"
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+# An id made only of these (and not starting with ".") is its own page name; every other id gets
+# a slug plus 32 hex digits of its hash. Plain names never contain "-" and hashed ones always do,
+# so two different ids never share a page, on case-insensitive file systems too.
+_PLAIN_ID = re.compile(r"^[a-z0-9_][a-z0-9_.]{0,79}$")
+_SLUG_DROP = re.compile(r"[^a-z0-9_.]+")
+_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$")
+# The pages this tool wrote last time, one file name a line, inside students/: the only files
+# a later run ever deletes there.
+PAGES_MANIFEST = ".grader-pages"
 
 
 def environment() -> Environment:
@@ -50,11 +59,33 @@ def _pct(share: float | None) -> str:
 
 
 def student_filename(student_id: str) -> str:
-    """A safe file name; ids that need changing get a short hash so two never collide."""
-    safe = _SAFE_NAME.sub("_", student_id)[:80].lstrip(".") or "student"
-    if safe != student_id:
-        safe += "-" + hashlib.sha256(student_id.encode()).hexdigest()[:8]
-    return safe + ".html"
+    """The page name of a student: `alice.html` for a plain lower-case id, else a slug and a hash
+    (`jos_smith-<32 hex>.html`); never the same for two ids."""
+    if _PLAIN_ID.match(student_id) and not _WINDOWS_RESERVED.match(student_id):
+        return student_id + ".html"
+    slug = _SLUG_DROP.sub("_", student_id.lower()).strip("._")[:40] or "student"
+    digest = hashlib.sha256(student_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{slug}-{digest}.html"
+
+
+def _read_manifest(pages: Path) -> set[str]:
+    try:
+        text = (pages / PAGES_MANIFEST).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return set()
+    return {line for line in text.splitlines() if line.endswith(".html") and "/" not in line}
+
+
+def _remove_stale_pages(pages: Path, keep: set[str]) -> None:
+    """Delete the pages this tool wrote before (listed in the manifest) that this run did not
+    write, then record this run's pages. Files grader did not write are never touched."""
+    for name in sorted(_read_manifest(pages) - keep):
+        old = pages / name
+        if old.is_file() and not old.is_symlink():
+            old.unlink()
+    tmp = pages / (PAGES_MANIFEST + ".tmp")
+    tmp.write_text("".join(f"{n}\n" for n in sorted(keep)), encoding="utf-8")
+    tmp.replace(pages / PAGES_MANIFEST)
 
 
 @dataclass
@@ -142,6 +173,7 @@ def write_html(store: Store, run_id: int, rubric: Rubric, students: Sequence[Fin
                stats: Sequence[CriterionStats], agreement: Sequence[Agreement],
                out_dir: Path) -> list[Path]:
     env = environment()
+    mark_output_folder(out_dir)
     report = out_dir / "report.html"
     report.write_text(render_report(env, store, run_id, rubric, students, stats, agreement),
                       encoding="utf-8")
@@ -166,8 +198,5 @@ def write_html(store: Store, run_id: int, rubric: Rubric, students: Sequence[Fin
                 pending = []
         for f in pending:
             f.result()
-    keep = {p.name for p in written}
-    for old in pages.glob("*.html"):  # pages of students no longer in this run
-        if old.name not in keep:
-            old.unlink()
+    _remove_stale_pages(pages, {p.name for p in written if p.parent == pages})
     return written
