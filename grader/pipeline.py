@@ -488,4 +488,15 @@ def run_class(class_dir: Path, settings: Settings, *, backend: Backend | None = 
             if handled:
                 loop.remove_signal_handler(signal.SIGTERM)
 
-    return asyncio.run(main())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(main())
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (Linux and macOS): its event loop costs less CPU per
+    request than asyncio's, which matters at hundreds of requests in flight."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

@@ -26,6 +26,8 @@ from ..errors import BackendError, ConfigError
 from ..ratelimit import Quota, estimate_tokens
 from ..request import GradeRequest, GradeResponse, Usage
 from ..settings import DEFAULT_GEMINI_MODEL, Settings
+from . import _fast_types as fast
+from ._transport import ShardedTransport
 
 T = TypeVar("T")
 
@@ -84,17 +86,23 @@ class GeminiBackend:
         # unreachable, and the run stops with one message instead of retrying every student.
         self._conn_failures = 0
         self._conn_down_since = 0.0
+        self._cfg: tuple[Any, types.GenerateContentConfig] | None = None
+        self._prefix: tuple[str, types.Part] | None = None
         self.on_retry: Callable[[BackendError], None] | None = None
         self.model = settings.model or DEFAULT_GEMINI_MODEL
         self.quota = quota if quota is not None else Quota(settings.rpm, settings.tpm)
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.base_url = self._base_url()
+        # One kept-alive connection per request in flight (httpx's default pool keeps 20, so at
+        # higher concurrency every request would open and TLS-handshake a new one), in pools
+        # small enough that their bookkeeping stays cheap (see _transport).
         http_options = types.HttpOptions(
             base_url=self.base_url,
             api_version=self.api_version,
             timeout=int(settings.timeout_s * 1000),
             retry_options=None,  # we own retries
+            async_client_args={"transport": ShardedTransport(max(1, settings.concurrency))},
         )
         try:
             self._client = self._make_client(http_options, credentials)
@@ -150,36 +158,50 @@ class GeminiBackend:
 
     # --- request building ---------------------------------------------------------------------
     def _contents(self, request: GradeRequest) -> list[types.Content]:
-        """First user turn = static prefix + student parts (prefix omitted when it is cached)."""
+        """First user turn = static prefix + student parts (prefix omitted when it is cached).
+        The prefix part is the same object for every request of a run (built once)."""
         parts: list[types.Part] = []
         if not request.cached_content:
-            parts.append(types.Part(text=request.static_prefix))
+            if self._prefix is None or self._prefix[0] != request.static_prefix:
+                self._prefix = (request.static_prefix, fast.Part(text=request.static_prefix))
+            parts.append(self._prefix[1])
         for p in request.student_parts:
             if p.text is not None:
-                parts.append(types.Part(text=p.text))
+                parts.append(fast.Part(text=p.text))
             elif p.data is not None:
-                parts.append(types.Part(inline_data=types.Blob(
+                parts.append(fast.Part(inline_data=fast.Blob(
                     data=p.data, mime_type=p.mime_type or "application/octet-stream")))
-        contents = [types.Content(role="user", parts=parts)]
+        contents: list[types.Content] = [fast.Content(role="user", parts=parts)]
         for turn in request.history:
-            contents.append(types.Content(role=turn.role, parts=[types.Part(text=turn.text)]))
+            contents.append(fast.Content(role=turn.role, parts=[fast.Part(text=turn.text)]))
         return contents
 
     def _config(self, request: GradeRequest) -> types.GenerateContentConfig:
-        cfg = types.GenerateContentConfig(
+        """The generation config; every request of a run shares one (the SDK copies it before
+        use and never changes it), so it is built once, not per student."""
+        key = (request.system, request.cached_content, request.response_schema,
+               request.generation_config())
+        if self._cfg is not None and self._cfg[0] == key:
+            return self._cfg[1]
+        cfg = fast.GenerateContentConfig(
             response_mime_type="application/json",
             response_json_schema=request.response_schema,
             temperature=request.temperature,
             seed=request.seed,
             max_output_tokens=request.max_output_tokens,
+            # One grading call is one billed request: no function-calling loop (we send no
+            # tools) and no automatic continuation hops.
+            automatic_function_calling=fast.AutomaticFunctionCallingConfig(disable=True),
+            automatic_continuation=False,
         )
         if request.cached_content:
             # The cache holds system + static prefix; Gemini rejects a system_instruction here.
             cfg.cached_content = request.cached_content
         else:
-            cfg.system_instruction = request.system
+            cfg.system_instruction = fast.Content(parts=[fast.Part(text=request.system)])
         if request.thinking_budget is not None:
-            cfg.thinking_config = types.ThinkingConfig(thinking_budget=request.thinking_budget)
+            cfg.thinking_config = fast.ThinkingConfig(thinking_budget=request.thinking_budget)
+        self._cfg = (key, cfg)
         return cfg
 
     def _count_config(self, request: GradeRequest) -> types.CountTokensConfig | None:
