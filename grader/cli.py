@@ -70,6 +70,9 @@ def _log_to(folder: Path) -> None:
     root.handlers = [handler]
     if _debug():
         root.addHandler(logging.StreamHandler(sys.stderr))
+    else:  # one INFO line per HTTP request would bury what matters
+        for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "google_genai"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @click.group()
@@ -252,6 +255,8 @@ def _print_summary(s: Any) -> None:
         click.echo(terminal_safe(f"  flagged {reason}: {_ids(ids)}", newlines=False))
     for message, ids in failed.items():  # identical errors collapse into one line
         click.echo(terminal_safe(f"  failed ({_ids(ids)}): {message}"))
+    for notice in s.notices:
+        click.secho(f"note: {terminal_safe(notice)}", fg="yellow")
     _print_written(s.outputs)
 
 

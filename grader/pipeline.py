@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from pydantic import BaseModel
 from . import __version__, schema
 from .backends import Backend, create, media_types
 from .discover import Submission, discover
-from .errors import BackendError, InputError, SubmissionError
+from .errors import BackendError, InputError, StoreError, SubmissionError
 from .extract import Extracted
 from .grading import INFO_FLAGS, Policy, Reask, Reply, Verdict, decide, rejected
 from .isolation import Extractor
@@ -76,6 +77,7 @@ class RunSummary:
     wall_s: float = 0.0
     outcomes: list[Outcome] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # things the teacher should know
 
     @property
     def ok(self) -> bool:
@@ -347,21 +349,48 @@ def _with(base: OutcomeRecord, **changes: Any) -> OutcomeRecord:
     return replace(base, **changes)
 
 
-async def schedule(items: Iterator[Submission], handle: Callable[[Submission], Awaitable[None]],
-                   concurrency: int) -> None:
-    """The online strategy: a bounded pool of workers pulling students one at a time. A run-wide
-    error in one worker cancels the others (TaskGroup), so none keeps talking to a client that
-    is about to close."""
-    async def worker() -> None:
-        for sub in items:  # a shared iterator: each student is taken by exactly one worker
-            await handle(sub)
+# After a run-wide error, students already being graded get this long to finish (their replies
+# are paid for: they are kept), then the rest is cancelled.
+DRAIN_S = 10.0
 
+
+async def schedule(items: Iterator[Submission], handle: Callable[[Submission], Awaitable[None]],
+                   concurrency: int, drain_s: float = DRAIN_S) -> None:
+    """The online strategy: a bounded pool of workers pulling students one at a time from a
+    shared iterator. When one worker hits an error that stops the run, no new student is
+    started, those in flight may finish for up to `drain_s` (so replies already on their way are
+    stored, not lost), the rest is cancelled, and the first error is raised. Cancelling the
+    caller (Ctrl-C) cancels every worker at once."""
+    stop = asyncio.Event()
+    errors: list[Exception] = []
+
+    async def worker() -> None:
+        for sub in items:  # each student is taken by exactly one worker
+            if stop.is_set():
+                return
+            try:
+                await handle(sub)
+            except Exception as e:
+                errors.append(e)
+                stop.set()
+                return
+
+    tasks = [asyncio.create_task(worker()) for _ in range(max(1, concurrency))]
+    everyone: asyncio.Future[Any] = asyncio.gather(*tasks)
+    stopped: asyncio.Future[Any] = asyncio.create_task(stop.wait())
     try:
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(max(1, concurrency)):
-                tg.create_task(worker())
-    except BaseExceptionGroup as group:
-        raise group.exceptions[0] from None
+        await asyncio.wait({everyone, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not everyone.done():
+            await asyncio.wait({everyone}, timeout=drain_s)
+    finally:
+        stopped.cancel()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with suppress(asyncio.CancelledError):
+            await everyone
+    if errors:
+        raise errors[0]
 
 
 def _sdk_version() -> str | None:
@@ -426,16 +455,18 @@ async def _graded(p: Plan, subs: list[Submission], sel: Selection, db: Path, bac
             settings=p.settings.model_dump(mode="json", exclude={"api_key"}),
             rubric=p.rubric.model_dump(mode="json"), mode=sel.mode, selection=sel.as_dict(),
             epoch=resumed.epoch if resumed else None))
-        status = "interrupted"
         with Extractor(max_file_mb=p.settings.max_file_mb, limits=limits(p.settings)) as ex:
             runner = Runner(p, store, backend, ex, run.id, run.epoch, model, sel, on_outcome)
             try:
                 await runner.run(iter(subs))
-                status = "failed" if any(o.status == "failed" for o in runner.outcomes) \
-                    else "done"
-            finally:
-                store.finish_run(run.id, status)
+            except BaseException:
+                with suppress(StoreError):  # the store may be why we stopped: keep that error
+                    store.finish_run(run.id, "interrupted")
+                raise
+            status = "failed" if any(o.status == "failed" for o in runner.outcomes) else "done"
+            store.finish_run(run.id, status)
         summary = _summarize(runner, run.id, name, model, db, sel.mode)
+        summary.notices = list(store.notices)
         summary.wall_s = time.perf_counter() - started
         if p.settings.out is not None:
             summary.outputs = write_outputs(store, run.id, p.settings.out)

@@ -50,7 +50,7 @@ def regenerate(class_dir: Path, settings: Settings, run_id: int | None = None) -
     if not path.exists():
         raise StoreError("no grade store yet", path=path,
                          fix=f"run `grade run {class_dir}` first, or pass --db PATH")
-    with Store(path) as store:
+    with Store(path, create=False) as store:
         if run_id is None:
             run = store.latest_run(str(class_dir.resolve())) or store.latest_run()
             if run is None:

@@ -189,7 +189,7 @@ def open_store_for(path: Path, db: Path | None = None) -> Store:
         raise ReviewImportError(
             f"grade store {target or '(not recorded)'} does not exist", path=path,
             fix="pass --db PATH pointing at the grader.sqlite the workbook was written from")
-    return Store(target)
+    return Store(target, create=False)
 
 
 def _open(path: Path) -> Any:

@@ -17,7 +17,7 @@ def class_status(class_dir: Path, settings: Settings) -> str:
         raise StoreError("no grade store yet", path=path,
                          fix=f"run `grade run {class_dir}` first, or pass --db PATH")
     key = str(class_dir.resolve())
-    with Store(path) as store:
+    with Store(path, create=False) as store:
         run = store.latest_run(key) or store.latest_run()
         if run is None:
             return f"{path}: no runs yet"

@@ -23,7 +23,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -273,10 +273,16 @@ class StudentResult:
 def _store_error(e: sqlite3.Error, path: str) -> StoreError:
     text = str(e)
     low = text.lower()
+    code = getattr(e, "sqlite_errorname", "") or ""
+    if code in ("SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC", "SQLITE_IOERR_TRUNCATE") \
+            and os.path.exists(path):
+        low = "disk is full"  # a write to an existing file failed: no space (or a size limit)
     if "locked" in low or "busy" in low:
         fix = "another grader process is writing to this store; wait for it, then run again"
-    elif "disk is full" in low or "database or disk is full" in low:
-        fix = "free some disk space, then run the same command again (nothing paid is lost)"
+    elif "disk is full" in low:
+        text = f"cannot write (no space left on the disk, or a file size limit): {text}"
+        fix = ("free some disk space, then run the same command again: finished grades and "
+               "paid replies are kept")
     elif "readonly" in low or "read-only" in low:
         fix = "make the store and its folder writable, or pass --db PATH"
     elif "no such table" in low or "malformed" in low or "not a database" in low:
@@ -306,26 +312,108 @@ def _loads(text: str | None, default: Any) -> Any:
     return json.loads(text) if text else default
 
 
-class Store:
-    """One connection per process, used from one thread (the pipeline's event loop)."""
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
-    def __init__(self, path: Path | str):
+
+def unsaved_path(db_path: str) -> Path:
+    """Where replies that could not be committed (disk full) are kept until the next open."""
+    return Path(db_path + ".unsaved-replies.jsonl")
+
+
+def is_grader_store(path: Path | str) -> bool:
+    """Whether `path` is an SQLite file written by grader (read-only check: never creates,
+    migrates or switches a foreign file to WAL)."""
+    try:
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=5)
+    except (sqlite3.Error, OSError, ValueError):
+        return False
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return {"schema_migrations", "runs", "students", "outcomes"} <= names
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+
+
+_DAMAGED_FIX = ("move the file aside and rerun (its grades and paid replies are then not used), "
+                "or save what is readable with `sqlite3 FILE .recover`")
+
+
+class Store:
+    """One connection per process, used from one thread (the pipeline's event loop).
+
+    `create=False` opens only an existing grader store (a path taken from a workbook must never
+    turn some other SQLite file into one). The file is checked for damage when it is opened. If
+    it vanishes while open (deleted, or its folder moved), the next write rewrites it from the
+    open connection and carries on; `notices` says so."""
+
+    def __init__(self, path: Path | str, *, create: bool = True):
         self.path = str(path)
         self._depth = 0
+        self.notices: list[str] = []
+        self._identity: tuple[int, int] | None = None
         if self.path != ":memory:":
+            if not create and not is_grader_store(self.path):
+                raise StoreError(
+                    "not a grade store written by grader (or it does not exist)",
+                    path=self.path, fix="pass --db PATH pointing at the grader.sqlite of the "
+                    "class (by default CLASS_DIR/.grader/grader.sqlite)")
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            import_unsaved_target = self.path
+        else:
+            import_unsaved_target = None
         try:
-            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn = self._connect()
+            existing = self.conn.execute(
+                "SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+            if existing:
+                self._check_integrity()
             migrate(self.conn)
         except sqlite3.DatabaseError as e:
-            raise StoreError(
-                f"cannot open the grade store: {e}", path=self.path,
-                fix="pass another --db PATH, or move the damaged file aside",
-            ) from None
+            raise StoreError(f"the grade store is damaged or not an SQLite file: {e}",
+                             path=self.path, fix=_DAMAGED_FIX) from None
+        if import_unsaved_target is not None:
+            self._identity = _identity(self.path)
+            self._import_unsaved()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _check_integrity(self) -> None:
+        """Damage inside the file is found here, not halfway through a report."""
+        problems = [r[0] for r in self.conn.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise StoreError("the grade store is damaged: " + "; ".join(problems[:3]),
+                             path=self.path, fix=_DAMAGED_FIX)
+
+    def _ensure_file(self) -> None:
+        """If the store file vanished or was replaced while open, write it again from this
+        connection (everything committed so far) and continue on the new file."""
+        if self._identity is None or _identity(self.path) == self._identity:
+            return
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        moved = Path(self.path)
+        if moved.exists():  # replaced by another file: keep it, under another name
+            moved.rename(moved.with_name(moved.name + f".replaced-{os.getpid()}"))
+        self.conn.execute("VACUUM INTO ?", (self.path,))
+        self.conn.close()
+        self.conn = self._connect()
+        self._identity = _identity(self.path)
+        self.notices.append(
+            f"the grade store {self.path} was deleted or replaced during the run; it was "
+            "written again from the open copy, and nothing was lost")
 
     def close(self) -> None:
         self.conn.close()
@@ -343,6 +431,8 @@ class Store:
         outer = self._depth == 0
         name = f"sp{self._depth}"
         try:
+            if outer:
+                self._ensure_file()
             self.conn.execute("BEGIN IMMEDIATE" if outer else f"SAVEPOINT {name}")
         except sqlite3.Error as e:
             raise _store_error(e, self.path) from e
@@ -511,11 +601,23 @@ class Store:
                  stamp, stamp if state == "sent" else None))
         return int(cur.lastrowid or 0)
 
-    @_mapped
     def answer_attempt(self, attempt_id: int, request_hash: str, answer: Answer) -> None:
         """Keep a reply (insert-or-ignore: the first paid reply for a request stays) and what it
-        cost, in one commit."""
-        stamp = now()
+        cost, in one commit. If the commit fails (a full disk), the reply is written to a side
+        file beside the store instead, read back the next time the store is opened, and the
+        StoreError says so: a paid reply is never dropped."""
+        try:
+            self._answer(attempt_id, request_hash, answer, now())
+        except (sqlite3.Error, StoreError) as e:
+            err = e if isinstance(e, StoreError) else _store_error(e, self.path)
+            where = self._keep_unsaved(attempt_id, request_hash, answer)
+            raise StoreError(
+                f"{err.message}; the reply that just arrived was "
+                + (f"kept in {where} and is stored the next time the store is opened"
+                   if where else "NOT saved: it may be paid for again"),
+                path=self.path, fix=err.fix) from e
+
+    def _answer(self, attempt_id: int, request_hash: str, answer: Answer, stamp: str) -> None:
         with self.atomic():
             self.conn.execute(
                 "INSERT OR IGNORE INTO responses (request_hash, attempt_id, created_at, text,"
@@ -531,6 +633,39 @@ class Store:
                 (stamp, answer.retries, answer.latency_ms, answer.prompt_tokens,
                  answer.output_tokens, answer.thinking_tokens, answer.cached_tokens,
                  answer.model_version, attempt_id))
+
+    def _keep_unsaved(self, attempt_id: int, request_hash: str, answer: Answer) -> Path | None:
+        line = json.dumps({"attempt_id": attempt_id, "request_hash": request_hash,
+                           "at": now(), "answer": asdict(answer)}, default=str) + "\n"
+        try:
+            with unsaved_path(self.path).open("a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            return None
+        return unsaved_path(self.path)
+
+    def _import_unsaved(self) -> None:
+        path = unsaved_path(self.path)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return
+        for line in lines:
+            try:
+                item = json.loads(line)
+                answer = Answer(**item["answer"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short when the disk filled up
+            try:
+                self._answer(int(item["attempt_id"]), str(item["request_hash"]), answer,
+                             str(item["at"]))
+            except sqlite3.Error as e:
+                raise _store_error(e, self.path) from e
+        path.unlink()
+        self.notices.append(f"{len(lines)} reply(ies) kept in {path} while the disk was full "
+                            "were stored")
 
     @_mapped
     def fail_attempt(self, attempt_id: int, *, error: str, status: int | None, retries: int,
