@@ -13,7 +13,6 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from grader.cli import cli
@@ -140,14 +139,6 @@ def build_class(root: Path) -> dict[str, str]:
             made[sid] = name
     return made
 
-
-@pytest.fixture
-def gemini_env(fake_gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> FakeGemini:
-    for var in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_CLOUD_PROJECT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("GEMINI_API_KEY", "fuzz-key")
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
-    return fake_gemini
 
 
 def test_mutated_samples_never_stop_a_run(gemini_env: FakeGemini, tmp_path: Path) -> None:

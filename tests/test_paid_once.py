@@ -4,10 +4,8 @@ delivered per request body (`billed_by_request`)."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,62 +15,35 @@ from grader.ledger import KILL_AFTER_REPLY_ENV
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class
-
-
-def env_for(fake: FakeGemini, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", KILL_AFTER_REPLY_ENV)}
-    env.update(GEMINI_API_KEY="k", GOOGLE_GEMINI_BASE_URL=fake.url, **extra)
-    return env
-
-
-def cmd(class_dir: Path, db: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "grader.cli", "run", str(class_dir), "--db", str(db),
-            "--out", str(db.parent / "out"), *extra]
-
-
-def q(db: Path, sql: str) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return int(conn.execute(sql).fetchone()[0] or 0)
-    except sqlite3.OperationalError:  # tables not created yet
-        return 0
-
-
-def paid(fake: FakeGemini) -> tuple[int, int]:
-    """(replies delivered, distinct requests among them)."""
-    by_request = fake.stats()["billed_by_request"]
-    return sum(by_request.values()), len(by_request)
+from _procs import env_for, grade_cmd, paid, scalar
 
 
 def test_kill_right_after_a_reply_arrives_then_rerun_pays_nothing_for_it(tmp_path: Path) -> None:
     class_dir = make_class(tmp_path, 8)
     db = tmp_path / "g.sqlite"
     with FakeGemini(latency_ms=20) as fake:
-        killed = subprocess.run(cmd(class_dir, db, "--concurrency", "1"), capture_output=True,
+        killed = subprocess.run(grade_cmd(class_dir, db, "--concurrency", "1"), capture_output=True,
                                 env=env_for(fake, **{KILL_AFTER_REPLY_ENV: "3"}), timeout=60)
         assert killed.returncode == -signal.SIGKILL
         assert paid(fake) == (3, 3)
         # the third reply was committed before the kill, its grade was not
-        assert q(db, "SELECT COUNT(*) FROM attempts WHERE state = 'answered'") == 1
-        assert q(db, "SELECT COUNT(*) FROM grades") == 2
-        done = subprocess.run(cmd(class_dir, db), capture_output=True, text=True,
+        assert scalar(db, "SELECT COUNT(*) FROM attempts WHERE state = 'answered'") == 1
+        assert scalar(db, "SELECT COUNT(*) FROM grades") == 2
+        done = subprocess.run(grade_cmd(class_dir, db), capture_output=True, text=True,
                               env=env_for(fake), timeout=60)
         assert done.returncode == 0, done.stderr
         assert paid(fake) == (8, 8)  # the reply that arrived before the kill was not bought again
-        assert q(db, "SELECT COUNT(*) FROM grades") == 8
+        assert scalar(db, "SELECT COUNT(*) FROM grades") == 8
 
 
 def test_sent_but_unanswered_requests_are_reported(tmp_path: Path) -> None:
     class_dir = make_class(tmp_path, 12)
     db = tmp_path / "g.sqlite"
     with FakeGemini(latency_ms=300, jitter_ms=100, seed=5) as fake:
-        killed = subprocess.run(cmd(class_dir, db, "--concurrency", "4"), capture_output=True,
+        killed = subprocess.run(grade_cmd(class_dir, db, "--concurrency", "4"), capture_output=True,
                                 env=env_for(fake, **{KILL_AFTER_REPLY_ENV: "1"}), timeout=60)
         assert killed.returncode == -signal.SIGKILL
-        in_flight = q(db, "SELECT COUNT(*) FROM attempts WHERE state = 'sent'")
+        in_flight = scalar(db, "SELECT COUNT(*) FROM attempts WHERE state = 'sent'")
         assert in_flight >= 1
         status = subprocess.run([sys.executable, "-m", "grader.cli", "status", str(class_dir),
                                  "--db", str(db)], capture_output=True, text=True, timeout=60)
@@ -94,26 +65,26 @@ def test_random_sigkills_pay_again_only_for_replies_in_transit(tmp_path: Path) -
             class_dir, db = make_class(root, 60), root / "g.sqlite"
             fake.reset_stats()
             stop_at = rng.randint(3, 50)
-            proc = subprocess.Popen(cmd(class_dir, db, "--concurrency", "4"),
+            proc = subprocess.Popen(grade_cmd(class_dir, db, "--concurrency", "4"),
                                     env=env_for(fake), stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 60
-            while (q(db, "SELECT COUNT(*) FROM grades") < stop_at and proc.poll() is None
+            while (scalar(db, "SELECT COUNT(*) FROM grades") < stop_at and proc.poll() is None
                    and time.monotonic() < deadline):
                 time.sleep(rng.uniform(0.001, 0.02))
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
             time.sleep(0.3)  # let the server finish what it was answering
             delivered, _ = paid(fake)
-            kept = q(db, "SELECT COUNT(*) FROM attempts WHERE state IN ('answered', 'stored')")
+            kept = scalar(db, "SELECT COUNT(*) FROM attempts WHERE state IN ('answered', 'stored')")
             lost = delivered - kept
             assert lost >= 0
             lost_total += lost
             kills_in_transit += lost > 0
-            done = subprocess.run(cmd(class_dir, db, "--concurrency", "4"), env=env_for(fake),
+            done = subprocess.run(grade_cmd(class_dir, db, "--concurrency", "4"), env=env_for(fake),
                                   capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stderr
-            assert q(db, "SELECT COUNT(DISTINCT student_id) FROM grades") == 60
+            assert scalar(db, "SELECT COUNT(DISTINCT student_id) FROM grades") == 60
             total, distinct = paid(fake)
             extra_total += total - distinct
     print(f"\n10 kills: billed minus distinct requests = {extra_total}; kills that landed while "
@@ -127,7 +98,7 @@ def test_two_concurrent_runs_on_one_store_pay_once(tmp_path: Path) -> None:
     class_dir = make_class(tmp_path, 20)
     db = tmp_path / "g.sqlite"
     with FakeGemini(latency_ms=50) as fake:
-        procs = [subprocess.Popen(cmd(class_dir, db, "--concurrency", "4"), env=env_for(fake),
+        procs = [subprocess.Popen(grade_cmd(class_dir, db, "--concurrency", "4"), env=env_for(fake),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(2)]
         outs = [p.communicate(timeout=120) for p in procs]
@@ -141,16 +112,16 @@ def test_sigterm_ends_the_run_like_ctrl_c(tmp_path: Path) -> None:
     class_dir = make_class(tmp_path, 30)
     db = tmp_path / "g.sqlite"
     with FakeGemini(latency_ms=200) as fake:
-        proc = subprocess.Popen(cmd(class_dir, db, "--concurrency", "2"), env=env_for(fake),
+        proc = subprocess.Popen(grade_cmd(class_dir, db, "--concurrency", "2"), env=env_for(fake),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        while q(db, "SELECT COUNT(*) FROM grades") < 4 and time.monotonic() < deadline:
+        while scalar(db, "SELECT COUNT(*) FROM grades") < 4 and time.monotonic() < deadline:
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
         assert "interrupted" in err and "Traceback" not in err
-        assert q(db, "SELECT COUNT(*) FROM runs WHERE status = 'interrupted'") == 1
+        assert scalar(db, "SELECT COUNT(*) FROM runs WHERE status = 'interrupted'") == 1
         assert not (tmp_path / "g.sqlite.lock").read_text()  # lock released, holder cleared
 
 
@@ -159,10 +130,10 @@ def test_network_down_stops_the_run_with_one_message(tmp_path: Path) -> None:
     db = tmp_path / "g.sqlite"
     fake = FakeGemini(latency_ms=100).start()
     try:
-        proc = subprocess.Popen(cmd(class_dir, db, "--concurrency", "4"), env=env_for(fake),
+        proc = subprocess.Popen(grade_cmd(class_dir, db, "--concurrency", "4"), env=env_for(fake),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        while q(db, "SELECT COUNT(*) FROM grades") < 5 and time.monotonic() < deadline:
+        while scalar(db, "SELECT COUNT(*) FROM grades") < 5 and time.monotonic() < deadline:
             time.sleep(0.02)
     finally:
         fake.stop()
@@ -174,4 +145,4 @@ def test_network_down_stops_the_run_with_one_message(tmp_path: Path) -> None:
     assert proc.returncode == 2, out + err
     assert err.count("error:") == 1 and "cannot reach the gemini API" in err
     assert "fix: check the network connection" in err and "Traceback" not in err
-    assert q(db, "SELECT COUNT(*) FROM runs WHERE status = 'interrupted'") == 1
+    assert scalar(db, "SELECT COUNT(*) FROM runs WHERE status = 'interrupted'") == 1

@@ -19,14 +19,6 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "intro-python"
 RUBRICS = Path(__file__).resolve().parent.parent / "rubrics"
 
 
-@pytest.fixture
-def gemini_env(fake_gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> FakeGemini:
-    for var in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_CLOUD_PROJECT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("GEMINI_API_KEY", "test-key-not-secret")
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
-    return fake_gemini
-
 
 def billed(fake: FakeGemini) -> int:
     return sum(fake.stats()["billed_by_submission"].values())

@@ -8,7 +8,6 @@ import resource
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,38 +20,14 @@ from grader.store import Store, is_grader_store, unsaved_path
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class
-
-
-def env_for(fake: FakeGemini) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI")}
-    env.update(GEMINI_API_KEY="k", GOOGLE_GEMINI_BASE_URL=fake.url)
-    return env
-
-
-def cmd(class_dir: Path, db: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "grader.cli", "run", str(class_dir), "--db", str(db),
-            "--out", str(db.parent / "out"), *extra]
-
-
-def count(db: Path, sql: str) -> int:
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return int(conn.execute(sql).fetchone()[0] or 0)
-    except sqlite3.Error:
-        return 0
-
-
-def paid(fake: FakeGemini) -> tuple[int, int]:
-    by_request = fake.stats()["billed_by_request"]
-    return sum(by_request.values()), len(by_request)
+from _procs import env_for, grade_cmd, paid, scalar
 
 
 def test_damaged_store_is_refused_before_any_call(tmp_path: Path) -> None:
     class_dir = make_class(tmp_path, 30)
     db = tmp_path / "g.sqlite"
     with FakeGemini() as fake:
-        assert subprocess.run(cmd(class_dir, db), env=env_for(fake), capture_output=True,
+        assert subprocess.run(grade_cmd(class_dir, db), env=env_for(fake), capture_output=True,
                               timeout=120).returncode == 0
         with sqlite3.connect(db) as conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -62,7 +37,7 @@ def test_damaged_store_is_refused_before_any_call(tmp_path: Path) -> None:
             data[p * page + 100: p * page + 400] = os.urandom(300)
         db.write_bytes(bytes(data))
         fake.reset_stats()
-        run = subprocess.run(cmd(class_dir, db, "--regrade"), env=env_for(fake),
+        run = subprocess.run(grade_cmd(class_dir, db, "--regrade"), env=env_for(fake),
                              capture_output=True, text=True, timeout=120)
     assert run.returncode == 2, run.stderr
     assert "the grade store is damaged" in run.stderr and str(db) in run.stderr
@@ -74,18 +49,18 @@ def test_store_deleted_mid_run_is_written_again_with_nothing_lost(tmp_path: Path
     class_dir = make_class(tmp_path, 40)
     db = tmp_path / ".grader" / "g.sqlite"
     with FakeGemini(latency_ms=100) as fake:
-        proc = subprocess.Popen(cmd(class_dir, db, "--concurrency", "4"), env=env_for(fake),
+        proc = subprocess.Popen(grade_cmd(class_dir, db, "--concurrency", "4"), env=env_for(fake),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        while count(db, "SELECT COUNT(*) FROM grades") < 8 and time.monotonic() < deadline:
+        while scalar(db, "SELECT COUNT(*) FROM grades") < 8 and time.monotonic() < deadline:
             time.sleep(0.02)
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, out + err
         assert "was written again from the open copy" in out
-        assert count(db, "SELECT COUNT(*) FROM grades") == 40
-        assert count(db, "SELECT COUNT(*) FROM outcomes WHERE status = 'graded'") == 40
+        assert scalar(db, "SELECT COUNT(*) FROM grades") == 40
+        assert scalar(db, "SELECT COUNT(*) FROM outcomes WHERE status = 'graded'") == 40
         total, distinct = paid(fake)
         assert total == distinct == 40
 
@@ -102,7 +77,7 @@ def test_full_disk_stops_cleanly_and_keeps_every_paid_reply(tmp_path: Path) -> N
     class_dir = make_class(tmp_path, 60)
     db = tmp_path / "g.sqlite"
     with FakeGemini(latency_ms=10) as fake:
-        full = subprocess.run(cmd(class_dir, db), env=env_for(fake), capture_output=True,
+        full = subprocess.run(grade_cmd(class_dir, db), env=env_for(fake), capture_output=True,
                               text=True, timeout=120, preexec_fn=_file_size_limit(900_000))
         assert full.returncode == 2, full.stdout + full.stderr
         assert "cannot write (no space left on the disk" in full.stderr
@@ -111,7 +86,7 @@ def test_full_disk_stops_cleanly_and_keeps_every_paid_reply(tmp_path: Path) -> N
         assert 0 < delivered < 60
         kept = unsaved_path(str(db))
         assert kept.exists()  # replies that arrived after the disk filled up
-        again = subprocess.run(cmd(class_dir, db), env=env_for(fake), capture_output=True,
+        again = subprocess.run(grade_cmd(class_dir, db), env=env_for(fake), capture_output=True,
                                text=True, timeout=120)
         assert again.returncode == 0, again.stderr
         assert "were stored" in again.stdout and not kept.exists()

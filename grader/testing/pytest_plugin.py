@@ -17,6 +17,22 @@ def fake_gemini() -> Iterator[FakeGemini]:
         yield fake
 
 
+# The API key tests use against the fake server (tests check it never lands in a file).
+TEST_API_KEY = "test-key-not-secret"
+
+
+@pytest.fixture
+def gemini_env(fake_gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> FakeGemini:
+    """The fake server, with the environment of a teacher who has a Gemini key: `grade run` in
+    this process (CliRunner) talks to the fake through the real google-genai client."""
+    for var in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_ENTERPRISE",
+                "GOOGLE_CLOUD_PROJECT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GEMINI_API_KEY", TEST_API_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
+    return fake_gemini
+
+
 @pytest.fixture(scope="session")
 def fake_gemini_session() -> Iterator[FakeGemini]:
     """One fake server for the whole session; tests that use it must not change its config
