@@ -110,7 +110,8 @@ def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
               help="Output folder [default: reports/<class folder name>].")
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
               help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
-@click.option("--backend", help="gemini | vertex | local [default: gemini if a key is set].")
+@click.option("--backend",
+              help="gemini | enterprise (vertex) | local [default: gemini if a key is set].")
 @click.option("--model", help="Model name.")
 @click.option("--model-path", type=click.Path(path_type=Path, dir_okay=False),
               help="GGUF file for the local backend.")

@@ -50,7 +50,8 @@ class Settings(BaseModel):
     wait: bool = Field(default=True, description="wait for another run on the same store")
 
     # which model
-    backend: str | None = Field(default=None, description="gemini | vertex | local; None = auto")
+    backend: str | None = Field(
+        default=None, description="gemini | enterprise (or vertex) | local; None = auto")
     model: str | None = Field(default=None, description="None = the backend's default model")
     thinking: Level | None = Field(
         default=None, description="thinking level; None = the model table's default for the model")
@@ -169,7 +170,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in Settings.model_fields:
+    for name in (*Settings.model_fields, *_REMOVED):
         raw = env.get(ENV_PREFIX + name.upper())
         if raw is not None and raw != "":
             out[name] = [v.strip() for v in raw.split(",") if v.strip()] \
