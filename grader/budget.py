@@ -59,12 +59,21 @@ class Budget:
         self._changed = asyncio.Event()
 
 
-def input_bound(req: GradeRequest, media: Media) -> int:
-    """Tokens the request's input cannot exceed (see the module docstring)."""
-    texts = [req.system, req.static_prefix, *(t.text for t in req.history),
+def static_bound(req: GradeRequest) -> int:
+    """The part of `input_bound` every request of a run shares: system, rubric prefix, and the
+    response schema (in case it is billed as input)."""
+    return (len(req.system.encode("utf-8", "surrogatepass"))
+            + len(req.static_prefix.encode("utf-8", "surrogatepass"))
+            + len(json.dumps(req.response_schema).encode()))
+
+
+def input_bound(req: GradeRequest, media: Media, static: int | None = None) -> int:
+    """Tokens the request's input cannot exceed (see the module docstring). `static`: the
+    request's `static_bound`, when already known."""
+    texts = [*(t.text for t in req.history),
              *(p.text for p in req.student_parts if p.text is not None)]
-    tokens = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
-    tokens += len(json.dumps(req.response_schema).encode())  # in case the schema is billed
+    tokens = static_bound(req) if static is None else static
+    tokens += sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
     tokens += TURN_OVERHEAD_TOKENS * (2 + len(req.history))
     for p in req.student_parts:
         if p.data is not None:

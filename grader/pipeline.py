@@ -465,8 +465,9 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
             backend.on_retry = on_retry
         try:
             model = str(getattr(backend, "model", gen.model))
-            if model != gen.model:
-                gen = replace(gen, model=model)
+            if model != gen.model:  # a backend passed in, or a local model file
+                gen = configure(settings, model, name, tbl)
+                spending = spending_for(settings, gen, tbl)
             if on_start:
                 on_start(len(subs), name, model)
             for text in gen.notices:
