@@ -107,7 +107,7 @@ def lifecycle_notices(row: ModelInfo, surface: Surface, day: date) -> list[str]:
     instead = f"; use --model {life.replacement}" if life.replacement else ""
     if routed:
         out.append(f"{row.id} is deprecated on {where}: Google silently serves {routed} instead "
-                   f"(different outputs, its own price){instead}")
+                   f"(its answers differ from the model you asked for){instead}")
     elif life.stage in ("deprecated", "retired"):
         out.append(f"{row.id} is {life.stage} on {where}{instead}")
     elif life.stage == "preview":

@@ -468,11 +468,11 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
             if model != gen.model:  # a backend passed in, or a local model file
                 gen = configure(settings, model, name, tbl)
                 spending = spending_for(settings, gen, tbl)
-            if on_start:
-                on_start(len(subs), name, model)
-            for text in gen.notices:
+            for text in gen.notices:  # before the progress bar starts
                 if on_notice:
                     on_notice(text)
+            if on_start:
+                on_start(len(subs), name, model)
             return await _graded(p, subs, sel, db, backend, name, gen, on_outcome,
                                  spending=spending, on_notice=on_notice)
         finally:

@@ -142,3 +142,21 @@ def test_a_budget_needs_a_price(fake: FakeGemini, tmp_path: Path) -> None:
                          "--model", "gemini-9-nova", "--budget", "1")
     assert code == 2 and "need a price for gemini-9-nova" in output
     assert fake.stats()["requests"] == 0
+
+
+def test_the_spend_rate_limit_bounds_what_is_in_flight(fake: FakeGemini, tmp_path: Path) -> None:
+    # worst case per call here is about $0.029 (input bound + 2,000 output tokens at $10/1M):
+    # a $0.06 limit per 10 minutes admits two at a time, and a third once those are settled
+    class_dir = make_class(tmp_path, 3)
+    (class_dir / "grader.toml").write_text(PINNED.replace(
+        "[grader.models", "[grader]\nspend_per_10min = 0.06\n[grader.models", 1))
+    code, output = grade("run", str(class_dir), "--db", str(tmp_path / "g.db"),
+                         "--out", str(tmp_path / "o"), "--concurrency", "8",
+                         "--max-output-tokens", "2000")
+    assert code == 0, output
+    assert fake.stats()["max_in_flight"] == 2 and fake.stats()["by_status"] == {"200": 3}
+    assert fake_spend(fake) <= 0.06
+    (class_dir / "grader.toml").write_text("[grader]\nspend_per_10min = 0.001\n")
+    code, output = grade("run", str(class_dir), "--db", str(tmp_path / "g.db"), "--regrade")
+    assert code == 2 and "more than the whole spend limit" in output
+    assert "fix: raise spend_per_10min" in output and fake.stats()["requests"] == 3

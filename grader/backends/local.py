@@ -55,7 +55,9 @@ def default_model_notice() -> str:
     return (
         f"Grading offline with the built-in local model {m.title} ({m.quant}, {m.licence}): "
         "a tiny model for trying the pipeline, not for real marks. For real grading set "
-        "GEMINI_API_KEY or pass --backend gemini (or --model-path to a bigger GGUF)."
+        "GEMINI_API_KEY or pass --backend gemini (or, on Google Cloud, set "
+        "GOOGLE_GENAI_USE_ENTERPRISE=true and GOOGLE_CLOUD_PROJECT; or --model-path to a bigger "
+        "GGUF)."
     )
 
 
