@@ -228,7 +228,7 @@ def render_text(e: Estimate, class_dir: Path) -> str:
         cost = "unknown" if m.cost_usd is None else f"${m.cost_usd:.4f}"
         low, high = m.time_s
         when = (f"~{duration(high)}" if low == high else
-                f"up to {duration(high)}" if low == 0 else f"{duration(low)}-{duration(high)}")
+                f"up to {duration(high)}" if low == 0 else f"{duration(low)} to {duration(high)}")
         lines.append(f"{m.mode.name:<8}{cost:>12}  {when} ({m.note})")
     lines.append("not included: re-asks after invalid output, retries after a thinking cut-off, "
                  "and students already graded in the store (reused at no cost)")

@@ -25,7 +25,7 @@ def test_every_row_and_price_names_its_source_and_the_file_is_dated() -> None:
     tbl = packaged()
     assert tbl.models and tbl.multipliers.source and tbl.media.source and tbl.estimate.source
     for model in tbl.models.values():
-        assert model.sources or model.developer, model.id
+        assert model.sources and all(u.startswith("https://") for u in model.sources), model.id
         for life in (model.developer, model.enterprise):
             assert life is None or life.source.startswith("http"), model.id
         assert model.prices, f"{model.id} has no price"
