@@ -12,10 +12,11 @@ in-process stand-in, never real Gemini:
 
 2. `--mode instant`: the pipeline's own CPU per submission, measured directly: the same class
    graded with an in-process backend that answers at once with a valid reply (no HTTP, no SDK),
-   so everything measured is discovery, extraction, rendering, hashing, the ledger, validation
-   and SQLite. Median of `--repeat` runs.
+   so everything measured is discovery, extraction, rendering, hashing, the ledger (with each
+   attempt priced as the default Gemini model, and `--budget` reservations when given),
+   validation and SQLite. Median of `--repeat` runs.
 
-       python bench/bench_pipeline.py --mode instant --n 1000 --repeat 3
+       python bench/bench_pipeline.py --mode instant --n 1000 --repeat 3 [--budget 1000]
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import ClassVar
 
 from grader.pipeline import plan, run_class
 from grader.request import GradeRequest, GradeResponse, Usage
-from grader.settings import Settings, resolve
+from grader.settings import DEFAULT_GEMINI_MODEL, Settings, resolve
 from grader.testing._fake_content import answer_text, read_prompt
 
 RUBRIC = """\
@@ -72,17 +73,21 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
 
 class InstantBackend:
     """Answers every request at once with one valid reply prepared up front (its cost is not
-    part of the measurement): what is left is the pipeline's own work."""
+    part of the measurement): what is left is the pipeline's own work. It calls itself the
+    Gemini backend of the default model, so the run is configured and every attempt priced
+    exactly as a real Gemini run."""
 
-    name: ClassVar[str] = "instant"
-    model = "instant"
+    name: ClassVar[str] = "gemini"
+    model = DEFAULT_GEMINI_MODEL
 
     def __init__(self, reply: str):
         self.reply = reply
 
     async def generate(self, request: GradeRequest) -> GradeResponse:
-        return GradeResponse(text=self.reply, finish_reason="STOP", model_version="instant-1",
-                             usage=Usage(prompt_tokens=300, output_tokens=120))
+        return GradeResponse(text=self.reply, finish_reason="STOP",
+                             model_version=DEFAULT_GEMINI_MODEL, model_status="STABLE",
+                             usage=Usage(prompt_tokens=300, output_tokens=120,
+                                         thinking_tokens=600))
 
     async def count_tokens(self, request: GradeRequest) -> int:
         return 300
@@ -116,13 +121,16 @@ def instant(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             class_dir = make_class(Path(tmp), args.n)
             settings = resolve({"db": str(Path(tmp) / "bench.sqlite"),
-                                "concurrency": args.concurrency}, env={})
+                                "concurrency": args.concurrency, "budget": args.budget},
+                               env={})
             backend = InstantBackend(canned_reply(class_dir, settings))
             c0 = cpu_s()
             summary = run_class(class_dir, settings, backend=backend)
             per_sub.append(1000 * (cpu_s() - c0) / args.n)
             assert summary.graded == args.n, summary
-    print(f"in-process instant backend: N={args.n} concurrency={args.concurrency}")
+            assert summary.cost_usd, summary  # every attempt was priced
+    budget = f" budget=${args.budget:g}" if args.budget else ""
+    print(f"in-process instant backend: N={args.n} concurrency={args.concurrency}{budget}")
     print("pipeline's own CPU per submission: "
           + ", ".join(f"{v:.3f}" for v in per_sub)
           + f" ms; median {statistics.median(per_sub):.3f} ms (target <= 2 ms)")
@@ -175,6 +183,8 @@ def main() -> None:
     ap.add_argument("--rpm", type=int, default=3000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--budget", type=float, default=None,
+                    help="instant mode: also reserve and settle every call against a budget")
     args = ap.parse_args()
     asyncio.set_event_loop_policy(None)
     (instant if args.mode == "instant" else online)(args)

@@ -113,7 +113,8 @@ def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
               help="Output folder [default: reports/<class folder name>].")
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
               help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
-@click.option("--backend", help="gemini | vertex | local [default: gemini if a key is set].")
+@click.option("--backend",
+              help="gemini | enterprise (vertex) | local [default: gemini if a key is set].")
 @click.option("--model", help="Model name.")
 @click.option("--model-path", type=click.Path(path_type=Path, dir_okay=False),
               help="GGUF file for the local backend.")
@@ -126,8 +127,17 @@ def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
 @click.option("--concurrency", type=int, help="Requests in flight at once.")
 @click.option("--rpm", type=int, help="Requests per minute quota.")
 @click.option("--tpm", type=int, help="Tokens per minute quota.")
-@click.option("--max-output-tokens", type=int, help="Output token cap per request.")
-@click.option("--thinking-budget", type=int, help="Gemini thinking tokens (0 = off).")
+@click.option("--max-output-tokens", type=int,
+              help="Output token cap per request (thinking counts against it).")
+@click.option("--thinking", type=click.Choice(["minimal", "low", "medium", "high"]),
+              help="Gemini thinking level [default: the model table's, e.g. low].")
+@click.option("--temperature", type=float, help="Sampling temperature [default: not sent].")
+@click.option("--top-p", type=float, help="Nucleus sampling [default: not sent].")
+@click.option("--seed", type=int, help="Sampling seed, best effort [default: not sent].")
+@click.option("--tier", type=click.Choice(["standard", "flex"]),
+              help="Gemini service tier: flex is half price and may queue for minutes.")
+@click.option("--budget", type=float, metavar="USD",
+              help="Spend at most USD in this run; students left are skipped (rerun with more).")
 @click.option("--timeout", "timeout_s", type=float, help="Seconds per request before retrying.")
 @click.option("--max-retries", type=int, help="Retries per request on transient errors.")
 @click.option("--limit", type=int, help="Grade only the first N students.")
@@ -170,6 +180,9 @@ def run(class_dir: Path, only: tuple[str, ...], retry_flagged: tuple[str, ...],
         click.echo(f"grading {total} students with {backend}:{model}", err=True)
         progress.start(total)
 
+    def on_notice(text: str) -> None:
+        progress.note(f"note: {terminal_safe(text)}")
+
     def on_wait(holder: Any) -> None:
         who = terminal_safe(holder.describe()) if holder is not None else "another run"
         click.echo(f"the grade store is in use by {who}; waiting for it to finish "
@@ -178,7 +191,7 @@ def run(class_dir: Path, only: tuple[str, ...], retry_flagged: tuple[str, ...],
     try:
         summary = pipeline.run_class(class_dir, settings, on_start=on_start,
                                      on_outcome=progress.outcome, on_retry=progress.retry,
-                                     on_wait=on_wait)
+                                     on_wait=on_wait, on_notice=on_notice)
     finally:
         progress.stop()
     _print_summary(summary)
@@ -211,6 +224,12 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(0)
 
+    def note(self, text: str) -> None:
+        """A line above the bar (notices arrive before and during the run)."""
+        if self.bar is not None:
+            click.echo("", err=True)
+        click.secho(text, fg="yellow", err=True)
+
     def stop(self) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
@@ -242,7 +261,7 @@ def _print_summary(s: Any) -> None:
         f"failed {s.failed}{skipped} ({s.reused} reused from the store)\n"
         f"tokens: prompt {u.prompt_tokens}, output {u.output_tokens}, thinking "
         f"{u.thinking_tokens}, cached {u.cached_tokens} in {s.calls} calls "
-        f"({s.retries} retries); time {s.wall_s:.1f} s\nstore: {s.db}"
+        f"({s.retries} retries); time {s.wall_s:.1f} s\n{_cost_line(s)}store: {s.db}"
     )
     flagged: dict[str, list[str]] = {}
     failed: dict[str, list[str]] = {}
@@ -258,6 +277,21 @@ def _print_summary(s: Any) -> None:
     for notice in s.notices:
         click.secho(f"note: {terminal_safe(notice)}", fg="yellow")
     _print_written(s.outputs)
+
+
+def _cost_line(s: Any) -> str:
+    """The run's cost, with its budget; empty for a model without prices (local)."""
+    if s.cost_usd is None:
+        return ""
+    tier = "" if s.tier == "standard" else f", {s.tier} tier"
+    line = f"cost: ${s.cost_usd:.4f} (model table prices{tier}"
+    line += f"; {s.unpriced} calls without a price)" if s.unpriced else ")"
+    if s.budget is not None:
+        line += f"; budget ${s.budget:g}"
+        if s.skipped_budget:
+            line += (f": {s.skipped_budget} students skipped, rerun with a larger --budget to "
+                     "continue (paid work is reused)")
+    return line + "\n"
 
 
 def _ids(ids: list[str], shown: int = 8) -> str:
@@ -276,6 +310,27 @@ def _print_written(paths: list[Path]) -> None:
             click.echo(f"wrote {p}")
     for folder, n in folders.items():
         click.echo(f"wrote {folder}/ ({n} student pages)")
+
+
+@cli.command()
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--rubric", type=click.Path(path_type=Path, dir_okay=False), help="Rubric YAML.")
+@click.option("--backend", help="gemini | enterprise | vertex (countTokens) [default: auto].")
+@click.option("--model", help="Model name [default: the model table's].")
+@click.option("--thinking", type=click.Choice(["minimal", "low", "medium", "high"]),
+              help="Gemini thinking level [default: the model table's].")
+@click.option("--max-output-tokens", type=int, help="Output token cap per request.")
+@click.option("--concurrency", type=int, help="Requests in flight at once.")
+@click.option("--rpm", type=int, help="Requests per minute quota.")
+@click.option("--tpm", type=int, help="Tokens per minute quota.")
+@click.option("--limit", type=int, help="Only the first N students.")
+@_handle_errors
+def estimate(class_dir: Path, **flags: Any) -> None:
+    """Project what grading CLASS_DIR would cost and take (online, flex, batch); no grading."""
+    from .estimate import estimate as project
+    from .estimate import render_text
+
+    click.echo(render_text(project(class_dir, _settings(class_dir, **flags)), class_dir))
 
 
 @cli.command()

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import models
 from .errors import GraderError
+from .generation import configure
 from .isolation import Extractor
-from .pipeline import Plan, plan, render, students
-from .settings import Settings, limits
+from .pipeline import Plan, default_model, plan, render, students
+from .settings import Settings, auto_backend, limits
 
 
 @dataclass
@@ -22,6 +24,9 @@ class DryRunItem:
 def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> tuple[Plan, list[DryRunItem]]:
     """Render the prompts of the first `n` students and estimate their size; no model call."""
     p = plan(class_dir, settings)
+    backend = auto_backend(settings)
+    gen = configure(settings, default_model(backend, settings), backend,
+                    models.table(settings.models))
     items = []
     with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:
         extracted = []
@@ -31,7 +36,7 @@ def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> tuple[Plan, list
             except GraderError as e:
                 items.append(DryRunItem(sub.student_id, None, e.render(), ""))
     for sub, ex in extracted:
-        req = render(p, ex, settings.model or "")
+        req = render(p, ex, gen)
         text = req.system + req.static_prefix + "".join(pt.text or "" for pt in req.student_parts)
         media = sum(258 for pt in req.student_parts if pt.text is None)
         items.append(DryRunItem(sub.student_id, len(text) // 4 + media, None,

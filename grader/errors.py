@@ -76,6 +76,13 @@ class BackendError(GraderError):
         super().__init__(message, fix=fix)
 
 
+class BudgetExceeded(GraderError):
+    """A call would take the run past its --budget: the student is skipped (reason `budget`),
+    and a rerun with a larger budget continues (replies already paid for are reused)."""
+
+    exit_code = 1
+
+
 class StoreError(GraderError):
     """The SQLite store cannot be opened or migrated."""
 

@@ -1,7 +1,8 @@
 """Grading policy: what to do with what came back. Pure functions, no I/O.
 
 `decide()` takes the replies for one student so far and says either "re-ask once with these
-turns" or the final `Verdict` (scores, totals computed by code, flags). The online worker pool,
+turns", "ask again once with more room to think" (a reply cut off because thinking used the whole
+output cap) or the final `Verdict` (scores, totals computed by code, flags). The online worker pool,
 the batch collector and the local backend all call it, so a reply is judged the same way
 whichever path it came by; retries, quota, the ledger and storage stay outside.
 """
@@ -35,6 +36,38 @@ class Reply:
     finish_reason: str | None = None
     blocked_reason: str | None = None
     model_version: str | None = None
+    thinking_tokens: int = 0
+    output_tokens: int = 0  # the visible answer's tokens
+
+    @property
+    def cut_by_thinking(self) -> bool:
+        """Ended at the output cap, mostly spent on thinking: thinking and the answer share
+        `max_output_tokens`, so the model thought until too little was left to answer. (An
+        answer that is itself too long is not cured by more room: it is flagged at once.)"""
+        return self.text is None and self.blocked_reason == "MAX_TOKENS" \
+            and self.thinking_tokens > self.output_tokens
+
+
+@dataclass(frozen=True)
+class Reconfigure:
+    """Ask again (same conversation) with a larger output cap or a lower thinking level."""
+
+    max_output_tokens: int
+    thinking_level: str | None
+
+
+def more_room(max_output_tokens: int, thinking_level: str | None, output_limit: int | None,
+              lower_level: str | None) -> Reconfigure | None:
+    """The one retry after a thinking cut-off: double the output cap (up to the model's limit,
+    or without bound when the limit is unknown); at the limit, one thinking level lower; None
+    when neither is possible."""
+    if output_limit is None or max_output_tokens < output_limit:
+        cap = 2 * max_output_tokens
+        return Reconfigure(cap if output_limit is None else min(cap, output_limit),
+                           thinking_level)
+    if lower_level is not None:
+        return Reconfigure(max_output_tokens, lower_level)
+    return None
 
 
 @dataclass(frozen=True)
@@ -45,6 +78,7 @@ class Policy:
     validator: type[BaseModel]
     reask_prompt: Callable[[str], str]
     max_reasks: int = 1
+    on_thinking_cut: Reconfigure | None = None  # None: flag a thinking cut-off at once
 
 
 @dataclass(frozen=True)
@@ -94,11 +128,17 @@ def flagged(reason: str, message: str, *, model_version: str | None = None,
                    flags=(FlagRow(reason, message), *input_flags), model_version=model_version)
 
 
-def blocked(reply: Reply, input_flags: Sequence[FlagRow] = ()) -> Verdict:
+def blocked(reply: Reply, input_flags: Sequence[FlagRow] = (), *, retried: bool = False
+            ) -> Verdict:
     why = reply.blocked_reason or "EMPTY"
     if why == "UNSUPPORTED_MEDIA":
         msg = ("the submission is only images/scanned pages and this model cannot read them;"
                " grade it by hand or with --backend gemini")
+    elif reply.cut_by_thinking:
+        msg = (f"the model spent its whole output allowance thinking ({reply.thinking_tokens} "
+               "thinking tokens) and wrote no answer"
+               + (", also when asked again with more room" if retried else "")
+               + "; rerun with a higher --max-output-tokens or a lower --thinking level")
     else:
         msg = (f"the model returned no usable output (finish reason {why}); grade this student"
                " by hand, or rerun with --retry-flagged after checking it")
@@ -135,18 +175,24 @@ def graded(rubric: Rubric, result: schema.ModelGrade, model_version: str | None,
 
 
 def decide(policy: Policy, replies: Sequence[Reply],
-           input_flags: Sequence[FlagRow] = ()) -> Verdict | Reask:
-    """Judge the latest reply: a verdict, or one re-ask quoting the validation errors."""
+           input_flags: Sequence[FlagRow] = ()) -> Verdict | Reask | Reconfigure:
+    """Judge the latest reply: a verdict, one re-ask quoting the validation errors, or one
+    retry with more room after a thinking cut-off."""
     reply = replies[-1]
     version = next((r.model_version for r in reversed(replies) if r.model_version), None)
     if reply.text is None:
-        return blocked(Reply(None, reply.finish_reason, reply.blocked_reason, version),
-                       input_flags)
+        cuts = sum(1 for r in replies if r.cut_by_thinking)
+        if reply.cut_by_thinking and cuts == 1 and policy.on_thinking_cut is not None:
+            return policy.on_thinking_cut
+        return blocked(Reply(None, reply.finish_reason, reply.blocked_reason, version,
+                             reply.thinking_tokens, reply.output_tokens), input_flags,
+                       retried=cuts > 1)
+    answered = [r for r in replies if r.text is not None]  # a cut-off reply is not a turn
     try:
         result = schema.parse_with(policy.validator, reply.text)
     except ValidationError as err:
-        if len(replies) <= policy.max_reasks:
-            first = replies[0].text or ""
+        if len(answered) <= policy.max_reasks:
+            first = answered[0].text or ""
             return Reask((Turn(role="model", text=first),
                           Turn(role="user", text=policy.reask_prompt(schema_error_text(err)))))
         msg = ("the model's output did not match the rubric's schema twice: "

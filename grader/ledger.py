@@ -8,6 +8,10 @@ request is paid for at most once.
 - The attempt is committed as `sent` before the request leaves, and the reply is committed the
   moment it arrives, before anything else is done with it. After a crash, a reply that arrived
   is never bought again, and `grade status` lists what was sent but never answered.
+- Money (`budget.Spending`): before a request leaves, its worst case is reserved against the
+  run's `--budget` and spend-rate limit (a student who cannot be afforded raises
+  `BudgetExceeded`); when the reply arrives its real cost is computed from its usage and stored
+  with it.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ import hashlib
 import json
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import Backend
+from .budget import Spending
 from .errors import BackendError
+from .generation import served_notice
 from .grading import Reply
 from .request import GradeRequest, GradeResponse, Usage
 from .store import Answer, RequestRecord, Store
@@ -82,14 +89,21 @@ class Counters:
 
 
 class CallLedger:
-    """One per run; used from the event-loop thread only."""
+    """One per run; used from the event-loop thread only. `on_notice` hears, once each, what
+    the replies reveal about the served model (routed, deprecated)."""
 
-    def __init__(self, store: Store, backend: Backend, run_id: int):
+    def __init__(self, store: Store, backend: Backend, run_id: int, *,
+                 spending: Spending | None = None, service_tier: str | None = None,
+                 on_notice: Callable[[str], None] | None = None):
         self.store, self.backend, self.run_id = store, backend, run_id
+        self.spending = spending
+        self.service_tier = service_tier
+        self.on_notice = on_notice
         self.counters = Counters()
         self._inflight: dict[str, asyncio.Future[Reply]] = {}
         self._kill_after = int(os.environ.get(KILL_AFTER_REPLY_ENV) or 0)
         self._answered = 0
+        self._served: set[tuple[str | None, str | None]] = set()
 
     async def call(self, req: GradeRequest, record: RequestRecord, *, student_id: str,
                    submission_id: int, sample: int, n: int) -> Called:
@@ -97,7 +111,8 @@ class CallLedger:
         if stored is not None:
             self.counters.reused += 1
             return Called(Reply(stored.text, stored.finish_reason, stored.blocked_reason,
-                                stored.model_version), None)
+                                stored.model_version, stored.thinking_tokens,
+                                stored.output_tokens), None)
         pending = self._inflight.get(record.hash)
         if pending is not None:  # an identical request is on its way: share its reply
             reply = await asyncio.shield(pending)
@@ -106,17 +121,27 @@ class CallLedger:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._inflight[record.hash] = future
         try:
-            attempt_id = self.store.begin_attempt(
-                run_id=self.run_id, student_id=student_id, submission_id=submission_id,
-                request=record, sample=sample, n=n)
-            try:
-                resp = await self.backend.generate(req.model_copy(update={"key": record.hash}))
-            except BackendError as e:
-                self.store.fail_attempt(attempt_id, error=e.render(), status=e.status,
-                                        retries=e.retries, latency_ms=0.0)
+            hold = await self.spending.reserve(req) if self.spending is not None else None
+            try:  # from here the reservation is given back whatever happens
+                attempt_id = self.store.begin_attempt(
+                    run_id=self.run_id, student_id=student_id, submission_id=submission_id,
+                    request=record, sample=sample, n=n)
+                try:
+                    resp = await self.backend.generate(
+                        req.model_copy(update={"key": record.hash}))
+                except BackendError as e:
+                    self.store.fail_attempt(attempt_id, error=e.render(), status=e.status,
+                                            retries=e.retries, latency_ms=0.0)
+                    raise
+            except BaseException:
+                if self.spending is not None:
+                    self.spending.settle(hold, None)  # not answered: nothing to book
                 raise
-            self._keep(attempt_id, record.hash, resp)
-            reply = Reply(resp.text, resp.finish_reason, resp.blocked_reason, resp.model_version)
+            cost = self.spending.settle(hold, resp.usage) if self.spending is not None else None
+            self._keep(attempt_id, record.hash, resp, cost)
+            self._watch(req.model, resp)
+            reply = Reply(resp.text, resp.finish_reason, resp.blocked_reason, resp.model_version,
+                          resp.usage.thinking_tokens, resp.usage.output_tokens)
             future.set_result(reply)
             return Called(reply, attempt_id)
         except asyncio.CancelledError:
@@ -129,15 +154,17 @@ class CallLedger:
         finally:
             del self._inflight[record.hash]
 
-    def _keep(self, attempt_id: int, request_hash: str, resp: GradeResponse) -> None:
-        """Commit the reply before anything else happens to it."""
+    def _keep(self, attempt_id: int, request_hash: str, resp: GradeResponse,
+              cost: float | None) -> None:
+        """Commit the reply, with what it cost, before anything else happens to it."""
         u = resp.usage
         self.store.answer_attempt(attempt_id, request_hash, Answer(
             text=resp.text, finish_reason=resp.finish_reason,
             blocked_reason=resp.blocked_reason, model_version=resp.model_version, raw=resp.raw,
             prompt_tokens=u.prompt_tokens, output_tokens=u.output_tokens,
             thinking_tokens=u.thinking_tokens, cached_tokens=u.cached_tokens,
-            latency_ms=resp.latency_ms, retries=resp.retries))
+            latency_ms=resp.latency_ms, retries=resp.retries, cost_usd=cost,
+            model_status=resp.model_status, service_tier=self.service_tier))
         self._answered += 1
         if self._kill_after and self._answered >= self._kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -145,3 +172,14 @@ class CallLedger:
         c.calls += 1
         c.retries += resp.retries
         c.usage = c.usage + u
+
+    def _watch(self, asked: str, resp: GradeResponse) -> None:
+        """Say once per (served version, stage) when the reply came from another model than the
+        one asked for, or from a deprecated one."""
+        key = (resp.model_version, resp.model_status)
+        if key in self._served:
+            return
+        self._served.add(key)
+        text = served_notice(asked, resp.model_version, resp.model_status)
+        if text is not None and self.on_notice is not None:
+            self.on_notice(text + " (recorded with every attempt; report.html lists it)")

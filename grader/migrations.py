@@ -355,10 +355,16 @@ DROP TABLE reviews;
 ALTER TABLE review_log RENAME TO v2_review_log;
 """
 
+M004_MODEL_STATUS_AND_TIER = """
+ALTER TABLE attempts ADD COLUMN model_status TEXT;
+ALTER TABLE attempts ADD COLUMN service_tier TEXT;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
     Migration(3, "ledger_and_grade_versions", M003_LEDGER_AND_VERSIONS),
+    Migration(4, "attempt_model_status_and_service_tier", M004_MODEL_STATUS_AND_TIER),
 )
 LATEST = MIGRATIONS[-1].version
 

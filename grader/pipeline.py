@@ -26,12 +26,31 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import __version__, schema
+from . import __version__, models, schema
 from .backends import Backend, create, media_types
+from .budget import Spending
 from .discover import Submission, discover
-from .errors import BackendError, InputError, StoreError, SubmissionError
+from .errors import (
+    BackendError,
+    BudgetExceeded,
+    ConfigError,
+    InputError,
+    StoreError,
+    SubmissionError,
+)
 from .extract import Extracted
-from .grading import INFO_FLAGS, Policy, Reask, Reply, Verdict, decide, rejected
+from .generation import Generation, configure
+from .grading import (
+    INFO_FLAGS,
+    Policy,
+    Reask,
+    Reconfigure,
+    Reply,
+    Verdict,
+    decide,
+    more_room,
+    rejected,
+)
 from .isolation import Extractor
 from .ledger import CallLedger, describe, prefix_hash, salt, sha256
 from .limits import check_request_size
@@ -42,7 +61,7 @@ from .report import write_outputs
 from .request import GradeRequest, Usage
 from .rubric import Rubric, load_rubric
 from .selection import Grade, Reuse, Selection, Skip, choose
-from .settings import Settings, auto_backend, db_path, limits, rubric_path
+from .settings import DEFAULT_GEMINI_MODEL, Settings, auto_backend, db_path, limits, rubric_path
 from .store import FlagRow, GradeRecord, OutcomeRecord, RunInfo, Store, SubmissionRecord
 
 
@@ -75,6 +94,10 @@ class RunSummary:
     calls: int = 0
     retries: int = 0
     wall_s: float = 0.0
+    cost_usd: float | None = None  # None: nothing priced (a local model, or no table price)
+    unpriced: int = 0  # calls the model table had no price for
+    budget: float | None = None
+    tier: str = "standard"
     outcomes: list[Outcome] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # things the teacher should know
@@ -82,6 +105,10 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         return self.failed == 0
+
+    @property
+    def skipped_budget(self) -> int:
+        return sum(1 for o in self.outcomes if o.status == "skipped" and o.reason == "budget")
 
 
 @dataclass
@@ -146,14 +173,44 @@ def plan(class_dir: Path, settings: Settings) -> Plan:
     )
 
 
-def render(p: Plan, ex: Extracted, model: str, key: str = "") -> GradeRequest:
-    s = p.settings
+def render(p: Plan, ex: Extracted, gen: Generation, key: str = "") -> GradeRequest:
     return GradeRequest(
-        key=key, model=model, system=p.system, static_prefix=p.static_prefix,
+        key=key, model=gen.model, system=p.system, static_prefix=p.static_prefix,
         student_parts=p.prompts.student_parts(ex.text, ex.parts, ex.files),
-        response_schema=p.response_schema, temperature=s.temperature, seed=s.seed,
-        max_output_tokens=s.max_output_tokens, thinking_budget=s.thinking_budget,
+        response_schema=p.response_schema, max_output_tokens=gen.max_output_tokens,
+        thinking_level=gen.thinking_level, temperature=gen.temperature, top_p=gen.top_p,
+        seed=gen.seed,
     )
+
+
+def default_model(backend: str, settings: Settings) -> str:
+    """The model a backend will be asked for when none is given (before it is created)."""
+    if settings.model:
+        return settings.model
+    return DEFAULT_GEMINI_MODEL if backend in ("gemini", "vertex", "enterprise") else "local"
+
+
+def thinking_retry(gen: Generation) -> Reconfigure | None:
+    """The one retry after a thinking cut-off, from the model table's limits."""
+    if gen.row is None and gen.surface is None:
+        return None  # a local model does not think
+    limit = gen.row.max_output_tokens if gen.row is not None else None
+    lower = gen.row.lower_level(gen.thinking_level) if gen.row is not None else None
+    return more_room(gen.max_output_tokens, gen.thinking_level, limit, lower)
+
+
+def spending_for(settings: Settings, gen: Generation, tbl: models.ModelTable) -> Spending | None:
+    """Prices, --budget and the spend-rate limit of a run on a paid API (None for local)."""
+    if gen.surface is None:
+        return None  # a local model costs nothing: there is nothing to price or cap
+    pricing = models.Pricing.of(tbl, gen.model, settings.tier)
+    if not pricing.known and (settings.budget is not None or settings.spend_per_10min):
+        raise ConfigError(
+            f"--budget and spend_per_10min need a price for {gen.model}, and the model table "
+            "has none", fix=f'add a price row under [grader.models."{gen.model}"] in '
+            "grader.toml (README: Configuration), or leave --budget unset")
+    return Spending(pricing, tbl.media, budget=settings.budget,
+                    per_10min=settings.spend_per_10min)
 
 
 def config_hash(req: GradeRequest) -> str:
@@ -203,12 +260,18 @@ class Runner:
     """One run's shared state: plan, store, ledger, counters."""
 
     def __init__(self, p: Plan, store: Store, backend: Backend, extractor: Extractor,
-                 run_id: int, epoch: int, model: str, selection: Selection,
-                 on_outcome: Callable[[Outcome], None] | None):
+                 run_id: int, epoch: int, gen: Generation, selection: Selection,
+                 on_outcome: Callable[[Outcome], None] | None, *,
+                 spending: Spending | None = None,
+                 on_notice: Callable[[str], None] | None = None):
         self.p, self.store, self.backend, self.extractor = p, store, backend, extractor
-        self.run_id, self.epoch, self.model, self.selection = run_id, epoch, model, selection
-        self.ledger = CallLedger(store, backend, run_id)
-        self.policy = p.policy
+        self.run_id, self.epoch, self.selection = run_id, epoch, selection
+        self.gen = gen
+        self.model = model = gen.model
+        self.ledger = CallLedger(store, backend, run_id, spending=spending,
+                                 service_tier=p.settings.tier if spending else None,
+                                 on_notice=on_notice)
+        self.policy = replace(p.policy, on_thinking_cut=thinking_retry(gen))
         self.prefix = p.prefix_hash(model)
         self.fingerprint = p.fingerprint(model)
         store.save_prefix(self.prefix, p.system, p.static_prefix, p.response_schema)
@@ -231,7 +294,7 @@ class Runner:
             student_id=sub.student_id, name=sub.name, email=sub.email, source=sub.source,
             content_hash=ex.content_hash, body_hash=body_hash(ex), files=ex.files,
             late=sub.late, notes=ex.notes))
-        req = render(self.p, ex, self.model)
+        req = render(self.p, ex, self.gen)
         cfg = config_hash(req)
         max_request = self.extractor.limits.max_request_bytes
         latest = self.store.latest_grade(student_id=sub.student_id, submission_id=sub_id,
@@ -265,6 +328,9 @@ class Runner:
             else:
                 verdict, attempts = await self._grade(sub.student_id, sub_id, req,
                                                       choice.epoch, flags)
+        except BudgetExceeded as e:  # not sent: a rerun with a larger budget grades them
+            self._finish(_with(base, status="skipped", reason="budget", message=e.render()))
+            return
         except BackendError as e:
             if e.run_wide:
                 raise
@@ -325,6 +391,10 @@ class Runner:
             verdict = decide(self.policy, replies, flags)
             if isinstance(verdict, Reask):
                 req = req.model_copy(update={"history": verdict.history})
+                continue
+            if isinstance(verdict, Reconfigure):  # thinking used the whole output cap
+                req = req.model_copy(update={"max_output_tokens": verdict.max_output_tokens,
+                                             "thinking_level": verdict.thinking_level})
                 continue
             return verdict, attempts
 
@@ -406,13 +476,19 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
                       on_outcome: Callable[[Outcome], None] | None = None,
                       on_start: Callable[[int, str, str], None] | None = None,
                       on_wait: Callable[[Holder | None], None] | None = None,
-                      on_retry: Callable[[BackendError], None] | None = None) -> RunSummary:
+                      on_retry: Callable[[BackendError], None] | None = None,
+                      on_notice: Callable[[str], None] | None = None) -> RunSummary:
     """Grade every submission in `class_dir`; resumable; returns the run's summary.
 
     Callbacks: `on_start(students, backend, model)`, `on_outcome(Outcome)` per student,
     `on_retry(error)` per retried request (backends that report retries), `on_wait(holder)`
-    when another run holds the store."""
+    when another run holds the store, `on_notice(text)` once per notice about the model
+    (deprecated, routed, ignored sampling parameters)."""
     p = plan(class_dir, settings)
+    tbl = models.table(settings.models)
+    name = backend.name if backend is not None else auto_backend(settings)
+    gen = configure(settings, default_model(name, settings), name, tbl)  # before any call
+    spending = spending_for(settings, gen, tbl)
     subs = students(class_dir, settings)
     sel = selection_of(settings)
     db = db_path(class_dir, settings)
@@ -420,15 +496,21 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
     await lock.acquire(wait=settings.wait, on_wait=on_wait)
     try:
         owned = backend is None  # a backend passed in is the caller's to close
-        name = backend.name if backend is not None else auto_backend(settings)
         backend = backend if backend is not None else create(name, settings=settings)
         if on_retry is not None and hasattr(backend, "on_retry"):
             backend.on_retry = on_retry
         try:
-            model = str(getattr(backend, "model", settings.model or "unknown"))
+            model = str(getattr(backend, "model", gen.model))
+            if model != gen.model:  # a backend passed in, or a local model file
+                gen = configure(settings, model, name, tbl)
+                spending = spending_for(settings, gen, tbl)
+            for text in gen.notices:  # before the progress bar starts
+                if on_notice:
+                    on_notice(text)
             if on_start:
                 on_start(len(subs), name, model)
-            return await _graded(p, subs, sel, db, backend, name, model, on_outcome)
+            return await _graded(p, subs, sel, db, backend, name, gen, on_outcome,
+                                 spending=spending, on_notice=on_notice)
         finally:
             if owned:
                 await backend.aclose()
@@ -437,11 +519,13 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
 
 
 async def _graded(p: Plan, subs: list[Submission], sel: Selection, db: Path, backend: Backend,
-                  name: str, model: str,
-                  on_outcome: Callable[[Outcome], None] | None) -> RunSummary:
+                  name: str, gen: Generation, on_outcome: Callable[[Outcome], None] | None, *,
+                  spending: Spending | None,
+                  on_notice: Callable[[str], None] | None) -> RunSummary:
     started = time.perf_counter()
+    model = gen.model
     fingerprint = p.fingerprint(model)
-    cfg = config_hash(render(p, _NOTHING, model))
+    cfg = config_hash(render(p, _NOTHING, gen))
     class_key = str(p.class_dir.resolve())
     with Store(db) as store:
         store.interrupt_stale_runs()  # we hold the lock: anything 'running' is dead
@@ -456,7 +540,8 @@ async def _graded(p: Plan, subs: list[Submission], sel: Selection, db: Path, bac
             rubric=p.rubric.model_dump(mode="json"), mode=sel.mode, selection=sel.as_dict(),
             epoch=resumed.epoch if resumed else None))
         with Extractor(max_file_mb=p.settings.max_file_mb, limits=limits(p.settings)) as ex:
-            runner = Runner(p, store, backend, ex, run.id, run.epoch, model, sel, on_outcome)
+            runner = Runner(p, store, backend, ex, run.id, run.epoch, gen, sel, on_outcome,
+                            spending=spending, on_notice=on_notice)
             try:
                 await runner.run(iter(subs))
             except BaseException:
@@ -467,6 +552,9 @@ async def _graded(p: Plan, subs: list[Submission], sel: Selection, db: Path, bac
             store.finish_run(run.id, status)
         summary = _summarize(runner, run.id, name, model, db, sel.mode)
         summary.notices = list(store.notices)
+        if spending is not None:
+            summary.cost_usd, summary.unpriced = spending.cost, spending.unpriced
+            summary.budget, summary.tier = p.settings.budget, p.settings.tier
         summary.wall_s = time.perf_counter() - started
         if p.settings.out is not None:
             summary.outputs = write_outputs(store, run.id, p.settings.out)
@@ -489,7 +577,8 @@ def run_class(class_dir: Path, settings: Settings, *, backend: Backend | None = 
               on_outcome: Callable[[Outcome], None] | None = None,
               on_start: Callable[[int, str, str], None] | None = None,
               on_wait: Callable[[Holder | None], None] | None = None,
-              on_retry: Callable[[BackendError], None] | None = None) -> RunSummary:
+              on_retry: Callable[[BackendError], None] | None = None,
+              on_notice: Callable[[str], None] | None = None) -> RunSummary:
     """`grade_class` for scripts and the CLI. SIGTERM ends the run like Ctrl-C: the run is
     marked interrupted, finished grades are kept, and KeyboardInterrupt is raised."""
 
@@ -510,7 +599,7 @@ def run_class(class_dir: Path, settings: Settings, *, backend: Backend | None = 
         try:
             return await grade_class(class_dir, settings, backend=backend,
                                      on_outcome=on_outcome, on_start=on_start, on_wait=on_wait,
-                                     on_retry=on_retry)
+                                     on_retry=on_retry, on_notice=on_notice)
         except asyncio.CancelledError:
             if terminated:
                 raise KeyboardInterrupt from None

@@ -1,4 +1,4 @@
-"""Client-side quota: requests per minute and tokens per minute, shared by all workers.
+"""Client-side quota: requests and tokens per minute, and USD per rolling 10 minutes.
 
 Gemini enforces quotas over sliding one-minute windows and answers 429 when a window is full.
 A plain leaky bucket with burst = limit would overshoot such a window (a full burst plus the
@@ -7,13 +7,17 @@ drip), so both buckets are shaped to never admit more than the limit in any wind
 - requests: strict spacing, one request every `period/rpm` seconds (plus 0.5% slack), no burst;
 - tokens: a burst of a quarter of the limit, then a drip of three quarters of it per period.
 
-Built on `aiolimiter` (maintained, loop-aware); one `Quota` per backend instance.
+Built on `aiolimiter` (maintained, loop-aware); one `Quota` per backend instance. `SpendRate`
+(the spend-based limit) needs prices, so the call ledger, which knows them, holds it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from aiolimiter import AsyncLimiter
 
@@ -68,3 +72,47 @@ class Quota:
         if self._requests is not None:
             await self._requests.acquire(1)
         yield
+
+
+class SpendRate:
+    """At most `usd` spent per rolling `window_s` (Google's spend-based limit: $10, $50 or $200
+    per 10 minutes for Tiers 1-3). A call waits until its worst case fits beside what calls
+    answered in the window cost and what calls in flight may cost; `settle` books the real cost.
+    Used from one event loop."""
+
+    def __init__(self, usd: float, window_s: float = 600.0):
+        if usd <= 0:
+            raise ValueError("the spend limit must be above 0")
+        self.limit = usd
+        self.window_s = window_s
+        self.reserved = 0.0
+        self._spent: deque[tuple[float, float]] = deque()  # (when, usd)
+        self._changed = asyncio.Event()
+
+    def spent(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        while self._spent and self._spent[0][0] <= now - self.window_s:
+            self._spent.popleft()
+        return sum(usd for _, usd in self._spent)
+
+    async def reserve(self, usd: float) -> None:
+        if usd > self.limit:
+            raise ValueError(f"one call may cost ${usd:.4f}, more than the whole spend limit "
+                             f"of ${self.limit:g} per {self.window_s / 60:g} minutes")
+        while True:
+            now = time.monotonic()
+            if self.spent(now) + self.reserved + usd <= self.limit:
+                self.reserved += usd
+                return
+            changed = self._changed
+            wait = self._spent[0][0] + self.window_s - now if self._spent else None
+            with suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=wait)
+
+    def settle(self, reserved: float, actual: float) -> None:
+        """The call is over: free its reservation and book what it cost (0 if it failed)."""
+        self.reserved = max(0.0, self.reserved - reserved)
+        if actual > 0:
+            self._spent.append((time.monotonic(), actual))
+        self._changed.set()
+        self._changed = asyncio.Event()

@@ -52,20 +52,27 @@ class GradeRequest(BaseModel):
     student_parts: tuple[Part, ...]
     history: tuple[Turn, ...] = ()
     response_schema: dict[str, Any]
-    temperature: float = 0.0
-    seed: int = 0
     max_output_tokens: int = 4096
-    thinking_budget: int | None = None
+    thinking_level: Literal["minimal", "low", "medium", "high"] | None = None
+    # None: not sent (the model's own default); set only when the user asked for it
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
     cached_content: str | None = Field(
         default=None, description="name of a backend-side cache holding system + static_prefix"
     )
 
     def generation_config(self) -> dict[str, Any]:
         """The generation settings that shape the answer: part of the request's ledger hash
-        (a different output cap or thinking setting is a different request)."""
-        return {"temperature": self.temperature, "seed": self.seed,
-                "max_output_tokens": self.max_output_tokens,
-                "thinking_budget": self.thinking_budget}
+        (a different output cap or thinking level is a different request). Unset sampling
+        parameters are left out: they are not sent."""
+        cfg: dict[str, Any] = {"max_output_tokens": self.max_output_tokens,
+                               "thinking_level": self.thinking_level}
+        for name in ("temperature", "top_p", "seed"):
+            value = getattr(self, name)
+            if value is not None:
+                cfg[name] = value
+        return cfg
 
 
 class Usage(BaseModel):
@@ -100,6 +107,8 @@ class GradeResponse(BaseModel):
     blocked_reason: str | None = None
     usage: Usage = Field(default_factory=Usage)
     model_version: str | None = None
+    model_status: str | None = Field(
+        default=None, description="lifecycle stage the service reported (STABLE, DEPRECATED, ...)")
     latency_ms: float = 0.0
     retries: int = 0
     raw: dict[str, Any] | None = Field(default=None, description="raw response JSON, for the store")

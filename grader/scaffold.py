@@ -41,8 +41,12 @@ CONFIG = """\
 rubric = "rubric.yaml"
 out = "reports"
 db = ".grader/grader.sqlite"
-# backend = "gemini"          # gemini | vertex | local (default: gemini when a key is set)
-# model = "gemini-3.5-flash"
+# backend = "gemini"          # gemini | enterprise | local (default: gemini when a key is set)
+# model = "gemini-3.8-flash"  # the model table's default; cheaper: "gemini-3.5-flash-lite"
+# thinking = "low"            # minimal | low | medium | high (default: the model table's)
+# store = false               # privacy: keep requests out of Google's logs (the default)
+# budget = 5.0                # USD this run may spend; students left are skipped
+# spend_per_10min = 10.0      # your tier's spend limit (Tier 1: $10 per 10 minutes)
 # concurrency = 8
 # rpm = 60
 """

@@ -12,15 +12,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .errors import ConfigError, RubricError, format_validation_error
 from .limits import DEFAULT_LIMITS, MB, Limits
+from .models import Level, packaged
 
-# The one place the default model is set: a current, stable Flash model (models page, 2026-11).
-DEFAULT_GEMINI_MODEL = "gemini-3.5-flash"
+# The default model is the model table's (grader/data/models.toml): a current GA Flash model.
+DEFAULT_GEMINI_MODEL = packaged().default_model
 CONFIG_FILE = "grader.toml"
 ENV_PREFIX = "GRADER_"
 RUBRIC_NAMES = ("rubric.yaml", "rubric.yml")
@@ -49,18 +50,37 @@ class Settings(BaseModel):
     wait: bool = Field(default=True, description="wait for another run on the same store")
 
     # which model
-    backend: str | None = Field(default=None, description="gemini | vertex | local; None = auto")
+    backend: str | None = Field(
+        default=None, description="gemini | enterprise (or vertex) | local; None = auto")
     model: str | None = Field(default=None, description="None = the backend's default model")
-    temperature: float = Field(default=0.0, ge=0, le=2)
-    seed: int = 0
+    thinking: Level | None = Field(
+        default=None, description="thinking level; None = the model table's default for the model")
+    # Sampling is sent only when set: Gemini 3.6+ ignores it, and Google advises against
+    # temperatures below 1.0 on the Gemini 3 models that still honour it.
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    seed: int | None = None
     max_output_tokens: int = Field(default=8192, ge=64)
-    thinking_budget: int | None = Field(default=None, ge=-1)
+    # Privacy: false sends `store: false` with every Developer API request, so Google does not
+    # keep them in its request logs (on by default for projects created since 2026-10-26).
+    store: bool = False
+    tier: Literal["standard", "flex"] = Field(
+        default="standard", description="service tier: flex is half price, minutes of queueing")
+    models: dict[str, dict[str, Any]] | None = Field(
+        default=None, description="[grader.models.\"<id>\"] overrides of the model table")
+
+    # cost
+    budget: float | None = Field(default=None, gt=0, description="USD this run may spend")
+    spend_per_10min: float | None = Field(
+        default=None, gt=0, description="USD per rolling 10 minutes (your tier's spend limit)")
 
     # throughput and robustness
     concurrency: int = Field(default=8, ge=1, le=1024)
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
     timeout_s: float = Field(default=120.0, gt=0)
+    flex_timeout_s: float = Field(
+        default=900.0, gt=0, description="per request with --tier flex (it queues for minutes)")
     max_retries: int = Field(default=6, ge=0)
     max_connection_failures: int = Field(
         default=5, ge=1, description="connection failures in a row that stop the run")
@@ -71,11 +91,6 @@ class Settings(BaseModel):
         default=120.0, gt=0, description="wall-clock seconds to read one student's files")
     extract_memory_mb: int = Field(
         default=1024, ge=64, description="memory of the process that reads PDFs, Word, notebooks")
-    price_per_mtok: tuple[float, float, float] | None = Field(
-        default=None,
-        description="USD per million tokens (input, output, cached input) for the report's cost"
-        " estimate; overrides the built-in table, e.g. for a model it does not list",
-    )
 
     # Gemini / Vertex (the SDK reads its own env vars too; these are overrides)
     api_key: SecretStr | None = None
@@ -98,20 +113,37 @@ _SDK_ENV = {
 }
 
 
+ENTERPRISE_ENV = "GOOGLE_GENAI_USE_ENTERPRISE"  # what current Google docs tell users to set
+VERTEX_ENV = "GOOGLE_GENAI_USE_VERTEXAI"  # its legacy name, still honoured
+_TRUE = {"1", "true", "yes"}
+
+
 def gemini_credentials_present(env: Mapping[str, str] | None = None) -> bool:
-    """True when the SDK would find Developer API or Vertex AI credentials in the environment."""
+    """True when the SDK would find Developer API or Enterprise (Vertex) credentials."""
     env = os.environ if env is None else env
     if env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY"):
         return True
-    vertex = env.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in {"1", "true", "yes"}
-    return vertex and bool(env.get("GOOGLE_CLOUD_PROJECT"))
+    return enterprise_env(env) is not None and bool(env.get("GOOGLE_CLOUD_PROJECT"))
 
 
-def vertex_selected(env: Mapping[str, str] | None = None) -> bool:
+def enterprise_env(env: Mapping[str, str] | None = None) -> str | None:
+    """The variable that selects Gemini Enterprise (Vertex AI), or None. As in the SDK,
+    GOOGLE_GENAI_USE_ENTERPRISE wins when both are set."""
     env = os.environ if env is None else env
-    return env.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in {"1", "true", "yes"}
+    for var in (ENTERPRISE_ENV, VERTEX_ENV):
+        value = env.get(var)
+        if value is not None and value != "":
+            return var if value.lower() in _TRUE else None
+    return None
 
 
+# Settings that were removed, and what replaces them (a clear message beats "extra field").
+_REMOVED = {
+    "price_per_mtok": 'prices now come from the model table; to override them, add a price row '
+                      'under [grader.models."<model id>"] in grader.toml (README: Configuration)',
+    "thinking_budget": "Gemini 3 models take a thinking level: use --thinking LEVEL or "
+                       "thinking = \"low\" in grader.toml (minimal, low, medium, high)",
+}
 _PATH_FIELDS = {"rubric", "prompts", "roster", "out", "db", "model_path"}
 _LIST_FIELDS = {"only", "retry_flagged"}  # comma-separated in GRADER_* variables
 
@@ -138,7 +170,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in Settings.model_fields:
+    for name in (*Settings.model_fields, *_REMOVED):
         raw = env.get(ENV_PREFIX + name.upper())
         if raw is not None and raw != "":
             out[name] = [v.strip() for v in raw.split(",") if v.strip()] \
@@ -176,6 +208,9 @@ def resolve(
         source = str(cfg)
     layers.update(_from_env(env))
     layers.update({k: v for k, v in (flags or {}).items() if v is not None})
+    for old, fix in _REMOVED.items():
+        if old in layers:
+            raise ConfigError(f"the setting {old} no longer exists", path=source, fix=fix)
     try:
         return Settings.model_validate(layers)
     except ValidationError as e:
@@ -187,11 +222,15 @@ def resolve(
 
 
 def auto_backend(settings: Settings, env: Mapping[str, str] | None = None) -> str:
-    """Explicit choice wins; else Gemini/Vertex when credentials are present; else local."""
+    """Explicit choice wins; else Gemini Enterprise/Vertex or the Developer API when credentials
+    are present; else local."""
     if settings.backend:
         return settings.backend
-    if settings.vertexai or vertex_selected(env):
-        return "vertex" if gemini_credentials_present(env) or settings.project else "local"
+    chosen = enterprise_env(env)
+    if settings.vertexai or chosen:
+        name = "vertex" if chosen == VERTEX_ENV or (chosen is None and settings.vertexai) \
+            else "enterprise"
+        return name if gemini_credentials_present(env) or settings.project else "local"
     if settings.api_key is not None or gemini_credentials_present(env):
         return "gemini"
     return "local"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .errors import StoreError
 from .locks import RunLock
+from .reports.stats import run_cost
 from .settings import Settings, db_path
 from .store import Store
 
@@ -44,6 +45,15 @@ def class_status(class_dir: Path, settings: Settings) -> str:
             f"thinking {usage['thinking_tokens']:g}, cached {usage['cached_tokens']:g} in "
             f"{usage['calls']:g} calls ({usage['retries']:g} retries)",
         ]
+        cost = run_cost(store, run, usage)
+        if cost.cost_usd is not None:
+            tier = "" if cost.tier == "standard" else f", {cost.tier} tier"
+            more = f"; {cost.unpriced} calls without a price" if cost.unpriced else ""
+            lines.append(f"cost: ${cost.cost_usd:.4f} (model table prices, checked "
+                         f"{cost.checked}{tier}{more})")
+        for label, calls, note in cost.served:
+            if note:
+                lines.append(f"served: {label} for {calls} calls: {note}")
         if flags:
             lines.append("flags: " + ", ".join(f"{k} {v}" for k, v in flags.most_common()))
         lost = store.unanswered(key, include_running=not alive)

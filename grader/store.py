@@ -119,6 +119,9 @@ class Answer:
     cached_tokens: int = 0
     latency_ms: float = 0.0
     retries: int = 0
+    cost_usd: float | None = None  # None: the model table has no price for the model
+    model_status: str | None = None  # the lifecycle stage the service reported
+    service_tier: str | None = None  # standard | flex (what the cost was computed for)
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,17 @@ class StoredResponse:
     finish_reason: str | None
     blocked_reason: str | None
     model_version: str | None
+    thinking_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """Which model version answered a run's calls, in which lifecycle stage, how often."""
+
+    model_version: str | None
+    model_status: str | None
+    calls: int
 
 
 @dataclass(frozen=True)
@@ -574,12 +588,15 @@ class Store:
     def response_for(self, request_hash: str) -> StoredResponse | None:
         """A reply already paid for with this exact request, if any."""
         r = self.conn.execute(
-            "SELECT request_hash, text, finish_reason, blocked_reason, model_version"
-            " FROM responses WHERE request_hash=?", (request_hash,)).fetchone()
+            "SELECT r.request_hash, r.text, r.finish_reason, r.blocked_reason, r.model_version,"
+            " a.thinking_tokens, a.output_tokens FROM responses r"
+            " LEFT JOIN attempts a ON a.id = r.attempt_id"
+            " WHERE r.request_hash=?", (request_hash,)).fetchone()
         if r is None:
             return None
         return StoredResponse(r["request_hash"], r["text"], r["finish_reason"],
-                              r["blocked_reason"], r["model_version"])
+                              r["blocked_reason"], r["model_version"],
+                              r["thinking_tokens"] or 0, r["output_tokens"] or 0)
 
     @_mapped
     def begin_attempt(self, *, run_id: int, student_id: str, submission_id: int,
@@ -629,10 +646,11 @@ class Store:
             self.conn.execute(
                 "UPDATE attempts SET state='answered', answered_at=?, retries=?, latency_ms=?,"
                 " prompt_tokens=?, output_tokens=?, thinking_tokens=?, cached_tokens=?,"
-                " model_version=? WHERE id=?",
+                " model_version=?, cost_usd=?, model_status=?, service_tier=? WHERE id=?",
                 (stamp, answer.retries, answer.latency_ms, answer.prompt_tokens,
                  answer.output_tokens, answer.thinking_tokens, answer.cached_tokens,
-                 answer.model_version, attempt_id))
+                 answer.model_version, answer.cost_usd, answer.model_status,
+                 answer.service_tier, attempt_id))
 
     def _keep_unsaved(self, attempt_id: int, request_hash: str, answer: Answer) -> Path | None:
         line = json.dumps({"attempt_id": attempt_id, "request_hash": request_hash,
@@ -775,17 +793,29 @@ class Store:
 
     @_mapped
     def usage(self, run_id: int) -> dict[str, float]:
-        """Calls made and tokens billed by a run (replies reused from the ledger cost nothing)."""
+        """Calls made, tokens billed and what they cost in a run (replies reused from the ledger
+        cost nothing). `cost_usd` sums the priced calls; `unpriced` counts answered calls the
+        model table had no price for."""
         row = self.conn.execute(
             "SELECT COUNT(*) AS calls, COALESCE(SUM(prompt_tokens),0) AS prompt_tokens,"
             " COALESCE(SUM(output_tokens),0) AS output_tokens,"
             " COALESCE(SUM(thinking_tokens),0) AS thinking_tokens,"
             " COALESCE(SUM(cached_tokens),0) AS cached_tokens,"
             " COALESCE(SUM(latency_ms),0) AS latency_ms,"
-            " COALESCE(SUM(retries),0) AS retries FROM attempts WHERE run_id=?"
-            " AND state != 'rendered'", (run_id,),
+            " COALESCE(SUM(retries),0) AS retries,"
+            " COALESCE(SUM(cost_usd),0) AS cost_usd,"
+            " COUNT(*) FILTER (WHERE answered_at IS NOT NULL AND cost_usd IS NULL) AS unpriced"
+            " FROM attempts WHERE run_id=? AND state != 'rendered'", (run_id,),
         ).fetchone()
         return dict(row)
+
+    @_mapped
+    def served_models(self, run_id: int) -> list[ServedModel]:
+        """The model versions (and lifecycle stages) that answered the run's calls."""
+        return [ServedModel(r[0], r[1], r[2]) for r in self.conn.execute(
+            "SELECT model_version, model_status, COUNT(*) FROM attempts"
+            " WHERE run_id=? AND answered_at IS NOT NULL"
+            " GROUP BY model_version, model_status ORDER BY COUNT(*) DESC", (run_id,))]
 
     def _identical(self, run_id: int) -> dict[str, list[str]]:
         """Students of the run whose whole submission is byte-identical to someone else's."""

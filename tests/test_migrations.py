@@ -104,3 +104,18 @@ def test_v2_store_migrates_without_losing_a_run_grade_or_decision(tmp_path: Path
                                                           if o[0] == r.id})
     assert _raw(path, "PRAGMA foreign_key_check") == []
     assert _raw(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_attempts_gain_model_status_and_service_tier_and_old_runs_still_report(
+        tmp_path: Path) -> None:
+    path = _v2(tmp_path)
+    with Store(path) as store:
+        columns = {r[1] for r in _raw(path, "PRAGMA table_info(attempts)")}
+        assert {"model_status", "service_tier", "cost_usd", "model_version"} <= columns
+        # old attempts have no stage or tier; their usage and cost read as before
+        assert _raw(path, "SELECT COUNT(*) FROM attempts WHERE model_status IS NOT NULL"
+                    " OR service_tier IS NOT NULL") == [(0,)]
+        for r in store.runs():
+            usage = store.usage(r.id)
+            assert usage["calls"] >= 0 and usage["cost_usd"] == 0
+            assert all(m.calls > 0 for m in store.served_models(r.id))

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from grader import schema
-from grader.grading import Policy, Reask, Reply, Verdict, decide, rejected
+from grader.grading import (
+    Policy,
+    Reask,
+    Reconfigure,
+    Reply,
+    Verdict,
+    decide,
+    more_room,
+    rejected,
+)
 from grader.rubric import Criterion, Level, Rubric
 from grader.selection import Grade, Reuse, Selection, Skip, choose
 from grader.store import FlagRow, GradeVersion
@@ -59,6 +69,45 @@ def test_blocked_and_review_and_input_flags() -> None:
     v = decide(POLICY, [Reply(answer(review=True))], [partial])
     assert isinstance(v, Verdict) and v.status == "flagged" and v.reason == "needs_review"
     assert rejected("too big").reason == "request_rejected"
+
+
+CUT = Reply(None, "MAX_TOKENS", "MAX_TOKENS", thinking_tokens=2000, output_tokens=0)
+ROOMY = replace(POLICY, on_thinking_cut=Reconfigure(max_output_tokens=4000, thinking_level="low"))
+
+
+def test_a_thinking_cut_off_is_retried_once_with_more_room_then_flagged() -> None:
+    assert decide(ROOMY, [CUT]) == Reconfigure(4000, "low")
+    v = decide(ROOMY, [CUT, Reply(answer(4, 2))])
+    assert isinstance(v, Verdict) and v.status == "graded" and v.total == 6
+    v = decide(ROOMY, [CUT, CUT])
+    assert isinstance(v, Verdict) and v.reason == "blocked_max_tokens"
+    assert "also when asked again" in (v.message or "")
+    # without room to give (policy says none), the first cut-off is flagged at once
+    v = decide(POLICY, [CUT])
+    assert isinstance(v, Verdict) and v.reason == "blocked_max_tokens"
+    assert "also when asked again" not in (v.message or "")
+
+
+def test_an_answer_that_is_itself_too_long_is_not_retried() -> None:
+    long = Reply(None, "MAX_TOKENS", "MAX_TOKENS", thinking_tokens=600, output_tokens=7592)
+    v = decide(ROOMY, [long])
+    assert isinstance(v, Verdict) and v.reason == "blocked_max_tokens"
+
+
+def test_the_reask_still_counts_answers_after_a_thinking_retry() -> None:
+    bad = Reply(answer(9, 2))
+    first = decide(ROOMY, [CUT, bad])
+    assert isinstance(first, Reask) and first.history[0].text == bad.text
+    v = decide(ROOMY, [CUT, bad, Reply(answer(3, 0))])
+    assert isinstance(v, Verdict) and v.status == "graded"
+
+
+def test_more_room_doubles_the_cap_up_to_the_limit_then_lowers_thinking() -> None:
+    assert more_room(8192, "low", 65536, None) == Reconfigure(16384, "low")
+    assert more_room(40000, "medium", 65536, "low") == Reconfigure(65536, "medium")
+    assert more_room(65536, "medium", 65536, "low") == Reconfigure(65536, "low")
+    assert more_room(65536, "low", 65536, None) is None
+    assert more_room(1000, None, None, None) == Reconfigure(2000, None)
 
 
 def version(status: str = "graded", reasons: tuple[str, ...] = (), cfg: str = "c1",

@@ -111,7 +111,10 @@ def test_write_reports_outputs(synth: SyntheticRun, tmp_path: Path) -> None:
 def test_workbook_structure(synth: SyntheticRun, tmp_path: Path) -> None:
     write_reports(synth.store, synth.run_id, tmp_path)
     wb = openpyxl.load_workbook(tmp_path / "review.xlsx")
-    assert wb.sheetnames == ["Summary", "Feedback", "Criteria", "_grader_meta"]
+    assert wb.sheetnames == ["Summary", "Feedback", "Criteria", "Run", "_grader_meta"]
+    run_sheet = {r[0]: r[1] for r in wb["Run"].iter_rows(values_only=True)}
+    assert run_sheet["Model calls"] > 0 and run_sheet["Thinking tokens"] > 0
+    assert "model table checked" in run_sheet["Prices"]
     assert wb["_grader_meta"].sheet_state == "hidden"
     ws = wb["Summary"]
     cols = _cols(ws)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import shutil
 import sqlite3
+from datetime import date
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from grader.cli import cli
+from grader.models import packaged
+from grader.settings import DEFAULT_GEMINI_MODEL
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class
@@ -175,18 +178,36 @@ def test_bad_key_stops_the_run_with_the_fix(gemini_env: FakeGemini, tmp_path: Pa
     assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
 
 
-def test_report_cost_uses_configured_price(gemini_env: FakeGemini, tmp_path: Path) -> None:
+def test_every_attempt_is_priced_and_grader_toml_overrides_the_price(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
     class_dir = make_class(tmp_path, 2)
     out, db = tmp_path / "o", tmp_path / "g.sqlite"
     args = ("run", str(class_dir), "--db", str(db), "--out", str(out))
-    assert run_cli(*args)[0] == 0
-    assert "unknown for this model (set price_per_mtok" in (out / "report.html").read_text()
+    code, output = run_cli(*args)
+    assert code == 0, output
+
+    def last_run() -> tuple[int, int, int, float]:
+        with sqlite3.connect(db) as conn:
+            return conn.execute(
+                "SELECT SUM(prompt_tokens - cached_tokens), SUM(output_tokens + thinking_tokens),"
+                " COUNT(cost_usd), SUM(cost_usd) FROM attempts"
+                " WHERE run_id = (SELECT MAX(id) FROM runs)").fetchone()
+
+    fresh, out_tokens, priced, cost = last_run()
+    day = rows(db, "SELECT MAX(substr(answered_at, 1, 10)) FROM attempts")[0][0]
+    price = packaged().get(DEFAULT_GEMINI_MODEL).price_on(date.fromisoformat(day))
+    assert priced == 2 and out_tokens > 0
+    assert cost == pytest.approx((fresh * price.input + out_tokens * price.output) / 1e6)
+    assert f"cost: ${cost:.4f}" in output
+    assert f"${cost:.4f}" in (out / "report.html").read_text()
     # one dollar per input token and two per output token, to make the arithmetic visible
-    (class_dir / "grader.toml").write_text("[grader]\nprice_per_mtok = [1e6, 2e6, 0]\n")
+    (class_dir / "grader.toml").write_text(
+        f'[grader.models."{DEFAULT_GEMINI_MODEL}"]\n'
+        'prices = [{from = 2020-01-01, input = 1e6, output = 2e6, cached_input = 0,'
+        ' source = "test contract"}]\n')
     assert run_cli(*args, "--regrade")[0] == 0
-    with sqlite3.connect(db) as conn:
-        prompt, output = conn.execute(
-            "SELECT SUM(prompt_tokens - cached_tokens), SUM(output_tokens + thinking_tokens)"
-            " FROM attempts WHERE run_id = (SELECT MAX(id) FROM runs)").fetchone()
-    assert prompt > 0 and output > 0
-    assert f"${prompt + 2 * output:.4f}" in (out / "report.html").read_text()
+    fresh, out_tokens, _, cost = last_run()
+    assert cost == pytest.approx(fresh + 2 * out_tokens)
+    assert f"${fresh + 2 * out_tokens:.4f}" in (out / "report.html").read_text()
+    code, output = run_cli("status", str(class_dir), "--db", str(db))
+    assert code == 0 and f"cost: ${cost:.4f}" in output

@@ -123,16 +123,38 @@ def test_output_cap_change_regrades_cut_students_and_comments_change_nothing(
                                                            + ANSWERS[0]})
     db, out = tmp_path / "g.sqlite", tmp_path / "out"
     run = ("run", str(class_dir), "--db", str(db), "--out", str(out))
-    assert grade(*run, "--max-output-tokens", "2000")[0] == 0
-    assert table(out / "grades.csv")["deep"]["flags"].startswith("blocked_max_tokens")
-    assert billed(gemini_env) == 4
+    # 1000 tokens, then 2000 on the one retry: both too few for THINK_HARD's 3000 of thinking
+    assert grade(*run, "--max-output-tokens", "1000")[0] == 0
+    flags = table(out / "grades.csv")["deep"]["flags"]
+    assert flags.startswith("blocked_max_tokens") and "also when asked again" in flags
+    assert billed(gemini_env) == 5
     assert grade(*run, "--max-output-tokens", "8192")[0] == 0
-    assert billed(gemini_env) == 5  # only the cut-off student was asked again
+    assert billed(gemini_env) == 6  # only the cut-off student was asked again
     assert table(out / "grades.csv")["deep"]["status"] == "graded"
     rubric = class_dir / "rubric.yaml"
     rubric.write_text("# a comment the teacher added\n" + rubric.read_text() + "# and one more\n")
     code, output = grade(*run, "--max-output-tokens", "8192")
-    assert code == 0 and "4 reused" in output and billed(gemini_env) == 5
+    assert code == 0 and "4 reused" in output and billed(gemini_env) == 6
+
+
+def test_thinking_cut_off_is_retried_once_with_a_larger_output_cap(gemini_env: FakeGemini,
+                                                                    tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 1, extra={"deep.txt": "FAKE_GEMINI:THINK_HARD "
+                                                           + ANSWERS[0]})
+    db = tmp_path / "g.sqlite"
+    code, output = grade("run", str(class_dir), "--db", str(db), "--out", str(tmp_path / "o"),
+                         "--max-output-tokens", "2000")
+    assert code == 0, output
+    assert table(tmp_path / "o" / "grades.csv")["deep"]["status"] == "graded"
+    sent = [r["body"]["generationConfig"] for r in gemini_env.requests()
+            if "THINK_HARD" in r["body"]["contents"][0]["parts"][-1]["text"]]
+    # the same conversation, asked again once with twice the cap (3000 thinking tokens fit)
+    assert [g["maxOutputTokens"] for g in sent] == [2000, 4000]
+    cut, retried = q(db, "SELECT n, output_tokens, thinking_tokens FROM attempts"
+                         " WHERE student_id = 'deep' ORDER BY id")
+    assert cut == (1, 0, 2000)  # thinking took the whole cap: no answer at all
+    assert retried[0] == 2 and retried[1] > 0 and retried[2] == 3000
+    assert q(db, "SELECT status FROM outcomes WHERE student_id = 'deep'") == [("graded",)]
 
 
 def test_rejected_request_is_flagged_and_a_rerun_exits_zero(gemini_env: FakeGemini,

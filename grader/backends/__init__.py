@@ -1,4 +1,5 @@
-"""Backends: `gemini` (Developer API), `vertex` (Vertex AI), `local` (llama.cpp)."""
+"""Backends: `gemini` (Developer API), `enterprise` (Gemini Enterprise; `vertex` is its legacy
+name), `local` (llama.cpp)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ def _vertex() -> object:
     return VertexBackend
 
 
+def _enterprise() -> object:
+    from .gemini import EnterpriseBackend
+
+    return EnterpriseBackend
+
+
 def _local() -> object:
     from .local import LocalBackend
 
@@ -25,6 +32,7 @@ def _local() -> object:
 
 register("gemini", _gemini)  # type: ignore[arg-type]
 register("vertex", _vertex)  # type: ignore[arg-type]
+register("enterprise", _enterprise)  # type: ignore[arg-type]
 register("local", _local)  # type: ignore[arg-type]
 
 __all__ = ["AcceptsMedia", "Backend", "create", "media_types", "names", "register"]

@@ -1,8 +1,14 @@
-"""Gemini backends: Developer API (`gemini`) and Vertex AI (`vertex`), one genai client each.
+"""Gemini backends: Developer API (`gemini`) and Gemini Enterprise, formerly Vertex AI
+(`enterprise`, and `vertex` for the legacy name), one genai client each.
 
 The SDK's own retries are off: this module owns retry (exponential backoff with full jitter,
 honouring the server's RetryInfo / Retry-After) and quota (`grader.ratelimit.Quota`), so every
 attempt is counted, spaced and reported in `GradeResponse.retries`.
+
+Every Developer API request carries `store: false` (setting `store`): since 2026-10-26 new
+projects keep generateContent requests in Google's logs by default, and student work is personal
+data. Enterprise has no such field (the SDK refuses it there). `--tier flex` sends
+`service_tier=flex` with a timeout that covers Flex's minutes of queueing.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from google.genai import types
 from ..errors import BackendError, ConfigError
 from ..ratelimit import Quota, estimate_tokens
 from ..request import GradeRequest, GradeResponse, Usage
-from ..settings import DEFAULT_GEMINI_MODEL, Settings
+from ..settings import DEFAULT_GEMINI_MODEL, ENTERPRISE_ENV, Settings
 from . import _fast_types as fast
 from ._transport import ShardedTransport
 
@@ -40,17 +46,33 @@ _OK_FINISH = frozenset({"STOP", "FINISH_REASON_UNSPECIFIED"})
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
-def retry_delay_from(err: genai_errors.APIError) -> float | None:
-    """Seconds the server asked us to wait: google.rpc.RetryInfo, else a Retry-After header."""
+def _details(err: genai_errors.APIError) -> list[dict[str, Any]]:
+    """The google.rpc detail objects of an error (RetryInfo, QuotaFailure, ...)."""
     details = err.details
     if isinstance(details, dict):
         details = details.get("error", details).get("details", [])
-    if isinstance(details, list):
-        for d in details:
-            if isinstance(d, dict) and str(d.get("@type", "")).endswith("google.rpc.RetryInfo"):
-                m = _DURATION.match(str(d.get("retryDelay", "")))
-                if m:
-                    return float(m.group(1))
+    return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
+
+
+def is_spend_limit(err: genai_errors.APIError) -> bool:
+    """A 429 from the spend-based rate limit (USD per rolling 10 minutes), told apart from a
+    requests/tokens-per-minute 429 by its QuotaFailure violation or its message."""
+    for d in _details(err):
+        if str(d.get("@type", "")).endswith("google.rpc.QuotaFailure"):
+            for v in d.get("violations") or []:
+                if isinstance(v, dict) and "spend" in (
+                        f"{v.get('quotaId', '')} {v.get('quotaMetric', '')}").lower():
+                    return True
+    return "spend" in (err.message or "").lower()
+
+
+def retry_delay_from(err: genai_errors.APIError) -> float | None:
+    """Seconds the server asked us to wait: google.rpc.RetryInfo, else a Retry-After header."""
+    for d in _details(err):
+        if str(d.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            m = _DURATION.match(str(d.get("retryDelay", "")))
+            if m:
+                return float(m.group(1))
     headers = getattr(err.response, "headers", None)
     value = headers.get("retry-after") if headers is not None else None
     if value:
@@ -97,10 +119,11 @@ class GeminiBackend:
         # One kept-alive connection per request in flight (httpx's default pool keeps 20, so at
         # higher concurrency every request would open and TLS-handshake a new one), in pools
         # small enough that their bookkeeping stays cheap (see _transport).
+        self.timeout_s = settings.flex_timeout_s if settings.tier == "flex" else settings.timeout_s
         http_options = types.HttpOptions(
             base_url=self.base_url,
             api_version=self.api_version,
-            timeout=int(settings.timeout_s * 1000),
+            timeout=int(self.timeout_s * 1000),
             retry_options=None,  # we own retries
             async_client_args={"transport": ShardedTransport(max(1, settings.concurrency))},
         )
@@ -142,7 +165,7 @@ class GeminiBackend:
         return self._to_grade_response(response, retries, (time.monotonic() - start) * 1000)
 
     async def count_tokens(self, request: GradeRequest) -> int:
-        contents = self._contents(request)
+        contents = self._count_contents(request)
         config = self._count_config(request)
 
         async def attempt() -> types.CountTokensResponse:
@@ -186,7 +209,9 @@ class GeminiBackend:
         cfg = fast.GenerateContentConfig(
             response_mime_type="application/json",
             response_json_schema=request.response_schema,
+            # sampling only when the user set it (None fields are not sent)
             temperature=request.temperature,
+            top_p=request.top_p,
             seed=request.seed,
             max_output_tokens=request.max_output_tokens,
             # One grading call is one billed request: no function-calling loop (we send no
@@ -194,19 +219,34 @@ class GeminiBackend:
             automatic_function_calling=fast.AutomaticFunctionCallingConfig(disable=True),
             automatic_continuation=False,
         )
+        if not self.vertexai:
+            cfg.store = self.settings.store  # privacy: false keeps requests out of Google's logs
+        if self.settings.tier != "standard":
+            cfg.service_tier = types.ServiceTier(self.settings.tier)
         if request.cached_content:
             # The cache holds system + static prefix; Gemini rejects a system_instruction here.
             cfg.cached_content = request.cached_content
         else:
             cfg.system_instruction = fast.Content(parts=[fast.Part(text=request.system)])
-        if request.thinking_budget is not None:
-            cfg.thinking_config = fast.ThinkingConfig(thinking_budget=request.thinking_budget)
+        if request.thinking_level is not None:  # a level, never a budget: never both
+            cfg.thinking_config = fast.ThinkingConfig(
+                thinking_level=types.ThinkingLevel(request.thinking_level.upper()))
         self._cfg = (key, cfg)
         return cfg
 
     def _count_config(self, request: GradeRequest) -> types.CountTokensConfig | None:
-        # The Developer API countTokens takes contents only; the system prompt is not counted.
+        # The Developer API countTokens takes contents only (see _count_contents).
         return None
+
+    def _count_contents(self, request: GradeRequest) -> list[types.Content]:
+        """The Developer API's countTokens takes no system instruction: its text is counted as
+        a leading part instead, so the total matches what generateContent is billed for."""
+        contents = self._contents(request)
+        if request.system and not request.cached_content:
+            first = contents[0]
+            contents[0] = fast.Content(role="user", parts=[fast.Part(text=request.system),
+                                                           *(first.parts or [])])
+        return contents
 
     @staticmethod
     def _chars(request: GradeRequest) -> int:
@@ -243,9 +283,11 @@ class GeminiBackend:
             cached_tokens=(um.cached_content_token_count or 0) if um else 0,
         )
         raw = r.model_dump(mode="json", exclude_none=True, exclude={"sdk_http_response"})
+        stage = r.model_status.model_stage if r.model_status is not None else None
         return GradeResponse(
             text=text, finish_reason=finish, blocked_reason=blocked, usage=usage,
-            model_version=r.model_version, latency_ms=latency_ms, retries=retries, raw=raw,
+            model_version=r.model_version, model_status=_enum_name(stage),
+            latency_ms=latency_ms, retries=retries, raw=raw,
         )
 
     # --- retries and errors -------------------------------------------------------------------
@@ -309,8 +351,10 @@ class GeminiBackend:
             return self._api_error(e, what)
         if isinstance(e, httpx2.TimeoutException | asyncio.TimeoutError):
             return BackendError(
-                f"{self.name} {what} timed out after {self.settings.timeout_s:g} s",
-                fix="raise --timeout, or lower --concurrency if the service is overloaded",
+                f"{self.name} {what} timed out after {self.timeout_s:g} s",
+                fix=("raise flex_timeout_s in grader.toml (Flex requests may queue for up to 15 "
+                     "minutes)" if self.settings.tier == "flex" else
+                     "raise --timeout, or lower --concurrency if the service is overloaded"),
                 transient=True, status=408)
         if isinstance(e, httpx2.TransportError):
             return BackendError(
@@ -333,8 +377,17 @@ class GeminiBackend:
     def _api_error(self, e: genai_errors.APIError, what: str) -> BackendError:
         code = int(e.code or 0)
         head = f"{self.name} {what} failed: {code} {e.status or ''}: {e.message or ''}".rstrip()
+        if code == 429 and is_spend_limit(e):
+            return BackendError(
+                f"{self.name} {what}: spend-based rate limit reached (429: your tier's USD "
+                f"per rolling 10 minutes, not requests per minute): {e.message or ''}".rstrip(),
+                fix="set spend_per_10min in grader.toml below your tier's limit (Tier 1 $10, "
+                "Tier 2 $50, Tier 3 $200 per 10 minutes) so grader paces itself, or use "
+                "--tier flex (half price); it is retried after the server's delay",
+                transient=True, status=code, retry_after=retry_delay_from(e))
         if code in RETRYABLE_STATUS:
-            fix = ("lower --rpm / --tpm / --concurrency, or raise your quota" if code == 429
+            fix = ("requests or tokens per minute quota: lower --rpm / --tpm / --concurrency, "
+                   "or raise your quota" if code == 429
                    else "the service is busy; retry later or lower --concurrency")
             return BackendError(head, fix=fix, transient=True, status=code,
                                 retry_after=retry_delay_from(e))
@@ -350,7 +403,7 @@ class GeminiBackend:
         return BackendError(
             head, status=code, rejected=400 <= code < 500,
             fix="look at this student's files; after a fix, rerun with --retry-flagged "
-            "request_rejected (a changed --max-output-tokens or --thinking-budget is retried "
+            "request_rejected (a changed --max-output-tokens or --thinking is retried "
             "on its own)")
 
     def _give_up(self, err: BackendError, retries: int) -> BackendError:
@@ -360,8 +413,9 @@ class GeminiBackend:
 
 
 class VertexBackend(GeminiBackend):
-    """Gemini on Vertex AI: project/location from settings or GOOGLE_CLOUD_*; ADC credentials
-    unless `credentials=` is given (tests pass `google.oauth2.credentials.Credentials`)."""
+    """Gemini Enterprise (Agent Platform, formerly Vertex AI): project/location from settings
+    or GOOGLE_CLOUD_*; ADC credentials unless `credentials=` is given (tests pass
+    `google.oauth2.credentials.Credentials`). `vertex` is the legacy name of `enterprise`."""
 
     name: ClassVar[str] = "vertex"
     vertexai: ClassVar[bool] = True
@@ -375,16 +429,24 @@ class VertexBackend(GeminiBackend):
         location = (self.settings.location or os.environ.get("GOOGLE_CLOUD_LOCATION")
                     or "global")
         if not project:
-            raise ConfigError("Vertex AI needs a Google Cloud project",
-                              fix="set GOOGLE_CLOUD_PROJECT or pass --project")
-        return genai.Client(vertexai=True, project=project, location=location,
+            raise ConfigError("Gemini Enterprise (Vertex AI) needs a Google Cloud project",
+                              fix=f"set GOOGLE_CLOUD_PROJECT (with {ENTERPRISE_ENV}=true) or "
+                              "pass --project")
+        return genai.Client(enterprise=True, project=project, location=location,
                             credentials=credentials, http_options=http_options)
 
     def _auth_fix(self) -> str:
         return ("run `gcloud auth application-default login`, and check that --project has the "
-                "Vertex AI API enabled and your account has the Vertex AI User role")
+                "Gemini Enterprise Agent Platform (Vertex AI) API enabled and your account may "
+                "use it")
 
     def _count_config(self, request: GradeRequest) -> types.CountTokensConfig | None:
         if request.cached_content:
             return None
         return types.CountTokensConfig(system_instruction=request.system)
+
+
+class EnterpriseBackend(VertexBackend):
+    """The same client under the name current Google docs use (GOOGLE_GENAI_USE_ENTERPRISE)."""
+
+    name: ClassVar[str] = "enterprise"

@@ -55,7 +55,9 @@ def default_model_notice() -> str:
     return (
         f"Grading offline with the built-in local model {m.title} ({m.quant}, {m.licence}): "
         "a tiny model for trying the pipeline, not for real marks. For real grading set "
-        "GEMINI_API_KEY or pass --backend gemini (or --model-path to a bigger GGUF)."
+        "GEMINI_API_KEY or pass --backend gemini (or, on Google Cloud, set "
+        "GOOGLE_GENAI_USE_ENTERPRISE=true and GOOGLE_CLOUD_PROJECT; or --model-path to a bigger "
+        "GGUF)."
     )
 
 
@@ -143,7 +145,7 @@ class LocalBackend:
         try:
             self._llm: Any = llama_cpp.Llama(
                 model_path=str(self.model_path), n_ctx=settings.n_ctx, n_threads=threads,
-                n_threads_batch=threads, seed=settings.seed, verbose=False,
+                n_threads_batch=threads, seed=settings.seed or 0, verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as e:
             raise ConfigError(
@@ -264,8 +266,12 @@ class LocalBackend:
             start = time.perf_counter()
             try:
                 out = self._llm.create_completion(
-                    prompt.tokens, max_tokens=reserve, temperature=request.temperature,
-                    seed=request.seed, grammar=grammar, stop=[self._eos] if self._eos else [],
+                    # greedy and seeded unless the user set sampling: a small local model
+                    # grades most consistently that way
+                    prompt.tokens, max_tokens=reserve,
+                    temperature=0.0 if request.temperature is None else request.temperature,
+                    top_p=0.95 if request.top_p is None else request.top_p,
+                    seed=request.seed or 0, grammar=grammar, stop=[self._eos] if self._eos else [],
                 )
             except (RuntimeError, ValueError) as e:
                 raise BackendError(f"llama.cpp failed: {e}", transient=False,

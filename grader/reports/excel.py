@@ -24,9 +24,10 @@ from .._escape import escape_text
 from ..final import FinalStudent
 from ..rubric import Criterion, Rubric
 from ..store import Run, Store
-from .stats import CriterionStats
+from .stats import CriterionStats, run_cost
 
 SUMMARY, FEEDBACK, CRITERIA, META = "Summary", "Feedback", "Criteria", "_grader_meta"
+RUN = "Run"
 FORMAT_VERSION = "1"
 MAX_CELL = 32000  # Excel holds at most 32,767 characters in a cell
 
@@ -254,6 +255,34 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 2)
 
 
+def _run_sheet(wb: Workbook, store: Store, run: Run) -> None:
+    """Model, tokens and cost of the run (read-only)."""
+    ws = wb.create_sheet(RUN)
+    st = _Styles(ws)
+    ws.column_dimensions["A"].width = 28
+    ws.column_dimensions["B"].width = 60
+    usage = store.usage(run.id)
+    cost = run_cost(store, run, usage)
+    price = ("none (local model)" if run.backend == "local" else "unknown (no price in the model "
+             "table)") if cost.cost_usd is None else round(cost.cost_usd, 6)
+    rows: list[tuple[str, Any]] = [
+        ("Model", f"{run.backend}:{run.model}"), ("Service tier", cost.tier),
+        ("Model calls", int(usage["calls"])), ("Prompt tokens", int(usage["prompt_tokens"])),
+        ("Cached tokens", int(usage["cached_tokens"])),
+        ("Output tokens", int(usage["output_tokens"])),
+        ("Thinking tokens", int(usage["thinking_tokens"])), ("Cost (USD)", price),
+        ("Calls without a price", cost.unpriced),
+        ("Prices", f"model table checked {cost.checked}; each call priced from its usage at "
+                   "the price of the day it ran"),
+    ]
+    rows += [(f"Answered by {label}", f"{calls} calls" + (f": {note}" if note else ""))
+             for label, calls, note in cost.served]
+    ws.append([st.cell("Run", "header"), st.cell(f"run {run.id}", "header")])
+    for key, value in rows:
+        ws.append([key, _text(value) if isinstance(value, str) else value])
+    _protect(ws)
+
+
 def _meta(wb: Workbook, run: Run, rubric: Rubric, db_path: str) -> None:
     ws = wb.create_sheet(META)
     ws.sheet_state = "hidden"
@@ -278,6 +307,7 @@ def write_workbook(store: Store, run_id: int, rubric: Rubric, students: Sequence
     _summary(wb, rubric, students)
     _feedback(wb, students)
     _criteria(wb, stats)
+    _run_sheet(wb, store, store.run(run_id))
     db = store.path if store.path == ":memory:" else str(Path(store.path).resolve())
     _meta(wb, store.run(run_id), rubric, db)
     tmp = path.with_name(path.name + ".tmp")

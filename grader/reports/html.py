@@ -28,10 +28,10 @@ from .stats import (
     Agreement,
     Bin,
     CriterionStats,
-    cost_usd,
     fmt_num,
     hardest,
     histogram,
+    run_cost,
     summarize,
 )
 
@@ -153,7 +153,7 @@ def render_report(env: Environment, store: Store, run_id: int, rubric: Rubric,
     bands = [(name, band_counts.get(name, 0)) for name, _ in
              sorted(rubric.grade_bands.items(), key=lambda kv: -kv[1])]
     rows = [_row(s) for s in students]
-    cost = cost_usd(run.model, usage, run.settings.get("price_per_mtok"))
+    cost = run_cost(store, run, usage)
     return env.get_template("report.html.j2").render(
         rubric=rubric, run=run, usage=usage, cost=cost,
         wall_time=_wall_time(run), generated_at=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -12,16 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..final import FinalStudent
+from ..generation import served_notice
+from ..models import packaged
 from ..rubric import Criterion
-
-# USD per million tokens (input, output incl. thinking, cached input). An estimate for the report
-# only; unknown models show no cost rather than a wrong one.
-PRICES_PER_MTOK: dict[str, tuple[float, float, float]] = {
-    "gemini-2.5-pro": (1.25, 10.0, 0.125),
-    "gemini-2.5-flash": (0.30, 2.50, 0.03),
-    "gemini-2.5-flash-lite": (0.10, 0.40, 0.01),
-    "gemini-2.0-flash": (0.10, 0.40, 0.025),
-}
+from ..store import Run, Store
 
 
 @dataclass
@@ -187,22 +181,31 @@ def agreement(students: Sequence[FinalStudent]) -> list[Agreement]:
     return out
 
 
-def cost_usd(model: str, usage: dict[str, float],
-             price_per_mtok: Sequence[float] | None = None) -> float | None:
-    """Estimated spend for a run; None for models without a known price (local: 0).
-    `price_per_mtok` (the run's `price_per_mtok` setting) wins over the built-in table."""
-    if model.startswith("local") or model.endswith(".gguf"):
-        return 0.0
-    price = (tuple(price_per_mtok) if price_per_mtok else next(
-        (p for name, p in sorted(PRICES_PER_MTOK.items(), key=lambda kv: -len(kv[0]))
-         if model.startswith(name)), None))
-    if price is None:
-        return None
-    inp, outp, cached = price
-    prompt = float(usage.get("prompt_tokens", 0))
-    cache = float(usage.get("cached_tokens", 0))
-    output = float(usage.get("output_tokens", 0)) + float(usage.get("thinking_tokens", 0))
-    return (max(prompt - cache, 0.0) * inp + cache * cached + output * outp) / 1e6
+@dataclass
+class RunCost:
+    """What a run's calls cost (each attempt priced when its reply arrived, from its usage and
+    the model table's price of that day) and which models answered them."""
+
+    cost_usd: float | None  # None: a local model, or no call had a price
+    unpriced: int  # answered calls the model table had no price for
+    tier: str
+    checked: str  # when the packaged model table was checked
+    served: list[tuple[str, int, str | None]]  # (model version [stage], calls, notice or None)
+
+
+def run_cost(store: Store, run: Run, usage: dict[str, float]) -> RunCost:
+    served = []
+    for m in store.served_models(run.id):
+        label = (m.model_version or "unknown") + (f" [{m.model_status}]" if m.model_status else "")
+        served.append((label, m.calls, served_notice(run.model, m.model_version,
+                                                     m.model_status)))
+    local = run.backend == "local" or run.model.endswith(".gguf")
+    cost = float(usage.get("cost_usd", 0.0))
+    unknown = local or (usage.get("unpriced", 0) > 0 and cost == 0.0)
+    return RunCost(
+        cost_usd=None if unknown else cost,
+        unpriced=int(usage.get("unpriced", 0)), tier=str(run.settings.get("tier") or "standard"),
+        checked=str(packaged().checked), served=served)
 
 
 def fmt_num(value: float | None, digits: int = 1) -> str:

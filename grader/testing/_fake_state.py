@@ -17,7 +17,9 @@ TRANSIENT_FAULTS = ("500", "503", "hang", "429")
 CONTENT_FAULTS = ("malformed", "empty", "safety")
 # Only by `inject()`: final errors a test may want on one call.
 SCRIPTED_ONLY = ("400", "401", "403", "404", "504")
-ALL_FAULTS = TRANSIENT_FAULTS + CONTENT_FAULTS + SCRIPTED_ONLY
+# Only by `inject()` or an explicit `fault_kinds`: the spend-based 429 (USD per 10 minutes).
+QUOTA_FAULTS = ("429_spend",)
+ALL_FAULTS = TRANSIENT_FAULTS + CONTENT_FAULTS + SCRIPTED_ONLY + QUOTA_FAULTS
 
 
 @dataclass
@@ -35,6 +37,8 @@ class FakeConfig:
     seed: int = 0
     api_key: str | None = None
     model_version: str | None = None
+    spend_limit_usd: float | None = None  # 429 once calls in the window cost this much
+    spend_window_s: float = 600.0
 
     @classmethod
     def names(cls) -> set[str]:
@@ -58,6 +62,8 @@ def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("fail_rate must be between 0 and 1")
     if out.get("rpm") is not None and int(out["rpm"]) < 1:
         raise ValueError("rpm must be >= 1 or null")
+    if out.get("spend_limit_usd") is not None and float(out["spend_limit_usd"]) <= 0:
+        raise ValueError("spend_limit_usd must be > 0 or null")
     return out
 
 
@@ -71,6 +77,7 @@ class Stats:
     billed: Counter[str] = field(default_factory=Counter)
     billed_requests: Counter[str] = field(default_factory=Counter)
     tokens: Counter[str] = field(default_factory=Counter)
+    spend_usd: float = 0.0
     in_flight: int = 0
     max_in_flight: int = 0
 
@@ -85,6 +92,7 @@ class Stats:
             "billed_by_request": dict(self.billed_requests),
             "tokens": {k: self.tokens.get(k, 0)
                        for k in ("prompt", "candidates", "thoughts", "cached", "total")},
+            "spend_usd": self.spend_usd,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
         }
@@ -100,6 +108,7 @@ class FakeState:
         self.rng = random.Random(config.seed)
         self.stats = Stats()
         self.window: deque[float] = deque()
+        self.spend: deque[tuple[float, float]] = deque()  # (when, usd) of billed calls
         self.scripted: deque[str] = deque()
         self.caches: dict[str, int] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=500)
@@ -127,6 +136,7 @@ class FakeState:
             in_flight = self.stats.in_flight
             self.stats = Stats(in_flight=in_flight, max_in_flight=in_flight)
             self.window.clear()
+            self.spend.clear()
             self.scripted.clear()
             self.recent.clear()
             self.rng = random.Random(self.config.seed)
@@ -159,6 +169,24 @@ class FakeState:
                 return max(0.001, self.window[0] + span - now)
             self.window.append(now)
             return None
+
+    def admit_spend(self) -> float | None:
+        """Spend-based limit: None when admitted, else seconds until spending leaves the window."""
+        with self.lock:
+            limit, span = self.config.spend_limit_usd, self.config.spend_window_s
+            if limit is None:
+                return None
+            now = time.monotonic()
+            while self.spend and self.spend[0][0] <= now - span:
+                self.spend.popleft()
+            if sum(usd for _, usd in self.spend) >= limit:
+                return max(0.001, self.spend[0][0] + span - now)
+            return None
+
+    def book_spend(self, usd: float) -> None:
+        with self.lock:
+            self.stats.spend_usd += usd
+            self.spend.append((time.monotonic(), usd))
 
     def pick_fault(self) -> str | None:
         with self.lock:

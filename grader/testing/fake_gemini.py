@@ -239,11 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hang-s", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--api-key", default=None, help="reject other Developer API keys")
+    p.add_argument("--spend-limit-usd", type=float, default=None,
+                   help="answer 429 (spend-based) once calls in 10 minutes cost this much")
     a = p.parse_args(argv)
     kinds = a.fault_kinds.split(",") if a.fault_kinds else None
     fake = FakeGemini(host=a.host, port=a.port, latency_ms=a.latency_ms, jitter_ms=a.jitter_ms,
                       rpm=a.rpm, rpm_window_s=a.rpm_window_s, fail_rate=a.fail_rate,
                       fault_kinds=kinds, hang_s=a.hang_s, seed=a.seed, api_key=a.api_key)
+    if a.spend_limit_usd is not None:
+        fake.configure(spend_limit_usd=a.spend_limit_usd)
     fake.start()
     host, port = a.host, fake.port
     print(f"http://{host}:{port}", flush=True)

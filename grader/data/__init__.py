@@ -1,0 +1,1 @@
+"""Data files shipped with grader: the Gemini model table (models.toml)."""

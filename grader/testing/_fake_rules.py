@@ -1,0 +1,123 @@
+"""Today's Gemini rules, as the fake server applies them, read from grader's model table.
+
+The same `grader/data/models.toml` that grader checks requests against tells the fake which
+thinking levels a model accepts, whether it still honours sampling parameters or a trailing
+model turn, whether it is routed to another model, and what a call costs (for the spend limit).
+So a grader that drifts from the table fails against the fake in CI.
+
+Error texts: the thinking-level message is Google's (facts sheet, section 2); the others are the
+fake's own wording (Google's exact texts for them are not in our sources).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from grader.models import LEVELS, ModelInfo, Pricing, packaged
+from grader.request import Usage
+
+SAMPLING_FIELDS = ("temperature", "topP", "topK")
+SERVICE_TIERS = frozenset({"unspecified", "standard", "flex", "priority"})
+_STAGES = {"ga": "STABLE", "preview": "PREVIEW", "deprecated": "DEPRECATED",
+           "retired": "RETIRED"}
+
+
+def row(model: str) -> ModelInfo | None:
+    return packaged().get(model)
+
+
+def _thinking(body: dict[str, Any]) -> tuple[Any, Any]:
+    """(level, budget) of a body. Proto JSON takes both spellings, and the SDK sends the
+    thinking config's own field names (`thinking_level`) as they are."""
+    gen = body.get("generationConfig") or {}
+    cfg = gen.get("thinkingConfig") or gen.get("thinking_config") or {}
+    return (cfg.get("thinkingLevel", cfg.get("thinking_level")),
+            cfg.get("thinkingBudget", cfg.get("thinking_budget")))
+
+
+def check(body: dict[str, Any], model: str, vertex: bool) -> str | None:
+    """Why the API would refuse this generateContent body with a 400, or None."""
+    level, budget = _thinking(body)
+    if level is not None and budget is not None:
+        return "thinking_level and thinking_budget cannot be set together; set only one."
+    info = row(model)
+    if level is not None and info is not None and info.thinking_levels:
+        name = str(level).lower()
+        if name not in info.thinking_levels:
+            default = info.api_default_thinking
+            allowed = ([default] if default else []) + [
+                lv for lv in info.thinking_levels if lv != default]
+            return (f"'{name}' is not a supported thinking level for this model. Allowed "
+                    f"values are: {', '.join(allowed)}.")
+    contents = body.get("contents") or []
+    if info is not None and not info.prefill and contents:
+        last = contents[-1]
+        if last.get("role") == "model" and any(p.get("text") for p in last.get("parts", [])):
+            return ("Requests ending with a model turn (prefill) are not supported for this "
+                    "model; end the conversation with a user turn.")
+    tier = body.get("serviceTier")
+    if tier is not None and str(tier).lower() not in SERVICE_TIERS:
+        return f"Invalid value at 'service_tier' ({tier})."
+    store = body.get("store")
+    if store is not None and (vertex or not isinstance(store, bool)):
+        return ("store is only supported by the Gemini Developer API." if vertex
+                else "Invalid value at 'store' (TYPE_BOOL).")
+    return None
+
+
+def ignored(body: dict[str, Any], model: str) -> list[str]:
+    """Sampling parameters the model ignores (sent, accepted, no effect)."""
+    info = row(model)
+    gen = body.get("generationConfig") or {}
+    if info is None or info.sampling:
+        return []
+    return [f for f in SAMPLING_FIELDS if f in gen]
+
+
+def thinking_tokens(body: dict[str, Any], model: str) -> int:
+    """What the model 'thinks' by level: the model table's estimate assumptions, so that fake
+    runs are billed like a thinking model and `grade estimate` can be checked against them."""
+    info = row(model)
+    if info is None or not info.thinking_levels:
+        return 0
+    level = str(_thinking(body)[0] or info.api_default_thinking or "").lower()
+    if level not in LEVELS:
+        return 0
+    return packaged().estimate.thinking_tokens.get(level, 0)
+
+
+def served(model: str, vertex: bool) -> tuple[str, dict[str, Any] | None]:
+    """(modelVersion, modelStatus) of the reply: a routed id answers as its target, and the
+    Developer API reports the lifecycle stage (Enterprise has no modelStatus)."""
+    info = row(model)
+    if info is None:
+        return model, None
+    life = info.lifecycle("enterprise" if vertex else "developer")
+    if life is None:
+        return model, None
+    today = datetime.now(UTC).date()
+    version = life.routed(today) or model
+    if vertex:
+        return version, None
+    status: dict[str, Any] = {"modelStage": _STAGES[life.stage]}
+    if life.stage == "deprecated":
+        status["message"] = (f"{model} is deprecated"
+                             + (f"; requests are served by {version}" if version != model
+                                else "")
+                             + (f"; use {life.replacement}" if life.replacement else ""))
+    if life.shutdown:
+        status["retirementTime"] = f"{life.shutdown}T00:00:00Z"
+    return version, status
+
+
+def cost_usd(model: str, usage: dict[str, int], tier: str | None) -> float:
+    """What the call costs at today's table price (0 for models without one)."""
+    mode = "flex" if str(tier or "").lower() == "flex" else "standard"
+    pricing = Pricing.of(packaged(), model, mode)  # type: ignore[arg-type]
+    cost = pricing.cost(Usage(
+        prompt_tokens=usage.get("promptTokenCount", 0),
+        output_tokens=usage.get("candidatesTokenCount", 0),
+        thinking_tokens=usage.get("thoughtsTokenCount", 0),
+        cached_tokens=usage.get("cachedContentTokenCount", 0)), datetime.now(UTC).date())
+    return cost or 0.0

@@ -1,0 +1,74 @@
+"""`grade estimate`: the projection for samples/intro-python agrees with what the run then
+costs (against the fake server, whose thinking per level is the table's stated assumption, so
+this checks the estimate's counting and arithmetic, not real-model output lengths)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from grader.cli import cli
+from grader.testing.fake_gemini import FakeGemini
+
+from _classgen import make_class
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples" / "intro-python"
+ROW = re.compile(r"^(online|flex|batch)\s+\$(\d+\.\d+)\s+(.*)$", re.MULTILINE)
+
+
+def grade(*args: str) -> tuple[int, str]:
+    res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return res.exit_code, res.output
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI",
+                "GOOGLE_GENAI_USE_ENTERPRISE", "GOOGLE_CLOUD_PROJECT"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_estimate_of_the_sample_class_agrees_with_the_run_within_10_percent(
+        fake_gemini: FakeGemini, env: None, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
+    class_dir = tmp_path / "intro-python"
+    shutil.copytree(SAMPLES, class_dir)
+    (class_dir / "grader.toml").write_text(
+        f'[grader]\nrubric = "{ROOT / "rubrics" / "intro-python.yaml"}"\nroster = "roster.csv"\n')
+    code, output = grade("estimate", str(class_dir))
+    assert code == 0, output
+    assert "(countTokens)" in output and "13 of 16 students" in output
+    assert fake_gemini.stats()["by_endpoint"] == {"countTokens": 13}  # counting is not grading
+    modes = {m: (float(cost), rest) for m, cost, rest in ROW.findall(output)}
+    assert set(modes) == {"online", "flex", "batch"}
+    assert modes["flex"][0] == pytest.approx(modes["online"][0] / 2, abs=1e-4)
+    assert modes["batch"][0] == pytest.approx(modes["online"][0] / 2, abs=1e-4)
+    estimated = modes["online"][0]
+
+    code, output = grade("run", str(class_dir), "--db", str(tmp_path / "g.db"),
+                         "--out", str(tmp_path / "o"))
+    assert code == 0, output
+    actual = float(re.search(r"^cost: \$(\d+\.\d+)", output, re.MULTILINE).group(1))
+    print(f"\nsamples/intro-python against the fake server: estimated ${estimated:.4f}, "
+          f"actual ${actual:.4f} ({100 * (estimated - actual) / actual:+.1f}%)")
+    assert abs(estimated - actual) <= 0.10 * actual
+
+
+def test_without_credentials_the_estimate_is_local_and_says_so(
+        fake_gemini: FakeGemini, env: None, tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 5, extra={"empty.txt": ""})
+    code, output = grade("estimate", str(class_dir), "--concurrency", "50", "--rpm", "60")
+    assert code == 0, output
+    assert "local estimate (no Gemini credentials)" in output
+    assert "5 of 6 students" in output and "1 would be flagged" in output
+    assert fake_gemini.stats()["requests"] == 0
+    online = dict((m, rest) for m, _, rest in ROW.findall(output))["online"]
+    assert online.startswith("~5 s")  # 5 calls at the 60 rpm quota: one a second
+    assert "thinking tokens (assumed 600 a call" in output  # the default level, low
