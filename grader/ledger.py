@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +93,8 @@ class CallLedger:
         self._answered = 0
 
     async def call(self, req: GradeRequest, record: RequestRecord, *, student_id: str,
-                   submission_id: int, sample: int, n: int) -> Called:
+                   submission_id: int, sample: int, n: int,
+                   redaction: Mapping[str, str] | None = None) -> Called:
         stored = self.store.response_for(record.hash)
         if stored is not None:
             self.counters.reused += 1
@@ -108,7 +110,7 @@ class CallLedger:
         try:
             attempt_id = self.store.begin_attempt(
                 run_id=self.run_id, student_id=student_id, submission_id=submission_id,
-                request=record, sample=sample, n=n)
+                request=record, sample=sample, n=n, redaction=redaction)
             try:
                 resp = await self.backend.generate(req.model_copy(update={"key": record.hash}))
             except BackendError as e:

@@ -355,10 +355,17 @@ DROP TABLE reviews;
 ALTER TABLE review_log RENAME TO v2_review_log;
 """
 
+# What the placeholders of a redacted request stood for (placeholder -> original, JSON), kept
+# per attempt so a reply can be mapped back later (batch results); never sent anywhere.
+M004_ATTEMPT_REDACTION = """
+ALTER TABLE attempts ADD COLUMN redaction_json TEXT;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
     Migration(3, "ledger_and_grade_versions", M003_LEDGER_AND_VERSIONS),
+    Migration(4, "attempt_redaction", M004_ATTEMPT_REDACTION),
 )
 LATEST = MIGRATIONS[-1].version
 

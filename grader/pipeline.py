@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import __version__, schema
+from . import __version__, injection, schema, score_jump
 from .backends import Backend, create, media_types
 from .discover import Submission, discover
 from .errors import BackendError, InputError, SubmissionError
@@ -37,11 +37,12 @@ from .limits import check_request_size
 from .locks import Holder, RunLock
 from .outputs import check_out_dir
 from .prompts import Prompts, check_prefix_size, check_templates, load_prompts
+from .redact import Redactor, restore_verdict
 from .report import write_outputs
 from .request import GradeRequest, Usage
 from .rubric import Rubric, load_rubric
 from .selection import Grade, Reuse, Selection, Skip, choose
-from .settings import Settings, auto_backend, db_path, limits, rubric_path
+from .settings import Settings, auto_backend, db_path, limits, redacting, rubric_path
 from .store import FlagRow, GradeRecord, OutcomeRecord, RunInfo, Store, SubmissionRecord
 
 
@@ -76,6 +77,8 @@ class RunSummary:
     wall_s: float = 0.0
     outcomes: list[Outcome] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
+    injection_suspected: list[str] = field(default_factory=list)
+    redacted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -174,6 +177,8 @@ def input_flags(ex: Extracted) -> tuple[FlagRow, ...]:
     if ex.truncated:
         flags.append(FlagRow("truncated", "the submission's text was cut to fit the prompt; "
                              "the end was not graded"))
+    if injection.suspicious(ex.findings):
+        flags.insert(0, FlagRow(injection.FLAG, injection.evidence(ex.findings)))
     return tuple(flags)
 
 
@@ -202,8 +207,13 @@ class Runner:
 
     def __init__(self, p: Plan, store: Store, backend: Backend, extractor: Extractor,
                  run_id: int, epoch: int, model: str, selection: Selection,
-                 on_outcome: Callable[[Outcome], None] | None):
+                 on_outcome: Callable[[Outcome], None] | None,
+                 redactor: Redactor | None = None):
         self.p, self.store, self.backend, self.extractor = p, store, backend, extractor
+        self.redactor = redactor
+        # students graded in this run with injection evidence or signs of it (score_jump)
+        self.candidates: dict[str, score_jump.Candidate] = {}
+        self.suspected: set[str] = set()
         self.run_id, self.epoch, self.model, self.selection = run_id, epoch, model, selection
         self.ledger = CallLedger(store, backend, run_id)
         self.policy = p.policy
@@ -229,7 +239,9 @@ class Runner:
             student_id=sub.student_id, name=sub.name, email=sub.email, source=sub.source,
             content_hash=ex.content_hash, body_hash=body_hash(ex), files=ex.files,
             late=sub.late, notes=ex.notes))
-        req = render(self.p, ex, self.model)
+        sent, mapping = (self.redactor.submission(ex, sub.student_id) if self.redactor
+                         else (ex, {}))
+        req = render(self.p, sent, self.model)
         cfg = config_hash(req)
         max_request = self.extractor.limits.max_request_bytes
         latest = self.store.latest_grade(student_id=sub.student_id, submission_id=sub_id,
@@ -247,6 +259,8 @@ class Runner:
             return
         if isinstance(choice, Reuse):
             g = choice.grade
+            if any(f.reason == injection.FLAG for f in g.flags):
+                self.suspected.add(sub.student_id)
             first = next((f for f in g.flags if f.reason not in INFO_FLAGS), None)
             self._finish(_with(base, status=g.status, grade_id=g.id, reused=True,
                                reason=first.reason if first else None,
@@ -262,7 +276,7 @@ class Runner:
                 attempts: list[int] = []
             else:
                 verdict, attempts = await self._grade(sub.student_id, sub_id, req,
-                                                      choice.epoch, flags)
+                                                      choice.epoch, flags, mapping)
         except BackendError as e:
             if e.run_wide:
                 raise
@@ -284,6 +298,12 @@ class Runner:
                 needs_review=verdict.needs_review, review_reason=verdict.review_reason,
                 model=self.model, model_version=verdict.model_version,
                 criteria=verdict.criteria, flags=verdict.flags, attempt_ids=attempts))
+            flagged = any(f.reason == injection.FLAG for f in verdict.flags)
+            if flagged:
+                self.suspected.add(sub.student_id)
+            if flagged or ex.findings:
+                self.candidates[sub.student_id] = score_jump.Candidate(gid, ex.findings,
+                                                                       flagged)
             self._finish(_with(base, status=verdict.status, grade_id=gid,
                                reason=verdict.reason, message=verdict.message),
                          total=verdict.total)
@@ -308,15 +328,17 @@ class Runner:
         return any(p.mime_type in accepted for p in ex.parts)
 
     async def _grade(self, student_id: str, sub_id: int, req: GradeRequest, epoch: int,
-                     flags: tuple[FlagRow, ...]) -> tuple[Verdict, list[int]]:
-        """grade + validate: ask, re-ask once on invalid output; return the verdict and the
-        attempts it paid for."""
+                     flags: tuple[FlagRow, ...], mapping: dict[str, str]
+                     ) -> tuple[Verdict, list[int]]:
+        """grade + validate: ask, re-ask once on invalid output; return the verdict (with the
+        redacted names mapped back) and the attempts it paid for."""
         replies: list[Reply] = []
         attempts: list[int] = []
         while True:
             record = describe(req, self.prefix, salt(0, epoch))
             called = await self.ledger.call(req, record, student_id=student_id,
-                                            submission_id=sub_id, sample=0, n=len(replies) + 1)
+                                            submission_id=sub_id, sample=0, n=len(replies) + 1,
+                                            redaction=mapping)
             replies.append(called.reply)
             if called.attempt_id is not None:
                 attempts.append(called.attempt_id)
@@ -324,7 +346,7 @@ class Runner:
             if isinstance(verdict, Reask):
                 req = req.model_copy(update={"history": verdict.history})
                 continue
-            return verdict, attempts
+            return restore_verdict(verdict, mapping), attempts
 
     def _finish(self, rec: OutcomeRecord, *, total: float | None = None) -> None:
         self.store.record_outcome(rec)
@@ -399,7 +421,9 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
             model = str(getattr(backend, "model", settings.model or "unknown"))
             if on_start:
                 on_start(len(subs), name, model)
-            return await _graded(p, subs, sel, db, backend, name, model, on_outcome)
+            redactor = (Redactor(subs, phone_region=settings.phone_region)
+                        if redacting(settings, name) else None)
+            return await _graded(p, subs, sel, db, backend, name, model, on_outcome, redactor)
         finally:
             if owned:
                 await backend.aclose()
@@ -408,8 +432,8 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
 
 
 async def _graded(p: Plan, subs: list[Submission], sel: Selection, db: Path, backend: Backend,
-                  name: str, model: str,
-                  on_outcome: Callable[[Outcome], None] | None) -> RunSummary:
+                  name: str, model: str, on_outcome: Callable[[Outcome], None] | None,
+                  redactor: Redactor | None) -> RunSummary:
     started = time.perf_counter()
     fingerprint = p.fingerprint(model)
     cfg = config_hash(render(p, _NOTHING, model))
@@ -428,14 +452,18 @@ async def _graded(p: Plan, subs: list[Submission], sel: Selection, db: Path, bac
             epoch=resumed.epoch if resumed else None))
         status = "interrupted"
         with Extractor(max_file_mb=p.settings.max_file_mb, limits=limits(p.settings)) as ex:
-            runner = Runner(p, store, backend, ex, run.id, run.epoch, model, sel, on_outcome)
+            runner = Runner(p, store, backend, ex, run.id, run.epoch, model, sel, on_outcome,
+                            redactor)
             try:
                 await runner.run(iter(subs))
+                runner.suspected.update(score_jump.check_run(store, run.id, runner.candidates))
                 status = "failed" if any(o.status == "failed" for o in runner.outcomes) \
                     else "done"
             finally:
                 store.finish_run(run.id, status)
         summary = _summarize(runner, run.id, name, model, db, sel.mode)
+        summary.injection_suspected = sorted(runner.suspected)
+        summary.redacted = redactor is not None
         summary.wall_s = time.perf_counter() - started
         if p.settings.out is not None:
             summary.outputs = write_outputs(store, run.id, p.settings.out)
