@@ -147,7 +147,7 @@ def test_the_models_report_of_an_injection_joins_the_evidence() -> None:
 
 
 def test_a_score_jump_needs_similar_neighbours_far_below() -> None:
-    words = frozenset("binary encoding bandwidth clocks perfect".split())
+    words = frozenset(["binary", "encoding", "bandwidth", "clocks", "perfect"])
     near = [(40.0, words), (45.0, words), (50.0, words), (38.0, words)]
     found = jump(95.0, words, near)
     assert found is not None and found.percent - found.median >= JUMP_POINTS

@@ -4,7 +4,6 @@ flagged, hidden text never reaches the server, and suspects come first in review
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from click.testing import CliRunner
 from openpyxl import load_workbook
 
 from grader.cli import cli
+from grader.testing._fake_content import read_prompt
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import RUBRIC
@@ -85,7 +85,7 @@ def test_corpus_end_to_end(gemini_env: FakeGemini, tmp_path: Path) -> None:
     assert not suspected & {c.name for c in LOOKALIKES}
 
     # hidden text never reached the server
-    bodies = [json.dumps(r, ensure_ascii=False) for r in gemini_env.requests()]
+    bodies = [read_prompt(r["body"]).submission for r in gemini_env.requests()]
     assert len(bodies) >= 50  # documents whose visible text is the same share one call
     for case in CASES:
         for secret in case.hidden:
