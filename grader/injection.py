@@ -285,7 +285,7 @@ class _RuleSet:
     def run(self, view: _View, found: set[str]) -> Iterator[_Hit]:
         """Matches in `view`, whose words are `found`."""
         text = view.text
-        candidates = [a for w in found & self.by_first_word.keys()
+        candidates = [a for w in sorted(found & self.by_first_word.keys())
                       for a in self.by_first_word[w] if a.words <= found]
         ascii_text = text.isascii()
         candidates += [a for a in self.substrings
@@ -385,6 +385,7 @@ def _hits(text: str) -> tuple[list[_Hit], set[str]]:
     for v in extra:
         found = {(h.rule, h.start) for h in hits}
         hits += [h for h in _ENGLISH.run(v, words_in(v.text)) if (h.rule, h.start) not in found]
+    hits.sort(key=lambda h: (h.start, h.rule))  # the same order in every process
     return hits, english
 
 
