@@ -147,7 +147,7 @@ ENGLISH: tuple[Rule, ...] = (
                 "[admin|[developer|[grader|[instruction|[ instruction|end of"),
           r"##{1,3}\s*(?:system|instructions?|response|assistant)\s*(?:prompt|message)?\s*:?"
           r"\s*$|</?\s*(?:system|instructions?|admin|developer|system_prompt|sys)\s*>|"
-          r"\b(?:system|developer|admin|administrator)[ _-]*(?:prompt|message|note|override|"
+          r"\b(?:system|developer|admin|administrator)[ -]+(?:prompt|message|note|override|"
           r"instruction)s?\b\s*[:\]]|(?:(?<=begin )|(?<=begin_)|(?<=start )|(?<=start_)|"
           r"(?<=end )|(?<=end_)|(?<=end of )|(?<=end of the ))(?:system|developer|admin)[ _-]*"
           r"(?:prompt|message|instructions?)\b|\[\s*(?:system|admin|developer|grader|"
