@@ -448,6 +448,12 @@ _HIDING_STYLE = re.compile(
     r"#ffffff\b|rgb\(\s*255\s*,\s*255\s*,\s*255\s*\))", re.IGNORECASE)
 
 
+# White text on a background colour that is not white is visible.
+_DARK_BACKGROUND = re.compile(r"background(?:-color)?\s*:\s*(?!\s*(?:white|#fff\b|#ffffff\b|"
+                              r"transparent|none|rgb\(\s*255\s*,\s*255\s*,\s*255\s*\)))",
+                              re.IGNORECASE)
+
+
 def hiding_attrs(attrs: list[tuple[str, str | None]]) -> str | None:
     """Why an HTML element's attributes hide it (None: they do not)."""
     for name, value in attrs:
@@ -455,7 +461,8 @@ def hiding_attrs(attrs: list[tuple[str, str | None]]) -> str | None:
             return "hidden HTML element"
         if name == "style" and value:
             m = _HIDING_STYLE.search(value)
-            if m:
+            if m and not (m.group().lower().lstrip().startswith("color")
+                          and _DARK_BACKGROUND.search(value)):
                 return f"HTML styled {' '.join(m.group().split()).rstrip(';')}"
     return None
 
