@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
+from . import _visibility as vis
 from ._escape import printable
 from .errors import SubmissionError
+from .injection import Aside, Hidden
 from .limits import MB, Limits
 from .request import Part
 
@@ -36,6 +38,7 @@ OUTPUT_LINES = 8  # notebook output lines kept per output
 OUTPUT_CHARS = 1200
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_W_P = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}p"
 _FIX_RESUBMIT = "ask the student to resubmit as .py, .txt, .md, .pdf, .docx, .ipynb or an image"
 
 
@@ -46,6 +49,8 @@ class Read:
     text: str | None
     parts: list[Part] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    hidden: list[Hidden] = field(default_factory=list)  # removed: a reader would not see it
+    aside: list[Aside] = field(default_factory=list)  # never shown to the model; scanned
 
 
 def sniff_image(data: bytes) -> str | None:
@@ -112,31 +117,55 @@ def read_text(data: bytes, name: str, limits: Limits) -> Read:
 
 
 class _HTMLText(HTMLParser):
-    """Text of an LMS online-text entry: tags dropped, block elements become line breaks."""
+    """Text of an LMS online-text entry: tags dropped, block elements become line breaks.
+    Text a browser would not show (comments, `hidden` or `display:none`-styled elements, white
+    text) is kept apart; alt text and scripts are collected to be scanned."""
 
     BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre",
                         "blockquote", "table", "ul", "ol"})
+    VOID = frozenset({"br", "img", "input", "meta", "link", "hr", "col", "area", "base",
+                      "embed", "source", "track", "wbr"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.out: list[str] = []
         self._skip = 0
+        self._hiding: list[tuple[str, str]] = []  # (tag, why) of open hiding elements
+        self.hidden: dict[str, list[str]] = {}
+        self.comments: list[str] = []
+        self.aside: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in ("script", "style"):
             self._skip += 1
         elif tag in self.BLOCKS:
             self.out.append("\n")
+        self.aside += [v for k, v in attrs if k in ("alt", "title") and v]
+        if tag == "input" and ("type", "hidden") in attrs:
+            self.aside += [v for k, v in attrs if k == "value" and v]
+        why = vis.hiding_attrs(attrs)
+        if why and tag not in self.VOID:
+            self._hiding.append((tag, why))
 
     def handle_endtag(self, tag: str) -> None:
         if tag in ("script", "style"):
             self._skip = max(0, self._skip - 1)
         elif tag in self.BLOCKS:
             self.out.append("\n")
+        if self._hiding and self._hiding[-1][0] == tag:
+            self._hiding.pop()
 
     def handle_data(self, data: str) -> None:
-        if not self._skip:
+        if self._skip:
+            self.aside.append(data)
+        elif self._hiding:
+            self.hidden.setdefault(self._hiding[0][1], []).append(data)
+        else:
             self.out.append(data)
+
+    def handle_comment(self, data: str) -> None:
+        if data.strip():
+            self.comments.append(data.strip())
 
 
 def read_html(data: bytes, name: str, limits: Limits) -> Read:
@@ -145,7 +174,19 @@ def read_html(data: bytes, name: str, limits: Limits) -> Read:
     parser.feed(r.text or "")
     parser.close()
     text = re.sub(r"\n[ \t]*\n(?:[ \t]*\n)+", "\n\n", "".join(parser.out)).strip()
-    return Read(text, notes=r.notes)
+    hidden = [Hidden("", why, " ".join(" ".join(parts).split()))
+              for why, parts in parser.hidden.items() if "".join(parts).strip()]
+    hidden += [Hidden("", "HTML comment", c, deliberate=False) for c in parser.comments]
+    aside = [Aside("alt text, titles and scripts", vis.bounded(" ".join(parser.aside)))] \
+        if "".join(parser.aside).strip() else []
+    return Read(text, notes=r.notes, hidden=hidden, aside=aside)
+
+
+def read_markdown(data: bytes, name: str, limits: Limits) -> Read:
+    """Markdown as text, less what its rendering hides (comments, hidden HTML)."""
+    r = read_text(data, name, limits)
+    text, hidden = vis.markdown_visible(r.text or "", "")
+    return Read(text, notes=r.notes, hidden=hidden)
 
 
 def _joined(value: object) -> str:
@@ -230,6 +271,7 @@ def read_notebook(data: bytes, name: str, limits: Limits) -> Read:
                      "cells read")
         cells = cells[:limits.notebook_max_cells]
     chunks: list[str] = []
+    hidden: list[Hidden] = []
     size = 0
     trimmed = dropped = skipped = False
     for i, cell in enumerate(cells, start=1):
@@ -239,6 +281,10 @@ def read_notebook(data: bytes, name: str, limits: Limits) -> Read:
         src = normalise(_joined(_field(cell, "source"))).strip("\n")
         ctype = _field(cell, "cell_type")
         ctype = ctype if ctype in ("code", "markdown", "raw") else "code"
+        if ctype == "markdown":
+            src, gone = vis.markdown_visible(src, f"cell {i}")
+            src = src.strip("\n")
+            hidden += gone
         if not src and ctype != "code":
             continue
         chunks.append(f"--- cell {i} ({ctype}) ---")
@@ -268,7 +314,7 @@ def read_notebook(data: bytes, name: str, limits: Limits) -> Read:
     if not re.sub(r"--- cell \d+ \(\w+\) ---|```[\w+#.-]*", "", body).strip():
         raise SubmissionError("empty", "notebook has no content in its cells", path=name,
                               fix="ask the student to save the notebook with their work in it")
-    return Read(body, notes=notes)
+    return Read(body, notes=notes, hidden=hidden, aside=vis.notebook_asides(nb, cells))
 
 
 def _ole_encrypted(data: bytes) -> bool:
@@ -299,11 +345,16 @@ def read_pdf(data: bytes, name: str, limits: Limits) -> Read:
                 "oversized", f"PDF has {n:,} pages, over the limit of {limits.pdf_max_pages:,}",
                 path=name, fix="ask the student for the pages that answer the assignment")
         pages: list[str] = []
+        hidden: list[Hidden] = []
+        aside = vis.pdf_properties(reader)
         size = 0
-        for page in reader.pages:
+        for number, page in enumerate(reader.pages, start=1):
             if size > limits.max_chars:
                 break  # the rest would be truncated anyway
-            pages.append(normalise(page.extract_text() or "").strip())
+            text, gone = _pdf_page(page, reader, number)
+            pages.append(normalise(text).strip())
+            hidden += gone
+            aside += vis.pdf_annotations(page, number)
             size += len(pages[-1])
     except FileNotDecryptedError:
         raise locked from None
@@ -319,7 +370,35 @@ def read_pdf(data: bytes, name: str, limits: Limits) -> Read:
         return Read(None, [Part(mime_type="application/pdf", data=data)],
                     [f"{name}: PDF has no text layer (scanned?); sent as a document"])
     text = "\n".join(f"--- page {i} ---\n{t}" for i, t in enumerate(pages, start=1))
-    return Read(text, notes=notes)
+    return Read(text, notes=notes, hidden=hidden, aside=aside)
+
+
+def _pdf_page(page: Any, reader: Any, number: int) -> tuple[str, list[Hidden]]:
+    """A page's visible text, and its hidden text (extracted from a copy of the page's content
+    stream that keeps only the hidden text operations)."""
+    from pypdf.generic import ContentStream, NameObject
+
+    contents = page.get_contents()
+    if contents is None:
+        return page.extract_text() or "", []
+    try:
+        ops = ContentStream(contents, reader).operations
+        box = page.cropbox
+        why = vis.hidden_ops(ops, (float(box.left), float(box.bottom), float(box.right),
+                                   float(box.top)), vis.pdf_images(page))
+    except Exception:  # a content stream we cannot walk: read it as pypdf does, unchecked
+        why = {}
+    if not why:
+        return page.extract_text() or "", []
+    texts = []
+    for keep in (set(why), {i for i, (_, op) in enumerate(ops) if op in vis.SHOW} - set(why)):
+        stream = ContentStream(None, reader)
+        stream.operations = vis.without(ops, keep)
+        page[NameObject("/Contents")] = stream
+        texts.append(page.extract_text() or "")
+    hows = ", ".join(sorted(set(why.values())))
+    hidden = normalise(texts[1]).strip()
+    return texts[0], [Hidden(f"page {number}", hows, hidden)] if hidden else []
 
 
 def check_zip(data: bytes, name: str, limits: Limits, kind: str) -> None:
@@ -358,18 +437,34 @@ def read_docx(data: bytes, name: str, limits: Limits) -> Read:
     check_zip(data, name, limits, "Word document")
     import docx
     from docx.table import Table
-    from docx.text.paragraph import Paragraph
 
     doc = docx.Document(io.BytesIO(data))
     lines: list[str] = []
+    hidden: list[Hidden] = []
+    seen = vis.DocxVisibility(doc)
     body = doc.element.body
+    paragraphs = tables = 0
     for child in body.iterchildren():
         tag = child.tag.rsplit("}", 1)[-1] if isinstance(child.tag, str) else ""
         if tag == "p":
-            lines.append(Paragraph(child, doc).text)
+            paragraphs += 1
+            text, gone = vis.docx_paragraph(seen, child, None, f"paragraph {paragraphs}")
+            lines.append(text)
+            hidden += gone
         elif tag == "tbl":
-            for row in Table(child, doc).rows:
-                lines.append(" | ".join(c.text.strip() for c in row.cells))
+            tables += 1
+            for r, row in enumerate(Table(child, doc).rows, start=1):
+                cells = []
+                for cell in row.cells:
+                    fill = vis.cell_fill(cell._tc)
+                    texts = []
+                    for p in cell._tc.iterchildren(_W_P):
+                        text, gone = vis.docx_paragraph(seen, p, fill,
+                                                        f"table {tables} row {r}")
+                        texts.append(text)
+                        hidden += gone
+                    cells.append("\n".join(texts).strip())
+                lines.append(" | ".join(cells))
     parts: list[Part] = []
     for rel in doc.part.rels.values():
         if "image" in rel.reltype and not rel.is_external:
@@ -378,7 +473,8 @@ def read_docx(data: bytes, name: str, limits: Limits) -> Read:
             if mime:
                 parts.append(Part(mime_type=mime, data=blob))
     notes = [f"{name}: {len(parts)} embedded image(s) attached"] if parts else []
-    return Read(normalise("\n".join(lines)).strip(), parts, notes)
+    return Read(normalise("\n".join(lines)).strip(), parts, notes, hidden=hidden,
+                aside=vis.docx_asides(doc))
 
 
 def read_image(data: bytes, name: str, limits: Limits) -> Read:
@@ -395,6 +491,7 @@ Reader = Callable[[bytes, str, Limits], Read]
 HEAVY_READERS: frozenset[Reader] = frozenset({read_pdf, read_docx, read_notebook})
 _KINDS: dict[Reader, str] = {read_pdf: "PDF", read_docx: "Word document",
                              read_notebook: "Jupyter notebook", read_html: "HTML page",
+                             read_markdown: "Markdown file",
                              read_image: "image", read_text: "text file"}
 _FIXES: dict[Reader, str] = {
     read_pdf: _FIX_PDF,
@@ -407,7 +504,7 @@ def reader_for(suffix: str, data: bytes) -> Reader:
     """Pick a reader by extension, falling back to content sniffing for unknown extensions."""
     table: dict[str, Reader] = {
         ".pdf": read_pdf, ".docx": read_docx, ".ipynb": read_notebook,
-        ".html": read_html, ".htm": read_html,
+        ".html": read_html, ".htm": read_html, ".md": read_markdown, ".markdown": read_markdown,
     }
     if suffix in table:
         return table[suffix]

@@ -150,6 +150,9 @@ def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
               help="Ask the model again even if a grade is stored (resumable).")
 @click.option("--dry-run", is_flag=True, default=None,
               help="Render prompts for the first students; call no model.")
+@click.option("--redact/--no-redact", "redact", default=None,
+              help="Replace student names, e-mails, ids and phone numbers by placeholders "
+                   "before sending [default: on, except for the local backend].")
 @click.option("--no-wait", "wait", flag_value=False, default=None,
               help="Fail at once if another run is using the store, instead of waiting.")
 @_handle_errors
@@ -274,6 +277,12 @@ def _print_summary(s: Any) -> None:
         click.echo(terminal_safe(f"  flagged {reason}: {_ids(ids)}", newlines=False))
     for message, ids in failed.items():  # identical errors collapse into one line
         click.echo(terminal_safe(f"  failed ({_ids(ids)}): {message}"))
+    if s.injection_suspected:
+        click.echo(terminal_safe(
+            f"  injection suspected (graded; first in review.xlsx): {_ids(s.injection_suspected)}",
+            newlines=False))
+    if not s.redacted and s.backend != "local":
+        click.echo("  names, e-mails and ids were sent unredacted (--no-redact)")
     for notice in s.notices:
         click.secho(f"note: {terminal_safe(notice)}", fg="yellow")
     _print_written(s.outputs)

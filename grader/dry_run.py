@@ -10,7 +10,8 @@ from .errors import GraderError
 from .generation import configure
 from .isolation import Extractor
 from .pipeline import Plan, default_model, plan, render, students
-from .settings import Settings, auto_backend, limits
+from .redact import Redactor
+from .settings import Settings, auto_backend, limits, redacting
 
 
 @dataclass
@@ -22,21 +23,26 @@ class DryRunItem:
 
 
 def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> tuple[Plan, list[DryRunItem]]:
-    """Render the prompts of the first `n` students and estimate their size; no model call."""
+    """Render the prompts of the first `n` students as they would be sent (redacted, unless
+    redaction is off) and estimate their size; no model call."""
     p = plan(class_dir, settings)
     backend = auto_backend(settings)
     gen = configure(settings, default_model(backend, settings), backend,
                     models.table(settings.models))
     items = []
+    subs = students(class_dir, settings)
+    redactor = (Redactor(subs, phone_region=settings.phone_region)
+                if redacting(settings, auto_backend(settings)) else None)
     with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:
         extracted = []
-        for sub in students(class_dir, settings)[:n]:
+        for sub in subs[:n]:
             try:
                 extracted.append((sub, extractor.extract(sub)))
             except GraderError as e:
                 items.append(DryRunItem(sub.student_id, None, e.render(), ""))
     for sub, ex in extracted:
-        req = render(p, ex, gen)
+        sent = redactor.submission(ex, sub.student_id)[0] if redactor else ex
+        req = render(p, sent, gen)
         text = req.system + req.static_prefix + "".join(pt.text or "" for pt in req.student_parts)
         media = sum(258 for pt in req.student_parts if pt.text is None)
         items.append(DryRunItem(sub.student_id, len(text) // 4 + media, None,

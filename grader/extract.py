@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from ._formats import HEAVY_READERS, UNSUPPORTED_SUFFIXES, Read, parse, reader_for
 from .discover import Skipped, Submission, link_target, special_kind
 from .errors import SubmissionError
+from .injection import Aside, Finding, Hidden, inspect
 from .limits import DEFAULT_LIMITS, MB, Limits
 from .request import Part
 
@@ -52,6 +53,7 @@ class Extracted(BaseModel):
     skipped: tuple[str, ...] = ()  # "name (reason)" of files left out of a folder submission
     truncated: bool = False
     has_text: bool = True  # False: only images/scans, nothing a text-only model can read
+    findings: tuple[Finding, ...] = ()  # injection evidence (grader.injection)
 
 
 class NeedsWorker(Exception):
@@ -188,6 +190,8 @@ def extract(sub: Submission, *, max_file_mb: float = 20.0, max_chars: int | None
     parts: list[Part] = []
     notes: list[str] = []
     errors: list[SubmissionError] = []
+    hidden: list[Hidden] = []
+    aside: list[Aside] = []
     has_text = False
     budget = limits.max_submission_bytes
     for name, item in items:
@@ -219,6 +223,8 @@ def extract(sub: Submission, *, max_file_mb: float = 20.0, max_chars: int | None
             notes.append(f"skipped {name}: {e.reason} ({e.message})")
             continue
         notes.extend(read.notes)
+        hidden += [Hidden(_at(name, h.where), h.how, h.text, h.deliberate) for h in read.hidden]
+        aside += [Aside(_at(name, a.where), a.text) for a in read.aside]
         has_text = has_text or bool(read.text and read.text.strip())
         if read.parts and not read.text:
             kinds = ", ".join(sorted({p.mime_type or "?" for p in read.parts}))
@@ -231,6 +237,9 @@ def extract(sub: Submission, *, max_file_mb: float = 20.0, max_chars: int | None
     if errors and len(errors) == len(items):
         raise _whole_submission_error(errors, sub.student_id)
     text = "\n\n".join(c.rstrip("\n") for c in chunks).strip("\n")
+    seen = inspect(text, single=None if several else items[0][0], hidden=hidden, aside=aside)
+    text = seen.text
+    notes.extend(seen.notes)
     truncated = len(text) > limits.max_chars
     if truncated:
         text = text[:limits.max_chars] + "\n[... submission truncated ...]"
@@ -239,4 +248,9 @@ def extract(sub: Submission, *, max_file_mb: float = 20.0, max_chars: int | None
                      content_hash=hasher.hexdigest(), files=tuple(n for n, _ in items),
                      notes=tuple(_SURROGATES.sub("\ufffd", n) for n in notes),
                      skipped=tuple(f"{e.path} ({e.reason})" for e in errors),
-                     truncated=truncated, has_text=has_text)
+                     truncated=truncated, has_text=has_text, findings=seen.findings)
+
+
+def _at(name: str, where: str) -> str:
+    """A place inside a file, named with the file: "essay.docx paragraph 4"."""
+    return f"{name} {where}" if where else name

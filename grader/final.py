@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .injection import FLAG as INJECTION_FLAG
 from .rubric import Criterion, Rubric
 from .store import Decision, Store, StudentResult
 
@@ -108,8 +109,18 @@ class FinalStudent:
         return "pending"
 
     @property
+    def injection_suspected(self) -> bool:
+        return any(f.reason == INJECTION_FLAG for f in self.result.flags)
+
+    @property
     def flag_text(self) -> str:
         return "; ".join(f"{f.reason}: {f.message}" for f in self.result.flags)
+
+
+def review_queue(students: Sequence[FinalStudent]) -> list[FinalStudent]:
+    """The order a teacher reviews in: students suspected of an injection attempt first, then
+    everyone else, each group in student-id order."""
+    return sorted(students, key=lambda s: not s.injection_suspected)
 
 
 def load_rubric(store: Store, run_id: int) -> Rubric:

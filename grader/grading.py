@@ -15,14 +15,18 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from . import schema
+from . import injection, schema
 from .request import Turn
 from .rubric import Rubric
 from .store import CriterionRow, FlagRow
 
 # Flags that say something about the input but leave a valid grade standing (status stays
-# "graded"; the student still needs a look before export).
-INFO_FLAGS = frozenset({"identical_to", "partial_submission", "truncated"})
+# "graded"; the student still needs a look before export). `injection_suspected` is one: the
+# work was graded on its merits (hidden text removed, the model told to ignore instructions in
+# it), so the score is a real grade for the teacher to confirm, not a failed one; the flag keeps
+# the student out of exports until approved and first in the review queue.
+INFO_FLAGS = frozenset({"identical_to", "partial_submission", "truncated",
+                        injection.FLAG, "score_jump"})
 # Flags a different generation config (output-token cap, thinking) may cure: a rerun with a
 # changed config grades these students again without --retry-flagged.
 CONFIG_SENSITIVE = frozenset({"blocked_max_tokens", "request_rejected"})
@@ -162,16 +166,31 @@ def graded(rubric: Rubric, result: schema.ModelGrade, model_version: str | None,
                                  r.feedback))
     total = sum(r.score for r in rows)
     flags: list[FlagRow] = []
-    if result.needs_review:
+    steered = result.needs_review and injection.model_reports_injection(result.review_reason)
+    if result.needs_review and not steered:
         flags.append(FlagRow("needs_review",
                              result.review_reason or "the model asked for a human review"))
-    flags.extend(input_flags)
+    flags.extend(_with_model_reason(input_flags, result.review_reason) if steered
+                 else input_flags)
     return Verdict(
-        status="flagged" if result.needs_review else "graded", criteria=tuple(rows),
+        status="flagged" if result.needs_review and not steered else "graded",
+        criteria=tuple(rows),
         total=total, percent=round(100.0 * total / rubric.max_total, 2),
         overall_comment=result.overall_comment, needs_review=bool(result.needs_review),
         review_reason=result.review_reason or None, flags=tuple(flags),
         model_version=model_version)
+
+
+def _with_model_reason(flags: Sequence[FlagRow], reason: str) -> list[FlagRow]:
+    """The model says the submission tried to steer the grade: that joins (or becomes) the
+    `injection_suspected` evidence instead of a separate `needs_review` flag."""
+    out = list(flags)
+    for i, f in enumerate(out):
+        if f.reason == injection.FLAG:
+            out[i] = FlagRow(f.reason, f"{f.message}; the model reported: “{reason}”")
+            return out
+    out.insert(0, FlagRow(injection.FLAG, injection.evidence((), model_reason=reason)))
+    return out
 
 
 def decide(policy: Policy, replies: Sequence[Reply],

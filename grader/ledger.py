@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,7 +106,8 @@ class CallLedger:
         self._served: set[tuple[str | None, str | None]] = set()
 
     async def call(self, req: GradeRequest, record: RequestRecord, *, student_id: str,
-                   submission_id: int, sample: int, n: int) -> Called:
+                   submission_id: int, sample: int, n: int,
+                   redaction: Mapping[str, str] | None = None) -> Called:
         stored = self.store.response_for(record.hash)
         if stored is not None:
             self.counters.reused += 1
@@ -125,7 +126,7 @@ class CallLedger:
             try:  # from here the reservation is given back whatever happens
                 attempt_id = self.store.begin_attempt(
                     run_id=self.run_id, student_id=student_id, submission_id=submission_id,
-                    request=record, sample=sample, n=n)
+                    request=record, sample=sample, n=n, redaction=redaction)
                 try:
                     resp = await self.backend.generate(
                         req.model_copy(update={"key": record.hash}))

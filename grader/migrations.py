@@ -360,11 +360,18 @@ ALTER TABLE attempts ADD COLUMN model_status TEXT;
 ALTER TABLE attempts ADD COLUMN service_tier TEXT;
 """
 
+# What the placeholders of a redacted request stood for (placeholder -> original, JSON), kept
+# per attempt so a reply can be mapped back later (batch results); never sent anywhere.
+M005_ATTEMPT_REDACTION = """
+ALTER TABLE attempts ADD COLUMN redaction_json TEXT;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
     Migration(3, "ledger_and_grade_versions", M003_LEDGER_AND_VERSIONS),
     Migration(4, "attempt_model_status_and_service_tier", M004_MODEL_STATUS_AND_TIER),
+    Migration(5, "attempt_redaction", M005_ATTEMPT_REDACTION),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import __version__, models, schema
+from . import __version__, injection, models, schema, score_jump
 from .backends import Backend, create, media_types
 from .budget import Spending
 from .discover import Submission, discover
@@ -57,11 +57,20 @@ from .limits import check_request_size
 from .locks import Holder, RunLock
 from .outputs import check_out_dir
 from .prompts import Prompts, check_prefix_size, check_templates, load_prompts
+from .redact import Redactor, restore_verdict
 from .report import write_outputs
 from .request import GradeRequest, Usage
 from .rubric import Rubric, load_rubric
 from .selection import Grade, Reuse, Selection, Skip, choose
-from .settings import DEFAULT_GEMINI_MODEL, Settings, auto_backend, db_path, limits, rubric_path
+from .settings import (
+    DEFAULT_GEMINI_MODEL,
+    Settings,
+    auto_backend,
+    db_path,
+    limits,
+    redacting,
+    rubric_path,
+)
 from .store import FlagRow, GradeRecord, OutcomeRecord, RunInfo, Store, SubmissionRecord
 
 
@@ -101,6 +110,8 @@ class RunSummary:
     outcomes: list[Outcome] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # things the teacher should know
+    injection_suspected: list[str] = field(default_factory=list)
+    redacted: bool = False
 
     @property
     def ok(self) -> bool:
@@ -233,6 +244,8 @@ def input_flags(ex: Extracted) -> tuple[FlagRow, ...]:
     if ex.truncated:
         flags.append(FlagRow("truncated", "the submission's text was cut to fit the prompt; "
                              "the end was not graded"))
+    if injection.suspicious(ex.findings):
+        flags.insert(0, FlagRow(injection.FLAG, injection.evidence(ex.findings)))
     return tuple(flags)
 
 
@@ -263,8 +276,13 @@ class Runner:
                  run_id: int, epoch: int, gen: Generation, selection: Selection,
                  on_outcome: Callable[[Outcome], None] | None, *,
                  spending: Spending | None = None,
-                 on_notice: Callable[[str], None] | None = None):
+                 on_notice: Callable[[str], None] | None = None,
+                 redactor: Redactor | None = None):
         self.p, self.store, self.backend, self.extractor = p, store, backend, extractor
+        self.redactor = redactor
+        # students graded in this run with injection evidence or signs of it (score_jump)
+        self.candidates: dict[str, score_jump.Candidate] = {}
+        self.suspected: set[str] = set()
         self.run_id, self.epoch, self.selection = run_id, epoch, selection
         self.gen = gen
         self.model = model = gen.model
@@ -294,7 +312,9 @@ class Runner:
             student_id=sub.student_id, name=sub.name, email=sub.email, source=sub.source,
             content_hash=ex.content_hash, body_hash=body_hash(ex), files=ex.files,
             late=sub.late, notes=ex.notes))
-        req = render(self.p, ex, self.gen)
+        sent, mapping = (self.redactor.submission(ex, sub.student_id) if self.redactor
+                         else (ex, {}))
+        req = render(self.p, sent, self.gen)
         cfg = config_hash(req)
         max_request = self.extractor.limits.max_request_bytes
         latest = self.store.latest_grade(student_id=sub.student_id, submission_id=sub_id,
@@ -312,6 +332,8 @@ class Runner:
             return
         if isinstance(choice, Reuse):
             g = choice.grade
+            if any(f.reason == injection.FLAG for f in g.flags):
+                self.suspected.add(sub.student_id)
             first = next((f for f in g.flags if f.reason not in INFO_FLAGS), None)
             self._finish(_with(base, status=g.status, grade_id=g.id, reused=True,
                                reason=first.reason if first else None,
@@ -327,7 +349,7 @@ class Runner:
                 attempts: list[int] = []
             else:
                 verdict, attempts = await self._grade(sub.student_id, sub_id, req,
-                                                      choice.epoch, flags)
+                                                      choice.epoch, flags, mapping)
         except BudgetExceeded as e:  # not sent: a rerun with a larger budget grades them
             self._finish(_with(base, status="skipped", reason="budget", message=e.render()))
             return
@@ -352,6 +374,12 @@ class Runner:
                 needs_review=verdict.needs_review, review_reason=verdict.review_reason,
                 model=self.model, model_version=verdict.model_version,
                 criteria=verdict.criteria, flags=verdict.flags, attempt_ids=attempts))
+            flagged = any(f.reason == injection.FLAG for f in verdict.flags)
+            if flagged:
+                self.suspected.add(sub.student_id)
+            if flagged or ex.findings:
+                self.candidates[sub.student_id] = score_jump.Candidate(gid, ex.findings,
+                                                                       flagged)
             self._finish(_with(base, status=verdict.status, grade_id=gid,
                                reason=verdict.reason, message=verdict.message),
                          total=verdict.total)
@@ -376,15 +404,17 @@ class Runner:
         return any(p.mime_type in accepted for p in ex.parts)
 
     async def _grade(self, student_id: str, sub_id: int, req: GradeRequest, epoch: int,
-                     flags: tuple[FlagRow, ...]) -> tuple[Verdict, list[int]]:
-        """grade + validate: ask, re-ask once on invalid output; return the verdict and the
-        attempts it paid for."""
+                     flags: tuple[FlagRow, ...], mapping: dict[str, str]
+                     ) -> tuple[Verdict, list[int]]:
+        """grade + validate: ask, re-ask once on invalid output; return the verdict (with the
+        redacted names mapped back) and the attempts it paid for."""
         replies: list[Reply] = []
         attempts: list[int] = []
         while True:
             record = describe(req, self.prefix, salt(0, epoch))
             called = await self.ledger.call(req, record, student_id=student_id,
-                                            submission_id=sub_id, sample=0, n=len(replies) + 1)
+                                            submission_id=sub_id, sample=0, n=len(replies) + 1,
+                                            redaction=mapping)
             replies.append(called.reply)
             if called.attempt_id is not None:
                 attempts.append(called.attempt_id)
@@ -396,7 +426,7 @@ class Runner:
                 req = req.model_copy(update={"max_output_tokens": verdict.max_output_tokens,
                                              "thinking_level": verdict.thinking_level})
                 continue
-            return verdict, attempts
+            return restore_verdict(verdict, mapping), attempts
 
     def _finish(self, rec: OutcomeRecord, *, total: float | None = None) -> None:
         self.store.record_outcome(rec)
@@ -509,8 +539,10 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
                     on_notice(text)
             if on_start:
                 on_start(len(subs), name, model)
+            redactor = (Redactor(subs, phone_region=settings.phone_region)
+                        if redacting(settings, name) else None)
             return await _graded(p, subs, sel, db, backend, name, gen, on_outcome,
-                                 spending=spending, on_notice=on_notice)
+                                 spending=spending, on_notice=on_notice, redactor=redactor)
         finally:
             if owned:
                 await backend.aclose()
@@ -521,7 +553,8 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
 async def _graded(p: Plan, subs: list[Submission], sel: Selection, db: Path, backend: Backend,
                   name: str, gen: Generation, on_outcome: Callable[[Outcome], None] | None, *,
                   spending: Spending | None,
-                  on_notice: Callable[[str], None] | None) -> RunSummary:
+                  on_notice: Callable[[str], None] | None,
+                  redactor: Redactor | None) -> RunSummary:
     started = time.perf_counter()
     model = gen.model
     fingerprint = p.fingerprint(model)
@@ -541,9 +574,10 @@ async def _graded(p: Plan, subs: list[Submission], sel: Selection, db: Path, bac
             epoch=resumed.epoch if resumed else None))
         with Extractor(max_file_mb=p.settings.max_file_mb, limits=limits(p.settings)) as ex:
             runner = Runner(p, store, backend, ex, run.id, run.epoch, gen, sel, on_outcome,
-                            spending=spending, on_notice=on_notice)
+                            spending=spending, on_notice=on_notice, redactor=redactor)
             try:
                 await runner.run(iter(subs))
+                runner.suspected.update(score_jump.check_run(store, run.id, runner.candidates))
             except BaseException:
                 with suppress(StoreError):  # the store may be why we stopped: keep that error
                     store.finish_run(run.id, "interrupted")
@@ -552,6 +586,8 @@ async def _graded(p: Plan, subs: list[Submission], sel: Selection, db: Path, bac
             store.finish_run(run.id, status)
         summary = _summarize(runner, run.id, name, model, db, sel.mode)
         summary.notices = list(store.notices)
+        summary.injection_suspected = sorted(runner.suspected)
+        summary.redacted = redactor is not None
         if spending is not None:
             summary.cost_usd, summary.unpriced = spending.cost, spending.unpriced
             summary.budget, summary.tier = p.settings.budget, p.settings.tier

@@ -52,10 +52,26 @@ def _points(value: float) -> str:
     return f"{value:g}"
 
 
+_HAS_LOOKALIKE = re.compile("[" + "".join(re.escape(chr(c)) for c in _LOOKALIKES) + "]")
+
+
+def lookalike_skeleton(text: str) -> str:
+    """`text` with full-width forms and common look-alike letters mapped to ASCII (same length,
+    so a position in the skeleton is the same position in `text`)."""
+    return text.translate(_LOOKALIKES) if _HAS_LOOKALIKE.search(text) else text
+
+
+def fence_marks(text: str) -> list[int]:
+    """Where `text` holds a tag-like form of our delimiters (`</submission>`, ...)."""
+    skeleton = text if text.isascii() else lookalike_skeleton(text)
+    if "<" not in skeleton:
+        return []
+    return [m.start() for m in _FENCE.finditer(skeleton)]
+
+
 def fence_safe(text: str) -> str:
     """`text` with every tag-like form of our delimiters defused (its `<` made `‹`)."""
-    skeleton = text.translate(_LOOKALIKES)
-    starts = [m.start() for m in _FENCE.finditer(skeleton)]
+    starts = fence_marks(text)
     if not starts:
         return text
     out, last = [], 0

@@ -91,6 +91,12 @@ class Settings(BaseModel):
         default=120.0, gt=0, description="wall-clock seconds to read one student's files")
     extract_memory_mb: int = Field(
         default=1024, ge=64, description="memory of the process that reads PDFs, Word, notebooks")
+    redact: bool | None = Field(
+        default=None, description="replace student names, e-mails, ids and phone numbers by "
+        "placeholders before anything is sent; None = on for every backend but local")
+    phone_region: str = Field(
+        default="US", pattern=r"^[A-Z]{2}$",
+        description="country whose national phone-number format redaction recognises")
 
     # Gemini / Vertex (the SDK reads its own env vars too; these are overrides)
     api_key: SecretStr | None = None
@@ -260,6 +266,12 @@ def db_path(class_dir: Path, settings: Settings) -> Path:
 def out_dir(class_dir: Path, settings: Settings) -> Path:
     """--out / grader.toml, else reports/<class folder name> under the working directory."""
     return settings.out if settings.out is not None else Path("reports") / class_dir.resolve().name
+
+
+def redacting(settings: Settings, backend: str) -> bool:
+    """Redact what is sent: the setting when given, else for every backend but the local one
+    (nothing leaves the machine there)."""
+    return settings.redact if settings.redact is not None else backend != "local"
 
 
 def limits(settings: Settings) -> Limits:

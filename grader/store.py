@@ -21,7 +21,7 @@ import functools
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -601,9 +601,10 @@ class Store:
     @_mapped
     def begin_attempt(self, *, run_id: int, student_id: str, submission_id: int,
                       request: RequestRecord, sample: int, n: int, state: str = "sent",
-                      job_ref: str | None = None) -> int:
+                      job_ref: str | None = None,
+                      redaction: Mapping[str, str] | None = None) -> int:
         """Record a request before it leaves (committed: after a crash, `grade status` shows it
-        as sent but unanswered)."""
+        as sent but unanswered). `redaction`: what the request's placeholders stand for."""
         stamp = now()
         with self.atomic():
             self.conn.execute(
@@ -613,9 +614,11 @@ class Store:
                  json.dumps(request.body, default=str), stamp))
             cur = self.conn.execute(
                 "INSERT INTO attempts (run_id, student_id, submission_id, request_hash, sample,"
-                " n, state, job_ref, created_at, sent_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " n, state, job_ref, created_at, sent_at, redaction_json)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, student_id, submission_id, request.hash, sample, n, state, job_ref,
-                 stamp, stamp if state == "sent" else None))
+                 stamp, stamp if state == "sent" else None,
+                 json.dumps(dict(redaction), ensure_ascii=False) if redaction else None))
         return int(cur.lastrowid or 0)
 
     def answer_attempt(self, attempt_id: int, request_hash: str, answer: Answer) -> None:
@@ -768,6 +771,34 @@ class Store:
                     "UPDATE attempts SET state='stored', grade_id=? WHERE id=?",
                     [(gid, a) for a in g.attempt_ids])
         return gid
+
+    @_mapped
+    def add_flags(self, grade_id: int, run_id: int, student_id: str,
+                  flags: Sequence[FlagRow]) -> None:
+        """Flags found after a grade was stored (the run's score-jump check)."""
+        stamp = now()
+        with self.atomic():
+            self.conn.executemany(
+                "INSERT INTO flags (grade_id, run_id, student_id, reason, message, created_at)"
+                " VALUES (?,?,?,?,?,?)",
+                [(grade_id, run_id, student_id, f.reason, f.message, stamp) for f in flags])
+
+    @_mapped
+    def sent_texts(self, run_id: int) -> dict[str, tuple[float, str]]:
+        """(percent, first request body as sent) of every student of the run whose grade has a
+        percent and was paid for by an attempt of its own."""
+        out: dict[str, tuple[float, str]] = {}
+        for r in self.conn.execute(
+                "SELECT o.student_id, g.percent, q.body_json FROM outcomes o"
+                " JOIN grades g ON g.id = o.grade_id"
+                " JOIN attempts a ON a.grade_id = g.id AND a.n = 1"
+                " JOIN requests q ON q.hash = a.request_hash"
+                " WHERE o.run_id=? AND g.percent IS NOT NULL", (run_id,)):
+            body = _loads(r["body_json"], {})
+            parts = body.get("parts") if isinstance(body, dict) else None
+            text = " ".join(p.get("text") or "" for p in parts or [] if isinstance(p, dict))
+            out[r["student_id"]] = (float(r["percent"]), text)
+        return out
 
     @_mapped
     def record_outcome(self, o: OutcomeRecord) -> None:

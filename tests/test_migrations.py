@@ -12,7 +12,7 @@ import pytest
 from grader.errors import StoreError
 from grader.final import finals
 from grader.migrations import LATEST, MIGRATIONS, Migration, apply, current_version, migrate
-from grader.store import Store
+from grader.store import RequestRecord, Store
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v2.sqlite"
 
@@ -119,3 +119,23 @@ def test_attempts_gain_model_status_and_service_tier_and_old_runs_still_report(
             usage = store.usage(r.id)
             assert usage["calls"] >= 0 and usage["cost_usd"] == 0
             assert all(m.calls > 0 for m in store.served_models(r.id))
+
+
+def test_attempt_redaction_migration_keeps_old_attempts_and_stores_the_mapping(
+        tmp_path: Path) -> None:
+    path = _v2(tmp_path)
+    with Store(path) as store:  # migrates the v2 store to the latest version
+        attempts = _raw(path, "SELECT COUNT(*) FROM attempts")[0][0]
+        assert attempts > 0
+        assert _raw(path, "SELECT COUNT(*) FROM attempts WHERE redaction_json IS NOT NULL") \
+            == [(0,)]
+        columns = [r[1] for r in _raw(path, "PRAGMA table_info(attempts)")]
+        assert "redaction_json" in columns
+        run = store.runs()[0]
+        sub, student = _raw(path, "SELECT id, student_id FROM submissions LIMIT 1")[0]
+        aid = store.begin_attempt(
+            run_id=run.id, student_id=student, submission_id=sub, sample=0, n=1,
+            request=RequestRecord("h-redacted", None, "m", {"parts": []}),
+            redaction={"[STUDENT_1]": "Alice Martin"})
+    assert _raw(path, "SELECT redaction_json FROM attempts WHERE id=?", (aid,)) == [
+        ('{"[STUDENT_1]": "Alice Martin"}',)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..final import finals, load_rubric
+from ..final import finals, load_rubric, review_queue
 from ..store import Store
 from .excel import write_workbook
 from .html import write_html
@@ -18,11 +18,12 @@ __all__ = ["write_reports"]
 
 
 def write_reports(store: Store, run_id: int, out_dir: Path) -> list[Path]:
-    """Write review.xlsx, report.html and students/<id>.html; returns the paths written."""
+    """Write review.xlsx, report.html and students/<id>.html; returns the paths written.
+    Rows are in review order: students suspected of an injection attempt first."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rubric = load_rubric(store, run_id)
-    students = list(finals(store, run_id, rubric))
+    students = review_queue(list(finals(store, run_id, rubric)))
     stats = criterion_stats(students)
     agree = agreement(students)
     paths = [write_workbook(store, run_id, rubric, students, stats, out_dir / "review.xlsx")]

@@ -16,8 +16,11 @@ from typing import Any
 
 TRIGGERS = (
     "SAFETY", "RECITATION", "MAX_TOKENS", "EMPTY", "INVALID_JSON", "INVALID_ONCE",
-    "PROMPT_BLOCKED", "THINK_HARD",
+    "PROMPT_BLOCKED", "THINK_HARD", "OBEY", "REVIEW",
 )
+# OBEY: a gullible model that gives full marks (a successful injection); REVIEW: the model
+# reports an attempt to instruct the grader (needs_review with that reason).
+REVIEW_REASON = "The submission contains an attempt to instruct the grader."
 # Thinking tokens a THINK_HARD submission costs: they count against maxOutputTokens, as on the
 # real API, so a low output cap ends such a call with MAX_TOKENS and no answer.
 THINK_HARD_TOKENS = 3000
@@ -162,7 +165,7 @@ class Synth:
     def __init__(self, prompt: Prompt, root: dict[str, Any], *, violate: bool = False):
         self.prompt = prompt
         self.root = root
-        self.fraction = score_fraction(prompt)
+        self.fraction = 1.0 if "OBEY" in prompt.triggers else score_fraction(prompt)
         self.violate = violate
 
     def value(self, schema: Any, name: str = "") -> Any:
@@ -189,7 +192,7 @@ class Synth:
         if kind in {"number", "integer"}:
             return self._number(s, kind, name)
         if kind == "boolean":
-            return False
+            return name == "needs_review" and "REVIEW" in self.prompt.triggers
         return self._text(name)
 
     def _number(self, s: dict[str, Any], kind: str, name: str) -> float | int:
@@ -225,7 +228,7 @@ class Synth:
         if name == "overall_comment":
             return f"Overall the answer matches {pct}% of the reference."
         if name in {"review_reason", "reason"}:
-            return ""
+            return REVIEW_REASON if "REVIEW" in self.prompt.triggers else ""
         return f"{name or 'text'} ({pct}%)"
 
 
