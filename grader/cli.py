@@ -139,6 +139,10 @@ def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
               help="Render prompts for the first students; call no model.")
 @click.option("--no-wait", "wait", flag_value=False, default=None,
               help="Fail at once if another run is using the store, instead of waiting.")
+@click.option("--samples", type=int,
+              help="Grade each student K times: the median per criterion, the spread shown.")
+@click.option("--force", is_flag=True, default=None,
+              help="Run even though the class's calibration is below calibration_min_qwk.")
 @_handle_errors
 def run(class_dir: Path, only: tuple[str, ...], retry_flagged: tuple[str, ...],
         **flags: Any) -> None:

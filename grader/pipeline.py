@@ -43,6 +43,7 @@ from .rubric import Rubric, load_rubric
 from .selection import Grade, Reuse, Selection, Skip, choose
 from .settings import Settings, auto_backend, db_path, limits, rubric_path
 from .store import FlagRow, GradeRecord, OutcomeRecord, RunInfo, Store, SubmissionRecord
+from .uncertainty import finalize
 
 
 @dataclass
@@ -100,8 +101,10 @@ class Plan:
 
     @property
     def policy(self) -> Policy:
+        s = self.settings
         return Policy(rubric=self.rubric, validator=self.validator,
-                      reask_prompt=self.prompts.reask)
+                      reask_prompt=self.prompts.reask, max_spread=s.max_spread,
+                      quote_similarity=s.quote_similarity)
 
     def prefix_hash(self, model: str) -> str:
         return prefix_hash(model, self.system, self.static_prefix, self.response_schema)
@@ -154,8 +157,16 @@ def render(p: Plan, ex: Extracted, model: str, key: str = "") -> GradeRequest:
     )
 
 
-def config_hash(req: GradeRequest) -> str:
-    return sha256("config/1", json.dumps(req.generation_config(), sort_keys=True))
+def config_hash(req: GradeRequest, samples: int = 1) -> str:
+    """The generation config of a grade; a grade combining several samples is another one."""
+    h = sha256("config/1", json.dumps(req.generation_config(), sort_keys=True))
+    return h if samples == 1 else sha256(h, f"samples={samples}")
+
+
+def sampled(req: GradeRequest, k: int) -> GradeRequest:
+    """Sample k of a student's request: the seed moves by k (sample 0 is the request itself),
+    and the ledger key is salted with k, so each sample is its own paid call."""
+    return req if k == 0 else req.model_copy(update={"seed": req.seed + k})
 
 
 def body_hash(ex: Extracted) -> str:
@@ -207,6 +218,7 @@ class Runner:
         self.run_id, self.epoch, self.model, self.selection = run_id, epoch, model, selection
         self.ledger = CallLedger(store, backend, run_id)
         self.policy = p.policy
+        self.samples = p.settings.samples
         self.prefix = p.prefix_hash(model)
         self.fingerprint = p.fingerprint(model)
         store.save_prefix(self.prefix, p.system, p.static_prefix, p.response_schema)
@@ -230,13 +242,14 @@ class Runner:
             content_hash=ex.content_hash, body_hash=body_hash(ex), files=ex.files,
             late=sub.late, notes=ex.notes))
         req = render(self.p, ex, self.model)
-        cfg = config_hash(req)
+        k = self.samples
+        cfg = config_hash(req, k)
         max_request = self.extractor.limits.max_request_bytes
         latest = self.store.latest_grade(student_id=sub.student_id, submission_id=sub_id,
-                                         fingerprint=self.fingerprint)
+                                         fingerprint=self.fingerprint, samples=k)
         in_epoch = self.store.latest_grade(
             student_id=sub.student_id, submission_id=sub_id, fingerprint=self.fingerprint,
-            epoch=self.epoch) if self.epoch else None
+            epoch=self.epoch, samples=k) if self.epoch else None
         choice = choose(self.selection, sub.student_id, latest=latest, in_epoch=in_epoch,
                         run_epoch=self.epoch, config_hash=cfg)
         base = OutcomeRecord(run_id=self.run_id, student_id=sub.student_id, status="",
@@ -254,6 +267,8 @@ class Runner:
             return
         assert isinstance(choice, Grade)
         flags = input_flags(ex)
+        samples: tuple[Verdict, ...] = ()
+        sample_attempts: list[list[int]] = []
         try:
             check_request_size(req, max_bytes=max_request, student=sub.student_id)
             if not ex.has_text and not self._can_read(ex):
@@ -261,8 +276,11 @@ class Runner:
                 assert isinstance(verdict, Verdict)
                 attempts: list[int] = []
             else:
-                verdict, attempts = await self._grade(sub.student_id, sub_id, req,
-                                                      choice.epoch, flags)
+                graded = await self._samples(sub.student_id, sub_id, req, choice.epoch, flags)
+                text = ex.text if ex.has_text and not ex.parts else None
+                samples, verdict = finalize(self.policy, [v for v, _ in graded], text)
+                sample_attempts = [a for _, a in graded]
+                attempts = sample_attempts[0] if k == 1 else []
         except BackendError as e:
             if e.run_wide:
                 raise
@@ -276,17 +294,25 @@ class Runner:
                               review_reason=e.render())
             attempts = []
         with self.store.atomic():  # the grade and its outcome land together or not at all
-            gid = self.store.save_grade(GradeRecord(
-                student_id=sub.student_id, submission_id=sub_id, fingerprint=self.fingerprint,
-                sample=0, epoch=choice.epoch, config_hash=cfg, run_id=self.run_id,
-                status=verdict.status, max_total=self.p.rubric.max_total, total=verdict.total,
-                percent=verdict.percent, overall_comment=verdict.overall_comment,
-                needs_review=verdict.needs_review, review_reason=verdict.review_reason,
-                model=self.model, model_version=verdict.model_version,
-                criteria=verdict.criteria, flags=verdict.flags, attempt_ids=attempts))
+            if k > 1:  # each sample is a grade version of its own, the combined one on top
+                for n, (v, a) in enumerate(zip(samples, sample_attempts, strict=True)):
+                    self._save(sub.student_id, sub_id, v, sample=n, epoch=choice.epoch,
+                               cfg=config_hash(sampled(req, n)), attempts=a, samples=1)
+            gid = self._save(sub.student_id, sub_id, verdict, sample=0, epoch=choice.epoch,
+                             cfg=cfg, attempts=attempts, samples=k)
             self._finish(_with(base, status=verdict.status, grade_id=gid,
                                reason=verdict.reason, message=verdict.message),
                          total=verdict.total)
+
+    def _save(self, student_id: str, sub_id: int, v: Verdict, *, sample: int, epoch: int,
+              cfg: str, attempts: list[int], samples: int) -> int:
+        return self.store.save_grade(GradeRecord(
+            student_id=student_id, submission_id=sub_id, fingerprint=self.fingerprint,
+            sample=sample, epoch=epoch, config_hash=cfg, run_id=self.run_id, status=v.status,
+            max_total=self.p.rubric.max_total, total=v.total, percent=v.percent,
+            overall_comment=v.overall_comment, needs_review=v.needs_review,
+            review_reason=v.review_reason, model=self.model, model_version=v.model_version,
+            criteria=v.criteria, flags=v.flags, attempt_ids=attempts, samples=samples))
 
     async def _extract(self, sub: Submission) -> Extracted:
         """Small text on the event loop (microseconds); PDFs, documents, notebooks and large
@@ -307,16 +333,31 @@ class Runner:
         accepted = media_types(self.backend)
         return any(p.mime_type in accepted for p in ex.parts)
 
+    async def _samples(self, student_id: str, sub_id: int, req: GradeRequest, epoch: int,
+                       flags: tuple[FlagRow, ...]) -> list[tuple[Verdict, list[int]]]:
+        """Grade the student `samples` times (at once); a backend error in any sample is raised
+        after all of them ended, so every reply that arrived is kept in the ledger."""
+        if self.samples == 1:
+            return [await self._grade(student_id, sub_id, req, epoch, flags, 0)]
+        done = await asyncio.gather(
+            *(self._grade(student_id, sub_id, sampled(req, n), epoch, flags, n)
+              for n in range(self.samples)), return_exceptions=True)
+        for d in done:
+            if isinstance(d, BaseException):
+                raise d
+        return [d for d in done if not isinstance(d, BaseException)]
+
     async def _grade(self, student_id: str, sub_id: int, req: GradeRequest, epoch: int,
-                     flags: tuple[FlagRow, ...]) -> tuple[Verdict, list[int]]:
-        """grade + validate: ask, re-ask once on invalid output; return the verdict and the
-        attempts it paid for."""
+                     flags: tuple[FlagRow, ...], sample: int) -> tuple[Verdict, list[int]]:
+        """grade + validate one sample: ask, re-ask once on invalid output; return the verdict
+        and the attempts it paid for."""
         replies: list[Reply] = []
         attempts: list[int] = []
         while True:
-            record = describe(req, self.prefix, salt(0, epoch))
+            record = describe(req, self.prefix, salt(sample, epoch))
             called = await self.ledger.call(req, record, student_id=student_id,
-                                            submission_id=sub_id, sample=0, n=len(replies) + 1)
+                                            submission_id=sub_id, sample=sample,
+                                            n=len(replies) + 1)
             replies.append(called.reply)
             if called.attempt_id is not None:
                 attempts.append(called.attempt_id)
@@ -412,7 +453,7 @@ async def _graded(p: Plan, subs: list[Submission], sel: Selection, db: Path, bac
                   on_outcome: Callable[[Outcome], None] | None) -> RunSummary:
     started = time.perf_counter()
     fingerprint = p.fingerprint(model)
-    cfg = config_hash(render(p, _NOTHING, model))
+    cfg = config_hash(render(p, _NOTHING, model), p.settings.samples)
     class_key = str(p.class_dir.resolve())
     with Store(db) as store:
         store.interrupt_stale_runs()  # we hold the lock: anything 'running' is dead

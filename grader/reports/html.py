@@ -20,7 +20,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .. import __version__
-from ..final import FinalStudent
+from ..final import FinalStudent, review_order
 from ..outputs import mark_output_folder
 from ..rubric import Rubric
 from ..store import Run, Store
@@ -118,7 +118,8 @@ def _row(s: FinalStudent) -> dict[str, Any]:
     return {"student_id": r.student_id, "name": r.name or "", "href": "students/"
             + student_filename(r.student_id), "total": s.final_total, "percent": s.final_percent,
             "band": s.band or "", "status": r.status + (" (review)" if r.needs_review else ""),
-            "flagged": s.flagged, "flags": r.flags, "review_status": s.review_status}
+            "flagged": s.flagged, "flags": r.flags, "review_status": s.review_status,
+            "uncertainty": s.uncertainty if r.samples > 1 else None}
 
 
 def _wall_time(run: Run) -> str:
@@ -163,7 +164,9 @@ def render_report(env: Environment, store: Store, run_id: int, rubric: Rubric,
         totals=totals, total_chart=bar_chart(histogram(percents, 100.0), width=640, height=190),
         bands=bands,
         criteria=[{"stats": c, "chart": bar_chart(c.distribution)} for c in stats],
-        hardest=hardest(stats), flagged=[r for r in rows if r["flagged"]], rows=rows,
+        hardest=hardest(stats), rows=rows,
+        flagged=[_row(s) for s in review_order(students) if s.flagged],
+        sampled=any(s.result.samples > 1 for s in students),
         review={"parts": parts}, agreement=agreement,
         reviewed_count=sum(1 for s in students if s.reviewed or s.has_overrides),
     )

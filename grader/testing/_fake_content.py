@@ -16,8 +16,13 @@ from typing import Any
 
 TRIGGERS = (
     "SAFETY", "RECITATION", "MAX_TOKENS", "EMPTY", "INVALID_JSON", "INVALID_ONCE",
-    "PROMPT_BLOCKED", "THINK_HARD",
+    "PROMPT_BLOCKED", "THINK_HARD", "UNSURE", "FABRICATE",
 )
+# UNSURE: the score moves with the request's seed (seeds 0, 1, 2 ... give fractions shifted by
+# -0.3, 0, +0.3, ...), so samples of one student disagree. FABRICATE: evidence quotes that are
+# not in the submission.
+UNSURE_SHIFT = 0.3
+FABRICATED_QUOTE = "The student proves that P equals NP in three lines."
 # Thinking tokens a THINK_HARD submission costs: they count against maxOutputTokens, as on the
 # real API, so a low output cap ends such a call with MAX_TOKENS and no answer.
 THINK_HARD_TOKENS = 3000
@@ -56,6 +61,7 @@ class Prompt:
     submission: str
     references: list[str] = field(default_factory=list)
     triggers: set[str] = field(default_factory=set)
+    seed: int = 0
 
     @property
     def key(self) -> str:
@@ -88,9 +94,12 @@ def read_prompt(body: dict[str, Any]) -> Prompt:
     found = _SUBMISSION_RE.search(user_text)
     submission = found.group(1) if found else user_text
     triggers = {t for t in _TRIGGER_RE.findall(submission) if t in TRIGGERS}
+    gen = body.get("generationConfig") or body.get("generation_config") or {}
+    seed = gen.get("seed") if isinstance(gen, dict) else None
     return Prompt(
         user_text=user_text, all_chars=chars, inline_parts=inline, turns=len(contents),
         submission=submission, references=_REFERENCE_RE.findall(user_text), triggers=triggers,
+        seed=seed if isinstance(seed, int) else 0,
     )
 
 
@@ -106,9 +115,10 @@ def score_fraction(prompt: Prompt) -> float:
     ref: set[str] = set()
     for r in prompt.references:
         ref |= _words(r)
-    if ref:
-        return len(ref & sub) / len(ref)
-    return min(1.0, len(sub) / 150)
+    fraction = len(ref & sub) / len(ref) if ref else min(1.0, len(sub) / 150)
+    if "UNSURE" in prompt.triggers:
+        fraction += UNSURE_SHIFT * ((prompt.seed % 3) - 1)
+    return min(1.0, max(0.0, fraction))
 
 
 def _quotes(submission: str) -> list[str]:
@@ -178,7 +188,8 @@ class Synth:
         if kind == "array":
             items = s.get("items") or {}
             if name == "evidence" or "quote" in name:
-                quotes = _quotes(self.prompt.submission)
+                quotes = ([FABRICATED_QUOTE] if "FABRICATE" in self.prompt.triggers
+                          else _quotes(self.prompt.submission))
             else:
                 quotes = [self.value(items, name)]
             while len(quotes) < int(s.get("minItems", 0)):
@@ -188,8 +199,11 @@ class Synth:
             return quotes
         if kind in {"number", "integer"}:
             return self._number(s, kind, name)
-        if kind == "boolean":
-            return False
+        if kind == "boolean":  # a checklist item is met when the answer is good enough
+            return name == "met" and self.fraction >= 0.5
+        if name == "quote":
+            quotes = _quotes(self.prompt.submission)
+            return quotes[0] if quotes and self.fraction >= 0.5 else ""
         return self._text(name)
 
     def _number(self, s: dict[str, Any], kind: str, name: str) -> float | int:
