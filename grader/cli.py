@@ -326,6 +326,56 @@ def review_import(workbook: Path, db: Path | None, out: Path | None) -> None:
     _print_written(paths)
 
 
+@cli.group()
+def human() -> None:
+    """Human graders' scores, the reference `grade eval` measures the model against."""
+
+
+@human.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
+@click.option("--rubric", type=click.Path(path_type=Path, dir_okay=False), help="Rubric YAML.")
+@_handle_errors
+def human_import(file: Path, class_dir: Path, db: Path | None, rubric: Path | None) -> None:
+    """Store human scores for CLASS_DIR from FILE (.csv or .xlsx; columns student_id,
+    criterion (an id or `total`), score, rater)."""
+    from .human import import_scores
+
+    r = import_scores(file, class_dir, _settings(class_dir, db=db, rubric=rubric))
+    if not r.stored:
+        click.echo(f"{file}: already imported for this class; nothing changed")
+        return
+    click.echo(f"imported {r.rows} scores for {r.students} students by "
+               f"{terminal_safe(', '.join(r.raters))}")
+
+
+@cli.command("eval")
+@click.argument("class_dirs", nargs=-1, required=True,
+                type=click.Path(path_type=Path, file_okay=False))
+@click.option("--run", "run_id", type=int,
+              help="Run id [default: the latest run of CLASS_DIR; one class only].")
+@click.option("--rater", help="The human rater to compare with [default: the one with most "
+              "scores].")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write the figures to this CSV file.")
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
+@_handle_errors
+def evaluate(class_dirs: tuple[Path, ...], run_id: int | None, rater: str | None,
+             csv_path: Path | None, db: Path | None) -> None:
+    """Measure the model's agreement with human graders on CLASS_DIR (several: each, then
+    pooled): QWK, MAE, correlations, exact/adjacent agreement, bias, 95% intervals."""
+    from .evaluation import run_eval
+
+    for block in run_eval(class_dirs, lambda d: _settings(d, db=db), run_id=run_id,
+                          rater=rater, csv_path=csv_path):
+        click.echo(terminal_safe(block) + "\n")
+    if csv_path is not None:
+        click.echo(f"wrote {csv_path}")
+
+
 @cli.command("export")
 @click.argument("out", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["canvas", "moodle", "csv"]), required=True,

@@ -20,6 +20,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .. import __version__
+from ..evaluation import ClassEval, confusion_text
 from ..final import FinalStudent, review_order
 from ..outputs import mark_output_folder
 from ..rubric import Rubric
@@ -136,7 +137,7 @@ def _wall_time(run: Run) -> str:
 
 def render_report(env: Environment, store: Store, run_id: int, rubric: Rubric,
                   students: Sequence[FinalStudent], stats: Sequence[CriterionStats],
-                  agreement: Sequence[Agreement]) -> str:
+                  agreement: Sequence[Agreement], human: ClassEval | None = None) -> str:
     run = store.run(run_id)
     usage = store.usage(run_id)
     percents = [p for s in students if (p := s.final_percent) is not None]
@@ -169,17 +170,18 @@ def render_report(env: Environment, store: Store, run_id: int, rubric: Rubric,
         sampled=any(s.result.samples > 1 for s in students),
         review={"parts": parts}, agreement=agreement,
         reviewed_count=sum(1 for s in students if s.reviewed or s.has_overrides),
+        human=human, confusion=confusion_text,
     )
 
 
 def write_html(store: Store, run_id: int, rubric: Rubric, students: Sequence[FinalStudent],
                stats: Sequence[CriterionStats], agreement: Sequence[Agreement],
-               out_dir: Path) -> list[Path]:
+               out_dir: Path, human: ClassEval | None = None) -> list[Path]:
     env = environment()
     mark_output_folder(out_dir)
     report = out_dir / "report.html"
-    report.write_text(render_report(env, store, run_id, rubric, students, stats, agreement),
-                      encoding="utf-8")
+    report.write_text(render_report(env, store, run_id, rubric, students, stats, agreement,
+                                    human), encoding="utf-8")
     pages = out_dir / "students"
     pages.mkdir(parents=True, exist_ok=True)
     template = env.get_template("student.html.j2")
