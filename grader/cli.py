@@ -326,6 +326,57 @@ def review_import(workbook: Path, db: Path | None, out: Path | None) -> None:
     _print_written(paths)
 
 
+@cli.command()
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--n", "n", type=int, default=10, show_default=True,
+              help="Students in the sample.")
+@click.option("--rater", default="teacher", show_default=True,
+              help="Your name in the workbook's rater column.")
+@click.option("--rubric", type=click.Path(path_type=Path, dir_okay=False), help="Rubric YAML.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Where calibration.xlsx goes [default: reports/<class folder name>].")
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
+@click.option("--backend", help="gemini | vertex | local [default: gemini if a key is set].")
+@click.option("--model", help="Model name.")
+@click.option("--model-path", type=click.Path(path_type=Path, dir_okay=False),
+              help="GGUF file for the local backend.")
+@_handle_errors
+def calibrate(class_dir: Path, n: int, rater: str, **flags: Any) -> None:
+    """Check the rubric on a few students you score blind, before grading the class: the first
+    call writes calibration.xlsx; run it again once you have scored it."""
+    from .calibration import Written
+    from .calibration import calibrate as run_calibration
+    from .evaluation import render_text
+    from .settings import db_path, out_dir
+
+    settings = _settings(class_dir, **flags)
+    settings.out = out_dir(class_dir, settings)
+    _log_to(db_path(class_dir, settings).parent)
+    got = run_calibration(class_dir, settings, n=n, rater=rater)
+    if isinstance(got, Written):
+        click.echo(f"picked {len(got.students)} students spread over length and content: "
+                   f"{terminal_safe(', '.join(got.students))}")
+        if got.skipped:
+            click.echo(f"({got.skipped} students without readable text were not considered)")
+        click.echo(f"wrote {got.path}\nnext: score every row of its Scores sheet (the model's "
+                   f"scores are not shown), save it, then run `grade calibrate {class_dir}` "
+                   "again")
+        return
+    click.echo(terminal_safe(render_text(got.evaluation)))
+    if got.passed:
+        click.secho(f"calibration passed: every criterion has QWK >= {got.bar:g} (or full "
+                    f"agreement); `grade run {class_dir}` grades the class", fg="green")
+        return
+    from .gate import describe
+
+    click.secho(f"calibration below the bar (calibration_min_qwk = {got.bar:g}): "
+                f"{describe(got.failing)}\nreword those criteria in the rubric, then run "
+                f"`grade calibrate {class_dir}` again; `grade run` refuses this class until "
+                "then (or pass --force)", fg="red")
+    sys.exit(1)
+
+
 @cli.group()
 def human() -> None:
     """Human graders' scores, the reference `grade eval` measures the model against."""

@@ -76,6 +76,10 @@ class BackendError(GraderError):
         super().__init__(message, fix=fix)
 
 
+class CalibrationError(GraderError):
+    """The class's calibration is missing a step or is below the bar."""
+
+
 class StoreError(GraderError):
     """The SQLite store cannot be opened or migrated."""
 

@@ -292,19 +292,16 @@ def confusion_text(row: Row) -> str | None:
     """The confusion matrix over the grid points either grader used (rows: the reference,
     columns: the grader); None when that is over MAX_PRINTED_GRID points."""
     f = row.figures
-    if not f.confusion:
-        return None
-    used = [i for i in range(len(f.grid))
+    used = [i for i in range(len(f.confusion))
             if any(f.confusion[i]) or any(r[i] for r in f.confusion)]
-    if not used or used[-1] - used[0] + 1 > MAX_PRINTED_GRID:
+    if not used or len(used) > MAX_PRINTED_GRID:
         return None
-    span = range(used[0], used[-1] + 1)
-    width = max(5, *(len(f"{f.grid[i]:g}") + 1 for i in span))
+    width = max(5, *(len(f"{f.grid[i]:g}") + 1 for i in used))
     lines = [f"  {row.criterion}: rows {row.reference}, columns {row.grader}",
-             "  " + " " * 7 + "".join(f"{f.grid[i]:>{width}g}" for i in span)]
-    for i in span:
+             "  " + " " * 7 + "".join(f"{f.grid[i]:>{width}g}" for i in used)]
+    for i in used:
         lines.append(f"  {f.grid[i]:>7g}" + "".join(f"{f.confusion[i][j]:>{width}d}"
-                                                    for j in span))
+                                                    for j in used))
     return "\n".join(lines)
 
 
@@ -334,12 +331,12 @@ def render_text(ev: ClassEval) -> str:
         lines += notes
     if ev.flags:
         c = ev.flags
+        off = f"off by ≥ {c.threshold:g} point{'' if c.threshold == 1 else 's'}"
         lines.append(
             f"flags: {c.flagged} flagged students, "
-            f"{_pct(c.share(c.flagged_disagree, c.flagged))} of them off by ≥ {c.threshold:g} "
-            f"point{'' if c.threshold == 1 else 's'} from {ev.reference} on the total; "
-            f"{c.unflagged} not flagged, "
-            f"{_pct(c.share(c.unflagged_disagree, c.unflagged))} off")
+            f"{_pct(c.share(c.flagged_disagree, c.flagged))} of them {off} from {ev.reference}"
+            f" on the total; {c.unflagged} not flagged, "
+            f"{_pct(c.share(c.unflagged_disagree, c.unflagged))} {off}")
     shown = [t for r in ev.rows if r.grader == MODEL and (t := confusion_text(r))]
     if shown:
         lines.append("confusion matrices (counts):")

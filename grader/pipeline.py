@@ -30,6 +30,7 @@ from .backends import Backend, create, media_types
 from .discover import Submission, discover
 from .errors import BackendError, InputError, SubmissionError
 from .extract import Extracted
+from .gate import check_gate
 from .grading import INFO_FLAGS, Policy, Reask, Reply, Verdict, decide, rejected
 from .isolation import Extractor
 from .ledger import CallLedger, describe, prefix_hash, salt, sha256
@@ -438,6 +439,11 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
             backend.on_retry = on_retry
         try:
             model = str(getattr(backend, "model", settings.model or "unknown"))
+            if not settings.force and sel.only is None:  # a full run: calibrated well enough?
+                with Store(db) as store:
+                    check_gate(store.latest_calibration(str(class_dir.resolve()),
+                                                        p.fingerprint(model)), settings,
+                               str(class_dir))
             if on_start:
                 on_start(len(subs), name, model)
             return await _graded(p, subs, sel, db, backend, name, model, on_outcome)

@@ -154,7 +154,7 @@ def test_eval_equals_sklearn_and_scipy(graded: tuple[Path, Path], tmp_path: Path
     flagged_off = len(off & FLAGGED) / len(FLAGGED)
     rest_off = len(off - FLAGGED) / (len(STUDENTS) - len(FLAGGED))
     assert (f"flags: 2 flagged students, {100 * flagged_off:.0f}% of them off by ≥ 1 point "
-            f"from ann on the total; 6 not flagged, {100 * rest_off:.0f}% off") in out
+            f"from ann on the total; 6 not flagged, {100 * rest_off:.0f}% off by ≥ 1 point") in out
     # the reference rater can be chosen; an unknown one is refused with the ones there are
     code, out = cli_run("eval", str(class_dir), "--db", str(db), "--rater", "bob")
     assert code == 0 and "score by bob" in out
