@@ -24,7 +24,7 @@ from typing import Any
 
 from ._escape import unescape_text
 from .discover import clean_id
-from .errors import InputError, StoreError
+from .errors import InputError
 from .rubric import Rubric, load_rubric
 from .settings import Settings, db_path, rubric_path
 from .store import HumanScore, Store
@@ -168,17 +168,16 @@ def read_scores(path: Path, rubric: Rubric) -> list[HumanScore]:
 
 def import_scores(path: Path, class_dir: Path, settings: Settings) -> HumanImport:
     """`grade human import`: check every row against the class's rubric, then store them."""
+    if not class_dir.is_dir():
+        raise InputError("class folder not found", path=class_dir,
+                         fix="pass the folder that holds the students' submissions")
     rubric, _ = load_rubric(rubric_path(class_dir, settings))
     scores = read_scores(path, rubric)
     if not scores:
         raise HumanImportError("the file holds no scores", path=path,
                                fix="add one row per student and criterion under the header")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    db = db_path(class_dir, settings)
-    if not db.parent.exists() and not class_dir.is_dir():
-        raise StoreError("class folder not found", path=class_dir,
-                         fix="pass the folder that holds the students' submissions")
-    with Store(db) as store:
+    with Store(db_path(class_dir, settings)) as store:
         stored = store.import_human_scores(str(class_dir.resolve()), str(path.resolve()),
                                            digest, scores)
     return HumanImport(path=path, rows=len(scores), students=len({s.student_id for s in scores}),
