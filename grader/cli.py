@@ -155,6 +155,10 @@ def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
                    "before sending [default: on, except for the local backend].")
 @click.option("--no-wait", "wait", flag_value=False, default=None,
               help="Fail at once if another run is using the store, instead of waiting.")
+@click.option("--samples", type=int,
+              help="Grade each student K times: the median per criterion, the spread shown.")
+@click.option("--force", is_flag=True, default=None,
+              help="Run even though the class's calibration is below calibration_min_qwk.")
 @_handle_errors
 def run(class_dir: Path, only: tuple[str, ...], retry_flagged: tuple[str, ...],
         **flags: Any) -> None:
@@ -389,6 +393,107 @@ def review_import(workbook: Path, db: Path | None, out: Path | None) -> None:
     click.echo(f"run {s.run_id}: {s.students} students, {s.applied} values changed, "
                f"{s.unchanged} unchanged")
     _print_written(paths)
+
+
+@cli.command()
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--n", "n", type=int, default=10, show_default=True,
+              help="Students in the sample.")
+@click.option("--rater", default="teacher", show_default=True,
+              help="Your name in the workbook's rater column.")
+@click.option("--rubric", type=click.Path(path_type=Path, dir_okay=False), help="Rubric YAML.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Where calibration.xlsx goes [default: reports/<class folder name>].")
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
+@click.option("--backend", help="gemini | vertex | local [default: gemini if a key is set].")
+@click.option("--model", help="Model name.")
+@click.option("--model-path", type=click.Path(path_type=Path, dir_okay=False),
+              help="GGUF file for the local backend.")
+@_handle_errors
+def calibrate(class_dir: Path, n: int, rater: str, **flags: Any) -> None:
+    """Check the rubric on a few students you score blind, before grading the class: the first
+    call writes calibration.xlsx; run it again once you have scored it."""
+    from .calibration import Written
+    from .calibration import calibrate as run_calibration
+    from .evaluation import render_text
+    from .settings import db_path, out_dir
+
+    settings = _settings(class_dir, **flags)
+    settings.out = out_dir(class_dir, settings)
+    _log_to(db_path(class_dir, settings).parent)
+    got = run_calibration(class_dir, settings, n=n, rater=rater)
+    if isinstance(got, Written):
+        click.echo(f"picked {len(got.students)} students spread over length and content: "
+                   f"{terminal_safe(', '.join(got.students))}")
+        if got.skipped:
+            click.echo(f"({got.skipped} students without readable text were not considered)")
+        click.echo(f"wrote {got.path}\nnext: score every row of its Scores sheet (the model's "
+                   f"scores are not shown), save it, then run `grade calibrate {class_dir}` "
+                   "again")
+        return
+    click.echo(terminal_safe(render_text(got.evaluation)))
+    if got.passed:
+        click.secho(f"calibration passed: every criterion has QWK >= {got.bar:g} (or full "
+                    f"agreement); `grade run {class_dir}` grades the class", fg="green")
+        return
+    from .gate import describe
+
+    click.secho(f"calibration below the bar (calibration_min_qwk = {got.bar:g}): "
+                f"{describe(got.failing)}\nreword those criteria in the rubric, then run "
+                f"`grade calibrate {class_dir}` again; `grade run` refuses this class until "
+                "then (or pass --force)", fg="red")
+    sys.exit(1)
+
+
+@cli.group()
+def human() -> None:
+    """Human graders' scores, the reference `grade eval` measures the model against."""
+
+
+@human.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
+@click.option("--rubric", type=click.Path(path_type=Path, dir_okay=False), help="Rubric YAML.")
+@_handle_errors
+def human_import(file: Path, class_dir: Path, db: Path | None, rubric: Path | None) -> None:
+    """Store human scores for CLASS_DIR from FILE (.csv or .xlsx; columns student_id,
+    criterion (an id or `total`), score, rater)."""
+    from .human import import_scores
+
+    r = import_scores(file, class_dir, _settings(class_dir, db=db, rubric=rubric))
+    if not r.stored:
+        click.echo(f"{file}: already imported for this class; nothing changed")
+        return
+    click.echo(f"imported {r.rows} scores for {r.students} students by "
+               f"{terminal_safe(', '.join(r.raters))}")
+
+
+@cli.command("eval")
+@click.argument("class_dirs", nargs=-1, required=True,
+                type=click.Path(path_type=Path, file_okay=False))
+@click.option("--run", "run_id", type=int,
+              help="Run id [default: the latest run of CLASS_DIR; one class only].")
+@click.option("--rater", help="The human rater to compare with [default: the one with most "
+              "scores].")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write the figures to this CSV file.")
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
+@_handle_errors
+def evaluate(class_dirs: tuple[Path, ...], run_id: int | None, rater: str | None,
+             csv_path: Path | None, db: Path | None) -> None:
+    """Measure the model's agreement with human graders on CLASS_DIR (several: each, then
+    pooled): QWK, MAE, correlations, exact/adjacent agreement, bias, 95% intervals."""
+    from .evaluation import run_eval
+
+    for block in run_eval(class_dirs, lambda d: _settings(d, db=db), run_id=run_id,
+                          rater=rater, csv_path=csv_path):
+        click.echo(terminal_safe(block) + "\n")
+    if csv_path is not None:
+        click.echo(f"wrote {csv_path}")
 
 
 @cli.command("export")

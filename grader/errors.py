@@ -83,6 +83,10 @@ class BudgetExceeded(GraderError):
     exit_code = 1
 
 
+class CalibrationError(GraderError):
+    """The class's calibration is missing a step or is below the bar."""
+
+
 class StoreError(GraderError):
     """The SQLite store cannot be opened or migrated."""
 

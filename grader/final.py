@@ -12,13 +12,14 @@ teacher's decision; a resubmission or a changed AI score does not.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .injection import FLAG as INJECTION_FLAG
 from .rubric import Criterion, Rubric
-from .store import Decision, Store, StudentResult
+from .store import Decision, ItemRow, Store, StudentResult
+from .uncertainty import spread_share
 
 
 @dataclass
@@ -30,6 +31,9 @@ class FinalCriterion:
     evidence: list[str]
     ai_feedback: str
     teacher_feedback: str | None
+    spread: float | None = None  # of the model's samples (None: one sample)
+    samples: list[float] = field(default_factory=list)
+    items: list[ItemRow] = field(default_factory=list)  # checklist criteria
 
     @property
     def final(self) -> float | None:
@@ -116,11 +120,19 @@ class FinalStudent:
     def flag_text(self) -> str:
         return "; ".join(f"{f.reason}: {f.message}" for f in self.result.flags)
 
+    @property
+    def uncertainty(self) -> float:
+        """0..1: the largest spread of the model's samples on a criterion, as a share of the
+        criterion's maximum (0 when one sample was asked)."""
+        return spread_share(self.result.criteria)
 
-def review_queue(students: Sequence[FinalStudent]) -> list[FinalStudent]:
+
+def review_queue(students: Iterable[FinalStudent]) -> list[FinalStudent]:
     """The order a teacher reviews in: students suspected of an injection attempt first, then
-    everyone else, each group in student-id order."""
-    return sorted(students, key=lambda s: not s.injection_suspected)
+    the other students who need a look (the most uncertain first), then the rest; student-id
+    order otherwise."""
+    return sorted(students, key=lambda s: (not s.injection_suspected, not s.flagged,
+                                           -s.uncertainty, s.student_id))
 
 
 def load_rubric(store: Store, run_id: int) -> Rubric:
@@ -179,6 +191,8 @@ def finals(store: Store, run_id: int, rubric: Rubric | None = None) -> Iterator[
                 justification=ai.justification if ai else "", evidence=ai.evidence if ai else [],
                 ai_feedback=ai.feedback if ai else "",
                 teacher_feedback=teacher.get((crit.id, "feedback")),
+                spread=ai.spread if ai else None, samples=list(ai.samples) if ai else [],
+                items=list(ai.items) if ai else [],
             ))
         approved = teacher.get(("", "approved"))
         fs = FinalStudent(result=res, criteria=crits, band=None,

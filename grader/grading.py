@@ -18,15 +18,19 @@ from pydantic import BaseModel, ValidationError
 from . import injection, schema
 from .request import Turn
 from .rubric import Rubric
-from .store import CriterionRow, FlagRow
+from .store import CriterionRow, FlagRow, ItemRow
 
-# Flags that say something about the input but leave a valid grade standing (status stays
-# "graded"; the student still needs a look before export). `injection_suspected` is one: the
-# work was graded on its merits (hidden text removed, the model told to ignore instructions in
-# it), so the score is a real grade for the teacher to confirm, not a failed one; the flag keeps
-# the student out of exports until approved and first in the review queue.
+# Flags from the uncertainty checks (`uncertainty.py`): the grade stands, a human should look.
+REVIEW_FLAGS = frozenset({"score_spread", "near_band_boundary", "sample_failed",
+                          "evidence_not_found"})
+# Flags that say something about the input or the grade's certainty but leave a valid grade
+# standing (status stays "graded"; the student still needs a look before export).
+# `injection_suspected` is one: the work was graded on its merits (hidden text removed, the
+# model told to ignore instructions in it), so the score is a real grade for the teacher to
+# confirm, not a failed one; the flag keeps the student out of exports until approved and first
+# in the review queue.
 INFO_FLAGS = frozenset({"identical_to", "partial_submission", "truncated",
-                        injection.FLAG, "score_jump"})
+                        injection.FLAG, "score_jump"}) | REVIEW_FLAGS
 # Flags a different generation config (output-token cap, thinking) may cure: a rerun with a
 # changed config grades these students again without --retry-flagged.
 CONFIG_SENSITIVE = frozenset({"blocked_max_tokens", "request_rejected"})
@@ -83,6 +87,8 @@ class Policy:
     reask_prompt: Callable[[str], str]
     max_reasks: int = 1
     on_thinking_cut: Reconfigure | None = None  # None: flag a thinking cut-off at once
+    max_spread: float = 0.25  # share of a criterion's max the samples may differ by, unflagged
+    quote_similarity: float = 90.0  # percent, for an evidence quote that is not verbatim
 
 
 @dataclass(frozen=True)
@@ -158,10 +164,21 @@ def rejected(message: str, input_flags: Sequence[FlagRow] = ()) -> Verdict:
 
 def graded(rubric: Rubric, result: schema.ModelGrade, model_version: str | None,
            input_flags: Sequence[FlagRow] = ()) -> Verdict:
-    """A valid reply: scores in rubric order, totals computed here (never by the model)."""
+    """A valid reply: scores in rubric order, totals computed here (never by the model); a
+    checklist criterion scores the sum of the points of the items the model found met."""
     rows = []
     for c in rubric.all_criteria:
         r = result.criteria[c.id]
+        if c.checklist:
+            answers = r.items or {}
+            marks = [ItemRow(i.id, answers[i.id].met, answers[i.id].quote) for i in c.checklist]
+            score = float(sum(i.points for i, m in zip(c.checklist, marks, strict=True)
+                              if m.met))
+            rows.append(CriterionRow(c.id, score, c.max_points, r.justification,
+                                     [m.quote for m in marks if m.met and m.quote.strip()],
+                                     r.feedback, items=marks))
+            continue
+        assert r.score is not None  # the validation model requires it for scored criteria
         rows.append(CriterionRow(c.id, r.score, c.max_points, r.justification, r.evidence,
                                  r.feedback))
     total = sum(r.score for r in rows)

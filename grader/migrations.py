@@ -366,12 +366,56 @@ M005_ATTEMPT_REDACTION = """
 ALTER TABLE attempts ADD COLUMN redaction_json TEXT;
 """
 
+# v6: grading quality. Human scores are data of their own (not teacher decisions, which are
+# anchored on the AI's number): each imported file once (by hash), several raters, the newest
+# import of a (student, criterion, rater) wins. Calibrations record a blind-scored sample's
+# agreement per criterion for one grading fingerprint (the `grade run` gate reads them). Grades
+# record how many samples they combine; criterion scores keep the samples' spread and scores,
+# and the items of a checklist criterion.
+M006_QUALITY = """
+CREATE TABLE human_imports (
+    id              INTEGER PRIMARY KEY,
+    class_dir       TEXT NOT NULL,
+    path            TEXT NOT NULL,
+    sha256          TEXT NOT NULL,
+    rows            INTEGER NOT NULL,
+    imported_at     TEXT NOT NULL,
+    UNIQUE (class_dir, sha256)
+);
+CREATE TABLE human_scores (
+    import_id       INTEGER NOT NULL REFERENCES human_imports(id),
+    class_dir       TEXT NOT NULL,
+    student_id      TEXT NOT NULL,
+    criterion_id    TEXT NOT NULL,
+    rater           TEXT NOT NULL,
+    score           REAL NOT NULL,
+    PRIMARY KEY (import_id, student_id, criterion_id, rater)
+);
+CREATE INDEX human_scores_class ON human_scores (class_dir, student_id, criterion_id, rater);
+CREATE TABLE calibrations (
+    id              INTEGER PRIMARY KEY,
+    class_dir       TEXT NOT NULL,
+    fingerprint     TEXT NOT NULL,
+    run_id          INTEGER NOT NULL REFERENCES runs(id),
+    rater           TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    students_json   TEXT NOT NULL,
+    figures_json    TEXT NOT NULL
+);
+CREATE INDEX calibrations_class ON calibrations (class_dir, fingerprint, id);
+ALTER TABLE grades ADD COLUMN samples INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE criterion_scores ADD COLUMN spread REAL;
+ALTER TABLE criterion_scores ADD COLUMN samples_json TEXT;
+ALTER TABLE criterion_scores ADD COLUMN items_json TEXT;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
     Migration(3, "ledger_and_grade_versions", M003_LEDGER_AND_VERSIONS),
     Migration(4, "attempt_model_status_and_service_tier", M004_MODEL_STATUS_AND_TIER),
     Migration(5, "attempt_redaction", M005_ATTEMPT_REDACTION),
+    Migration(6, "human_scores_calibration_uncertainty", M006_QUALITY),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -39,6 +39,7 @@ from .errors import (
     SubmissionError,
 )
 from .extract import Extracted
+from .gate import check_gate
 from .generation import Generation, configure
 from .grading import (
     INFO_FLAGS,
@@ -72,6 +73,7 @@ from .settings import (
     rubric_path,
 )
 from .store import FlagRow, GradeRecord, OutcomeRecord, RunInfo, Store, SubmissionRecord
+from .uncertainty import finalize
 
 
 @dataclass
@@ -140,8 +142,10 @@ class Plan:
 
     @property
     def policy(self) -> Policy:
+        s = self.settings
         return Policy(rubric=self.rubric, validator=self.validator,
-                      reask_prompt=self.prompts.reask)
+                      reask_prompt=self.prompts.reask, max_spread=s.max_spread,
+                      quote_similarity=s.quote_similarity)
 
     def prefix_hash(self, model: str) -> str:
         return prefix_hash(model, self.system, self.static_prefix, self.response_schema)
@@ -224,8 +228,19 @@ def spending_for(settings: Settings, gen: Generation, tbl: models.ModelTable) ->
                     per_10min=settings.spend_per_10min)
 
 
-def config_hash(req: GradeRequest) -> str:
-    return sha256("config/1", json.dumps(req.generation_config(), sort_keys=True))
+def config_hash(req: GradeRequest, samples: int = 1) -> str:
+    """The generation config of a grade; a grade combining several samples is another one."""
+    h = sha256("config/1", json.dumps(req.generation_config(), sort_keys=True))
+    return h if samples == 1 else sha256(h, f"samples={samples}")
+
+
+def sampled(req: GradeRequest, k: int) -> GradeRequest:
+    """Sample k of a student's request. The ledger key is salted with k, so each sample is its
+    own paid call; the request itself is the same (the model's own sampling makes the answers
+    differ), except that a seed the teacher set moves by k."""
+    if k == 0 or req.seed is None:
+        return req
+    return req.model_copy(update={"seed": req.seed + k})
 
 
 def body_hash(ex: Extracted) -> str:
@@ -290,6 +305,7 @@ class Runner:
                                  service_tier=p.settings.tier if spending else None,
                                  on_notice=on_notice)
         self.policy = replace(p.policy, on_thinking_cut=thinking_retry(gen))
+        self.samples = p.settings.samples
         self.prefix = p.prefix_hash(model)
         self.fingerprint = p.fingerprint(model)
         store.save_prefix(self.prefix, p.system, p.static_prefix, p.response_schema)
@@ -315,13 +331,14 @@ class Runner:
         sent, mapping = (self.redactor.submission(ex, sub.student_id) if self.redactor
                          else (ex, {}))
         req = render(self.p, sent, self.gen)
-        cfg = config_hash(req)
+        k = self.samples
+        cfg = config_hash(req, k)
         max_request = self.extractor.limits.max_request_bytes
         latest = self.store.latest_grade(student_id=sub.student_id, submission_id=sub_id,
-                                         fingerprint=self.fingerprint)
+                                         fingerprint=self.fingerprint, samples=k)
         in_epoch = self.store.latest_grade(
             student_id=sub.student_id, submission_id=sub_id, fingerprint=self.fingerprint,
-            epoch=self.epoch) if self.epoch else None
+            epoch=self.epoch, samples=k) if self.epoch else None
         choice = choose(self.selection, sub.student_id, latest=latest, in_epoch=in_epoch,
                         run_epoch=self.epoch, config_hash=cfg)
         base = OutcomeRecord(run_id=self.run_id, student_id=sub.student_id, status="",
@@ -341,6 +358,8 @@ class Runner:
             return
         assert isinstance(choice, Grade)
         flags = input_flags(ex)
+        samples: tuple[Verdict, ...] = ()
+        sample_attempts: list[list[int]] = []
         try:
             check_request_size(req, max_bytes=max_request, student=sub.student_id)
             if not ex.has_text and not self._can_read(ex):
@@ -348,8 +367,12 @@ class Runner:
                 assert isinstance(verdict, Verdict)
                 attempts: list[int] = []
             else:
-                verdict, attempts = await self._grade(sub.student_id, sub_id, req,
-                                                      choice.epoch, flags, mapping)
+                graded = await self._samples(sub.student_id, sub_id, req, choice.epoch, flags,
+                                             mapping)
+                text = ex.text if ex.has_text and not ex.parts else None
+                samples, verdict = finalize(self.policy, [v for v, _ in graded], text)
+                sample_attempts = [a for _, a in graded]
+                attempts = sample_attempts[0] if k == 1 else []
         except BudgetExceeded as e:  # not sent: a rerun with a larger budget grades them
             self._finish(_with(base, status="skipped", reason="budget", message=e.render()))
             return
@@ -366,14 +389,12 @@ class Runner:
                               review_reason=e.render())
             attempts = []
         with self.store.atomic():  # the grade and its outcome land together or not at all
-            gid = self.store.save_grade(GradeRecord(
-                student_id=sub.student_id, submission_id=sub_id, fingerprint=self.fingerprint,
-                sample=0, epoch=choice.epoch, config_hash=cfg, run_id=self.run_id,
-                status=verdict.status, max_total=self.p.rubric.max_total, total=verdict.total,
-                percent=verdict.percent, overall_comment=verdict.overall_comment,
-                needs_review=verdict.needs_review, review_reason=verdict.review_reason,
-                model=self.model, model_version=verdict.model_version,
-                criteria=verdict.criteria, flags=verdict.flags, attempt_ids=attempts))
+            if k > 1:  # each sample is a grade version of its own, the combined one on top
+                for n, (v, a) in enumerate(zip(samples, sample_attempts, strict=True)):
+                    self._save(sub.student_id, sub_id, v, sample=n, epoch=choice.epoch,
+                               cfg=config_hash(sampled(req, n)), attempts=a, samples=1)
+            gid = self._save(sub.student_id, sub_id, verdict, sample=0, epoch=choice.epoch,
+                             cfg=cfg, attempts=attempts, samples=k)
             flagged = any(f.reason == injection.FLAG for f in verdict.flags)
             if flagged:
                 self.suspected.add(sub.student_id)
@@ -383,6 +404,16 @@ class Runner:
             self._finish(_with(base, status=verdict.status, grade_id=gid,
                                reason=verdict.reason, message=verdict.message),
                          total=verdict.total)
+
+    def _save(self, student_id: str, sub_id: int, v: Verdict, *, sample: int, epoch: int,
+              cfg: str, attempts: list[int], samples: int) -> int:
+        return self.store.save_grade(GradeRecord(
+            student_id=student_id, submission_id=sub_id, fingerprint=self.fingerprint,
+            sample=sample, epoch=epoch, config_hash=cfg, run_id=self.run_id, status=v.status,
+            max_total=self.p.rubric.max_total, total=v.total, percent=v.percent,
+            overall_comment=v.overall_comment, needs_review=v.needs_review,
+            review_reason=v.review_reason, model=self.model, model_version=v.model_version,
+            criteria=v.criteria, flags=v.flags, attempt_ids=attempts, samples=samples))
 
     async def _extract(self, sub: Submission) -> Extracted:
         """Small text on the event loop (microseconds); PDFs, documents, notebooks and large
@@ -403,18 +434,33 @@ class Runner:
         accepted = media_types(self.backend)
         return any(p.mime_type in accepted for p in ex.parts)
 
+    async def _samples(self, student_id: str, sub_id: int, req: GradeRequest, epoch: int,
+                       flags: tuple[FlagRow, ...], mapping: dict[str, str]
+                       ) -> list[tuple[Verdict, list[int]]]:
+        """Grade the student `samples` times (at once); a backend error in any sample is raised
+        after all of them ended, so every reply that arrived is kept in the ledger."""
+        if self.samples == 1:
+            return [await self._grade(student_id, sub_id, req, epoch, flags, 0, mapping)]
+        done = await asyncio.gather(
+            *(self._grade(student_id, sub_id, sampled(req, n), epoch, flags, n, mapping)
+              for n in range(self.samples)), return_exceptions=True)
+        for d in done:
+            if isinstance(d, BaseException):
+                raise d
+        return [d for d in done if not isinstance(d, BaseException)]
+
     async def _grade(self, student_id: str, sub_id: int, req: GradeRequest, epoch: int,
-                     flags: tuple[FlagRow, ...], mapping: dict[str, str]
+                     flags: tuple[FlagRow, ...], sample: int, mapping: dict[str, str]
                      ) -> tuple[Verdict, list[int]]:
-        """grade + validate: ask, re-ask once on invalid output; return the verdict (with the
-        redacted names mapped back) and the attempts it paid for."""
+        """grade + validate one sample: ask, re-ask once on invalid output; return the verdict
+        (with the redacted names mapped back) and the attempts it paid for."""
         replies: list[Reply] = []
         attempts: list[int] = []
         while True:
-            record = describe(req, self.prefix, salt(0, epoch))
+            record = describe(req, self.prefix, salt(sample, epoch))
             called = await self.ledger.call(req, record, student_id=student_id,
-                                            submission_id=sub_id, sample=0, n=len(replies) + 1,
-                                            redaction=mapping)
+                                            submission_id=sub_id, sample=sample,
+                                            n=len(replies) + 1, redaction=mapping)
             replies.append(called.reply)
             if called.attempt_id is not None:
                 attempts.append(called.attempt_id)
@@ -525,75 +571,80 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
     lock = RunLock(db)
     await lock.acquire(wait=settings.wait, on_wait=on_wait)
     try:
-        owned = backend is None  # a backend passed in is the caller's to close
-        backend = backend if backend is not None else create(name, settings=settings)
-        if on_retry is not None and hasattr(backend, "on_retry"):
-            backend.on_retry = on_retry
-        try:
-            model = str(getattr(backend, "model", gen.model))
-            if model != gen.model:  # a backend passed in, or a local model file
-                gen = configure(settings, model, name, tbl)
-                spending = spending_for(settings, gen, tbl)
-            for text in gen.notices:  # before the progress bar starts
-                if on_notice:
-                    on_notice(text)
-            if on_start:
-                on_start(len(subs), name, model)
-            redactor = (Redactor(subs, phone_region=settings.phone_region)
-                        if redacting(settings, name) else None)
-            return await _graded(p, subs, sel, db, backend, name, gen, on_outcome,
-                                 spending=spending, on_notice=on_notice, redactor=redactor)
-        finally:
-            if owned:
-                await backend.aclose()
+        with Store(db) as store:
+            owned = backend is None  # a backend passed in is the caller's to close
+            backend = backend if backend is not None else create(name, settings=settings)
+            if on_retry is not None and hasattr(backend, "on_retry"):
+                backend.on_retry = on_retry
+            try:
+                model = str(getattr(backend, "model", gen.model))
+                if model != gen.model:  # a backend passed in, or a local model file
+                    gen = configure(settings, model, name, tbl)
+                    spending = spending_for(settings, gen, tbl)
+                for text in gen.notices:  # before the progress bar starts
+                    if on_notice:
+                        on_notice(text)
+                if not settings.force and sel.only is None:  # calibrated well enough?
+                    check_gate(store.latest_calibration(str(class_dir.resolve()),
+                                                        p.fingerprint(model)), settings,
+                               str(class_dir))
+                if on_start:
+                    on_start(len(subs), name, model)
+                redactor = (Redactor(subs, phone_region=settings.phone_region)
+                            if redacting(settings, name) else None)
+                return await _graded(p, subs, sel, store, backend, name, gen, on_outcome,
+                                     spending=spending, on_notice=on_notice, redactor=redactor)
+            finally:
+                if owned:
+                    await backend.aclose()
     finally:
         lock.release()
 
 
-async def _graded(p: Plan, subs: list[Submission], sel: Selection, db: Path, backend: Backend,
-                  name: str, gen: Generation, on_outcome: Callable[[Outcome], None] | None, *,
+async def _graded(p: Plan, subs: list[Submission], sel: Selection, store: Store,
+                  backend: Backend, name: str, gen: Generation,
+                  on_outcome: Callable[[Outcome], None] | None, *,
                   spending: Spending | None,
                   on_notice: Callable[[str], None] | None,
                   redactor: Redactor | None) -> RunSummary:
     started = time.perf_counter()
     model = gen.model
     fingerprint = p.fingerprint(model)
-    cfg = config_hash(render(p, _NOTHING, gen))
+    cfg = config_hash(render(p, _NOTHING, gen), p.settings.samples)
     class_key = str(p.class_dir.resolve())
-    with Store(db) as store:
-        store.interrupt_stale_runs()  # we hold the lock: anything 'running' is dead
-        resumed = (store.unfinished_regrade(class_key, fingerprint, sel.mode, sel.as_dict())
-                   if sel.mode != "normal" else None)
-        run = store.begin_run(RunInfo(
-            class_dir=class_key, backend=name, model=model, rubric_path=str(p.rubric_path),
-            rubric_hash=p.rubric_hash, prompt_hash=p.prompts.hash, schema_hash=p.schema_hash,
-            fingerprint=fingerprint, config_hash=cfg, sdk_version=_sdk_version(),
-            grader_version=__version__,
-            settings=p.settings.model_dump(mode="json", exclude={"api_key"}),
-            rubric=p.rubric.model_dump(mode="json"), mode=sel.mode, selection=sel.as_dict(),
-            epoch=resumed.epoch if resumed else None))
-        with Extractor(max_file_mb=p.settings.max_file_mb, limits=limits(p.settings)) as ex:
-            runner = Runner(p, store, backend, ex, run.id, run.epoch, gen, sel, on_outcome,
-                            spending=spending, on_notice=on_notice, redactor=redactor)
-            try:
-                await runner.run(iter(subs))
-                runner.suspected.update(score_jump.check_run(store, run.id, runner.candidates))
-            except BaseException:
-                with suppress(StoreError):  # the store may be why we stopped: keep that error
-                    store.finish_run(run.id, "interrupted")
-                raise
-            status = "failed" if any(o.status == "failed" for o in runner.outcomes) else "done"
-            store.finish_run(run.id, status)
-        summary = _summarize(runner, run.id, name, model, db, sel.mode)
-        summary.notices = list(store.notices)
-        summary.injection_suspected = sorted(runner.suspected)
-        summary.redacted = redactor is not None
-        if spending is not None:
-            summary.cost_usd, summary.unpriced = spending.cost, spending.unpriced
-            summary.budget, summary.tier = p.settings.budget, p.settings.tier
-        summary.wall_s = time.perf_counter() - started
-        if p.settings.out is not None:
-            summary.outputs = write_outputs(store, run.id, p.settings.out)
+    store.interrupt_stale_runs()  # we hold the lock: anything 'running' is dead
+    resumed = (store.unfinished_regrade(class_key, fingerprint, sel.mode, sel.as_dict())
+               if sel.mode != "normal" else None)
+    run = store.begin_run(RunInfo(
+        class_dir=class_key, backend=name, model=model, rubric_path=str(p.rubric_path),
+        rubric_hash=p.rubric_hash, prompt_hash=p.prompts.hash, schema_hash=p.schema_hash,
+        fingerprint=fingerprint, config_hash=cfg, sdk_version=_sdk_version(),
+        grader_version=__version__,
+        settings=p.settings.model_dump(mode="json", exclude={"api_key"}),
+        rubric=p.rubric.model_dump(mode="json"), mode=sel.mode, selection=sel.as_dict(),
+        epoch=resumed.epoch if resumed else None))
+    with Extractor(max_file_mb=p.settings.max_file_mb, limits=limits(p.settings)) as ex:
+        runner = Runner(p, store, backend, ex, run.id, run.epoch, gen, sel, on_outcome,
+                        spending=spending, on_notice=on_notice, redactor=redactor)
+        try:
+            await runner.run(iter(subs))
+            runner.suspected.update(score_jump.check_run(store, run.id, runner.candidates))
+        except BaseException:
+            with suppress(StoreError):  # the store may be why we stopped: keep that error
+                store.finish_run(run.id, "interrupted")
+            raise
+        status = "failed" if any(o.status == "failed" for o in runner.outcomes) else "done"
+        store.finish_run(run.id, status)
+    summary = _summarize(runner, run.id, name, model, Path(store.path), sel.mode)
+    summary.notices = list(store.notices)
+    summary.injection_suspected = sorted(runner.suspected)
+    summary.redacted = redactor is not None
+    if spending is not None:
+        summary.cost_usd, summary.unpriced = spending.cost, spending.unpriced
+        summary.budget, summary.tier = p.settings.budget, p.settings.tier
+    summary.wall_s = time.perf_counter() - started
+    if p.settings.out is not None:
+        summary.outputs = write_outputs(store, run.id, p.settings.out)
     return summary
 
 

@@ -33,7 +33,7 @@ from .discover import CANVAS_RE, MOODLE_RE, Submission
 from .extract import Extracted
 from .grading import Verdict
 from .injection import words_in
-from .store import CriterionRow, FlagRow
+from .store import FlagRow
 
 PLACEHOLDER = re.compile(r"\[(?:STUDENT|EMAIL|ID|PHONE)_\d+\]")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -267,10 +267,11 @@ def restore_verdict(v: Verdict, mapping: Mapping[str, str]) -> Verdict:
     """A verdict whose model-written text names the real people again (for the teacher)."""
     if not mapping:
         return v
-    rows = tuple(CriterionRow(c.criterion_id, c.score, c.max_points,
-                              restore(c.justification, mapping),
-                              [restore(e, mapping) for e in c.evidence],
-                              restore(c.feedback, mapping)) for c in v.criteria)
+    rows = tuple(replace(c, justification=restore(c.justification, mapping),
+                         evidence=[restore(e, mapping) for e in c.evidence],
+                         feedback=restore(c.feedback, mapping),
+                         items=[replace(i, quote=restore(i.quote, mapping)) for i in c.items])
+                 for c in v.criteria)
     return replace(v, criteria=rows,
                    overall_comment=restore(v.overall_comment, mapping)
                    if v.overall_comment is not None else None,

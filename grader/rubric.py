@@ -41,15 +41,53 @@ class Level(_Strict):
     descriptor: str
 
 
+class ChecklistItem(_Strict):
+    """One yes/no item of a checklist criterion, worth `points` when the submission meets it."""
+
+    id: Identifier
+    text: str = Field(min_length=1)
+    points: float = Field(gt=0, le=MAX_POINTS, allow_inf_nan=False)
+
+
+MAX_CHECKLIST_ITEMS = 50
+
+
 class Criterion(_Strict):
     id: Identifier
     title: str
     max_points: float = Field(gt=0, le=MAX_POINTS, allow_inf_nan=False)
     description: str = ""
     levels: tuple[Level, ...] = ()
+    # A checklist criterion: the model answers each item yes/no with a quote, and the score is
+    # the sum of the points of the items met (computed by code). max_points may be left out: it
+    # is the sum of the items' points.
+    checklist: tuple[ChecklistItem, ...] = Field(default=(), max_length=MAX_CHECKLIST_ITEMS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _checklist_max(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_points" not in data and data.get("checklist"):
+            items = data["checklist"]
+            if isinstance(items, list | tuple) and all(
+                    isinstance(i, dict) and isinstance(i.get("points"), int | float)
+                    and not isinstance(i.get("points"), bool) for i in items):
+                return {**data, "max_points": sum(i["points"] for i in items)}
+        return data
 
     @model_validator(mode="after")
     def _levels_within_max(self) -> Criterion:
+        if self.checklist:
+            if self.levels:
+                raise ValueError("a criterion has either levels or a checklist, not both")
+            ids = [i.id for i in self.checklist]
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            if dupes:
+                raise ValueError(f"checklist item ids must be unique; repeated: {dupes}")
+            total = sum(i.points for i in self.checklist)
+            if not math.isclose(total, self.max_points):
+                raise ValueError(f"max_points {self.max_points:g} is not the sum of the "
+                                 f"checklist's points ({total:g}); leave max_points out or "
+                                 "make them agree")
         for lv in self.levels:
             if lv.points > self.max_points:
                 raise ValueError(

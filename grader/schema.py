@@ -14,13 +14,24 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from .rubric import Criterion, Rubric
 
 
-class CriterionResult(BaseModel):
+class ChecklistAnswer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    score: float
+    quote: str
+    met: bool
+
+
+class CriterionResult(BaseModel):
+    """One criterion as the model answered it: a score, or (checklist criteria) an answer per
+    item, from which code computes the score."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: float | None = None
     justification: str
-    evidence: list[str]
+    evidence: list[str] = Field(default_factory=list)
     feedback: str
+    items: dict[str, ChecklistAnswer] | None = None
 
 
 class ModelGrade(BaseModel):
@@ -44,19 +55,50 @@ def _score_schema(c: Criterion) -> dict[str, Any]:
             "description": desc + f", from 0 to {c.max_points:g}"}
 
 
+_JUSTIFICATION = {"type": "string", "description": "why this score, referring to the rubric"}
+_FEEDBACK = {"type": "string", "description": "feedback to the student"}
+
+
+def _checklist_schema(c: Criterion) -> dict[str, Any]:
+    """A checklist criterion: a quote and a yes/no per item; no score (code sums the points)."""
+    ids = [i.id for i in c.checklist]
+    items = {i.id: {
+        "type": "object",
+        "properties": {
+            "quote": {"type": "string", "description": "a short verbatim quote from the "
+                      "submission showing the item is met; empty when it is not"},
+            "met": {"type": "boolean", "description": f"the submission meets: {i.text}"},
+        },
+        "required": ["quote", "met"], "propertyOrdering": ["quote", "met"],
+    } for i in c.checklist}
+    return {
+        "type": "object",
+        "properties": {
+            "justification": _JUSTIFICATION,
+            "items": {"type": "object", "properties": items, "required": ids,
+                      "propertyOrdering": ids},
+            "feedback": _FEEDBACK,
+        },
+        "required": ["justification", "items", "feedback"],
+        "propertyOrdering": ["justification", "items", "feedback"],
+    }
+
+
 def json_schema(rubric: Rubric) -> dict[str, Any]:
     """The JSON Schema for one grading response (stable key order, so its hash is stable)."""
     crit_props: dict[str, Any] = {}
     for c in rubric.all_criteria:
+        if c.checklist:
+            crit_props[c.id] = _checklist_schema(c)
+            continue
         crit_props[c.id] = {
             "type": "object",
             "properties": {
                 "score": _score_schema(c),
-                "justification": {"type": "string",
-                                  "description": "why this score, referring to the rubric"},
+                "justification": _JUSTIFICATION,
                 "evidence": {"type": "array", "items": {"type": "string"},
                              "description": "short verbatim quotes from the submission"},
-                "feedback": {"type": "string", "description": "feedback to the student"},
+                "feedback": _FEEDBACK,
             },
             "required": ["score", "justification", "evidence", "feedback"],
             "propertyOrdering": ["justification", "evidence", "score", "feedback"],
@@ -90,6 +132,9 @@ def validation_model(rubric: Rubric) -> type[BaseModel]:
     """A Pydantic model for this rubric: exactly the rubric's criterion ids, bounded scores."""
     fields: dict[str, Any] = {}
     for c in rubric.all_criteria:
+        if c.checklist:
+            fields[c.id] = (_checklist_model(c), ...)
+            continue
         allowed = c.allowed_points
         score_t: Any = (
             Literal[allowed] if allowed is not None
@@ -116,6 +161,14 @@ def validation_model(rubric: Rubric) -> type[BaseModel]:
         needs_review=(bool, ...),
         review_reason=(str, ""),
     )
+
+
+def _checklist_model(c: Criterion) -> type[BaseModel]:
+    answers: dict[str, Any] = {i.id: (ChecklistAnswer, ...) for i in c.checklist}
+    items = create_model(f"Checklist_{c.id}", __config__=ConfigDict(extra="forbid"), **answers)
+    return create_model(
+        f"Criterion_{c.id}", __config__=ConfigDict(extra="forbid"),
+        justification=(str, ...), items=(items, ...), feedback=(str, ...))
 
 
 def parse_with(model: type[BaseModel], text: str) -> ModelGrade:

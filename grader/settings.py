@@ -48,6 +48,21 @@ class Settings(BaseModel):
         "when given)")
     dry_run: bool = False
     wait: bool = Field(default=True, description="wait for another run on the same store")
+    force: bool = Field(default=False, description="run even though the class's calibration "
+                        "is below calibration_min_qwk")
+
+    # grading quality: samples, review flags, calibration
+    samples: int = Field(default=1, ge=1, le=20, description="grade each student this many "
+                         "times; the score per criterion is the median")
+    max_spread: float = Field(
+        default=0.25, ge=0, le=1, description="flag a student for review when a criterion's "
+        "samples differ by more than this share of its maximum")
+    quote_similarity: float = Field(
+        default=90.0, ge=0, le=100, description="percent similarity an evidence quote needs "
+        "to count as found in the submission when it is not verbatim")
+    calibration_min_qwk: float = Field(
+        default=0.6, ge=-1, le=1, description="grade run refuses a class whose calibration has "
+        "a criterion below this quadratic weighted kappa (without --force)")
 
     # which model
     backend: str | None = Field(

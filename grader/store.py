@@ -78,6 +78,15 @@ class SubmissionRecord:
 
 
 @dataclass(frozen=True)
+class ItemRow:
+    """One item of a checklist criterion as the model answered it."""
+
+    item_id: str
+    met: bool
+    quote: str
+
+
+@dataclass(frozen=True)
 class CriterionRow:
     criterion_id: str
     score: float
@@ -85,6 +94,9 @@ class CriterionRow:
     justification: str
     evidence: list[str]
     feedback: str
+    spread: float | None = None  # max - min of the samples' scores (None: one sample)
+    samples: Sequence[float] = ()  # each sample's score, when several were asked
+    items: Sequence[ItemRow] = ()  # checklist criteria: the answer per item
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,7 @@ class GradeRecord:
     criteria: Sequence[CriterionRow] = ()
     flags: Sequence[FlagRow] = ()
     attempt_ids: Sequence[int] = ()
+    samples: int = 1  # how many samples this grade combines (median per criterion)
 
 
 @dataclass(frozen=True)
@@ -240,6 +253,31 @@ class GradeVersion:
     epoch: int
     config_hash: str
     flags: list[FlagRow]
+    samples: int = 1
+
+
+@dataclass(frozen=True)
+class HumanScore:
+    """A human grader's score for one student: a criterion id, or "total"."""
+
+    student_id: str
+    criterion_id: str
+    rater: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The agreement of a blind-scored sample with the model under one grading fingerprint."""
+
+    id: int
+    class_dir: str
+    fingerprint: str
+    run_id: int
+    rater: str
+    created_at: str
+    students: list[str]
+    figures: dict[str, dict[str, Any]]  # criterion id -> {"n", "qwk", "exact", "mae", ...}
 
 
 @dataclass(frozen=True)
@@ -277,6 +315,7 @@ class StudentResult:
     needs_review: bool = False
     review_reason: str | None = None
     model_version: str | None = None
+    samples: int = 1
     criteria: list[CriterionRow] = field(default_factory=list)
     flags: list[FlagRow] = field(default_factory=list)
 
@@ -715,12 +754,14 @@ class Store:
 
     @_mapped
     def latest_grade(self, *, student_id: str, submission_id: int, fingerprint: str,
-                     sample: int = 0, epoch: int | None = None) -> GradeVersion | None:
-        """The newest grade version for this student's submission under this fingerprint
-        (only of `epoch`, when given)."""
-        sql = ("SELECT id, run_id, status, total, epoch, config_hash FROM grades"
-               " WHERE student_id=? AND submission_id=? AND fingerprint=? AND sample=?")
-        args: tuple[Any, ...] = (student_id, submission_id, fingerprint, sample)
+                     sample: int = 0, epoch: int | None = None,
+                     samples: int = 1) -> GradeVersion | None:
+        """The newest grade version for this student's submission under this fingerprint that
+        combines `samples` samples (only of `epoch`, when given)."""
+        sql = ("SELECT id, run_id, status, total, epoch, config_hash, samples FROM grades"
+               " WHERE student_id=? AND submission_id=? AND fingerprint=? AND sample=?"
+               " AND samples=?")
+        args: tuple[Any, ...] = (student_id, submission_id, fingerprint, sample, samples)
         if epoch is not None:
             sql += " AND epoch=?"
             args += (epoch,)
@@ -730,7 +771,7 @@ class Store:
         flags = [FlagRow(f["reason"], f["message"]) for f in self.conn.execute(
             "SELECT reason, message FROM flags WHERE grade_id=? ORDER BY id", (r["id"],))]
         return GradeVersion(r["id"], r["run_id"], r["status"], r["total"], r["epoch"],
-                            r["config_hash"], flags)
+                            r["config_hash"], flags, r["samples"])
 
     @_mapped
     def save_grade(self, g: GradeRecord) -> int:
@@ -740,20 +781,24 @@ class Store:
             cur = self.conn.execute(
                 "INSERT OR IGNORE INTO grades (student_id, submission_id, fingerprint, sample,"
                 " epoch, config_hash, run_id, status, total, max_total, percent, overall_comment,"
-                " needs_review, review_reason, model, model_version, created_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " needs_review, review_reason, model, model_version, created_at, samples)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (g.student_id, g.submission_id, g.fingerprint, g.sample, g.epoch,
                  g.config_hash, g.run_id, g.status, g.total, g.max_total, g.percent,
                  g.overall_comment, int(g.needs_review), g.review_reason, g.model,
-                 g.model_version, now()))
+                 g.model_version, now(), g.samples))
             if cur.rowcount:
                 gid = int(cur.lastrowid or 0)
                 self.conn.executemany(
                     "INSERT INTO criterion_scores (grade_id, criterion_id, position, score,"
-                    " max_points, justification, evidence_json, feedback)"
-                    " VALUES (?,?,?,?,?,?,?,?)",
+                    " max_points, justification, evidence_json, feedback, spread, samples_json,"
+                    " items_json) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     [(gid, c.criterion_id, i, c.score, c.max_points, c.justification,
-                      json.dumps(c.evidence), c.feedback) for i, c in enumerate(g.criteria)])
+                      json.dumps(c.evidence), c.feedback, c.spread,
+                      json.dumps(list(c.samples)) if c.samples else None,
+                      json.dumps([[t.item_id, t.met, t.quote] for t in c.items])
+                      if c.items else None)
+                     for i, c in enumerate(g.criteria)])
                 stamp = now()
                 self.conn.executemany(
                     "INSERT INTO flags (grade_id, run_id, student_id, reason, message,"
@@ -873,7 +918,7 @@ class Store:
         rows = self.conn.execute(
             "SELECT o.*, s.name, s.email, sub.files_json, sub.late, sub.notes_json,"
             " g.status AS grade_status, g.total, g.max_total, g.percent, g.overall_comment,"
-            " g.needs_review, g.review_reason, g.model_version FROM outcomes o"
+            " g.needs_review, g.review_reason, g.model_version, g.samples FROM outcomes o"
             " JOIN students s ON s.id = o.student_id"
             " LEFT JOIN submissions sub ON sub.id = o.submission_id"
             " LEFT JOIN grades g ON g.id = o.grade_id WHERE o.run_id=? ORDER BY o.student_id",
@@ -889,12 +934,14 @@ class Store:
                 max_total=r["max_total"], percent=r["percent"],
                 overall_comment=r["overall_comment"], needs_review=bool(r["needs_review"]),
                 review_reason=r["review_reason"], model_version=r["model_version"],
+                samples=r["samples"] or 1,
             )
             if r["grade_id"] is not None:
                 res.criteria = [
                     CriterionRow(c["criterion_id"], c["score"], c["max_points"],
                                  c["justification"], json.loads(c["evidence_json"]),
-                                 c["feedback"])
+                                 c["feedback"], c["spread"], _loads(c["samples_json"], []),
+                                 [ItemRow(*t) for t in _loads(c["items_json"], [])])
                     for c in self.conn.execute(
                         "SELECT * FROM criterion_scores WHERE grade_id=? ORDER BY position",
                         (r["grade_id"],))
@@ -939,3 +986,58 @@ class Store:
                 [(d.student_id, d.criterion_id, d.field, d.value, d.submission_id, d.ai_basis,
                   d.run_id, d.grade_id, d.cell, d.workbook_sha256, d.decided_at or stamp)
                  for d in decisions])
+
+    # --- human scores and calibrations (grading quality) -----------------------------------
+
+    @_mapped
+    def import_human_scores(self, class_dir: str, path: str, sha256: str,
+                            scores: Sequence[HumanScore]) -> int | None:
+        """Store one file's human scores in one transaction; None when this class already
+        holds that file (same hash): importing twice changes nothing."""
+        with self.atomic():
+            cur = self.conn.execute(
+                "INSERT OR IGNORE INTO human_imports (class_dir, path, sha256, rows, imported_at)"
+                " VALUES (?,?,?,?,?)", (class_dir, path, sha256, len(scores), now()))
+            if not cur.rowcount:
+                return None
+            import_id = int(cur.lastrowid or 0)
+            self.conn.executemany(
+                "INSERT INTO human_scores (import_id, class_dir, student_id, criterion_id, rater,"
+                " score) VALUES (?,?,?,?,?,?)",
+                [(import_id, class_dir, h.student_id, h.criterion_id, h.rater, h.score)
+                 for h in scores])
+        return import_id
+
+    @_mapped
+    def human_scores(self, class_dir: str) -> list[HumanScore]:
+        """The class's human scores: per (student, criterion, rater), the newest import's."""
+        rows = self.conn.execute(
+            "SELECT student_id, criterion_id, rater, score FROM human_scores h"
+            " WHERE class_dir=? AND import_id = (SELECT MAX(import_id) FROM human_scores x"
+            " WHERE x.class_dir = h.class_dir AND x.student_id = h.student_id"
+            " AND x.criterion_id = h.criterion_id AND x.rater = h.rater)"
+            " ORDER BY rater, student_id, criterion_id", (class_dir,))
+        return [HumanScore(r["student_id"], r["criterion_id"], r["rater"], r["score"])
+                for r in rows]
+
+    @_mapped
+    def save_calibration(self, *, class_dir: str, fingerprint: str, run_id: int, rater: str,
+                         students: Sequence[str], figures: dict[str, dict[str, Any]]) -> int:
+        with self.atomic():
+            cur = self.conn.execute(
+                "INSERT INTO calibrations (class_dir, fingerprint, run_id, rater, created_at,"
+                " students_json, figures_json) VALUES (?,?,?,?,?,?,?)",
+                (class_dir, fingerprint, run_id, rater, now(), json.dumps(list(students)),
+                 json.dumps(figures)))
+        return int(cur.lastrowid or 0)
+
+    @_mapped
+    def latest_calibration(self, class_dir: str, fingerprint: str) -> Calibration | None:
+        r = self.conn.execute(
+            "SELECT * FROM calibrations WHERE class_dir=? AND fingerprint=?"
+            " ORDER BY id DESC LIMIT 1", (class_dir, fingerprint)).fetchone()
+        if r is None:
+            return None
+        return Calibration(r["id"], r["class_dir"], r["fingerprint"], r["run_id"], r["rater"],
+                           r["created_at"], json.loads(r["students_json"]),
+                           json.loads(r["figures_json"]))

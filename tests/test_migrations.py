@@ -139,3 +139,40 @@ def test_attempt_redaction_migration_keeps_old_attempts_and_stores_the_mapping(
             redaction={"[STUDENT_1]": "Alice Martin"})
     assert _raw(path, "SELECT redaction_json FROM attempts WHERE id=?", (aid,)) == [
         ('{"[STUDENT_1]": "Alice Martin"}',)]
+
+
+def test_quality_migration_keeps_grades_as_single_samples_and_adds_human_scores(
+        tmp_path: Path) -> None:
+    """The grading-quality migration: old grades become one-sample grades with no spread; human
+    scores and calibrations get tables of their own."""
+    from grader.migrations import MIGRATIONS as ALL
+    from grader.store import HumanScore
+
+    quality = next(m for m in ALL if m.name == "human_scores_calibration_uncertainty")
+    path = _v2(tmp_path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    for m in ALL:
+        if 2 < m.version < quality.version:
+            apply(conn, m)
+    before = _raw(path, "SELECT id, total FROM grades ORDER BY id")
+    apply(conn, quality)
+    conn.close()
+    assert _raw(path, "SELECT id, total FROM grades ORDER BY id") == before
+    assert {r[0] for r in _raw(path, "SELECT samples FROM grades")} == {1}
+    assert _raw(path, "SELECT COUNT(*) FROM criterion_scores WHERE spread IS NOT NULL"
+                " OR samples_json IS NOT NULL OR items_json IS NOT NULL") == [(0,)]
+    with Store(path) as store:
+        scores = [HumanScore("s1", "c1", "ann", 2.0), HumanScore("s1", "total", "ann", 5.0)]
+        assert store.import_human_scores("/c", "h.csv", "abc", scores) is not None
+        assert store.import_human_scores("/c", "h.csv", "abc", scores) is None  # same file
+        store.import_human_scores("/c", "h2.csv", "def", [HumanScore("s1", "c1", "ann", 3.0)])
+        assert store.human_scores("/c") == [HumanScore("s1", "c1", "ann", 3.0),
+                                            HumanScore("s1", "total", "ann", 5.0)]
+        assert store.human_scores("/other") == []
+        run = store.runs()[0]
+        store.save_calibration(class_dir="/c", fingerprint="fp", run_id=run.id, rater="ann",
+                               students=["s1"], figures={"c1": {"qwk": 0.5}})
+        cal = store.latest_calibration("/c", "fp")
+        assert cal is not None and cal.figures == {"c1": {"qwk": 0.5}}
+        assert store.latest_calibration("/c", "other") is None
+    assert _raw(path, "PRAGMA foreign_key_check") == []

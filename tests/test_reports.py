@@ -182,10 +182,12 @@ def test_regenerated_workbook_shows_imported_decisions(synth: SyntheticRun,
     wb = openpyxl.load_workbook(tmp_path / "review.xlsx")
     ws = wb["Summary"]
     cols = _cols(ws)
-    ws.cell(3, cols["Teacher: c2"]).value = 1
-    ws.cell(3, cols["Approved"]).value = "yes"
-    ws.cell(3, cols["Teacher comment"]).value = "Good effort"
-    sid = unescape(ws.cell(3, cols["Student ID"]).value)
+    # rows come in review order (the flagged first): take the first student the AI scored
+    r = next(r for r in range(2, ws.max_row + 1) if ws.cell(r, cols["AI: c2"]).value is not None)
+    ws.cell(r, cols["Teacher: c2"]).value = 1
+    ws.cell(r, cols["Approved"]).value = "yes"
+    ws.cell(r, cols["Teacher comment"]).value = "Good effort"
+    sid = unescape(ws.cell(r, cols["Student ID"]).value)
     wb.save(tmp_path / "edited.xlsx")
     import_workbook(synth.store, tmp_path / "edited.xlsx")
 

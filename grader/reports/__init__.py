@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..evaluation import for_report
 from ..final import finals, load_rubric, review_queue
 from ..store import Store
 from .excel import write_workbook
@@ -26,6 +27,7 @@ def write_reports(store: Store, run_id: int, out_dir: Path) -> list[Path]:
     students = review_queue(list(finals(store, run_id, rubric)))
     stats = criterion_stats(students)
     agree = agreement(students)
+    human = for_report(store, store.run(run_id).class_dir, rubric, students)
     paths = [write_workbook(store, run_id, rubric, students, stats, out_dir / "review.xlsx")]
-    paths += write_html(store, run_id, rubric, students, stats, agree, out_dir)
+    paths += write_html(store, run_id, rubric, students, stats, agree, out_dir, human)
     return paths

@@ -21,7 +21,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 
 from .._escape import escape_text
-from ..final import FinalStudent
+from ..final import FinalStudent, review_queue
 from ..rubric import Criterion, Rubric
 from ..store import Run, Store
 from .stats import CriterionStats, run_cost
@@ -35,6 +35,8 @@ MAX_CELL = 32000  # Excel holds at most 32,767 characters in a cell
 ID_HEADER, NAME_HEADER = "Student ID", "Name"
 COMMENT_HEADER, APPROVED_HEADER = "Teacher comment", "Approved"
 CRIT_ID_HEADER, TEACHER_FEEDBACK_HEADER = "Criterion ID", "Teacher feedback"
+# the largest spread of the model's samples on a criterion, as a share of its maximum
+UNCERTAINTY_HEADER = "Uncertainty"
 
 
 def ai_header(cid: str) -> str:
@@ -141,7 +143,8 @@ def _summary(wb: Workbook, rubric: Rubric, students: Sequence[FinalStudent]) -> 
     headers = ([ID_HEADER, NAME_HEADER] + [ai_header(c.id) for c in crits]
                + ["AI total", "AI %", "AI band", "Flags", "Review status"]
                + [teacher_header(c.id) for c in crits] + [COMMENT_HEADER, APPROVED_HEADER]
-               + [final_header(c.id) for c in crits] + ["Final total", "Final %", "Final band"])
+               + [final_header(c.id) for c in crits] + ["Final total", "Final %", "Final band"]
+               + [UNCERTAINTY_HEADER])
     col = {h: i + 1 for i, h in enumerate(headers)}
     letter = {h: get_column_letter(i) for h, i in col.items()}
     widths = {ID_HEADER: 14, NAME_HEADER: 24, "Flags": 40, "Review status": 14,
@@ -154,7 +157,8 @@ def _summary(wb: Workbook, rubric: Rubric, students: Sequence[FinalStudent]) -> 
     ws.append([st.cell(h, "header") for h in headers])
 
     max_total = rubric.max_total
-    for r, s in enumerate(students, start=2):
+    # the review queue first, the most uncertain at the top (the import matches rows by id)
+    for r, s in enumerate(review_queue(students), start=2):
         res = s.result
         row: list[Any] = [_text(res.student_id), _text(res.name)]
         row += [st.cell(c.ai_score, "plain") for c in s.criteria]
@@ -176,7 +180,8 @@ def _summary(wb: Workbook, rubric: Rubric, students: Sequence[FinalStudent]) -> 
         row += [st.cell(f'=IF(COUNT({first}{r}:{last}{r})={k},SUM({first}{r}:{last}{r}),"")',
                         "plain"),
                 st.cell(f'=IF({tot}="","",ROUND({tot}/{max_total:g}*100,2))', "plain"),
-                st.cell(_band_formula(rubric, pct), "plain")]
+                st.cell(_band_formula(rubric, pct), "plain"),
+                st.cell(round(s.uncertainty, 2) if res.samples > 1 else None, "plain")]
         ws.append(row)
 
     for c in crits:

@@ -20,7 +20,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .. import __version__
-from ..final import FinalStudent
+from ..evaluation import ClassEval, confusion_text
+from ..final import FinalStudent, review_queue
 from ..outputs import mark_output_folder
 from ..rubric import Rubric
 from ..store import Run, Store
@@ -118,7 +119,8 @@ def _row(s: FinalStudent) -> dict[str, Any]:
     return {"student_id": r.student_id, "name": r.name or "", "href": "students/"
             + student_filename(r.student_id), "total": s.final_total, "percent": s.final_percent,
             "band": s.band or "", "status": r.status + (" (review)" if r.needs_review else ""),
-            "flagged": s.flagged, "flags": r.flags, "review_status": s.review_status}
+            "flagged": s.flagged, "flags": r.flags, "review_status": s.review_status,
+            "uncertainty": s.uncertainty if r.samples > 1 else None}
 
 
 def _wall_time(run: Run) -> str:
@@ -135,7 +137,7 @@ def _wall_time(run: Run) -> str:
 
 def render_report(env: Environment, store: Store, run_id: int, rubric: Rubric,
                   students: Sequence[FinalStudent], stats: Sequence[CriterionStats],
-                  agreement: Sequence[Agreement]) -> str:
+                  agreement: Sequence[Agreement], human: ClassEval | None = None) -> str:
     run = store.run(run_id)
     usage = store.usage(run_id)
     percents = [p for s in students if (p := s.final_percent) is not None]
@@ -163,20 +165,23 @@ def render_report(env: Environment, store: Store, run_id: int, rubric: Rubric,
         totals=totals, total_chart=bar_chart(histogram(percents, 100.0), width=640, height=190),
         bands=bands,
         criteria=[{"stats": c, "chart": bar_chart(c.distribution)} for c in stats],
-        hardest=hardest(stats), flagged=[r for r in rows if r["flagged"]], rows=rows,
+        hardest=hardest(stats), rows=rows,
+        flagged=[_row(s) for s in review_queue(students) if s.flagged],
+        sampled=any(s.result.samples > 1 for s in students),
         review={"parts": parts}, agreement=agreement,
         reviewed_count=sum(1 for s in students if s.reviewed or s.has_overrides),
+        human=human, confusion=confusion_text,
     )
 
 
 def write_html(store: Store, run_id: int, rubric: Rubric, students: Sequence[FinalStudent],
                stats: Sequence[CriterionStats], agreement: Sequence[Agreement],
-               out_dir: Path) -> list[Path]:
+               out_dir: Path, human: ClassEval | None = None) -> list[Path]:
     env = environment()
     mark_output_folder(out_dir)
     report = out_dir / "report.html"
-    report.write_text(render_report(env, store, run_id, rubric, students, stats, agreement),
-                      encoding="utf-8")
+    report.write_text(render_report(env, store, run_id, rubric, students, stats, agreement,
+                                    human), encoding="utf-8")
     pages = out_dir / "students"
     pages.mkdir(parents=True, exist_ok=True)
     template = env.get_template("student.html.j2")

@@ -1,7 +1,7 @@
 """Class statistics: distributions, item analysis and AI/teacher agreement.
 
-Plain Python on purpose: the inputs are a few thousand numbers per criterion, and owning the
-quadratic weighted kappa keeps its definition (category index distance) explicit and tested.
+Distributions are plain Python (a few thousand numbers per criterion); the quadratic weighted
+kappa is `grader.metrics.qwk` on the criterion's score grid, the same code as `grade eval`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .. import metrics
 from ..final import FinalStudent
 from ..generation import served_notice
 from ..models import packaged
@@ -117,42 +118,15 @@ def hardest(stats: Sequence[CriterionStats], n: int = 3) -> list[CriterionStats]
 
 def quadratic_weighted_kappa(a: Sequence[float], b: Sequence[float],
                              categories: Sequence[float] | None = None) -> float | None:
-    """Cohen's kappa with quadratic weights (i-j)^2/(k-1)^2 over ordered category indices.
+    """Cohen's kappa with quadratic weights over ordered categories (`grader.metrics.qwk`, the
+    same scikit-learn code `grade eval` uses); categories default to the values seen.
 
     Returns None when it is undefined: no pairs, or a single category (no expected disagreement).
     """
     if len(a) != len(b):
         raise ValueError("rating lists differ in length")
-    if not a:
-        return None
-    cats = sorted(set(categories) if categories is not None else set(a) | set(b))
-    index = {c: i for i, c in enumerate(cats)}
-    k = len(cats)
-    if k < 2:
-        return None
-    n = len(a)
-    observed = [[0.0] * k for _ in range(k)]
-    for x, y in zip(a, b, strict=True):
-        observed[index[x]][index[y]] += 1
-    hist_a = [sum(row) for row in observed]
-    hist_b = [sum(observed[i][j] for i in range(k)) for j in range(k)]
-    num = den = 0.0
-    for i in range(k):
-        for j in range(k):
-            w = (i - j) ** 2 / (k - 1) ** 2
-            num += w * observed[i][j]
-            den += w * hist_a[i] * hist_b[j] / n
-    if den == 0:
-        return None
-    return 1.0 - num / den
-
-
-def _categories(crit: Criterion, values: Sequence[float]) -> list[float]:
-    if crit.allowed_points is not None:
-        return sorted(set(crit.allowed_points) | set(values))
-    if all(float(v).is_integer() for v in values) and crit.max_points.is_integer():
-        return [float(p) for p in range(int(crit.max_points) + 1)]
-    return sorted(set(values))
+    grid = sorted(set(categories) if categories is not None else set(a) | set(b))
+    return metrics.qwk(a, b, grid) if len(grid) > 1 else None
 
 
 def agreement(students: Sequence[FinalStudent]) -> list[Agreement]:
@@ -176,7 +150,7 @@ def agreement(students: Sequence[FinalStudent]) -> list[Agreement]:
             exact=sum(1 for d in diffs if d == 0) / len(diffs),
             within_one=sum(1 for d in diffs if d <= 1) / len(diffs),
             mean_abs_change=statistics.fmean(diffs),
-            kappa=quadratic_weighted_kappa(ai, fin, _categories(crit, ai + fin)),
+            kappa=metrics.qwk(ai, fin, metrics.score_grid(crit)),
         ))
     return out
 

@@ -249,6 +249,8 @@ class FakeApp:
 
     def _generate(self, call: Call, body: dict[str, Any], prompt: Prompt, model: str,
                   vertex: bool) -> Reply:
+        body_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        prompt.repeat = self.state.asked(body_hash)
         cached = 0
         cache_name = body.get("cachedContent")
         if cache_name:
@@ -296,8 +298,7 @@ class FakeApp:
             # (this is what lets a resume test prove that no submission was paid twice). The
             # check comes last, so only a reply on its way out when the client dies is billed.
             return error_reply(499, "Client closed the request.")
-        self.state.bill(prompt.key, hashlib.sha256(
-            json.dumps(body, sort_keys=True).encode()).hexdigest(), resp["usageMetadata"])
+        self.state.bill(prompt.key, body_hash, resp["usageMetadata"])
         tier = body.get("serviceTier")
         self.state.book_spend(rules.cost_usd(model, resp["usageMetadata"], tier))
         return json_reply(200, resp, {"x-gemini-service-tier": str(tier).lower()} if tier

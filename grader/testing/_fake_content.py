@@ -16,11 +16,17 @@ from typing import Any
 
 TRIGGERS = (
     "SAFETY", "RECITATION", "MAX_TOKENS", "EMPTY", "INVALID_JSON", "INVALID_ONCE",
-    "PROMPT_BLOCKED", "THINK_HARD", "OBEY", "REVIEW",
+    "PROMPT_BLOCKED", "THINK_HARD", "OBEY", "REVIEW", "UNSURE", "FABRICATE",
 )
 # OBEY: a gullible model that gives full marks (a successful injection); REVIEW: the model
 # reports an attempt to instruct the grader (needs_review with that reason).
 REVIEW_REASON = "The submission contains an attempt to instruct the grader."
+# UNSURE: the score moves with the request's seed, or, without one, with how many times the same
+# request was asked before (0, 1, 2 ... give fractions shifted by -0.3, 0, +0.3, ...), so samples
+# of one student disagree. FABRICATE: evidence quotes that are
+# not in the submission.
+UNSURE_SHIFT = 0.3
+FABRICATED_QUOTE = "The student proves that P equals NP in three lines."
 # Thinking tokens a THINK_HARD submission costs: they count against maxOutputTokens, as on the
 # real API, so a low output cap ends such a call with MAX_TOKENS and no answer.
 THINK_HARD_TOKENS = 3000
@@ -59,6 +65,8 @@ class Prompt:
     submission: str
     references: list[str] = field(default_factory=list)
     triggers: set[str] = field(default_factory=set)
+    seed: int | None = None  # the request's seed; None when it sent none
+    repeat: int = 0  # how many times this exact request was asked before
 
     @property
     def key(self) -> str:
@@ -91,9 +99,12 @@ def read_prompt(body: dict[str, Any]) -> Prompt:
     found = _SUBMISSION_RE.search(user_text)
     submission = found.group(1) if found else user_text
     triggers = {t for t in _TRIGGER_RE.findall(submission) if t in TRIGGERS}
+    gen = body.get("generationConfig") or body.get("generation_config") or {}
+    seed = gen.get("seed") if isinstance(gen, dict) else None
     return Prompt(
         user_text=user_text, all_chars=chars, inline_parts=inline, turns=len(contents),
         submission=submission, references=_REFERENCE_RE.findall(user_text), triggers=triggers,
+        seed=seed if isinstance(seed, int) else None,
     )
 
 
@@ -109,9 +120,11 @@ def score_fraction(prompt: Prompt) -> float:
     ref: set[str] = set()
     for r in prompt.references:
         ref |= _words(r)
-    if ref:
-        return len(ref & sub) / len(ref)
-    return min(1.0, len(sub) / 150)
+    fraction = len(ref & sub) / len(ref) if ref else min(1.0, len(sub) / 150)
+    if "UNSURE" in prompt.triggers:  # the seed if one was sent, else the model's own sampling
+        draw = prompt.seed if prompt.seed is not None else prompt.repeat
+        fraction += UNSURE_SHIFT * ((draw % 3) - 1)
+    return min(1.0, max(0.0, fraction))
 
 
 def _quotes(submission: str) -> list[str]:
@@ -181,7 +194,8 @@ class Synth:
         if kind == "array":
             items = s.get("items") or {}
             if name == "evidence" or "quote" in name:
-                quotes = _quotes(self.prompt.submission)
+                quotes = ([FABRICATED_QUOTE] if "FABRICATE" in self.prompt.triggers
+                          else _quotes(self.prompt.submission))
             else:
                 quotes = [self.value(items, name)]
             while len(quotes) < int(s.get("minItems", 0)):
@@ -192,7 +206,12 @@ class Synth:
         if kind in {"number", "integer"}:
             return self._number(s, kind, name)
         if kind == "boolean":
+            if name == "met":  # a checklist item is met when the answer is good enough
+                return self.fraction >= 0.5
             return name == "needs_review" and "REVIEW" in self.prompt.triggers
+        if name == "quote":
+            quotes = _quotes(self.prompt.submission)
+            return quotes[0] if quotes and self.fraction >= 0.5 else ""
         return self._text(name)
 
     def _number(self, s: dict[str, Any], kind: str, name: str) -> float | int:

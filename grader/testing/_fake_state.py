@@ -112,6 +112,7 @@ class FakeState:
         self.scripted: deque[str] = deque()
         self.caches: dict[str, int] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=500)
+        self.repeats: Counter[str] = Counter()
 
     # --- settings -------------------------------------------------------------------------
     def configure(self, changes: dict[str, Any]) -> None:
@@ -139,6 +140,7 @@ class FakeState:
             self.spend.clear()
             self.scripted.clear()
             self.recent.clear()
+            self.repeats.clear()
             self.rng = random.Random(self.config.seed)
 
     # --- per request ----------------------------------------------------------------------
@@ -204,6 +206,13 @@ class FakeState:
             base, jitter = self.config.latency_ms, self.config.jitter_ms
             extra = self.rng.uniform(-jitter, jitter) if jitter > 0 else 0.0
         return max(0.0, base + extra) / 1000
+
+    def asked(self, body_hash: str) -> int:
+        """How many times this exact request body was asked before (and count this one)."""
+        with self.lock:
+            n = self.repeats[body_hash]
+            self.repeats[body_hash] += 1
+            return n
 
     def bill(self, key: str, request: str, usage: dict[str, int]) -> None:
         """Count a delivered reply: per submission text, and per request body (sha256)."""
