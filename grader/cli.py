@@ -265,12 +265,13 @@ def _print_written(paths: list[Path]) -> None:
     """One line per top-level output; per-student pages summarised by folder."""
     folders: dict[Path, int] = {}
     for p in paths:
-        if p.parent.name == "students":
+        if p.parent.name in ("students", "handouts"):
             folders[p.parent] = folders.get(p.parent, 0) + 1
         else:
             click.echo(f"wrote {p}")
     for folder, n in folders.items():
-        click.echo(f"wrote {folder}/ ({n} student pages)")
+        view = "teacher view" if folder.name == "students" else "student view, to hand out"
+        click.echo(f"wrote {folder}/ ({n} student pages, {view})")
 
 
 @cli.command()
@@ -308,18 +309,27 @@ def review() -> None:
 @review.command("import")
 @click.argument("workbook", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
-              help="SQLite store [default: the store the workbook was written from].")
+              help="SQLite store [default: found relative to the workbook].")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
-              help="Where to regenerate reports [default: the workbook's folder].")
+              help="Where to regenerate reports [default: the run's output folder].")
+@click.option("--dry-run", is_flag=True, help="Show what would change, per student; store "
+                                                "nothing.")
+@click.option("--force", is_flag=True, help="On a conflict, store the workbook's value.")
 @_handle_errors
-def review_import(workbook: Path, db: Path | None, out: Path | None) -> None:
-    """Validate WORKBOOK and store the teacher's scores, comments and approvals."""
-    from .review import import_and_report
+def review_import(workbook: Path, db: Path | None, out: Path | None, dry_run: bool,
+                  force: bool) -> None:
+    """Merge WORKBOOK's changed cells into the store (scores, feedback, notes, approvals)."""
+    from .review import import_and_report, report_lines
 
-    s, paths = import_and_report(workbook, db, out or workbook.parent)
-    click.echo(f"run {s.run_id}: {s.students} students, {s.applied} values changed, "
-               f"{s.unchanged} unchanged")
+    result, paths = import_and_report(workbook, db, out, force=force, dry_run=dry_run)
+    for line in report_lines(result):
+        click.echo(terminal_safe(line))
     _print_written(paths)
+    fresh = next((p for p in paths if p.suffix == ".xlsx"), None)
+    if fresh is not None and fresh.name != "review.xlsx":
+        click.echo(f"note: {fresh.parent / 'review.xlsx'} was left as it is (it is the file you "
+                   f"imported, or was edited since grader wrote it); the workbook with every "
+                   f"stored decision is {fresh}")
 
 
 @cli.command("export")

@@ -355,10 +355,41 @@ DROP TABLE reviews;
 ALTER TABLE review_log RENAME TO v2_review_log;
 """
 
+# v4: the review workbook separates "feedback to the student" (field `comment`) from a
+# teacher's private note (field `note`, never shown to a student), so the decisions table is
+# rebuilt with `note` allowed; attempts get an index by submission so a student page can find
+# the text that was sent for a submission without scanning every attempt.
+M004_REVIEW_NOTES_AND_SENT_TEXT = """
+CREATE TABLE decisions_v4 (
+    id              INTEGER PRIMARY KEY,
+    student_id      TEXT NOT NULL REFERENCES students(id),
+    criterion_id    TEXT NOT NULL DEFAULT '',
+    field           TEXT NOT NULL
+                        CHECK (field IN ('score', 'feedback', 'comment', 'approved', 'note')),
+    value           TEXT,
+    submission_id   INTEGER REFERENCES submissions(id),
+    ai_basis        TEXT,
+    run_id          INTEGER REFERENCES runs(id),
+    grade_id        INTEGER REFERENCES grades(id),
+    cell            TEXT,
+    workbook_sha256 TEXT,
+    decided_at      TEXT NOT NULL
+);
+INSERT INTO decisions_v4 (id, student_id, criterion_id, field, value, submission_id, ai_basis,
+    run_id, grade_id, cell, workbook_sha256, decided_at)
+SELECT id, student_id, criterion_id, field, value, submission_id, ai_basis, run_id, grade_id,
+    cell, workbook_sha256, decided_at FROM decisions;
+DROP TABLE decisions;
+ALTER TABLE decisions_v4 RENAME TO decisions;
+CREATE INDEX decisions_student ON decisions (student_id, criterion_id, field, id);
+CREATE INDEX attempts_submission ON attempts (submission_id, n, id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
     Migration(3, "ledger_and_grade_versions", M003_LEDGER_AND_VERSIONS),
+    Migration(4, "review_notes_and_sent_text", M004_REVIEW_NOTES_AND_SENT_TEXT),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -167,7 +167,7 @@ class Decision:
     new grade version only while the submission and the AI's score are unchanged."""
 
     student_id: str
-    field: str  # score | feedback | comment | approved
+    field: str  # score | feedback | comment (to the student) | note (private) | approved
     value: str | None
     criterion_id: str = ""
     submission_id: int | None = None
@@ -239,6 +239,16 @@ class Unanswered:
     sent_at: str | None
 
 
+@dataclass(frozen=True)
+class SentText:
+    """The student's parts of a request as the store keeps them (`{"text": ...}` in full, media
+    as `{"mime_type", "bytes", "sha256"}`). `own`: False when the text comes from another
+    student's byte-identical submission (this student's reply was reused, never sent)."""
+
+    parts: list[dict[str, Any]]
+    own: bool
+
+
 @dataclass
 class StudentResult:
     """One student's outcome in one run, with the grade version it points to (if any)."""
@@ -306,6 +316,36 @@ def _loads(text: str | None, default: Any) -> Any:
     return json.loads(text) if text else default
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def grader_store_problem(path: Path | str) -> str | None:
+    """Why `path` is not an existing grader store (None when it is one). Reads the file
+    read-only: never creates, migrates or changes anything, so it is safe on any file."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if head != _SQLITE_MAGIC:
+        return "is not an SQLite database"
+    try:
+        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            names = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        return f"cannot be opened read-only ({e})"
+    if not {"schema_migrations", "runs", "outcomes"} <= names:
+        return "is an SQLite database but not a grader store (no runs or schema_migrations table)"
+    return None
+
+
 class Store:
     """One connection per process, used from one thread (the pipeline's event loop)."""
 
@@ -326,6 +366,17 @@ class Store:
                 f"cannot open the grade store: {e}", path=self.path,
                 fix="pass another --db PATH, or move the damaged file aside",
             ) from None
+
+    @classmethod
+    def open_existing(cls, path: Path | str) -> Store:
+        """Open a store that must already exist and be a grader store (checked read-only
+        first, so a wrong --db never creates or migrates another program's file)."""
+        problem = grader_store_problem(path)
+        if problem is not None:
+            raise StoreError(f"not a grade store: the file {problem}", path=path,
+                             fix="pass --db PATH pointing at the .grader/grader.sqlite the "
+                                 "workbook was written from")
+        return cls(path)
 
     def close(self) -> None:
         self.conn.close()
@@ -715,6 +766,30 @@ class Store:
                     + ", ".join(others) + " (graded once); check for copying or an unchanged "
                     "starter file"))
             yield res
+
+    @_mapped
+    def sent_text(self, submission_id: int) -> SentText | None:
+        """The student's parts of the first request sent for this submission; else those of a
+        byte-identical submission's request (its reply was shared); None when nothing was ever
+        sent (flagged at intake) or the request predates the ledger."""
+        row = self.conn.execute(
+            "SELECT r.body_json FROM attempts a JOIN requests r ON r.hash = a.request_hash"
+            " WHERE a.submission_id=? ORDER BY a.n, a.id LIMIT 1", (submission_id,)).fetchone()
+        own = row is not None
+        if row is None:
+            row = self.conn.execute(
+                "SELECT r.body_json FROM submissions s"
+                " JOIN submissions o ON o.body_hash = s.body_hash AND o.id != s.id"
+                " JOIN attempts a ON a.submission_id = o.id"
+                " JOIN requests r ON r.hash = a.request_hash"
+                " WHERE s.id=? AND s.body_hash IS NOT NULL ORDER BY a.n, a.id LIMIT 1",
+                (submission_id,)).fetchone()
+        if row is None:
+            return None
+        parts = _loads(row["body_json"], {}).get("parts")
+        if not isinstance(parts, list):
+            return None
+        return SentText(parts=[p for p in parts if isinstance(p, dict)], own=own)
 
     # --- teacher decisions -------------------------------------------------------------------
 

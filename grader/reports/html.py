@@ -1,8 +1,13 @@
-"""HTML reports: the class overview (report.html) and one page per student.
+"""HTML reports: the class overview (report.html) and two pages per student.
+
+`students/<id>.html` is the teacher view (flags, the model's values beside the teacher's,
+internal ids, the private note); `handouts/<id>.html` is the student view, printable and
+without any of those, to hand out. Both show the submission's text as it was graded, with every
+evidence quote marked where it occurs (`evidence.py`).
 
 Jinja2 with autoescape on and a Content-Security-Policy that forbids scripts, so student or model
 text can never run in the teacher's browser. Self-contained: inline CSS, inline SVG charts.
-One compiled template renders all student pages (10k pages in a few seconds).
+One compiled template renders all student pages.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ..final import FinalStudent
 from ..outputs import mark_output_folder
 from ..rubric import Rubric
 from ..store import Run, Store
+from .evidence import Quote, from_parts, locate
 from .stats import (
     Agreement,
     Bin,
@@ -42,8 +48,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 _PLAIN_ID = re.compile(r"^[a-z0-9_][a-z0-9_.]{0,79}$")
 _SLUG_DROP = re.compile(r"[^a-z0-9_.]+")
 _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$")
-# The pages this tool wrote last time, one file name a line, inside students/: the only files
-# a later run ever deletes there.
+# The pages this tool wrote last time, one file name a line, inside students/ (and handouts/):
+# the only files a later run ever deletes there.
 PAGES_MANIFEST = ".grader-pages"
 
 
@@ -66,6 +72,23 @@ def student_filename(student_id: str) -> str:
     slug = _SLUG_DROP.sub("_", student_id.lower()).strip("._")[:40] or "student"
     digest = hashlib.sha256(student_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return f"{slug}-{digest}.html"
+
+
+def _submission(store: Store, s: FinalStudent) -> dict[str, Any]:
+    """The page's view of the submission: text segments with evidence marked, and the quotes
+    numbered per criterion."""
+    sent = store.sent_text(s.result.submission_id) if s.result.submission_id else None
+    sub = from_parts(sent.parts if sent else None, shared=bool(sent and not sent.own))
+    quotes = [(c.criterion.id, q) for c in s.criteria for q in c.evidence]
+    if sub.text is not None:
+        segments, listed = locate(sub.text, quotes)
+    else:
+        segments, listed = [], [Quote(n, cid, q, False)
+                                for n, (cid, q) in enumerate(quotes, start=1)]
+    by_criterion: dict[str, list[Quote]] = {}
+    for q in listed:
+        by_criterion.setdefault(q.criterion_id, []).append(q)
+    return {"submission": sub, "segments": segments, "quotes_by_criterion": by_criterion}
 
 
 def _read_manifest(pages: Path) -> set[str]:
@@ -172,13 +195,15 @@ def render_report(env: Environment, store: Store, run_id: int, rubric: Rubric,
 def write_html(store: Store, run_id: int, rubric: Rubric, students: Sequence[FinalStudent],
                stats: Sequence[CriterionStats], agreement: Sequence[Agreement],
                out_dir: Path) -> list[Path]:
+    """report.html, students/ (teacher view) and handouts/ (student view)."""
     env = environment()
     mark_output_folder(out_dir)
     report = out_dir / "report.html"
     report.write_text(render_report(env, store, run_id, rubric, students, stats, agreement),
                       encoding="utf-8")
-    pages = out_dir / "students"
-    pages.mkdir(parents=True, exist_ok=True)
+    folders = {True: out_dir / "students", False: out_dir / "handouts"}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
     template = env.get_template("student.html.j2")
     generated_at = datetime.now(UTC).isoformat(timespec="seconds")
     written = [report]
@@ -187,16 +212,20 @@ def write_html(store: Store, run_id: int, rubric: Rubric, students: Sequence[Fin
     with ThreadPoolExecutor(max_workers=4) as pool:
         pending: list[Future[int]] = []
         for s in students:
-            path = pages / student_filename(s.student_id)
-            html = template.render(s=s, rubric=rubric, run_id=run_id,
-                                   generated_at=generated_at)
-            pending.append(pool.submit(path.write_text, html, encoding="utf-8"))
-            written.append(path)
+            page = student_filename(s.student_id)
+            ctx = _submission(store, s)
+            for teacher, folder in folders.items():
+                html = template.render(s=s, rubric=rubric, run_id=run_id, page=page,
+                                       teacher=teacher, generated_at=generated_at, **ctx)
+                path = folder / page
+                pending.append(pool.submit(path.write_text, html, encoding="utf-8"))
+                written.append(path)
             if len(pending) >= 512:
                 for f in pending:
                     f.result()
                 pending = []
         for f in pending:
             f.result()
-    _remove_stale_pages(pages, {p.name for p in written if p.parent == pages})
+    for folder in folders.values():
+        _remove_stale_pages(folder, {p.name for p in written if p.parent == folder})
     return written
