@@ -57,7 +57,7 @@ def main() -> int:
         t_reports = time.perf_counter() - t0
         t1 = time.perf_counter()
         for fmt in FORMATS:
-            paths.append(export_gradebook(store, 1, fmt, out))  # type: ignore[arg-type]
+            paths.append(export_gradebook(store, 1, fmt, out).path)  # type: ignore[arg-type]
         t_exports = time.perf_counter() - t1
         wall = time.perf_counter() - t0
         store.close()

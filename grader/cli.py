@@ -337,13 +337,41 @@ def review_import(workbook: Path, db: Path | None, out: Path | None, dry_run: bo
 @click.option("--format", "fmt", type=click.Choice(["canvas", "moodle", "csv"]), required=True,
               help="Gradebook format.")
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
-              help="SQLite store [default: the store OUT/review.xlsx was written from].")
+              help="SQLite store [default: found from OUT/review.xlsx].")
+@click.option("--approved-only", is_flag=True,
+              help="Export only grades marked Approved; withhold the rest.")
+@click.option("--canvas-gradebook", type=click.Path(path_type=Path, dir_okay=False),
+              help="Canvas gradebook export (Grades > Export): student IDs and the exact "
+                   "assignment column.")
+@click.option("--canvas-assignment", metavar="ID|TITLE",
+              help="Which assignment of the Canvas gradebook to fill.")
+@click.option("--moodle-id", type=click.Choice(["email", "username", "idnumber"]),
+              default="email", show_default=True,
+              help="The Moodle user field the file identifies students by (from the roster).")
+@click.option("--out-of", type=float, metavar="POINTS",
+              help="The LMS grade item's maximum: totals are scaled to it [default: the "
+                   "rubric's maximum].")
+@click.option("--roster", type=click.Path(path_type=Path, dir_okay=False),
+              help="Roster CSV with the students' LMS identifiers [default: the class's].")
 @_handle_errors
-def export(out: Path, fmt: str, db: Path | None) -> None:
+def export(out: Path, fmt: str, db: Path | None, **options: Any) -> None:
     """Write an LMS gradebook of final grades from OUT (the folder holding review.xlsx)."""
-    from .reports.export import export_from_outdir
+    from .reports.export import ExportOptions, export_from_outdir
 
-    click.echo(f"wrote {export_from_outdir(out, fmt, db)}")
+    r = export_from_outdir(out, fmt, db, ExportOptions(**options))
+    click.echo(f"wrote {r.path}: {r.exported} grades of run {r.run_id}")
+    if r.never_reviewed:
+        click.echo(f"  {r.never_reviewed} of them were never reviewed by a teacher (the AI's "
+                   "grade as it stands); --approved-only exports approved grades only")
+    if r.scale:
+        click.echo(f"  totals scaled from {r.scale[0]:g} to {r.scale[1]:g} points")
+    if r.withheld_path is not None:
+        click.echo(f"  {len(r.withheld)} students withheld (left out of the file): listed with "
+                   f"the reason in {r.withheld_path}")
+    elif r.withheld:
+        click.echo(f"  {len(r.withheld)} students withheld: see export_status in {r.path}")
+    for w in r.warnings:
+        click.secho(terminal_safe(f"warning: {w}"), fg="yellow", err=True)
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ from .prompts import Prompts, check_prefix_size, check_templates, load_prompts
 from .report import write_outputs
 from .request import GradeRequest, Usage
 from .rubric import Rubric, load_rubric
+from .scaffold import check_edited
 from .selection import Grade, Reuse, Selection, Skip, choose
 from .settings import Settings, auto_backend, db_path, limits, rubric_path
 from .store import FlagRow, GradeRecord, OutcomeRecord, RunInfo, Store, SubmissionRecord
@@ -131,6 +132,7 @@ def plan(class_dir: Path, settings: Settings) -> Plan:
         check_out_dir(class_dir, settings.out)
     path = rubric_path(class_dir, settings)
     rubric, rhash = load_rubric(path)
+    check_edited(rubric, path)
     prompts = load_prompts(settings.prompts)
     check_templates(prompts, rubric)
     system, prefix = prompts.system(), prompts.static_prefix(rubric)

@@ -266,7 +266,7 @@ def output_folder(path: Path, store_path: Path, meta: WorkbookMeta) -> Path:
     return Path(path).parent.resolve()
 
 
-def _target_run(store: Store, meta: WorkbookMeta, path: Path, expected: int | None) -> int:
+def target_run(store: Store, meta: WorkbookMeta, path: Path, expected: int | None = None) -> int:
     """The run decisions land in: the latest run of the workbook's class."""
     if expected is not None and meta.run_id != expected:
         raise ReviewImportError(
@@ -410,7 +410,7 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
     wb = _open(path)
     try:
         meta = meta or _read_meta(wb, path)
-        target = _target_run(store, meta, path, run_id)
+        target = target_run(store, meta, path, run_id)
         rubric = load_rubric(store, target)
         crits = {c.id: c for c in rubric.all_criteria}
         cells = _read_cells(wb, crits, store.run_student_ids(target), target, path)

@@ -263,6 +263,7 @@ class StudentResult:
     late: bool
     files: list[str]
     submission_id: int | None = None
+    source: str | None = None  # file | folder | canvas | moodle: where the id came from
     notes: list[str] = field(default_factory=list)
     grade_id: int | None = None
     grade_status: str | None = None
@@ -726,7 +727,7 @@ class Store:
     def _results(self, run_id: int) -> Iterator[StudentResult]:
         identical = self._identical(run_id)
         rows = self.conn.execute(
-            "SELECT o.*, s.name, s.email, sub.files_json, sub.late, sub.notes_json,"
+            "SELECT o.*, s.name, s.email, s.source, sub.files_json, sub.late, sub.notes_json,"
             " g.status AS grade_status, g.total, g.max_total, g.percent, g.overall_comment,"
             " g.needs_review, g.review_reason, g.model_version FROM outcomes o"
             " JOIN students s ON s.id = o.student_id"
@@ -740,6 +741,7 @@ class Store:
                 reason=r["reason"], message=r["message"], reused=bool(r["reused"]),
                 late=bool(r["late"]), files=_loads(r["files_json"], []),
                 submission_id=r["submission_id"], notes=_loads(r["notes_json"], []),
+                source=r["source"],
                 grade_id=r["grade_id"], grade_status=r["grade_status"], total=r["total"],
                 max_total=r["max_total"], percent=r["percent"],
                 overall_comment=r["overall_comment"], needs_review=bool(r["needs_review"]),

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import xlsxwriter
+from openpyxl.utils.escape import unescape as unescape_ooxml
 from xlsxwriter.utility import xl_col_to_name
 
 from .._escape import escape_text, unescape_text
@@ -84,12 +85,13 @@ def cell_text(value: str | None) -> str | None:
 
 
 def read_text(value: Any) -> str | None:
-    """Text as the import reads a cell back (the inverse of `cell_text` for what it keeps)."""
+    """Text as the import reads a cell back (the inverse of `cell_text` for what it keeps;
+    `_x000D_`-style escapes of control characters are decoded, as Excel does)."""
     if value is None:
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    text = unescape_text(str(value)).replace("\r\n", "\n").strip()
+    text = unescape_text(unescape_ooxml(str(value))).replace("\r\n", "\n").strip()
     return text or None
 
 
@@ -256,8 +258,9 @@ def _validation(ws: Any, crit: Criterion, col: int, last: int) -> None:
                                 "error_message": f"{crit.id}: choose one of "
                                                  + ", ".join(allowed)}
     else:
+        top = crit.max_points
         opts = {"validate": "decimal", "criteria": "between", "minimum": 0,
-                "maximum": crit.max_points,
+                "maximum": int(top) if top.is_integer() else top,
                 "error_message": f"{crit.id}: enter a number from 0 to {crit.max_points:g}"}
     opts.update(ignore_blank=True, error_title="Score out of range")
     ws.data_validation(1, col, last, col, opts)
