@@ -23,9 +23,20 @@ TARGET_S, TARGET_MB = 20.0, 600.0
 
 
 def _build(db: Path, students: int, criteria: int) -> None:
+    """The synthetic store, plus the class roster and a Canvas gradebook export the LMS
+    exports check every student against."""
     from _synthetic import build
 
-    build(db, n=students, k=criteria).store.close()
+    run = build(db, n=students, k=criteria)
+    roster = ["id,name,email,SIS User ID"]
+    gradebook = ["Student,ID,SIS User ID,SIS Login ID,Section,Essay (4411)",
+                 "    Points Possible,,,,,100"]
+    for i, sid in enumerate(run.student_ids):
+        roster.append(f"{sid},Student {i},{sid}@school.test,SIS-{sid}")
+        gradebook.append(f"Student {i},{100000 + i},SIS-{sid},,Section 1,")
+    (db.parent / "roster.csv").write_text("\n".join(roster) + "\n", encoding="utf-8")
+    (db.parent / "gradebook.csv").write_text("\n".join(gradebook) + "\n", encoding="utf-8")
+    run.store.close()
 
 
 def main() -> int:
@@ -40,7 +51,7 @@ def main() -> int:
         return 0
 
     from grader.reports import write_reports
-    from grader.reports.export import FORMATS, export_gradebook
+    from grader.reports.export import FORMATS, ExportOptions, export_gradebook
     from grader.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,14 +67,18 @@ def main() -> int:
         paths = write_reports(store, 1, out)
         t_reports = time.perf_counter() - t0
         t1 = time.perf_counter()
+        opts = ExportOptions(roster=Path(tmp) / "roster.csv",
+                             canvas_gradebook=Path(tmp) / "gradebook.csv")
         for fmt in FORMATS:
-            paths.append(export_gradebook(store, 1, fmt, out).path)  # type: ignore[arg-type]
+            paths.append(export_gradebook(store, 1, fmt, out, opts).path)  # type: ignore[arg-type]
         t_exports = time.perf_counter() - t1
         wall = time.perf_counter() - t0
         store.close()
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         xlsx_mb = (out / "review.xlsx").stat().st_size / 1e6
-        print(f"write_reports (xlsx + report.html + {len(paths) - 5} student pages): "
+        pages = sum(1 for p in paths if p.parent.name in ("students", "handouts"))
+        print(f"write_reports (xlsx + report.html + {pages} student pages, teacher and "
+              "student views): "
               f"{t_reports:.2f} s; exports (canvas, moodle, csv): {t_exports:.2f} s")
         print(f"review.xlsx {xlsx_mb:.1f} MB; report.html "
               f"{(out / 'report.html').stat().st_size / 1e6:.1f} MB")

@@ -313,6 +313,9 @@ def _mapped(fn: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
+_BATCH = 500  # outcome rows per batch in `results` (bounded memory, few queries)
+
+
 def _loads(text: str | None, default: Any) -> Any:
     return json.loads(text) if text else default
 
@@ -735,7 +738,28 @@ class Store:
             " LEFT JOIN grades g ON g.id = o.grade_id WHERE o.run_id=? ORDER BY o.student_id",
             (run_id,),
         )
-        for r in rows:
+        while batch := rows.fetchmany(_BATCH):
+            yield from self._result_batch(batch, identical)
+
+    def _result_batch(self, batch: list[sqlite3.Row],
+                      identical: dict[str, list[str]]) -> Iterator[StudentResult]:
+        """Results for a batch of outcome rows: scores and flags read with one query each."""
+        gids = [r["grade_id"] for r in batch if r["grade_id"] is not None]
+        marks = ",".join("?" * len(gids))
+        crits: dict[int, list[CriterionRow]] = {}
+        flags: dict[int, list[FlagRow]] = {}
+        if gids:
+            for c in self.conn.execute(
+                    f"SELECT * FROM criterion_scores WHERE grade_id IN ({marks})"
+                    " ORDER BY grade_id, position", gids):
+                crits.setdefault(c["grade_id"], []).append(CriterionRow(
+                    c["criterion_id"], c["score"], c["max_points"], c["justification"],
+                    json.loads(c["evidence_json"]), c["feedback"]))
+            for f in self.conn.execute(
+                    f"SELECT grade_id, reason, message FROM flags WHERE grade_id IN ({marks})"
+                    " ORDER BY id", gids):
+                flags.setdefault(f["grade_id"], []).append(FlagRow(f["reason"], f["message"]))
+        for r in batch:
             res = StudentResult(
                 student_id=r["student_id"], name=r["name"], email=r["email"], status=r["status"],
                 reason=r["reason"], message=r["message"], reused=bool(r["reused"]),
@@ -748,17 +772,8 @@ class Store:
                 review_reason=r["review_reason"], model_version=r["model_version"],
             )
             if r["grade_id"] is not None:
-                res.criteria = [
-                    CriterionRow(c["criterion_id"], c["score"], c["max_points"],
-                                 c["justification"], json.loads(c["evidence_json"]),
-                                 c["feedback"])
-                    for c in self.conn.execute(
-                        "SELECT * FROM criterion_scores WHERE grade_id=? ORDER BY position",
-                        (r["grade_id"],))
-                ]
-                res.flags = [FlagRow(f["reason"], f["message"]) for f in self.conn.execute(
-                    "SELECT reason, message FROM flags WHERE grade_id=? ORDER BY id",
-                    (r["grade_id"],))]
+                res.criteria = crits.get(r["grade_id"], [])
+                res.flags = flags.get(r["grade_id"], [])
             if r["reason"] and not any(f.reason == r["reason"] for f in res.flags):
                 res.flags.insert(0, FlagRow(r["reason"], r["message"] or r["reason"]))
             others = identical.get(res.student_id)

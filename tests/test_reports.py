@@ -122,6 +122,11 @@ def test_write_reports_outputs(synth: SyntheticRun, tmp_path: Path) -> None:
     assert all(p.stat().st_size > 500 for p in paths)
 
 
+def _column_style(ws: openpyxl.worksheet.worksheet.Worksheet, index: int) -> object:
+    """The format an empty cell of column `index` shows (XlsxWriter groups equal columns)."""
+    return next(d for d in ws.column_dimensions.values() if d.min <= index <= d.max)
+
+
 def test_workbook_structure(synth: SyntheticRun, tmp_path: Path) -> None:
     write_reports(synth.store, synth.run_id, tmp_path)
     wb = openpyxl.load_workbook(tmp_path / "review.xlsx")
@@ -141,11 +146,14 @@ def test_workbook_structure(synth: SyntheticRun, tmp_path: Path) -> None:
     assert ws.protection.sheet is True and not ws.protection.password
     assert ws.protection.sort is False and ws.protection.autoFilter is False  # = allowed
     assert ws.cell(1, cols["Teacher: c1"]).protection.locked is True
+    letter = openpyxl.utils.get_column_letter
     for h in ("Student ID", "AI: c1", "AI total", "Teacher: c1", "Approved", "Final total"):
-        assert ws.cell(2, cols[h]).protection.locked is False, h
+        cell = ws.cell(2, cols[h])
+        # an empty cell is not written: it takes its column's (unlocked) format
+        style = cell if cell.value is not None else _column_style(ws, cols[h])
+        assert style.protection.locked is False, h
     # validation: levels list for c1, 0..10 decimal for c2, yes/no for approval
     dvs = {str(dv.sqref).split(":")[0]: dv for dv in ws.data_validations.dataValidation}
-    letter = openpyxl.utils.get_column_letter
     assert dvs[f"{letter(cols['Teacher: c1'])}2"].formula1 == '"0,1,2,3,4"'
     c2 = dvs[f"{letter(cols['Teacher: c2'])}2"]
     assert (c2.type, c2.formula1, c2.formula2) == ("decimal", "0", "10")
@@ -161,7 +169,8 @@ def test_workbook_structure(synth: SyntheticRun, tmp_path: Path) -> None:
     fb = wb["Feedback"]
     assert fb.max_row == 1 + 6 * len(synth.student_ids)
     assert fb.cell(1, 10).value == "Teacher feedback to the student"
-    assert fb.cell(2, 10).protection.locked is False and fb.cell(1, 10).protection.locked
+    assert _column_style(fb, 10).protection.locked is False
+    assert fb.cell(1, 10).protection.locked
     crit = wb["Criteria"]
     assert [crit.cell(r, 1).value for r in range(2, 8)] == [f"c{i}" for i in range(1, 7)]
 

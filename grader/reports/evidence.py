@@ -73,10 +73,10 @@ def _find(text: str, quote: str) -> tuple[int, int] | None:
     i = text.find(q)
     if i >= 0:
         return i, i + len(q)
-    words = _SPACE.split(q)
-    pattern = r"\s+".join(re.escape(w) for w in words if w)
-    if not pattern:
+    words = [w for w in _SPACE.split(q) if w]
+    if not words or any(w not in text for w in words):  # cheap: most misses end here
         return None
+    pattern = r"\s+".join(re.escape(w) for w in words)
     m = re.search(pattern, text)
     return (m.start(), m.end()) if m else None
 

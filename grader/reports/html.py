@@ -54,7 +54,9 @@ PAGES_MANIFEST = ".grader-pages"
 
 
 def environment() -> Environment:
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
+    # auto_reload off: templates do not change during a run, and checking their mtime on every
+    # page (the student page extends the base) cost a stat call per page.
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, auto_reload=False,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.globals.update(fmt=fmt_num, pct=_pct, version=__version__)
     return env
