@@ -136,7 +136,7 @@ def _lines(text: str | None, width: float) -> int:
     """Lines a wrapped cell of `width` characters needs for `text` (an estimate that errs tall)."""
     if not text:
         return 1
-    per = max(int(width * 1.1), 1)
+    per = max(int(width * 1.15), 1)
     return sum(max(1, math.ceil(len(line) / per)) for line in text.split("\n"))
 
 
@@ -167,10 +167,8 @@ class _Formats:
         self.ai = wb.add_format({**base, "bg_color": "#F2F2F2", "font_color": "#333333"})
         self.ai_wrap = wb.add_format({**base, "bg_color": "#F2F2F2", "text_wrap": True})
         self.wrap = wb.add_format({**base, "text_wrap": True})
-        self.edit = wb.add_format({**base, "bg_color": "#FFF8DC", "border": 1,
-                                   "border_color": "#E0C97F"})
-        self.edit_wrap = wb.add_format({**base, "bg_color": "#FFF8DC", "text_wrap": True,
-                                        "border": 1, "border_color": "#E0C97F"})
+        self.edit = wb.add_format({**base, "bg_color": "#FFF8DC"})
+        self.edit_wrap = wb.add_format({**base, "bg_color": "#FFF8DC", "text_wrap": True})
         self.link = wb.add_format({**base, "font_color": "#1F5FA8", "underline": 1})
         self.final = wb.add_format({**base, "bold": True})
         self.red = wb.add_format({"bg_color": "#F8D7DA"})
@@ -305,9 +303,11 @@ def _summary(wb: Any, f: _Formats, rubric: Rubric, students: Sequence[FinalStude
                + [final_header(c.id) for c in crits] + ["Final total", "Final %", "Final band"])
     col = {h: i for i, h in enumerate(headers)}
     letter = {h: xl_col_to_name(i) for h, i in col.items()}
-    fixed = {ID_HEADER: 14, NAME_HEADER: 24, "Flags": 26, "Review status": 13,
-             COMMENT_HEADER: 40, NOTE_HEADER: 30, APPROVED_HEADER: 10}
-    widths = [fixed.get(h, min(max(9.0, len(h) / 2 + 2), 16)) for h in headers]
+    fixed = {ID_HEADER: 14, NAME_HEADER: 22, "Flags": 24, "Review status": 13,
+             COMMENT_HEADER: 36, NOTE_HEADER: 28, APPROVED_HEADER: 10, "Final total": 11}
+    # wide enough for the longest word of the header (a wrapped header never splits a word)
+    widths = [fixed.get(h, min(max(9.0, max(len(w) for w in h.split()) + 2.0), 18))
+              for h in headers]
     _header(ws, f, headers, widths, wrap=(col[COMMENT_HEADER], col[NOTE_HEADER]))
     ws.freeze_panes(1, 2)
     last = len(students)
@@ -344,7 +344,7 @@ def _summary(wb: Any, f: _Formats, rubric: Rubric, students: Sequence[FinalStude
         _put(ws, r, col[COMMENT_HEADER], comment, f.edit_wrap)
         _put(ws, r, col[NOTE_HEADER], note, f.edit_wrap)
         _put(ws, r, col[APPROVED_HEADER], s.approved, f.edit)
-        tall = max(_lines(comment, 40), _lines(note, 30))
+        tall = max(_lines(comment, 36), _lines(note, 28))
         if tall > 1:
             ws.set_row(r, _height(tall, 4 * LINE_PT))
         for c in s.criteria:
