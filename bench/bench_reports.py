@@ -3,12 +3,15 @@
     .venv/bin/python bench/bench_reports.py [--students 10000] [--criteria 6] [--keep DIR]
 
 The synthetic store is built in a child process so the peak RSS printed here is that of report
-generation alone. Targets (issue 3): <= 20 s wall time, <= 600 MB peak RSS.
+generation alone. For a large class the workbook is written by a child process too: the check
+adds the largest child's peak (the store builder's or the workbook writer's, whichever is
+larger) to this process's. Targets (issue 3): <= 20 s wall time, <= 600 MB peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -63,6 +66,7 @@ def main() -> int:
               f"{time.perf_counter() - t0:.1f} s (child process, not counted)")
         out = args.keep or Path(tmp) / "out"
         store = Store(db)
+        load0 = f"{os.getloadavg()[0]:.2f}"
         t0 = time.perf_counter()
         paths = write_reports(store, 1, out)
         t_reports = time.perf_counter() - t0
@@ -75,6 +79,7 @@ def main() -> int:
         wall = time.perf_counter() - t0
         store.close()
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         xlsx_mb = (out / "review.xlsx").stat().st_size / 1e6
         pages = sum(1 for p in paths if p.parent.name in ("students", "handouts"))
         print(f"write_reports (xlsx + report.html + {pages} student pages, teacher and "
@@ -82,9 +87,12 @@ def main() -> int:
               f"{t_reports:.2f} s; exports (canvas, moodle, csv): {t_exports:.2f} s")
         print(f"review.xlsx {xlsx_mb:.1f} MB; report.html "
               f"{(out / 'report.html').stat().st_size / 1e6:.1f} MB")
-        ok = wall <= TARGET_S and peak_mb <= TARGET_MB
+        ok = wall <= TARGET_S and peak_mb + child_mb <= TARGET_MB
         print(f"wall time {wall:.2f} s (target <= {TARGET_S:g} s); peak RSS {peak_mb:.0f} MB "
+              f"+ largest child {child_mb:.0f} MB = {peak_mb + child_mb:.0f} MB "
               f"(target <= {TARGET_MB:g} MB): {'OK' if ok else 'OVER TARGET'}")
+        print(f"load average before/after: {load0} / {os.getloadavg()[0]:.2f} on "
+              f"{os.cpu_count()} CPUs (other work on the machine slows this down)")
     return 0 if ok else 1
 
 

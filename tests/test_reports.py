@@ -209,6 +209,24 @@ def test_workbook_reads_well(synth: SyntheticRun, tmp_path: Path) -> None:
     assert fb.row_dimensions[2].height and fb.row_dimensions[2].height > 15
 
 
+def test_workbook_written_by_a_second_process_is_the_same(synth: SyntheticRun,
+                                                          tmp_path: Path) -> None:
+    """Large classes get the workbook from a child process (reading the store itself) while the
+    HTML renders here; it must be the same workbook, and it is remembered as grader's own."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    write_reports(synth.store, synth.run_id, one, parallel=False)
+    paths = write_reports(synth.store, synth.run_id, two, parallel=True)
+    assert two / "review.xlsx" in paths and (two / "students").is_dir()
+
+    def cells(path: Path) -> list[list[object]]:
+        wb = openpyxl.load_workbook(path / "review.xlsx", data_only=True)
+        return [[c.value for c in row] for name in ("Summary", "Feedback", "Criteria")
+                for row in wb[name].iter_rows()]
+
+    assert cells(one) == cells(two)
+    assert (two / ".grader-workbooks").read_text().count("review.xlsx") == 1
+
+
 def test_every_final_cell_has_a_cached_value(synth: SyntheticRun, tmp_path: Path) -> None:
     """Previews, phones and pandas read cached values: every Final cell has one, equal to the
     final grade (or a word saying why there is none)."""

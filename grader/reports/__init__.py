@@ -3,6 +3,10 @@
 `write_reports` computes final grades once (`grader.final.finals`) and feeds the same list to the
 workbook and the HTML, so every output reflects the teacher's imported decisions.
 
+For a large class the workbook is written by a second process while this one renders the HTML
+pages (both are CPU-bound Python; on two cores this takes the reports from the sum of the two to
+about the longer one). The child reads the store itself, so nothing large is pickled.
+
 A workbook is never written over a teacher's edits: `review.xlsx` is replaced only while it is
 byte-for-byte the file grader wrote there (its hash is kept in `.grader-workbooks`), and never
 when it is the file being imported. Otherwise the fresh workbook goes to `review-updated.xlsx`
@@ -13,10 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
-from ..final import finals, load_rubric
+from ..final import FinalStudent, finals, load_rubric
 from ..store import Store
 from .excel import write_workbook
 from .html import student_filename, write_html
@@ -27,6 +33,7 @@ __all__ = ["workbook_target", "write_reports"]
 WORKBOOK = "review.xlsx"
 WRITTEN = ".grader-workbooks"  # {file name: sha256 of the workbook as grader wrote it}
 _MAX_TRIES = 100
+PARALLEL_FROM = 2000  # students from which the workbook gets its own process (when it can)
 
 
 def _sha256(path: Path) -> str:
@@ -77,19 +84,48 @@ def _remember(path: Path) -> None:
     tmp.replace(path.parent / WRITTEN)
 
 
-def write_reports(store: Store, run_id: int, out_dir: Path, keep: Path | None = None
-                  ) -> list[Path]:
+def _workbook(store: Store, run_id: int, target: Path,
+              students: list[FinalStudent] | None = None) -> Path:
+    rubric = load_rubric(store, run_id)
+    students = students if students is not None else list(finals(store, run_id, rubric))
+    pages = {s.student_id: student_filename(s.student_id) for s in students}
+    path = write_workbook(store, run_id, rubric, students, criterion_stats(students), target,
+                          pages)
+    _remember(path)
+    return path
+
+
+def _workbook_in_child(db: str, run_id: int, target: Path) -> Path:
+    """The workbook, written by a separate process from its own connection to the store."""
+    with Store(db) as store:
+        return _workbook(store, run_id, target)
+
+
+def _parallel(store: Store, students: int, parallel: bool | None) -> bool:
+    if store.path == ":memory:":
+        return False
+    if parallel is not None:
+        return parallel
+    return students >= PARALLEL_FROM and (os.cpu_count() or 1) >= 2
+
+
+def write_reports(store: Store, run_id: int, out_dir: Path, keep: Path | None = None,
+                  parallel: bool | None = None) -> list[Path]:
     """Write the review workbook, report.html, students/ and handouts/; returns the paths
-    written. `keep`: a workbook that must not be overwritten (the one being imported)."""
+    written. `keep`: a workbook that must not be overwritten (the one being imported).
+    `parallel`: write the workbook in a second process (default: for large classes)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rubric = load_rubric(store, run_id)
     students = list(finals(store, run_id, rubric))
-    stats = criterion_stats(students)
-    agree = agreement(students)
-    pages = {s.student_id: student_filename(s.student_id) for s in students}
     target = workbook_target(out_dir, keep)
-    paths = [write_workbook(store, run_id, rubric, students, stats, target, pages)]
-    _remember(target)
-    paths += write_html(store, run_id, rubric, students, stats, agree, out_dir)
-    return paths
+    if not _parallel(store, len(students), parallel):
+        paths = [_workbook(store, run_id, target, students)]
+        return paths + write_html(store, run_id, rubric, students, criterion_stats(students),
+                                  agreement(students), out_dir)
+    spawn = multiprocessing.get_context("spawn")  # never fork: the caller may hold threads
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        book: Future[Path] = pool.submit(_workbook_in_child, store.path, run_id, target)
+        html = write_html(store, run_id, rubric, students, criterion_stats(students),
+                          agreement(students), out_dir)
+        return [book.result(), *html]
