@@ -272,6 +272,11 @@ def _print_written(paths: list[Path]) -> None:
     for folder, n in folders.items():
         view = "teacher view" if folder.name == "students" else "student view, to hand out"
         click.echo(f"wrote {folder}/ ({n} student pages, {view})")
+    fresh = next((p for p in paths if p.suffix == ".xlsx"), None)
+    if fresh is not None and fresh.name != "review.xlsx":
+        click.echo(f"note: {fresh.parent / 'review.xlsx'} was left as it is (it is the file "
+                   "being imported, or was edited since grader wrote it); the workbook with "
+                   f"every stored decision is {fresh}")
 
 
 @cli.command()
@@ -325,11 +330,6 @@ def review_import(workbook: Path, db: Path | None, out: Path | None, dry_run: bo
     for line in report_lines(result):
         click.echo(terminal_safe(line))
     _print_written(paths)
-    fresh = next((p for p in paths if p.suffix == ".xlsx"), None)
-    if fresh is not None and fresh.name != "review.xlsx":
-        click.echo(f"note: {fresh.parent / 'review.xlsx'} was left as it is (it is the file you "
-                   f"imported, or was edited since grader wrote it); the workbook with every "
-                   f"stored decision is {fresh}")
 
 
 @cli.command("export")
