@@ -102,6 +102,8 @@ def _workbook_in_child(db: str, run_id: int, target: Path) -> Path:
 
 
 def _parallel(store: Store, students: int, parallel: bool | None) -> bool:
+    """Whether the workbook gets its own process: asked for, or a large class on 2+ CPUs (a
+    store in memory cannot be shared)."""
     if store.path == ":memory:":
         return False
     if parallel is not None:
@@ -117,15 +119,16 @@ def write_reports(store: Store, run_id: int, out_dir: Path, keep: Path | None = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rubric = load_rubric(store, run_id)
-    students = list(finals(store, run_id, rubric))
     target = workbook_target(out_dir, keep)
-    if not _parallel(store, len(students), parallel):
+    if not _parallel(store, len(store.run_student_ids(run_id)), parallel):
+        students = list(finals(store, run_id, rubric))
         paths = [_workbook(store, run_id, target, students)]
         return paths + write_html(store, run_id, rubric, students, criterion_stats(students),
                                   agreement(students), out_dir)
     spawn = multiprocessing.get_context("spawn")  # never fork: the caller may hold threads
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
         book: Future[Path] = pool.submit(_workbook_in_child, store.path, run_id, target)
+        students = list(finals(store, run_id, rubric))  # while the child starts
         html = write_html(store, run_id, rubric, students, criterion_stats(students),
                           agreement(students), out_dir)
         return [book.result(), *html]

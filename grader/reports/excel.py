@@ -137,6 +137,8 @@ def _lines(text: str | None, width: float) -> int:
     if not text:
         return 1
     per = max(int(width * 1.15), 1)
+    if len(text) <= per and "\n" not in text:
+        return 1
     return sum(max(1, math.ceil(len(line) / per)) for line in text.split("\n"))
 
 
@@ -392,26 +394,34 @@ def _feedback(wb: Any, f: _Formats, students: Sequence[FinalStudent]) -> None:
     ws.freeze_panes(1, 3)
     rows = sum(len(s.criteria) for s in students)
     ws.autofilter(0, 0, max(rows, 1), len(headers) - 1)
+    titles: dict[str, tuple[str, int]] = {}  # per criterion: its title cell and lines
     r = 0
+    put_s, put_n = ws.write_string, ws.write_number
     for s in students:
-        sid, name = cell_text(s.result.student_id), cell_text(s.result.name)
+        sid, name = cell_text(s.result.student_id) or "", cell_text(s.result.name)
         for c in s.criteria:
             r += 1
-            title, just = cell_text(c.criterion.title), cell_text(c.justification)
-            evidence, ai_fb = cell_text("\n".join(c.evidence)), cell_text(c.ai_feedback)
-            teacher = cell_text(c.teacher_feedback)
-            _put(ws, r, 0, sid, f.plain)
-            _put(ws, r, 1, name, f.plain)
-            _put(ws, r, 2, c.criterion.id, f.plain)
-            _put(ws, r, 3, title, f.ai_wrap)
-            _put(ws, r, 4, c.criterion.max_points, f.ai)
-            _put(ws, r, 5, c.ai_score, f.ai)
-            _put(ws, r, 6, just, f.ai_wrap)
-            _put(ws, r, 7, evidence, f.ai_wrap)
-            _put(ws, r, 8, ai_fb, f.ai_wrap)
-            _put(ws, r, 9, teacher, f.edit_wrap)
-            tall = max(_lines(title, 22), _lines(just, 50), _lines(evidence, 40),
-                       _lines(ai_fb, 50), _lines(teacher, 50))
+            crit = c.criterion
+            if crit.id not in titles:
+                title = cell_text(crit.title) or ""
+                titles[crit.id] = (title, _lines(title, 22))
+            title, tall = titles[crit.id]
+            put_s(r, 0, sid, f.plain)
+            if name:
+                put_s(r, 1, name, f.plain)
+            put_s(r, 2, crit.id, f.plain)
+            put_s(r, 3, title, f.ai_wrap)
+            put_n(r, 4, crit.max_points, f.ai)
+            if c.ai_score is not None:
+                put_n(r, 5, c.ai_score, f.ai)
+            for col, text, width, fmt in (
+                    (6, cell_text(c.justification), 50, f.ai_wrap),
+                    (7, cell_text("\n".join(c.evidence)), 40, f.ai_wrap),
+                    (8, cell_text(c.ai_feedback), 50, f.ai_wrap),
+                    (9, cell_text(c.teacher_feedback), 50, f.edit_wrap)):
+                if text:
+                    put_s(r, col, text, fmt)
+                    tall = max(tall, _lines(text, width))
             if tall > 1:
                 ws.set_row(r, _height(tall))
     if rows:

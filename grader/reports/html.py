@@ -16,7 +16,6 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -209,25 +208,17 @@ def write_html(store: Store, run_id: int, rubric: Rubric, students: Sequence[Fin
     template = env.get_template("student.html.j2")
     generated_at = datetime.now(UTC).isoformat(timespec="seconds")
     written = [report]
-    # Rendering holds the GIL; creating files mostly waits on the kernel, so a few writer
-    # threads overlap the two. Batches bound how much rendered HTML waits in memory.
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        pending: list[Future[int]] = []
-        for s in students:
-            page = student_filename(s.student_id)
-            ctx = _submission(store, s)
-            for teacher, folder in folders.items():
-                html = template.render(s=s, rubric=rubric, run_id=run_id, page=page,
-                                       teacher=teacher, generated_at=generated_at, **ctx)
-                path = folder / page
-                pending.append(pool.submit(path.write_text, html, encoding="utf-8"))
-                written.append(path)
-            if len(pending) >= 512:
-                for f in pending:
-                    f.result()
-                pending = []
-        for f in pending:
-            f.result()
+    # Written one after another: rendering holds the GIL, and writer threads measured slower
+    # (GIL hand-offs) than plain sequential writes for 20,000 small pages.
+    for s in students:
+        page = student_filename(s.student_id)
+        ctx = _submission(store, s)
+        for teacher, folder in folders.items():
+            path = folder / page
+            path.write_text(template.render(s=s, rubric=rubric, run_id=run_id, page=page,
+                                            teacher=teacher, generated_at=generated_at, **ctx),
+                            encoding="utf-8")
+            written.append(path)
     for folder in folders.values():
         _remove_stale_pages(folder, {p.name for p in written if p.parent == folder})
     return written
