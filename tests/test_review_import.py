@@ -15,7 +15,7 @@ from grader._escape import unescape_text
 from grader.errors import StoreError
 from grader.final import finals
 from grader.reports import write_reports
-from grader.review import ReviewImportError, import_workbook, open_store_for, workbook_meta
+from grader.review import ReviewImportError, import_workbook, locate_store, workbook_meta
 from grader.store import Decision, Store
 
 from _synthetic import SyntheticRun, build, require_tool
@@ -185,10 +185,10 @@ def test_store_is_found_relative_to_the_workbook(synth: SyntheticRun, tmp_path: 
     meta = workbook_meta(tmp_path / "out" / "review.xlsx")
     assert meta.run_id == synth.run_id
     assert meta.db_relative == "../db.sqlite" and meta.out_from_db == "out"
-    with open_store_for(tmp_path / "out" / "review.xlsx") as store:
-        assert Path(store.path).resolve() == (tmp_path / "db.sqlite").resolve()
+    book = tmp_path / "out" / "review.xlsx"
+    assert locate_store(book, None, meta).resolve() == (tmp_path / "db.sqlite").resolve()
     with pytest.raises(ReviewImportError, match="does not exist"):
-        open_store_for(tmp_path / "out" / "review.xlsx", tmp_path / "nope.sqlite")
+        locate_store(book, tmp_path / "nope.sqlite", meta)
 
 
 def test_a_copied_class_folder_imports_into_its_own_copy(tmp_path: Path) -> None:
@@ -236,9 +236,10 @@ def test_a_non_grader_sqlite_file_is_never_opened_as_a_store(synth: SyntheticRun
     before = other.read_bytes()
     text = tmp_path / "notes.txt"
     text.write_text("hello")
+    book = tmp_path / "out" / "review.xlsx"
     for path in (other, text):
         with pytest.raises(ReviewImportError, match="not a grade store"):
-            open_store_for(tmp_path / "out" / "review.xlsx", path)
+            locate_store(book, path, workbook_meta(book))
     assert other.read_bytes() == before  # not migrated, not even opened for writing
     assert not (tmp_path / "music.sqlite-wal").exists()
     with pytest.raises(StoreError, match="not a grader store"):

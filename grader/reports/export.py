@@ -299,6 +299,6 @@ def export_from_outdir(out_dir: Path, fmt: str, db: Path | None = None,
     workbook = next((p for p in (out_dir / "review.xlsx", out_dir / "review-updated.xlsx")
                      if p.exists()), out_dir / "review.xlsx")
     meta = workbook_meta(workbook)
-    with Store(locate_store(workbook, db, meta)) as store:
+    with Store.open_existing(locate_store(workbook, db, meta)) as store:
         run_id = target_run(store, meta, workbook)
         return export_gradebook(store, run_id, fmt, out_dir, opts)  # type: ignore[arg-type]
