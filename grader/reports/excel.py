@@ -221,7 +221,8 @@ def _header(ws: Any, f: _Formats, headers: Sequence[str], widths: Sequence[float
 
 def _howto(wb: Any, f: _Formats, rubric: Rubric, run: Run) -> None:
     ws = wb.add_worksheet(HOWTO)
-    ws.set_column(0, 0, 110)
+    ws.set_column(0, 0, 80)  # fits a portrait page at 100%
+    ws.fit_to_pages(1, 0)
     lines = [
         ("title", f"How to review: {rubric.title}"),
         ("", f"Run {run.id} of {run.class_dir}, graded by {run.model}. "
@@ -255,7 +256,7 @@ def _howto(wb: Any, f: _Formats, rubric: Rubric, run: Run) -> None:
         fmt = {"title": f.title, "bold": f.bold}.get(kind, f.locked_wrap)
         ws.write_string(i, 0, text, fmt)
         if kind == "":
-            ws.set_row(i, _height(_lines(text, 110)))
+            ws.set_row(i, _height(_lines(text, 80)))
     ws.activate()
 
 
