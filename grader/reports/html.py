@@ -2,7 +2,8 @@
 
 `students/<id>.html` is the teacher view (flags, the model's values beside the teacher's,
 internal ids, the private note); `handouts/<id>.html` is the student view, printable and
-without any of those, to hand out. Both show the submission's text as it was graded, with every
+without any of those, to hand out: written for every grade that may leave (the same rule as the
+gradebook exports), so a flagged, unreviewed grade is never handed out by mistake. Both show the submission's text as it was graded, with every
 evidence quote marked where it occurs (`evidence.py`).
 
 Jinja2 with autoescape on and a Content-Security-Policy that forbids scripts, so student or model
@@ -214,6 +215,8 @@ def write_html(store: Store, run_id: int, rubric: Rubric, students: Sequence[Fin
         page = student_filename(s.student_id)
         ctx = _submission(store, s)
         for teacher, folder in folders.items():
+            if not teacher and not s.exportable:
+                continue  # no handout of a grade that may not leave yet (as in the exports)
             path = folder / page
             path.write_text(template.render(s=s, rubric=rubric, run_id=run_id, page=page,
                                             teacher=teacher, generated_at=generated_at, **ctx),
