@@ -3,8 +3,9 @@
 `students/<id>.html` is the teacher view (flags, the model's values beside the teacher's,
 internal ids, the private note); `handouts/<id>.html` is the student view, printable and
 without any of those, to hand out: written for every grade that may leave (the same rule as the
-gradebook exports), so a flagged, unreviewed grade is never handed out by mistake. Both show the submission's text as it was graded, with every
-evidence quote marked where it occurs (`evidence.py`).
+gradebook exports), so a flagged, unreviewed grade is never handed out by mistake. Both show
+the submission's text as it was graded, with every evidence quote marked where it occurs
+(`evidence.py`).
 
 Jinja2 with autoescape on and a Content-Security-Policy that forbids scripts, so student or model
 text can never run in the teacher's browser. Self-contained: inline CSS, inline SVG charts.
@@ -59,6 +60,7 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, auto_reload=False,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.globals.update(fmt=fmt_num, pct=_pct, version=__version__)
+    env.filters["num"] = fmt_num  # a filter is called directly; a global goes through Context.call
     return env
 
 
