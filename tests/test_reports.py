@@ -249,10 +249,15 @@ def test_every_final_cell_has_a_cached_value(synth: SyntheticRun, tmp_path: Path
 
 def test_sorting_the_summary_in_libreoffice_keeps_rows_and_protection(
         synth: SyntheticRun, tmp_path: Path) -> None:
-    """LibreOffice headless sorts the protected Summary by the AI total (a column the teacher
-    does not edit) through the sheet API; rows move whole, the sheet stays protected, and the
-    import still finds each teacher value's student. Control: the same sort is refused when the
-    sorted range holds locked cells, so the test would notice protection getting in the way."""
+    """LibreOffice headless sorts the protected Summary by the AI total, a column the teacher
+    does not edit; rows move whole, the sheet stays protected, and the import still finds each
+    teacher value's student.
+
+    The AI columns are not *locked*, only grey and ignored by the import: under sheet
+    protection Excel and LibreOffice both refuse to sort a range that holds a locked cell. The
+    control below locks the AI total column of a copy and shows LibreOffice refusing the very
+    same sort, so a sort by a locked column cannot work, and this test notices if locking
+    creeps back into the data rows. Only the header row is locked."""
     from _libreoffice import sort_summary
 
     write_reports(synth.store, synth.run_id, tmp_path)
