@@ -317,12 +317,18 @@ def _print_written(paths: list[Path]) -> None:
     """One line per top-level output; per-student pages summarised by folder."""
     folders: dict[Path, int] = {}
     for p in paths:
-        if p.parent.name == "students":
+        if p.parent.name in ("students", "handouts"):
             folders[p.parent] = folders.get(p.parent, 0) + 1
         else:
             click.echo(f"wrote {p}")
     for folder, n in folders.items():
-        click.echo(f"wrote {folder}/ ({n} student pages)")
+        view = "teacher view" if folder.name == "students" else "student view, to hand out"
+        click.echo(f"wrote {folder}/ ({n} student pages, {view})")
+    fresh = next((p for p in paths if p.suffix == ".xlsx"), None)
+    if fresh is not None and fresh.name != "review.xlsx":
+        click.echo(f"note: {fresh.parent / 'review.xlsx'} was left as it is (it is the file "
+                   "being imported, or was edited since grader wrote it); the workbook with "
+                   f"every stored decision is {fresh}")
 
 
 @cli.command()
@@ -381,17 +387,21 @@ def review() -> None:
 @review.command("import")
 @click.argument("workbook", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
-              help="SQLite store [default: the store the workbook was written from].")
+              help="SQLite store [default: found relative to the workbook].")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
-              help="Where to regenerate reports [default: the workbook's folder].")
+              help="Where to regenerate reports [default: the run's output folder].")
+@click.option("--dry-run", is_flag=True, help="Show what would change, per student; store "
+                                                "nothing.")
+@click.option("--force", is_flag=True, help="On a conflict, store the workbook's value.")
 @_handle_errors
-def review_import(workbook: Path, db: Path | None, out: Path | None) -> None:
-    """Validate WORKBOOK and store the teacher's scores, comments and approvals."""
-    from .review import import_and_report
+def review_import(workbook: Path, db: Path | None, out: Path | None, dry_run: bool,
+                  force: bool) -> None:
+    """Merge WORKBOOK's changed cells into the store (scores, feedback, notes, approvals)."""
+    from .review import import_and_report, report_lines
 
-    s, paths = import_and_report(workbook, db, out or workbook.parent)
-    click.echo(f"run {s.run_id}: {s.students} students, {s.applied} values changed, "
-               f"{s.unchanged} unchanged")
+    result, paths = import_and_report(workbook, db, out, force=force, dry_run=dry_run)
+    for line in report_lines(result):
+        click.echo(terminal_safe(line))
     _print_written(paths)
 
 
@@ -501,13 +511,41 @@ def evaluate(class_dirs: tuple[Path, ...], run_id: int | None, rater: str | None
 @click.option("--format", "fmt", type=click.Choice(["canvas", "moodle", "csv"]), required=True,
               help="Gradebook format.")
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
-              help="SQLite store [default: the store OUT/review.xlsx was written from].")
+              help="SQLite store [default: found from OUT/review.xlsx].")
+@click.option("--approved-only", is_flag=True,
+              help="Export only grades marked Approved; withhold the rest.")
+@click.option("--canvas-gradebook", type=click.Path(path_type=Path, dir_okay=False),
+              help="Canvas gradebook export (Grades > Export): student IDs and the exact "
+                   "assignment column.")
+@click.option("--canvas-assignment", metavar="ID|TITLE",
+              help="Which assignment of the Canvas gradebook to fill.")
+@click.option("--moodle-id", type=click.Choice(["email", "username", "idnumber"]),
+              default="email", show_default=True,
+              help="The Moodle user field the file identifies students by (from the roster).")
+@click.option("--out-of", type=float, metavar="POINTS",
+              help="The LMS grade item's maximum: totals are scaled to it [default: the "
+                   "rubric's maximum].")
+@click.option("--roster", type=click.Path(path_type=Path, dir_okay=False),
+              help="Roster CSV with the students' LMS identifiers [default: the class's].")
 @_handle_errors
-def export(out: Path, fmt: str, db: Path | None) -> None:
+def export(out: Path, fmt: str, db: Path | None, **options: Any) -> None:
     """Write an LMS gradebook of final grades from OUT (the folder holding review.xlsx)."""
-    from .reports.export import export_from_outdir
+    from .reports.export import ExportOptions, export_from_outdir
 
-    click.echo(f"wrote {export_from_outdir(out, fmt, db)}")
+    r = export_from_outdir(out, fmt, db, ExportOptions(**options))
+    click.echo(f"wrote {r.path}: {r.exported} grades of run {r.run_id}")
+    if r.never_reviewed:
+        click.echo(f"  {r.never_reviewed} of them were never reviewed by a teacher (the AI's "
+                   "grade as it stands); --approved-only exports approved grades only")
+    if r.scale:
+        click.echo(f"  totals scaled from {r.scale[0]:g} to {r.scale[1]:g} points")
+    if r.withheld_path is not None:
+        click.echo(f"  {len(r.withheld)} students withheld (left out of the file): listed with "
+                   f"the reason in {r.withheld_path}")
+    elif r.withheld:
+        click.echo(f"  {len(r.withheld)} students withheld: see export_status in {r.path}")
+    for w in r.warnings:
+        click.secho(terminal_safe(f"warning: {w}"), fg="yellow", err=True)
 
 
 def main() -> None:

@@ -42,12 +42,22 @@ IGNORED_NAMES = frozenset({
 # The assignment's own files in the class-folder root.
 ASSIGNMENT_FILES = frozenset({"rubric.yaml", "rubric.yml", "grader.toml", "roster.csv"})
 
-# Canvas: `smithjane_12345_67890_answer.py`, `smith_jane_LATE_12345_67890_answer.py`.
+# Canvas "Download Submissions" names every file `<prefix>_<attachment id>_<file name>` for an
+# upload, `<prefix>_text.html` for a text entry and `<prefix>_link.html` for a URL; the prefix
+# joins the sortable name lower-cased ("Kowalski, Kasia" -> `kowalskikasia`), `LATE` when late,
+# and the Canvas user id (`anon_<anonymous id>` and no name under anonymous grading), with every
+# non-word character removed (instructure/canvas-lms lib/content_zipper.rb: get_filename,
+# add_upload_submission, add_text_or_url, sanitize_file_name). Older downloads kept `_` between
+# last and first name (`smith_jane_12345_67890_answer.py`).
 CANVAS_RE = re.compile(
-    r"^(?P<name>[A-Za-z][A-Za-z'\-]*(?:_[A-Za-z][A-Za-z'\-]*)*?)_(?:(?P<late>LATE)_)?"
-    r"(?P<uid>\d+)_(?P<att>\d+)_(?P<file>.+)$"
+    r"^(?:(?!LATE_)(?P<name>[^\W\d_]\w*?)_)?(?:(?P<late>LATE)_)?"
+    r"(?:anon_(?P<anon>[A-Za-z0-9]+)|(?P<uid>\d+))"
+    r"_(?:(?P<att>\d+)_(?P<file>.+)|(?P<kind>text|link)\.html)$"
 )
 # Moodle: folder `Full Name_12345_assignsubmission_file_` (or flat file `..._file_answer.py`).
+# The number is the participant number of this assignment (Moodle's assign_user_mapping, also
+# under blind marking, where the name is "Participant 12345"), not a user id: it is the student
+# id here, and gradebook exports identify Moodle users from the roster instead.
 MOODLE_RE = re.compile(
     r"^(?P<name>.+?)_(?P<uid>\d+)_assignsubmission_(?P<kind>[a-z]+)_(?P<rest>.*)$"
 )
@@ -231,12 +241,27 @@ def _walk(folder: Path, acc: _Acc, limits: Limits) -> bool:
     return saw_output and outputs_only
 
 
-def _canvas_name(raw: str) -> str:
-    """`smith_jane` -> "Jane Smith"; Canvas' squashed `smithjane` is kept as one word."""
+def _canvas_name(raw: str | None) -> str | None:
+    """The name part of a Canvas download name, kept readable: `smith_jane` (older downloads)
+    -> "Jane Smith"; Canvas' squashed `kowalskikasia` is kept as Canvas wrote it (it cannot be
+    split reliably; a roster gives the real name)."""
+    if not raw:
+        return None
     parts = [p for p in raw.split("_") if p]
-    if len(parts) >= 2:
-        parts = parts[1:] + parts[:1]
+    if len(parts) < 2:
+        return printable(raw)
+    parts = parts[1:] + parts[:1]
     return printable(" ".join(p[:1].upper() + p[1:] for p in parts))
+
+
+def _canvas(raw: str) -> tuple[str, str | None, bool, str] | None:
+    """(student id, name, late, file name) of a Canvas download name, or None."""
+    m = CANVAS_RE.match(raw)
+    if m is None:
+        return None
+    sid = f"anon_{m['anon']}" if m["anon"] else m["uid"]
+    name = None if m["anon"] else _canvas_name(m["name"])
+    return sid, name, bool(m["late"]), m["file"] or f"{m['kind']}.html"
 
 
 def _is_assignment_file(entry: os.DirEntry[str], roster: Path | None) -> bool:
@@ -280,9 +305,9 @@ def _scan(class_dir: Path, roster: Path | None, limits: Limits) -> dict[str, _Ac
         if m := MOODLE_RE.match(raw):
             a = acc(m["uid"], "moodle", printable(m["name"]).strip())
             name = printable(m["rest"] or raw)
-        elif m := CANVAS_RE.match(raw):
-            a, name = acc(m["uid"], "canvas", _canvas_name(m["name"])), printable(m["file"])
-            a.late = a.late or bool(m["late"])
+        elif canvas := _canvas(raw):
+            a, name = acc(canvas[0], "canvas", canvas[1]), printable(canvas[3])
+            a.late = a.late or canvas[2]
         else:
             a, name = acc(raw.split(".", 1)[0] or raw, "file"), printable(raw)
         if entry.is_symlink():
@@ -296,9 +321,14 @@ def _scan(class_dir: Path, roster: Path | None, limits: Limits) -> dict[str, _Ac
 
 @dataclass(frozen=True)
 class RosterEntry:
+    """One roster line. `ids`: the student's other identifiers found in the roster, by kind
+    (`username`, `idnumber`, `sis_user_id`, `sis_login_id`, `canvas_id`, `section`), for
+    gradebook exports."""
+
     student_id: str
     name: str | None
     email: str | None
+    ids: dict[str, str] = field(default_factory=dict)
 
 
 _ID_HEADERS = ("id", "student_id", "studentid", "student id", "student number", "student_number",
@@ -308,6 +338,20 @@ _NAME_HEADERS = ("name", "full name", "full_name", "student name", "student_name
 _FIRST_HEADERS = ("first name", "first_name", "firstname", "given name")
 _LAST_HEADERS = ("last name", "last_name", "lastname", "surname", "family name")
 _EMAIL_HEADERS = ("email", "e-mail", "email address", "email_address", "mail")
+# Other identifiers an LMS import matches on (Moodle: username, ID number; Canvas: ID, SIS ids).
+_OTHER_IDS: dict[str, tuple[str, ...]] = {
+    "username": ("username", "user name", "login", "login_id", "login id"),
+    "idnumber": ("id number", "idnumber", "id_number", "student number", "student_number"),
+    "sis_user_id": ("sis user id", "sis_user_id"),
+    "sis_login_id": ("sis login id", "sis_login_id"),
+    "canvas_id": ("canvas id", "canvas_id", "canvas user id"),
+    "section": ("section", "sections"),
+}
+# A Canvas gradebook export (Grades > Export) works as a roster: its `ID` column is the Canvas
+# user id, its second row holds the points possible and an optional row marks muted assignments
+# (instructure/canvas-lms lib/gradebook_exporter.rb); "Student, Test" is Canvas' test student.
+_CANVAS_SKIP = re.compile(r"^\s*(Points Possible|Muted|Manual Posting.*)?\s*$", re.I)
+_CANVAS_TEST_STUDENT = "Student, Test"
 
 
 def _pick(header: list[str], options: tuple[str, ...]) -> int | None:
@@ -343,6 +387,11 @@ def read_roster(path: Path) -> dict[str, RosterEntry]:
                          fix=fix_header + " (id may also be `student_id` or `Student ID`)")
     i_name, i_email = _pick(header, _NAME_HEADERS), _pick(header, _EMAIL_HEADERS)
     i_first, i_last = _pick(header, _FIRST_HEADERS), _pick(header, _LAST_HEADERS)
+    others = {kind: i for kind, names in _OTHER_IDS.items()
+              if (i := _pick(header, names)) is not None}
+    canvas = "sis_login_id" in others and header[i_id].strip() == "ID"
+    if canvas:
+        others["canvas_id"] = i_id
 
     def cell(row: list[str], i: int | None) -> str:
         return row[i].strip() if i is not None and i < len(row) else ""
@@ -350,6 +399,9 @@ def read_roster(path: Path) -> dict[str, RosterEntry]:
     out: dict[str, RosterEntry] = {}
     for lineno, row in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in row):
+            continue
+        if canvas and (cell(row, i_name) == _CANVAS_TEST_STUDENT or all(
+                _CANVAS_SKIP.match(c) for c in row[:i_id + 1])):
             continue
         sid = clean_id(cell(row, i_id)) if cell(row, i_id) else ""
         if not sid:
@@ -364,8 +416,28 @@ def read_roster(path: Path) -> dict[str, RosterEntry]:
         if email and "@" not in email:
             raise InputError(f"line {lineno}: {email!r} is not an email address", path=path,
                              fix=f"correct the email on line {lineno} or leave the cell empty")
-        out[sid] = RosterEntry(sid, printable(name) or None, printable(email) or None)
+        ids = {kind: printable(v) for kind, i in others.items() if (v := cell(row, i))}
+        out[sid] = RosterEntry(sid, printable(name) or None, printable(email) or None, ids)
     return out
+
+
+def _squash(text: str) -> str:
+    """Like Canvas' download names: lower case, word characters only."""
+    return re.sub(r"[\W_]+", "", text.casefold())
+
+
+def _name_keys(name: str | None) -> set[str]:
+    """Ways a name may appear in a download name: as written ("Ana María López"), squashed,
+    and squashed last-name-first ("Kasia Kowalski" -> `kowalskikasia`, as Canvas writes it)."""
+    if not name or not name.strip():
+        return set()
+    words = re.findall(r"\w+", name.casefold())
+    keys = {_squash(name)}
+    if "," in name:  # "Kowalski, Kasia": Canvas' sortable name
+        keys.add(_squash(name.replace(",", " ")))
+    elif len(words) > 1:
+        keys.add(_squash("".join(words[-1:] + words[:-1])))
+    return {k for k in keys if k}
 
 
 def discover(class_dir: Path, roster: Path | None = None, *,
@@ -393,6 +465,19 @@ def discover(class_dir: Path, roster: Path | None = None, *,
         if sid not in match and rid is not None and rid not in matched:
             match[sid] = rid
             matched.add(rid)
+    # LMS downloads whose number is not a roster id (a Moodle participant number, a Canvas user
+    # id with a roster of SIS ids): match by name when exactly one roster name fits.
+    by_name: dict[str, list[str]] = {}
+    for roster_id, entry in entries.items():
+        for key in _name_keys(entry.name):
+            by_name.setdefault(key, []).append(roster_id)
+    for sid, a in found.items():
+        if sid in match or a.source not in ("canvas", "moodle") or not a.name:
+            continue
+        cands = {c for key in _name_keys(a.name) for c in by_name.get(key, ())}
+        if len(cands) == 1 and (only := cands.pop()) not in matched:
+            match[sid] = only
+            matched.add(only)
     subs: list[Submission] = []
     for sid, a in found.items():
         r = entries.get(match.get(sid, ""))

@@ -53,7 +53,8 @@ class FinalStudent:
     result: StudentResult
     criteria: list[FinalCriterion]
     band: str | None
-    teacher_comment: str | None = None
+    teacher_comment: str | None = None  # feedback to the student (reaches them)
+    private_note: str | None = None  # the teacher's own note: never shown to a student
     approved: bool | None = None
     has_overrides: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -106,7 +107,7 @@ class FinalStudent:
     def review_status(self) -> str:
         if self.approved:
             return "approved"
-        if self.reviewed or self.has_overrides or self.teacher_comment:
+        if self.reviewed or self.has_overrides or self.teacher_comment or self.private_note:
             return "reviewed"
         if self.flagged:
             return "needs review"
@@ -145,7 +146,7 @@ def criterion_basis(score: float | None) -> str | None:
 
 
 def student_basis(result: StudentResult) -> str:
-    """`Decision.ai_basis` for a student field (comment, approval): every AI score."""
+    """`Decision.ai_basis` for a student field (comment, note, approval): every AI score."""
     return json.dumps({c.criterion_id: float(c.score) for c in result.criteria},
                       sort_keys=True)
 
@@ -197,6 +198,7 @@ def finals(store: Store, run_id: int, rubric: Rubric | None = None) -> Iterator[
         approved = teacher.get(("", "approved"))
         fs = FinalStudent(result=res, criteria=crits, band=None,
                           teacher_comment=teacher.get(("", "comment")),
+                          private_note=teacher.get(("", "note")),
                           approved=None if approved is None else bool(approved),
                           has_overrides=any(c.teacher_score is not None for c in crits))
         pct = fs.final_percent

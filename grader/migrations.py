@@ -409,6 +409,36 @@ ALTER TABLE criterion_scores ADD COLUMN samples_json TEXT;
 ALTER TABLE criterion_scores ADD COLUMN items_json TEXT;
 """
 
+# v7: the review workbook separates "feedback to the student" (field `comment`) from a
+# teacher's private note (field `note`, never shown to a student), so the decisions table is
+# rebuilt with `note` allowed; attempts get an index by submission so a student page can find
+# the text that was sent for a submission without scanning every attempt.
+M007_REVIEW_NOTES_AND_SENT_TEXT = """
+CREATE TABLE decisions_v7 (
+    id              INTEGER PRIMARY KEY,
+    student_id      TEXT NOT NULL REFERENCES students(id),
+    criterion_id    TEXT NOT NULL DEFAULT '',
+    field           TEXT NOT NULL
+                        CHECK (field IN ('score', 'feedback', 'comment', 'approved', 'note')),
+    value           TEXT,
+    submission_id   INTEGER REFERENCES submissions(id),
+    ai_basis        TEXT,
+    run_id          INTEGER REFERENCES runs(id),
+    grade_id        INTEGER REFERENCES grades(id),
+    cell            TEXT,
+    workbook_sha256 TEXT,
+    decided_at      TEXT NOT NULL
+);
+INSERT INTO decisions_v7 (id, student_id, criterion_id, field, value, submission_id, ai_basis,
+    run_id, grade_id, cell, workbook_sha256, decided_at)
+SELECT id, student_id, criterion_id, field, value, submission_id, ai_basis, run_id, grade_id,
+    cell, workbook_sha256, decided_at FROM decisions;
+DROP TABLE decisions;
+ALTER TABLE decisions_v7 RENAME TO decisions;
+CREATE INDEX decisions_student ON decisions (student_id, criterion_id, field, id);
+CREATE INDEX attempts_submission ON attempts (submission_id, n, id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
@@ -416,6 +446,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "attempt_model_status_and_service_tier", M004_MODEL_STATUS_AND_TIER),
     Migration(5, "attempt_redaction", M005_ATTEMPT_REDACTION),
     Migration(6, "human_scores_calibration_uncertainty", M006_QUALITY),
+    Migration(7, "review_notes_and_sent_text", M007_REVIEW_NOTES_AND_SENT_TEXT),
 )
 LATEST = MIGRATIONS[-1].version
 

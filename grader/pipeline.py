@@ -62,6 +62,7 @@ from .redact import Redactor, restore_verdict
 from .report import write_outputs
 from .request import GradeRequest, Usage
 from .rubric import Rubric, load_rubric
+from .scaffold import check_edited
 from .selection import Grade, Reuse, Selection, Skip, choose
 from .settings import (
     DEFAULT_GEMINI_MODEL,
@@ -175,6 +176,7 @@ def plan(class_dir: Path, settings: Settings) -> Plan:
         check_out_dir(class_dir, settings.out)
     path = rubric_path(class_dir, settings)
     rubric, rhash = load_rubric(path)
+    check_edited(rubric, path)
     prompts = load_prompts(settings.prompts)
     check_templates(prompts, rubric)
     system, prefix = prompts.system(), prompts.static_prefix(rubric)

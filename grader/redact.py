@@ -80,7 +80,7 @@ def _lms_names(sub: Submission) -> list[tuple[str, str | None]]:
         for part in f.parts[-2:]:
             if m := MOODLE_RE.match(part):
                 out.append((m["name"], m["uid"]))
-            elif m := CANVAS_RE.match(part):
+            elif (m := CANVAS_RE.match(part)) and m["name"]:  # anonymous downloads: no name
                 out.append((" ".join(m["name"].split("_")), m["uid"]))
     return out
 

@@ -60,10 +60,10 @@ def regenerate(class_dir: Path, settings: Settings, run_id: int | None = None) -
         return write_outputs(store, run_id, out_dir(class_dir, settings))
 
 
-def write_outputs(store: Store, run_id: int, out: Path) -> list[Path]:
+def write_outputs(store: Store, run_id: int, out: Path, keep: Path | None = None) -> list[Path]:
     """grades.csv plus the review workbook and HTML reports, in a folder marked as ours (so it
-    is never read as a student's submission)."""
-    from .reports import write_reports  # imported here: openpyxl is only needed for output
+    is never read as a student's submission). `keep`: a workbook never to overwrite."""
+    from .reports import write_reports  # imported here: only needed for output
 
     mark_output_folder(out)
-    return [grades_csv(store, run_id, out), *write_reports(store, run_id, out)]
+    return [grades_csv(store, run_id, out), *write_reports(store, run_id, out, keep)]

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, RubricError
+from .rubric import Rubric
+
+# The template's placeholders (in RUBRIC below): a rubric that still holds one was never edited.
+QUESTION_PLACEHOLDER = "Write the question the students answered here."
+ANSWER_PLACEHOLDER = "Write a model answer here. The grader compares each submission against it."
 
 RUBRIC = """\
 # The marking scheme. Every field is checked when you run `grade run`; see README: Rubrics.
@@ -70,3 +75,28 @@ def init_assignment(folder: Path) -> list[Path]:
     subs.mkdir(exist_ok=True)
     created.append(subs)
     return created
+
+
+def check_edited(rubric: Rubric, path: Path) -> None:
+    """Refuse the unedited `grade init` template: grading against its placeholder question and
+    model answer would spend a run on meaningless scores. Names the lines to edit."""
+    fields = {"question": (rubric.question, QUESTION_PLACEHOLDER),
+              "reference_answer": (rubric.reference_answer, ANSWER_PLACEHOLDER)}
+    left = [name for name, (value, placeholder) in fields.items()
+            if value is not None and value.strip() == placeholder]
+    if not left:
+        return
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    where = []
+    for name in left:
+        placeholder = fields[name][1]
+        at = [i for i, line in enumerate(lines, start=1) if placeholder in line]
+        where.append(f"{name} (line {at[0]})" if at else name)
+    raise RubricError(
+        "the rubric is still the `grade init` template: edit " + " and ".join(where)
+        + ", and check the criteria below them", path=path,
+        fix="write the question your students answered and a model answer in place of the "
+            "placeholder text, then run `grade run` again")

@@ -183,7 +183,7 @@ class Decision:
     new grade version only while the submission and the AI's score are unchanged."""
 
     student_id: str
-    field: str  # score | feedback | comment | approved
+    field: str  # score | feedback | comment (to the student) | note (private) | approved
     value: str | None
     criterion_id: str = ""
     submission_id: int | None = None
@@ -291,6 +291,18 @@ class Unanswered:
     sent_at: str | None
 
 
+@dataclass(frozen=True)
+class SentText:
+    """The student's parts of a request as the store keeps them (`{"text": ...}` in full, media
+    as `{"mime_type", "bytes", "sha256"}`). `own`: False when the text comes from another
+    student's byte-identical submission (this student's reply was reused, never sent).
+    `redaction`: what the request's placeholders stand for (empty when nothing was redacted)."""
+
+    parts: list[dict[str, Any]]
+    own: bool
+    redaction: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class StudentResult:
     """One student's outcome in one run, with the grade version it points to (if any)."""
@@ -305,6 +317,7 @@ class StudentResult:
     late: bool
     files: list[str]
     submission_id: int | None = None
+    source: str | None = None  # file | folder | canvas | moodle: where the id came from
     notes: list[str] = field(default_factory=list)
     grade_id: int | None = None
     grade_status: str | None = None
@@ -361,6 +374,9 @@ def _mapped(fn: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
+_BATCH = 500  # outcome rows per batch in `results` (bounded memory, few queries)
+
+
 def _loads(text: str | None, default: Any) -> Any:
     return json.loads(text) if text else default
 
@@ -373,26 +389,39 @@ def _identity(path: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def grader_store_problem(path: Path | str) -> str | None:
+    """Why `path` is not an existing grader store (None when it is one). Reads the file
+    read-only: never creates, migrates or changes anything, so it is safe on any file."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if head != _SQLITE_MAGIC:
+        return "is not an SQLite database"
+    try:
+        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            names = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        return f"cannot be opened read-only ({e})"
+    if not {"schema_migrations", "runs", "outcomes"} <= names:
+        return "is an SQLite database but not a grader store (no runs or schema_migrations table)"
+    return None
+
+
 def unsaved_path(db_path: str) -> Path:
     """Where replies that could not be committed (disk full) are kept until the next open."""
     return Path(db_path + ".unsaved-replies.jsonl")
-
-
-def is_grader_store(path: Path | str) -> bool:
-    """Whether `path` is an SQLite file written by grader (read-only check: never creates,
-    migrates or switches a foreign file to WAL)."""
-    try:
-        uri = Path(path).resolve().as_uri() + "?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, timeout=5)
-    except (sqlite3.Error, OSError, ValueError):
-        return False
-    try:
-        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        return {"schema_migrations", "runs", "students", "outcomes"} <= names
-    except sqlite3.Error:
-        return False
-    finally:
-        conn.close()
 
 
 _DAMAGED_FIX = ("move the file aside and rerun (its grades and paid replies are then not used), "
@@ -413,9 +442,10 @@ class Store:
         self.notices: list[str] = []
         self._identity: tuple[int, int] | None = None
         if self.path != ":memory:":
-            if not create and not is_grader_store(self.path):
+            problem = None if create else grader_store_problem(self.path)
+            if problem is not None:
                 raise StoreError(
-                    "not a grade store written by grader (or it does not exist)",
+                    f"not a grade store written by grader: the file {problem}",
                     path=self.path, fix="pass --db PATH pointing at the grader.sqlite of the "
                     "class (by default CLASS_DIR/.grader/grader.sqlite)")
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -916,7 +946,7 @@ class Store:
     def _results(self, run_id: int) -> Iterator[StudentResult]:
         identical = self._identical(run_id)
         rows = self.conn.execute(
-            "SELECT o.*, s.name, s.email, sub.files_json, sub.late, sub.notes_json,"
+            "SELECT o.*, s.name, s.email, s.source, sub.files_json, sub.late, sub.notes_json,"
             " g.status AS grade_status, g.total, g.max_total, g.percent, g.overall_comment,"
             " g.needs_review, g.review_reason, g.model_version, g.samples FROM outcomes o"
             " JOIN students s ON s.id = o.student_id"
@@ -924,12 +954,36 @@ class Store:
             " LEFT JOIN grades g ON g.id = o.grade_id WHERE o.run_id=? ORDER BY o.student_id",
             (run_id,),
         )
-        for r in rows:
+        while batch := rows.fetchmany(_BATCH):
+            yield from self._result_batch(batch, identical)
+
+    def _result_batch(self, batch: list[sqlite3.Row],
+                      identical: dict[str, list[str]]) -> Iterator[StudentResult]:
+        """Results for a batch of outcome rows: scores and flags read with one query each."""
+        gids = [r["grade_id"] for r in batch if r["grade_id"] is not None]
+        marks = ",".join("?" * len(gids))
+        crits: dict[int, list[CriterionRow]] = {}
+        flags: dict[int, list[FlagRow]] = {}
+        if gids:
+            for c in self.conn.execute(
+                    f"SELECT * FROM criterion_scores WHERE grade_id IN ({marks})"
+                    " ORDER BY grade_id, position", gids):
+                crits.setdefault(c["grade_id"], []).append(CriterionRow(
+                    c["criterion_id"], c["score"], c["max_points"], c["justification"],
+                    json.loads(c["evidence_json"]), c["feedback"], c["spread"],
+                    _loads(c["samples_json"], []),
+                    [ItemRow(*t) for t in _loads(c["items_json"], [])]))
+            for f in self.conn.execute(
+                    f"SELECT grade_id, reason, message FROM flags WHERE grade_id IN ({marks})"
+                    " ORDER BY id", gids):
+                flags.setdefault(f["grade_id"], []).append(FlagRow(f["reason"], f["message"]))
+        for r in batch:
             res = StudentResult(
                 student_id=r["student_id"], name=r["name"], email=r["email"], status=r["status"],
                 reason=r["reason"], message=r["message"], reused=bool(r["reused"]),
                 late=bool(r["late"]), files=_loads(r["files_json"], []),
                 submission_id=r["submission_id"], notes=_loads(r["notes_json"], []),
+                source=r["source"],
                 grade_id=r["grade_id"], grade_status=r["grade_status"], total=r["total"],
                 max_total=r["max_total"], percent=r["percent"],
                 overall_comment=r["overall_comment"], needs_review=bool(r["needs_review"]),
@@ -937,18 +991,8 @@ class Store:
                 samples=r["samples"] or 1,
             )
             if r["grade_id"] is not None:
-                res.criteria = [
-                    CriterionRow(c["criterion_id"], c["score"], c["max_points"],
-                                 c["justification"], json.loads(c["evidence_json"]),
-                                 c["feedback"], c["spread"], _loads(c["samples_json"], []),
-                                 [ItemRow(*t) for t in _loads(c["items_json"], [])])
-                    for c in self.conn.execute(
-                        "SELECT * FROM criterion_scores WHERE grade_id=? ORDER BY position",
-                        (r["grade_id"],))
-                ]
-                res.flags = [FlagRow(f["reason"], f["message"]) for f in self.conn.execute(
-                    "SELECT reason, message FROM flags WHERE grade_id=? ORDER BY id",
-                    (r["grade_id"],))]
+                res.criteria = crits.get(r["grade_id"], [])
+                res.flags = flags.get(r["grade_id"], [])
             if r["reason"] and not any(f.reason == r["reason"] for f in res.flags):
                 res.flags.insert(0, FlagRow(r["reason"], r["message"] or r["reason"]))
             others = identical.get(res.student_id)
@@ -958,6 +1002,34 @@ class Store:
                     + ", ".join(others) + " (graded once); check for copying or an unchanged "
                     "starter file"))
             yield res
+
+    @_mapped
+    def sent_text(self, submission_id: int) -> SentText | None:
+        """The student's parts of the first request sent for this submission; else those of a
+        byte-identical submission's request (its reply was shared); None when nothing was ever
+        sent (flagged at intake) or the request predates the ledger."""
+        row = self.conn.execute(
+            "SELECT r.body_json, a.redaction_json FROM attempts a"
+            " JOIN requests r ON r.hash = a.request_hash"
+            " WHERE a.submission_id=? ORDER BY a.n, a.id LIMIT 1", (submission_id,)).fetchone()
+        own = row is not None
+        if row is None:
+            row = self.conn.execute(
+                "SELECT r.body_json, a.redaction_json FROM submissions s"
+                " JOIN submissions o ON o.body_hash = s.body_hash AND o.id != s.id"
+                " JOIN attempts a ON a.submission_id = o.id"
+                " JOIN requests r ON r.hash = a.request_hash"
+                " WHERE s.id=? AND s.body_hash IS NOT NULL ORDER BY a.n, a.id LIMIT 1",
+                (submission_id,)).fetchone()
+        if row is None:
+            return None
+        parts = _loads(row["body_json"], {}).get("parts")
+        if not isinstance(parts, list):
+            return None
+        mapping = _loads(row["redaction_json"], {})
+        return SentText(parts=[p for p in parts if isinstance(p, dict)], own=own,
+                        redaction={str(k): str(v) for k, v in mapping.items()}
+                        if isinstance(mapping, dict) else {})
 
     # --- teacher decisions -------------------------------------------------------------------
 

@@ -160,3 +160,47 @@ def require_tool(name: str, package: str) -> str:
             pytest.fail(msg + " — required when CI is set")
         pytest.skip(msg)
     return path
+
+
+def rerun(store: Store, run_id: int, *, resubmit: tuple[str, ...] = (),
+          regrade: dict[str, dict[str, float]] | None = None) -> int:
+    """A later run of the same class: every student keeps their grade, except those in
+    `resubmit` (a new submission and grade) and those in `regrade` (same submission, a new grade
+    version with these AI scores). Returns the new run's id."""
+    old = store.run(run_id)
+    regrade = regrade or {}
+    new_id = store.begin_run(RunInfo(
+        class_dir=old.class_dir, backend=old.backend, model=old.model,
+        rubric_path=old.rubric_path, rubric_hash=old.rubric_hash, prompt_hash=old.prompt_hash,
+        schema_hash=old.schema_hash, fingerprint=old.fingerprint or "", config_hash="c" * 64,
+        sdk_version=old.sdk_version, grader_version=old.grader_version, settings=old.settings,
+        rubric=old.rubric)).id
+    for res in list(store.results(run_id)):
+        sub_id, gid = res.submission_id, res.grade_id
+        crits = list(res.criteria)
+        if res.student_id in resubmit:
+            sub_id = store.upsert_submission(SubmissionRecord(
+                student_id=res.student_id, name=res.name, email=res.email, source="folder",
+                content_hash=f"new-{res.student_id}", body_hash=f"new-{res.student_id}",
+                files=res.files, late=False))
+        if res.student_id in resubmit or res.student_id in regrade:
+            scores = regrade.get(res.student_id, {})
+            crits = [CriterionRow(c.criterion_id, scores.get(c.criterion_id, c.score),
+                                  c.max_points, c.justification, c.evidence, c.feedback)
+                     for c in crits]
+            total = sum(c.score for c in crits)
+            mxt = res.max_total or 1.0
+            assert sub_id is not None
+            gid = store.save_grade(GradeRecord(
+                student_id=res.student_id, submission_id=sub_id, fingerprint=old.fingerprint
+                or "", sample=0, epoch=new_id, config_hash="c" * 64, run_id=new_id,
+                status="graded", max_total=mxt, total=total,
+                percent=round(100 * total / mxt, 2), overall_comment=res.overall_comment,
+                needs_review=False, review_reason=None, model=old.model, model_version=None,
+                criteria=crits))
+        store.record_outcome(OutcomeRecord(
+            run_id=new_id, student_id=res.student_id, submission_id=sub_id, grade_id=gid,
+            status=res.status if gid == res.grade_id else "graded", reason=res.reason,
+            message=res.message))
+    store.finish_run(new_id, "done")
+    return new_id

@@ -67,7 +67,59 @@ def test_canvas_names_grouped_by_user_id_with_late_flag(tmp_path: Path) -> None:
     assert jane.name == "Jane Smith"
     assert sorted(jane.names) == ["answer.py", "notes.txt"]
     john = subs["222"]
-    assert john.late is False and john.names == ("hw-1.py",) and john.name == "Doejohn"
+    # Canvas squashes "Doe, John" to `doejohn`: kept as written, not passed off as a name
+    assert john.late is False and john.names == ("hw-1.py",) and john.name == "doejohn"
+
+
+def test_canvas_text_entry_url_and_anonymous_names(tmp_path: Path) -> None:
+    """Text entry (`_text.html`), URL (`_link.html`) and uploads of one user are one student;
+    anonymous-grading names (`anon_<id>`, no name) are grouped by their anonymous id."""
+    write(tmp_path / "kowalskikasia_48213_text.html", "<p>my answer</p>")
+    write(tmp_path / "kowalskikasia_LATE_48213_90311_fib.py", "def fib(n): ...")
+    write(tmp_path / "müllerjan_5120_link.html", "<a href='https://x'>x</a>")
+    write(tmp_path / "anon_Xq7Ab_90400_essay.pdf.txt", "anonymous essay")
+    write(tmp_path / "LATE_anon_Xq7Ab_text.html", "<p>and a late note</p>")
+    write(tmp_path / "anon_Zz9_text.html", "<p>someone else</p>")
+    subs = by_id(tmp_path)
+    assert set(subs) == {"48213", "5120", "anon_Xq7Ab", "anon_Zz9"}
+    kasia = subs["48213"]
+    assert sorted(kasia.names) == ["fib.py", "text.html"] and kasia.late
+    assert kasia.name == "kowalskikasia" and kasia.source == "canvas"
+    assert subs["5120"].name == "müllerjan" and subs["5120"].names == ("link.html",)
+    anon = subs["anon_Xq7Ab"]
+    assert anon.name is None and anon.late and sorted(anon.names) == ["essay.pdf.txt",
+                                                                      "text.html"]
+
+
+def test_lms_downloads_match_the_roster_by_name(tmp_path: Path) -> None:
+    """A Canvas user id or Moodle participant number that is not a roster id is matched to the
+    roster by name (Canvas squashes "Kowalski, Kasia" to `kowalskikasia`)."""
+    cls = tmp_path / "cls"
+    write(cls / "kowalskikasia_48213_text.html", "a")
+    write(cls / "Ana María López_777_assignsubmission_file_" / "essay.txt", "b")
+    write(cls / "Zed Nobody_778_assignsubmission_file_" / "x.txt", "c")
+    roster = write(tmp_path / "r.csv", "username,name,email,ID number\n"
+                                       "kkowal,Kasia Kowalski,kasia@example.edu,2024-17\n"
+                                       "alopez,Ana María López,ana@example.edu,2024-18\n")
+    subs = by_id(cls, roster)
+    assert set(subs) == {"kkowal", "alopez", "778"}
+    assert subs["kkowal"].name == "Kasia Kowalski" and subs["kkowal"].source == "canvas"
+    assert subs["alopez"].email == "ana@example.edu" and subs["alopez"].files
+    assert read_roster(roster)["kkowal"].ids == {"username": "kkowal", "idnumber": "2024-17"}
+
+
+def test_a_canvas_gradebook_export_works_as_a_roster(tmp_path: Path) -> None:
+    gradebook = write(tmp_path / "gb.csv", (
+        "Student,ID,SIS User ID,SIS Login ID,Section,Essay 1 (4411),Current Score\n"
+        "    Points Possible,,,,,10,(read only)\n"
+        ",,,,,Manual Posting,\n"
+        '"Kowalski, Kasia",48213,S-001,kkowal,Period 2,,\n'
+        '"Student, Test",99,,,Period 2,,\n'))
+    roster = read_roster(gradebook)
+    assert list(roster) == ["48213"]
+    assert roster["48213"].name == "Kowalski, Kasia"
+    assert roster["48213"].ids == {"sis_user_id": "S-001", "sis_login_id": "kkowal",
+                                   "canvas_id": "48213", "section": "Period 2"}
 
 
 def test_canvas_pattern_needs_both_ids(tmp_path: Path) -> None:

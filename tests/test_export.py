@@ -1,5 +1,7 @@
-"""Gradebook exports: final grades only, withheld students marked (never a silent zero),
-teacher overrides reflected, and no csv cell a spreadsheet would evaluate."""
+"""Gradebook exports: final grades only, files the LMS imports as they are (Canvas: IDs and the
+assignment header from the teacher's gradebook export; Moodle: one identifier kind checked
+against the roster), withheld students left out and listed, and no csv cell a spreadsheet would
+evaluate."""
 
 from __future__ import annotations
 
@@ -11,12 +13,15 @@ import pytest
 from click.testing import CliRunner
 
 from grader._escape import FORMULA_STARTS, unescape_text
+from grader.cli import cli
 from grader.errors import InputError
 from grader.final import finals
 from grader.reports import write_reports
-from grader.reports.export import NOT_EXPORTED, export_gradebook
+from grader.reports.export import NOT_EXPORTED, ExportOptions, export_gradebook
 from grader.review import import_workbook
+from grader.testing.fake_gemini import FakeGemini
 
+from _classgen import RUBRIC
 from _synthetic import FORMULA_EVIL, SyntheticRun, build
 
 
@@ -30,9 +35,21 @@ def _read(path: Path) -> list[list[str]]:
         return list(csv.reader(fh))
 
 
+def _roster(tmp_path: Path, synth: SyntheticRun, *, usernames: bool = True,
+            skip_username: tuple[str, ...] = ()) -> Path:
+    """A roster with e-mail, username and SIS User ID for every synthetic student."""
+    lines = ["id,name,email,username,SIS User ID"]
+    for sid in synth.student_ids:
+        user = "" if (not usernames or sid in skip_username) else f"u{sid.strip('-')}"
+        lines.append(f"{sid},Student {sid},{sid}@school.test,{user},SIS-{sid}")
+    path = tmp_path / "roster.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def test_plain_csv_exports_finals_and_marks_withheld(synth: SyntheticRun, tmp_path: Path) -> None:
-    path = export_gradebook(synth.store, synth.run_id, "csv", tmp_path)
-    rows = _read(path)
+    res = export_gradebook(synth.store, synth.run_id, "csv", tmp_path)
+    rows = _read(res.path)
     head, body = rows[0], rows[1:]
     assert head[:8] == ["student_id", "name", "email", "export_status", "total", "max_total",
                         "percent", "band"]
@@ -47,22 +64,67 @@ def test_plain_csv_exports_finals_and_marks_withheld(synth: SyntheticRun, tmp_pa
     for sid in clean:
         assert by_id[sid]["export_status"] == "exported"
         assert float(by_id[sid]["total"]) == expected[sid].final_total
+    assert res.exported == len(clean) and res.never_reviewed == len(clean)
 
 
-def test_moodle_and_canvas_formats(synth: SyntheticRun, tmp_path: Path) -> None:
-    moodle = _read(export_gradebook(synth.store, synth.run_id, "moodle", tmp_path))
-    assert moodle[0] == ["identifier", "grade", "feedback"]
-    held = [r for r in moodle[1:] if r[1] == ""]
-    assert len(held) == len(synth.flagged_ids)
-    assert all(r[2].startswith(NOT_EXPORTED) for r in held)
-    assert all(float(r[1]) >= 0 for r in moodle[1:] if r[1])
+def test_moodle_one_identifier_kind_withheld_left_out(synth: SyntheticRun,
+                                                      tmp_path: Path) -> None:
+    roster = _roster(tmp_path, synth)
+    res = export_gradebook(synth.store, synth.run_id, "moodle", tmp_path,
+                           ExportOptions(roster=roster))
+    moodle = _read(res.path)
+    assert moodle[0] == ["Email address", "Essay <b>1</b>", "Feedback"]
+    body = moodle[1:]
+    assert len(body) == len(synth.student_ids) - len(synth.flagged_ids)
+    assert all(r[0].endswith("@school.test") for r in body)  # one kind, every row
+    assert all(r[1] != "" and 0 <= float(r[1]) <= 54 for r in body)
+    sent = {r[0] for r in body}
+    assert not any(f"{sid}@school.test" in sent for sid in synth.flagged_ids)
+    for r in body:  # nothing internal reaches the student-visible column
+        assert NOT_EXPORTED not in r[2] and "low_confidence" not in r[2]
+    withheld = _read(tmp_path / "gradebook_moodle_withheld.csv")
+    assert sorted(unescape_text(r[0]) for r in withheld[1:]) == sorted(synth.flagged_ids)
+    assert res.withheld_path == tmp_path / "gradebook_moodle_withheld.csv"
 
-    canvas = _read(export_gradebook(synth.store, synth.run_id, "canvas", tmp_path))
-    assert canvas[0][:5] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+    # username: one more kind; grades scaled into the grade item's maximum
+    res = export_gradebook(synth.store, synth.run_id, "moodle", tmp_path,
+                           ExportOptions(roster=roster, moodle_id="username", out_of=10))
+    rows = _read(res.path)
+    assert rows[0][0] == "Username" and all(r[0].startswith("u") for r in rows[1:])
+    assert all(0 <= float(r[1]) <= 10 for r in rows[1:]) and res.scale == (54.0, 10.0)
+
+
+def test_moodle_refuses_students_the_roster_cannot_identify(synth: SyntheticRun,
+                                                            tmp_path: Path) -> None:
+    roster = _roster(tmp_path, synth, skip_username=("s00002", "s00004"))
+    target = tmp_path / "out"
+    with pytest.raises(InputError) as err:
+        export_gradebook(synth.store, synth.run_id, "moodle", target,
+                         ExportOptions(roster=roster, moodle_id="username"))
+    msg = str(err.value)
+    assert "2 student(s) have no username in the roster" in msg
+    assert "Student 2 (s00002)" in msg and "Student 4 (s00004)" in msg
+    assert "nothing was written" in msg and "--moodle-id" in msg
+    assert not (target / "gradebook_moodle.csv").exists()
+    with pytest.raises(InputError, match="needs the class roster"):
+        export_gradebook(synth.store, synth.run_id, "moodle", target)
+
+
+def test_canvas_without_a_gradebook_uses_roster_ids_and_warns(synth: SyntheticRun,
+                                                              tmp_path: Path) -> None:
+    res = export_gradebook(synth.store, synth.run_id, "canvas", tmp_path,
+                           ExportOptions(roster=_roster(tmp_path, synth)))
+    canvas = _read(res.path)
+    assert canvas[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section",
+                         "Essay <b>1</b>"]
     assert canvas[1][0].strip() == "Points Possible" and canvas[1][5] == "54"
-    assert sum(1 for r in canvas[2:] if r[5] == "") == len(synth.flagged_ids)
+    assert all(r[2].startswith("SIS-") for r in canvas[2:])
+    assert len(canvas) - 2 == len(synth.student_ids) - len(synth.flagged_ids)
+    assert any("without an assignment id" in w for w in res.warnings)
     withheld = _read(tmp_path / "gradebook_canvas_withheld.csv")
     assert sorted(unescape_text(r[0]) for r in withheld[1:]) == sorted(synth.flagged_ids)
+    with pytest.raises(InputError, match="Canvas could match them only by name"):
+        export_gradebook(synth.store, synth.run_id, "canvas", tmp_path / "x")
 
 
 def test_review_releases_flagged_students_with_teacher_scores(synth: SyntheticRun,
@@ -84,21 +146,28 @@ def test_review_releases_flagged_students_with_teacher_scores(synth: SyntheticRu
     wb.save(tmp_path / "edited.xlsx")
     import_workbook(synth.store, tmp_path / "edited.xlsx")
 
-    rows = _read(export_gradebook(synth.store, synth.run_id, "csv", tmp_path))
+    rows = _read(export_gradebook(synth.store, synth.run_id, "csv", tmp_path).path)
     by_id = {unescape_text(r[0]): dict(zip(rows[0], r, strict=True)) for r in rows[1:]}
     assert by_id[ungraded]["export_status"] == "exported" and by_id[ungraded]["total"] == "12"
     fin = next(s for s in finals(synth.store, synth.run_id) if s.student_id == flagged)
     assert by_id[flagged]["c2"] == "0"
     assert float(by_id[flagged]["total"]) == fin.final_total
-    assert fin.final_total == sum(c.ai_score or 0 for c in fin.criteria[2:]) + (
-        fin.criteria[0].ai_score or 0)
+
+    # --approved-only: only the approved student leaves
+    res = export_gradebook(synth.store, synth.run_id, "moodle", tmp_path,
+                           ExportOptions(roster=_roster(tmp_path, synth), approved_only=True))
+    body = _read(res.path)[1:]
+    assert [r[0] for r in body] == [f"{flagged}@school.test"]
+    assert res.never_reviewed == 0
+    assert any("--approved-only" in why for _, _, why in res.withheld)
 
 
 def test_no_csv_cell_starts_a_formula(synth: SyntheticRun, tmp_path: Path) -> None:
     seen: set[str] = set()
+    opts = ExportOptions(roster=_roster(tmp_path, synth))
     for fmt in ("csv", "moodle", "canvas"):
-        export_gradebook(synth.store, synth.run_id, fmt, tmp_path)  # type: ignore[arg-type]
-    for path in tmp_path.glob("*.csv"):
+        export_gradebook(synth.store, synth.run_id, fmt, tmp_path / "x", opts)  # type: ignore
+    for path in (tmp_path / "x").glob("*.csv"):
         for row in _read(path):
             for cell in row:
                 assert not cell.startswith(FORMULA_STARTS), (path.name, cell)
@@ -111,15 +180,113 @@ def test_unknown_format(synth: SyntheticRun, tmp_path: Path) -> None:
         export_gradebook(synth.store, synth.run_id, "xls", tmp_path)  # type: ignore[arg-type]
 
 
-def test_cli_export(synth: SyntheticRun, tmp_path: Path) -> None:
-    from grader.cli import cli
+# -- a class downloaded from Canvas, end to end ---------------------------------------------------
 
+CANVAS_FILES = {
+    # text entry, upload (late) and URL submissions of two named students
+    "kowalskikasia_48213_text.html": "<p>Binary encoding: one bit per baud, clocks are "
+                                     "perfect.</p>",
+    "kowalskikasia_LATE_48213_90311_notes.txt": "Self-clocking is not needed.",
+    "obrienliam_51007_91000_answer.txt": "Manchester encoding because it is self-clocking.",
+    "obrienliam_51007_link.html": "<a href='https://example.edu/liam'>my page</a>",
+    # anonymous grading: no name, no user id
+    "anon_Xq7Ab_90400_answer.txt": "Binary encoding since it is bandwidth efficient.",
+}
+GRADEBOOK = (
+    "Student,ID,SIS User ID,SIS Login ID,Section,Quiz 2 (1200),Network encoding (4411),"
+    "Current Score,Final Score\n"
+    "    Points Possible,,,,,5,10,(read only),(read only)\n"
+    '"Kowalski, Kasia",48213,S-001,kkowal,Period 2,4,,80,80\n'
+    "\"O'Brien, Liam\",51007,S-002,lobrien,Period 2,3,,60,60\n"
+)
+
+
+def test_canvas_file_for_a_class_downloaded_from_canvas(
+        fake_gemini: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
+    cls = tmp_path / "hw"
+    cls.mkdir()
+    (cls / "rubric.yaml").write_text(RUBRIC.replace(
+        "Network encoding (short answer)", "Network encoding"), encoding="utf-8")
+    for name, text in CANVAS_FILES.items():
+        (cls / name).write_text(text, encoding="utf-8")
+    (tmp_path / "gradebook.csv").write_text(GRADEBOOK, encoding="utf-8")
+    out = tmp_path / "out"
+    runner = CliRunner()
+    res = runner.invoke(cli, ["run", str(cls), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "3 students" in res.output  # text, link and files of one user are one student
+
+    # approve everyone (the fake model may flag some), then export with the gradebook
+    wb = openpyxl.load_workbook(out / "review.xlsx")
+    ws = wb["Summary"]
+    col = next(c.column for c in ws[1] if c.value == "Approved")
+    for r in range(2, ws.max_row + 1):
+        ws.cell(r, col).value = "yes"
+    wb.save(out / "approved.xlsx")
+    res = runner.invoke(cli, ["review", "import", str(out / "approved.xlsx")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["export", str(out), "--format", "canvas", "--canvas-gradebook",
+                              str(tmp_path / "gradebook.csv")])
+    assert res.exit_code == 0, res.output
+    rows = _read(out / "gradebook_canvas.csv")
+    assert rows[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section",
+                       "Network encoding (4411)"]  # the exact header: updates assignment 4411
+    assert rows[1][5] == "10"  # its points possible, copied
+    body = {r[1]: r for r in rows[2:]}
+    assert set(body) == {"48213", "51007"}  # the ID column filled from the gradebook
+    assert body["48213"][:5] == ["Kowalski, Kasia", "48213", "S-001", "kkowal", "Period 2"]
+    assert all(0 <= float(r[5]) <= 10 for r in body.values())  # scaled to its 10 points
+    withheld = _read(out / "gradebook_canvas_withheld.csv")
+    assert [r[0] for r in withheld[1:]] == ["anon_Xq7Ab"]
+    assert "anonymous" in withheld[1][2]
+    assert "totals scaled from 5 to 10 points" in res.output
+    assert "1 students withheld" in res.output and "gradebook_canvas_withheld.csv" in res.output
+
+    # a student the gradebook does not know: refused by name, nothing written
+    (tmp_path / "partial.csv").write_text(GRADEBOOK.rsplit("\n", 2)[0] + "\n", encoding="utf-8")
+    (out / "gradebook_canvas.csv").unlink()
+    res = runner.invoke(cli, ["export", str(out), "--format", "canvas", "--canvas-gradebook",
+                              str(tmp_path / "partial.csv")])
+    assert res.exit_code == 2
+    assert "have no row in the Canvas gradebook" in res.output and "51007" in res.output
+    assert not (out / "gradebook_canvas.csv").exists()
+
+
+def test_canvas_warns_on_titles_canvas_would_drop(synth: SyntheticRun, tmp_path: Path) -> None:
+    gradebook = tmp_path / "gb.csv"
+    lines = ["Student,ID,SIS User ID,SIS Login ID,Section,Essay Final Grade (77)",
+             "    Points Possible,,,,,54"]
+    lines += [f"Student {sid},{i},SIS-{sid},,P1," for i, sid in enumerate(synth.student_ids)]
+    gradebook.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match="no assignment column"):
+        export_gradebook(synth.store, synth.run_id, "canvas", tmp_path,
+                         ExportOptions(canvas_gradebook=gradebook))
+    res = export_gradebook(synth.store, synth.run_id, "canvas", tmp_path, ExportOptions(
+        roster=_roster(tmp_path, synth)))
+    assert not any("Canvas drops" in w for w in res.warnings)
+    from grader.reports.lms import canvas_title_problems
+
+    assert canvas_title_problems("Unit test - Final Grade")[0].endswith(
+        "Canvas drops such columns on import")
+
+
+def test_cli_export_says_what_was_never_reviewed_and_where_withheld_are(
+        synth: SyntheticRun, tmp_path: Path) -> None:
     out = tmp_path / "out"
     write_reports(synth.store, synth.run_id, out)
+    roster = _roster(tmp_path, synth)
     for fmt, name in (("canvas", "gradebook_canvas.csv"), ("moodle", "gradebook_moodle.csv"),
                       ("csv", "gradebook.csv")):
-        res = CliRunner().invoke(cli, ["export", str(out), "--format", fmt])
+        res = CliRunner().invoke(cli, ["export", str(out), "--format", fmt, "--roster",
+                                       str(roster)])
         assert res.exit_code == 0, res.output
         assert (out / name).exists() and name in res.output
+        clean = len(synth.student_ids) - len(synth.flagged_ids)
+        assert f"{clean} of them were never reviewed by a teacher" in res.output
+        if fmt != "csv":
+            assert f"{len(synth.flagged_ids)} students withheld (left out of the file)" \
+                   in res.output
     res = CliRunner().invoke(cli, ["export", str(tmp_path / "nowhere"), "--format", "csv"])
     assert res.exit_code == 2

@@ -3,6 +3,7 @@ agreement section appears after a review, and headless Chromium renders with no 
 
 from __future__ import annotations
 
+import html
 import re
 import struct
 import subprocess
@@ -16,7 +17,9 @@ from grader._escape import unescape_text
 from grader.reports import write_reports
 from grader.reports.html import student_filename
 from grader.review import import_workbook
+from grader.testing.fake_gemini import FakeGemini
 
+from _classgen import make_class
 from _synthetic import HTML_EVIL, SyntheticRun, build, require_tool
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -157,3 +160,89 @@ def test_cli_report_regenerates_without_a_model(tmp_path: Path,
     for name in ("review.xlsx", "report.html", "grades.csv"):
         assert (out / name).exists(), name
     assert len(list((out / "students").glob("*.html"))) == 12
+
+
+# -- the submission on the student page ----------------------------------------------------------
+
+def test_evidence_is_located_verbatim_or_across_reflowed_white_space() -> None:
+    from grader.reports.evidence import from_parts, locate
+
+    text = "def fib(n):\n    a, b = 0, 1\n    return a\n# O(n) time"
+    segments, quotes = locate(text, [("c1", "a, b = 0, 1"), ("c2", "def fib(n):  a, b"),
+                                     ("c2", "not in there"), ("c3", "O(n)")])
+    assert [q.found for q in quotes] == [True, True, False, True]
+    assert "".join(s.text for s in segments) == text  # nothing lost or added
+    marked = {s.text: s.marks for s in segments if s.marks}
+    assert marked["a, b"] == (1, 2)  # overlapping quotes: both numbers on the shared stretch
+    assert marked["O(n)"] == (4,)
+    sub = from_parts([{"text": "Preamble\n<submission>\nthe answer\n</submission>\nGrade it."},
+                      {"mime_type": "image/png", "bytes": 2048, "sha256": "x"}])
+    assert sub.text == "the answer" and sub.media == ["image/png, 2 KB"]
+    assert from_parts([{"text": "custom template, no fence"}]).text == \
+        "custom template, no fence"
+    assert from_parts(None).text is None
+
+
+def test_student_pages_show_the_submission_in_teacher_and_student_views(
+        fake_gemini: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Teacher view: the text with each quote marked, flags, model vs teacher values, internal
+    ids. Student view: the same text and final feedback, none of those. A student who was never
+    sent shows why; one whose reply was shared with an identical submission shows its text."""
+    from grader.cli import cli
+
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
+    same = "Binary encoding <b>is</b> efficient. The clocks are perfect, so no self-clocking."
+    cls = make_class(tmp_path, 2, extra={"copy1.txt": same, "copy2.txt": same,
+                                         "blank.txt": ""})
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["run", str(cls), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "handouts" in res.output
+
+    teacher = (out / "students" / "s0000.html").read_text(encoding="utf-8")
+    student = (out / "handouts" / "s0000.html").read_text(encoding="utf-8")
+    text = (cls / "s0000.txt").read_text(encoding="utf-8")
+    for page in (teacher, student):
+        body = page.split('<div class="submission">')[1].split("</div>")[0]
+        plain = re.sub(r"<sup>[\d,]+</sup>|<mark[^>]*>|</mark>", "", body)
+        assert html.unescape(plain) == text  # the whole text, as it was graded
+        assert body.count("<mark") >= 1  # the fake model quotes the submission verbatim
+    assert "Teacher view" in teacher and "run 1" in teacher and "submission #" in teacher
+    assert "model" in teacher and "Justification (model)" in teacher
+    for internal in ("Teacher view", "run 1", "submission #", "grade #", "Justification",
+                     "model", "Flags", "s0000 ·", "class report"):
+        assert internal not in student, internal
+    assert "@media print" in student
+
+    blank = (out / "students" / "blank.html").read_text(encoding="utf-8")
+    assert "never sent to the model (empty)" in blank
+    assert "no student view yet" in blank  # a grade that may not leave gets no handout
+    assert not (out / "handouts" / "blank.html").exists()
+    copies = [(out / "students" / f"copy{i}.html").read_text(encoding="utf-8") for i in (1, 2)]
+    assert all("Binary encoding &lt;b&gt;is&lt;/b&gt;" in p for p in copies)  # escaped, shown
+    assert sum("taken from a byte-identical submission" in p for p in copies) == 1
+
+
+def test_flagged_students_private_note_stays_on_the_teacher_page(synth: SyntheticRun,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    wb = openpyxl.load_workbook(out / "review.xlsx")
+    ws = wb["Summary"]
+    cols = {c.value: c.column for c in ws[1]}
+    flagged = next(f for f in synth.flagged_ids if f not in synth.ungraded_ids)
+    r = next(i for i in range(2, ws.max_row + 1)
+             if unescape_text(str(ws.cell(i, 1).value)) == flagged)
+    assert not (out / "handouts" / student_filename(flagged)).exists()  # not reviewed yet
+    ws.cell(r, cols["Approved"]).value = "yes"
+    ws.cell(r, cols["Private note (never shown to the student)"]).value = "talk to parents"
+    ws.cell(r, cols["Feedback to the student"]).value = "Please see me after class."
+    wb.save(out / "edited.xlsx")
+    import_workbook(synth.store, out / "edited.xlsx")
+    write_reports(synth.store, synth.run_id, out)
+    name = student_filename(flagged)
+    teacher = (out / "students" / name).read_text(encoding="utf-8")
+    student = (out / "handouts" / name).read_text(encoding="utf-8")
+    assert "talk to parents" in teacher and "talk to parents" not in student
+    assert "Please see me after class." in teacher and "Please see me after class." in student
+    assert "<h2>Flags</h2>" in teacher and "<h2>Flags</h2>" not in student

@@ -12,7 +12,7 @@ import pytest
 from grader.errors import StoreError
 from grader.final import finals
 from grader.migrations import LATEST, MIGRATIONS, Migration, apply, current_version, migrate
-from grader.store import RequestRecord, Store
+from grader.store import Decision, RequestRecord, Store
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v2.sqlite"
 
@@ -176,3 +176,19 @@ def test_quality_migration_keeps_grades_as_single_samples_and_adds_human_scores(
         assert cal is not None and cal.figures == {"c1": {"qwk": 0.5}}
         assert store.latest_calibration("/c", "other") is None
     assert _raw(path, "PRAGMA foreign_key_check") == []
+
+
+def test_v4_keeps_decisions_allows_private_notes_and_indexes_attempts(tmp_path: Path) -> None:
+    path = _v2(tmp_path)
+    before = _raw(path, "SELECT COUNT(*) FROM overrides")[0][0] + _raw(
+        path, "SELECT COUNT(*) FROM reviews")[0][0]
+    with Store(path) as store:
+        kept = sum(len(v) for v in store.decisions().values())
+        assert kept >= before  # every v2 override/review survived the v4 rebuild
+        sid = next(iter(store.decisions()))
+        store.add_decisions([Decision(student_id=sid, field="note", value='"private"')])
+        assert store.decisions()[sid][-1].field == "note"
+        with pytest.raises(StoreError):
+            store.add_decisions([Decision(student_id=sid, field="bogus", value="1")])
+    indexes = {r[0] for r in _raw(path, "SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"attempts_submission", "decisions_student"} <= indexes

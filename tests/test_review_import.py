@@ -1,5 +1,6 @@
 """Importing the teacher's edits: validation with cell references, run matching, idempotence,
-and the LibreOffice round trip (soffice --headless --convert-to xlsx keeps the edits)."""
+where the store is found, and the LibreOffice round trip (soffice --headless --convert-to xlsx
+keeps the edits). The three-way merge itself: tests/test_review_merge.py."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ import pytest
 from click.testing import CliRunner
 
 from grader._escape import unescape_text
+from grader.errors import StoreError
 from grader.final import finals
 from grader.reports import write_reports
-from grader.review import ReviewImportError, import_workbook, open_store_for, workbook_meta
+from grader.review import ReviewImportError, import_workbook, locate_store, workbook_meta
 from grader.store import Decision, Store
 
 from _synthetic import SyntheticRun, build, require_tool
+
+COMMENT, NOTE = "Feedback to the student", "Private note (never shown to the student)"
 
 
 @pytest.fixture
@@ -26,8 +30,8 @@ def synth(tmp_path: Path) -> SyntheticRun:
     return run
 
 
-def _open(out: Path) -> tuple[openpyxl.Workbook, dict[str, int]]:
-    wb = openpyxl.load_workbook(out / "review.xlsx")
+def _open(out: Path, name: str = "review.xlsx") -> tuple[openpyxl.Workbook, dict[str, int]]:
+    wb = openpyxl.load_workbook(out / name)
     return wb, {c.value: c.column for c in wb["Summary"][1]}
 
 
@@ -51,13 +55,15 @@ def _log(store: Store) -> list[Decision]:
 
 
 def _edit(synth: SyntheticRun, tmp_path: Path, name: str = "edited.xlsx") -> Path:
-    """The teacher's edits: two scores, a comment, an approval and one feedback text."""
+    """The teacher's edits: two scores, feedback, a private note, an approval and one
+    criterion's feedback text."""
     wb, cols = _open(tmp_path / "out")
     ws = wb["Summary"]
     r = _row_of(ws, "s00002")
     ws.cell(r, cols["Teacher: c1"]).value = 1
     ws.cell(r, cols["Teacher: c2"]).value = 7.5
-    ws.cell(r, cols["Teacher comment"]).value = "Well argued; see margin notes."
+    ws.cell(r, cols[COMMENT]).value = "Well argued; see margin notes."
+    ws.cell(r, cols[NOTE]).value = "Ask about the second source in class."
     ws.cell(r, cols["Approved"]).value = "yes"
     fb = wb["Feedback"]
     fr = next(i for i in range(2, fb.max_row + 1)
@@ -76,6 +82,7 @@ def _assert_edits_stored(store: Store) -> None:
     assert ovr[("s00004", "c3")][4] == "Cite the source for the second claim."
     fs = next(f for f in finals(store, store.latest_run().id) if f.student_id == "s00002")
     assert fs.teacher_comment == "Well argued; see margin notes."
+    assert fs.private_note == "Ask about the second source in class."
     assert fs.approved is True
     assert all(d.decided_at for d in store.decisions()["s00002"])
 
@@ -84,19 +91,20 @@ def test_import_stores_teacher_edits_and_is_idempotent(synth: SyntheticRun,
                                                        tmp_path: Path) -> None:
     path = _edit(synth, tmp_path)
     s1 = import_workbook(synth.store, path)
-    assert (s1.run_id, s1.students, s1.applied, s1.unchanged) == (synth.run_id, 25, 5, 0)
+    assert (s1.run_id, s1.students, s1.applied) == (synth.run_id, 25, 6)
     _assert_edits_stored(synth.store)
     log = _log(synth.store)
-    assert len(log) == 5
+    assert len(log) == 6
     score = next(d for d in log if d.criterion_id == "c2")
     assert score.field == "score" and score.value == "7.5" and score.ai_basis is not None
     assert score.cell.startswith("Summary!") and score.workbook_sha256 == s1.workbook_sha256
+    assert {d.field for d in log} == {"score", "comment", "note", "approved", "feedback"}
 
     before = _overrides(synth.store)
     s2 = import_workbook(synth.store, path)
-    assert (s2.applied, s2.unchanged) == (0, 5)
+    assert s2.applied == 0 and s2.unchanged == s1.unchanged + 6
     assert _overrides(synth.store) == before
-    assert len(_log(synth.store)) == 5  # nothing appended by the second import
+    assert len(_log(synth.store)) == 6  # nothing appended by the second import
 
 
 def test_clearing_a_teacher_score_restores_the_ai_score(synth: SyntheticRun,
@@ -171,15 +179,74 @@ def test_not_a_review_workbook(synth: SyntheticRun, tmp_path: Path) -> None:
         import_workbook(synth.store, tmp_path / "missing.xlsx")
 
 
-def test_workbook_meta_points_at_its_store(synth: SyntheticRun, tmp_path: Path) -> None:
+# -- where the store is -------------------------------------------------------------------------
+
+def test_store_is_found_relative_to_the_workbook(synth: SyntheticRun, tmp_path: Path) -> None:
     meta = workbook_meta(tmp_path / "out" / "review.xlsx")
     assert meta.run_id == synth.run_id
-    assert meta.db_path == (tmp_path / "db.sqlite").resolve()
-    with open_store_for(tmp_path / "out" / "review.xlsx") as store:
-        assert store.run(synth.run_id).class_dir == "/classes/essay1"
+    assert meta.db_relative == "../db.sqlite" and meta.out_from_db == "out"
+    book = tmp_path / "out" / "review.xlsx"
+    assert locate_store(book, None, meta).resolve() == (tmp_path / "db.sqlite").resolve()
     with pytest.raises(ReviewImportError, match="does not exist"):
-        open_store_for(tmp_path / "out" / "review.xlsx", tmp_path / "nope.sqlite")
+        locate_store(book, tmp_path / "nope.sqlite", meta)
 
+
+def test_a_copied_class_folder_imports_into_its_own_copy(tmp_path: Path) -> None:
+    """The workbook in a copy writes into the copy's store, never the original's (whose
+    absolute path the workbook also records)."""
+    import shutil
+
+    from grader.cli import cli
+
+    orig = tmp_path / "orig"
+    run = build(orig / "db.sqlite", n=10, k=6)
+    write_reports(run.store, run.run_id, orig / "out")
+    run.store.close()
+    copy = tmp_path / "copy"
+    shutil.copytree(orig, copy)
+    wb, cols = _open(copy / "out")
+    ws = wb["Summary"]
+    ws.cell(_row_of(ws, "s00002"), cols["Teacher: c2"]).value = 3
+    wb.save(copy / "out" / "mine.xlsx")
+    res = CliRunner().invoke(cli, ["review", "import", str(copy / "out" / "mine.xlsx")])
+    assert res.exit_code == 0, res.output
+    with Store(copy / "db.sqlite") as s:
+        assert [d.value for d in s.decisions()["s00002"]] == ["3.0"]
+    with Store(orig / "db.sqlite") as s:
+        assert s.decisions() == {}  # the original is untouched
+
+    # moved away from its store: refused, naming where it was written from and --db
+    moved = tmp_path / "elsewhere" / "mine.xlsx"
+    moved.parent.mkdir()
+    shutil.copy(copy / "out" / "mine.xlsx", moved)
+    res = CliRunner().invoke(cli, ["review", "import", str(moved)])
+    assert res.exit_code == 2
+    assert "--db" in res.output and str((orig / "db.sqlite").resolve()) in res.output
+    with Store(orig / "db.sqlite") as s:
+        assert s.decisions() == {}
+
+
+def test_a_non_grader_sqlite_file_is_never_opened_as_a_store(synth: SyntheticRun,
+                                                              tmp_path: Path) -> None:
+    import sqlite3
+
+    other = tmp_path / "music.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE songs (title TEXT)")
+    before = other.read_bytes()
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    book = tmp_path / "out" / "review.xlsx"
+    for path in (other, text):
+        with pytest.raises(ReviewImportError, match="not a grade store"):
+            locate_store(book, path, workbook_meta(book))
+    assert other.read_bytes() == before  # not migrated, not even opened for writing
+    assert not (tmp_path / "music.sqlite-wal").exists()
+    with pytest.raises(StoreError, match="not a grader store"):
+        Store(other, create=False)
+
+
+# -- LibreOffice --------------------------------------------------------------------------------
 
 def _soffice_convert(src: Path, out_dir: Path, profile: Path) -> Path:
     soffice = require_tool("soffice", "libreoffice-calc")
@@ -198,14 +265,16 @@ def test_libreoffice_round_trip_keeps_edits(synth: SyntheticRun, tmp_path: Path)
     converted = _soffice_convert(edited, tmp_path / "lo", tmp_path / "profile")
     assert converted.read_bytes() != edited.read_bytes()  # really rewritten by LibreOffice
     wb = openpyxl.load_workbook(converted, data_only=True)
+    assert wb.sheetnames[0] == "How to review"
     assert wb["_grader_meta"].sheet_state == "hidden"
     ws = wb["Summary"]
     cols = {c.value: c.column for c in ws[1]}
     r = _row_of(ws, "s00002")
     assert ws.cell(r, cols["Teacher: c2"]).value == 7.5
     assert ws.cell(r, cols["Final: c2"]).value == 7.5  # LibreOffice evaluated our formulas
+    assert ws.cell(r, cols[NOTE]).value == "Ask about the second source in class."
     s = import_workbook(synth.store, converted)
-    assert (s.applied, s.students) == (5, 25)
+    assert (s.applied, s.students) == (6, 25)
     _assert_edits_stored(synth.store)
     assert import_workbook(synth.store, converted).applied == 0
 
@@ -217,12 +286,12 @@ def test_cli_review_import_of_libreoffice_file(synth: SyntheticRun, tmp_path: Pa
     res = CliRunner().invoke(cli, ["review", "import", str(converted), "--db",
                                    str(tmp_path / "db.sqlite")])
     assert res.exit_code == 0, res.output
-    assert "5 values changed" in res.output
+    assert "6 values changed" in res.output
     _assert_edits_stored(synth.store)
-    # reports regenerated next to the imported file, with the teacher's decision
-    page = (tmp_path / "lo" / "students" / "s00002.html").read_text()
+    # reports regenerated in the run's output folder, with the teacher's decision
+    page = (tmp_path / "out" / "students" / "s00002.html").read_text()
     assert "7.5" in page and "teacher" in page
-    assert (tmp_path / "lo" / "review.xlsx").exists()
+    assert not (tmp_path / "lo" / "students").exists()
 
 
 def test_cli_review_import_rejects_bad_cell(synth: SyntheticRun, tmp_path: Path) -> None:

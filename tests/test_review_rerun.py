@@ -38,7 +38,7 @@ def test_review_carried_into_rerun(fake_gemini: FakeGemini, tmp_path: Path,
     rows = {ws.cell(r, 1).value: r for r in range(2, ws.max_row + 1)}
     for sid in ("s0000", "s0001"):
         ws.cell(rows[sid], cols["Teacher: reasons"]).value = 0.5
-        ws.cell(rows[sid], cols["Teacher comment"]).value = f"checked {sid}"
+        ws.cell(rows[sid], cols["Feedback to the student"]).value = f"checked {sid}"
     wb.save(out / "review.xlsx")
     invoke("review", "import", str(out / "review.xlsx"), "--db", str(db))
 
@@ -57,7 +57,8 @@ def test_review_carried_into_rerun(fake_gemini: FakeGemini, tmp_path: Path,
 
     # the new run's export uses the carried teacher score; the resubmitted one is the AI's
     output = invoke("export", str(out), "--format", "csv", "--db", str(db))
-    exported = Path(output.split("wrote ", 1)[1].strip())
+    assert "grades of run 2" in output  # the latest run, though review.xlsx is run 1's
+    exported = Path(output.split("wrote ", 1)[1].split(":", 1)[0])
     with exported.open(newline="", encoding="utf-8") as fh:
         table = {r["student_id"]: r for r in csv.DictReader(fh)}
     assert float(table["s0000"]["reasons"]) == 0.5

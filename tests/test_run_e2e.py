@@ -146,6 +146,17 @@ def test_init_then_run(gemini_env: FakeGemini, tmp_path: Path,
     assert (folder / "rubric.yaml").is_file() and (folder / "grader.toml").is_file()
     (folder / "submissions" / "ada.md").write_text("# Answer\nBecause it explains why.")
     monkeypatch.chdir(tmp_path)
+    # the unedited template is refused, naming the lines to edit; nothing is sent
+    code, output = run_cli("run", str(folder / "submissions"))
+    assert code == 2
+    assert "still the `grade init` template" in output
+    assert "question (line 6)" in output and "reference_answer (line 8)" in output
+    assert billed(gemini_env) == 0
+    rubric = folder / "rubric.yaml"
+    rubric.write_text(rubric.read_text().replace(
+        "Write the question the students answered here.", "Why does a loop end?").replace(
+        "Write a model answer here. The grader compares each submission against it.",
+        "When its condition becomes false."))
     code, output = run_cli("run", str(folder / "submissions"))
     assert code == 0, output
     # grader.toml paths are relative to the file: reports/ and the store sit in the assignment

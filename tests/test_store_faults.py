@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from grader.cli import cli
-from grader.store import Store, is_grader_store, unsaved_path
+from grader.store import Store, grader_store_problem, unsaved_path
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class
@@ -99,7 +99,7 @@ def test_foreign_sqlite_file_is_never_used_as_a_store(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE photos (id INTEGER PRIMARY KEY, name TEXT)")
         conn.execute("INSERT INTO photos (name) VALUES ('cat.jpg')")
     before = foreign.read_bytes()
-    assert not is_grader_store(foreign)
+    assert grader_store_problem(foreign) is not None
     class_dir = make_class(tmp_path, 1)
     for args in (["status", str(class_dir), "--db", str(foreign)],
                  ["report", str(class_dir), "--db", str(foreign), "--out", str(tmp_path / "o")]):

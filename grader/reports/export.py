@@ -1,42 +1,97 @@
-"""Gradebook exports: Canvas, Moodle and a plain CSV, final grades only.
+"""Gradebook exports: Canvas, Moodle and a plain CSV, final grades only, in files the LMS
+imports as they are (what each importer expects: `lms.py`).
 
-A student who is flagged and not yet reviewed (or has no complete grade) is never exported as a
-number: the grade cell stays empty and the row says why, so an LMS import cannot turn "needs a
-human" into a silent zero. Every text cell goes through `_escape.escape_cell`.
+A student whose grade may not leave yet (flagged and not reviewed, no complete grade, not
+approved under `--approved-only`, or an anonymous Canvas download) is *withheld*: left out of the
+LMS file, so an import can neither turn "needs a human" into a zero nor erase a grade entered in
+the LMS by hand, and listed with the reason in `<file>_withheld.csv` beside it. Every row is
+checked before anything is written: a student the LMS could not match is refused by name.
+Nothing internal (flags, notes, review status) reaches a column the student sees. Every text
+cell goes through `_escape.escape_cell`.
 """
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from .._escape import escape_cell
+from ..discover import RosterEntry, clean_id, read_roster
 from ..errors import InputError
 from ..final import FinalStudent, finals, load_rubric
 from ..rubric import Rubric
-from ..store import Store
+from ..store import Run, Store
+from .lms import (
+    MOODLE_IDS,
+    MOODLE_MAX_DEFAULT,
+    CanvasMatcher,
+    CanvasRow,
+    canvas_title_problems,
+    moodle_identifier,
+    read_canvas_gradebook,
+    roster_row,
+)
 
 Format = Literal["canvas", "moodle", "csv"]
 FORMATS: tuple[str, ...] = ("canvas", "moodle", "csv")
+MoodleId = Literal["email", "username", "idnumber"]
 NOT_EXPORTED = "NOT EXPORTED"
+MAX_NAMED = 20
+
+
+class ExportOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    approved_only: bool = False
+    canvas_gradebook: Path | None = None
+    canvas_assignment: str | None = None
+    moodle_id: MoodleId = "email"
+    out_of: float | None = Field(default=None, gt=0, description="the LMS item's maximum")
+    roster: Path | None = None
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    run_id: int
+    exported: int
+    never_reviewed: int  # exported grades no teacher looked at (the AI's, as it gave them)
+    withheld: list[tuple[str, str, str]] = field(default_factory=list)  # (id, name, reason)
+    withheld_path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+    scale: tuple[float, float] | None = None  # (rubric maximum, LMS maximum) when they differ
 
 
 def _num(v: float | None) -> str:
     return "" if v is None else f"{v:g}"
 
 
-def _hold_reason(s: FinalStudent) -> str:
-    """Why a student's grade is withheld, for the marker column."""
+def _hold_reason(s: FinalStudent, approved_only: bool) -> str | None:
+    """Why a student's grade may not leave (None: it may)."""
     if s.final_total is None:
         what = s.result.reason or s.result.status
-        return f"{NOT_EXPORTED}: no complete grade ({what}); score every criterion in review.xlsx"
-    reasons = ", ".join(f.reason for f in s.result.flags) or "needs review"
-    return f"{NOT_EXPORTED}: flagged ({reasons}) and not reviewed; approve it in review.xlsx"
+        return f"no complete grade ({what}); score every criterion in review.xlsx"
+    if not s.exportable:
+        reasons = ", ".join(dict.fromkeys(f.reason for f in s.result.flags)) or "needs review"
+        return f"flagged ({reasons}) and not reviewed; approve it in review.xlsx"
+    if approved_only and not s.approved:
+        return "not approved (--approved-only); mark it Approved in review.xlsx"
+    if s.result.source == "canvas" and s.student_id.startswith("anon_"):
+        return ("an anonymous Canvas download: Canvas takes no imported grade for an assignment "
+                "while it is anonymous; post the grades in Canvas, download the submissions "
+                "again and rerun `grade run`")
+    return None
 
 
 def _feedback(s: FinalStudent) -> str:
+    """What the student may read: the teacher's feedback, the overall comment, and each
+    criterion's final feedback (never flags, the private note or review status)."""
     parts = [s.teacher_comment] if s.teacher_comment else []
     if s.result.overall_comment:
         parts.append(s.result.overall_comment)
@@ -57,80 +112,193 @@ def _write(path: Path, rows: Iterable[Sequence[object]]) -> Path:
     return path
 
 
-def _canvas(rubric: Rubric, students: Iterable[FinalStudent],
-            held: list[Sequence[object]]) -> Iterable[Sequence[object]]:
-    # Canvas gradebook import: fixed identity columns, then one column per assignment; an empty
-    # grade cell means "leave unchanged", so withheld students keep whatever Canvas has.
-    title = rubric.title
-    yield ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", title]
-    yield ["    Points Possible", "", "", "", "", _num(rubric.max_total)]
-    for s in students:
-        r = s.result
-        grade = _num(s.final_total) if s.exportable else ""
-        if not s.exportable:
-            held.append([r.student_id, r.name or "", _hold_reason(s)])
-        yield [r.name or r.student_id, "", r.student_id, r.email or "", "", grade]
+def _refuse(what: str, names: list[str], path: Path | None, fix: str) -> InputError:
+    shown = ", ".join(names[:MAX_NAMED])
+    more = f" and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else ""
+    return InputError(f"{len(names)} student(s) {what}: {shown}{more}; nothing was written",
+                      path=path, fix=fix)
 
 
-def _moodle(students: Iterable[FinalStudent]) -> Iterable[Sequence[object]]:
-    yield ["identifier", "grade", "feedback"]
-    for s in students:
-        r = s.result
-        ident = r.email or r.student_id
-        if s.exportable:
-            yield [ident, _num(s.final_total), _feedback(s)]
-        else:
-            yield [ident, "", _hold_reason(s)]
+def _who(s: FinalStudent) -> str:
+    return f"{s.result.name} ({s.student_id})" if s.result.name else s.student_id
 
 
-def _plain(rubric: Rubric, students: Iterable[FinalStudent]) -> Iterable[Sequence[object]]:
+def _scaled(s: FinalStudent, rubric: Rubric, out_of: float) -> str:
+    total = s.final_total or 0.0
+    if out_of == rubric.max_total:
+        return _num(total)
+    return _num(round(total * out_of / rubric.max_total, 2))
+
+
+def _canvas(rubric: Rubric, ready: list[FinalStudent], roster: dict[str, RosterEntry],
+            opts: ExportOptions, res: ExportResult) -> list[Sequence[object]]:
+    rows: dict[str, CanvasRow | None] = {}
+    if opts.canvas_gradebook is not None:
+        gb = read_canvas_gradebook(opts.canvas_gradebook, rubric.title, opts.canvas_assignment)
+        header, points = gb.header, gb.points
+        matcher = CanvasMatcher(gb.rows)
+        for s in ready:
+            r = s.result
+            rows[s.student_id] = matcher.match(s.student_id, r.name, r.email, r.source,
+                                               roster.get(s.student_id))
+        fix = ("check the students are enrolled in the Canvas course, or add their Canvas "
+               "ID / SIS ids to the roster (--roster)")
+        where: Path | None = opts.canvas_gradebook
+        what = "have no row in the Canvas gradebook"
+    else:
+        header, points = rubric.title, None
+        res.warnings.append(f"no --canvas-gradebook: the column is titled {header!r} without "
+                            "an assignment id, so Canvas matches it by title or creates a new "
+                            "assignment; pass the gradebook export to fill in IDs and the "
+                            "exact assignment column")
+        if header.rstrip().endswith(")") and header.rstrip()[-2:-1].isdigit():
+            res.warnings.append(f"the title {header!r} ends in a number in brackets, which "
+                                "Canvas reads as an assignment id")
+        for s in ready:
+            rows[s.student_id] = roster_row(s.student_id, s.result.source,
+                                            roster.get(s.student_id))
+        fix = ("pass --canvas-gradebook with the gradebook exported from Canvas (Grades > "
+               "Export), or put the students' Canvas ID / SIS User ID in the roster (--roster)")
+        where, what = None, "have no Canvas ID, SIS User ID or SIS Login ID (Canvas could " \
+                            "match them only by name)"
+    res.warnings += canvas_title_problems(header)
+    missing = [_who(s) for s in ready if rows[s.student_id] is None]
+    if missing:
+        raise _refuse(what, missing, where, fix)
+    out_of = opts.out_of or rubric.max_total
+    if points:
+        with suppress(ValueError):  # "(read only)" or a localised number: keep ours
+            out_of = float(points)
+        if opts.out_of is not None and opts.out_of != out_of:
+            res.warnings.append(f"--out-of {opts.out_of:g} ignored: the Canvas assignment is "
+                                f"worth {points} points")
+    if out_of != rubric.max_total:
+        res.scale = (rubric.max_total, out_of)
+    table: list[Sequence[object]] = [
+        ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", header],
+        ["    Points Possible", "", "", "", "", points or _num(out_of)]]
+    for s in ready:
+        row = rows[s.student_id]
+        assert row is not None
+        table.append([row.name or s.result.name or s.student_id, row.id, row.sis_user_id,
+                      row.sis_login_id, row.section, _scaled(s, rubric, out_of)])
+    return table
+
+
+def _moodle(rubric: Rubric, ready: list[FinalStudent], roster: dict[str, RosterEntry],
+            opts: ExportOptions, roster_path: Path | None,
+            res: ExportResult) -> list[Sequence[object]]:
+    kind = opts.moodle_id
+    if roster_path is None:
+        raise InputError(
+            "a Moodle export needs the class roster, to check every student's "
+            f"{MOODLE_IDS[kind].lower()} before Moodle sees it (one unknown row aborts Moodle's "
+            "whole import)", fix="put roster.csv in the class folder, or pass --roster FILE")
+    values = {s.student_id: moodle_identifier(kind, roster.get(s.student_id)) for s in ready}
+    missing = [_who(s) for s in ready if not values[s.student_id]]
+    if missing:
+        raise _refuse(f"have no {MOODLE_IDS[kind].lower()} in the roster, so Moodle would "
+                      "refuse the whole file", missing, roster_path,
+                      fix=f"add the {MOODLE_IDS[kind].lower()} of each student listed to the "
+                          "roster, or choose another identifier with --moodle-id")
+    seen: dict[str, str] = {}
+    twice = []
+    for s in ready:
+        v = values[s.student_id] or ""
+        if v in seen:
+            twice.append(f"{_who(s)} and {seen[v]} ({v})")
+        seen[v] = _who(s)
+    if twice:
+        raise _refuse(f"share one {MOODLE_IDS[kind].lower()}", twice, roster_path,
+                      fix="give every student their own identifier in the roster")
+    out_of = opts.out_of or rubric.max_total
+    if out_of != rubric.max_total:
+        res.scale = (rubric.max_total, out_of)
+    if out_of > MOODLE_MAX_DEFAULT:
+        res.warnings.append(f"grades go up to {out_of:g}: Moodle refuses grades above "
+                            f"{MOODLE_MAX_DEFAULT:g} unless the site allows unlimited grades; "
+                            f"pass --out-of with the grade item's maximum to scale them")
+    table: list[Sequence[object]] = [[MOODLE_IDS[kind], rubric.title, "Feedback"]]
+    table += [[values[s.student_id], _scaled(s, rubric, out_of), _feedback(s)] for s in ready]
+    return table
+
+
+def _plain(rubric: Rubric, students: Iterable[FinalStudent],
+           held: dict[str, str]) -> Iterable[Sequence[object]]:
     crits = rubric.all_criteria
     yield (["student_id", "name", "email", "export_status", "total", "max_total", "percent",
             "band"] + [c.id for c in crits] + ["review_status", "flags", "teacher_comment"])
     for s in students:
         r = s.result
-        ok = s.exportable
+        reason = held.get(s.student_id)
+        ok = reason is None
         yield ([r.student_id, r.name or "", r.email or "",
-                "exported" if ok else _hold_reason(s),
+                "exported" if ok else f"{NOT_EXPORTED}: {reason}",
                 _num(s.final_total) if ok else "", _num(s.max_total),
                 _num(s.final_percent) if ok else "", (s.band or "") if ok else ""]
                + [_num(c.final) if ok else "" for c in s.criteria]
                + [s.review_status, s.flag_text, s.teacher_comment or ""])
 
 
-def export_students(rubric: Rubric, students: Iterable[FinalStudent], fmt: Format,
-                    out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if fmt == "canvas":
-        # Canvas has no free-text column on import, so withheld students are listed beside it.
-        held: list[Sequence[object]] = []
-        path = _write(out_dir / "gradebook_canvas.csv", _canvas(rubric, students, held))
-        side = out_dir / "gradebook_canvas_withheld.csv"
-        if held:
-            _write(side, [["student_id", "name", "reason"], *held])
-        else:
-            side.unlink(missing_ok=True)
-        return path
-    if fmt == "moodle":
-        return _write(out_dir / "gradebook_moodle.csv", _moodle(students))
-    if fmt == "csv":
-        return _write(out_dir / "gradebook.csv", _plain(rubric, students))
-    raise InputError(f"unknown export format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
+def _roster_file(run: Run, opts: ExportOptions) -> Path | None:
+    if opts.roster is not None:
+        return opts.roster
+    for candidate in (Path(run.class_dir) / "roster.csv", run.settings.get("roster")):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
 
 
-def export_gradebook(store: Store, run_id: int, fmt: Format, out_dir: Path) -> Path:
-    """Write one gradebook file for the run and return its path."""
+def export_gradebook(store: Store, run_id: int, fmt: Format, out_dir: Path,
+                     opts: ExportOptions | None = None) -> ExportResult:
+    """Write one gradebook file for the run (checked before writing)."""
+    opts = opts or ExportOptions()
+    if fmt not in FORMATS:
+        raise InputError(f"unknown export format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
     rubric = load_rubric(store, run_id)
-    return export_students(rubric, finals(store, run_id, rubric), fmt, out_dir)
+    students = list(finals(store, run_id, rubric))
+    held = {s.student_id: why for s in students
+            if (why := _hold_reason(s, opts.approved_only)) is not None}
+    ready = [s for s in students if s.student_id not in held]
+    name = {"canvas": "gradebook_canvas.csv", "moodle": "gradebook_moodle.csv",
+            "csv": "gradebook.csv"}[fmt]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res = ExportResult(path=out_dir / name, run_id=run_id, exported=len(ready),
+                       never_reviewed=sum(1 for s in ready if s.review_status == "pending"),
+                       withheld=[(s.student_id, s.result.name or "", held[s.student_id])
+                                 for s in students if s.student_id in held])
+    if fmt == "csv":  # the teacher's own file: everyone, with the reason beside each held grade
+        _write(res.path, _plain(rubric, students, held))
+        return res
+    roster_path = _roster_file(store.run(run_id), opts)
+    entries = read_roster(roster_path) if roster_path is not None else {}
+    # by the student's id as stored; roster ids are cleaned (`clean_id`), and a store written
+    # before ids were cleaned may hold the raw form
+    roster = {s.student_id: e for s in ready
+              if (e := entries.get(s.student_id) or entries.get(clean_id(s.student_id)))}
+    table = (_canvas(rubric, ready, roster, opts, res) if fmt == "canvas"
+             else _moodle(rubric, ready, roster, opts, roster_path, res))
+    _write(res.path, table)
+    side = res.path.with_name(res.path.stem + "_withheld.csv")
+    if res.withheld:
+        res.withheld_path = _write(side, [["student_id", "name", "reason"], *res.withheld])
+    else:
+        side.unlink(missing_ok=True)
+    return res
 
 
-def export_from_outdir(out_dir: Path, fmt: str, db: Path | None = None) -> Path:
-    """`grade export OUT`: the run and store come from OUT/review.xlsx (its metadata sheet)."""
-    from ..review import open_store_for, workbook_meta
+def export_from_outdir(out_dir: Path, fmt: str, db: Path | None = None,
+                       opts: ExportOptions | None = None) -> ExportResult:
+    """`grade export OUT`: the store is found from OUT's review workbook; the grades are the
+    latest run of its class (decisions follow the students into it)."""
+    from ..review import locate_store, target_run, workbook_meta
 
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
-    workbook = Path(out_dir) / "review.xlsx"
+    out_dir = Path(out_dir)
+    workbook = next((p for p in (out_dir / "review.xlsx", out_dir / "review-updated.xlsx")
+                     if p.exists()), out_dir / "review.xlsx")
     meta = workbook_meta(workbook)
-    with open_store_for(workbook, db) as store:
-        return export_gradebook(store, meta.run_id, fmt, out_dir)  # type: ignore[arg-type]
+    with Store(locate_store(workbook, db, meta), create=False) as store:
+        run_id = target_run(store, meta, workbook)
+        return export_gradebook(store, run_id, fmt, out_dir, opts)  # type: ignore[arg-type]

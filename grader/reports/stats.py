@@ -76,10 +76,16 @@ def histogram(values: Sequence[float], maximum: float, bins: int = 10) -> list[B
 
 
 def score_distribution(values: Sequence[float], crit: Criterion) -> list[Bin]:
-    """Per-score counts for level criteria and small integer scales, else ten bins."""
+    """Per-score counts for level criteria and small whole- or half-point scales (up to 21
+    scores), else ten equal bins."""
     points = crit.allowed_points
-    if points is None and crit.max_points <= 10 and all(float(v).is_integer() for v in values):
-        points = tuple(float(p) for p in range(int(crit.max_points) + 1))
+    if points is None:
+        for step in (1.0, 0.5):
+            n = crit.max_points / step
+            if (n.is_integer() and n <= 20
+                    and all(float(v / step).is_integer() for v in values)):
+                points = tuple(i * step for i in range(int(n) + 1))
+                break
     if points is None:
         return histogram(values, crit.max_points)
     counts = dict.fromkeys(points, 0)
