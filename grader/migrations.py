@@ -366,12 +366,63 @@ M005_ATTEMPT_REDACTION = """
 ALTER TABLE attempts ADD COLUMN redaction_json TEXT;
 """
 
+# Explicit context caches and uploaded files a run created on the service, so that a run that was
+# killed leaves nothing behind for long (the next run reuses or deletes them) and the cache's
+# creation and storage are priced. A row is written before the service is asked (state
+# 'creating' / 'uploading', with the display name or object name it will have), so a kill between
+# the two is found again. `job_ref` is set for uploads a batch job holds (not deleted by an
+# online run).
+M006_CACHES_AND_UPLOADS = """
+CREATE TABLE caches (
+    id            INTEGER PRIMARY KEY,
+    run_id        INTEGER NOT NULL REFERENCES runs(id),
+    backend       TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    content_hash  TEXT NOT NULL,
+    display_name  TEXT NOT NULL,
+    name          TEXT,
+    tokens        INTEGER,
+    create_usd    REAL,
+    usd_per_hour  REAL,
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT,
+    ended_at      TEXT,
+    storage_usd   REAL,
+    state         TEXT NOT NULL
+        CHECK (state IN ('creating', 'live', 'deleted', 'expired', 'failed'))
+);
+CREATE INDEX caches_state ON caches (state, backend);
+CREATE INDEX caches_run ON caches (run_id);
+
+CREATE TABLE uploads (
+    id            INTEGER PRIMARY KEY,
+    run_id        INTEGER REFERENCES runs(id),
+    job_ref       TEXT,
+    backend       TEXT NOT NULL,
+    purpose       TEXT NOT NULL,
+    sha256        TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    mime_type     TEXT NOT NULL,
+    display_name  TEXT NOT NULL,
+    name          TEXT,
+    uri           TEXT,
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT,
+    ended_at      TEXT,
+    state         TEXT NOT NULL
+        CHECK (state IN ('uploading', 'active', 'deleted', 'expired', 'failed'))
+);
+CREATE INDEX uploads_content ON uploads (backend, sha256, state);
+CREATE INDEX uploads_state ON uploads (state, backend);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
     Migration(3, "ledger_and_grade_versions", M003_LEDGER_AND_VERSIONS),
     Migration(4, "attempt_model_status_and_service_tier", M004_MODEL_STATUS_AND_TIER),
     Migration(5, "attempt_redaction", M005_ATTEMPT_REDACTION),
+    Migration(6, "caches_and_uploads", M006_CACHES_AND_UPLOADS),
 )
 LATEST = MIGRATIONS[-1].version
 
