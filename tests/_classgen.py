@@ -48,3 +48,20 @@ def make_class(root: Path, n: int, *, extra: dict[str, str] | None = None) -> Pa
     for name, text in (extra or {}).items():
         (class_dir / name).write_text(text, encoding="utf-8")
     return class_dir
+
+
+def big_rubric(tokens: int) -> str:
+    """RUBRIC with marking guidance long enough that the rendered scheme is about `tokens`
+    tokens by the fake's estimate (4 characters a token): above the explicit-cache minimum."""
+    line = ("Award the reasons point only when the explanation names the mechanism and ties it "
+            "to the network's clocks or to its bandwidth; paraphrase is fine. ")
+    guidance = "".join(f"  Note {n}: {line}\n" for n in range(tokens * 4 // (len(line) + 12)))
+    return RUBRIC.replace("instructions: Grade each criterion independently.\n",
+                          "instructions: |\n  Grade each criterion independently.\n" + guidance)
+
+
+def make_big_class(root: Path, n: int, tokens: int = 6000) -> Path:
+    """`make_class` with `big_rubric(tokens)`."""
+    class_dir = make_class(root, n)
+    (class_dir / "rubric.yaml").write_text(big_rubric(tokens), encoding="utf-8")
+    return class_dir
