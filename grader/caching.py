@@ -88,7 +88,8 @@ class CacheReport:
     """What the run's summary says about caching."""
 
     used: bool
-    reason: str  # why not, or what was used
+    reason: str  # why not
+    noticed: bool = False  # the reason was already said as a notice during the run
     tokens: int = 0
     created: int = 0
     reused: int = 0
@@ -211,6 +212,7 @@ class CacheKeeper:
                                   "marking scheme is sent with every request instead")
             if self.on_notice is not None:
                 self.on_notice("context cache: " + self.report.reason)
+                self.report.noticed = True
             return
         day = now().date()
         create = self.pricing.cache_create(info.tokens, day)

@@ -320,7 +320,7 @@ def _cache_line(s: Any) -> str:
         parts.append(what + (f" ({', '.join(done)})" if done else "")
                      + (f"; creating and keeping it cost ${s.cache_usd:.4f}, included above"
                         if s.cost_usd is not None else ""))
-    elif c is not None and c.reason:
+    elif c is not None and c.reason and not c.noticed:
         parts.append(f"cache: not used: {c.reason}")
     if s.uploads:
         parts.append(f"uploaded {s.uploads} file(s) too large to send inline (deleted at the "
