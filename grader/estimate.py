@@ -155,7 +155,7 @@ def _requests(p: Plan, class_dir: Path, settings: Settings, gen: Generation
               ) -> tuple[int, int, list[GradeRequest]]:
     """How many students and rubric criteria there are, and every request the class would send
     (first asks only; without the reference files, which `_prefix` counts once)."""
-    subs = students(class_dir, settings)
+    subs = students(class_dir, settings, p.assignment_files)
     out = []
     max_bytes = limits(settings).max_request_bytes
     with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:

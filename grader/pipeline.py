@@ -161,6 +161,11 @@ class Plan:
         return prefix_hash(model, self.system, self.static_prefix, self.response_schema,
                            tuple(r.sha256 for r in self.references))
 
+    @property
+    def assignment_files(self) -> tuple[Path, ...]:
+        """The rubric's reference files: part of the assignment, never of a submission."""
+        return tuple(self.rubric_path.parent / r.name for r in self.references)
+
     def reference_parts(self) -> tuple[Part, ...]:
         """The reference files as request parts (bytes; a URI is added once uploaded)."""
         return tuple(Part(mime_type=r.mime_type, data=r.data) for r in self.references)
@@ -271,12 +276,14 @@ def input_flags(ex: Extracted) -> tuple[FlagRow, ...]:
     return tuple(flags)
 
 
-def students(class_dir: Path, settings: Settings) -> list[Submission]:
-    """discover: the class's submissions (paths only), honouring --limit."""
+def students(class_dir: Path, settings: Settings, assignment: tuple[Path, ...] = ()
+             ) -> list[Submission]:
+    """discover: the class's submissions (paths only), honouring --limit. `assignment`: the
+    rubric's reference files (never anyone's submission)."""
     roster = settings.roster
     if roster is None and (class_dir / "roster.csv").is_file():
         roster = class_dir / "roster.csv"
-    subs = list(discover(class_dir, roster))
+    subs = list(discover(class_dir, roster, assignment=assignment))
     if not subs:
         raise InputError("no submissions found in the class folder", path=class_dir,
                          fix="put one file or folder per student in it (see README: Intake)")
@@ -565,7 +572,7 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
     name = backend.name if backend is not None else auto_backend(settings)
     gen = configure(settings, default_model(name, settings), name, tbl)  # before any call
     spending = spending_for(settings, gen, tbl)
-    subs = students(class_dir, settings)
+    subs = students(class_dir, settings, p.assignment_files)
     sel = selection_of(settings)
     db = db_path(class_dir, settings)
     lock = RunLock(db)

@@ -73,7 +73,7 @@ def prompt_tokens(system: dict[str, Any] | None, contents: list[dict[str, Any]])
         for part in content.get("parts", []) if isinstance(content, dict) else []:
             if part.get("text") is not None:
                 chars += len(part["text"])
-            elif part.get("inlineData") or part.get("fileData"):
+            elif any(part.get(k) for k in ("inlineData", "inline_data", "fileData", "file_data")):
                 parts += 1
     return estimate_tokens(chars, parts)
 

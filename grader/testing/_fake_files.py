@@ -261,7 +261,8 @@ def check_file_parts(app: FakeApp, contents: list[dict[str, Any]], vertex: bool
 
     for content in contents:
         for part in content.get("parts", []) if isinstance(content, dict) else []:
-            uri = str((part.get("fileData") or {}).get("fileUri") or "")
+            data = part.get("fileData") or part.get("file_data") or {}
+            uri = str(data.get("fileUri") or data.get("file_uri") or "")
             if not uri:
                 continue
             if uri.startswith("gs://"):

@@ -150,8 +150,9 @@ def inline_refusal(body: dict[str, Any], raw_bytes: int) -> str | None:
                 "bytes. Upload large files with the File API.")
     for content in body.get("contents") or []:
         for part in content.get("parts", []) if isinstance(content, dict) else []:
-            blob = part.get("inlineData") or {}
-            if blob.get("mimeType") == "application/pdf":
+            blob = part.get("inlineData") or part.get("inline_data") or {}
+            # proto JSON takes both spellings, and the SDK sends the blob's own field names
+            if (blob.get("mimeType") or blob.get("mime_type")) == "application/pdf":
                 size = len(str(blob.get("data") or "")) * 3 // 4
                 if size > limits.pdf_mb * 1024 * 1024:
                     return (f"Inline PDF data of {size} bytes exceeds the limit of "
