@@ -102,6 +102,8 @@ class Files:
                 if denied:
                     reply = denied
                     return reply
+                if starts and call.method == "POST":
+                    record["body"] = call.json()
                 fault = self.state.fault_for(endpoint) if starts else None
                 if fault is not None:
                     reply = error_reply(int(fault), f"injected {fault} fault")
@@ -161,6 +163,9 @@ class Files:
                                         "with X-Goog-Upload-Protocol: resumable and "
                                         "X-Goog-Upload-Command: start.")
             meta = (call.json() or {}).get("file") or {}
+            # proto JSON takes both spellings; the SDK sends the File's own field names
+            meta = {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), k): v
+                    for k, v in meta.items()}
             try:
                 size = int(h.get("x-goog-upload-header-content-length", ""))
             except ValueError:
