@@ -305,11 +305,11 @@ class Runner:
                  run_id: int, epoch: int, gen: Generation, selection: Selection,
                  on_outcome: Callable[[Outcome], None] | None, *,
                  spending: Spending | None = None,
-                 on_notice: Callable[[str], None] | None = None,
-                 redactor: Redactor | None = None, sending: Sending | None = None):
+                 sending: Sending, on_notice: Callable[[str], None] | None = None,
+                 redactor: Redactor | None = None):
         self.p, self.store, self.backend, self.extractor = p, store, backend, extractor
         self.redactor = redactor
-        self.sending = sending if sending is not None else Sending(inline=models.packaged().inline)
+        self.sending = sending
         # students graded in this run with injection evidence or signs of it (score_jump)
         self.candidates: dict[str, score_jump.Candidate] = {}
         self.suspected: set[str] = set()

@@ -204,10 +204,10 @@ def test_reference_files_are_checked_when_the_rubric_is_loaded(tmp_path: Path) -
     assert [(r.name, r.mime_type) for r in refs] == [("model_answer.pdf", "application/pdf"),
                                                      ("figures/encoding.png", "image/png")]
     (class_dir / "figures" / "encoding.png").write_bytes(b"not a png")
-    with pytest.raises(RubricError, match="is not a valid .png file"):
+    with pytest.raises(RubricError, match=r"is not a valid \.png file"):
         load_references(rubric, class_dir / "rubric.yaml")
     (class_dir / "model_answer.pdf").unlink()
-    with pytest.raises(RubricError, match="cannot read 'model_answer.pdf'") as e:
+    with pytest.raises(RubricError, match=r"cannot read 'model_answer\.pdf'") as e:
         load_references(rubric, class_dir / "rubric.yaml")
     assert "relative to the rubric file" in str(e.value)
     base = (class_dir / "rubric.yaml").read_text().split("reference_files:")[0]
