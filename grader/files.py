@@ -29,7 +29,6 @@ import asyncio
 import hashlib
 import math
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -99,12 +98,10 @@ class Uploads:
     """One holder's uploads on one backend (see the module docstring). Used from one event loop."""
 
     def __init__(self, store: Store, backend: SupportsFiles, *, files: FilesApi,
-                 run_id: int | None = None, job_ref: str | None = None,
-                 on_notice: Callable[[str], None] | None = None):
+                 run_id: int | None = None, job_ref: str | None = None):
         self.store, self.backend = store, backend
         self.files = files
         self.run_id, self.job_ref = run_id, job_ref
-        self.on_notice = on_notice
         self.key = backend.service_key
         self._held: dict[str, _Held] = {}  # sha256 -> the upload this holder uses
         self._pending: dict[str, asyncio.Future[_Held]] = {}

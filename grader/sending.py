@@ -115,7 +115,7 @@ async def open_sending(store: Store, backend: Backend, run_id: int, *, probe: Gr
     if isinstance(backend, SupportsFiles) and files is None:
         s.files_fix = backend.files_fix
     if files is not None:
-        s.uploads = Uploads(store, files, files=tbl.files, run_id=run_id, on_notice=on_notice)
+        s.uploads = Uploads(store, files, files=tbl.files, run_id=run_id)
         await s.uploads.adopt()
     refs = probe.reference_parts
     if refs:

@@ -213,3 +213,22 @@ def test_the_upload_protocol_checks_offsets_and_sizes(fake_gemini: FakeGemini) -
     assert done.headers["X-Goog-Upload-Status"] == "final"
     name = json.loads(done.read())["file"]["name"]
     assert fake_gemini.file_bytes(name) == b"abcdef"
+
+
+def test_vertex_requests_naming_gs_objects_are_checked_in_the_gcs_emulator(
+        fake_gemini: FakeGemini, gcs_emulator: Any) -> None:
+    fake_gemini.configure(storage_host=gcs_emulator.url)
+    part = types.Part(file_data=types.FileData(file_uri="gs://grader-staging/a.pdf",
+                                               mime_type="application/pdf"))
+
+    async def go() -> None:
+        c = vertex(fake_gemini)
+        with pytest.raises(errors.ClientError) as e:
+            await c.models.generate_content(model=MODEL, contents=[part, "grade"])
+        assert e.value.code == 400 and "gs://grader-staging/a.pdf not found" in str(e.value)
+        gcs_emulator.write("grader-staging", "a.pdf", b"%PDF-1.4", "application/pdf")
+        assert gcs_emulator.objects("grader-staging") == ["a.pdf"]
+        assert gcs_emulator.read("grader-staging", "a.pdf") == b"%PDF-1.4"
+        await c.models.generate_content(model=MODEL, contents=[part, "grade"])
+
+    asyncio.run(go())

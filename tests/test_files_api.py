@@ -298,3 +298,52 @@ def test_the_fake_refuses_what_is_over_the_inline_limit(fake_gemini: FakeGemini)
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=60)
     assert e.value.code == 400 and b"File API" in e.value.read()
+
+
+def test_backends_list_get_delete_and_download_files(
+        fake_gemini: FakeGemini, gcs_emulator: GcsEmulator, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The calls batch grading builds on: upload a JSONL file, find it, download a result file
+    (Files API: a generated file; Enterprise: an object in the staging bucket), delete."""
+    from pydantic import SecretStr
+
+    from grader.backends.gemini import GeminiBackend
+    from grader.settings import Settings
+
+    results = fake_gemini.put_file(b'{"key": "s1"}\n', display_name="results")
+    dev = GeminiBackend(Settings(api_key=SecretStr("k"), base_url=fake_gemini.url))
+    fake_gemini.configure(storage_host=gcs_emulator.url)
+    gcs_emulator.write("grader-staging", "jobs/out/predictions.jsonl", b'{"key": "s2"}\n')
+    vertex, _ = _vertex(fake_gemini, monkeypatch, tmp_path, tmp_path / "g.db",
+                        staging_bucket="gs://grader-staging/jobs")
+
+    async def go() -> None:
+        try:
+            lines = tmp_path / "in.jsonl"
+            lines.write_text('{"key": "s1", "request": {}}\n')
+            up = await dev.upload_file(lines, mime_type="application/jsonl",
+                                       display_name="grader-batch")
+            assert fake_gemini.file_bytes(up.name) == lines.read_bytes()
+            assert {f.display_name for f in await dev.list_files()} == {"grader-batch",
+                                                                        "results"}
+            await dev.download_file(results["name"], tmp_path / "out.jsonl")
+            assert (tmp_path / "out.jsonl").read_bytes() == b'{"key": "s1"}\n'
+            assert await dev.delete_file(up.name) and await dev.get_file(up.name) is None
+            assert not await dev.delete_file(up.name)  # already gone
+            staged = await vertex.upload_file(lines, mime_type="application/jsonl",
+                                              display_name="in.jsonl")
+            assert staged.uri == "gs://grader-staging/jobs/in.jsonl"
+            assert (await vertex.get_file(staged.name)) is not None
+            await vertex.download_file("gs://grader-staging/jobs/out/predictions.jsonl",
+                                       tmp_path / "pred.jsonl")
+            assert (tmp_path / "pred.jsonl").read_bytes() == b'{"key": "s2"}\n'
+            assert sorted(f.name for f in await vertex.list_files()) == [
+                "gs://grader-staging/jobs/in.jsonl",
+                "gs://grader-staging/jobs/out/predictions.jsonl"]
+            assert await vertex.delete_file(staged.name)
+            assert await vertex.get_file(staged.name) is None
+        finally:
+            await dev.aclose()
+            await vertex.aclose()
+
+    asyncio.run(go())
