@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -120,17 +120,18 @@ class CacheKeeper:
     # --- start ---------------------------------------------------------------------------------
 
     async def start(self, probe: GradeRequest, *, mode: str, min_tokens: int | None,
-                    bound: int) -> None:
-        """Clean up what killed runs left, then reuse or create this run's cache. `probe` is a
-        request with the run's static prefix and no student parts; `bound` bounds its tokens."""
+                    bound: int, count: Callable[[GradeRequest], Awaitable[int]]) -> None:
+        """Clean up what killed runs left, then reuse or create this run's cache (with
+        `--cache off`: only the clean-up). `probe` is a request with the run's static prefix
+        and no student parts; `bound` bounds its tokens; `count` is countTokens."""
         self._probe, self._hash = probe, content_hash(probe, self.key)
-        reused = await self._adopt()
-        if reused:
+        reused = await self._adopt(reuse=mode != "off")
+        if reused or mode == "off":
             return
         if min_tokens is None:
             self._not_used(f"the model table has no cache minimum for {probe.model}", mode)
             return
-        tokens = bound if bound < min_tokens else await self.backend_count(probe)
+        tokens = bound if bound < min_tokens else await count(probe)
         if tokens < min_tokens:
             self._not_used(f"the marking scheme is {tokens:,} tokens"
                            f"{' at most' if tokens == bound else ''}, below {probe.model}'s "
@@ -139,12 +140,6 @@ class CacheKeeper:
             return
         await self._create(first=True)
 
-    async def backend_count(self, probe: GradeRequest) -> int:
-        count = getattr(self.backend, "count_tokens", None)
-        if count is None:  # pragma: no cover - every caching backend is a Backend
-            return 0
-        return int(await count(probe))
-
     def _not_used(self, why: str, mode: str) -> None:
         if mode == "on":
             raise ConfigError(f"--cache on: cannot cache: {why}",
@@ -152,9 +147,10 @@ class CacheKeeper:
                               "enough) or --cache off")
         self.report = CacheReport(used=False, reason=why)
 
-    async def _adopt(self) -> bool:
+    async def _adopt(self, *, reuse: bool) -> bool:
         """Caches left by runs that died (we hold the run lock, so every open row is an
-        orphan): reuse one that matches and is not near its end, delete the others."""
+        orphan): reuse one that matches and is not near its end (when `reuse`), delete the
+        others."""
         rows = self.store.open_caches(self.key)
         if not rows:
             return False
@@ -172,7 +168,8 @@ class CacheKeeper:
                     self.store.end_cache(row.id, "failed", None)
                     continue
                 expires = parse(row.expires_at)
-                if (not reused and row.content_hash == self._hash and expires is not None
+                if (reuse and not reused and row.content_hash == self._hash
+                        and expires is not None
                         and expires - now() > timedelta(seconds=30)):
                     info = await self.backend.get_cache(row.name)
                     if info is not None:

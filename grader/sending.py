@@ -131,11 +131,9 @@ async def open_sending(store: Store, backend: Backend, run_id: int, *, probe: Gr
             refs = await s.uploads.attach_references(refs)
     s.references = refs
     probe = probe.model_copy(update={"reference_parts": refs})
-    if settings.cache == "off":
-        return s
     if not isinstance(backend, SupportsCaching):
         if settings.cache == "on":
-            raise ConfigError(f"--cache on: the {getattr(backend, 'name', '?')} backend has no "
+            raise ConfigError(f"--cache on: the {backend.name} backend has no "
                               "explicit context cache", fix="use --cache auto or --cache off "
                               "(the local backend keeps the marking scheme in its own KV cache)")
         return s
@@ -146,5 +144,8 @@ async def open_sending(store: Store, backend: Backend, run_id: int, *, probe: Gr
                           on_notice=on_notice)
     await s.cache.start(probe, mode=settings.cache,
                         min_tokens=row.cache_min_tokens if row is not None else None,
-                        bound=token_bound(probe, tbl.media, DEFAULT_LIMITS.pdf_max_pages))
+                        bound=token_bound(probe, tbl.media, DEFAULT_LIMITS.pdf_max_pages),
+                        count=backend.count_tokens)
+    if settings.cache == "off":  # it only cleaned up after killed runs
+        s.cache = None
     return s

@@ -220,7 +220,7 @@ def test_after_a_sigkill_the_next_run_reuses_the_matching_cache(tmp_path: Path) 
     assert scalar(db, "SELECT COUNT(DISTINCT student_id) FROM grades") == 6
 
 
-@pytest.mark.parametrize("how", ["changed rubric", "expired"])
+@pytest.mark.parametrize("how", ["changed rubric", "expired", "cache off"])
 def test_after_a_sigkill_a_stale_orphan_is_deleted(tmp_path: Path, how: str) -> None:
     class_dir = make_big_class(tmp_path, 6)
     db = tmp_path / "g.sqlite"
@@ -228,20 +228,23 @@ def test_after_a_sigkill_a_stale_orphan_is_deleted(tmp_path: Path, how: str) -> 
         orphan = _killed_run(class_dir, db, fake)
         if how == "changed rubric":
             (class_dir / "rubric.yaml").write_text(big_rubric(6100), encoding="utf-8")
-        else:
+        elif how == "expired":
             fake.advance(hours=2)  # past its TTL: the service dropped it
         fake.reset_stats()
-        done = subprocess.run(grade_cmd(class_dir, db), capture_output=True, text=True,
+        extra = ("--cache", "off") if how == "cache off" else ()
+        done = subprocess.run(grade_cmd(class_dir, db, *extra), capture_output=True, text=True,
                               env=env_for(fake), timeout=60)
         assert done.returncode == 0, done.stderr
         stats = fake.stats()
-        assert stats["by_endpoint"]["cachedContents.create"] == 1
-        assert orphan not in {r["body"]["cachedContent"] for r in generated(fake)}
+        assert stats["by_endpoint"].get("cachedContents.create") == (
+            None if how == "cache off" else 1)
+        assert orphan not in {r["body"].get("cachedContent") for r in generated(fake)}
         deletes = [r["path"] for r in calls(fake, "cachedContents.delete")]
-        assert any(p.endswith(orphan) for p in deletes) == (how == "changed rubric")
+        assert any(p.endswith(orphan) for p in deletes) == (how != "expired")
         assert fake.caches() == []
     states = q(db, "SELECT state FROM caches ORDER BY id")
-    assert states == [("deleted" if how == "changed rubric" else "expired",), ("deleted",)]
+    first = "expired" if how == "expired" else "deleted"
+    assert states == [(first,)] + ([] if how == "cache off" else [("deleted",)])
 
 
 def test_vertex_caches_through_the_same_sdk_calls(fake_gemini: FakeGemini, tmp_path: Path,

@@ -612,6 +612,7 @@ class VertexBackend(GeminiBackend):
             raise ConfigError("Gemini Enterprise (Vertex AI) needs a Google Cloud project",
                               fix=f"set GOOGLE_CLOUD_PROJECT (with {ENTERPRISE_ENV}=true) or "
                               "pass --project")
+        self._project, self._location = project, location
         return genai.Client(enterprise=True, project=project, location=location,
                             credentials=credentials, http_options=http_options)
 
@@ -628,8 +629,7 @@ class VertexBackend(GeminiBackend):
     # --- SupportsCaching: the same `client.caches` calls; caches live per project and location
     @property
     def service_key(self) -> str:  # type: ignore[override]
-        api = self._client._api_client
-        return f"enterprise:{api.project}/{api.location}"
+        return f"enterprise:{self._project}/{self._location}"
 
     # --- SupportsFiles: Enterprise has no Files API; files go to a gs:// staging bucket ---------
     @property
@@ -645,8 +645,7 @@ class VertexBackend(GeminiBackend):
         from google.cloud import storage
 
         if self._gcs is None:
-            self._gcs = storage.Client(project=self._client._api_client.project,
-                                       credentials=self._credentials)
+            self._gcs = storage.Client(project=self._project, credentials=self._credentials)
         spec = (self.settings.staging_bucket or "").removeprefix("gs://")
         bucket, _, prefix = spec.partition("/")
         prefix = prefix.strip("/")
