@@ -111,6 +111,19 @@ async def open_sending(store: Store, backend: Backend, run_id: int, *, probe: Gr
     with the run's static prefix and reference files (bytes) and no student parts; `calls` how
     many students may be sent (for the cache's TTL)."""
     s = Sending(inline=tbl.inline)
+    try:
+        await _open(s, store, backend, run_id, probe=probe, row=row, settings=settings, tbl=tbl,
+                    pricing=pricing, calls=calls, on_notice=on_notice)
+    except BaseException:
+        await s.close()  # what was uploaded or created before the error
+        raise
+    return s
+
+
+async def _open(s: Sending, store: Store, backend: Backend, run_id: int, *,
+                probe: GradeRequest, row: ModelInfo | None, settings: Settings,
+                tbl: ModelTable, pricing: Pricing | None, calls: int,
+                on_notice: Callable[[str], None] | None) -> None:
     files = uploader(backend)
     if isinstance(backend, SupportsFiles) and files is None:
         s.files_fix = backend.files_fix
@@ -136,7 +149,7 @@ async def open_sending(store: Store, backend: Backend, run_id: int, *, probe: Gr
             raise ConfigError(f"--cache on: the {backend.name} backend has no "
                               "explicit context cache", fix="use --cache auto or --cache off "
                               "(the local backend keeps the marking scheme in its own KV cache)")
-        return s
+        return
     if pricing is None:
         pricing = Pricing.of(tbl, probe.model)
     ttl = ttl_for(expected_seconds(calls, settings, tbl.estimate), settings)
@@ -148,4 +161,3 @@ async def open_sending(store: Store, backend: Backend, run_id: int, *, probe: Gr
                         count=backend.count_tokens)
     if settings.cache == "off":  # it only cleaned up after killed runs
         s.cache = None
-    return s
