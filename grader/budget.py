@@ -24,7 +24,7 @@ from .errors import BudgetExceeded, ConfigError
 from .limits import DEFAULT_LIMITS
 from .models import Media, Pricing, today
 from .ratelimit import SpendRate
-from .request import GradeRequest, Usage
+from .request import GradeRequest, Part, Usage
 
 TURN_OVERHEAD_TOKENS = 64  # role markers and framing per content turn, generously
 
@@ -59,12 +59,18 @@ class Budget:
         self._changed = asyncio.Event()
 
 
-def static_bound(req: GradeRequest) -> int:
-    """The part of `input_bound` every request of a run shares: system, rubric prefix, and the
-    response schema (in case it is billed as input)."""
+def static_bound(req: GradeRequest, media: Media | None = None) -> int:
+    """The part of `input_bound` every request of a run shares: system, rubric prefix, the
+    rubric's reference files, and the response schema (in case it is billed as input)."""
     return (len(req.system.encode("utf-8", "surrogatepass"))
             + len(req.static_prefix.encode("utf-8", "surrogatepass"))
-            + len(json.dumps(req.response_schema).encode()))
+            + len(json.dumps(req.response_schema).encode())
+            + sum(_media_bound(p, media) for p in req.reference_parts if media is not None))
+
+
+def _media_bound(p: Part, media: Media) -> int:
+    return (media.pdf_page_tokens * DEFAULT_LIMITS.pdf_max_pages
+            if p.mime_type == "application/pdf" else media.image_tokens)
 
 
 def input_bound(req: GradeRequest, media: Media, static: int | None = None) -> int:
@@ -72,13 +78,10 @@ def input_bound(req: GradeRequest, media: Media, static: int | None = None) -> i
     request's `static_bound`, when already known."""
     texts = [*(t.text for t in req.history),
              *(p.text for p in req.student_parts if p.text is not None)]
-    tokens = static_bound(req) if static is None else static
+    tokens = static_bound(req, media) if static is None else static
     tokens += sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
     tokens += TURN_OVERHEAD_TOKENS * (2 + len(req.history))
-    for p in req.student_parts:
-        if p.data is not None:
-            tokens += (media.pdf_page_tokens * DEFAULT_LIMITS.pdf_max_pages
-                       if p.mime_type == "application/pdf" else media.image_tokens)
+    tokens += sum(_media_bound(p, media) for p in req.student_parts if p.data is not None)
     return tokens
 
 

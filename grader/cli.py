@@ -138,6 +138,9 @@ def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
               help="Gemini service tier: flex is half price and may queue for minutes.")
 @click.option("--budget", type=float, metavar="USD",
               help="Spend at most USD in this run; students left are skipped (rerun with more).")
+@click.option("--cache", type=click.Choice(["auto", "on", "off"]),
+              help="Explicit context cache of the marking scheme: auto caches when it reaches "
+                   "the model's minimum size, on requires it, off never [default: auto].")
 @click.option("--timeout", "timeout_s", type=float, help="Seconds per request before retrying.")
 @click.option("--max-retries", type=int, help="Retries per request on transient errors.")
 @click.option("--limit", type=int, help="Grade only the first N students.")
@@ -287,6 +290,9 @@ def _print_summary(s: Any) -> None:
             newlines=False))
     if not s.redacted and s.backend != "local":
         click.echo("  names, e-mails and ids were sent unredacted (--no-redact)")
+    line = _cache_line(s)
+    if line:
+        click.echo(line)
     for notice in s.notices:
         click.secho(f"note: {terminal_safe(notice)}", fg="yellow")
     _print_written(s.outputs)
@@ -305,6 +311,25 @@ def _cost_line(s: Any) -> str:
             line += (f": {s.skipped_budget} students skipped, rerun with a larger --budget to "
                      "continue (paid work is reused)")
     return line + "\n"
+
+
+def _cache_line(s: Any) -> str:
+    """What the explicit cache did (and cost), and what was uploaded."""
+    c, parts = s.cache, []
+    if c is not None and c.used:
+        what = f"cache: the marking scheme ({c.tokens:,} tokens) was cached"
+        done = [f"{n} {label}" for n, label in ((c.created, "created"), (c.reused, "reused from "
+                "a run that was killed"), (c.recreated, "recreated after it expired"),
+                (c.extended, "times extended")) if n]
+        parts.append(what + (f" ({', '.join(done)})" if done else "")
+                     + (f"; creating and keeping it cost ${s.cache_usd:.4f}, included above"
+                        if s.cost_usd is not None else ""))
+    elif c is not None and c.reason and not c.noticed:
+        parts.append(f"cache: not used: {c.reason}")
+    if s.uploads:
+        parts.append(f"uploaded {s.uploads} file(s) too large to send inline (deleted at the "
+                     "end)")
+    return "\n".join(f"  {terminal_safe(p)}" for p in parts)
 
 
 def _ids(ids: list[str], shown: int = 8) -> str:

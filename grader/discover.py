@@ -20,7 +20,7 @@ import os
 import re
 import stat
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -276,7 +276,8 @@ def _is_assignment_file(entry: os.DirEntry[str], roster: Path | None) -> bool:
         return False
 
 
-def _scan(class_dir: Path, roster: Path | None, limits: Limits) -> dict[str, _Acc]:
+def _scan(class_dir: Path, roster: Path | None, limits: Limits,
+          reserved: set[str]) -> dict[str, _Acc]:
     found: dict[str, _Acc] = {}
 
     def acc(raw_id: str, source: Source, name: str | None = None) -> _Acc:
@@ -292,7 +293,8 @@ def _scan(class_dir: Path, roster: Path | None, limits: Limits) -> dict[str, _Ac
         raise InputError(f"class folder cannot be listed ({e.strerror or e})", path=class_dir,
                          fix="check the folder's permissions (chmod u+rx) and rerun") from None
     for entry in entries:
-        if is_ignored(entry.name) or _is_assignment_file(entry, roster):
+        if (is_ignored(entry.name) or _is_assignment_file(entry, roster)
+                or entry.name in reserved):
             continue
         raw, path = unicodedata.normalize("NFC", entry.name), Path(entry.path)
         if entry.is_dir(follow_symlinks=False):
@@ -441,8 +443,11 @@ def _name_keys(name: str | None) -> set[str]:
 
 
 def discover(class_dir: Path, roster: Path | None = None, *,
-             limits: Limits = DEFAULT_LIMITS) -> Iterator[Submission]:
+             limits: Limits = DEFAULT_LIMITS,
+             assignment: Iterable[Path] = ()) -> Iterator[Submission]:
     """Every student's submission, sorted by id; roster students with nothing get files=().
+    `assignment`: more of the assignment's own files (the rubric's reference files): the entry
+    of the class-folder root that holds one (the file, or its top folder) is nobody's.
 
     The folder and roster are checked before anything is returned, so input errors surface at the
     call, not halfway through a run. Roster ids go through `clean_id` like file names, so an NFD
@@ -451,7 +456,10 @@ def discover(class_dir: Path, roster: Path | None = None, *,
         raise InputError("class folder not found (or not a folder)", path=class_dir,
                          fix="pass the folder that holds the students' submissions")
     entries = read_roster(roster) if roster is not None else {}
-    found = _scan(class_dir, roster, limits)
+    root = class_dir.resolve()
+    reserved = {f.resolve().relative_to(root).parts[0] for f in assignment
+                if f.resolve().is_relative_to(root) and f.resolve() != root}
+    found = _scan(class_dir, roster, limits, reserved)
     if not found and not entries:
         raise InputError("class folder has no submissions", path=class_dir,
                          fix="put one file or folder per student in it (or a Canvas/Moodle "

@@ -30,7 +30,7 @@ def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> tuple[Plan, list
     gen = configure(settings, default_model(backend, settings), backend,
                     models.table(settings.models))
     items = []
-    subs = students(class_dir, settings)
+    subs = students(class_dir, settings, p.assignment_files)
     redactor = (Redactor(subs, phone_region=settings.phone_region)
                 if redacting(settings, auto_backend(settings)) else None)
     with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:

@@ -62,7 +62,8 @@ class BackendError(GraderError):
 
     def __init__(self, message: str, *, fix: str | None = None, transient: bool = False,
                  status: int | None = None, retry_after: float | None = None,
-                 run_wide: bool = False, rejected: bool = False, retries: int = 0):
+                 run_wide: bool = False, rejected: bool = False, retries: int = 0,
+                 gone: str | None = None):
         # run_wide: bad credentials, an unknown model or an unreachable service fail every
         # request alike, so the run stops at once instead of failing each student the same way.
         # rejected: the service refused this one request for good (a deterministic 4xx): the
@@ -73,6 +74,9 @@ class BackendError(GraderError):
         self.status = status
         self.retry_after = retry_after
         self.retries = retries
+        # gone: the request named something the service no longer has ("cache": the explicit
+        # cache expired or was deleted; "file": an uploaded file): recreate it and send again.
+        self.gone = gone
         super().__init__(message, fix=fix)
 
 

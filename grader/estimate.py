@@ -5,7 +5,10 @@ and exactly what generateContent bills), else estimated locally (about four char
 images and PDF pages at what Gemini 3 bills by default). Output cannot be counted before the
 model writes it: the answer length and thinking tokens per level are the model table's stated
 assumptions (`[estimate]` in models.toml). Each mode is one `Mode` in `MODES` (price multiplier
-and time model), so a new one (cached, after issue 11) is one more entry.
+and time model). The cached mode prices the marking scheme as an explicit cache (`caching`): its
+tokens at the cached-input price in every call, creating it once at the input price, and storage
+per hour for the run's expected time; it applies only when the scheme reaches the model's
+explicit-cache minimum.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from pathlib import Path
 
 from . import models
 from .backends import Backend, create
+from .caching import token_bound
 from .errors import GraderError
+from .extract import Extracted
 from .generation import Generation, configure
 from .isolation import Extractor
-from .limits import check_request_size
+from .limits import DEFAULT_LIMITS, check_request_size
 from .models import EstimateAssumptions, ModelTable, Pricing
-from .pipeline import default_model, plan, render, students
+from .pipeline import Plan, default_model, plan, render, students
 from .request import GradeRequest, Usage
 from .settings import Settings, auto_backend, limits
 
@@ -43,12 +48,14 @@ class Load:
 
 @dataclass(frozen=True)
 class Mode:
-    """One way to send the class: its price multiplier and how long it takes (low, high s)."""
+    """One way to send the class: its price multiplier and how long it takes (low, high s);
+    `cached`: the marking scheme is sent as an explicit cache."""
 
     name: str
     pricing: models.Mode
     time: Callable[[Load, Settings, EstimateAssumptions, float | None], tuple[float, float]]
     note: str
+    cached: bool = False
 
 
 def _online_time(load: Load, s: Settings, a: EstimateAssumptions,
@@ -85,7 +92,24 @@ MODES: tuple[Mode, ...] = (
          "half price; each call may queue {flex} minutes (Google's target), --tier flex"),
     Mode("batch", "batch", _batch_time,
          "half price; Google's target is {hours:g} h, usually much sooner"),
+    Mode("cached", "standard", _online_time,
+         "online with the marking scheme ({prefix:,} tokens) in an explicit cache: cached input "
+         "in every call, created once, storage for the run's time; --cache auto", cached=True),
 )
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """The marking scheme every request repeats: its tokens, and the model's explicit-cache
+    minimum (None: the model table has none)."""
+
+    tokens: int
+    minimum: int | None
+    references: int = 0  # tokens of the reference files (part of `tokens`)
+
+    @property
+    def cacheable(self) -> bool:
+        return self.minimum is not None and self.tokens >= self.minimum
 
 
 @dataclass(frozen=True)
@@ -98,6 +122,7 @@ class ModeEstimate:
 
 @dataclass
 class Estimate:
+    prefix: Prefix
     model: str
     thinking_level: str | None
     students: int
@@ -126,12 +151,11 @@ def local_tokens(req: GradeRequest, media: models.Media) -> int:
     return tokens
 
 
-def _requests(class_dir: Path, settings: Settings, gen: Generation
+def _requests(p: Plan, class_dir: Path, settings: Settings, gen: Generation
               ) -> tuple[int, int, list[GradeRequest]]:
     """How many students and rubric criteria there are, and every request the class would send
-    (first asks only)."""
-    p = plan(class_dir, settings)
-    subs = students(class_dir, settings)
+    (first asks only; without the reference files, which `_prefix` counts once)."""
+    subs = students(class_dir, settings, p.assignment_files)
     out = []
     max_bytes = limits(settings).max_request_bytes
     with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:
@@ -158,6 +182,43 @@ async def _count(backend: Backend, reqs: list[GradeRequest], concurrency: int) -
         await backend.aclose()
 
 
+def _prefix(p: Plan, gen: Generation, tbl: ModelTable, count: Callable[[list[GradeRequest]],
+            list[int]] | None) -> Prefix:
+    """The marking scheme's tokens: counted (countTokens) when it could reach the minimum,
+    else its byte bound (a token covers at least one byte) or the local estimate."""
+    bare = render(p, Extracted(text="", content_hash="", files=()), gen
+                  ).model_copy(update={"student_parts": ()})
+    full = bare.model_copy(update={"reference_parts": p.reference_parts()})
+    minimum = gen.row.cache_min_tokens if gen.row is not None else None
+    bound = token_bound(full, tbl.media, DEFAULT_LIMITS.pdf_max_pages)
+    if count is None or minimum is None or bound < minimum:
+        tokens = [local_tokens(bare, tbl.media), local_tokens(full, tbl.media)]
+    else:
+        tokens = count([bare, full] if full.reference_parts else [full])
+        tokens = tokens if len(tokens) == 2 else tokens * 2
+    return Prefix(tokens=tokens[1], minimum=minimum, references=tokens[1] - tokens[0])
+
+
+def _cost(mode: Mode, pricing: Pricing, counts: list[int], prefix: Prefix, answer: int,
+          thinking: int, hours: float, day: date) -> float | None:
+    """What the class costs in `mode` (None: a price is missing, or caching cannot apply)."""
+    cached = mode.cached and prefix.cacheable
+    if mode.cached and not cached:
+        return None
+    costs = [pricing.cost(Usage(prompt_tokens=c + prefix.references, output_tokens=answer,
+                                thinking_tokens=thinking,
+                                cached_tokens=prefix.tokens if cached else 0), day)
+             for c in counts]
+    if any(c is None for c in costs):
+        return None
+    total = sum(c or 0.0 for c in costs)
+    if cached:
+        create = pricing.cache_create(prefix.tokens, day) or 0.0
+        storage = (pricing.cache_storage_per_hour(prefix.tokens, day) or 0.0) * hours
+        total += create + storage
+    return total
+
+
 def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) -> Estimate:
     """Project the class's cost and time in every mode of `MODES`."""
     tbl: ModelTable = models.table(settings.models)
@@ -165,9 +226,15 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
     api = name in ("gemini", "vertex", "enterprise")
     model = default_model(name if api else "gemini", settings)
     gen = configure(settings, model, name if api else "gemini", tbl)
-    total, n_crit, reqs = _requests(class_dir, settings, gen)
+    p = plan(class_dir, settings)
+    total, n_crit, reqs = _requests(p, class_dir, settings, gen)
+
+    def count(batch: list[GradeRequest]) -> list[int]:
+        return asyncio.run(_count(create(name, settings=settings), batch, settings.concurrency))
+
+    prefix = _prefix(p, gen, tbl, count if api and reqs else None)
     if api and reqs:
-        counts = asyncio.run(_count(create(name, settings=settings), reqs, settings.concurrency))
+        counts = count(reqs)
         counted_by = "countTokens"
     else:
         counts = [local_tokens(r, tbl.media) for r in reqs]
@@ -179,18 +246,24 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
     load = Load(calls=len(reqs), input_tokens=sum(counts), answer_tokens=answer * len(reqs),
                 thinking_tokens=thinking * len(reqs))
     day = day or models.today()
-    out = Estimate(model=gen.model, thinking_level=gen.thinking_level, students=total,
+    out = Estimate(prefix=prefix, model=gen.model, thinking_level=gen.thinking_level,
+                   students=total,
                    sent=len(reqs), flagged=total - len(reqs), counted_by=counted_by, load=load,
                    thinking_per_call=thinking, day=day,
                    price=Pricing.of(tbl, gen.model).price(day), checked=tbl.checked,
                    assumptions=a)
+    hours = _online_time(load, settings, a, None)[1] / 3600
     for mode in MODES:
         pricing = Pricing.of(tbl, gen.model, mode.pricing)
-        costs = [pricing.cost(Usage(prompt_tokens=c, output_tokens=answer,
-                                    thinking_tokens=thinking), day) for c in counts]
-        cost = None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
+        cost = _cost(mode, pricing, counts, prefix, answer, thinking, hours, day)
         note = mode.note.format(seconds=a.seconds_per_call, hours=a.batch_hours,
-                                flex=f"{a.flex_minutes[0]:g}-{a.flex_minutes[1]:g}")
+                                flex=f"{a.flex_minutes[0]:g}-{a.flex_minutes[1]:g}",
+                                prefix=prefix.tokens)
+        if mode.cached and not prefix.cacheable:
+            note = (f"not available: the marking scheme is about {prefix.tokens:,} tokens, "
+                    + (f"below {gen.model}'s explicit-cache minimum of {prefix.minimum:,}"
+                       if prefix.minimum is not None else "and the model table has no cache "
+                       f"minimum for {gen.model}") + "; implicit caching may still apply")
         out.modes.append(ModeEstimate(mode, cost, mode.time(load, settings, a, cost), note))
     return out
 
@@ -225,6 +298,9 @@ def render_text(e: Estimate, class_dir: Path) -> str:
                      f"checked {e.checked} ({e.price.source})")
     lines.append(f"{'mode':<8}{'cost':>12}  time")
     for m in e.modes:
+        if m.mode.cached and not e.prefix.cacheable:
+            lines.append(f"{m.mode.name:<8}{'-':>12}  {m.note}")
+            continue
         cost = "unknown" if m.cost_usd is None else f"${m.cost_usd:.4f}"
         low, high = m.time_s
         when = (f"~{duration(high)}" if low == high else

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,10 +46,12 @@ def sha256(*pieces: str | bytes) -> str:
     return h.hexdigest()
 
 
-def prefix_hash(model: str, system: str, static_prefix: str, schema: dict[str, Any]) -> str:
-    """What every request of a run shares, hashed once per run."""
+def prefix_hash(model: str, system: str, static_prefix: str, schema: dict[str, Any],
+                references: tuple[str, ...] = ()) -> str:
+    """What every request of a run shares, hashed once per run: the reference files by content
+    (sha256), never by where they were uploaded, so a re-upload changes no request's key."""
     return sha256("prefix/1", model, system, static_prefix,
-                  json.dumps(schema, sort_keys=True, separators=(",", ":")))
+                  json.dumps(schema, sort_keys=True, separators=(",", ":")), *references)
 
 
 def describe(req: GradeRequest, prefix: str, salt: str) -> RequestRecord:
@@ -107,7 +109,11 @@ class CallLedger:
 
     async def call(self, req: GradeRequest, record: RequestRecord, *, student_id: str,
                    submission_id: int, sample: int, n: int,
-                   redaction: Mapping[str, str] | None = None) -> Called:
+                   redaction: Mapping[str, str] | None = None,
+                   prepare: Callable[[GradeRequest], Awaitable[GradeRequest]] | None = None
+                   ) -> Called:
+        """`prepare` runs only when the request is really sent (no stored reply, none in
+        flight): it names the run's cache and uploads what is too big to send inline."""
         stored = self.store.response_for(record.hash)
         if stored is not None:
             self.counters.reused += 1
@@ -124,6 +130,8 @@ class CallLedger:
         try:
             hold = await self.spending.reserve(req) if self.spending is not None else None
             try:  # from here the reservation is given back whatever happens
+                if prepare is not None:
+                    req = await prepare(req)
                 attempt_id = self.store.begin_attempt(
                     run_id=self.run_id, student_id=student_id, submission_id=submission_id,
                     request=record, sample=sample, n=n, redaction=redaction)

@@ -439,6 +439,56 @@ CREATE INDEX decisions_student ON decisions (student_id, criterion_id, field, id
 CREATE INDEX attempts_submission ON attempts (submission_id, n, id);
 """
 
+# Explicit context caches and uploaded files a run created on the service, so that a run that was
+# killed leaves nothing behind for long (the next run reuses or deletes them) and the cache's
+# creation and storage are priced. A row is written before the service is asked (state
+# 'creating' / 'uploading', with the display name or object name it will have), so a kill between
+# the two is found again. `job_ref` is set for uploads a batch job holds (not deleted by an
+# online run).
+M008_CACHES_AND_UPLOADS = """
+CREATE TABLE caches (
+    id            INTEGER PRIMARY KEY,
+    run_id        INTEGER NOT NULL REFERENCES runs(id),
+    backend       TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    content_hash  TEXT NOT NULL,
+    display_name  TEXT NOT NULL,
+    name          TEXT,
+    tokens        INTEGER,
+    create_usd    REAL,
+    usd_per_hour  REAL,
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT,
+    ended_at      TEXT,
+    storage_usd   REAL,
+    state         TEXT NOT NULL
+        CHECK (state IN ('creating', 'live', 'deleted', 'expired', 'failed'))
+);
+CREATE INDEX caches_state ON caches (state, backend);
+CREATE INDEX caches_run ON caches (run_id);
+
+CREATE TABLE uploads (
+    id            INTEGER PRIMARY KEY,
+    run_id        INTEGER REFERENCES runs(id),
+    job_ref       TEXT,
+    backend       TEXT NOT NULL,
+    purpose       TEXT NOT NULL,
+    sha256        TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    mime_type     TEXT NOT NULL,
+    display_name  TEXT NOT NULL,
+    name          TEXT,
+    uri           TEXT,
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT,
+    ended_at      TEXT,
+    state         TEXT NOT NULL
+        CHECK (state IN ('uploading', 'active', 'deleted', 'expired', 'failed'))
+);
+CREATE INDEX uploads_content ON uploads (backend, sha256, state);
+CREATE INDEX uploads_state ON uploads (state, backend);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
@@ -447,6 +497,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "attempt_redaction", M005_ATTEMPT_REDACTION),
     Migration(6, "human_scores_calibration_uncertainty", M006_QUALITY),
     Migration(7, "review_notes_and_sent_text", M007_REVIEW_NOTES_AND_SENT_TEXT),
+    Migration(8, "caches_and_uploads", M008_CACHES_AND_UPLOADS),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -92,6 +92,27 @@ class Media(BaseModel):
     source: str = Field(min_length=1)
 
 
+class Inline(BaseModel):
+    """What one request may carry inline; larger media go through the Files API."""
+
+    model_config = _STRICT
+
+    request_mb: float = Field(gt=0)
+    pdf_mb: float = Field(gt=0)
+    source: str = Field(min_length=1)
+
+
+class FilesApi(BaseModel):
+    """The Files API's retention and size limit."""
+
+    model_config = _STRICT
+
+    retention_hours: float = Field(gt=0)
+    reupload_after_hours: float = Field(gt=0)
+    max_file_mb: float = Field(gt=0)
+    source: str = Field(min_length=1)
+
+
 class EstimateAssumptions(BaseModel):
     """What `grade estimate` assumes a call produces and takes (not Google figures)."""
 
@@ -174,6 +195,8 @@ class ModelTable(BaseModel):
     default_source: str
     multipliers: Multipliers
     media: Media
+    inline: Inline
+    files: FilesApi
     estimate: EstimateAssumptions
     models: dict[str, ModelInfo]
 
@@ -282,6 +305,20 @@ class Pricing:
         fresh = max(usage.prompt_tokens - usage.cached_tokens, 0)
         return (fresh * inp + usage.cached_tokens * cached
                 + (usage.output_tokens + usage.thinking_tokens) * out)
+
+    def cache_create(self, tokens: int, day: date) -> float | None:
+        """USD to create an explicit cache of `tokens` tokens: billed once as input at the
+        Standard price (Agent Platform says so; the Developer API pages do not say, so grader
+        assumes the same rather than nothing)."""
+        p = self.price(day)
+        return None if p is None else tokens * p.input / 1e6
+
+    def cache_storage_per_hour(self, tokens: int, day: date) -> float | None:
+        """USD an hour to keep an explicit cache of `tokens` tokens (None: no storage price)."""
+        p = self.price(day)
+        if p is None or p.cache_storage_hour is None:
+            return None
+        return tokens * p.cache_storage_hour / 1e6
 
     def worst_case(self, input_tokens: int, max_output_tokens: int, day: date) -> float | None:
         """The most one call can cost: every input token fresh, the whole output cap used."""

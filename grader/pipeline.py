@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from . import __version__, injection, models, schema, score_jump
 from .backends import Backend, create, media_types
 from .budget import Spending
+from .caching import CacheReport
 from .discover import Submission, discover
 from .errors import (
     BackendError,
@@ -53,17 +54,18 @@ from .grading import (
     rejected,
 )
 from .isolation import Extractor
-from .ledger import CallLedger, describe, prefix_hash, salt, sha256
+from .ledger import Called, CallLedger, describe, prefix_hash, salt, sha256
 from .limits import check_request_size
 from .locks import Holder, RunLock
 from .outputs import check_out_dir
 from .prompts import Prompts, check_prefix_size, check_templates, load_prompts
 from .redact import Redactor, restore_verdict
 from .report import write_outputs
-from .request import GradeRequest, Usage
-from .rubric import Rubric, load_rubric
+from .request import GradeRequest, Part, Usage
+from .rubric import Reference, Rubric, load_references, load_rubric
 from .scaffold import check_edited
 from .selection import Grade, Reuse, Selection, Skip, choose
+from .sending import GONE_RETRIES, Sending, open_sending
 from .settings import (
     DEFAULT_GEMINI_MODEL,
     Settings,
@@ -73,7 +75,15 @@ from .settings import (
     redacting,
     rubric_path,
 )
-from .store import FlagRow, GradeRecord, OutcomeRecord, RunInfo, Store, SubmissionRecord
+from .store import (
+    FlagRow,
+    GradeRecord,
+    OutcomeRecord,
+    RequestRecord,
+    RunInfo,
+    Store,
+    SubmissionRecord,
+)
 from .uncertainty import finalize
 
 
@@ -115,6 +125,9 @@ class RunSummary:
     notices: list[str] = field(default_factory=list)  # things the teacher should know
     injection_suspected: list[str] = field(default_factory=list)
     redacted: bool = False
+    cache: CacheReport | None = None  # None: no cache was considered (off, or not offered)
+    cache_usd: float = 0.0  # creating and keeping the run's explicit caches (in cost_usd)
+    uploads: int = 0  # files uploaded (reference files, media too large to send inline)
 
     @property
     def ok(self) -> bool:
@@ -140,6 +153,7 @@ class Plan:
     system: str
     static_prefix: str
     validator: type[BaseModel]
+    references: tuple[Reference, ...] = ()
 
     @property
     def policy(self) -> Policy:
@@ -149,7 +163,17 @@ class Plan:
                       quote_similarity=s.quote_similarity)
 
     def prefix_hash(self, model: str) -> str:
-        return prefix_hash(model, self.system, self.static_prefix, self.response_schema)
+        return prefix_hash(model, self.system, self.static_prefix, self.response_schema,
+                           tuple(r.sha256 for r in self.references))
+
+    @property
+    def assignment_files(self) -> tuple[Path, ...]:
+        """The rubric's reference files: part of the assignment, never of a submission."""
+        return tuple(self.rubric_path.parent / r.name for r in self.references)
+
+    def reference_parts(self) -> tuple[Part, ...]:
+        """The reference files as request parts (bytes; a URI is added once uploaded)."""
+        return tuple(Part(mime_type=r.mime_type, data=r.data) for r in self.references)
 
     def fingerprint(self, model: str) -> str:
         """What makes a grade what it is: the model and every byte of the prompt around the
@@ -187,12 +211,15 @@ def plan(class_dir: Path, settings: Settings) -> Plan:
         class_dir=class_dir, settings=settings, rubric=rubric, rubric_path=path,
         rubric_hash=rhash, prompts=prompts, response_schema=rschema, schema_hash=shash,
         system=system, static_prefix=prefix, validator=schema.validation_model(rubric),
+        references=load_references(rubric, path),
     )
 
 
-def render(p: Plan, ex: Extracted, gen: Generation, key: str = "") -> GradeRequest:
+def render(p: Plan, ex: Extracted, gen: Generation, key: str = "",
+           references: tuple[Part, ...] = ()) -> GradeRequest:
     return GradeRequest(
         key=key, model=gen.model, system=p.system, static_prefix=p.static_prefix,
+        reference_parts=references,
         student_parts=p.prompts.student_parts(ex.text, ex.parts, ex.files),
         response_schema=p.response_schema, max_output_tokens=gen.max_output_tokens,
         thinking_level=gen.thinking_level, temperature=gen.temperature, top_p=gen.top_p,
@@ -266,12 +293,14 @@ def input_flags(ex: Extracted) -> tuple[FlagRow, ...]:
     return tuple(flags)
 
 
-def students(class_dir: Path, settings: Settings) -> list[Submission]:
-    """discover: the class's submissions (paths only), honouring --limit."""
+def students(class_dir: Path, settings: Settings, assignment: tuple[Path, ...] = ()
+             ) -> list[Submission]:
+    """discover: the class's submissions (paths only), honouring --limit. `assignment`: the
+    rubric's reference files (never anyone's submission)."""
     roster = settings.roster
     if roster is None and (class_dir / "roster.csv").is_file():
         roster = class_dir / "roster.csv"
-    subs = list(discover(class_dir, roster))
+    subs = list(discover(class_dir, roster, assignment=assignment))
     if not subs:
         raise InputError("no submissions found in the class folder", path=class_dir,
                          fix="put one file or folder per student in it (see README: Intake)")
@@ -293,10 +322,11 @@ class Runner:
                  run_id: int, epoch: int, gen: Generation, selection: Selection,
                  on_outcome: Callable[[Outcome], None] | None, *,
                  spending: Spending | None = None,
-                 on_notice: Callable[[str], None] | None = None,
+                 sending: Sending, on_notice: Callable[[str], None] | None = None,
                  redactor: Redactor | None = None):
         self.p, self.store, self.backend, self.extractor = p, store, backend, extractor
         self.redactor = redactor
+        self.sending = sending
         # students graded in this run with injection evidence or signs of it (score_jump)
         self.candidates: dict[str, score_jump.Candidate] = {}
         self.suspected: set[str] = set()
@@ -332,7 +362,7 @@ class Runner:
             late=sub.late, notes=ex.notes))
         sent, mapping = (self.redactor.submission(ex, sub.student_id) if self.redactor
                          else (ex, {}))
-        req = render(self.p, sent, self.gen)
+        req = render(self.p, sent, self.gen, references=self.sending.references)
         k = self.samples
         cfg = config_hash(req, k)
         max_request = self.extractor.limits.max_request_bytes
@@ -364,6 +394,7 @@ class Runner:
         sample_attempts: list[list[int]] = []
         try:
             check_request_size(req, max_bytes=max_request, student=sub.student_id)
+            self.sending.check(req, sub.student_id)
             if not ex.has_text and not self._can_read(ex):
                 verdict = decide(self.policy, [_UNREADABLE_MEDIA], flags)
                 assert isinstance(verdict, Verdict)
@@ -384,6 +415,7 @@ class Runner:
             if not e.rejected:
                 self._finish(_with(base, status="failed", reason="backend_error",
                                    message=e.render()))
+                await self.sending.release(sub.student_id)
                 return
             verdict, attempts = rejected(e.message, flags), []
         except SubmissionError as e:  # the backend found the input unusable (too_long, …)
@@ -406,6 +438,7 @@ class Runner:
             self._finish(_with(base, status=verdict.status, grade_id=gid,
                                reason=verdict.reason, message=verdict.message),
                          total=verdict.total)
+        await self.sending.release(sub.student_id)  # its uploads are no longer needed
 
     def _save(self, student_id: str, sub_id: int, v: Verdict, *, sample: int, epoch: int,
               cfg: str, attempts: list[int], samples: int) -> int:
@@ -460,9 +493,8 @@ class Runner:
         attempts: list[int] = []
         while True:
             record = describe(req, self.prefix, salt(sample, epoch))
-            called = await self.ledger.call(req, record, student_id=student_id,
-                                            submission_id=sub_id, sample=sample,
-                                            n=len(replies) + 1, redaction=mapping)
+            called = await self._call(req, record, student_id, sub_id, sample,
+                                      len(replies) + 1, mapping)
             replies.append(called.reply)
             if called.attempt_id is not None:
                 attempts.append(called.attempt_id)
@@ -475,6 +507,27 @@ class Runner:
                                              "thinking_level": verdict.thinking_level})
                 continue
             return restore_verdict(verdict, mapping), attempts
+
+    async def _call(self, req: GradeRequest, record: RequestRecord, student_id: str,
+                    sub_id: int, sample: int, n: int, mapping: dict[str, str]) -> Called:
+        """One ledger call; sent again when the cache or a file it named was gone (the request's
+        hash does not depend on either, so nothing paid for is lost)."""
+        for tries in range(GONE_RETRIES + 1):
+            sent: dict[str, GradeRequest] = {}
+
+            async def prepare(r: GradeRequest, sent: dict[str, GradeRequest] = sent
+                              ) -> GradeRequest:
+                return await self.sending.prepare(r, student_id, sent)
+
+            try:
+                return await self.ledger.call(req, record, student_id=student_id,
+                                              submission_id=sub_id, sample=sample, n=n,
+                                              redaction=mapping, prepare=prepare)
+            except BackendError as e:
+                if (e.gone is None or tries == GONE_RETRIES
+                        or not await self.sending.recover(e, sent)):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _finish(self, rec: OutcomeRecord, *, total: float | None = None) -> None:
         self.store.record_outcome(rec)
@@ -567,7 +620,7 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
     name = backend.name if backend is not None else auto_backend(settings)
     gen = configure(settings, default_model(name, settings), name, tbl)  # before any call
     spending = spending_for(settings, gen, tbl)
-    subs = students(class_dir, settings)
+    subs = students(class_dir, settings, p.assignment_files)
     sel = selection_of(settings)
     db = db_path(class_dir, settings)
     lock = RunLock(db)
@@ -595,7 +648,8 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
                 redactor = (Redactor(subs, phone_region=settings.phone_region)
                             if redacting(settings, name) else None)
                 return await _graded(p, subs, sel, store, backend, name, gen, on_outcome,
-                                     spending=spending, on_notice=on_notice, redactor=redactor)
+                                     tbl=tbl, spending=spending, on_notice=on_notice,
+                                     redactor=redactor)
             finally:
                 if owned:
                     await backend.aclose()
@@ -606,7 +660,7 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
 async def _graded(p: Plan, subs: list[Submission], sel: Selection, store: Store,
                   backend: Backend, name: str, gen: Generation,
                   on_outcome: Callable[[Outcome], None] | None, *,
-                  spending: Spending | None,
+                  tbl: models.ModelTable, spending: Spending | None,
                   on_notice: Callable[[str], None] | None,
                   redactor: Redactor | None) -> RunSummary:
     started = time.perf_counter()
@@ -626,23 +680,43 @@ async def _graded(p: Plan, subs: list[Submission], sel: Selection, store: Store,
         rubric=p.rubric.model_dump(mode="json"), mode=sel.mode, selection=sel.as_dict(),
         epoch=resumed.epoch if resumed else None))
     with Extractor(max_file_mb=p.settings.max_file_mb, limits=limits(p.settings)) as ex:
-        runner = Runner(p, store, backend, ex, run.id, run.epoch, gen, sel, on_outcome,
-                        spending=spending, on_notice=on_notice, redactor=redactor)
+        sending: Sending | None = None
         try:
+            sending = await open_sending(
+                store, backend, run.id, row=gen.row, settings=p.settings, tbl=tbl,
+                probe=render(p, _NOTHING, gen, references=p.reference_parts()
+                             ).model_copy(update={"student_parts": ()}),
+                pricing=spending.pricing if spending is not None else None,
+                calls=len(subs), on_notice=on_notice)
+            for text in sending.notices:
+                if on_notice:
+                    on_notice(text)
+            runner = Runner(p, store, backend, ex, run.id, run.epoch, gen, sel, on_outcome,
+                            spending=spending, on_notice=on_notice, redactor=redactor,
+                            sending=sending)
             await runner.run(iter(subs))
             runner.suspected.update(score_jump.check_run(store, run.id, runner.candidates))
         except BaseException:
             with suppress(StoreError):  # the store may be why we stopped: keep that error
                 store.finish_run(run.id, "interrupted")
+            if sending is not None:  # Ctrl-C, SIGTERM, a run-wide error: delete them now
+                with suppress(StoreError):
+                    await sending.close()
             raise
+        await sending.close()
         status = "failed" if any(o.status == "failed" for o in runner.outcomes) else "done"
         store.finish_run(run.id, status)
     summary = _summarize(runner, run.id, name, model, Path(store.path), sel.mode)
+    summary.cache = sending.report
+    summary.uploads = sending.uploads.uploaded if sending.uploads is not None else 0
     summary.notices = list(store.notices)
     summary.injection_suspected = sorted(runner.suspected)
     summary.redacted = redactor is not None
     if spending is not None:
-        summary.cost_usd, summary.unpriced = spending.cost, spending.unpriced
+        held = store.usage(run.id)
+        summary.cache_usd = held["cache_create_usd"] + held["cache_storage_usd"]
+        summary.cost_usd = spending.cost + summary.cache_usd
+        summary.unpriced = spending.unpriced
         summary.budget, summary.tier = p.settings.budget, p.settings.tier
     summary.wall_s = time.perf_counter() - started
     if p.settings.out is not None:

@@ -13,13 +13,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Part(BaseModel):
-    """One piece of student content: text, or inline media (image, PDF without a text layer)."""
+    """One piece of content: text, or media (image, PDF without a text layer). Media keep their
+    bytes (they are what the request hash covers); `file_uri` says where the same bytes were
+    uploaded (Files API or a gs:// staging bucket), and is then sent instead of the bytes."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     text: str | None = None
     mime_type: str | None = None
     data: bytes | None = None
+    file_uri: str | None = None
 
     @property
     def is_text(self) -> bool:
@@ -49,6 +52,9 @@ class GradeRequest(BaseModel):
     model: str
     system: str
     static_prefix: str
+    reference_parts: tuple[Part, ...] = Field(
+        default=(), description="the rubric's reference files, sent after `static_prefix` (part "
+        "of the static prefix, and of the cache)")
     student_parts: tuple[Part, ...]
     history: tuple[Turn, ...] = ()
     response_schema: dict[str, Any]

@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Hashable
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import yaml
@@ -25,6 +26,11 @@ from .errors import RubricError, format_validation_error
 
 MAX_POINTS = 10_000  # per criterion: far above any real scheme, far below float trouble
 MAX_RUBRIC_BYTES = 1024 * 1024
+MAX_REFERENCE_FILES = 20
+MAX_REFERENCE_BYTES = 50 * 1024 * 1024  # each: the inline PDF limit of the Gemini API
+# What a reference file may be (what Gemini reads as a document or image), told by its first bytes.
+REFERENCE_KINDS = {".pdf": "application/pdf", ".png": "image/png", ".jpg": "image/jpeg",
+                   ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
 Points = Annotated[float, Field(ge=0, le=MAX_POINTS, allow_inf_nan=False)]
@@ -113,6 +119,25 @@ class Exemplar(_Strict):
     comment: str = ""
 
 
+class ReferenceFile(_Strict):
+    """A file the grader model is given with the marking scheme (a PDF model answer, a figure);
+    `path` is relative to the rubric file and stays inside its folder."""
+
+    path: str = Field(min_length=1, max_length=500)
+    title: str = Field(default="", max_length=200)
+
+    @model_validator(mode="after")
+    def _relative(self) -> ReferenceFile:
+        p = PurePosixPath(self.path.replace("\\", "/"))
+        if p.is_absolute() or ".." in p.parts or self.path.startswith("~"):
+            raise ValueError(f"path {self.path!r} must be relative to the rubric file, inside its "
+                             "folder (no absolute paths, no '..')")
+        if p.suffix.lower() not in REFERENCE_KINDS:
+            raise ValueError(f"path {self.path!r}: a reference file must be one of "
+                             f"{', '.join(sorted(REFERENCE_KINDS))}")
+        return self
+
+
 class Question(_Strict):
     id: Identifier
     prompt: str
@@ -128,6 +153,7 @@ class Rubric(_Strict):
     criteria: tuple[Criterion, ...] = ()
     questions: tuple[Question, ...] = ()
     exemplars: tuple[Exemplar, ...] = ()
+    reference_files: tuple[ReferenceFile, ...] = Field(default=(), max_length=MAX_REFERENCE_FILES)
     grade_bands: dict[BandName, Percent] = Field(
         default_factory=dict,
         description="band name -> minimum percent, e.g. {A: 85, B: 70}",
@@ -262,3 +288,61 @@ def load_rubric(path: Path) -> tuple[Rubric, str]:
             fix="correct the fields listed above; see rubrics/ for a complete example",
         ) from None
     return rubric, rubric_hash(text)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference file as read for a run: sent with the marking scheme (through the Files API
+    or a staging bucket when the backend has one), hashed by content."""
+
+    name: str
+    title: str
+    mime_type: str
+    data: bytes
+    sha256: str
+
+
+def _kind(data: bytes, suffix: str) -> str | None:
+    """The file's MIME type when its first bytes match its suffix."""
+    mime = REFERENCE_KINDS.get(suffix)
+    magic = {"application/pdf": data[:5] == b"%PDF-", "image/png": data[:8] == b"\x89PNG\r\n\x1a\n",
+             "image/jpeg": data[:3] == b"\xff\xd8\xff",
+             "image/webp": data[:4] == b"RIFF" and data[8:12] == b"WEBP"}
+    return mime if mime is not None and magic.get(mime) else None
+
+
+def load_references(rubric: Rubric, rubric_file: Path) -> tuple[Reference, ...]:
+    """Read the rubric's reference files (relative to the rubric, inside its folder, regular
+    files of a kind Gemini reads, each at most MAX_REFERENCE_BYTES)."""
+    base = rubric_file.resolve().parent
+    out = []
+    for n, ref in enumerate(rubric.reference_files):
+        where = f"reference_files.{n}.path"
+        path = base / ref.path.replace("\\", "/")
+        try:
+            real = path.resolve(strict=True)
+            if not real.is_relative_to(base):
+                raise RubricError(f"{where}: {ref.path!r} leads outside the rubric's folder",
+                                  path=rubric_file, fix="copy the file next to the rubric")
+            if not real.is_file():
+                raise RubricError(f"{where}: {ref.path!r} is not a regular file",
+                                  path=rubric_file, fix="name a PDF or image file")
+            if real.stat().st_size > MAX_REFERENCE_BYTES:
+                raise RubricError(
+                    f"{where}: {ref.path!r} is over {MAX_REFERENCE_BYTES // (1024 * 1024)} MB",
+                    path=rubric_file, fix="use a smaller PDF or image (export it again, or "
+                    "split it)")
+            data = real.read_bytes()
+        except OSError as e:
+            raise RubricError(f"{where}: cannot read {ref.path!r}: {e.strerror or e}",
+                              path=rubric_file, fix="put the file next to the rubric, or "
+                              "correct the path (it is relative to the rubric file)") from None
+        mime = _kind(data, PurePosixPath(ref.path).suffix.lower())
+        if mime is None:
+            raise RubricError(f"{where}: {ref.path!r} is not a valid "
+                              f"{PurePosixPath(ref.path).suffix.lower()} file",
+                              path=rubric_file, fix="export the file again as PDF, PNG, JPEG "
+                              "or WebP")
+        out.append(Reference(name=ref.path, title=ref.title, mime_type=mime, data=data,
+                             sha256=hashlib.sha256(data).hexdigest()))
+    return tuple(out)

@@ -81,6 +81,13 @@ class Settings(BaseModel):
     store: bool = False
     tier: Literal["standard", "flex"] = Field(
         default="standard", description="service tier: flex is half price, minutes of queueing")
+    cache: Literal["auto", "on", "off"] = Field(
+        default="auto", description="explicit context cache of the marking scheme: auto = when "
+        "it reaches the model's minimum size; on = required (an error when it cannot be used); "
+        "off = never (implicit caching still applies)")
+    cache_ttl_s: float | None = Field(
+        default=None, gt=0, description="how long the cache lives before it is extended; "
+        "None = sized from the expected run time")
     models: dict[str, dict[str, Any]] | None = Field(
         default=None, description="[grader.models.\"<id>\"] overrides of the model table")
 
@@ -119,6 +126,10 @@ class Settings(BaseModel):
     vertexai: bool | None = None
     project: str | None = None
     location: str | None = None
+    staging_bucket: str | None = Field(
+        default=None, pattern=r"^(gs://)?[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$",
+        description="Enterprise/Vertex: gs://BUCKET[/PREFIX] for files too large to send inline "
+        "(reference files, large student PDFs)")
 
     # local (llama.cpp)
     model_path: Path | None = None

@@ -49,8 +49,10 @@ def class_status(class_dir: Path, settings: Settings) -> str:
         if cost.cost_usd is not None:
             tier = "" if cost.tier == "standard" else f", {cost.tier} tier"
             more = f"; {cost.unpriced} calls without a price" if cost.unpriced else ""
+            cache = (f"; of which the context cache ${cost.cache_usd:.4f} (creation and "
+                     "storage)" if usage.get("caches") else "")
             lines.append(f"cost: ${cost.cost_usd:.4f} (model table prices, checked "
-                         f"{cost.checked}{tier}{more})")
+                         f"{cost.checked}{tier}{more}{cache})")
         for label, calls, note in cost.served:
             if note:
                 lines.append(f"served: {label} for {calls} calls: {note}")

@@ -225,6 +225,49 @@ class Run:
 
 
 @dataclass(frozen=True)
+class CacheRow:
+    """An explicit context cache a run asked the service for (`name` None until created)."""
+
+    id: int
+    run_id: int
+    backend: str
+    model: str
+    content_hash: str
+    display_name: str
+    name: str | None
+    tokens: int | None
+    create_usd: float | None
+    usd_per_hour: float | None
+    created_at: str
+    expires_at: str | None
+    ended_at: str | None
+    storage_usd: float | None
+    state: str  # creating | live | deleted | expired | failed
+
+
+@dataclass(frozen=True)
+class UploadRow:
+    """A file a run (or a batch job: `job_ref`) uploaded to the service (`name` None until the
+    service named it; a staging-bucket object is named before it is written)."""
+
+    id: int
+    run_id: int | None
+    job_ref: str | None
+    backend: str
+    purpose: str
+    sha256: str
+    size: int
+    mime_type: str
+    display_name: str
+    name: str | None
+    uri: str | None
+    created_at: str
+    expires_at: str | None
+    ended_at: str | None
+    state: str  # uploading | active | deleted | expired | failed
+
+
+@dataclass(frozen=True)
 class StoredResponse:
     request_hash: str
     text: str | None
@@ -780,6 +823,90 @@ class Store:
         return [Unanswered(r["id"], r["run_id"], r["student_id"], r["sent_at"])
                 for r in self.conn.execute(sql + " ORDER BY a.id", args)]
 
+    # --- what a run keeps on the service: context caches and uploaded files ------------------
+
+    @_mapped
+    def begin_cache(self, *, run_id: int, backend: str, model: str, content_hash: str,
+                    display_name: str) -> int:
+        """Record a cache before it is asked for (a kill before the reply leaves it findable by
+        its display name)."""
+        cur = self.conn.execute(
+            "INSERT INTO caches (run_id, backend, model, content_hash, display_name, created_at,"
+            " state) VALUES (?,?,?,?,?,?,'creating')",
+            (run_id, backend, model, content_hash, display_name, now()))
+        return int(cur.lastrowid or 0)
+
+    @_mapped
+    def cache_live(self, cache_id: int, *, name: str, tokens: int, create_usd: float | None,
+                   usd_per_hour: float | None, expires_at: str) -> None:
+        self.conn.execute(
+            "UPDATE caches SET name=?, tokens=?, create_usd=?, usd_per_hour=?, expires_at=?,"
+            " created_at=?, state='live' WHERE id=?",
+            (name, tokens, create_usd, usd_per_hour, expires_at, now(), cache_id))
+
+    @_mapped
+    def cache_expires(self, cache_id: int, expires_at: str, *, run_id: int | None = None
+                      ) -> None:
+        """A new expiry (the TTL was extended); `run_id`: the run that now holds the cache."""
+        self.conn.execute("UPDATE caches SET expires_at=?, run_id=COALESCE(?, run_id)"
+                          " WHERE id=?", (expires_at, run_id, cache_id))
+
+    @_mapped
+    def end_cache(self, cache_id: int, state: str, storage_usd: float | None,
+                  ended_at: str | None = None) -> None:
+        self.conn.execute("UPDATE caches SET state=?, storage_usd=?, ended_at=? WHERE id=?",
+                          (state, storage_usd, ended_at or now(), cache_id))
+
+    @_mapped
+    def open_caches(self, backend: str) -> list[CacheRow]:
+        """Caches on `backend` not known to be gone (being created, or live)."""
+        return [CacheRow(**dict(r)) for r in self.conn.execute(
+            "SELECT * FROM caches WHERE state IN ('creating', 'live') AND backend=? ORDER BY id",
+            (backend,))]
+
+    @_mapped
+    def caches(self, run_id: int) -> list[CacheRow]:
+        return [CacheRow(**dict(r)) for r in self.conn.execute(
+            "SELECT * FROM caches WHERE run_id=? ORDER BY id", (run_id,))]
+
+    @_mapped
+    def begin_upload(self, *, run_id: int | None, backend: str, purpose: str, sha256: str,
+                     size: int, mime_type: str, display_name: str, name: str | None = None,
+                     job_ref: str | None = None) -> int:
+        """Record an upload before it starts (a kill during it leaves it findable)."""
+        cur = self.conn.execute(
+            "INSERT INTO uploads (run_id, job_ref, backend, purpose, sha256, size, mime_type,"
+            " display_name, name, created_at, state) VALUES (?,?,?,?,?,?,?,?,?,?,'uploading')",
+            (run_id, job_ref, backend, purpose, sha256, size, mime_type, display_name, name,
+             now()))
+        return int(cur.lastrowid or 0)
+
+    @_mapped
+    def upload_active(self, upload_id: int, *, name: str, uri: str,
+                      expires_at: str | None) -> None:
+        self.conn.execute(
+            "UPDATE uploads SET name=?, uri=?, expires_at=?, created_at=?, state='active'"
+            " WHERE id=?", (name, uri, expires_at, now(), upload_id))
+
+    @_mapped
+    def end_upload(self, upload_id: int, state: str) -> None:
+        self.conn.execute("UPDATE uploads SET state=?, ended_at=? WHERE id=?",
+                          (state, now(), upload_id))
+
+    @_mapped
+    def open_uploads(self, backend: str, *, job_ref: str | None = None) -> list[UploadRow]:
+        """Uploads on `backend` not known to be gone, held by online runs (`job_ref` None) or
+        by the batch job `job_ref`."""
+        sql = ("SELECT * FROM uploads WHERE state IN ('uploading', 'active') AND backend=?"
+               + (" AND job_ref=?" if job_ref is not None else " AND job_ref IS NULL")
+               + " ORDER BY id")
+        args: tuple[Any, ...] = (backend, job_ref) if job_ref is not None else (backend,)
+        return [UploadRow(**dict(r)) for r in self.conn.execute(sql, args)]
+
+    @_mapped
+    def adopt_upload(self, upload_id: int, run_id: int) -> None:
+        self.conn.execute("UPDATE uploads SET run_id=? WHERE id=?", (run_id, upload_id))
+
     # --- grades: what a student got ---------------------------------------------------------
 
     @_mapped
@@ -901,7 +1028,9 @@ class Store:
     def usage(self, run_id: int) -> dict[str, float]:
         """Calls made, tokens billed and what they cost in a run (replies reused from the ledger
         cost nothing). `cost_usd` sums the priced calls; `unpriced` counts answered calls the
-        model table had no price for."""
+        model table had no price for; `cache_create_usd` and `cache_storage_usd` are what the
+        run's explicit caches cost to create and to keep (storage is booked when a cache
+        ends)."""
         row = self.conn.execute(
             "SELECT COUNT(*) AS calls, COALESCE(SUM(prompt_tokens),0) AS prompt_tokens,"
             " COALESCE(SUM(output_tokens),0) AS output_tokens,"
@@ -913,7 +1042,11 @@ class Store:
             " COUNT(*) FILTER (WHERE answered_at IS NOT NULL AND cost_usd IS NULL) AS unpriced"
             " FROM attempts WHERE run_id=? AND state != 'rendered'", (run_id,),
         ).fetchone()
-        return dict(row)
+        cache = self.conn.execute(
+            "SELECT COUNT(*) AS caches, COALESCE(SUM(create_usd),0) AS cache_create_usd,"
+            " COALESCE(SUM(storage_usd),0) AS cache_storage_usd FROM caches"
+            " WHERE run_id=? AND name IS NOT NULL", (run_id,)).fetchone()
+        return {**dict(row), **dict(cache)}
 
     @_mapped
     def served_models(self, run_id: int) -> list[ServedModel]:

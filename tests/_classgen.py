@@ -48,3 +48,41 @@ def make_class(root: Path, n: int, *, extra: dict[str, str] | None = None) -> Pa
     for name, text in (extra or {}).items():
         (class_dir / name).write_text(text, encoding="utf-8")
     return class_dir
+
+
+def big_rubric(tokens: int) -> str:
+    """RUBRIC with marking guidance long enough that the rendered scheme is about `tokens`
+    tokens by the fake's estimate (4 characters a token): above the explicit-cache minimum."""
+    line = ("Award the reasons point only when the explanation names the mechanism and ties it "
+            "to the network's clocks or to its bandwidth; paraphrase is fine. ")
+    guidance = "".join(f"  Note {n}: {line}\n" for n in range(tokens * 4 // (len(line) + 12)))
+    return RUBRIC.replace("instructions: Grade each criterion independently.\n",
+                          "instructions: |\n  Grade each criterion independently.\n" + guidance)
+
+
+def make_big_class(root: Path, n: int, tokens: int = 6000) -> Path:
+    """`make_class` with `big_rubric(tokens)`."""
+    class_dir = make_class(root, n)
+    (class_dir / "rubric.yaml").write_text(big_rubric(tokens), encoding="utf-8")
+    return class_dir
+
+
+def scanned_pdf(path: Path, megabytes: float) -> Path:
+    """A valid one-page PDF with no text layer (as a scan is to a text reader), padded to
+    `megabytes` with an unreferenced stream: it is sent to the model as a document."""
+    pad = int(megabytes * 1024 * 1024)
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+               b"<< /Length %d >>\nstream\n" % pad + b"\x00" * pad + b"\nendstream"]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for n, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1, xref)
+    path.write_bytes(bytes(out))
+    return path

@@ -14,11 +14,12 @@ from click.testing import CliRunner
 from grader.cli import cli
 from grader.testing.fake_gemini import FakeGemini
 
-from _classgen import make_class
+from _classgen import make_big_class, make_class
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "intro-python"
 ROW = re.compile(r"^(online|flex|batch)\s+\$(\d+\.\d+)\s+(.*)$", re.MULTILINE)
+CACHED = re.compile(r"^cached\s+\$(\d+\.\d+)\s+", re.MULTILINE)
 
 
 def grade(*args: str) -> tuple[int, str]:
@@ -45,7 +46,10 @@ def test_estimate_of_the_sample_class_agrees_with_the_run_within_10_percent(
     code, output = grade("estimate", str(class_dir))
     assert code == 0, output
     assert "(countTokens)" in output and "13 of 16 students" in output
-    assert fake_gemini.stats()["by_endpoint"] == {"countTokens": 13}  # counting is not grading
+    # counting is not grading: 13 requests, and the marking scheme once (could it be cached?)
+    assert fake_gemini.stats()["by_endpoint"] == {"countTokens": 14}
+    assert re.search(r"^cached\s+-\s+not available: the marking scheme is about [\d,]+ tokens, "
+                     r"below gemini-3.8-flash's explicit-cache minimum of 4,096", output, re.M)
     modes = {m: (float(cost), rest) for m, cost, rest in ROW.findall(output)}
     assert set(modes) == {"online", "flex", "batch"}
     assert modes["flex"][0] == pytest.approx(modes["online"][0] / 2, abs=1e-4)
@@ -72,3 +76,25 @@ def test_without_credentials_the_estimate_is_local_and_says_so(
     online = dict((m, rest) for m, _, rest in ROW.findall(output))["online"]
     assert online.startswith("~5 s")  # 5 calls at the 60 rpm quota: one a second
     assert "thinking tokens (assumed 600 a call" in output  # the default level, low
+
+
+def test_the_cached_estimate_agrees_with_a_cached_run_within_10_percent(
+        fake_gemini: FakeGemini, env: None, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
+    class_dir = make_big_class(tmp_path, 20)
+    code, output = grade("estimate", str(class_dir))
+    assert code == 0, output
+    estimated = float(CACHED.search(output).group(1))
+    online = float(dict((m, c) for m, c, _ in ROW.findall(output))["online"])
+    assert estimated < online / 2
+    assert "online with the marking scheme (" in output
+    code, output = grade("run", str(class_dir), "--db", str(tmp_path / "g.db"),
+                         "--out", str(tmp_path / "o"))
+    assert code == 0, output
+    assert fake_gemini.stats()["caches"]["created"] == 1
+    actual = float(re.search(r"^cost: \$(\d+\.\d+)", output, re.MULTILINE).group(1))
+    print(f"\n20 students, 6,000-token scheme, fake server: cached estimate ${estimated:.4f}, "
+          f"cached run ${actual:.4f}; online estimate ${online:.4f}")
+    assert abs(estimated - actual) <= 0.10 * actual

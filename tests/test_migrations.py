@@ -178,13 +178,13 @@ def test_quality_migration_keeps_grades_as_single_samples_and_adds_human_scores(
     assert _raw(path, "PRAGMA foreign_key_check") == []
 
 
-def test_v4_keeps_decisions_allows_private_notes_and_indexes_attempts(tmp_path: Path) -> None:
+def test_v7_keeps_decisions_allows_private_notes_and_indexes_attempts(tmp_path: Path) -> None:
     path = _v2(tmp_path)
     before = _raw(path, "SELECT COUNT(*) FROM overrides")[0][0] + _raw(
         path, "SELECT COUNT(*) FROM reviews")[0][0]
     with Store(path) as store:
         kept = sum(len(v) for v in store.decisions().values())
-        assert kept >= before  # every v2 override/review survived the v4 rebuild
+        assert kept >= before  # every v2 override/review survived the v7 rebuild
         sid = next(iter(store.decisions()))
         store.add_decisions([Decision(student_id=sid, field="note", value='"private"')])
         assert store.decisions()[sid][-1].field == "note"
@@ -192,3 +192,31 @@ def test_v4_keeps_decisions_allows_private_notes_and_indexes_attempts(tmp_path: 
             store.add_decisions([Decision(student_id=sid, field="bogus", value="1")])
     indexes = {r[0] for r in _raw(path, "SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"attempts_submission", "decisions_student"} <= indexes
+
+
+def test_caches_and_uploads_migration_keeps_old_runs_and_prices_a_cache(tmp_path: Path) -> None:
+    path = _v2(tmp_path)
+    with Store(path) as store:  # migrates the v2 store to the latest version
+        tables = {r[0] for r in _raw(path, "SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"caches", "uploads"} <= tables
+        run = store.runs()[-1]
+        before = store.usage(run.id)
+        assert before["caches"] == 0 and before["cache_create_usd"] == 0
+        cid = store.begin_cache(run_id=run.id, backend="developer", model="m",
+                                content_hash="h", display_name="grader-h")
+        assert [c.state for c in store.open_caches("developer")] == ["creating"]
+        store.cache_live(cid, name="cachedContents/x", tokens=6000, create_usd=0.0045,
+                         usd_per_hour=0.003, expires_at="2026-11-22T10:00:00+00:00")
+        store.end_cache(cid, "deleted", 0.0015)
+        after = store.usage(run.id)
+        assert after["caches"] == 1 and after["cache_create_usd"] == pytest.approx(0.0045)
+        assert after["cache_storage_usd"] == pytest.approx(0.0015)
+        assert after["cost_usd"] == before["cost_usd"]  # the calls' cost is untouched
+        assert store.open_caches("developer") == []
+        uid = store.begin_upload(run_id=run.id, backend="developer", purpose="media",
+                                 sha256="s", size=3, mime_type="application/pdf",
+                                 display_name="grader-s")
+        store.upload_active(uid, name="files/a", uri="u", expires_at=None)
+        assert [u.name for u in store.open_uploads("developer")] == ["files/a"]
+        assert store.open_uploads("developer", job_ref="batch-1") == []
+    assert _raw(path, "PRAGMA foreign_key_check") == []

@@ -3,7 +3,18 @@ name), `local` (llama.cpp)."""
 
 from __future__ import annotations
 
-from .base import AcceptsMedia, Backend, create, media_types, names, register
+from .base import (
+    AcceptsMedia,
+    Backend,
+    CacheInfo,
+    FileInfo,
+    SupportsCaching,
+    SupportsFiles,
+    create,
+    media_types,
+    names,
+    register,
+)
 
 
 def _gemini() -> object:
@@ -35,4 +46,5 @@ register("vertex", _vertex)  # type: ignore[arg-type]
 register("enterprise", _enterprise)  # type: ignore[arg-type]
 register("local", _local)  # type: ignore[arg-type]
 
-__all__ = ["AcceptsMedia", "Backend", "create", "media_types", "names", "register"]
+__all__ = ["AcceptsMedia", "Backend", "CacheInfo", "FileInfo", "SupportsCaching",
+           "SupportsFiles", "create", "media_types", "names", "register"]

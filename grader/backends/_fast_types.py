@@ -31,6 +31,10 @@ class Blob(_Fast, types.Blob):
     pass
 
 
+class FileData(_Fast, types.FileData):
+    pass
+
+
 class Part(_Fast, types.Part):
     pass
 

@@ -5,12 +5,18 @@ backend's business (it knows its service's error format); validation and storage
 
 Beyond the three methods, a backend may offer optional capabilities, declared as protocols that
 callers check with `isinstance` (in the manner of simonw/llm's `attachment_types`), never by
-catching an exception: `AcceptsMedia` (which inline media it can read).
+catching an exception: `AcceptsMedia` (which inline media it can read), `SupportsCaching` (an
+explicit cache of the static prefix on the service) and `SupportsFiles` (uploading files too
+large to send inline). The local backend has neither of the last two: it keeps the prefix in
+llama.cpp's KV cache and reads no media.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ..errors import ConfigError
@@ -44,6 +50,74 @@ class AcceptsMedia(Protocol):
 def media_types(backend: object) -> frozenset[str]:
     """The media a backend reads; none for a backend without the capability."""
     return backend.media_types if isinstance(backend, AcceptsMedia) else frozenset()
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """An explicit cache as the service describes it."""
+
+    name: str
+    tokens: int
+    expires_at: datetime | None
+    display_name: str | None = None
+
+
+@runtime_checkable
+class SupportsCaching(Protocol):
+    """The backend can keep a request's static prefix (system instruction, `static_prefix`,
+    `reference_parts`) in a cache on the service. A request naming it in `cached_content` is
+    then sent without them (the service refuses a system instruction, tools or tool config
+    beside a cache). `service_key` names where caches live (caches of one key are visible to
+    each other); `get`/`extend` answer None and `delete` False for a cache that is gone."""
+
+    service_key: str
+
+    async def create_cache(self, request: GradeRequest, *, ttl_s: float,
+                           display_name: str) -> CacheInfo: ...
+
+    async def get_cache(self, name: str) -> CacheInfo | None: ...
+
+    async def extend_cache(self, name: str, ttl_s: float) -> CacheInfo | None: ...
+
+    async def delete_cache(self, name: str) -> bool: ...
+
+    async def list_caches(self) -> list[CacheInfo]: ...
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """An uploaded file: `name` identifies it to the service (`files/abc`, or the `gs://` URI of
+    a staged object), `uri` is what a request's file part names."""
+
+    name: str
+    uri: str
+    mime_type: str
+    expires_at: datetime | None  # None: kept until deleted (a staging bucket)
+    display_name: str | None = None
+    active: bool = True
+
+
+@runtime_checkable
+class SupportsFiles(Protocol):
+    """The backend can upload files (the Gemini Files API, or a gs:// staging bucket) and name
+    them in requests. `files_available` is False when it is not set up for it (Enterprise
+    without a staging bucket; `files_fix` says how). `get` answers None and `delete` False for
+    a file that is gone. `download_file` streams to a path (batch result files)."""
+
+    service_key: str
+    files_available: bool
+    files_fix: str
+
+    async def upload_file(self, source: bytes | Path, *, mime_type: str,
+                          display_name: str) -> FileInfo: ...
+
+    async def get_file(self, name: str) -> FileInfo | None: ...
+
+    async def delete_file(self, name: str) -> bool: ...
+
+    async def list_files(self) -> list[FileInfo]: ...
+
+    async def download_file(self, name: str, destination: Path) -> None: ...
 
 
 BackendFactory = Callable[..., Backend]

@@ -14,12 +14,14 @@ data. Enterprise has no such field (the SDK refuses it there). `--tier flex` sen
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import random
 import re
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import httpx2
@@ -30,10 +32,11 @@ from google.genai import types
 
 from ..errors import BackendError, ConfigError
 from ..ratelimit import Quota, estimate_tokens
-from ..request import GradeRequest, GradeResponse, Usage
+from ..request import GradeRequest, GradeResponse, Part, Usage
 from ..settings import DEFAULT_GEMINI_MODEL, ENTERPRISE_ENV, Settings
 from . import _fast_types as fast
 from ._transport import ShardedTransport
+from .base import CacheInfo, FileInfo
 
 T = TypeVar("T")
 
@@ -44,6 +47,13 @@ UNREACHABLE_AFTER_S = 10.0
 CONNECT_BACKOFF_CAP_S = 2.0
 _OK_FINISH = frozenset({"STOP", "FINISH_REASON_UNSPECIFIED"})
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+# How a 4xx names what a request referred to and the service no longer has: an explicit cache
+# ("CachedContent not found (or permission denied)") or an uploaded file ("You do not have
+# permission to access the File abc or it may not exist"). Google's exact texts for these are
+# reported by users, not documented: matched loosely.
+_CACHE_GONE = re.compile(r"cached[ _]?content", re.IGNORECASE)
+_FILE_GONE = re.compile(r"\bfile\b.*(not exist|not found|permission)", re.IGNORECASE | re.DOTALL)
+FILE_ACTIVE_WAIT_S = 60.0  # an upload still PROCESSING is polled this long
 
 
 def _details(err: genai_errors.APIError) -> list[dict[str, Any]]:
@@ -83,6 +93,50 @@ def retry_delay_from(err: genai_errors.APIError) -> float | None:
     return None
 
 
+def _part(p: Part) -> types.Part:
+    """A request part on the wire: text, a file the service holds, or inline bytes."""
+    if p.text is not None:
+        return fast.Part(text=p.text)
+    mime = p.mime_type or "application/octet-stream"
+    if p.file_uri is not None:
+        return fast.Part(file_data=fast.FileData(file_uri=p.file_uri, mime_type=mime))
+    return fast.Part(inline_data=fast.Blob(data=p.data or b"", mime_type=mime))
+
+
+def _ttl(seconds: float) -> str:
+    return f"{max(1, round(seconds))}s"
+
+
+def _cache_info(c: types.CachedContent) -> CacheInfo:
+    tokens = c.usage_metadata.total_token_count if c.usage_metadata else None
+    return CacheInfo(name=str(c.name), tokens=int(tokens or 0), expires_at=c.expire_time,
+                     display_name=c.display_name)
+
+
+def _state(f: types.File) -> str:
+    return str(_enum_name(f.state) or "ACTIVE")
+
+
+def _file_info(f: types.File) -> FileInfo:
+    return FileInfo(name=str(f.name), uri=str(f.uri or f.name), mime_type=str(f.mime_type or ""),
+                    expires_at=f.expiration_time, display_name=f.display_name,
+                    active=_state(f) in ("ACTIVE", "STATE_UNSPECIFIED"))
+
+
+def _gone(err: BackendError, request: GradeRequest) -> BackendError:
+    """`err` marked `gone` when a 4xx says the request's cache or one of its files is no longer
+    there: the caller recreates it and sends the same request again."""
+    if err.status not in (400, 403, 404):
+        return err
+    has_files = any(p.file_uri for p in (*request.reference_parts, *request.student_parts))
+    kind = ("cache" if request.cached_content and _CACHE_GONE.search(err.message) else
+            "file" if has_files and _FILE_GONE.search(err.message) else None)
+    if kind is None:
+        return err
+    return BackendError(err.message, fix=f"the {kind} is recreated and the request sent again",
+                        status=err.status, retries=err.retries, gone=kind)
+
+
 def _enum_name(value: Any) -> str | None:
     if value is None:
         return None
@@ -109,7 +163,7 @@ class GeminiBackend:
         self._conn_failures = 0
         self._conn_down_since = 0.0
         self._cfg: tuple[Any, types.GenerateContentConfig] | None = None
-        self._prefix: tuple[str, types.Part] | None = None
+        self._prefix: tuple[Any, list[types.Part]] | None = None
         self.on_retry: Callable[[BackendError], None] | None = None
         self.model = settings.model or DEFAULT_GEMINI_MODEL
         self.quota = quota if quota is not None else Quota(settings.rpm, settings.tpm)
@@ -161,7 +215,10 @@ class GeminiBackend:
                 return await self._aio.models.generate_content(
                     model=model, contents=contents, config=config)
 
-        response, retries = await self._with_retries(attempt, what="generateContent")
+        try:
+            response, retries = await self._with_retries(attempt, what="generateContent")
+        except BackendError as e:
+            raise _gone(e, request) from e
         return self._to_grade_response(response, retries, (time.monotonic() - start) * 1000)
 
     async def count_tokens(self, request: GradeRequest) -> int:
@@ -179,21 +236,142 @@ class GeminiBackend:
         await self._aio.aclose()
         self._client.close()
 
+    # --- SupportsCaching ------------------------------------------------------------------------
+    service_key: str = "developer"
+
+    async def create_cache(self, request: GradeRequest, *, ttl_s: float,
+                           display_name: str) -> CacheInfo:
+        """One cache holding the system instruction and the static prefix (text and reference
+        files) of `request`."""
+        config = types.CreateCachedContentConfig(
+            contents=[fast.Content(role="user", parts=self._static_parts(request))],
+            system_instruction=fast.Content(parts=[fast.Part(text=request.system)]),
+            ttl=_ttl(ttl_s), display_name=display_name)
+
+        async def attempt() -> types.CachedContent:
+            return await self._aio.caches.create(model=request.model or self.model,
+                                                 config=config)
+
+        cache, _ = await self._with_retries(attempt, what="cachedContents.create")
+        return _cache_info(cache)
+
+    async def get_cache(self, name: str) -> CacheInfo | None:
+        async def attempt() -> types.CachedContent:
+            return await self._aio.caches.get(name=name)
+
+        found = await self._unless_gone(attempt, "cachedContents.get")
+        return None if found is None else _cache_info(found)
+
+    async def extend_cache(self, name: str, ttl_s: float) -> CacheInfo | None:
+        async def attempt() -> types.CachedContent:
+            return await self._aio.caches.update(
+                name=name, config=types.UpdateCachedContentConfig(ttl=_ttl(ttl_s)))
+
+        found = await self._unless_gone(attempt, "cachedContents.patch")
+        return None if found is None else _cache_info(found)
+
+    async def delete_cache(self, name: str) -> bool:
+        async def attempt() -> types.DeleteCachedContentResponse:
+            return await self._aio.caches.delete(name=name)
+
+        return await self._unless_gone(attempt, "cachedContents.delete") is not None
+
+    async def list_caches(self) -> list[CacheInfo]:
+        async def attempt() -> list[types.CachedContent]:
+            return [c async for c in await self._aio.caches.list(config={"page_size": 100})]
+
+        found, _ = await self._with_retries(attempt, what="cachedContents.list")
+        return [_cache_info(c) for c in found]
+
+    # --- SupportsFiles (the Files API) ----------------------------------------------------------
+    files_available: bool = True
+    files_fix: str = ""
+
+    async def upload_file(self, source: bytes | Path, *, mime_type: str,
+                          display_name: str) -> FileInfo:
+        """Resumable upload through the Files API (`client.files.upload`), then wait until the
+        file is ACTIVE."""
+        config = types.UploadFileConfig(mime_type=mime_type, display_name=display_name)
+
+        async def attempt() -> types.File:
+            stream = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+            return await self._aio.files.upload(file=stream, config=config)
+
+        uploaded, _ = await self._with_retries(attempt, what="files.upload")
+        deadline = time.monotonic() + FILE_ACTIVE_WAIT_S
+        while _state(uploaded) == "PROCESSING":
+            if time.monotonic() > deadline:
+                raise BackendError(
+                    f"{self.name} files.upload: {uploaded.name} is still being processed after "
+                    f"{FILE_ACTIVE_WAIT_S:g} s", transient=True,
+                    fix="run the same command again later: the upload is retried")
+            await asyncio.sleep(1.0)
+            name = str(uploaded.name)
+
+            async def again(name: str = name) -> types.File:
+                return await self._aio.files.get(name=name)
+
+            uploaded, _ = await self._with_retries(again, what="files.get")
+        info = _file_info(uploaded)
+        if not info.active:
+            raise BackendError(
+                f"{self.name} files.upload: {info.name} ended in state {_state(uploaded)}",
+                fix="check that the file opens; grade this student by hand if it does not")
+        return info
+
+    async def get_file(self, name: str) -> FileInfo | None:
+        async def attempt() -> types.File:
+            return await self._aio.files.get(name=name)
+
+        found = await self._unless_gone(attempt, "files.get")
+        return None if found is None else _file_info(found)
+
+    async def delete_file(self, name: str) -> bool:
+        async def attempt() -> types.DeleteFileResponse:
+            return await self._aio.files.delete(name=name)
+
+        return await self._unless_gone(attempt, "files.delete") is not None
+
+    async def list_files(self) -> list[FileInfo]:
+        async def attempt() -> list[types.File]:
+            return [f async for f in await self._aio.files.list(config={"page_size": 100})]
+
+        found, _ = await self._with_retries(attempt, what="files.list")
+        return [_file_info(f) for f in found]
+
+    async def download_file(self, name: str, destination: Path) -> None:
+        """Stream a generated file (a batch job's results) to `destination`."""
+        async def attempt() -> None:
+            await self._aio.files.download(file=name, destination=str(destination))
+
+        await self._with_retries(attempt, what="files.download")
+
+    async def _unless_gone(self, call: Callable[[], Awaitable[T]], what: str) -> T | None:
+        """`call`'s result, or None when the service says the thing is not there (403/404)."""
+        try:
+            result, _ = await self._with_retries(call, what=what)
+        except BackendError as e:
+            if e.status in (403, 404):
+                return None
+            raise
+        return result
+
     # --- request building ---------------------------------------------------------------------
+    def _static_parts(self, request: GradeRequest) -> list[types.Part]:
+        """The static prefix: its text, then the reference files. The same objects for every
+        request of a run (built once)."""
+        key = (request.static_prefix, request.reference_parts)
+        if self._prefix is None or self._prefix[0] != key:
+            self._prefix = (key, [fast.Part(text=request.static_prefix),
+                                  *(_part(p) for p in request.reference_parts)])
+        return list(self._prefix[1])
+
     def _contents(self, request: GradeRequest) -> list[types.Content]:
-        """First user turn = static prefix + student parts (prefix omitted when it is cached).
-        The prefix part is the same object for every request of a run (built once)."""
+        """First user turn = static prefix + student parts (prefix omitted when it is cached)."""
         parts: list[types.Part] = []
         if not request.cached_content:
-            if self._prefix is None or self._prefix[0] != request.static_prefix:
-                self._prefix = (request.static_prefix, fast.Part(text=request.static_prefix))
-            parts.append(self._prefix[1])
-        for p in request.student_parts:
-            if p.text is not None:
-                parts.append(fast.Part(text=p.text))
-            elif p.data is not None:
-                parts.append(fast.Part(inline_data=fast.Blob(
-                    data=p.data, mime_type=p.mime_type or "application/octet-stream")))
+            parts.extend(self._static_parts(request))
+        parts.extend(_part(p) for p in request.student_parts)
         contents: list[types.Content] = [fast.Content(role="user", parts=parts)]
         for turn in request.history:
             contents.append(fast.Content(role=turn.role, parts=[fast.Part(text=turn.text)]))
@@ -425,6 +603,8 @@ class VertexBackend(GeminiBackend):
         return (os.environ.get("GOOGLE_VERTEX_BASE_URL") or self.settings.base_url) or None
 
     def _make_client(self, http_options: types.HttpOptions, credentials: Any) -> genai.Client:
+        self._credentials = credentials
+        self._gcs: Any = None
         project = self.settings.project or os.environ.get("GOOGLE_CLOUD_PROJECT")
         location = (self.settings.location or os.environ.get("GOOGLE_CLOUD_LOCATION")
                     or "global")
@@ -432,6 +612,7 @@ class VertexBackend(GeminiBackend):
             raise ConfigError("Gemini Enterprise (Vertex AI) needs a Google Cloud project",
                               fix=f"set GOOGLE_CLOUD_PROJECT (with {ENTERPRISE_ENV}=true) or "
                               "pass --project")
+        self._project, self._location = project, location
         return genai.Client(enterprise=True, project=project, location=location,
                             credentials=credentials, http_options=http_options)
 
@@ -444,6 +625,105 @@ class VertexBackend(GeminiBackend):
         if request.cached_content:
             return None
         return types.CountTokensConfig(system_instruction=request.system)
+
+    # --- SupportsCaching: the same `client.caches` calls; caches live per project and location
+    @property
+    def service_key(self) -> str:  # type: ignore[override]
+        return f"enterprise:{self._project}/{self._location}"
+
+    # --- SupportsFiles: Enterprise has no Files API; files go to a gs:// staging bucket ---------
+    @property
+    def files_available(self) -> bool:  # type: ignore[override]
+        return self.settings.staging_bucket is not None
+
+    files_fix = ("set staging_bucket = \"gs://BUCKET/PREFIX\" in grader.toml (a bucket the "
+                 "project can read), so files too large to send inline are staged there")
+
+    def _bucket(self) -> tuple[Any, str]:
+        """The staging bucket (google-cloud-storage, imported only when it is used) and the
+        object-name prefix."""
+        from google.cloud import storage
+
+        if self._gcs is None:
+            self._gcs = storage.Client(project=self._project, credentials=self._credentials)
+        spec = (self.settings.staging_bucket or "").removeprefix("gs://")
+        bucket, _, prefix = spec.partition("/")
+        prefix = prefix.strip("/")
+        return self._gcs.bucket(bucket), f"{prefix}/" if prefix else ""
+
+    async def _gcs_call(self, what: str, fn: Callable[[], T]) -> T:
+        """A blocking google-cloud-storage call in a thread, its errors as BackendError."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            return await asyncio.to_thread(fn)
+        except gexc.GoogleAPICallError as e:
+            code = int(e.code or 0)
+            raise BackendError(f"{self.name} staging bucket {what} failed: {code}: {e.message}",
+                               fix=f"check staging_bucket ({self.settings.staging_bucket}) and "
+                               "that the project may write to it", status=code,
+                               transient=code in RETRYABLE_STATUS) from None
+        except (OSError, gexc.RetryError) as e:
+            raise BackendError(f"{self.name} staging bucket {what} failed: {e}", transient=True,
+                               fix="check your network connection") from None
+
+    def _staged(self, blob: Any) -> FileInfo:
+        return FileInfo(name=f"gs://{blob.bucket.name}/{blob.name}",
+                        uri=f"gs://{blob.bucket.name}/{blob.name}",
+                        mime_type=str(blob.content_type or ""), expires_at=None,
+                        display_name=str(blob.name).rsplit("/", 1)[-1])
+
+    def _blob(self, name: str) -> Any:
+        bucket, _ = self._bucket()
+        spec = name.removeprefix("gs://")
+        owner, _, obj = spec.partition("/")
+        if owner != bucket.name:
+            bucket = bucket.client.bucket(owner)
+        return bucket.blob(obj)
+
+    async def upload_file(self, source: bytes | Path, *, mime_type: str,
+                          display_name: str) -> FileInfo:
+        """Write the object `<prefix><display_name>` to the staging bucket."""
+        bucket, prefix = self._bucket()
+        blob = bucket.blob(prefix + display_name)
+
+        def put() -> None:
+            if isinstance(source, bytes):
+                blob.upload_from_string(source, content_type=mime_type)
+            else:
+                blob.upload_from_filename(str(source), content_type=mime_type)
+
+        await self._gcs_call("upload", put)
+        blob.content_type = mime_type
+        return self._staged(blob)
+
+    async def get_file(self, name: str) -> FileInfo | None:
+        blob = self._blob(name)
+        found = await self._gcs_call("get", blob.exists)
+        return self._staged(blob) if found else None
+
+    async def delete_file(self, name: str) -> bool:
+        from google.api_core import exceptions as gexc
+
+        blob = self._blob(name)
+
+        def delete() -> bool:
+            try:
+                blob.delete()
+            except gexc.NotFound:
+                return False
+            return True
+
+        return await self._gcs_call("delete", delete)
+
+    async def list_files(self) -> list[FileInfo]:
+        bucket, prefix = self._bucket()
+        blobs = await self._gcs_call("list", lambda: list(bucket.list_blobs(prefix=prefix)))
+        return [self._staged(b) for b in blobs]
+
+    async def download_file(self, name: str, destination: Path) -> None:
+        blob = self._blob(name)
+        await self._gcs_call("download", lambda: blob.download_to_filename(str(destination)))
 
 
 class EnterpriseBackend(VertexBackend):

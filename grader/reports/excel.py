@@ -480,6 +480,8 @@ def _run_sheet(wb: Any, f: _Formats, store: Store, run: Run) -> None:
         ("Prices", f"model table checked {cost.checked}; each call priced from its usage at "
                    "the price of the day it ran"),
     ]
+    if usage.get("caches"):
+        rows.insert(8, ("Context cache (USD, in the cost)", round(cost.cache_usd, 6)))
     rows += [(f"Answered by {label}", f"{calls} calls" + (f": {note}" if note else ""))
              for label, calls, note in cost.served]
     for r, (key, value) in enumerate(rows, start=1):

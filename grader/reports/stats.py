@@ -166,11 +166,12 @@ class RunCost:
     """What a run's calls cost (each attempt priced when its reply arrived, from its usage and
     the model table's price of that day) and which models answered them."""
 
-    cost_usd: float | None  # None: a local model, or no call had a price
+    cost_usd: float | None  # None: a local model, or no call had a price (caches included)
     unpriced: int  # answered calls the model table had no price for
     tier: str
     checked: str  # when the packaged model table was checked
     served: list[tuple[str, int, str | None]]  # (model version [stage], calls, notice or None)
+    cache_usd: float = 0.0  # creating and keeping the run's explicit caches (in cost_usd)
 
 
 def run_cost(store: Store, run: Run, usage: dict[str, float]) -> RunCost:
@@ -182,10 +183,11 @@ def run_cost(store: Store, run: Run, usage: dict[str, float]) -> RunCost:
     local = run.backend == "local" or run.model.endswith(".gguf")
     cost = float(usage.get("cost_usd", 0.0))
     unknown = local or (usage.get("unpriced", 0) > 0 and cost == 0.0)
+    cache = float(usage.get("cache_create_usd", 0.0)) + float(usage.get("cache_storage_usd", 0.0))
     return RunCost(
-        cost_usd=None if unknown else cost,
+        cost_usd=None if unknown else cost + cache,
         unpriced=int(usage.get("unpriced", 0)), tier=str(run.settings.get("tier") or "standard"),
-        checked=str(packaged().checked), served=served)
+        checked=str(packaged().checked), served=served, cache_usd=cache)
 
 
 def fmt_num(value: float | None, digits: int = 1) -> str:

@@ -2,8 +2,9 @@
 
 Every reply uses Google's wire format: camelCase JSON, `{"error": {code, message, status,
 details}}` for errors, RetryInfo on 429. Today's model rules (thinking levels, prefill, routing,
-sampling, `store`, `serviceTier`) come from grader's model table through `_fake_rules`.
-New endpoints (cachedContents, files, batches) are added with `FakeApp.route(...)`.
+sampling, `store`, `serviceTier`, inline size limits, cache minimums) come from grader's model
+table through `_fake_rules`. `cachedContents` live in `_fake_caches`, the Files API in
+`_fake_files`; new endpoints (batches) are added with `FakeApp.route(...)`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import _fake_rules as rules
+from ._fake_caches import Caches
 from ._fake_content import THINK_HARD_TOKENS, Prompt, answer_text, estimate_tokens, read_prompt
+from ._fake_files import Files, check_file_parts
 from ._fake_state import FakeState
 
 STATUS_NAMES = {
@@ -148,6 +151,9 @@ class FakeApp:
         self.route("POST", re.compile(r"^/_fake/config$"), self.post_config)
         self.route("POST", re.compile(r"^/_fake/reset$"), self.post_reset)
         self.route("POST", re.compile(r"^/_fake/inject$"), self.post_inject)
+        self.route("POST", re.compile(r"^/_fake/clock$"), self.post_clock)
+        self.caches = Caches(self)
+        self.files = Files(self)
 
     def route(self, method: str, pattern: re.Pattern[str], handler: Callable[..., Reply]) -> None:
         self.routes.append((method, pattern, handler))
@@ -188,8 +194,21 @@ class FakeApp:
         return json_reply(200, {})
 
     def post_inject(self, call: Call) -> Reply:
-        self.state.inject(list(call.json().get("faults", [])))
+        """`{"faults": [...]}` scripts generateContent; with `"endpoint": "files.upload"` (or
+        another cache or file endpoint) that endpoint."""
+        body = call.json()
+        faults = list(body.get("faults", []))
+        if body.get("endpoint"):
+            self.state.inject_for(str(body["endpoint"]), faults)
+        else:
+            self.state.inject(faults)
         return json_reply(200, {})
+
+    def post_clock(self, call: Call) -> Reply:
+        """`{"advance_s": N}` moves the fake's clock (cache TTLs, the Files API's 48 h) ahead;
+        answers the clock's offset."""
+        offset = self.state.advance(float(call.json().get("advance_s", 0)))
+        return json_reply(200, {"offset_s": offset, "now": self.state.now()})
 
     # --- the model API ----------------------------------------------------------------------
     def model_call(self, call: Call) -> Reply:
@@ -206,7 +225,7 @@ class FakeApp:
         return reply
 
     def _model_call(self, call: Call, endpoint: str, vertex: bool, record: dict[str, Any]) -> Reply:
-        denied = self._auth(call, vertex)
+        denied = self.auth(call, vertex)
         if denied:
             return denied
         body = call.json()
@@ -224,13 +243,25 @@ class FakeApp:
                 return error_reply(400, 'Invalid JSON payload received. Unknown name '
                                         '"generationConfig": Cannot find field.')
             return json_reply(200, {"totalTokens": prompt.prompt_tokens})
-        refused = rules.check(body, model, vertex)
+        refused = rules.check(body, model, vertex) or rules.inline_refusal(body, len(call.raw))
         if refused:
             return error_reply(400, refused)
         record["ignored"] = rules.ignored(body, model)
-        return self._generate(call, body, prompt, model, vertex)
+        cached = 0
+        if body.get("cachedContent"):
+            if self.state.take_scripted("expire_cache"):
+                self.caches.expire(str(body["cachedContent"]))
+            resolved = self.caches.resolve(body, model)
+            if isinstance(resolved, Reply):
+                return resolved
+            seen, cached = resolved
+            prompt = read_prompt(seen)
+        missing = check_file_parts(self, body.get("contents") or [], vertex)
+        if missing:
+            return missing
+        return self._generate(call, body, prompt, model, vertex, cached)
 
-    def _auth(self, call: Call, vertex: bool) -> Reply | None:
+    def auth(self, call: Call, vertex: bool) -> Reply | None:
         if vertex:
             if not call.headers.get("authorization", "").startswith("Bearer "):
                 return error_reply(401, "Request is missing required authentication credential.")
@@ -248,18 +279,9 @@ class FakeApp:
         return None
 
     def _generate(self, call: Call, body: dict[str, Any], prompt: Prompt, model: str,
-                  vertex: bool) -> Reply:
+                  vertex: bool, cached: int) -> Reply:
         body_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         prompt.repeat = self.state.asked(body_hash)
-        cached = 0
-        cache_name = body.get("cachedContent")
-        if cache_name:
-            with self.state.lock:
-                known = self.state.caches.get(cache_name)
-            if known is None:
-                return error_reply(404, f"CachedContent not found (or permission denied): "
-                                        f"{cache_name}")
-            cached = known
         wait = self.state.admit()
         if wait is not None:
             return quota_reply(wait, self.state.config.rpm)
@@ -332,7 +354,7 @@ class FakeApp:
             room = max(0, cap - thoughts) * 4
             text, finish = (text[:room] or None), "MAX_TOKENS"
             thoughts = min(thoughts, cap)
-        prompt_tokens = prompt.prompt_tokens + cached
+        prompt_tokens = prompt.prompt_tokens  # a cache's contents are part of the prompt
         out_tokens = estimate_tokens(len(text)) if text else 0
         if kind == "MAX_TOKENS" and isinstance(cap, int):
             out_tokens = cap - thoughts

@@ -93,7 +93,7 @@ def read_prompt(body: dict[str, Any]) -> Prompt:
                 chars += len(text)
                 if n == 0:
                     first_user.append(text)
-            elif part.get("inlineData") or part.get("inline_data") or part.get("fileData"):
+            elif any(part.get(k) for k in ("inlineData", "inline_data", "fileData", "file_data")):
                 inline += 1
     user_text = "\n".join(first_user)
     found = _SUBMISSION_RE.search(user_text)

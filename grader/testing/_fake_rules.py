@@ -121,3 +121,41 @@ def cost_usd(model: str, usage: dict[str, int], tier: str | None) -> float:
         thinking_tokens=usage.get("thoughtsTokenCount", 0),
         cached_tokens=usage.get("cachedContentTokenCount", 0)), datetime.now(UTC).date())
     return cost or 0.0
+
+
+def cache_min_tokens(model: str) -> int | None:
+    """The smallest explicit cache the model accepts (the table's `cache_min_tokens`)."""
+    info = row(model)
+    return info.cache_min_tokens if info is not None else None
+
+
+def cache_create_usd(model: str, tokens: int) -> float:
+    """What creating a cache costs: its tokens once, at the Standard input price."""
+    pricing = Pricing.of(packaged(), model)
+    return pricing.cache_create(tokens, datetime.now(UTC).date()) or 0.0
+
+
+def cache_storage_usd(model: str, tokens: int, seconds: float) -> float:
+    """Storage for `seconds` at the table's `cache_storage_hour` (0 without a price)."""
+    pricing = Pricing.of(packaged(), model)
+    per_hour = pricing.cache_storage_per_hour(tokens, datetime.now(UTC).date())
+    return (per_hour or 0.0) * seconds / 3600
+
+
+def inline_refusal(body: dict[str, Any], raw_bytes: int) -> str | None:
+    """Why the API refuses a request's inline data (the table's `[inline]` limits), or None."""
+    limits = packaged().inline
+    if raw_bytes > limits.request_mb * 1024 * 1024:
+        return (f"Request payload size exceeds the limit: {int(limits.request_mb * 1024 * 1024)} "
+                "bytes. Upload large files with the File API.")
+    for content in body.get("contents") or []:
+        for part in content.get("parts", []) if isinstance(content, dict) else []:
+            blob = part.get("inlineData") or part.get("inline_data") or {}
+            # proto JSON takes both spellings, and the SDK sends the blob's own field names
+            if (blob.get("mimeType") or blob.get("mime_type")) == "application/pdf":
+                size = len(str(blob.get("data") or "")) * 3 // 4
+                if size > limits.pdf_mb * 1024 * 1024:
+                    return (f"Inline PDF data of {size} bytes exceeds the limit of "
+                            f"{int(limits.pdf_mb * 1024 * 1024)} bytes. Upload large files "
+                            "with the File API.")
+    return None

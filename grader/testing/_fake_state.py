@@ -15,11 +15,15 @@ from typing import Any
 
 TRANSIENT_FAULTS = ("500", "503", "hang", "429")
 CONTENT_FAULTS = ("malformed", "empty", "safety")
-# Only by `inject()`: final errors a test may want on one call.
-SCRIPTED_ONLY = ("400", "401", "403", "404", "504")
+# Only by `inject()`: final errors a test may want on one call; "expire_cache" expires the cache
+# the next generateContent names (as the clock would), so that call is refused as a real one is.
+SCRIPTED_ONLY = ("400", "401", "403", "404", "504", "expire_cache")
+# What `inject_for(endpoint, ...)` may script for the cache and file endpoints.
+ENDPOINT_FAULTS = ("400", "403", "404", "429", "500", "503")
 # Only by `inject()` or an explicit `fault_kinds`: the spend-based 429 (USD per 10 minutes).
 QUOTA_FAULTS = ("429_spend",)
 ALL_FAULTS = TRANSIENT_FAULTS + CONTENT_FAULTS + SCRIPTED_ONLY + QUOTA_FAULTS
+NOT_RANDOM = ("expire_cache",)  # never drawn by fail_rate
 
 
 @dataclass
@@ -39,6 +43,9 @@ class FakeConfig:
     model_version: str | None = None
     spend_limit_usd: float | None = None  # 429 once calls in the window cost this much
     spend_window_s: float = 600.0
+    # A GCS emulator (http://host:port) holding the objects gs:// URIs name: Vertex requests
+    # and caches naming a missing object are refused. None: gs:// URIs are not checked.
+    storage_host: str | None = None
 
     @classmethod
     def names(cls) -> set[str]:
@@ -54,7 +61,7 @@ def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
     out = dict(changes)
     if "fault_kinds" in out:
         kinds = tuple(str(k) for k in out["fault_kinds"])
-        bad = [k for k in kinds if k not in ALL_FAULTS]
+        bad = [k for k in kinds if k not in ALL_FAULTS or k in NOT_RANDOM]
         if bad or not kinds:
             raise ValueError(f"fault_kinds {bad or '[]'} invalid; use some of {list(ALL_FAULTS)}")
         out["fault_kinds"] = kinds
@@ -78,6 +85,10 @@ class Stats:
     billed_requests: Counter[str] = field(default_factory=Counter)
     tokens: Counter[str] = field(default_factory=Counter)
     spend_usd: float = 0.0
+    caches: Counter[str] = field(default_factory=Counter)  # created, deleted, expired, patched
+    cache_usd: dict[str, float] = field(  # creating and keeping caches
+        default_factory=lambda: {"create": 0.0, "storage": 0.0})
+    files: Counter[str] = field(default_factory=Counter)  # uploaded, bytes, deleted, expired
     in_flight: int = 0
     max_in_flight: int = 0
 
@@ -93,6 +104,11 @@ class Stats:
             "tokens": {k: self.tokens.get(k, 0)
                        for k in ("prompt", "candidates", "thoughts", "cached", "total")},
             "spend_usd": self.spend_usd,
+            "caches": {k: self.caches.get(k, 0)
+                       for k in ("created", "deleted", "expired", "patched")},
+            "cache_usd": dict(self.cache_usd),
+            "files": {k: self.files.get(k, 0)
+                      for k in ("uploaded", "bytes", "deleted", "expired")},
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
         }
@@ -110,9 +126,14 @@ class FakeState:
         self.window: deque[float] = deque()
         self.spend: deque[tuple[float, float]] = deque()  # (when, usd) of billed calls
         self.scripted: deque[str] = deque()
-        self.caches: dict[str, int] = {}
+        self.scripted_for: dict[str, deque[str]] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=500)
         self.repeats: Counter[str] = Counter()
+        self.clock_offset = 0.0  # seconds the fake's clock is ahead (`advance`)
+        # cachedContents and Files API objects by name (see _fake_caches, _fake_files)
+        self.caches: dict[str, Any] = {}
+        self.files: dict[str, Any] = {}
+        self.uploads: dict[str, Any] = {}  # resumable upload sessions by upload id
 
     # --- settings -------------------------------------------------------------------------
     def configure(self, changes: dict[str, Any]) -> None:
@@ -132,6 +153,42 @@ class FakeState:
         with self.lock:
             self.scripted.extend(kinds)
 
+    def inject_for(self, endpoint: str, kinds: list[str]) -> None:
+        """Script the next calls of a cache or file endpoint ("cachedContents.create", ...)."""
+        bad = [k for k in kinds if k not in ENDPOINT_FAULTS]
+        if bad:
+            raise ValueError(f"unknown fault kinds {bad}; use some of {list(ENDPOINT_FAULTS)}")
+        with self.lock:
+            self.scripted_for.setdefault(endpoint, deque()).extend(kinds)
+
+    def fault_for(self, endpoint: str) -> str | None:
+        with self.lock:
+            queue = self.scripted_for.get(endpoint)
+            if not queue:
+                return None
+            kind = queue.popleft()
+            self.stats.faults[f"{endpoint}:{kind}"] += 1
+            return kind
+
+    def take_scripted(self, kind: str) -> bool:
+        """Pop the next scripted generateContent fault if it is `kind`."""
+        with self.lock:
+            if self.scripted and self.scripted[0] == kind:
+                self.scripted.popleft()
+                self.stats.faults[kind] += 1
+                return True
+            return False
+
+    # --- the clock (cache TTLs, file retention) ---------------------------------------------
+    def now(self) -> float:
+        """The fake's wall clock: real time plus whatever `advance` added."""
+        return time.time() + self.clock_offset
+
+    def advance(self, seconds: float) -> float:
+        with self.lock:
+            self.clock_offset += seconds
+            return self.clock_offset
+
     def reset(self) -> None:
         with self.lock:
             in_flight = self.stats.in_flight
@@ -139,6 +196,7 @@ class FakeState:
             self.window.clear()
             self.spend.clear()
             self.scripted.clear()
+            self.scripted_for.clear()
             self.recent.clear()
             self.repeats.clear()
             self.rng = random.Random(self.config.seed)

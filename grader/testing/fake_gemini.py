@@ -208,10 +208,45 @@ class FakeGemini:
         """Script the next generateContent calls, in order (e.g. "503", "429", "hang", "403")."""
         self.state.inject(list(faults))
 
-    def add_cache(self, name: str, tokens: int) -> None:
-        """Make `cachedContent=name` valid, billed as `tokens` cached prompt tokens."""
+    def inject_for(self, endpoint: str, *faults: str) -> None:
+        """Script the next calls of a cache or file endpoint, in order (e.g.
+        `inject_for("cachedContents.create", "403")`; endpoints are `cachedContents.<op>` and
+        `files.<op>` with op create/get/list/patch/delete, upload/get/list/delete/download)."""
+        self.state.inject_for(endpoint, list(faults))
+
+    def advance(self, *, hours: float = 0.0, seconds: float = 0.0) -> None:
+        """Move the fake's clock ahead: caches past their TTL and files past 48 h are gone."""
+        self.state.advance(hours * 3600 + seconds)
+
+    def expire_caches(self, name: str | None = None) -> int:
+        """Expire one cache (or every one) now, as the clock would; returns how many."""
+        return self.app.caches.expire(name)
+
+    def caches(self) -> list[dict[str, Any]]:
+        """The live caches, as the API describes them."""
+        from ._fake_caches import cache_json
+
         with self.state.lock:
-            self.state.caches[name] = tokens
+            self.app.caches.sweep()
+            return [cache_json(c) for c in self.state.caches.values()]
+
+    def files(self) -> list[dict[str, Any]]:
+        """The live files (uploaded and generated), as the API describes them."""
+        with self.state.lock:
+            self.app.files.sweep()
+            return [f.to_json() for f in self.state.files.values()]
+
+    def file_bytes(self, name: str) -> bytes:
+        """What was uploaded as file `name` (`files/abc`); KeyError when it is gone."""
+        with self.state.lock:
+            return bytes(self.state.files[name].data)
+
+    def put_file(self, data: bytes, *, mime_type: str = "application/jsonl",
+                 display_name: str = "") -> dict[str, Any]:
+        """Add a generated (downloadable) file, as a batch job's results are."""
+        f = self.app.files.add(data, mime_type, display_name, f"{self._host}:{self.port}",
+                               source="GENERATED")
+        return f.to_json()
 
     def requests(self) -> list[dict[str, Any]]:
         """Recent model API calls (path, endpoint, vertex, body), oldest first."""

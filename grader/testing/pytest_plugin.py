@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from .fake_gemini import FakeGemini
+
+if TYPE_CHECKING:
+    from .gcs_emulator import GcsEmulator
 
 
 @pytest.fixture
@@ -39,3 +43,15 @@ def fake_gemini_session() -> Iterator[FakeGemini]:
     (or must restore it) and should read stats as differences, or call `reset_stats()`."""
     with FakeGemini(latency_ms=0) as fake:
         yield fake
+
+
+@pytest.fixture
+def gcs_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[GcsEmulator]:
+    """An in-memory GCS emulator with the bucket `grader-staging`, and STORAGE_EMULATOR_HOST
+    pointing google-cloud-storage at it (`gcp-storage-emulator`, a dev dependency)."""
+    from .gcs_emulator import GcsEmulator
+
+    with GcsEmulator() as gcs:
+        for k, v in gcs.env().items():
+            monkeypatch.setenv(k, v)
+        yield gcs
