@@ -1098,18 +1098,22 @@ class Store:
         crits: dict[int, list[CriterionRow]] = {}
         flags: dict[int, list[FlagRow]] = {}
         if gids:
-            for c in self.conn.execute(
-                    f"SELECT * FROM criterion_scores WHERE grade_id IN ({marks})"
+            cur = self.conn.cursor()
+            cur.row_factory = None  # plain tuples: 60,000 rows for a class of 10,000
+            for (gid, cid, score, max_points, justification, evidence, feedback, spread,
+                 samples, items) in cur.execute(
+                    "SELECT grade_id, criterion_id, score, max_points, justification,"
+                    " evidence_json, feedback, spread, samples_json, items_json"
+                    f" FROM criterion_scores WHERE grade_id IN ({marks})"
                     " ORDER BY grade_id, position", gids):
-                crits.setdefault(c["grade_id"], []).append(CriterionRow(
-                    c["criterion_id"], c["score"], c["max_points"], c["justification"],
-                    json.loads(c["evidence_json"]), c["feedback"], c["spread"],
-                    _loads(c["samples_json"], []),
-                    [ItemRow(*t) for t in _loads(c["items_json"], [])]))
-            for f in self.conn.execute(
+                crits.setdefault(gid, []).append(CriterionRow(
+                    cid, score, max_points, justification,
+                    json.loads(evidence) if evidence != "[]" else [], feedback, spread,
+                    _loads(samples, []), [ItemRow(*t) for t in _loads(items, [])]))
+            for gid, reason, message in cur.execute(
                     f"SELECT grade_id, reason, message FROM flags WHERE grade_id IN ({marks})"
                     " ORDER BY id", gids):
-                flags.setdefault(f["grade_id"], []).append(FlagRow(f["reason"], f["message"]))
+                flags.setdefault(gid, []).append(FlagRow(reason, message))
         for r in batch:
             res = StudentResult(
                 student_id=r["student_id"], name=r["name"], email=r["email"], status=r["status"],
