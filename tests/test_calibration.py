@@ -9,7 +9,6 @@ import sqlite3
 from pathlib import Path
 
 import openpyxl
-import pytest
 from click.testing import CliRunner
 
 from grader.calibration import pick_sample
@@ -40,14 +39,6 @@ def test_the_sample_spreads_over_content_and_length_and_is_reproducible() -> Non
     assert pick_sample({"a": "x", "b": "y"}, 10) == ["a", "b"]
     assert len(pick_sample({f"s{i}": "1 2 3" for i in range(5)}, 2)) == 2  # no words at all
 
-
-@pytest.fixture
-def gemini_env(fake_gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> FakeGemini:
-    for var in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_CLOUD_PROJECT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("GEMINI_API_KEY", "test-key-not-secret")
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
-    return fake_gemini
 
 
 def cli_run(*args: str) -> tuple[int, str]:

@@ -9,7 +9,6 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from grader.cli import cli
@@ -22,14 +21,6 @@ from grader.testing.fake_gemini import FakeGemini
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "intro-python"
 RUBRIC = Path(__file__).resolve().parent.parent / "rubrics" / "intro-python.yaml"
 
-
-@pytest.fixture
-def gemini_env(fake_gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> FakeGemini:
-    for var in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_CLOUD_PROJECT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("GEMINI_API_KEY", "test-key-not-secret")
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
-    return fake_gemini
 
 
 def sample_class(tmp_path: Path) -> Path:

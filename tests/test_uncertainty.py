@@ -117,14 +117,6 @@ def test_decide_then_finalize_on_a_model_reply() -> None:
 # --- end to end ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def gemini_env(fake_gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> FakeGemini:
-    for var in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_CLOUD_PROJECT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("GEMINI_API_KEY", "test-key-not-secret")
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
-    return fake_gemini
-
 
 def run_cli(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
