@@ -177,7 +177,8 @@ def test_a_cache_that_cannot_be_created_falls_back_and_says_so_once(
 def test_ctrl_c_and_sigterm_delete_the_cache(tmp_path: Path, sig: signal.Signals) -> None:
     class_dir = make_big_class(tmp_path, 30)
     db = tmp_path / "g.sqlite"
-    with FakeGemini(latency_ms=200) as fake:
+    # 1 s a reply: the run needs ~15 s, so the signal lands mid-run even on a loaded machine
+    with FakeGemini(latency_ms=1000) as fake:
         proc = subprocess.Popen(grade_cmd(class_dir, db, "--concurrency", "2"),
                                 env=env_for(fake), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
