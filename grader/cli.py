@@ -162,6 +162,15 @@ def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
               help="Grade each student K times: the median per criterion, the spread shown.")
 @click.option("--force", is_flag=True, default=None,
               help="Run even though the class's calibration is below calibration_min_qwk.")
+@click.option("--exemplars", type=int, metavar="K",
+              help="Show each student's prompt the K most similar graded examples (the "
+                   "rubric's and teacher-reviewed grades) [default: 0, none].")
+@click.option("--exemplar-db", type=click.Path(path_type=Path, dir_okay=False),
+              help="Store whose teacher-reviewed grades form the example bank [default: the "
+                   "run's store].")
+@click.option("--exemplars-same-run/--no-exemplars-same-run", "exemplars_same_run",
+              default=None, help="Let students of this run serve as examples for their "
+                                 "classmates (never for themselves) [default: no].")
 @_handle_errors
 def run(class_dir: Path, only: tuple[str, ...], retry_flagged: tuple[str, ...],
         **flags: Any) -> None:
