@@ -526,12 +526,30 @@ def human_import(file: Path, class_dir: Path, db: Path | None, rubric: Path | No
               help="Also write the figures to this CSV file.")
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
               help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
+@click.option("--compare", nargs=2, type=int, metavar="RUN_A RUN_B",
+              help="Compare two runs of CLASS_DIR against the human scores: per criterion, "
+                   "the change B − A in QWK, MAE and exact agreement with 95% intervals.")
 @_handle_errors
 def evaluate(class_dirs: tuple[Path, ...], run_id: int | None, rater: str | None,
-             csv_path: Path | None, db: Path | None) -> None:
+             csv_path: Path | None, db: Path | None,
+             compare: tuple[int, int] | None) -> None:
     """Measure the model's agreement with human graders on CLASS_DIR (several: each, then
     pooled): QWK, MAE, correlations, exact/adjacent agreement, bias, 95% intervals."""
     from .evaluation import run_eval
+
+    if compare:
+        from . import comparison
+        from .errors import InputError
+
+        if len(class_dirs) != 1 or run_id is not None:
+            raise InputError("--compare takes one CLASS_DIR and no --run",
+                             fix="pass one class folder and the two run ids to --compare")
+        c = comparison.compare_runs(class_dirs[0], _settings(class_dirs[0], db=db),
+                                    *compare, rater=rater)
+        click.echo(terminal_safe(comparison.render(c)))
+        if csv_path is not None:
+            click.echo(f"wrote {comparison.write_csv(c, csv_path)}")
+        return
 
     for block in run_eval(class_dirs, lambda d: _settings(d, db=db), run_id=run_id,
                           rater=rater, csv_path=csv_path):
