@@ -1256,6 +1256,30 @@ class Store:
     # --- tuning jobs ---------------------------------------------------------------------------
 
     @_mapped
+    def graded_exchange(self, grade_id: int) -> tuple[str, str, list[dict[str, Any]],
+                                                      str | None, dict[str, str]] | None:
+        """What a grade was asked and answered: (system, static prefix, the first request's
+        student parts as the ledger keeps them, the last reply's text, the redaction mapping);
+        None when the grade has no request of its own (shared, or from before the ledger)."""
+        first = self.conn.execute(
+            "SELECT p.system, p.static_prefix, q.body_json, a.redaction_json FROM attempts a"
+            " JOIN requests q ON q.hash = a.request_hash JOIN prefixes p ON p.hash ="
+            " q.prefix_hash WHERE a.grade_id=? ORDER BY a.n, a.id LIMIT 1",
+            (grade_id,)).fetchone()
+        if first is None:
+            return None
+        last = self.conn.execute(
+            "SELECT r.text FROM attempts a JOIN responses r ON r.request_hash = a.request_hash"
+            " WHERE a.grade_id=? ORDER BY a.n DESC, a.id DESC LIMIT 1", (grade_id,)).fetchone()
+        parts = _loads(first["body_json"], {}).get("parts")
+        mapping = _loads(first["redaction_json"], {})
+        return (first["system"], first["static_prefix"],
+                [p for p in parts or [] if isinstance(p, dict)],
+                last["text"] if last is not None else None,
+                {str(k): str(v) for k, v in mapping.items()} if isinstance(mapping, dict)
+                else {})
+
+    @_mapped
     def save_tuning_job(self, job: TuningJob) -> None:
         stamp = now()
         with self.atomic():
