@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .final import finals
@@ -107,10 +107,9 @@ def reviewed_examples(store: Store, rubric: Rubric) -> list[Example]:
                 comment=(fs.teacher_comment or "").strip(), student_id=fs.student_id,
                 submission_id=sid)
     facts = store.submission_facts(list(out)) if out else {}
-    return [Example(**{**e.__dict__, "body_hash": facts.get(sid, (None, None, None))[0],
-                       "name": facts.get(sid, (None, None, None))[1],
-                       "email": facts.get(sid, (None, None, None))[2]})
-            for sid, e in sorted(out.items())]
+    unknown: tuple[str | None, str | None, str | None] = (None, None, None)
+    return [replace(e, body_hash=facts.get(sid, unknown)[0], name=facts.get(sid, unknown)[1],
+                    email=facts.get(sid, unknown)[2]) for sid, e in sorted(out.items())]
 
 
 def load_bank(store: Store, rubric: Rubric) -> list[Example]:
