@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .discover import Submission
 from .final import finals
 from .ledger import sha256
+from .request import GradeRequest
 from .rubric import Rubric
 from .store import ExemplarUse, Store
 
@@ -154,19 +156,54 @@ class Selector:
         return tuple(Chosen(self.examples[i], round(sims[i], 6)) for i in eligible[: self.k])
 
 
-def shown(chosen: Sequence[Chosen], redact: Any | None) -> list[dict[str, Any]]:
-    """The template variables of the chosen examples: body and comment fenced later by the
-    prompt, cut to `MAX_EXAMPLE_CHARS`, redacted by `redact(texts) -> texts` when given."""
-    out = []
-    for c in chosen:
-        e = c.example
-        body, comment = e.text[:MAX_EXAMPLE_CHARS], e.comment
-        if redact is not None:
-            body, comment = redact([body, comment])
-        out.append({"text": body, "comment": comment, "scores": dict(e.scores)})
-    return out
+@dataclass(frozen=True)
+class Picked:
+    """One student's examples: `shown` is what `pipeline.render(examples=...)` takes."""
+
+    chosen: tuple[Chosen, ...] = ()
+    shown: tuple[dict[str, Any], ...] = ()
+
+    def digest(self, req: GradeRequest) -> str | None:
+        """What identifies the examples the rendered request shows (None: none): part of the
+        grade's config hash, stored on the grade, compared by `selection.choose`."""
+        if not self.chosen:
+            return None
+        return sha256("exemplars/1", req.student_parts[0].text or "")
+
+    def uses(self) -> list[ExemplarUse]:
+        return [c.use() for c in self.chosen]
 
 
-def digest(part_text: str | None) -> str | None:
-    """What identifies the examples a grade was shown (None: none)."""
-    return sha256("exemplars/1", part_text) if part_text else None
+NONE = Picked()
+
+
+class Examples:
+    """A run's examples: the selector and the run's redactor (`redact.Redactor`, or None when
+    the run sends names as they are). Online and batch grading call `pick()` per student."""
+
+    def __init__(self, selector: Selector, redactor: Any | None):
+        self.selector, self.redactor = selector, redactor
+        self._redacted: dict[str, Example] = {}
+
+    def pick(self, text: str, student_id: str, body_hash: str | None) -> Picked:
+        chosen = self.selector.choose(text, student_id, body_hash) if text.strip() else ()
+        return Picked(chosen, tuple(self._vars(c.example) for c in chosen))
+
+    def _vars(self, e: Example) -> dict[str, Any]:
+        """The template variables of one example: cut to `MAX_EXAMPLE_CHARS` and redacted like
+        any student text (its placeholders are never mapped back: the reply is about the graded
+        student), once per run."""
+        if e.key not in self._redacted:
+            body, comment = e.text[:MAX_EXAMPLE_CHARS], e.comment
+            if self.redactor is not None:
+                body, comment = self.redactor.redact([body, comment], EXAMPLE_AUTHOR)[0]
+            self._redacted[e.key] = replace(e, text=body, comment=comment)
+        shown = self._redacted[e.key]
+        return {"text": shown.text, "comment": shown.comment, "scores": dict(shown.scores)}
+
+
+def authors(selector: Selector) -> list[Submission]:
+    """The examples' authors as the run's redactor takes them: their names and e-mails are then
+    redacted wherever they appear, though they are not in this class's roster."""
+    return [Submission(student_id=f"example:{e.key}", name=e.name, email=e.email)
+            for e in selector.examples if e.name or e.email]

@@ -220,7 +220,7 @@ def plan(class_dir: Path, settings: Settings) -> Plan:
 def render(p: Plan, ex: Extracted, gen: Generation, key: str = "",
            references: tuple[Part, ...] = (),
            examples: Sequence[Mapping[str, Any]] = ()) -> GradeRequest:
-    """The request for one student; `examples` (from `exemplars.shown`) lead its part."""
+    """The request for one student; `examples` (`exemplars.Picked.shown`) lead its part."""
     return GradeRequest(
         key=key, model=gen.model, system=p.system, static_prefix=p.static_prefix,
         reference_parts=references,
@@ -331,11 +331,10 @@ class Runner:
                  spending: Spending | None = None,
                  sending: Sending, on_notice: Callable[[str], None] | None = None,
                  redactor: Redactor | None = None,
-                 selector: exemplars.Selector | None = None):
+                 examples: exemplars.Examples | None = None):
         self.p, self.store, self.backend, self.extractor = p, store, backend, extractor
         self.redactor = redactor
-        self.selector = selector
-        self._shown: dict[str, list[str]] = {}  # example key -> its redacted text and comment
+        self.examples = examples
         self.sending = sending
         # students graded in this run with injection evidence or signs of it (score_jump)
         self.candidates: dict[str, score_jump.Candidate] = {}
@@ -373,12 +372,12 @@ class Runner:
             late=sub.late, notes=ex.notes))
         sent, mapping = (self.redactor.submission(ex, sub.student_id) if self.redactor
                          else (ex, {}))
-        chosen = (self.selector.choose(ex.text, sub.student_id, bh)
-                  if self.selector is not None and ex.has_text else ())
+        picked = (self.examples.pick(ex.text, sub.student_id, bh) if self.examples is not None
+                  else exemplars.NONE)
         req = render(self.p, sent, self.gen, references=self.sending.references,
-                     examples=exemplars.shown(chosen, self._redact_example))
+                     examples=picked.shown)
         k = self.samples
-        seen = exemplars.digest(req.student_parts[0].text if chosen else None)
+        seen = picked.digest(req)
         cfg = config_hash(req, k, seen)
         max_request = self.extractor.limits.max_request_bytes
         latest = self.store.latest_grade(student_id=sub.student_id, submission_id=sub_id,
@@ -442,9 +441,9 @@ class Runner:
                 for n, (v, a) in enumerate(zip(samples, sample_attempts, strict=True)):
                     self._save(sub.student_id, sub_id, v, sample=n, epoch=choice.epoch,
                                cfg=config_hash(sampled(req, n), 1, seen), attempts=a,
-                               samples=1, seen=(seen, chosen))
+                               samples=1, seen=(seen, picked))
             gid = self._save(sub.student_id, sub_id, verdict, sample=0, epoch=choice.epoch,
-                             cfg=cfg, attempts=attempts, samples=k, seen=(seen, chosen))
+                             cfg=cfg, attempts=attempts, samples=k, seen=(seen, picked))
             flagged = any(f.reason == injection.FLAG for f in verdict.flags)
             if flagged:
                 self.suspected.add(sub.student_id)
@@ -456,19 +455,9 @@ class Runner:
                          total=verdict.total)
         await self.sending.release(sub.student_id)  # its uploads are no longer needed
 
-    def _redact_example(self, texts: list[str]) -> list[str]:
-        """An example's text and comment as they may leave the machine (the run's redactor;
-        nothing to restore: the reply is about the graded student)."""
-        if self.redactor is None:
-            return texts
-        key = "\x00".join(texts)
-        if key not in self._shown:
-            self._shown[key] = self.redactor.redact(texts, exemplars.EXAMPLE_AUTHOR)[0]
-        return self._shown[key]
-
     def _save(self, student_id: str, sub_id: int, v: Verdict, *, sample: int, epoch: int,
               cfg: str, attempts: list[int], samples: int,
-              seen: tuple[str | None, tuple[exemplars.Chosen, ...]] = (None, ())) -> int:
+              seen: tuple[str | None, exemplars.Picked] = (None, exemplars.NONE)) -> int:
         return self.store.save_grade(GradeRecord(
             student_id=student_id, submission_id=sub_id, fingerprint=self.fingerprint,
             sample=sample, epoch=epoch, config_hash=cfg, run_id=self.run_id, status=v.status,
@@ -476,7 +465,7 @@ class Runner:
             overall_comment=v.overall_comment, needs_review=v.needs_review,
             review_reason=v.review_reason, model=self.model, model_version=v.model_version,
             criteria=v.criteria, flags=v.flags, attempt_ids=attempts, samples=samples,
-            exemplars_hash=seen[0], exemplars=[c.use() for c in seen[1]]))
+            exemplars_hash=seen[0], exemplars=seen[1].uses()))
 
     async def _extract(self, sub: Submission) -> Extracted:
         """Small text on the event loop (microseconds); PDFs, documents, notebooks and large
@@ -674,15 +663,13 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
                 if on_start:
                     on_start(len(subs), name, model)
                 selector = example_selector(p, store, subs)
-                # the examples' authors: their names are redacted wherever they appear
-                authors = [Submission(student_id=f"example:{e.key}", name=e.name, email=e.email)
-                           for e in (selector.examples if selector else ())
-                           if e.name or e.email]
+                authors = exemplars.authors(selector) if selector is not None else []
                 redactor = (Redactor([*subs, *authors], phone_region=settings.phone_region)
                             if redacting(settings, name) else None)
-                return await _graded(p, subs, sel, store, backend, name, gen, on_outcome,
-                                     tbl=tbl, spending=spending, on_notice=on_notice,
-                                     redactor=redactor, selector=selector)
+                return await _graded(
+                    p, subs, sel, store, backend, name, gen, on_outcome, tbl=tbl,
+                    spending=spending, on_notice=on_notice, redactor=redactor,
+                    examples=exemplars.Examples(selector, redactor) if selector else None)
             finally:
                 if owned:
                     await backend.aclose()
@@ -721,7 +708,7 @@ async def _graded(p: Plan, subs: list[Submission], sel: Selection, store: Store,
                   tbl: models.ModelTable, spending: Spending | None,
                   on_notice: Callable[[str], None] | None,
                   redactor: Redactor | None,
-                  selector: exemplars.Selector | None = None) -> RunSummary:
+                  examples: exemplars.Examples | None = None) -> RunSummary:
     started = time.perf_counter()
     model = gen.model
     fingerprint = p.fingerprint(model)
@@ -752,7 +739,7 @@ async def _graded(p: Plan, subs: list[Submission], sel: Selection, store: Store,
                     on_notice(text)
             runner = Runner(p, store, backend, ex, run.id, run.epoch, gen, sel, on_outcome,
                             spending=spending, on_notice=on_notice, redactor=redactor,
-                            sending=sending, selector=selector)
+                            sending=sending, examples=examples)
             await runner.run(iter(subs))
             runner.suspected.update(score_jump.check_run(store, run.id, runner.candidates))
         except BaseException:
