@@ -77,6 +77,8 @@ def main() -> None:
     ap.add_argument("--per-question", type=int, default=4)
     ap.add_argument("--bank", type=int, default=8, help="training answers per question")
     ap.add_argument("--k", type=int, default=2, help="examples per prompt")
+    ap.add_argument("--max-output-tokens", type=int, default=600,
+                    help="per reply (a tiny model can loop to any cap; both runs get the same)")
     a = ap.parse_args()
     rows = to_classes(a.saf, a.out, splits=("unseen_answers",),
                       questions=set(a.questions.split(",")), per_question=a.per_question)
@@ -86,7 +88,8 @@ def main() -> None:
         cls = a.out / "classes" / r["class"]
         db, out = a.out / "stores" / f"{r['class']}.sqlite", a.out / "out" / r["class"]
         bank = bank_rubric(cls, a.saf, r["question"], a.bank)
-        common = ("--backend", "local", "--db", str(db))
+        common = ("--backend", "local", "--db", str(db), "--max-output-tokens",
+                  str(a.max_output_tokens))
         off = run("run", str(cls), *common, "--out", str(out / "off"))
         on = run("run", str(cls), *common, "--out", str(out / "on"), "--rubric", str(bank),
                  "--exemplars", str(a.k))

@@ -202,8 +202,14 @@ class Examples:
         return {"text": shown.text, "comment": shown.comment, "scores": dict(shown.scores)}
 
 
-def authors(selector: Selector) -> list[Submission]:
-    """The examples' authors as the run's redactor takes them: their names and e-mails are then
-    redacted wherever they appear, though they are not in this class's roster."""
+def authors(selector: Selector, subs: Sequence[Submission]) -> list[Submission]:
+    """The examples' authors the run's redactor does not know yet (their name and e-mail are
+    not a student's of this class): with them, their names and e-mails are redacted wherever
+    they appear. Known ones are left to the class's own entry, so a student's own name stays
+    `[STUDENT_1]` in their request."""
+    known = {(x.name or "").casefold() for x in subs} | {(x.email or "").casefold()
+                                                         for x in subs}
     return [Submission(student_id=f"example:{e.key}", name=e.name, email=e.email)
-            for e in selector.examples if e.name or e.email]
+            for e in selector.examples
+            if (e.name or e.email) and not {(e.name or "").casefold(),
+                                            (e.email or "").casefold()} & (known - {""})]

@@ -663,7 +663,7 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
                 if on_start:
                     on_start(len(subs), name, model)
                 selector = example_selector(p, store, subs)
-                authors = exemplars.authors(selector) if selector is not None else []
+                authors = exemplars.authors(selector, subs) if selector is not None else []
                 redactor = (Redactor([*subs, *authors], phone_region=settings.phone_region)
                             if redacting(settings, name) else None)
                 return await _graded(

@@ -292,3 +292,19 @@ def test_with_a_cache_the_examples_travel_with_the_student(
         texts = _student_texts(r["body"])
         assert texts[0].startswith("Graded examples follow") and "One reason only." in texts[0]
         assert texts[1].startswith("The student's submission follows")
+
+
+def test_only_unknown_authors_join_the_redactor() -> None:
+    """An example's author who is a student of this class is left to the class's entry (so a
+    student's own name stays [STUDENT_1]); one from another class is added."""
+    from grader.discover import Submission
+    from grader.exemplars import authors
+
+    bank = [Example(key="submission:1", source="approved", text="a", scores={}, student_id="x",
+                    name="Alice Zephyr", email="az@example.org"),
+            Example(key="submission:2", source="approved", text="b", scores={}, student_id="y",
+                    name="Bo Li", email=None)]
+    subs = [Submission(student_id="s1", name="Bo Li")]
+    added = authors(Selector(bank, 1), subs)
+    assert [(a.student_id, a.name) for a in added] == [("example:submission:1",
+                                                        "Alice Zephyr")]
