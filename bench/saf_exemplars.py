@@ -62,6 +62,13 @@ def bank_rubric(cls: Path, saf: Path, qid: str, n: int) -> Path:
     return out
 
 
+def _graded_both(db: Path) -> bool:
+    if not db.exists():
+        return False
+    with Store(db) as store:
+        return sum(1 for r in store.runs() if r.status == "done") >= 2
+
+
 def run(*args: str) -> float:
     started = time.perf_counter()
     subprocess.run([GRADE, *args], check=True, stdout=subprocess.DEVNULL,
@@ -90,19 +97,22 @@ def main() -> None:
         bank = bank_rubric(cls, a.saf, r["question"], a.bank)
         common = ("--backend", "local", "--db", str(db), "--max-output-tokens",
                   str(a.max_output_tokens))
-        off = run("run", str(cls), *common, "--out", str(out / "off"))
-        on = run("run", str(cls), *common, "--out", str(out / "on"), "--rubric", str(bank),
-                 "--exemplars", str(a.k))
-        run("human", "import", str(a.out / "human" / f"{r['class']}.csv"), str(cls), "--db",
-            str(db))
-        print(f"{r['question']}: {r['answers']} answers, without examples {off:.0f} s, "
-              f"with {a.k} examples {on:.0f} s", flush=True)
+        if not _graded_both(db):  # rerunning the script only recomputes the figures
+            off = run("run", str(cls), *common, "--out", str(out / "off"))
+            on = run("run", str(cls), *common, "--out", str(out / "on"), "--rubric",
+                     str(bank), "--exemplars", str(a.k))
+            run("human", "import", str(a.out / "human" / f"{r['class']}.csv"), str(cls),
+                "--db", str(db))
+            print(f"{r['question']}: {r['answers']} answers, without examples {off:.0f} s, "
+                  f"with {a.k} examples {on:.0f} s", flush=True)
         with Store(db) as store:
             rubric = load_rubric(store, 1)
-            t_a = ai_table(list(finals(store, 1, rubric)))["correctness"]
-            t_b = ai_table(list(finals(store, 2, rubric)))["correctness"]
+            t_a = ai_table(list(finals(store, 1, rubric))).get("correctness", {})
+            t_b = ai_table(list(finals(store, 2, rubric))).get("correctness", {})
             ref = human_tables(store.human_scores(str(cls.resolve())), rubric)["saf_tutor"][
                 "correctness"]
+        print(f"{r['question']}: scored by the model {len(t_a)} of {r['answers']} without "
+              f"examples, {len(t_b)} with", flush=True)
         grids.add(metrics.score_grid(rubric.all_criteria[0]))
         for sid in sorted(set(t_a) & set(t_b) & set(ref)):
             pooled["a"].append(t_a[sid])
