@@ -14,8 +14,11 @@ and prints each run's wall time and the pooled paired figures (QWK, MAE, exact a
 B − A with paired bootstrap 95% intervals; every chosen question must share one score grid) as
 `grade eval --compare` computes them per class. Needs the local extra (llama.cpp) and ../shared.
 
-    python bench/saf_exemplars.py --out /tmp/saf-ex --per-question 4 --bank 8 --k 2 \
-        --questions 10.3_TC,12.2_PE,4.13,6.2_IPP,8.3_MM
+    GRADER_N_THREADS=1 python bench/saf_exemplars.py --out /tmp/saf-ex --per-question 4 \
+        --bank 8 --k 2 --questions 10.3_TC,12.2_PE,4.13,6.2_IPP,8.3_MM
+
+(one llama.cpp thread: on a busy machine more threads spin and are far slower). Run again with
+the same --out, it only recomputes the figures from the stores. README: "When exemplars help".
 """
 
 from __future__ import annotations
