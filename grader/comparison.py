@@ -20,6 +20,7 @@ from . import metrics
 from ._escape import escape_cell
 from .errors import InputError, StoreError
 from .evaluation import ai_table, human_tables, pick_reference, score_targets
+from .exemplars import same_scheme
 from .final import finals, load_rubric
 from .metrics import Paired
 from .settings import Settings, db_path
@@ -39,11 +40,6 @@ class Compared:
     rows: list[tuple[str, str, Paired]]  # criterion id (or total), title, figures
 
 
-def _same_scheme(a: Any, b: Any) -> bool:
-    return ([(c.id, c.max_points) for c in a.all_criteria]
-            == [(c.id, c.max_points) for c in b.all_criteria])
-
-
 def compare_runs(class_dir: Path, settings: Settings, run_a: int, run_b: int, *,
                  rater: str | None = None, resamples: int = metrics.RESAMPLES,
                  seed: int = metrics.SEED) -> Compared:
@@ -60,7 +56,7 @@ def compare_runs(class_dir: Path, settings: Settings, run_a: int, run_b: int, *,
                                      "(`grade status` lists them)")
         ra, rb = runs[run_a], runs[run_b]
         rubric, other = load_rubric(store, run_a), load_rubric(store, run_b)
-        if not _same_scheme(rubric, other):
+        if not same_scheme(rubric, other):
             raise InputError(f"runs {run_a} and {run_b} grade different criteria", path=path,
                              fix="compare two runs of the same rubric")
         humans = store.human_scores(ra.class_dir)

@@ -62,8 +62,9 @@ class Chosen:
                            student_id=e.student_id, submission_id=e.submission_id)
 
 
-def _same_scheme(a: Rubric, b: Rubric) -> bool:
-    """Grades under `b` can teach `a`: the same criteria on the same scales."""
+def same_scheme(a: Rubric, b: Rubric) -> bool:
+    """Grades under `b` compare with (and can teach) grades under `a`: the same criteria on
+    the same scales."""
     return ([(c.id, c.max_points) for c in a.all_criteria]
             == [(c.id, c.max_points) for c in b.all_criteria])
 
@@ -91,7 +92,7 @@ def reviewed_examples(store: Store, rubric: Rubric) -> list[Example]:
             theirs = Rubric.model_validate(run.rubric)
         except ValueError:
             continue
-        if not _same_scheme(rubric, theirs):
+        if not same_scheme(rubric, theirs):
             continue
         for fs in finals(store, run.id, theirs):
             sid = fs.result.submission_id

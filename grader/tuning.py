@@ -57,10 +57,6 @@ class Exported:
     approvals: int
     skipped: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def files(self) -> list[Path]:
-        return [self.out / TRAIN, self.out / VALIDATION, self.out / HELDOUT, self.out / MANIFEST]
-
 
 def _placeholders(text: str, mapping: dict[str, str], redact: Redact | None) -> str:
     """The teacher's text as it may go into the dataset: what the request's placeholders stand
