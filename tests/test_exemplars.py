@@ -308,3 +308,18 @@ def test_only_unknown_authors_join_the_redactor() -> None:
     added = authors(Selector(bank, 1), subs)
     assert [(a.student_id, a.name) for a in added] == [("example:submission:1",
                                                         "Alice Zephyr")]
+
+
+def test_dry_run_shows_the_examples(tmp_path: Path, fake_gemini: FakeGemini,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
+    class_dir = make_class(tmp_path, 2)
+    (class_dir / "rubric.yaml").write_text(RUBRIC + (
+        "exemplars:\n  - submission: Binary encoding, one bit per baud.\n"
+        "    scores: {choice: 2, reasons: 1.5}\n    comment: One reason only.\n"),
+        encoding="utf-8")
+    out = invoke("run", str(class_dir), "--db", str(tmp_path / "g.sqlite"), "--dry-run",
+                 "--exemplars", "1")
+    assert "Graded examples follow" in out and "One reason only." in out
+    assert _generate(fake_gemini) == []
