@@ -162,6 +162,15 @@ def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
               help="Grade each student K times: the median per criterion, the spread shown.")
 @click.option("--force", is_flag=True, default=None,
               help="Run even though the class's calibration is below calibration_min_qwk.")
+@click.option("--exemplars", type=int, metavar="K",
+              help="Show each student's prompt the K most similar graded examples (the "
+                   "rubric's and teacher-reviewed grades) [default: 0, none].")
+@click.option("--exemplar-db", type=click.Path(path_type=Path, dir_okay=False),
+              help="Store whose teacher-reviewed grades form the example bank [default: the "
+                   "run's store].")
+@click.option("--exemplars-same-run/--no-exemplars-same-run", "exemplars_same_run",
+              default=None, help="Let students of this run serve as examples for their "
+                                 "classmates (never for themselves) [default: no].")
 @_handle_errors
 def run(class_dir: Path, only: tuple[str, ...], retry_flagged: tuple[str, ...],
         **flags: Any) -> None:
@@ -506,6 +515,96 @@ def human_import(file: Path, class_dir: Path, db: Path | None, rubric: Path | No
                f"{terminal_safe(', '.join(r.raters))}")
 
 
+@cli.group()
+def tune() -> None:
+    """Supervised tuning on the teacher's reviewed grades (Gemini Enterprise / Vertex AI)."""
+
+
+@tune.command("export")
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for the dataset [default: reports/<class folder name>/tuning].")
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
+@click.option("--run", "run_id", type=int, help="Run id [default: the latest run of CLASS_DIR].")
+@click.option("--validation", type=float, default=0.1, show_default=True,
+              help="Share of the reviewed grades held out as the validation split.")
+@_handle_errors
+def tune_export(class_dir: Path, out: Path | None, db: Path | None, run_id: int | None,
+                validation: float) -> None:
+    """Write the supervised-tuning dataset (JSONL) of CLASS_DIR's reviewed grades."""
+    from .tuning import export
+
+    r = export(class_dir, _settings(class_dir, db=db), out=out, run_id=run_id,
+               validation=validation)
+    click.echo(f"wrote {r.out}: {r.train} training and {r.validation} validation examples "
+               f"from run {r.run_id} ({r.corrections} corrected by the teacher, {r.approvals} "
+               "approved as graded)")
+    for why, n in sorted(r.skipped.items()):
+        click.echo(f"  left out {n}: {why}")
+
+
+@tune.command("start")
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--base", "base_model", required=True, help="Base model to tune.")
+@click.option("--data", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder `grade tune export` wrote [default: reports/<class>/tuning].")
+@click.option("--name", "display_name", help="The tuned model's name, for --model tuned:NAME "
+              "[default: grader-<class folder name>].")
+@click.option("--epochs", type=int, help="Training epochs [default: the service's].")
+@click.option("--backend", help="enterprise (vertex) [default: from the environment].")
+@click.option("--project", help="Google Cloud project.")
+@click.option("--location", help="Google Cloud location [default: global].")
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
+@_handle_errors
+def tune_start(class_dir: Path, base_model: str, data: Path | None, display_name: str | None,
+               epochs: int | None, **flags: Any) -> None:
+    """Upload the dataset to the staging bucket and start a tuning job (billed by Google)."""
+    import asyncio
+
+    from .settings import out_dir
+    from .tuning import start
+
+    settings = _settings(class_dir, **flags)
+    name = display_name or f"grader-{class_dir.resolve().name}"
+    job = asyncio.run(start(class_dir, settings, base_model=base_model,
+                            data=data or out_dir(class_dir, settings) / "tuning",
+                            display_name=name, epochs=epochs))
+    click.echo(f"started {job.name} ({job.state}): {job.base_model} on {job.train_examples} "
+               f"examples ({job.validation_examples} validation)")
+    click.echo(f"follow it with `grade tune status {class_dir}`; when it succeeds, grade with "
+               f"--backend enterprise --model tuned:{terminal_safe(name)}")
+
+
+@tune.command("status")
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--cancel", metavar="NAME", help="Cancel this job (its name or display name).")
+@click.option("--backend", help="enterprise (vertex) [default: from the environment].")
+@click.option("--project", help="Google Cloud project.")
+@click.option("--location", help="Google Cloud location [default: global].")
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
+@_handle_errors
+def tune_status(class_dir: Path, cancel: str | None, **flags: Any) -> None:
+    """The tuning jobs started for CLASS_DIR and their state."""
+    import asyncio
+
+    from .tuning import status
+
+    jobs = asyncio.run(status(class_dir, _settings(class_dir, **flags), cancel=cancel))
+    if not jobs:
+        click.echo("no tuning job started for this class; see `grade tune start`")
+    for j in jobs:
+        click.echo(terminal_safe(f"{j.display_name}: {j.state} ({j.name}, base {j.base_model}, "
+                                 f"{j.train_examples} examples)"))
+        if j.endpoint:
+            click.echo(terminal_safe(f"  endpoint {j.endpoint}: grade with --backend "
+                                     f"enterprise --model tuned:{j.display_name}"))
+        if j.error:
+            click.echo(terminal_safe(f"  error: {j.error}"))
+
+
 @cli.command("eval")
 @click.argument("class_dirs", nargs=-1, required=True,
                 type=click.Path(path_type=Path, file_okay=False))
@@ -517,12 +616,30 @@ def human_import(file: Path, class_dir: Path, db: Path | None, rubric: Path | No
               help="Also write the figures to this CSV file.")
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
               help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
+@click.option("--compare", nargs=2, type=int, metavar="RUN_A RUN_B",
+              help="Compare two runs of CLASS_DIR against the human scores: per criterion, "
+                   "the change B − A in QWK, MAE and exact agreement with 95% intervals.")
 @_handle_errors
 def evaluate(class_dirs: tuple[Path, ...], run_id: int | None, rater: str | None,
-             csv_path: Path | None, db: Path | None) -> None:
+             csv_path: Path | None, db: Path | None,
+             compare: tuple[int, int] | None) -> None:
     """Measure the model's agreement with human graders on CLASS_DIR (several: each, then
     pooled): QWK, MAE, correlations, exact/adjacent agreement, bias, 95% intervals."""
     from .evaluation import run_eval
+
+    if compare:
+        from . import comparison
+        from .errors import InputError
+
+        if len(class_dirs) != 1 or run_id is not None:
+            raise InputError("--compare takes one CLASS_DIR and no --run",
+                             fix="pass one class folder and the two run ids to --compare")
+        c = comparison.compare_runs(class_dirs[0], _settings(class_dirs[0], db=db),
+                                    *compare, rater=rater)
+        click.echo(terminal_safe(comparison.render(c)))
+        if csv_path is not None:
+            click.echo(f"wrote {comparison.write_csv(c, csv_path)}")
+        return
 
     for block in run_eval(class_dirs, lambda d: _settings(d, db=db), run_id=run_id,
                           rater=rater, csv_path=csv_path):

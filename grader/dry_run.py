@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import models
+from . import exemplars, models
 from .errors import GraderError
 from .generation import configure
 from .isolation import Extractor
-from .pipeline import Plan, default_model, plan, render, students
+from .pipeline import Plan, body_hash, default_model, example_selector, plan, render, students
 from .redact import Redactor
-from .settings import Settings, auto_backend, limits, redacting
+from .settings import Settings, auto_backend, db_path, limits, redacting
+from .store import Store
 
 
 @dataclass
@@ -31,8 +32,16 @@ def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> tuple[Plan, list
                     models.table(settings.models))
     items = []
     subs = students(class_dir, settings, p.assignment_files)
-    redactor = (Redactor(subs, phone_region=settings.phone_region)
+    selector = None
+    if settings.exemplars and db_path(class_dir, settings).exists():
+        with Store(db_path(class_dir, settings), create=False) as store:
+            selector = example_selector(p, store, subs)
+    elif settings.exemplars:  # no store yet: the rubric's own examples
+        selector = exemplars.Selector(exemplars.rubric_examples(p.rubric), settings.exemplars)
+    authors = exemplars.authors(selector, subs) if selector is not None else []
+    redactor = (Redactor([*subs, *authors], phone_region=settings.phone_region)
                 if redacting(settings, auto_backend(settings)) else None)
+    examples = exemplars.Examples(selector, redactor) if selector is not None else None
     with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:
         extracted = []
         for sub in subs[:n]:
@@ -42,9 +51,12 @@ def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> tuple[Plan, list
                 items.append(DryRunItem(sub.student_id, None, e.render(), ""))
     for sub, ex in extracted:
         sent = redactor.submission(ex, sub.student_id)[0] if redactor else ex
-        req = render(p, sent, gen)
-        text = req.system + req.static_prefix + "".join(pt.text or "" for pt in req.student_parts)
+        picked = (examples.pick(ex.text, sub.student_id, body_hash(ex)) if examples is not None
+                  else exemplars.NONE)
+        req = render(p, sent, gen, examples=picked.shown)
+        student = "".join(pt.text or "" for pt in req.student_parts)
         media = sum(258 for pt in req.student_parts if pt.text is None)
-        items.append(DryRunItem(sub.student_id, len(text) // 4 + media, None,
-                                req.static_prefix + (req.student_parts[0].text or "")))
+        items.append(DryRunItem(sub.student_id,
+                                len(req.system + req.static_prefix + student) // 4 + media,
+                                None, req.static_prefix + student))
     return p, items

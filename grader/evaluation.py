@@ -94,7 +94,7 @@ def threshold(max_total: float) -> float:
     return min(1.0, max_total / 4)
 
 
-def _human_tables(humans: Sequence[HumanScore], rubric: Rubric
+def human_tables(humans: Sequence[HumanScore], rubric: Rubric
                   ) -> dict[str, dict[str, dict[str, float]]]:
     """rater -> criterion id or total -> student -> score (totals summed where not given)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
@@ -109,7 +109,7 @@ def _human_tables(humans: Sequence[HumanScore], rubric: Rubric
     return out
 
 
-def _ai_table(students: Sequence[FinalStudent]) -> dict[str, dict[str, float]]:
+def ai_table(students: Sequence[FinalStudent]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for s in students:
         for c in s.criteria:
@@ -125,7 +125,7 @@ def _pairs(x: dict[str, float], y: dict[str, float]) -> tuple[list[float], list[
     return [x[s] for s in common], [y[s] for s in common]
 
 
-def _targets(rubric: Rubric) -> list[tuple[str, str, tuple[float, ...], float]]:
+def score_targets(rubric: Rubric) -> list[tuple[str, str, tuple[float, ...], float]]:
     """(id, title, grid, max) for every criterion, then the total."""
     out = [(c.id, c.title, metrics.score_grid(c), c.max_points) for c in rubric.all_criteria]
     out.append((TOTAL, "Total", metrics.total_grid(rubric), rubric.max_total))
@@ -149,14 +149,14 @@ def evaluate(rubric: Rubric, students: Sequence[FinalStudent], humans: Sequence[
              resamples: int = metrics.RESAMPLES, seed: int = metrics.SEED) -> ClassEval:
     """Every agreement figure of one run against the human scores (see the module docstring)."""
     reference = pick_reference(humans, rater)
-    tables = _human_tables(humans, rubric)
+    tables = human_tables(humans, rubric)
     ref = tables[reference]
-    ai = _ai_table(students)
+    ai = ai_table(students)
     rows: list[Row] = []
     graders: list[tuple[str, dict[str, dict[str, float]]]] = [(MODEL, ai)]
     graders += [(r, t) for r, t in sorted(tables.items()) if r != reference]
     for grader, table in graders:
-        for cid, title, grid, top in _targets(rubric):
+        for cid, title, grid, top in score_targets(rubric):
             a, b = _pairs(table.get(cid, {}), ref.get(cid, {}))
             fig = metrics.compare(a, b, grid, top, resamples=resamples, seed=seed,
                                   labels=(grader, reference))
@@ -188,10 +188,10 @@ def pooled(evals: Sequence[ClassEval], rubrics: Sequence[Rubric], *,
     (None otherwise: pooling scores on different scales would mean nothing)."""
     if len(evals) < 2:
         return None
-    shapes = {tuple((cid, grid, top) for cid, _, grid, top in _targets(r)) for r in rubrics}
+    shapes = {tuple((cid, grid, top) for cid, _, grid, top in score_targets(r)) for r in rubrics}
     if len(shapes) != 1:
         return None
-    targets = {cid: (grid, top) for cid, _, grid, top in _targets(rubrics[0])}
+    targets = {cid: (grid, top) for cid, _, grid, top in score_targets(rubrics[0])}
     merged: dict[tuple[str, str], Row] = {}
     for ev in evals:
         for row in ev.rows:

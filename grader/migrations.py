@@ -489,6 +489,38 @@ CREATE INDEX uploads_content ON uploads (backend, sha256, state);
 CREATE INDEX uploads_state ON uploads (state, backend);
 """
 
+# Which graded examples each grade was shown (`grade run --exemplars K`), the digest of that set
+# on the grade (a changed set is graded again), and the Enterprise tuning jobs `grade tune` ran.
+M009_EXEMPLARS_AND_TUNING = """
+ALTER TABLE grades ADD COLUMN exemplars_hash TEXT;
+CREATE TABLE grade_exemplars (
+    grade_id        INTEGER NOT NULL REFERENCES grades(id) ON DELETE CASCADE,
+    position        INTEGER NOT NULL,
+    exemplar        TEXT NOT NULL,
+    source          TEXT NOT NULL CHECK (source IN ('rubric', 'approved', 'corrected')),
+    student_id      TEXT,
+    submission_id   INTEGER,
+    similarity      REAL NOT NULL,
+    PRIMARY KEY (grade_id, position)
+);
+CREATE TABLE tuning_jobs (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    display_name    TEXT NOT NULL,
+    base_model      TEXT NOT NULL,
+    train_uri       TEXT NOT NULL,
+    validation_uri  TEXT,
+    train_examples  INTEGER NOT NULL,
+    validation_examples INTEGER NOT NULL,
+    state           TEXT NOT NULL,
+    tuned_model     TEXT,
+    endpoint        TEXT,
+    error           TEXT,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
@@ -498,6 +530,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "human_scores_calibration_uncertainty", M006_QUALITY),
     Migration(7, "review_notes_and_sent_text", M007_REVIEW_NOTES_AND_SENT_TEXT),
     Migration(8, "caches_and_uploads", M008_CACHES_AND_UPLOADS),
+    Migration(9, "exemplars_and_tuning_jobs", M009_EXEMPLARS_AND_TUNING),
 )
 LATEST = MIGRATIONS[-1].version
 

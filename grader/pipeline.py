@@ -18,7 +18,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import __version__, injection, models, schema, score_jump
+from . import __version__, exemplars, injection, models, schema, score_jump
 from .backends import Backend, create, media_types
 from .budget import Spending
 from .caching import CacheReport
@@ -203,7 +203,9 @@ def plan(class_dir: Path, settings: Settings) -> Plan:
     check_edited(rubric, path)
     prompts = load_prompts(settings.prompts)
     check_templates(prompts, rubric)
-    system, prefix = prompts.system(), prompts.static_prefix(rubric)
+    # with --exemplars the rubric's own examples join the bank (chosen per student) instead
+    shown = rubric.model_copy(update={"exemplars": ()}) if settings.exemplars else rubric
+    system, prefix = prompts.system(), prompts.static_prefix(shown)
     check_prefix_size(system, prefix, max_tokens=MAX_PREFIX_TOKENS)
     rschema = schema.json_schema(rubric)
     shash = hashlib.sha256(json.dumps(rschema, sort_keys=True).encode()).hexdigest()[:16]
@@ -216,11 +218,13 @@ def plan(class_dir: Path, settings: Settings) -> Plan:
 
 
 def render(p: Plan, ex: Extracted, gen: Generation, key: str = "",
-           references: tuple[Part, ...] = ()) -> GradeRequest:
+           references: tuple[Part, ...] = (),
+           examples: Sequence[Mapping[str, Any]] = ()) -> GradeRequest:
+    """The request for one student; `examples` (`exemplars.Picked.shown`) lead its part."""
     return GradeRequest(
         key=key, model=gen.model, system=p.system, static_prefix=p.static_prefix,
         reference_parts=references,
-        student_parts=p.prompts.student_parts(ex.text, ex.parts, ex.files),
+        student_parts=p.prompts.student_parts(ex.text, ex.parts, ex.files, examples),
         response_schema=p.response_schema, max_output_tokens=gen.max_output_tokens,
         thinking_level=gen.thinking_level, temperature=gen.temperature, top_p=gen.top_p,
         seed=gen.seed,
@@ -257,9 +261,12 @@ def spending_for(settings: Settings, gen: Generation, tbl: models.ModelTable) ->
                     per_10min=settings.spend_per_10min)
 
 
-def config_hash(req: GradeRequest, samples: int = 1) -> str:
-    """The generation config of a grade; a grade combining several samples is another one."""
+def config_hash(req: GradeRequest, samples: int = 1, exemplars: str | None = None) -> str:
+    """The generation config of a grade; a grade combining several samples is another one, and
+    so is a grade shown other graded examples (`exemplars`: their digest)."""
     h = sha256("config/1", json.dumps(req.generation_config(), sort_keys=True))
+    if exemplars is not None:
+        h = sha256(h, f"exemplars={exemplars}")
     return h if samples == 1 else sha256(h, f"samples={samples}")
 
 
@@ -323,9 +330,11 @@ class Runner:
                  on_outcome: Callable[[Outcome], None] | None, *,
                  spending: Spending | None = None,
                  sending: Sending, on_notice: Callable[[str], None] | None = None,
-                 redactor: Redactor | None = None):
+                 redactor: Redactor | None = None,
+                 examples: exemplars.Examples | None = None):
         self.p, self.store, self.backend, self.extractor = p, store, backend, extractor
         self.redactor = redactor
+        self.examples = examples
         self.sending = sending
         # students graded in this run with injection evidence or signs of it (score_jump)
         self.candidates: dict[str, score_jump.Candidate] = {}
@@ -356,15 +365,20 @@ class Runner:
                 reason=e.reason, message=e.render(), name=sub.name, email=sub.email,
                 source=sub.source))
             return
+        bh = body_hash(ex)
         sub_id = self.store.upsert_submission(SubmissionRecord(
             student_id=sub.student_id, name=sub.name, email=sub.email, source=sub.source,
-            content_hash=ex.content_hash, body_hash=body_hash(ex), files=ex.files,
+            content_hash=ex.content_hash, body_hash=bh, files=ex.files,
             late=sub.late, notes=ex.notes))
         sent, mapping = (self.redactor.submission(ex, sub.student_id) if self.redactor
                          else (ex, {}))
-        req = render(self.p, sent, self.gen, references=self.sending.references)
+        picked = (self.examples.pick(ex.text, sub.student_id, bh) if self.examples is not None
+                  else exemplars.NONE)
+        req = render(self.p, sent, self.gen, references=self.sending.references,
+                     examples=picked.shown)
         k = self.samples
-        cfg = config_hash(req, k)
+        seen = picked.digest(req)
+        cfg = config_hash(req, k, seen)
         max_request = self.extractor.limits.max_request_bytes
         latest = self.store.latest_grade(student_id=sub.student_id, submission_id=sub_id,
                                          fingerprint=self.fingerprint, samples=k)
@@ -372,7 +386,7 @@ class Runner:
             student_id=sub.student_id, submission_id=sub_id, fingerprint=self.fingerprint,
             epoch=self.epoch, samples=k) if self.epoch else None
         choice = choose(self.selection, sub.student_id, latest=latest, in_epoch=in_epoch,
-                        run_epoch=self.epoch, config_hash=cfg)
+                        run_epoch=self.epoch, config_hash=cfg, exemplars=seen)
         base = OutcomeRecord(run_id=self.run_id, student_id=sub.student_id, status="",
                              submission_id=sub_id)
         if isinstance(choice, Skip):
@@ -426,9 +440,10 @@ class Runner:
             if k > 1:  # each sample is a grade version of its own, the combined one on top
                 for n, (v, a) in enumerate(zip(samples, sample_attempts, strict=True)):
                     self._save(sub.student_id, sub_id, v, sample=n, epoch=choice.epoch,
-                               cfg=config_hash(sampled(req, n)), attempts=a, samples=1)
+                               cfg=config_hash(sampled(req, n), 1, seen), attempts=a,
+                               samples=1, seen=(seen, picked))
             gid = self._save(sub.student_id, sub_id, verdict, sample=0, epoch=choice.epoch,
-                             cfg=cfg, attempts=attempts, samples=k)
+                             cfg=cfg, attempts=attempts, samples=k, seen=(seen, picked))
             flagged = any(f.reason == injection.FLAG for f in verdict.flags)
             if flagged:
                 self.suspected.add(sub.student_id)
@@ -441,14 +456,16 @@ class Runner:
         await self.sending.release(sub.student_id)  # its uploads are no longer needed
 
     def _save(self, student_id: str, sub_id: int, v: Verdict, *, sample: int, epoch: int,
-              cfg: str, attempts: list[int], samples: int) -> int:
+              cfg: str, attempts: list[int], samples: int,
+              seen: tuple[str | None, exemplars.Picked] = (None, exemplars.NONE)) -> int:
         return self.store.save_grade(GradeRecord(
             student_id=student_id, submission_id=sub_id, fingerprint=self.fingerprint,
             sample=sample, epoch=epoch, config_hash=cfg, run_id=self.run_id, status=v.status,
             max_total=self.p.rubric.max_total, total=v.total, percent=v.percent,
             overall_comment=v.overall_comment, needs_review=v.needs_review,
             review_reason=v.review_reason, model=self.model, model_version=v.model_version,
-            criteria=v.criteria, flags=v.flags, attempt_ids=attempts, samples=samples))
+            criteria=v.criteria, flags=v.flags, attempt_ids=attempts, samples=samples,
+            exemplars_hash=seen[0], exemplars=seen[1].uses()))
 
     async def _extract(self, sub: Submission) -> Extracted:
         """Small text on the event loop (microseconds); PDFs, documents, notebooks and large
@@ -645,11 +662,14 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
                                str(class_dir))
                 if on_start:
                     on_start(len(subs), name, model)
-                redactor = (Redactor(subs, phone_region=settings.phone_region)
+                selector = example_selector(p, store, subs)
+                authors = exemplars.authors(selector, subs) if selector is not None else []
+                redactor = (Redactor([*subs, *authors], phone_region=settings.phone_region)
                             if redacting(settings, name) else None)
-                return await _graded(p, subs, sel, store, backend, name, gen, on_outcome,
-                                     tbl=tbl, spending=spending, on_notice=on_notice,
-                                     redactor=redactor)
+                return await _graded(
+                    p, subs, sel, store, backend, name, gen, on_outcome, tbl=tbl,
+                    spending=spending, on_notice=on_notice, redactor=redactor,
+                    examples=exemplars.Examples(selector, redactor) if selector else None)
             finally:
                 if owned:
                     await backend.aclose()
@@ -657,12 +677,38 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
         lock.release()
 
 
+def example_selector(p: Plan, store: Store, subs: Sequence[Submission]
+                     ) -> exemplars.Selector | None:
+    """The run's graded-example selector (`--exemplars K`), from the bank of `exemplar_db` (else
+    the run's store); None when exemplars are off. Reviewed grades of the students this run
+    grades are left out unless `exemplars_same_run` allows them."""
+    s = p.settings
+    if not s.exemplars:
+        return None
+    other = s.exemplar_db
+    own = other is None or other.resolve() == Path(store.path).resolve()
+    if other is None or own:
+        bank = exemplars.load_bank(store, p.rubric)
+    else:
+        if not other.is_file():
+            raise InputError("the example bank's store was not found", path=other,
+                             fix="pass --exemplar-db with the grader.sqlite of a reviewed class")
+        with Store(other, create=False) as theirs:
+            bank = exemplars.load_bank(theirs, p.rubric)
+    # the students of this run are in the run's own store; another store's ids are other
+    # submissions (an id there that is a student's here is still never shown to that student)
+    same_run = (frozenset(x.student_id for x in subs) if own and not s.exemplars_same_run
+                else frozenset())
+    return exemplars.Selector(bank, s.exemplars, run_students=same_run)
+
+
 async def _graded(p: Plan, subs: list[Submission], sel: Selection, store: Store,
                   backend: Backend, name: str, gen: Generation,
                   on_outcome: Callable[[Outcome], None] | None, *,
                   tbl: models.ModelTable, spending: Spending | None,
                   on_notice: Callable[[str], None] | None,
-                  redactor: Redactor | None) -> RunSummary:
+                  redactor: Redactor | None,
+                  examples: exemplars.Examples | None = None) -> RunSummary:
     started = time.perf_counter()
     model = gen.model
     fingerprint = p.fingerprint(model)
@@ -693,7 +739,7 @@ async def _graded(p: Plan, subs: list[Submission], sel: Selection, store: Store,
                     on_notice(text)
             runner = Runner(p, store, backend, ex, run.id, run.epoch, gen, sel, on_outcome,
                             spending=spending, on_notice=on_notice, redactor=redactor,
-                            sending=sending)
+                            sending=sending, examples=examples)
             await runner.run(iter(subs))
             runner.suspected.update(score_jump.check_run(store, run.id, runner.candidates))
         except BaseException:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from jinja2.exceptions import SecurityError
@@ -26,9 +28,10 @@ from .errors import PromptError, RubricError
 from .request import Part
 from .rubric import Rubric
 
-TEMPLATES = ("system.j2", "rubric.j2", "submission.j2", "reask.j2")
+TEMPLATES = ("system.j2", "rubric.j2", "submission.j2", "reask.j2", "examples.j2")
 VARIABLES = {"system.j2": "none", "rubric.j2": "rubric", "submission.j2": "text, files, "
-             "media_count", "reask.j2": "error"}
+             "media_count", "reask.j2": "error", "examples.j2": "examples (text, scores, "
+             "comment)"}
 
 # Neutralise our own delimiters inside student text so a submission cannot close the fence
 # early and pose as instructions. Matching runs on a same-length "skeleton" of the text in which
@@ -103,11 +106,20 @@ class Prompts:
     def static_prefix(self, rubric: Rubric) -> str:
         return self._render("rubric.j2", rubric=rubric)
 
-    def student_parts(self, text: str, media: tuple[Part, ...], files: tuple[str, ...]
-                      ) -> tuple[Part, ...]:
+    def student_parts(self, text: str, media: tuple[Part, ...], files: tuple[str, ...],
+                      examples: Sequence[Mapping[str, Any]] = ()) -> tuple[Part, ...]:
+        """The student's parts: the graded examples (when any), the submission, its media."""
         body = self._render("submission.j2", text=fence_safe(text), files=files,
                             media_count=len(media))
-        return (Part(text=body), *media)
+        if not examples:
+            return (Part(text=body), *media)
+        return (Part(text=self.examples(examples)), Part(text=body), *media)
+
+    def examples(self, examples: Sequence[Mapping[str, Any]]) -> str:
+        """The graded examples block; their text and comments are fenced like a submission."""
+        return self._render("examples.j2", examples=[
+            {"text": fence_safe(str(e["text"])), "comment": fence_safe(str(e["comment"])),
+             "scores": dict(e["scores"])} for e in examples])
 
     def reask(self, error: str) -> str:
         return self._render("reask.j2", error=error)
@@ -146,6 +158,8 @@ def check_templates(prompts: Prompts, rubric: Rubric) -> None:
     prompts.student_parts(_SAMPLE_TEXT, (Part(mime_type="image/png", data=b"\x89PNG"),),
                           ("fib.py", "notes.md"))
     prompts.reask(_SAMPLE_ERROR)
+    prompts.examples([{"text": _SAMPLE_TEXT, "comment": "Correct, but explain the loop.",
+                       "scores": {c.id: 0.0 for c in rubric.all_criteria}}])
 
 
 def check_prefix_size(system: str, static_prefix: str, *, max_tokens: int,

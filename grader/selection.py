@@ -8,6 +8,8 @@ store already holds for each student.
   hash, so the model is asked afresh instead of the response ledger answering. A run killed
   halfway is continued by running the same command: its epoch is reused, so versions it already
   stored count as done and replies it already paid for are reused.
+- A student whose request shows other graded examples than their grade saw (`--exemplars`, a
+  changed bank) is graded again; an unchanged request is answered by the response ledger.
 - A student flagged for a reason a new generation config may cure (`CONFIG_SENSITIVE`) is graded
   again when the config changed.
 """
@@ -73,9 +75,11 @@ def _retry_wanted(sel: Selection, prior: GradeVersion) -> bool:
 
 
 def choose(sel: Selection, student_id: str, *, latest: GradeVersion | None,
-           in_epoch: GradeVersion | None, run_epoch: int, config_hash: str) -> Choice:
+           in_epoch: GradeVersion | None, run_epoch: int, config_hash: str,
+           exemplars: str | None = None) -> Choice:
     """`latest`: the newest version for this submission; `in_epoch`: the newest one stored under
-    this run's epoch (a regrade or retry being continued), or None."""
+    this run's epoch (a regrade or retry being continued), or None; `exemplars`: the digest of
+    the graded examples the student's request shows (None: none)."""
     if sel.only is not None and student_id not in sel.only:
         if latest is not None:
             return Reuse(latest)
@@ -89,6 +93,8 @@ def choose(sel: Selection, student_id: str, *, latest: GradeVersion | None,
         return Grade(0)
     if _retry_wanted(sel, latest):
         return Grade(run_epoch)
+    if latest.exemplars_hash != exemplars:  # other examples: another prompt (the ledger
+        return Grade(0)  # still answers a request it has seen)
     if (latest.status == "flagged" and latest.config_hash != config_hash
             and any(f.reason in CONFIG_SENSITIVE for f in latest.flags)):
         return Grade(0)

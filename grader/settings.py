@@ -60,6 +60,16 @@ class Settings(BaseModel):
     quote_similarity: float = Field(
         default=90.0, ge=0, le=100, description="percent similarity an evidence quote needs "
         "to count as found in the submission when it is not verbatim")
+    exemplars: int = Field(
+        default=0, ge=0, le=20, description="put this many graded examples, the most similar "
+        "to the student's work, into each prompt (0 = none; the rubric's examples then stay "
+        "in the marking scheme)")
+    exemplar_db: Path | None = Field(
+        default=None, description="the store whose teacher-reviewed grades form the example "
+        "bank (e.g. last year's class); None = the run's own store")
+    exemplars_same_run: bool = Field(
+        default=False, description="let students graded in this run serve as examples for "
+        "their classmates (never for themselves or an identical submission)")
     calibration_min_qwk: float = Field(
         default=0.6, ge=-1, le=1, description="grade run refuses a class whose calibration has "
         "a criterion below this quadratic weighted kappa (without --force)")

@@ -158,6 +158,38 @@ class GradeRecord:
     flags: Sequence[FlagRow] = ()
     attempt_ids: Sequence[int] = ()
     samples: int = 1  # how many samples this grade combines (median per criterion)
+    exemplars_hash: str | None = None  # digest of the graded examples shown (None: none)
+    exemplars: Sequence[ExemplarUse] = ()
+
+
+@dataclass(frozen=True)
+class ExemplarUse:
+    """One graded example a grade was shown, in prompt order (`grade run --exemplars K`)."""
+
+    exemplar: str  # the bank key: rubric:<n>, or submission:<id>
+    source: str  # rubric | approved | corrected
+    similarity: float
+    student_id: str | None = None
+    submission_id: int | None = None
+
+
+@dataclass(frozen=True)
+class TuningJob:
+    """An Enterprise supervised tuning job started by `grade tune start`."""
+
+    name: str
+    display_name: str
+    base_model: str
+    train_uri: str
+    validation_uri: str | None
+    train_examples: int
+    validation_examples: int
+    state: str
+    tuned_model: str | None = None
+    endpoint: str | None = None
+    error: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -297,6 +329,7 @@ class GradeVersion:
     config_hash: str
     flags: list[FlagRow]
     samples: int = 1
+    exemplars_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -915,7 +948,8 @@ class Store:
                      samples: int = 1) -> GradeVersion | None:
         """The newest grade version for this student's submission under this fingerprint that
         combines `samples` samples (only of `epoch`, when given)."""
-        sql = ("SELECT id, run_id, status, total, epoch, config_hash, samples FROM grades"
+        sql = ("SELECT id, run_id, status, total, epoch, config_hash, samples, exemplars_hash"
+               " FROM grades"
                " WHERE student_id=? AND submission_id=? AND fingerprint=? AND sample=?"
                " AND samples=?")
         args: tuple[Any, ...] = (student_id, submission_id, fingerprint, sample, samples)
@@ -928,7 +962,7 @@ class Store:
         flags = [FlagRow(f["reason"], f["message"]) for f in self.conn.execute(
             "SELECT reason, message FROM flags WHERE grade_id=? ORDER BY id", (r["id"],))]
         return GradeVersion(r["id"], r["run_id"], r["status"], r["total"], r["epoch"],
-                            r["config_hash"], flags, r["samples"])
+                            r["config_hash"], flags, r["samples"], r["exemplars_hash"])
 
     @_mapped
     def save_grade(self, g: GradeRecord) -> int:
@@ -938,14 +972,19 @@ class Store:
             cur = self.conn.execute(
                 "INSERT OR IGNORE INTO grades (student_id, submission_id, fingerprint, sample,"
                 " epoch, config_hash, run_id, status, total, max_total, percent, overall_comment,"
-                " needs_review, review_reason, model, model_version, created_at, samples)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " needs_review, review_reason, model, model_version, created_at, samples,"
+                " exemplars_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (g.student_id, g.submission_id, g.fingerprint, g.sample, g.epoch,
                  g.config_hash, g.run_id, g.status, g.total, g.max_total, g.percent,
                  g.overall_comment, int(g.needs_review), g.review_reason, g.model,
-                 g.model_version, now(), g.samples))
+                 g.model_version, now(), g.samples, g.exemplars_hash))
             if cur.rowcount:
                 gid = int(cur.lastrowid or 0)
+                self.conn.executemany(
+                    "INSERT INTO grade_exemplars (grade_id, position, exemplar, source,"
+                    " student_id, submission_id, similarity) VALUES (?,?,?,?,?,?,?)",
+                    [(gid, i, e.exemplar, e.source, e.student_id, e.submission_id,
+                      e.similarity) for i, e in enumerate(g.exemplars)])
                 self.conn.executemany(
                     "INSERT INTO criterion_scores (grade_id, criterion_id, position, score,"
                     " max_points, justification, evidence_json, feedback, spread, samples_json,"
@@ -973,6 +1012,28 @@ class Store:
                     "UPDATE attempts SET state='stored', grade_id=? WHERE id=?",
                     [(gid, a) for a in g.attempt_ids])
         return gid
+
+    @_mapped
+    def grade_exemplars(self, grade_id: int) -> list[ExemplarUse]:
+        """The graded examples a grade version was shown, in prompt order."""
+        return [ExemplarUse(exemplar=r["exemplar"], source=r["source"],
+                            similarity=r["similarity"], student_id=r["student_id"],
+                            submission_id=r["submission_id"])
+                for r in self.conn.execute(
+                    "SELECT * FROM grade_exemplars WHERE grade_id=? ORDER BY position",
+                    (grade_id,))]
+
+    @_mapped
+    def submission_facts(self, ids: Sequence[int]) -> dict[int, tuple[str | None, str | None,
+                                                                        str | None]]:
+        """(body hash, the student's name, e-mail) of these submissions."""
+        out: dict[int, tuple[str | None, str | None, str | None]] = {}
+        for r in self.conn.execute(
+                "SELECT s.id, s.body_hash, t.name, t.email FROM submissions s"
+                " JOIN students t ON t.id = s.student_id"
+                f" WHERE s.id IN ({','.join('?' * len(ids))})", tuple(ids)):
+            out[int(r["id"])] = (r["body_hash"], r["name"], r["email"])
+        return out
 
     @_mapped
     def add_flags(self, grade_id: int, run_id: int, student_id: str,
@@ -1195,6 +1256,58 @@ class Store:
                 [(d.student_id, d.criterion_id, d.field, d.value, d.submission_id, d.ai_basis,
                   d.run_id, d.grade_id, d.cell, d.workbook_sha256, d.decided_at or stamp)
                  for d in decisions])
+
+    # --- tuning jobs ---------------------------------------------------------------------------
+
+    @_mapped
+    def graded_exchange(self, grade_id: int) -> tuple[str, str, list[dict[str, Any]],
+                                                      str | None, dict[str, str]] | None:
+        """What a grade was asked and answered: (system, static prefix, the first request's
+        student parts as the ledger keeps them, the last reply's text, the redaction mapping);
+        None when the grade has no request of its own (shared, or from before the ledger)."""
+        first = self.conn.execute(
+            "SELECT p.system, p.static_prefix, q.body_json, a.redaction_json FROM attempts a"
+            " JOIN requests q ON q.hash = a.request_hash JOIN prefixes p ON p.hash ="
+            " q.prefix_hash WHERE a.grade_id=? ORDER BY a.n, a.id LIMIT 1",
+            (grade_id,)).fetchone()
+        if first is None:
+            return None
+        last = self.conn.execute(
+            "SELECT r.text FROM attempts a JOIN responses r ON r.request_hash = a.request_hash"
+            " WHERE a.grade_id=? ORDER BY a.n DESC, a.id DESC LIMIT 1", (grade_id,)).fetchone()
+        parts = _loads(first["body_json"], {}).get("parts")
+        mapping = _loads(first["redaction_json"], {})
+        return (first["system"], first["static_prefix"],
+                [p for p in parts or [] if isinstance(p, dict)],
+                last["text"] if last is not None else None,
+                {str(k): str(v) for k, v in mapping.items()} if isinstance(mapping, dict)
+                else {})
+
+    @_mapped
+    def save_tuning_job(self, job: TuningJob) -> None:
+        stamp = now()
+        with self.atomic():
+            self.conn.execute(
+                "INSERT INTO tuning_jobs (name, display_name, base_model, train_uri,"
+                " validation_uri, train_examples, validation_examples, state, tuned_model,"
+                " endpoint, error, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (job.name, job.display_name, job.base_model, job.train_uri, job.validation_uri,
+                 job.train_examples, job.validation_examples, job.state, job.tuned_model,
+                 job.endpoint, job.error, stamp, stamp))
+
+    @_mapped
+    def update_tuning_job(self, name: str, *, state: str, tuned_model: str | None,
+                          endpoint: str | None, error: str | None) -> None:
+        with self.atomic():
+            self.conn.execute(
+                "UPDATE tuning_jobs SET state=?, tuned_model=?, endpoint=?, error=?,"
+                " updated_at=? WHERE name=?", (state, tuned_model, endpoint, error, now(), name))
+
+    @_mapped
+    def tuning_jobs(self) -> list[TuningJob]:
+        """Every recorded tuning job, newest first."""
+        return [TuningJob(**{k: v for k, v in dict(r).items() if k != "id"})
+                for r in self.conn.execute("SELECT * FROM tuning_jobs ORDER BY id DESC")]
 
     # --- human scores and calibrations (grading quality) -----------------------------------
 

@@ -11,7 +11,15 @@ import pytest
 
 from grader.errors import StoreError
 from grader.final import finals
-from grader.migrations import LATEST, MIGRATIONS, Migration, apply, current_version, migrate
+from grader.migrations import (
+    LATEST,
+    MIGRATIONS,
+    Migration,
+    apply,
+    current_version,
+    migrate,
+    pending,
+)
 from grader.store import Decision, RequestRecord, Store
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v2.sqlite"
@@ -220,3 +228,28 @@ def test_caches_and_uploads_migration_keeps_old_runs_and_prices_a_cache(tmp_path
         assert [u.name for u in store.open_uploads("developer")] == ["files/a"]
         assert store.open_uploads("developer", job_ref="batch-1") == []
     assert _raw(path, "PRAGMA foreign_key_check") == []
+
+
+def test_exemplars_and_tuning_jobs_migration_keeps_grades(tmp_path: Path) -> None:
+    """The graded-examples migration adds `grades.exemplars_hash` (NULL for every existing
+    grade: they saw no examples), `grade_exemplars` and `tuning_jobs`, and loses no grade."""
+    m = next(m for m in MIGRATIONS if m.name == "exemplars_and_tuning_jobs")
+    path = _v2(tmp_path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    for earlier in pending(conn):
+        if earlier.version < m.version:
+            apply(conn, earlier)
+    before = conn.execute("SELECT id, total FROM grades ORDER BY id").fetchall()
+    apply(conn, m)
+    assert conn.execute("SELECT id, total FROM grades ORDER BY id").fetchall() == before
+    assert before
+    assert {r[0] for r in conn.execute("SELECT exemplars_hash FROM grades")} == {None}
+    gid = before[0][0]
+    conn.execute("INSERT INTO grade_exemplars VALUES (?, 0, 'rubric:1', 'rubric', NULL, NULL,"
+                 " 0.5)", (gid,))
+    with pytest.raises(sqlite3.IntegrityError):  # only known sources
+        conn.execute("INSERT INTO grade_exemplars VALUES (?, 1, 'x', 'guess', NULL, NULL, 0)",
+                     (gid,))
+    conn.execute("INSERT INTO tuning_jobs (name, display_name, base_model, train_uri,"
+                 " train_examples, validation_examples, state, created_at, updated_at)"
+                 " VALUES ('j', 'd', 'b', 'gs://x', 100, 10, 'JOB_STATE_PENDING', 't', 't')")

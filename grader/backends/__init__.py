@@ -10,6 +10,8 @@ from .base import (
     FileInfo,
     SupportsCaching,
     SupportsFiles,
+    SupportsTuning,
+    TuningInfo,
     create,
     media_types,
     names,
@@ -47,4 +49,5 @@ register("enterprise", _enterprise)  # type: ignore[arg-type]
 register("local", _local)  # type: ignore[arg-type]
 
 __all__ = ["AcceptsMedia", "Backend", "CacheInfo", "FileInfo", "SupportsCaching",
-           "SupportsFiles", "create", "media_types", "names", "register"]
+           "SupportsFiles", "SupportsTuning", "TuningInfo", "create", "media_types", "names",
+           "register"]

@@ -120,6 +120,40 @@ class SupportsFiles(Protocol):
     async def download_file(self, name: str, destination: Path) -> None: ...
 
 
+@dataclass(frozen=True)
+class TuningInfo:
+    """A supervised tuning job as the service reports it; `endpoint` (what a request names to
+    use the tuned model) once it succeeded."""
+
+    name: str
+    state: str  # JOB_STATE_PENDING | _RUNNING | _SUCCEEDED | _FAILED | _CANCELLED ...
+    base_model: str
+    display_name: str
+    tuned_model: str | None = None
+    endpoint: str | None = None
+    error: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
+                              "JOB_STATE_EXPIRED")
+
+
+@runtime_checkable
+class SupportsTuning(Protocol):
+    """The backend can run supervised tuning jobs (Gemini Enterprise: `client.tunings`)."""
+
+    async def start_tuning(self, *, base_model: str, train_uri: str,
+                           validation_uri: str | None, display_name: str,
+                           epochs: int | None) -> TuningInfo: ...
+
+    async def get_tuning(self, name: str) -> TuningInfo: ...
+
+    async def list_tunings(self) -> list[TuningInfo]: ...
+
+    async def cancel_tuning(self, name: str) -> None: ...
+
+
 BackendFactory = Callable[..., Backend]
 _REGISTRY: dict[str, Callable[[], BackendFactory]] = {}
 

@@ -36,7 +36,7 @@ from ..request import GradeRequest, GradeResponse, Part, Usage
 from ..settings import DEFAULT_GEMINI_MODEL, ENTERPRISE_ENV, Settings
 from . import _fast_types as fast
 from ._transport import ShardedTransport
-from .base import CacheInfo, FileInfo
+from .base import CacheInfo, FileInfo, TuningInfo
 
 T = TypeVar("T")
 
@@ -143,6 +143,10 @@ def _enum_name(value: Any) -> str | None:
     return str(getattr(value, "value", value))
 
 
+# `--model tuned:NAME`: the endpoint of the tuned model called NAME (`grade tune start`).
+TUNED = "tuned:"
+
+
 class GeminiBackend:
     """Gemini Developer API through `google-genai` (api key from settings or GEMINI_API_KEY)."""
 
@@ -187,6 +191,13 @@ class GeminiBackend:
             raise ConfigError(f"cannot create the {self.name} client: {e}", fix=self._auth_fix()
                               ) from None
         self._aio = self._client.aio
+        if self.model.startswith(TUNED):
+            self.model = self._tuned_endpoint(self.model.removeprefix(TUNED))
+
+    def _tuned_endpoint(self, name: str) -> str:
+        raise ConfigError(f"--model {TUNED}{name}: tuned models exist only on Gemini "
+                          "Enterprise (Vertex AI); the Developer API has no model tuning",
+                          fix="pass --backend enterprise with --project")
 
     # --- construction (overridden by VertexBackend) -------------------------------------------
     def _base_url(self) -> str | None:
@@ -724,6 +735,69 @@ class VertexBackend(GeminiBackend):
     async def download_file(self, name: str, destination: Path) -> None:
         blob = self._blob(name)
         await self._gcs_call("download", lambda: blob.download_to_filename(str(destination)))
+
+
+    # --- SupportsTuning: supervised tuning jobs (`client.tunings`), Enterprise only -------------
+    async def start_tuning(self, *, base_model: str, train_uri: str,
+                           validation_uri: str | None, display_name: str,
+                           epochs: int | None) -> TuningInfo:
+        config = types.CreateTuningJobConfig(
+            tuned_model_display_name=display_name, epoch_count=epochs,
+            validation_dataset=(types.TuningValidationDataset(gcs_uri=validation_uri)
+                                if validation_uri else None))
+
+        async def attempt() -> types.TuningJob:
+            return await self._aio.tunings.tune(
+                base_model=base_model, training_dataset=types.TuningDataset(gcs_uri=train_uri),
+                config=config)
+
+        job, _ = await self._with_retries(attempt, what="tunings.tune")
+        return _tuning_info(job)
+
+    async def get_tuning(self, name: str) -> TuningInfo:
+        async def attempt() -> types.TuningJob:
+            return await self._aio.tunings.get(name=name)
+
+        job, _ = await self._with_retries(attempt, what="tunings.get")
+        return _tuning_info(job)
+
+    async def list_tunings(self) -> list[TuningInfo]:
+        async def attempt() -> list[types.TuningJob]:
+            return [j async for j in await self._aio.tunings.list(config={"page_size": 100})]
+
+        jobs, _ = await self._with_retries(attempt, what="tunings.list")
+        return [_tuning_info(j) for j in jobs]
+
+    async def cancel_tuning(self, name: str) -> None:
+        async def attempt() -> None:
+            await self._aio.tunings.cancel(name=name)
+
+        await self._with_retries(attempt, what="tunings.cancel")
+
+    def _tuned_endpoint(self, name: str) -> str:
+        """The endpoint of the newest succeeded tuning job whose tuned model is called `name`
+        (its display name, or the job's id); asked once, when the backend is created."""
+        found = [j for j in self._client.tunings.list(config={"page_size": 100})
+                 if j.state == types.JobState.JOB_STATE_SUCCEEDED and j.tuned_model
+                 and j.tuned_model.endpoint and name in (
+                     j.tuned_model_display_name, (j.name or "").rsplit("/", 1)[-1])]
+        if not found:
+            raise ConfigError(f"no succeeded tuning job made a tuned model called {name!r} in "
+                              f"project {self._project} ({self._location})",
+                              fix="check `grade tune status` for the job's state and name, "
+                                  "and pass --model tuned:NAME with its display name")
+        newest = max(found, key=lambda j: str(j.create_time or ""))
+        assert newest.tuned_model is not None and newest.tuned_model.endpoint is not None
+        return newest.tuned_model.endpoint
+
+
+def _tuning_info(job: types.TuningJob) -> TuningInfo:
+    tuned = job.tuned_model
+    return TuningInfo(
+        name=job.name or "", state=job.state.value if job.state else "JOB_STATE_UNSPECIFIED",
+        base_model=job.base_model or "", display_name=job.tuned_model_display_name or "",
+        tuned_model=tuned.model if tuned else None, endpoint=tuned.endpoint if tuned else None,
+        error=job.error.message if job.error else None)
 
 
 class EnterpriseBackend(VertexBackend):

@@ -23,6 +23,7 @@ from ._fake_caches import Caches
 from ._fake_content import THINK_HARD_TOKENS, Prompt, answer_text, estimate_tokens, read_prompt
 from ._fake_files import Files, check_file_parts
 from ._fake_state import FakeState
+from ._fake_tuning import Tuning
 
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
@@ -154,6 +155,7 @@ class FakeApp:
         self.route("POST", re.compile(r"^/_fake/clock$"), self.post_clock)
         self.caches = Caches(self)
         self.files = Files(self)
+        self.tuning = Tuning(self)
 
     def route(self, method: str, pattern: re.Pattern[str], handler: Callable[..., Reply]) -> None:
         self.routes.append((method, pattern, handler))
@@ -211,7 +213,8 @@ class FakeApp:
         return json_reply(200, {"offset_s": offset, "now": self.state.now()})
 
     # --- the model API ----------------------------------------------------------------------
-    def model_call(self, call: Call) -> Reply:
+    def model_call(self, call: Call, model: str | None = None) -> Reply:
+        """A model call; `model`: the base model answering for a tuned endpoint."""
         assert call.match is not None
         endpoint = call.match.group("method")
         vertex = "project" in call.match.groupdict()
@@ -219,12 +222,13 @@ class FakeApp:
         self.state.begin(endpoint, record)
         reply = error_reply(500, "fake server error")
         try:
-            reply = self._model_call(call, endpoint, vertex, record)
+            reply = self._model_call(call, endpoint, vertex, record, model)
         finally:
             self.state.end(endpoint, reply.status)
         return reply
 
-    def _model_call(self, call: Call, endpoint: str, vertex: bool, record: dict[str, Any]) -> Reply:
+    def _model_call(self, call: Call, endpoint: str, vertex: bool, record: dict[str, Any],
+                    tuned_base: str | None = None) -> Reply:
         denied = self.auth(call, vertex)
         if denied:
             return denied
@@ -232,7 +236,7 @@ class FakeApp:
         if not isinstance(body, dict):
             return error_reply(400, "Invalid JSON payload: expected an object.")
         record["body"] = body
-        model = call.match.group("model") if call.match else ""
+        model = tuned_base or (call.match.group("model") if call.match else "")
         if not model.startswith("gemini-"):
             api = "v1beta1" if vertex else "v1beta"
             return error_reply(404, f"models/{model} is not found for API version {api}, or is "

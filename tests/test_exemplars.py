@@ -1,0 +1,325 @@
+"""Graded examples from the teacher's decisions (`grade run --exemplars K`): chosen
+deterministically by similarity, never the student's own work nor a classmate of the same run
+(unless allowed), redacted like student text, carried in the student's part of the request,
+recorded per grade, and graded again when the bank changes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+from click.testing import CliRunner
+
+from grader.cli import cli
+from grader.exemplars import Example, Selector, rubric_examples, submission_text
+from grader.rubric import Rubric
+from grader.selection import Grade, Reuse, Selection, choose
+from grader.store import GradeVersion
+from grader.testing.fake_gemini import FakeGemini
+
+from _classgen import RUBRIC, make_big_class, make_class
+
+
+def invoke(*args: str) -> str:
+    res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def _ex(key: str, text: str, sid: str | None = None, body: str | None = None) -> Example:
+    return Example(key=key, source="approved", text=text, scores={"choice": 2.0},
+                   student_id=sid, body_hash=body)
+
+
+# --- the selector: pure --------------------------------------------------------------------
+
+BANK = [
+    _ex("submission:1", "Binary encoding is bandwidth efficient, clocks are perfect.", "a", "h1"),
+    _ex("submission:2", "Manchester encoding because it is self-clocking.", "b", "h2"),
+    _ex("submission:3", "Differential Manchester is robust against polarity errors.", "c", "h3"),
+    _ex("rubric:1", "Binary encoding, since clocks are perfect."),
+]
+
+
+def test_most_similar_first_and_deterministic() -> None:
+    sel = Selector(BANK, 2)
+    picked = sel.choose("Differential Manchester: polarity errors", "z", "hz")
+    assert [c.example.key for c in picked] == ["submission:3", "submission:2"]
+    assert picked[0].similarity > picked[1].similarity > 0
+    again = Selector(list(BANK), 2).choose("Differential Manchester: polarity errors", "z",
+                                           "hz")
+    assert again == picked
+
+
+def test_ties_go_by_key() -> None:
+    sel = Selector(BANK, 4)
+    picked = sel.choose("zzz qqq", "z", "hz")  # nothing in common: every similarity is 0
+    assert [c.example.key for c in picked] == sorted(e.key for e in BANK)
+
+
+def test_never_the_students_own_work() -> None:
+    sel = Selector(BANK, 4)
+    mine = sel.choose("Manchester encoding because it is self-clocking.", "b", "hb")
+    assert "submission:2" not in [c.example.key for c in mine]  # the same student
+    identical = sel.choose("anything", "q", "h3")  # a byte-identical submission
+    assert "submission:3" not in [c.example.key for c in identical]
+    same_text = sel.choose("Binary encoding, since clocks are perfect.", "q", "hq")
+    assert "rubric:1" not in [c.example.key for c in same_text]
+
+
+def test_students_of_the_run_are_left_out_unless_allowed() -> None:
+    sel = Selector(BANK, 4, run_students=frozenset({"a", "c"}))
+    assert [e.key for e in sel.examples] == ["submission:2", "rubric:1"]
+
+
+def test_rubric_examples_join_the_bank() -> None:
+    rubric = Rubric.model_validate({
+        "title": "t", "criteria": [{"id": "choice", "title": "c", "max_points": 2}],
+        "exemplars": [{"submission": " Binary. ", "scores": {"choice": 2}, "comment": "ok"}]})
+    assert rubric_examples(rubric) == [Example(key="rubric:1", source="rubric", text="Binary.",
+                                               scores={"choice": 2.0}, comment="ok")]
+
+
+def test_the_submission_is_cut_from_the_rendered_part() -> None:
+    parts = [{"text": "intro\n<submission>\nmy answer\n</submission>\ngrade it"}]
+    assert submission_text(parts) == "my answer"
+
+
+def _version(exemplars: str | None) -> GradeVersion:
+    return GradeVersion(1, 1, "graded", 3.0, 0, "cfg", [], 1, exemplars)
+
+
+def test_other_examples_grade_again_same_examples_reuse() -> None:
+    sel = Selection()
+    kw: dict[str, Any] = {"in_epoch": None, "run_epoch": 0, "config_hash": "cfg"}
+    assert isinstance(choose(sel, "s", latest=_version("a"), exemplars="a", **kw), Reuse)
+    assert choose(sel, "s", latest=_version("a"), exemplars="b", **kw) == Grade(0)
+    assert choose(sel, "s", latest=_version(None), exemplars="b", **kw) == Grade(0)
+    assert choose(sel, "s", latest=_version("a"), exemplars=None, **kw) == Grade(0)
+    assert isinstance(choose(sel, "s", latest=_version(None), **kw), Reuse)
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+def _review(out: Path, db: Path, *, approve: dict[str, str], scores: dict[str, dict[str, float]]
+            ) -> None:
+    """Approve rows (with feedback) and score rows by hand in review.xlsx, then import it."""
+    wb = openpyxl.load_workbook(out / "review.xlsx")
+    ws = wb["Summary"]
+    cols = {c.value: c.column for c in ws[1]}
+    rows = {ws.cell(r, 1).value: r for r in range(2, ws.max_row + 1)}
+    for sid, comment in approve.items():
+        ws.cell(rows[sid], cols["Approved"]).value = "yes"
+        ws.cell(rows[sid], cols["Feedback to the student"]).value = comment
+    for sid, crit in scores.items():
+        for title, value in crit.items():
+            ws.cell(rows[sid], cols[f"Teacher: {title}"]).value = value
+    wb.save(out / "review.xlsx")
+    invoke("review", "import", str(out / "review.xlsx"), "--db", str(db))
+
+
+def _generate(fake: FakeGemini) -> list[dict[str, Any]]:
+    return [r for r in fake.requests() if r["endpoint"] == "generateContent"]
+
+
+def _student_texts(body: dict[str, Any]) -> list[str]:
+    return [p.get("text", "") for c in body["contents"] for p in c["parts"]]
+
+
+LAST_YEAR_PII = "I am Alice Zephyr (alice.zephyr@example.org). "
+
+
+@pytest.fixture
+def last_year(tmp_path: Path, fake_gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch
+              ) -> Path:
+    """Last year's class, graded without redaction and reviewed: s0000 approved, s0003
+    corrected. Returns its store."""
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
+    class_dir = make_class(tmp_path / "last", 5)
+    (class_dir / "roster.csv").write_text(
+        "id,name,email\ns0000,Alice Zephyr,alice.zephyr@example.org\ns0001,Bo Li,\n"
+        "s0002,Cy Do,\ns0003,Di Ng,\ns0004,Ed Oh,\n", encoding="utf-8")
+    first = class_dir / "s0000.txt"
+    first.write_text(LAST_YEAR_PII + first.read_text(encoding="utf-8"), encoding="utf-8")
+    out, db = tmp_path / "last_out", tmp_path / "last.sqlite"
+    invoke("run", str(class_dir), "--out", str(out), "--db", str(db), "--no-redact")
+    _review(out, db, approve={"s0000": "Well argued."},
+            scores={"s0003": {"choice": 0, "reasons": 1}})
+    return db
+
+
+def test_run_shows_redacted_examples_records_them_and_regrades_on_a_new_bank(
+        tmp_path: Path, fake_gemini: FakeGemini, last_year: Path) -> None:
+    class_dir = make_class(tmp_path / "now", 4)
+    for f in class_dir.glob("s*.txt"):
+        f.write_text(f.read_text(encoding="utf-8").replace("answer.", "answer, this year:"),
+                     encoding="utf-8")
+    # t9999 handed in exactly what last year's s0003 did: never shown that example
+    last_s3 = (tmp_path / "last" / "class" / "s0003.txt").read_text(encoding="utf-8")
+    (class_dir / "t9999.txt").write_text(last_s3, encoding="utf-8")
+    db, out = tmp_path / "now.sqlite", tmp_path / "now_out"
+    cmd = ("run", str(class_dir), "--out", str(out), "--db", str(db), "--exemplars", "2",
+           "--exemplar-db", str(last_year))
+    fake_gemini.reset_stats()
+    invoke(*cmd)
+
+    calls = _generate(fake_gemini)
+    assert len(calls) == 5
+    shown: dict[str, str] = {}
+    for call in calls:
+        texts = _student_texts(call["body"])
+        blocks = [t for t in texts if "<example_submission" in t]
+        assert len(blocks) <= 1
+        sub = next(t for t in texts if "<submission>" in t)
+        student = sub.split("<submission>\n", 1)[1].split("\n", 1)[0]
+        shown[student] = blocks[0] if blocks else ""
+        body = json.dumps(call["body"])
+        assert "Alice" not in body and "Zephyr" not in body and "alice.zephyr" not in body
+        if blocks:  # the examples come before the submission, after the marking scheme
+            assert texts.index(blocks[0]) < texts.index(sub)
+    # last year's approved s0000 (with its PII redacted) and corrected s0003
+    approved = [s for s in shown.values() if "Teacher's comment: Well argued." in s]
+    assert approved and all("[STUDENT_2]" in s and "[EMAIL_1]" in s for s in approved)
+    corrected = [s for s in shown.values() if "choice=0, reasons=1" in s]
+    assert corrected
+    twin = shown[last_s3.split("\n", 1)[0]]
+    assert "choice=0, reasons=1" not in twin  # its byte-identical twin is not shown to it
+
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT g.student_id, e.position, e.exemplar, e.source, e.similarity"
+            " FROM grade_exemplars e JOIN grades g ON g.id = e.grade_id"
+            " ORDER BY g.student_id, e.position").fetchall()
+        hashes = dict(conn.execute("SELECT student_id, exemplars_hash FROM grades"))
+    seen: dict[str, list[tuple[str, str]]] = {}
+    for sid, _pos, key, source, _sim in rows:
+        seen.setdefault(sid, []).append((key, source))
+    with sqlite3.connect(last_year) as conn:
+        sub_of = dict(conn.execute("SELECT student_id, id FROM submissions"))
+    # the same student id (s0000, s0003) never sees their own old work either
+    assert f"submission:{sub_of['s0000']}" not in [k for k, _ in seen.get("s0000", [])]
+    corrected_key = (f"submission:{sub_of['s0003']}", "corrected")
+    assert corrected_key not in seen["t9999"]
+    assert corrected_key in seen["s0002"]
+    assert all(hashes[s] for s in seen)
+
+    # rerun: the same examples, so nothing is asked again
+    fake_gemini.reset_stats()
+    invoke(*cmd)
+    assert _generate(fake_gemini) == []
+
+    # the teacher approves one more of last year's students: whoever now gets it is graded
+    # again; the others keep their grade
+    last_out = tmp_path / "last_out"
+    _review(last_out, last_year, approve={"s0001": "Good."}, scores={})
+    fake_gemini.reset_stats()
+    invoke(*cmd)
+    regraded = _generate(fake_gemini)
+    assert 0 < len(regraded) < 5
+    with sqlite3.connect(db) as conn:
+        newest = conn.execute(
+            "SELECT e.exemplar FROM grade_exemplars e JOIN grades g ON g.id = e.grade_id"
+            " WHERE g.run_id = (SELECT MAX(id) FROM runs)").fetchall()
+        reused = conn.execute("SELECT COUNT(*) FROM outcomes WHERE run_id = (SELECT MAX(id)"
+                              " FROM runs) AND reused = 1").fetchone()[0]
+    assert (f"submission:{sub_of['s0001']}",) in newest
+    assert reused == 5 - len(regraded)
+
+
+def test_students_of_the_same_run_only_when_allowed(tmp_path: Path, fake_gemini: FakeGemini,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
+    class_dir = make_class(tmp_path, 3)
+    (class_dir / "rubric.yaml").write_text(RUBRIC + (
+        "exemplars:\n  - submission: Binary encoding, one bit per baud.\n"
+        "    scores: {choice: 2, reasons: 1.5}\n    comment: One reason only.\n"),
+        encoding="utf-8")
+    out, db = tmp_path / "out", tmp_path / "g.sqlite"
+    invoke("run", str(class_dir), "--out", str(out), "--db", str(db))
+    first = _generate(fake_gemini)
+    assert all("One reason only." in _student_texts(c["body"])[0] for c in first)  # prefix
+    _review(out, db, approve={"s0000": "Exactly right."}, scores={})
+
+    fake_gemini.reset_stats()
+    run = ("run", str(class_dir), "--out", str(out), "--db", str(db), "--exemplars", "3")
+    invoke(*run)  # the bank's reviewed grade is a student of this run: only the rubric's
+    calls = _generate(fake_gemini)
+    assert len(calls) == 3
+    for c in calls:
+        texts = _student_texts(c["body"])
+        assert "One reason only." not in texts[0]  # moved out of the marking scheme ...
+        examples = next(t for t in texts if "<example_submission" in t)
+        assert "One reason only." in examples  # ... into the student's part
+        assert "Exactly right." not in examples
+
+    fake_gemini.reset_stats()
+    invoke(*run, "--exemplars-same-run")
+    with sqlite3.connect(db) as conn:
+        seen = conn.execute(
+            "SELECT g.student_id, e.student_id FROM grade_exemplars e"
+            " JOIN grades g ON g.id = e.grade_id WHERE g.run_id = (SELECT MAX(id) FROM runs)"
+            " AND e.source = 'approved'").fetchall()
+    assert {s for s, _ in seen} == {"s0001", "s0002"}  # never s0000 itself
+    assert {e for _, e in seen} == {"s0000"}
+
+
+def test_with_a_cache_the_examples_travel_with_the_student(
+        tmp_path: Path, fake_gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The marking scheme stays in the explicit cache (its rubric examples moved out of it),
+    and each request carries its student's examples in front of the submission."""
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
+    class_dir = make_big_class(tmp_path, 3)
+    rubric = class_dir / "rubric.yaml"
+    rubric.write_text(rubric.read_text(encoding="utf-8") + (
+        "exemplars:\n  - submission: Binary encoding, one bit per baud.\n"
+        "    scores: {choice: 2, reasons: 1.5}\n    comment: One reason only.\n"),
+        encoding="utf-8")
+    invoke("run", str(class_dir), "--db", str(tmp_path / "g.sqlite"), "--out",
+           str(tmp_path / "o"), "--cache", "on", "--exemplars", "1")
+    (create,) = [r for r in fake_gemini.requests() if r["endpoint"] == "cachedContents.create"]
+    assert "One reason only." not in json.dumps(create["body"])
+    sent = _generate(fake_gemini)
+    assert len(sent) == 3
+    for r in sent:
+        assert r["body"]["cachedContent"]
+        texts = _student_texts(r["body"])
+        assert texts[0].startswith("Graded examples follow") and "One reason only." in texts[0]
+        assert texts[1].startswith("The student's submission follows")
+
+
+def test_only_unknown_authors_join_the_redactor() -> None:
+    """An example's author who is a student of this class is left to the class's entry (so a
+    student's own name stays [STUDENT_1]); one from another class is added."""
+    from grader.discover import Submission
+    from grader.exemplars import authors
+
+    bank = [Example(key="submission:1", source="approved", text="a", scores={}, student_id="x",
+                    name="Alice Zephyr", email="az@example.org"),
+            Example(key="submission:2", source="approved", text="b", scores={}, student_id="y",
+                    name="Bo Li", email=None)]
+    subs = [Submission(student_id="s1", name="Bo Li")]
+    added = authors(Selector(bank, 1), subs)
+    assert [(a.student_id, a.name) for a in added] == [("example:submission:1",
+                                                        "Alice Zephyr")]
+
+
+def test_dry_run_shows_the_examples(tmp_path: Path, fake_gemini: FakeGemini,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
+    class_dir = make_class(tmp_path, 2)
+    (class_dir / "rubric.yaml").write_text(RUBRIC + (
+        "exemplars:\n  - submission: Binary encoding, one bit per baud.\n"
+        "    scores: {choice: 2, reasons: 1.5}\n    comment: One reason only.\n"),
+        encoding="utf-8")
+    out = invoke("run", str(class_dir), "--db", str(tmp_path / "g.sqlite"), "--dry-run",
+                 "--exemplars", "1")
+    assert "Graded examples follow" in out and "One reason only." in out
+    assert _generate(fake_gemini) == []
