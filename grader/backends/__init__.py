@@ -6,8 +6,11 @@ from __future__ import annotations
 from .base import (
     AcceptsMedia,
     Backend,
+    BatchInfo,
+    BatchResult,
     CacheInfo,
     FileInfo,
+    SupportsBatch,
     SupportsCaching,
     SupportsFiles,
     create,
@@ -46,5 +49,6 @@ register("vertex", _vertex)  # type: ignore[arg-type]
 register("enterprise", _enterprise)  # type: ignore[arg-type]
 register("local", _local)  # type: ignore[arg-type]
 
-__all__ = ["AcceptsMedia", "Backend", "CacheInfo", "FileInfo", "SupportsCaching",
-           "SupportsFiles", "create", "media_types", "names", "register"]
+__all__ = ["AcceptsMedia", "Backend", "BatchInfo", "BatchResult", "CacheInfo", "FileInfo",
+           "SupportsBatch", "SupportsCaching", "SupportsFiles", "create", "media_types", "names",
+           "register"]

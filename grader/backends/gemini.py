@@ -35,6 +35,7 @@ from ..ratelimit import Quota, estimate_tokens
 from ..request import GradeRequest, GradeResponse, Part, Usage
 from ..settings import DEFAULT_GEMINI_MODEL, ENTERPRISE_ENV, Settings
 from . import _fast_types as fast
+from ._gemini_batch import GeminiBatches
 from ._transport import ShardedTransport
 from .base import CacheInfo, FileInfo
 
@@ -143,7 +144,7 @@ def _enum_name(value: Any) -> str | None:
     return str(getattr(value, "value", value))
 
 
-class GeminiBackend:
+class GeminiBackend(GeminiBatches):
     """Gemini Developer API through `google-genai` (api key from settings or GEMINI_API_KEY)."""
 
     name: ClassVar[str] = "gemini"
@@ -469,8 +470,8 @@ class GeminiBackend:
         )
 
     # --- retries and errors -------------------------------------------------------------------
-    async def _with_retries(self, call: Callable[[], Awaitable[T]], *, what: str
-                            ) -> tuple[T, int]:
+    async def _with_retries(self, call: Callable[[], Awaitable[T]], *, what: str,
+                            retry: bool = True) -> tuple[T, int]:
         retries = 0
         while True:
             try:
@@ -488,7 +489,7 @@ class GeminiBackend:
                             and time.monotonic() - self._conn_down_since
                             >= UNREACHABLE_AFTER_S):
                         raise self._unreachable(e) from e
-                if not err.transient or retries >= self.settings.max_retries:
+                if not err.transient or not retry or retries >= self.settings.max_retries:
                     if err.transient:
                         err = self._give_up(err, retries)
                     raise err from e
