@@ -6,6 +6,7 @@ answer that needs the re-ask is completed in a second round; `batch sync` is the
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -96,3 +97,120 @@ def test_submit_status_collect_stores_what_an_online_run_stores(
     # and a second submit has nothing to send
     code, out = grade("batch", "submit", str(class_dir), *where(tmp_path, "b"))
     assert code == 0 and "nothing to submit" in out and "5 already graded" in out, out
+
+
+def test_failed_lines_and_an_expired_job_go_again_with_retry_failed(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 4, extra={
+        "zz_broken.txt": "Student answer. FAKE_GEMINI:BATCH_LINE_FAIL TCP is reliable."})
+    db = tmp_path / "b.sqlite"
+    code, out = grade("batch", "submit", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "submitted 5 request(s)" in out, out
+    code, out = grade("batch", "collect", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "4 graded, 0 flagged, 1 failed" in out, out
+    assert "--retry-failed" in out
+    (msg,) = q(db, "SELECT message FROM outcomes WHERE student_id='zz_broken'")[0:1]
+    assert "Internal error while processing the request" in msg[0]
+    assert q(db, "SELECT state FROM attempts WHERE student_id='zz_broken'") == [("failed",)]
+    # without --retry-failed the failed line is held back; with it, it goes again
+    code, out = grade("batch", "submit", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "nothing to submit" in out and "1 failed line(s)" in out, out
+    (class_dir / "zz_broken.txt").write_text("Student answer. TCP is reliable.")  # fixed
+    gemini_env.configure(batch_end_state="EXPIRED")
+    code, out = grade("batch", "submit", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "submitted 1 request(s)" in out, out  # a changed file is new work
+    code, out = grade("batch", "collect", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "0 graded, 0 flagged, 1 failed" in out, out
+    assert "ended expired" in q(db, "SELECT message FROM outcomes WHERE student_id="
+                                    "'zz_broken' ORDER BY run_id DESC")[0][0]
+    gemini_env.configure(batch_end_state="SUCCEEDED")
+    code, out = grade("batch", "submit", str(class_dir), *where(tmp_path, "b"), "--retry-failed")
+    assert code == 0 and "submitted 1 request(s)" in out, out
+    code, out = grade("batch", "collect", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "1 graded, 0 flagged, 0 failed" in out, out
+    assert q(db, "SELECT COUNT(DISTINCT student_id), COUNT(*) FROM grades") == [(5, 5)]
+    assert q(db, "SELECT state, COUNT(*) FROM batch_items GROUP BY state ORDER BY state") == [
+        ("failed", 2), ("stored", 5)]
+
+
+def test_an_answer_that_needs_the_re_ask_is_completed_in_a_second_round(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 2, extra={
+        "zz_once.txt": "Student answer FAKE_GEMINI:INVALID_ONCE. TCP is reliable."})
+    online = tmp_path / "online"
+    shutil.copytree(class_dir, online)
+    code, out = grade("run", str(online), *where(tmp_path, "online"))
+    assert code == 0, out
+    db = tmp_path / "b.sqlite"
+    code, out = grade("batch", "submit", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0, out
+    code, out = grade("batch", "collect", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "2 graded, 0 flagged, 0 failed, 1 re-asked" in out, out
+    assert q(db, "SELECT round, requests FROM batch_jobs ORDER BY id") == [(1, 3), (2, 1)]
+    code, out = grade("batch", "collect", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "1 graded" in out, out
+    # the second round carries the first reply and the re-ask, as `grade run` sends them
+    (second,) = [r for r in gemini_env.requests() if r["endpoint"] == "batches.create"][1:]
+    (line,) = second["body"]["batch"]["inputConfig"]["requests"]["requests"]
+    assert [c["role"] for c in line["request"]["contents"]] == ["user", "model", "user"]
+    assert q(db, "SELECT n, state FROM attempts WHERE student_id='zz_once' ORDER BY n") == [
+        (1, "stored"), (2, "stored")]
+    ours = [g for g in grades(db) if g[0] == "zz_once"]
+    assert ours and ours == [g for g in grades(tmp_path / "online.sqlite") if g[0] == "zz_once"]
+
+
+def test_sync_is_one_line_for_cron_and_exits_0_when_there_is_nothing_to_do(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 3)
+    code, out = grade("batch", "sync", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and out.count("\n") == 1, out
+    assert out.startswith("grade batch sync: submitted 3 request(s) in 1 job(s)"), out
+    code, out = grade("batch", "sync", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and out.count("\n") == 1, out
+    assert "collected 1 job(s): 3 graded, 0 flagged, 0 failed" in out, out
+    code, out = grade("batch", "sync", str(class_dir), *where(tmp_path, "b"))
+    assert (code, out) == (0, "grade batch sync: nothing to do\n")
+    (class_dir / "s0009.txt").write_text("A late submission: TCP retransmits lost segments.")
+    code, out = grade("batch", "sync", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "submitted 1 request(s)" in out, out
+    assert q(tmp_path / "b.sqlite", "SELECT COUNT(*) FROM runs") == [(2,)]  # idle ticks: none
+
+
+def test_sync_does_nothing_while_another_command_holds_the_store(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    from grader.locks import RunLock
+
+    class_dir = make_class(tmp_path, 2)
+    lock = RunLock(tmp_path / "b.sqlite")
+    assert lock.try_acquire()
+    try:
+        code, out = grade("batch", "sync", str(class_dir), *where(tmp_path, "b"))
+    finally:
+        lock.release()
+    assert code == 0 and "another grade command holds the store; nothing done" in out, out
+    assert "batches.create" not in endpoints(gemini_env)
+
+
+def test_cancel_a_job_and_its_lines_fail(gemini_env: FakeGemini, tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 2)
+    gemini_env.configure(batch_pending_s=3600)
+    code, out = grade("batch", "submit", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0, out
+    (name,) = q(tmp_path / "b.sqlite", "SELECT name FROM batch_jobs")[0]
+    code, out = grade("batch", "cancel", name, str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and out == f"{name}: cancelled\n", out
+    code, out = grade("batch", "collect", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "0 graded, 0 flagged, 2 failed" in out, out
+
+
+def test_collect_wait_polls_until_the_job_is_done(gemini_env: FakeGemini,
+                                                  tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 2)
+    gemini_env.configure(batch_running_s=1.0)
+    code, out = grade("batch", "submit", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0, out
+    (class_dir / "grader.toml").write_text("[grader]\nbatch_poll_s = 0.3\n")
+    code, out = grade("batch", "collect", str(class_dir), *where(tmp_path, "b"), "--wait")
+    assert code == 0 and "2 graded" in out and "still running" in out, out
+    gets = endpoints(gemini_env).count("batches.get")
+    assert gets >= 2
