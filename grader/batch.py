@@ -74,9 +74,10 @@ from .store import (
     SubmissionRecord,
 )
 
-# Test-only fault hooks (tests/test_batch_recovery.py): SIGKILL this process right after a job's
-# rows are committed and before the provider's job is created; or after the Nth collected item.
-KILL_BEFORE_CREATE_ENV = "GRADER_TEST_KILL_BEFORE_BATCH_CREATE"
+# Test-only fault hooks (tests/test_batch_recovery.py): SIGKILL this process when a job's rows are
+# committed, "before" the provider's job is created or right "after" (before its name is
+# stored); or after the Nth collected item is committed.
+KILL_AT_CREATE_ENV = "GRADER_TEST_KILL_AT_BATCH_CREATE"
 KILL_AFTER_COLLECTED_ENV = "GRADER_TEST_KILL_AFTER_COLLECTED"
 COMMIT_EVERY = 200  # collected items per transaction
 POLL_CAP_S = 600.0
@@ -403,8 +404,7 @@ async def _send_job(ctx: Context, run_id: int, chunk: list[_Pending], *, round: 
     job_id, attempt_ids = store.begin_batch_job(
         run_id=run_id, class_dir=ctx.class_key, backend=ctx.name, model=ctx.gen.model,
         display_name=display, mode=mode, round=round, items=[x.item for x in chunk])
-    if os.environ.get(KILL_BEFORE_CREATE_ENV):
-        os.kill(os.getpid(), signal.SIGKILL)
+    _maybe_kill("before")
     keyed = [(f"a{a}", x.req) for a, x in zip(attempt_ids, chunk, strict=True)]
     try:
         if mode == "inline":
@@ -422,8 +422,14 @@ async def _send_job(ctx: Context, run_id: int, chunk: list[_Pending], *, round: 
             raise
         store.batch_drop_job(job_id, e.render())
         raise
+    _maybe_kill("after")
     store.batch_job_created(job_id, name=info.name, state=info.state, input_ref=source)
     return info.name
+
+
+def _maybe_kill(moment: str) -> None:
+    if os.environ.get(KILL_AT_CREATE_ENV) == moment:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 async def _upload_input(ctx: Context, run_id: int, display: str,

@@ -1,0 +1,92 @@
+"""A batch command killed with SIGKILL loses nothing and duplicates nothing: between the store
+write and the job's creation (the job is found again by its display name, or dropped and its
+students submitted again), and in the middle of collecting (committed items are skipped, the
+rest judged from the results downloaded again)."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from grader.batch import KILL_AFTER_COLLECTED_ENV, KILL_AT_CREATE_ENV
+from grader.cli import cli
+from grader.testing.fake_gemini import FakeGemini
+
+from _classgen import make_class
+from _procs import env_for
+
+
+def q(db: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return [tuple(r) for r in conn.execute(sql)]
+
+
+def batch_cmd(verb: str, class_dir: Path, db: Path) -> list[str]:
+    return [sys.executable, "-m", "grader.cli", "batch", verb, str(class_dir), "--db", str(db),
+            "--out", str(db.parent / "out")]
+
+
+def grade(verb: str, class_dir: Path, db: Path) -> str:
+    res = CliRunner().invoke(cli, ["batch", verb, str(class_dir), "--db", str(db), "--out",
+                                   str(db.parent / "out")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def killed(cmd: list[str], fake: FakeGemini, **env: str) -> None:
+    proc = subprocess.run(cmd, env=env_for(fake, **env), capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+
+
+def creates(fake: FakeGemini) -> int:
+    return sum(r["endpoint"] == "batches.create" for r in fake.requests())
+
+
+@pytest.mark.parametrize("moment", ["before", "after"])
+def test_a_kill_between_the_store_write_and_the_job_creation(
+        gemini_env: FakeGemini, tmp_path: Path, moment: str) -> None:
+    class_dir = make_class(tmp_path, 4)
+    db = tmp_path / "b.sqlite"
+    killed(batch_cmd("submit", class_dir, db), gemini_env, **{KILL_AT_CREATE_ENV: moment})
+    assert q(db, "SELECT state, name IS NULL FROM batch_jobs") == [("preparing", 1)]
+    assert q(db, "SELECT state, COUNT(*) FROM attempts GROUP BY state") == [("rendered", 4)]
+    assert creates(gemini_env) == (1 if moment == "after" else 0)
+    out = grade("submit", class_dir, db)
+    if moment == "after":  # the job exists: found by its display name, adopted, not resent
+        assert "nothing to submit (4 in flight)" in out, out
+        assert creates(gemini_env) == 1
+        assert q(db, "SELECT state FROM batch_jobs") == [("JOB_STATE_SUCCEEDED",)]
+    else:  # it never existed: dropped, and its students submitted again
+        assert "submitted 4 request(s) in 1 job(s)" in out, out
+        assert creates(gemini_env) == 1
+        assert q(db, "SELECT state FROM batch_jobs ORDER BY id") == [
+            ("abandoned",), ("JOB_STATE_SUCCEEDED",)]
+    out = grade("collect", class_dir, db)
+    assert "4 graded, 0 flagged, 0 failed" in out, out
+    assert q(db, "SELECT COUNT(*), COUNT(DISTINCT student_id) FROM grades") == [(4, 4)]
+    assert q(db, "SELECT COUNT(*) FROM responses") == [(4,)]
+    assert sum(gemini_env.stats()["billed_by_request"].values()) == 4
+
+
+def test_a_kill_while_collecting_stores_every_grade_exactly_once(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 6)
+    db = tmp_path / "b.sqlite"
+    grade("submit", class_dir, db)
+    killed(batch_cmd("collect", class_dir, db), gemini_env, **{KILL_AFTER_COLLECTED_ENV: "2"})
+    assert q(db, "SELECT COUNT(*) FROM grades") == [(2,)]
+    assert q(db, "SELECT state, COUNT(*) FROM batch_items GROUP BY state ORDER BY state") == [
+        ("pending", 4), ("stored", 2)]
+    out = grade("collect", class_dir, db)
+    assert "collected 1 job(s): 4 graded, 0 flagged, 0 failed" in out, out
+    assert q(db, "SELECT COUNT(*), COUNT(DISTINCT student_id) FROM grades") == [(6, 6)]
+    assert q(db, "SELECT COUNT(*) FROM responses") == [(6,)]
+    assert q(db, "SELECT state, COUNT(*) FROM attempts GROUP BY state") == [("stored", 6)]
+    assert q(db, "SELECT COUNT(*) FROM outcomes") == [(6,)]
+    assert "collected 0 job(s)" in grade("collect", class_dir, db)
