@@ -90,3 +90,20 @@ def test_a_kill_while_collecting_stores_every_grade_exactly_once(
     assert q(db, "SELECT state, COUNT(*) FROM attempts GROUP BY state") == [("stored", 6)]
     assert q(db, "SELECT COUNT(*) FROM outcomes") == [(6,)]
     assert "collected 0 job(s)" in grade("collect", class_dir, db)
+
+
+def test_two_concurrent_syncs_submit_once(gemini_env: FakeGemini, tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 5)
+    db = tmp_path / "b.sqlite"
+    gemini_env.configure(batch_pending_s=3600)  # still pending when the second one looks
+    procs = [subprocess.Popen(batch_cmd("sync", class_dir, db), env=env_for(gemini_env),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e.decode()[-2000:] for _, e in outs]
+    lines = sorted(o.decode() for o, _ in outs)
+    assert all(line.count("\n") == 1 for line in lines), lines
+    assert sum("submitted 5 request(s) in 1 job(s)" in line for line in lines) == 1, lines
+    assert creates(gemini_env) == 1
+    assert q(db, "SELECT COUNT(*) FROM batch_jobs") == [(1,)]
+    assert q(db, "SELECT COUNT(*) FROM attempts") == [(5,)]
