@@ -146,12 +146,14 @@ class JobStatus:
 
 @asynccontextmanager
 async def opened(class_dir: Path, settings: Settings, *, lock: bool = True,
-                 wait: bool | None = None) -> AsyncIterator[Context | None]:
-    """The plan, the store (under the run lock) and a backend that runs batch jobs. Yields
-    None when `wait` is False and another command holds the store."""
+                 wait: bool | None = None, backend: Backend | None = None
+                 ) -> AsyncIterator[Context | None]:
+    """The plan, the store (under the run lock) and a backend that runs batch jobs (`backend`:
+    one passed in, the caller's to close). Yields None when `wait` is False and another command
+    holds the store."""
     p = plan(class_dir, settings)
     tbl = models.table(settings.models)
-    name = auto_backend(settings)
+    name = backend.name if backend is not None else auto_backend(settings)
     if name == "local":
         raise ConfigError("batch jobs need a Gemini API: the local model has no batch mode",
                           fix="set GEMINI_API_KEY (or pass --api gemini / --api enterprise)")
@@ -170,7 +172,8 @@ async def opened(class_dir: Path, settings: Settings, *, lock: bool = True,
             await run_lock.acquire(wait=settings.wait)
     try:
         with Store(db) as store:
-            backend = create(name, settings=settings)
+            owned = backend is None
+            backend = create(name, settings=settings) if backend is None else backend
             try:
                 if not isinstance(backend, SupportsBatch):
                     raise ConfigError(f"the {name} backend runs no batch jobs",
@@ -185,7 +188,8 @@ async def opened(class_dir: Path, settings: Settings, *, lock: bool = True,
                     prefix=p.prefix_hash(model), fingerprint=p.fingerprint(model),
                     workdir=db.parent / "batch")
             finally:
-                await backend.aclose()
+                if owned:
+                    await backend.aclose()
     finally:
         if lock:
             run_lock.release()
@@ -725,10 +729,10 @@ async def collect_waiting(ctx: Context, on_poll: Callable[[Collected], None] | N
 # --- the library's entry points (the CLI calls these) ----------------------------------------
 
 
-def submit_class(class_dir: Path, settings: Settings, *, retry_failed: bool = False
-                 ) -> Submitted:
+def submit_class(class_dir: Path, settings: Settings, *, retry_failed: bool = False,
+                 backend: Backend | None = None) -> Submitted:
     async def main() -> Submitted:
-        async with opened(class_dir, settings) as ctx:
+        async with opened(class_dir, settings, backend=backend) as ctx:
             assert ctx is not None
             return await submit(ctx, retry_failed=retry_failed)
 
@@ -736,18 +740,20 @@ def submit_class(class_dir: Path, settings: Settings, *, retry_failed: bool = Fa
 
 
 def collect_class(class_dir: Path, settings: Settings, *, wait: bool = False,
-                  on_poll: Callable[[Collected], None] | None = None) -> Collected:
+                  on_poll: Callable[[Collected], None] | None = None,
+                  backend: Backend | None = None) -> Collected:
     async def main() -> Collected:
-        async with opened(class_dir, settings) as ctx:
+        async with opened(class_dir, settings, backend=backend) as ctx:
             assert ctx is not None
             return await (collect_waiting(ctx, on_poll) if wait else collect(ctx))
 
     return asyncio.run(main())
 
 
-def status_class(class_dir: Path, settings: Settings) -> list[JobStatus]:
+def status_class(class_dir: Path, settings: Settings, *, backend: Backend | None = None
+                 ) -> list[JobStatus]:
     async def main() -> list[JobStatus]:
-        async with opened(class_dir, settings) as ctx:
+        async with opened(class_dir, settings, backend=backend) as ctx:
             assert ctx is not None
             return await refresh(ctx)
 

@@ -56,6 +56,7 @@ class GeminiBatches:
     _with_retries: Callable[..., Awaitable[Any]]
     _to_grade_response: Callable[[types.GenerateContentResponse, int, float], GradeResponse]
     download_file: Callable[[str, Path], Awaitable[None]]
+    prediction_files: Callable[[str], Awaitable[list[str]]]  # VertexBackend: its bucket
 
     @property
     def batch_source(self) -> str:
@@ -164,7 +165,10 @@ class GeminiBatches:
                 yield r
 
     async def _result_files(self, output: str) -> list[str]:
-        return [output]
+        """Where a job's results are: the Files API file itself, or (Enterprise) the
+        `prediction-model-*/*.jsonl` objects below the job's output prefix (the SDK reports
+        only the prefix)."""
+        return await self.prediction_files(output) if self.vertexai else [output]
 
     def _read_results(self, path: Path) -> Iterator[BatchResult]:
         with path.open("r", encoding="utf-8") as fh:

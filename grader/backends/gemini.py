@@ -726,6 +726,14 @@ class VertexBackend(GeminiBackend):
         blob = self._blob(name)
         await self._gcs_call("download", lambda: blob.download_to_filename(str(destination)))
 
+    async def prediction_files(self, prefix: str) -> list[str]:
+        """The results of a batch prediction job with output prefix `prefix`."""
+        bucket = self._blob(prefix.rstrip("/") + "/x").bucket
+        below = prefix.removeprefix("gs://").partition("/")[2].rstrip("/") + "/prediction-model-"
+        blobs = await self._gcs_call("list", lambda: list(bucket.list_blobs(prefix=below)))
+        return sorted(f"gs://{bucket.name}/{b.name}" for b in blobs
+                      if str(b.name).endswith(".jsonl"))
+
 
 class EnterpriseBackend(VertexBackend):
     """The same client under the name current Google docs use (GOOGLE_GENAI_USE_ENTERPRISE)."""

@@ -343,6 +343,6 @@ def gcs_write(host: str | None, uri: str, data: bytes) -> None:
     url = (f"{host.rstrip('/')}/upload/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o"
            f"?uploadType=media&name={urllib.parse.quote(obj, safe='')}")
     req = urllib.request.Request(url, data=data, method="POST",
-                                 headers={"Content-Type": "application/jsonl"})
+                                 headers={"Content-Type": "application/octet-stream"})
     with urllib.request.urlopen(req, timeout=30):  # the local emulator
         pass
