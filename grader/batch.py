@@ -397,14 +397,15 @@ async def _send_job(ctx: Context, run_id: int, chunk: list[_Pending], *, round: 
     """One job: rows first (committed), then the input, then the provider's job."""
     store, s = ctx.store, ctx.settings
     display = f"grader-{run_id}-{round}-{uuid.uuid4().hex[:10]}"
+    lines: list[dict[str, Any]] | None = None
     if ctx.batches.batch_source == "gcs":
         mode = "gcs"
-        lines = None
-    else:
-        lines = [ctx.batches.batch_line("", x.req) for x in chunk]  # sized with an empty key
+    elif s.batch_mode != "auto":
+        mode = s.batch_mode
+    else:  # sized once, with empty keys; a file job reuses the lines
+        lines = [ctx.batches.batch_line("", x.req) for x in chunk]
         size = sum(len(json.dumps(line)) for line in lines)
-        mode = (s.batch_mode if s.batch_mode != "auto" else
-                "inline" if size < s.batch_inline_mb * 1024 * 1024 else "file")
+        mode = "inline" if size < s.batch_inline_mb * 1024 * 1024 else "file"
     job_id, attempt_ids = store.begin_batch_job(
         run_id=run_id, class_dir=ctx.class_key, backend=ctx.name, model=ctx.gen.model,
         display_name=display, mode=mode, round=round, items=[x.item for x in chunk])
@@ -416,7 +417,7 @@ async def _send_job(ctx: Context, run_id: int, chunk: list[_Pending], *, round: 
                                                   inline=keyed)
             source = None
         else:
-            source = await _upload_input(ctx, run_id, display, keyed)
+            source = await _upload_input(ctx, run_id, display, keyed, lines)
             store.batch_job_input(job_id, source)
             dest = (source.rsplit("/", 1)[0] + f"/{display}-out" if mode == "gcs" else None)
             info = await ctx.batches.create_batch(model=ctx.gen.model, display_name=display,
@@ -437,8 +438,10 @@ def _maybe_kill(moment: str) -> None:
 
 
 async def _upload_input(ctx: Context, run_id: int, display: str,
-                        keyed: list[tuple[str, GradeRequest]]) -> str:
-    """The job's JSONL, written line by line and uploaded (Files API, or the gs:// bucket)."""
+                        keyed: list[tuple[str, GradeRequest]],
+                        lines: list[dict[str, Any]] | None) -> str:
+    """The job's JSONL, written line by line and uploaded (Files API, or the gs:// bucket).
+    `lines`: the lines already built (with empty keys), else they are built here."""
     if not isinstance(ctx.backend, SupportsFiles) or not ctx.backend.files_available:
         fix = ctx.backend.files_fix if isinstance(ctx.backend, SupportsFiles) else ""
         raise ConfigError(f"the {ctx.name} backend cannot upload a batch input file",
@@ -447,11 +450,14 @@ async def _upload_input(ctx: Context, run_id: int, display: str,
     path = ctx.workdir / f"{display}.jsonl"
     digest = hashlib.sha256()
     with path.open("w", encoding="utf-8") as fh:
-        for key, req in keyed:
-            line = (json.dumps(ctx.batches.batch_line(key, req), ensure_ascii=False,
-                               separators=(",", ":")) + "\n").encode()
-            digest.update(line)
-            fh.write(line.decode())
+        for n, (key, req) in enumerate(keyed):
+            if lines is not None:
+                line = {**lines[n], "key": key}
+            else:
+                line = ctx.batches.batch_line(key, req)
+            text = json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
+            digest.update(text.encode())
+            fh.write(text)
     size = path.stat().st_size
     upload = ctx.store.begin_upload(run_id=run_id, backend=ctx.name, purpose="batch",
                                     sha256=digest.hexdigest(), size=size,

@@ -214,3 +214,31 @@ def test_collect_wait_polls_until_the_job_is_done(gemini_env: FakeGemini,
     assert code == 0 and "2 graded" in out and "still running" in out, out
     gets = endpoints(gemini_env).count("batches.get")
     assert gets >= 2
+
+
+def test_a_jsonl_line_is_what_the_sdk_sends_for_the_same_request(
+        gemini_env: FakeGemini) -> None:
+    """The line reuses the shared part of the request converted once; it must equal the SDK's
+    conversion of the whole request (media base64, the re-ask history, store: false)."""
+    from google.genai import _common
+    from google.genai import batches as sdk_batches
+
+    from grader.backends.gemini import GeminiBackend
+    from grader.request import GradeRequest, Part, Turn
+    from grader.settings import resolve
+
+    backend = GeminiBackend(resolve({"api_key": "k"}))
+    base = GradeRequest(key="", model="gemini-3.8-flash", system="sys", static_prefix="rubric",
+                        reference_parts=(Part(mime_type="image/png", data=b"\x89PNG"),),
+                        student_parts=(Part(text="my answer"),
+                                       Part(mime_type="application/pdf", data=b"%PDF-1")),
+                        response_schema={"type": "object"}, thinking_level="low")
+    for req in (base, base.model_copy(update={"history": (Turn(role="model", text="{"),
+                                                          Turn(role="user", text="again"))}),
+                base.model_copy(update={"student_parts": (Part(text="other"),)})):
+        whole = sdk_batches._InlinedRequest_to_mldev(
+            backend._client._api_client, backend._inlined("k1", req))["request"]
+        expected = _common.encode_unserializable_types(_common.convert_to_dict(whole))
+        line = backend.batch_line("k1", req)
+        assert line == {"key": "k1", "request": expected}
+        assert line["request"]["store"] is False

@@ -32,6 +32,12 @@ def _state(job: types.BatchJob) -> str:
     return str(getattr(state, "value", state) or "JOB_STATE_UNSPECIFIED")
 
 
+def _plain(obj: Any) -> dict[str, Any]:
+    """What the SDK sends for a converted object: plain JSON, bytes as base64."""
+    out: dict[str, Any] = _common.encode_unserializable_types(_common.convert_to_dict(obj))
+    return out
+
+
 def _error_text(err: Any) -> str:
     """A line's or a job's error (google.rpc.Status: code, message), as one line of text."""
     if err is None:
@@ -55,7 +61,10 @@ class GeminiBatches:
     _config: Callable[[GradeRequest], types.GenerateContentConfig]
     _with_retries: Callable[..., Awaitable[Any]]
     _to_grade_response: Callable[[types.GenerateContentResponse, int, float], GradeResponse]
+    _static_parts: Callable[[GradeRequest], list[types.Part]]
     download_file: Callable[[str, Path], Awaitable[None]]
+    # (what the requests share, that part of a JSONL line, converted once)
+    _line_template: tuple[Any, dict[str, Any]] | None = None
     prediction_files: Callable[[str], Awaitable[list[str]]]  # VertexBackend: its bucket
 
     @property
@@ -69,7 +78,9 @@ class GeminiBatches:
 
     def batch_line(self, key: str, request: GradeRequest) -> dict[str, Any]:
         """One JSONL line: `{"key", "request"}` (Developer API, REST camelCase) or
-        `{"request"}` with the key in `labels` (Enterprise)."""
+        `{"request"}` with the key in `labels` (Enterprise). What every request of a run shares
+        (system instruction, static prefix, generation config) is converted once; each line
+        converts only the student's parts and the history."""
         api = self._client._api_client
         if self.vertexai:
             config = self._config(request).model_copy(update={"labels": {KEY_LABEL: key}})
@@ -78,10 +89,24 @@ class GeminiBatches:
                     model=request.model, contents=self._contents(request), config=config))
             body.pop("_url", None)
             body.pop("model", None)
-            return {"request": _common.encode_unserializable_types(
-                _common.convert_to_dict(body))}
-        item = sdk_batches._InlinedRequest_to_mldev(api, self._inlined(key, request))
-        req = _common.encode_unserializable_types(_common.convert_to_dict(item["request"]))
+            return {"request": _plain(body)}
+        contents = self._contents(request)
+        static = len(self._static_parts(request)) if not request.cached_content else 0
+        shared = (request.model, request.system, request.static_prefix, request.reference_parts,
+                  request.cached_content, request.response_schema,
+                  request.generation_config())
+        if self._line_template is None or self._line_template[0] != shared:
+            head = [types.Content(role="user", parts=(contents[0].parts or [])[:static])]
+            item = sdk_batches._InlinedRequest_to_mldev(api, types.InlinedRequest(
+                model=request.model, contents=head, config=self._config(request)))
+            self._line_template = (shared, _plain(item["request"]))
+        template = self._line_template[1]
+        mine = [types.Content(role="user", parts=(contents[0].parts or [])[static:]),
+                *contents[1:]]
+        converted = _plain({"c": [sdk_batches._Content_to_mldev(c) for c in mine]})["c"]
+        first = template["contents"][0]
+        req = {**template, "contents": [
+            {**first, "parts": [*first["parts"], *converted[0]["parts"]]}, *converted[1:]]}
         return {"key": key, "request": req}
 
     # --- jobs ---------------------------------------------------------------------------------
