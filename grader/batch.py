@@ -609,7 +609,9 @@ def _judge(ctx: Context, job: BatchJobRow, r: BatchResult, out: Collected,
     out.cost_usd += cost or 0.0
     _keep(ctx, item, resp, cost)
     chain = _chain(ctx, item)
-    replies = [_reply(ctx, a) for a in chain]
+    replies = [*(_reply(ctx, a) for a in chain[:-1]), Reply(
+        resp.text, resp.finish_reason, resp.blocked_reason, resp.model_version,
+        resp.usage.thinking_tokens, resp.usage.output_tokens)]
     flags = _flags(item.flags_json)
     verdict = decide(ctx.policy, replies, flags)
     if isinstance(verdict, Reask | Reconfigure):
@@ -629,7 +631,7 @@ def _judge(ctx: Context, job: BatchJobRow, r: BatchResult, out: Collected,
         ctx.store.batch_item_done(item.attempt_id, "reasked")
         out.reasked += 1
         return True
-    _, cfg = _thaw(ctx, item.request_json)
+    cfg = str(json.loads(item.request_json)["cfg"])
     verdict = restore_verdict(verdict, item.redaction)
     with ctx.store.atomic():
         _save(ctx, item.run_id, item.student_id, item.submission_id, verdict, item.epoch, cfg,
