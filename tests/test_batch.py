@@ -242,3 +242,38 @@ def test_a_jsonl_line_is_what_the_sdk_sends_for_the_same_request(
         line = backend.batch_line("k1", req)
         assert line == {"key": "k1", "request": expected}
         assert line["request"]["store"] is False
+
+
+def test_the_fake_batch_job_advances_with_its_clock_and_can_be_listed_cancelled_deleted(
+        fake_gemini: FakeGemini) -> None:
+    """The fake as the real SDK sees it: PENDING -> RUNNING -> SUCCEEDED on the fake's clock,
+    list, cancel of a running job, delete; nothing is billed before a job finishes."""
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(api_key="k", http_options=types.HttpOptions(
+        base_url=fake_gemini.url, api_version="v1beta"))
+    fake_gemini.configure(batch_pending_s=10, batch_running_s=10)
+    req = types.InlinedRequest(contents="FAKE_GEMINI:EMPTY hello", metadata={"key": "k1"})
+    job = client.batches.create(model="gemini-3.8-flash", src=[req],
+                                config=types.CreateBatchJobConfig(display_name="one"))
+    other = client.batches.create(model="gemini-3.8-flash", src=[req])
+    states = [job.state]
+    for _ in range(2):
+        fake_gemini.advance(seconds=10)
+        states.append(client.batches.get(name=job.name).state)
+    assert [str(s.value) for s in states if s] == [
+        "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED"]
+    assert sum(fake_gemini.stats()["billed_by_request"].values()) == 1  # only the finished one
+    done = client.batches.get(name=job.name)
+    assert done.dest is not None and done.dest.inlined_responses is not None
+    (first,) = done.dest.inlined_responses
+    assert first.metadata == {"key": "k1"} and first.response is not None
+    assert {j.display_name for j in client.batches.list()} >= {"one"}
+    fake_gemini.configure(batch_running_s=3600)
+    late = client.batches.create(model="gemini-3.8-flash", src=[req])
+    client.batches.cancel(name=late.name)
+    assert str(client.batches.get(name=late.name).state.value) == "JOB_STATE_CANCELLED"
+    client.batches.delete(name=other.name)
+    with pytest.raises(Exception, match="404"):
+        client.batches.get(name=other.name)
