@@ -5,6 +5,7 @@ answer that needs the re-ask is completed in a second round; `batch sync` is the
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import sqlite3
@@ -131,6 +132,11 @@ def test_failed_lines_and_an_expired_job_go_again_with_retry_failed(
     assert q(db, "SELECT COUNT(DISTINCT student_id), COUNT(*) FROM grades") == [(5, 5)]
     assert q(db, "SELECT state, COUNT(*) FROM batch_items GROUP BY state ORDER BY state") == [
         ("failed", 2), ("stored", 5)]
+    # the reports, written from the latest run, show every student, graded in whichever job
+    with (tmp_path / "b-out" / "grades.csv").open(newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    assert sorted(r["student_id"] for r in table) == [
+        "s0000", "s0001", "s0002", "s0003", "zz_broken"]
 
 
 def test_an_answer_that_needs_the_re_ask_is_completed_in_a_second_round(

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from grader.batch import KILL_AFTER_COLLECTED_ENV, KILL_AT_CREATE_ENV
+from grader.batch_collect import KILL_AFTER_COLLECTED_ENV
+from grader.batch_jobs import KILL_AT_CREATE_ENV
 from grader.cli import cli
 from grader.testing.fake_gemini import FakeGemini
 
