@@ -97,7 +97,7 @@ async def collect(ctx: Context) -> Collected:
     ctx.report_run = latest.id if latest is not None else None
     out = Collected()
     touched: set[int] = set()
-    reasks: dict[int, list[Pending]] = {}
+    reasks = _unsent_follow_ups(ctx)
     kill_after = int(os.environ.get(KILL_AFTER_COLLECTED_ENV) or 0)
     for job in ctx.store.batch_jobs(ctx.class_key, open_only=True):
         if job.name is None:
@@ -153,19 +153,7 @@ def _judge(ctx: Context, job: BatchJobRow, r: BatchResult, out: Collected,
     flags = parse_flags(item.flags_json)
     verdict = decide(ctx.policy, replies, flags)
     if isinstance(verdict, Reask | Reconfigure):
-        req, cfg = thaw(ctx, item.request_json)
-        if isinstance(verdict, Reask):
-            req = req.model_copy(update={"history": verdict.history})
-        else:
-            req = req.model_copy(update={"max_output_tokens": verdict.max_output_tokens,
-                                         "thinking_level": verdict.thinking_level})
-        record = describe(req, ctx.prefix, salt(0, item.epoch))
-        reasks.setdefault(item.run_id, []).append(Pending(
-            item.student_id, item.submission_id, req, BatchItemIn(
-                student_id=item.student_id, submission_id=item.submission_id, request=record,
-                n=item.n + 1, epoch=item.epoch, request_json=freeze(req, cfg),
-                flags_json=item.flags_json, redaction=item.redaction or None,
-                previous=item.attempt_id)))
+        reasks.setdefault(item.run_id, []).append(_follow_up(ctx, item, verdict))
         ctx.store.batch_item_done(item.attempt_id, "reasked")
         out.reasked += 1
         return True
@@ -180,6 +168,34 @@ def _judge(ctx: Context, job: BatchJobRow, r: BatchResult, out: Collected,
     else:
         out.flagged += 1
     return True
+
+
+def _follow_up(ctx: Context, item: BatchItem, verdict: Reask | Reconfigure) -> Pending:
+    """The second round of a conversation: the re-ask, or more room after a thinking cut-off."""
+    req, cfg = thaw(ctx, item.request_json)
+    if isinstance(verdict, Reask):
+        req = req.model_copy(update={"history": verdict.history})
+    else:
+        req = req.model_copy(update={"max_output_tokens": verdict.max_output_tokens,
+                                     "thinking_level": verdict.thinking_level})
+    record = describe(req, ctx.prefix, salt(0, item.epoch))
+    return Pending(item.student_id, item.submission_id, req, BatchItemIn(
+        student_id=item.student_id, submission_id=item.submission_id, request=record,
+        n=item.n + 1, epoch=item.epoch, request_json=freeze(req, cfg),
+        flags_json=item.flags_json, redaction=item.redaction or None,
+        previous=item.attempt_id))
+
+
+def _unsent_follow_ups(ctx: Context) -> dict[int, list[Pending]]:
+    """Re-asks judged and committed by a collect that stopped before sending them: judged
+    again from the stored replies (the policy is pure: the same re-ask) and sent now."""
+    out: dict[int, list[Pending]] = {}
+    for item in ctx.store.batch_unfollowed(ctx.class_key):
+        replies = [_reply(ctx, a) for a in _chain(ctx, item)]
+        verdict = decide(ctx.policy, replies, parse_flags(item.flags_json))
+        if isinstance(verdict, Reask | Reconfigure):
+            out.setdefault(item.run_id, []).append(_follow_up(ctx, item, verdict))
+    return out
 
 
 def _keep(ctx: Context, item: BatchItem, resp: GradeResponse, cost: float | None) -> None:

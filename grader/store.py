@@ -1076,6 +1076,16 @@ class Store:
         return [self._item(r) for r in self.conn.execute(sql + " ORDER BY b.attempt_id", args)]
 
     @_mapped
+    def batch_unfollowed(self, class_dir: str) -> list[BatchItem]:
+        """Items judged to need a second round whose second round was never sent (or sent in
+        a job that was never created)."""
+        sql = (self._ITEM + " JOIN batch_jobs j ON j.id = b.job_id WHERE j.class_dir=? AND"
+               " b.state='reasked' AND NOT EXISTS (SELECT 1 FROM batch_items f"
+               " WHERE f.previous = b.attempt_id AND f.state != 'dropped')"
+               " ORDER BY b.attempt_id")
+        return [self._item(r) for r in self.conn.execute(sql, (class_dir,))]
+
+    @_mapped
     def batch_item_done(self, attempt_id: int, state: str, error: str | None = None) -> None:
         self.conn.execute("UPDATE batch_items SET state=?, error=? WHERE attempt_id=?",
                           (state, error, attempt_id))

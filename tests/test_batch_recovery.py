@@ -108,3 +108,23 @@ def test_two_concurrent_syncs_submit_once(gemini_env: FakeGemini, tmp_path: Path
     assert creates(gemini_env) == 1
     assert q(db, "SELECT COUNT(*) FROM batch_jobs") == [(1,)]
     assert q(db, "SELECT COUNT(*) FROM attempts") == [(5,)]
+
+
+def test_a_re_ask_judged_before_a_kill_is_sent_by_the_next_collect(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 0, extra={
+        "once.txt": "Student answer FAKE_GEMINI:INVALID_ONCE. TCP is reliable."})
+    db = tmp_path / "b.sqlite"
+    grade("submit", class_dir, db)
+    # killed right after the first reply was judged (a re-ask) and committed, before round 2
+    killed(batch_cmd("collect", class_dir, db), gemini_env, **{KILL_AFTER_COLLECTED_ENV: "1"})
+    assert q(db, "SELECT state FROM batch_items") == [("reasked",)]
+    assert creates(gemini_env) == 1
+    grade("collect", class_dir, db)  # judged again from the stored reply; round 2 goes out
+    assert creates(gemini_env) == 2
+    assert q(db, "SELECT round, requests FROM batch_jobs ORDER BY id") == [(1, 1), (2, 1)]
+    assert "1 graded" in grade("collect", class_dir, db)
+    assert q(db, "SELECT n, state FROM attempts ORDER BY n") == [(1, "stored"), (2, "stored")]
+    assert q(db, "SELECT COUNT(*) FROM grades") == [(1,)]
+    assert "collected 0 job(s)" in grade("collect", class_dir, db)
+    assert creates(gemini_env) == 2
