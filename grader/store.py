@@ -1110,15 +1110,15 @@ class Store:
         rows = self.conn.execute(
             "SELECT a.student_id, a.submission_id, b.state FROM batch_items b"
             " JOIN attempts a ON a.id = b.attempt_id JOIN batch_jobs j ON j.id = b.job_id"
-            " WHERE j.class_dir=? AND b.state IN ('pending', 'failed', 'stored')"
+            " WHERE j.class_dir=? AND b.state IN ('pending', 'failed', 'stored', 'reasked')"
             " ORDER BY b.attempt_id", (class_dir,))
         out: dict[tuple[str, int], str] = {}
-        for r in rows:
+        for r in rows:  # the latest item decides; a re-asked one is still in flight
             key = (r["student_id"], r["submission_id"])
             if r["state"] == "stored":
                 out.pop(key, None)
-            elif out.get(key) != "pending":
-                out[key] = r["state"]
+            else:
+                out[key] = "pending" if r["state"] == "reasked" else r["state"]
         return out
 
     @_mapped

@@ -120,6 +120,8 @@ def test_a_re_ask_judged_before_a_kill_is_sent_by_the_next_collect(
     killed(batch_cmd("collect", class_dir, db), gemini_env, **{KILL_AFTER_COLLECTED_ENV: "1"})
     assert q(db, "SELECT state FROM batch_items") == [("reasked",)]
     assert creates(gemini_env) == 1
+    # a submit meanwhile does not start the conversation over: the re-ask is owed
+    assert "nothing to submit (1 in flight)" in grade("submit", class_dir, db)
     grade("collect", class_dir, db)  # judged again from the stored reply; round 2 goes out
     assert creates(gemini_env) == 2
     assert q(db, "SELECT round, requests FROM batch_jobs ORDER BY id") == [(1, 1), (2, 1)]
