@@ -690,6 +690,169 @@ def export(out: Path, fmt: str, db: Path | None, **options: Any) -> None:
         click.secho(terminal_safe(f"warning: {w}"), fg="yellow", err=True)
 
 
+@cli.group()
+def batch() -> None:
+    """Grade through provider batch jobs (half price, results within hours; run `batch sync`
+    from cron)."""
+
+
+def _batch_options(fn: F) -> F:
+    for option in reversed((
+            click.option("--rubric", type=click.Path(path_type=Path, dir_okay=False),
+                         help="Rubric YAML."),
+            click.option("--api", "backend", type=click.Choice(["gemini", "enterprise"]),
+                         help="Developer API (gemini) or Gemini Enterprise/Vertex batch "
+                         "prediction [default: auto]."),
+            click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+                         help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite]."),
+            click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+                         help="Output folder [default: reports/<class folder name>]."),
+            click.option("--model", help="Model name."),
+            click.option("--project", help="Google Cloud project (enterprise)."),
+            click.option("--location", help="Google Cloud location (enterprise)."))):
+        fn = option(fn)
+    return fn
+
+
+def _batch_settings(class_dir: Path, **flags: Any) -> Settings:
+    from .settings import db_path, out_dir
+
+    settings = _settings(class_dir, **flags)
+    settings.out = out_dir(class_dir, settings)
+    _log_to(db_path(class_dir, settings).parent)
+    return settings
+
+
+def _submit_options(fn: F) -> F:
+    for option in reversed((
+            click.option("--thinking", type=click.Choice(["minimal", "low", "medium", "high"]),
+                         help="Thinking level [default: the model's]."),
+            click.option("--max-output-tokens", type=int,
+                         help="Output token cap per request (thinking included)."),
+            click.option("--limit", type=int, help="Only the first N students."),
+            click.option("--only", multiple=True, metavar="ID[,ID…]",
+                         help="Only these students."),
+            click.option("--batch-mode", type=click.Choice(["auto", "inline", "file"]),
+                         help="Developer API job input: inline requests or a JSONL file "
+                         "[default: auto, inline under batch_inline_mb]."),
+            click.option("--retry-failed", is_flag=True,
+                         help="Send again the lines of failed or expired jobs."),
+            click.option("--exemplars", type=int, metavar="K",
+                         help="Show each student's prompt the K most similar graded examples "
+                              "[default: 0, none]."),
+            click.option("--exemplar-db", type=click.Path(path_type=Path, dir_okay=False),
+                         help="Store whose teacher-reviewed grades form the example bank "
+                              "[default: the class's store]."))):
+        fn = option(fn)
+    return fn
+
+
+def _print_submitted(s: Any) -> None:
+    if not s.jobs:
+        click.echo("nothing to submit"
+                   + (f" ({s.in_flight} in flight)" if s.in_flight else ""))
+    else:
+        click.echo(f"submitted {s.requests} request(s) in {len(s.jobs)} job(s): "
+                   + ", ".join(s.jobs))
+    if s.reused:
+        click.echo(f"  {s.reused} already graded (kept)")
+    if s.in_flight and s.jobs:
+        click.echo(f"  {s.in_flight} already in a running job")
+    if s.flagged:
+        click.echo(f"  {s.flagged} flagged without a request (see the reports)")
+    if s.failed_before:
+        click.echo(f"  {s.failed_before} failed line(s) not sent again: "
+                   "`grade batch submit --retry-failed` sends them")
+
+
+@batch.command("submit")
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@_batch_options
+@_submit_options
+@_handle_errors
+def batch_submit(class_dir: Path, only: tuple[str, ...], retry_failed: bool,
+                 **flags: Any) -> None:
+    """Submit batch jobs for every student of CLASS_DIR not yet graded or in flight."""
+    from .batch import submit_class
+
+    settings = _batch_settings(class_dir, only=_split(only), **flags)
+    _print_submitted(submit_class(class_dir, settings, retry_failed=retry_failed))
+
+
+@batch.command("status")
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@_batch_options
+@_handle_errors
+def batch_status(class_dir: Path, **flags: Any) -> None:
+    """Every batch job of CLASS_DIR: state, requests, age, cost so far."""
+    from .batch import status_class
+
+    jobs = status_class(class_dir, _batch_settings(class_dir, **flags))
+    if not jobs:
+        click.echo("no batch jobs")
+    for j in jobs:
+        c = j.counts
+        state = j.job.state.removeprefix("JOB_STATE_").lower()
+        click.echo(f"{j.job.name or j.job.display_name}  {state}  round {j.job.round}  "
+                   f"{j.job.requests} request(s): {int(c.get('stored', 0))} stored, "
+                   f"{int(c.get('pending', 0))} pending, {int(c.get('failed', 0))} failed, "
+                   f"{int(c.get('reasked', 0))} re-asked  age {j.age_s / 3600:.1f} h  "
+                   f"${c['cost_usd']:.4f}")
+
+
+@batch.command("collect")
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@_batch_options
+@click.option("--wait", "wait_done", is_flag=True,
+              help="Poll (with a growing wait) until every job is done.")
+@_handle_errors
+def batch_collect(class_dir: Path, wait_done: bool, **flags: Any) -> None:
+    """Store the results of finished jobs (exactly once) and write the reports."""
+    from .batch import collect_class
+
+    def on_poll(c: Any) -> None:
+        click.echo(f"{c.running} job(s) still running; waiting", err=True)
+
+    c = collect_class(class_dir, _batch_settings(class_dir, **flags), wait=wait_done,
+                      on_poll=on_poll)
+    click.echo(f"collected {c.jobs} job(s): {c.graded} graded, {c.flagged} flagged, "
+               f"{c.failed} failed" + (f", {c.reasked} re-asked in a second round"
+                                       if c.reasked else "")
+               + f"; ${c.cost_usd:.4f}" + (f"; {c.running} job(s) still running"
+                                           if c.running else ""))
+    if c.failed:
+        click.echo("  `grade batch submit --retry-failed` sends the failed lines again")
+    _print_written(c.outputs)
+
+
+@batch.command("cancel")
+@click.argument("job")
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@_batch_options
+@_handle_errors
+def batch_cancel(job: str, class_dir: Path, **flags: Any) -> None:
+    """Cancel the batch job JOB (its name, or grader's display name) of CLASS_DIR."""
+    from .batch import cancel_job
+
+    info = cancel_job(class_dir, _batch_settings(class_dir, **flags), job)
+    click.echo(f"{info.name}: {info.state.removeprefix('JOB_STATE_').lower()}")
+
+
+@batch.command("sync")
+@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@_batch_options
+@_submit_options
+@_handle_errors
+def batch_sync(class_dir: Path, only: tuple[str, ...], retry_failed: bool,
+               **flags: Any) -> None:
+    """Collect finished jobs, then submit what is new or changed: the one command for cron.
+    Prints one line; exits 0 when there is nothing to do or another run holds the store."""
+    from .batch import sync_class
+
+    settings = _batch_settings(class_dir, only=_split(only), **flags)
+    click.echo(terminal_safe(sync_class(class_dir, settings, retry_failed=retry_failed).line()))
+
+
 def main() -> None:
     cli(prog_name="grade")
 

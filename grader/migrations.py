@@ -521,6 +521,46 @@ CREATE TABLE tuning_jobs (
 );
 """
 
+# Batch jobs (Developer API batch mode, Enterprise batch prediction): a job row and its items are
+# written before the provider's job is created (`name` is set once it exists), so a crash in
+# between is recoverable; each item is one attempt (attempts.job_ref = the job's display name)
+# with what collecting needs to judge its reply: the request as rendered (without the run's
+# static prefix), the input flags, the attempt it follows (a re-ask round) and the epoch.
+M010_BATCH_JOBS = """
+CREATE TABLE batch_jobs (
+    id            INTEGER PRIMARY KEY,
+    run_id        INTEGER NOT NULL REFERENCES runs(id),
+    class_dir     TEXT NOT NULL,
+    backend       TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    display_name  TEXT NOT NULL UNIQUE,
+    mode          TEXT NOT NULL CHECK (mode IN ('inline', 'file', 'gcs')),
+    round         INTEGER NOT NULL DEFAULT 1,
+    name          TEXT,
+    input_ref     TEXT,
+    state         TEXT NOT NULL,
+    requests      INTEGER NOT NULL,
+    created_at    TEXT NOT NULL,
+    submitted_at  TEXT,
+    ended_at      TEXT,
+    collected_at  TEXT,
+    error         TEXT
+);
+CREATE INDEX batch_jobs_state ON batch_jobs (class_dir, state);
+CREATE TABLE batch_items (
+    attempt_id    INTEGER PRIMARY KEY REFERENCES attempts(id),
+    job_id        INTEGER NOT NULL REFERENCES batch_jobs(id),
+    previous      INTEGER REFERENCES attempts(id),
+    epoch         INTEGER NOT NULL,
+    request_json  TEXT NOT NULL,
+    flags_json    TEXT NOT NULL,
+    state         TEXT NOT NULL
+        CHECK (state IN ('pending', 'stored', 'failed', 'reasked', 'dropped')),
+    error         TEXT
+);
+CREATE INDEX batch_items_job ON batch_items (job_id, state);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
@@ -531,6 +571,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "review_notes_and_sent_text", M007_REVIEW_NOTES_AND_SENT_TEXT),
     Migration(8, "caches_and_uploads", M008_CACHES_AND_UPLOADS),
     Migration(9, "exemplars_and_tuning_jobs", M009_EXEMPLARS_AND_TUNING),
+    Migration(10, "batch_jobs", M010_BATCH_JOBS),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -141,6 +141,21 @@ class Settings(BaseModel):
         description="Enterprise/Vertex: gs://BUCKET[/PREFIX] for files too large to send inline "
         "(reference files, large student PDFs)")
 
+    # batch jobs (grade batch ...)
+    batch_mode: Literal["auto", "inline", "file"] = Field(
+        default="auto", description="Developer API batch input: inline requests while the job "
+        "stays under batch_inline_mb, else a JSONL file through the Files API")
+    batch_inline_mb: float = Field(
+        default=20.0, gt=0, description="largest inline batch job (Google: under 20 MB)")
+    batch_max_requests: int = Field(
+        default=100_000, ge=1, description="requests per batch job (Enterprise allows 200,000)")
+    batch_max_tokens: int = Field(
+        default=3_000_000, ge=1, description="estimated input tokens per batch job; keep it at "
+        "or below your tier's enqueued-token limit (Tier 1, 3.x Flash: 3,000,000)")
+    batch_poll_s: float = Field(
+        default=30.0, gt=0, description="first wait of `grade batch collect --wait` between "
+        "polls (it grows by half each time, up to 10 minutes)")
+
     # local (llama.cpp)
     model_path: Path | None = None
     n_ctx: int = Field(default=8192, ge=512)

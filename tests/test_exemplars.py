@@ -323,3 +323,31 @@ def test_dry_run_shows_the_examples(tmp_path: Path, fake_gemini: FakeGemini,
                  "--exemplars", "1")
     assert "Graded examples follow" in out and "One reason only." in out
     assert _generate(fake_gemini) == []
+
+
+def test_batch_jobs_carry_the_examples_and_record_them(
+        tmp_path: Path, fake_gemini: FakeGemini, last_year: Path) -> None:
+    """`grade batch submit --exemplars K` shows the same examples as an online run would, and
+    the grades collected from the job record them."""
+    class_dir = make_class(tmp_path / "now", 3)
+    db, out = tmp_path / "batch.sqlite", tmp_path / "batch_out"
+    fake_gemini.configure(batch_pending_s=0, batch_running_s=0)
+    invoke("batch", "submit", str(class_dir), "--db", str(db), "--out", str(out),
+           "--batch-mode", "file", "--exemplars", "2", "--exemplar-db", str(last_year))
+    (f,) = [f for f in fake_gemini.files() if f["source"] == "UPLOADED"]
+    lines = [json.loads(x) for x in fake_gemini.file_bytes(f["name"]).splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        texts = [p.get("text", "") for c in line["request"]["contents"] for p in c["parts"]]
+        assert any("<example_submission" in t for t in texts)
+        assert "Zephyr" not in json.dumps(line)  # last year's author is redacted here too
+    fake_gemini.advance(seconds=5)
+    invoke("batch", "collect", str(class_dir), "--db", str(db), "--out", str(out))
+    with sqlite3.connect(db) as conn:
+        per_grade = conn.execute(
+            "SELECT g.student_id, g.exemplars_hash, COUNT(e.position) FROM grades g"
+            " JOIN grade_exemplars e ON e.grade_id = g.id GROUP BY g.id").fetchall()
+    # the bank holds two of last year's grades; s0000 is never shown its own old work
+    assert sorted((sid, n) for sid, _, n in per_grade) == [("s0000", 1), ("s0001", 2),
+                                                           ("s0002", 2)]
+    assert all(h for _, h, _ in per_grade)

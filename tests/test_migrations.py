@@ -253,3 +253,36 @@ def test_exemplars_and_tuning_jobs_migration_keeps_grades(tmp_path: Path) -> Non
     conn.execute("INSERT INTO tuning_jobs (name, display_name, base_model, train_uri,"
                  " train_examples, validation_examples, state, created_at, updated_at)"
                  " VALUES ('j', 'd', 'b', 'gs://x', 100, 10, 'JOB_STATE_PENDING', 't', 't')")
+
+
+def test_batch_jobs_migration_keeps_old_stores_and_holds_a_job_with_its_items(
+        tmp_path: Path) -> None:
+    from grader.store import BatchItemIn
+
+    path = _v2(tmp_path)
+    with Store(path) as store:  # migrates the v2 store to the latest version
+        tables = {r[0] for r in _raw(path, "SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"batch_jobs", "batch_items"} <= tables
+        run = store.runs()[-1]
+        sub_id = _raw(path, "SELECT id FROM submissions LIMIT 1")[0][0]
+        sid = _raw(path, "SELECT student_id FROM submissions WHERE id=?", (sub_id,))[0][0]
+        store.save_prefix("p", "sys", "prefix", {})
+        item = BatchItemIn(student_id=sid, submission_id=sub_id,
+                           request=RequestRecord(hash="h1", prefix_hash="p", model="m",
+                                                 body={}), n=1, epoch=0, request_json="{}",
+                           flags_json="[]")
+        job_id, (aid,) = store.begin_batch_job(
+            run_id=run.id, class_dir="c", backend="gemini", model="m", display_name="d",
+            mode="file", round=1, items=[item])
+        assert _raw(path, "SELECT state, job_ref FROM attempts WHERE id=?", (aid,)) == [
+            ("rendered", "d")]
+        assert store.batch_busy("c") == {(sid, sub_id): "pending"}
+        store.batch_job_created(job_id, name="batches/x", state="JOB_STATE_PENDING",
+                                input_ref="files/i")
+        assert store.batch_job("batches/x") == store.batch_job("d")
+        assert _raw(path, "SELECT state FROM attempts WHERE id=?", (aid,)) == [("sent",)]
+        store.batch_item_done(aid, "failed", "boom")
+        assert store.batch_busy("c") == {(sid, sub_id): "failed"}
+        with pytest.raises(StoreError):  # the item states are checked
+            store.batch_item_done(aid, "lost")
+    assert _raw(path, "PRAGMA foreign_key_check") == []

@@ -6,8 +6,11 @@ from __future__ import annotations
 from .base import (
     AcceptsMedia,
     Backend,
+    BatchInfo,
+    BatchResult,
     CacheInfo,
     FileInfo,
+    SupportsBatch,
     SupportsCaching,
     SupportsFiles,
     SupportsTuning,
@@ -48,6 +51,7 @@ register("vertex", _vertex)  # type: ignore[arg-type]
 register("enterprise", _enterprise)  # type: ignore[arg-type]
 register("local", _local)  # type: ignore[arg-type]
 
-__all__ = ["AcceptsMedia", "Backend", "CacheInfo", "FileInfo", "SupportsCaching",
-           "SupportsFiles", "SupportsTuning", "TuningInfo", "create", "media_types", "names",
+__all__ = ["AcceptsMedia", "Backend", "BatchInfo", "BatchResult", "CacheInfo", "FileInfo",
+           "SupportsBatch", "SupportsCaching", "SupportsFiles", "SupportsTuning", "TuningInfo",
+           "create", "media_types", "names",
            "register"]

@@ -6,14 +6,14 @@ backend's business (it knows its service's error format); validation and storage
 Beyond the three methods, a backend may offer optional capabilities, declared as protocols that
 callers check with `isinstance` (in the manner of simonw/llm's `attachment_types`), never by
 catching an exception: `AcceptsMedia` (which inline media it can read), `SupportsCaching` (an
-explicit cache of the static prefix on the service) and `SupportsFiles` (uploading files too
-large to send inline). The local backend has neither of the last two: it keeps the prefix in
-llama.cpp's KV cache and reads no media.
+explicit cache of the static prefix on the service), `SupportsFiles` (uploading files too
+large to send inline) and `SupportsBatch` (provider batch jobs). The local backend has none of
+the last three: it keeps the prefix in llama.cpp's KV cache and reads no media.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -152,6 +152,68 @@ class SupportsTuning(Protocol):
     async def list_tunings(self) -> list[TuningInfo]: ...
 
     async def cancel_tuning(self, name: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """A provider batch job: `state` as the SDK names it (JOB_STATE_*); `output` where its
+    results are (a Files API name, or a gs:// prefix); `inline` the inline results."""
+
+    name: str
+    state: str
+    display_name: str | None = None
+    output: str | None = None
+    error: str | None = None
+    inline: tuple[BatchResult, ...] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in END_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state in ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED")
+
+
+END_STATES = frozenset({"JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED",
+                        "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"})
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One line of a batch job's results: the reply, or the provider's error for that line."""
+
+    key: str
+    response: GradeResponse | None
+    error: str | None = None
+
+
+@runtime_checkable
+class SupportsBatch(Protocol):
+    """The backend can run many requests as one provider batch job. `batch_source` says how
+    requests reach the job: "inline-or-file" (Developer API: inline requests, or a JSONL file
+    uploaded through the Files API) or "gcs" (Enterprise: a JSONL object in a bucket).
+    `batch_line` is a request as one JSONL line; `batch_results` streams a finished job's
+    results (downloaded to `workdir`, read line by line)."""
+
+    batch_source: str
+
+    def batch_line(self, key: str, request: GradeRequest) -> dict[str, Any]: ...
+
+    async def create_batch(self, *, model: str, display_name: str,
+                           inline: list[tuple[str, GradeRequest]] | None = None,
+                           source: str | None = None,
+                           destination: str | None = None) -> BatchInfo: ...
+
+    async def get_batch(self, name: str) -> BatchInfo: ...
+
+    async def list_batches(self) -> list[BatchInfo]: ...
+
+    async def cancel_batch(self, name: str) -> None: ...
+
+    async def delete_batch(self, name: str) -> bool: ...
+
+    def batch_results(self, info: BatchInfo, workdir: Path) -> AsyncIterator[BatchResult]: ...
 
 
 BackendFactory = Callable[..., Backend]

@@ -35,6 +35,7 @@ from ..ratelimit import Quota, estimate_tokens
 from ..request import GradeRequest, GradeResponse, Part, Usage
 from ..settings import DEFAULT_GEMINI_MODEL, ENTERPRISE_ENV, Settings
 from . import _fast_types as fast
+from ._gemini_batch import GeminiBatches
 from ._transport import ShardedTransport
 from .base import CacheInfo, FileInfo, TuningInfo
 
@@ -147,7 +148,7 @@ def _enum_name(value: Any) -> str | None:
 TUNED = "tuned:"
 
 
-class GeminiBackend:
+class GeminiBackend(GeminiBatches):
     """Gemini Developer API through `google-genai` (api key from settings or GEMINI_API_KEY)."""
 
     name: ClassVar[str] = "gemini"
@@ -480,8 +481,8 @@ class GeminiBackend:
         )
 
     # --- retries and errors -------------------------------------------------------------------
-    async def _with_retries(self, call: Callable[[], Awaitable[T]], *, what: str
-                            ) -> tuple[T, int]:
+    async def _with_retries(self, call: Callable[[], Awaitable[T]], *, what: str,
+                            retry: bool = True) -> tuple[T, int]:
         retries = 0
         while True:
             try:
@@ -499,7 +500,7 @@ class GeminiBackend:
                             and time.monotonic() - self._conn_down_since
                             >= UNREACHABLE_AFTER_S):
                         raise self._unreachable(e) from e
-                if not err.transient or retries >= self.settings.max_retries:
+                if not err.transient or not retry or retries >= self.settings.max_retries:
                     if err.transient:
                         err = self._give_up(err, retries)
                     raise err from e
@@ -735,6 +736,14 @@ class VertexBackend(GeminiBackend):
     async def download_file(self, name: str, destination: Path) -> None:
         blob = self._blob(name)
         await self._gcs_call("download", lambda: blob.download_to_filename(str(destination)))
+
+    async def prediction_files(self, prefix: str) -> list[str]:
+        """The results of a batch prediction job with output prefix `prefix`."""
+        bucket = self._blob(prefix.rstrip("/") + "/x").bucket
+        below = prefix.removeprefix("gs://").partition("/")[2].rstrip("/") + "/prediction-model-"
+        blobs = await self._gcs_call("list", lambda: list(bucket.list_blobs(prefix=below)))
+        return sorted(f"gs://{bucket.name}/{b.name}" for b in blobs
+                      if str(b.name).endswith(".jsonl"))
 
 
     # --- SupportsTuning: supervised tuning jobs (`client.tunings`), Enterprise only -------------

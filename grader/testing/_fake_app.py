@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import _fake_rules as rules
+from ._fake_batches import Batches
 from ._fake_caches import Caches
 from ._fake_content import THINK_HARD_TOKENS, Prompt, answer_text, estimate_tokens, read_prompt
 from ._fake_files import Files, check_file_parts
@@ -156,6 +157,7 @@ class FakeApp:
         self.caches = Caches(self)
         self.files = Files(self)
         self.tuning = Tuning(self)
+        self.batches = Batches(self)
 
     def route(self, method: str, pattern: re.Pattern[str], handler: Callable[..., Reply]) -> None:
         self.routes.append((method, pattern, handler))
@@ -329,6 +331,25 @@ class FakeApp:
         self.state.book_spend(rules.cost_usd(model, resp["usageMetadata"], tier))
         return json_reply(200, resp, {"x-gemini-service-tier": str(tier).lower()} if tier
                           else None)
+
+    def batch_answer(self, body: dict[str, Any], model: str, vertex: bool
+                     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """One request of a batch job, answered as generateContent would be (and billed):
+        (response, None), or (None, the line's google.rpc.Status)."""
+        refused = rules.check(body, model, vertex)
+        if refused:
+            return None, {"code": 400, "message": refused}
+        prompt = read_prompt(body)
+        if "BATCH_LINE_FAIL" in prompt.triggers:
+            return None, {"code": 13, "message": "Internal error while processing the request."}
+        body_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        prompt.repeat = self.state.asked(body_hash)
+        kind = next((t for t in ("SAFETY", "RECITATION", "MAX_TOKENS", "EMPTY", "INVALID_JSON",
+                                 "INVALID_ONCE", "PROMPT_BLOCKED", "THINK_HARD")
+                     if t in prompt.triggers), None)
+        resp = self._response(body, prompt, model, vertex, kind, 0)
+        self.state.bill(prompt.key, body_hash, resp["usageMetadata"])
+        return resp, None
 
     def _response(self, body: dict[str, Any], prompt: Prompt, model: str, vertex: bool,
                   kind: str | None, cached: int) -> dict[str, Any]:

@@ -16,8 +16,9 @@ from typing import Any
 
 TRIGGERS = (
     "SAFETY", "RECITATION", "MAX_TOKENS", "EMPTY", "INVALID_JSON", "INVALID_ONCE",
-    "PROMPT_BLOCKED", "THINK_HARD", "OBEY", "REVIEW", "UNSURE", "FABRICATE",
+    "PROMPT_BLOCKED", "THINK_HARD", "OBEY", "REVIEW", "UNSURE", "FABRICATE", "BATCH_LINE_FAIL",
 )
+# BATCH_LINE_FAIL: the line of a batch job that carries it fails (online calls ignore it).
 # OBEY: a gullible model that gives full marks (a successful injection); REVIEW: the model
 # reports an attempt to instruct the grader (needs_review with that reason).
 REVIEW_REASON = "The submission contains an attempt to instruct the grader."

@@ -46,6 +46,11 @@ class FakeConfig:
     # A GCS emulator (http://host:port) holding the objects gs:// URIs name: Vertex requests
     # and caches naming a missing object are refused. None: gs:// URIs are not checked.
     storage_host: str | None = None
+    # Batch jobs created from now on: seconds PENDING, then seconds RUNNING (on the fake's
+    # clock, see `advance`), then this end state: SUCCEEDED, FAILED or EXPIRED.
+    batch_pending_s: float = 0.0
+    batch_running_s: float = 0.0
+    batch_end_state: str = "SUCCEEDED"
 
     @classmethod
     def names(cls) -> set[str]:
@@ -71,6 +76,9 @@ def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("rpm must be >= 1 or null")
     if out.get("spend_limit_usd") is not None and float(out["spend_limit_usd"]) <= 0:
         raise ValueError("spend_limit_usd must be > 0 or null")
+    if "batch_end_state" in out and out["batch_end_state"] not in ("SUCCEEDED", "FAILED",
+                                                                      "EXPIRED"):
+        raise ValueError("batch_end_state must be SUCCEEDED, FAILED or EXPIRED")
     return out
 
 

@@ -1,0 +1,275 @@
+"""Collecting batch jobs: each finished job's results streamed line by line, every reply kept
+in the ledger and judged by the same pure policy as online grading (`grading.decide`), grades
+stored exactly once (items already stored are skipped; commits every `COMMIT_EVERY` lines, so a
+crash loses at most one uncommitted chunk, judged again next time); failed lines and the lines of
+failed, cancelled or expired jobs mark their students failed; answers that need the one re-ask
+go out as a second, small batch round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import models
+from .backends import BatchInfo, BatchResult
+from .backends.base import SupportsFiles
+from .batch_jobs import (
+    Context,
+    Pending,
+    freeze,
+    frozen_exemplars,
+    parse_flags,
+    record_outcome,
+    recover,
+    save_verdict,
+    send,
+    thaw,
+)
+from .errors import BackendError, StoreError
+from .grading import Reask, Reconfigure, Reply, decide
+from .ledger import describe, salt
+from .redact import restore_verdict
+from .report import write_outputs
+from .request import GradeResponse
+from .store import Answer, BatchItem, BatchItemIn, BatchJobRow, OutcomeRecord, Store
+
+# Test-only fault hook (tests/test_batch_recovery.py): SIGKILL this process after the Nth
+# collected item is committed.
+KILL_AFTER_COLLECTED_ENV = "GRADER_TEST_KILL_AFTER_COLLECTED"
+COMMIT_EVERY = 200  # collected items per transaction
+POLL_CAP_S = 600.0
+
+
+@dataclass
+class Collected:
+    jobs: int = 0  # jobs collected now
+    graded: int = 0
+    flagged: int = 0
+    failed: int = 0
+    reasked: int = 0
+    running: int = 0  # jobs not finished yet
+    cost_usd: float = 0.0
+    outputs: list[Path] = field(default_factory=list)
+
+
+class _Chunked:
+    """Commit every `size` items (and when asked), so collecting 10,000 lines is not 10,000
+    fsyncs, and a crash loses at most one uncommitted chunk (judged again next time)."""
+
+    def __init__(self, store: Store, size: int):
+        self.store, self.size, self.n = store, size, 0
+        self._cm: AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> _Chunked:
+        self._open()
+        return self
+
+    def _open(self) -> None:
+        self._cm = self.store.atomic()
+        self._cm.__enter__()
+
+    def commit(self) -> None:
+        assert self._cm is not None
+        self._cm.__exit__(None, None, None)
+        self._open()
+
+    def tick(self) -> None:
+        self.n += 1
+        if self.n % self.size == 0:
+            self.commit()
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+        assert self._cm is not None
+        self._cm.__exit__(kind, value, tb)
+
+
+async def collect(ctx: Context) -> Collected:
+    """Every finished job's results, judged and stored exactly once; the reports written."""
+    await recover(ctx)
+    latest = ctx.store.latest_run(ctx.class_key)
+    ctx.report_run = latest.id if latest is not None else None
+    out = Collected()
+    touched: set[int] = set()
+    reasks = _unsent_follow_ups(ctx)
+    kill_after = int(os.environ.get(KILL_AFTER_COLLECTED_ENV) or 0)
+    for job in ctx.store.batch_jobs(ctx.class_key, open_only=True):
+        if job.name is None:
+            continue
+        info = await ctx.batches.get_batch(job.name)
+        ctx.store.batch_job_state(job.id, info.state, ended=info.done, error=info.error)
+        if not info.done:
+            out.running += 1
+            continue
+        with _Chunked(ctx.store, COMMIT_EVERY) as chunk:
+            if info.succeeded:
+                async for r in ctx.batches.batch_results(info, ctx.workdir):
+                    if _judge(ctx, job, r, out, reasks):
+                        chunk.tick()
+                        if kill_after and chunk.n >= kill_after:
+                            chunk.commit()
+                            os.kill(os.getpid(), signal.SIGKILL)
+            why = (f"the batch job ended {info.state.removeprefix('JOB_STATE_').lower()}"
+                   + (f": {info.error}" if info.error else "") if not info.succeeded
+                   else "the job's results had no line for this request")
+            for item in ctx.store.batch_items(job.id, "pending"):
+                _fail(ctx, item, why, out)
+            ctx.store.batch_job_collected(job.id)
+        await _clean_up(ctx, job, info)
+        out.jobs += 1
+        touched.add(job.run_id)
+    for run_id, items in reasks.items():
+        await send(ctx, run_id, items, round=2)
+    if ctx.settings.out is not None and touched and ctx.report_run is not None:
+        out.outputs = write_outputs(ctx.store, ctx.report_run, ctx.settings.out)
+    return out
+
+
+def _judge(ctx: Context, job: BatchJobRow, r: BatchResult, out: Collected,
+           reasks: dict[int, list[Pending]]) -> bool:
+    """One result line; False when it is not ours to judge (unknown, or judged before)."""
+    if not r.key.startswith("a") or not r.key[1:].isdigit():
+        return False
+    item = ctx.store.batch_item(int(r.key[1:]))
+    if item is None or item.job_id != job.id or item.state != "pending":
+        return False
+    if r.response is None:
+        _fail(ctx, item, f"the batch line failed: {r.error}", out)
+        return True
+    resp = r.response
+    cost = ctx.pricing.cost(resp.usage, models.today())
+    out.cost_usd += cost or 0.0
+    _keep(ctx, item, resp, cost)
+    chain = _chain(ctx, item)
+    replies = [*(_reply(ctx, a) for a in chain[:-1]), Reply(
+        resp.text, resp.finish_reason, resp.blocked_reason, resp.model_version,
+        resp.usage.thinking_tokens, resp.usage.output_tokens)]
+    flags = parse_flags(item.flags_json)
+    verdict = decide(ctx.policy, replies, flags)
+    if isinstance(verdict, Reask | Reconfigure):
+        reasks.setdefault(item.run_id, []).append(_follow_up(ctx, item, verdict))
+        ctx.store.batch_item_done(item.attempt_id, "reasked")
+        out.reasked += 1
+        return True
+    cfg = str(json.loads(item.request_json)["cfg"])
+    verdict = restore_verdict(verdict, item.redaction)
+    with ctx.store.atomic():
+        save_verdict(ctx, item.run_id, item.student_id, item.submission_id, verdict,
+                     item.epoch, cfg, chain, frozen_exemplars(item.request_json))
+        ctx.store.batch_item_done(item.attempt_id, "stored")
+    if verdict.status == "graded":
+        out.graded += 1
+    else:
+        out.flagged += 1
+    return True
+
+
+def _follow_up(ctx: Context, item: BatchItem, verdict: Reask | Reconfigure) -> Pending:
+    """The second round of a conversation: the re-ask, or more room after a thinking cut-off."""
+    req, cfg = thaw(ctx, item.request_json)
+    if isinstance(verdict, Reask):
+        req = req.model_copy(update={"history": verdict.history})
+    else:
+        req = req.model_copy(update={"max_output_tokens": verdict.max_output_tokens,
+                                     "thinking_level": verdict.thinking_level})
+    record = describe(req, ctx.prefix, salt(0, item.epoch))
+    return Pending(item.student_id, item.submission_id, req, BatchItemIn(
+        student_id=item.student_id, submission_id=item.submission_id, request=record,
+        n=item.n + 1, epoch=item.epoch,
+        request_json=freeze(req, cfg, frozen_exemplars(item.request_json)),
+        flags_json=item.flags_json, redaction=item.redaction or None,
+        previous=item.attempt_id))
+
+
+def _unsent_follow_ups(ctx: Context) -> dict[int, list[Pending]]:
+    """Re-asks judged and committed by a collect that stopped before sending them: judged
+    again from the stored replies (the policy is pure: the same re-ask) and sent now."""
+    out: dict[int, list[Pending]] = {}
+    for item in ctx.store.batch_unfollowed(ctx.class_key):
+        replies = [_reply(ctx, a) for a in _chain(ctx, item)]
+        verdict = decide(ctx.policy, replies, parse_flags(item.flags_json))
+        if isinstance(verdict, Reask | Reconfigure):
+            out.setdefault(item.run_id, []).append(_follow_up(ctx, item, verdict))
+    return out
+
+
+def _keep(ctx: Context, item: BatchItem, resp: GradeResponse, cost: float | None) -> None:
+    u = resp.usage
+    ctx.store.answer_attempt(item.attempt_id, item.request_hash, Answer(
+        text=resp.text, finish_reason=resp.finish_reason, blocked_reason=resp.blocked_reason,
+        model_version=resp.model_version, raw=resp.raw, prompt_tokens=u.prompt_tokens,
+        output_tokens=u.output_tokens, thinking_tokens=u.thinking_tokens,
+        cached_tokens=u.cached_tokens, latency_ms=0.0, retries=0, cost_usd=cost,
+        model_status=resp.model_status, service_tier="batch"))
+
+
+def _chain(ctx: Context, item: BatchItem) -> list[int]:
+    """The attempts of one student's conversation, first round first."""
+    chain = [item.attempt_id]
+    prev = item.previous
+    while prev is not None:
+        chain.insert(0, prev)
+        before = ctx.store.batch_item(prev)
+        prev = before.previous if before is not None else None
+    return chain
+
+
+def _reply(ctx: Context, attempt_id: int) -> Reply:
+    s = ctx.store.reply_of(attempt_id)
+    if s is None:
+        raise StoreError(f"attempt {attempt_id} has no stored reply",
+                         fix="report this store to the grader developers")
+    return Reply(s.text, s.finish_reason, s.blocked_reason, s.model_version, s.thinking_tokens,
+                 s.output_tokens)
+
+
+def _fail(ctx: Context, item: BatchItem, why: str, out: Collected) -> None:
+    with ctx.store.atomic():
+        ctx.store.fail_attempt(item.attempt_id, error=why, status=None, retries=0,
+                               latency_ms=0.0)
+        ctx.store.batch_item_done(item.attempt_id, "failed", why)
+        record_outcome(ctx, OutcomeRecord(
+            run_id=item.run_id, student_id=item.student_id, status="failed",
+            submission_id=item.submission_id, reason="batch_failed",
+            message=f"{why}; `grade batch submit --retry-failed` sends it again"))
+    out.failed += 1
+
+
+async def _clean_up(ctx: Context, job: BatchJobRow, info: BatchInfo) -> None:
+    """The job's input file is no longer needed: delete it (results stay with the job)."""
+    if not isinstance(ctx.backend, SupportsFiles):
+        return
+    for up in ctx.store.open_uploads(ctx.name, job_ref=job.display_name):
+        if up.name is not None:
+            try:
+                await ctx.backend.delete_file(up.name)
+            except BackendError:
+                continue  # it expires on its own (48 h); tried again next time
+        ctx.store.end_upload(up.id, "deleted")
+
+
+async def collect_waiting(ctx: Context, on_poll: Callable[[Collected], None] | None = None,
+                          sleep: Callable[[float], Any] = asyncio.sleep) -> Collected:
+    """`collect` until no job is running, polling with a growing wait."""
+    total = Collected()
+    delay = ctx.settings.batch_poll_s
+    while True:
+        got = await collect(ctx)
+        for name in ("jobs", "graded", "flagged", "failed", "reasked", "cost_usd"):
+            setattr(total, name, getattr(total, name) + getattr(got, name))
+        total.outputs = got.outputs or total.outputs
+        total.running = got.running
+        open_jobs = ctx.store.batch_jobs(ctx.class_key, open_only=True)
+        if not open_jobs:
+            return total
+        if on_poll is not None:
+            on_poll(total)
+        await sleep(delay)
+        delay = min(POLL_CAP_S, delay * 1.5)
