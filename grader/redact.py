@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -155,7 +155,8 @@ class Redactor:
         return out, state.mapping
 
     def _one(self, text: str, state: _Numbering) -> str:
-        found = words_in(text.lower())
+        lowered = text.lower()
+        found = words_in(lowered)
         spans: list[tuple[int, int, str, str]] = []  # start, end, kind, key
         if "@" in text:
             spans += [(m.start(), m.end(), "EMAIL", m.group().casefold())
@@ -166,7 +167,7 @@ class Redactor:
         if _PHONE_HINT.search(text):
             spans += self._phones(text)
         for word in found & self.gate:
-            spans += self._names_and_ids(text, word)
+            spans += self._names_and_ids(text, lowered, word)
         if not spans:
             return text
         spans.sort(key=lambda s: (s[0], -(s[1] - s[0])))
@@ -189,10 +190,10 @@ class Redactor:
             out.append((m.start, m.end, "PHONE", number))
         return out
 
-    def _names_and_ids(self, text: str, word: str) -> list[tuple[int, int, str, str]]:
+    def _names_and_ids(self, text: str, lowered: str, word: str
+                       ) -> list[tuple[int, int, str, str]]:
         out = []
-        for m in _word_pattern(word).finditer(text):
-            s, e = m.start(), m.end()
+        for s, e in _occurrences(text, lowered, word):
             best: tuple[int, str] | None = None
             for seq, sid in self.full.get(word, ()):
                 full = _sequence_pattern(seq).match(text, s)
@@ -220,6 +221,22 @@ def _spellings(parts: list[str]) -> list[list[str]]:
     for options in variants:
         out = [[*prefix, o] for prefix in out for o in options][:16]
     return out
+
+
+def _occurrences(text: str, lowered: str, word: str) -> Iterator[tuple[int, int]]:
+    """Where `word` (lower case) stands in `text` as a whole word, ignoring case. Plain string
+    search when lower-casing kept every position (a class of 10,000 has 10,000 ids: compiling
+    a pattern for each cost 0.1 ms a student); the regex otherwise."""
+    if len(lowered) != len(text) or not word.isascii():
+        for m in _word_pattern(word).finditer(text):
+            yield m.start(), m.end()
+        return
+    i = lowered.find(word)
+    while i >= 0:
+        e = i + len(word)
+        if not (i and lowered[i - 1].isalnum()) and not (e < len(text) and lowered[e].isalnum()):
+            yield i, e
+        i = lowered.find(word, i + 1)
 
 
 @lru_cache(maxsize=4096)
