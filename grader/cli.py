@@ -780,11 +780,13 @@ def batch_submit(class_dir: Path, only: tuple[str, ...], retry_failed: bool,
 
 
 @batch.command("status")
-@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("class_dir", required=False, default=".",
+                type=click.Path(path_type=Path, file_okay=False))
 @_batch_options
 @_handle_errors
 def batch_status(class_dir: Path, **flags: Any) -> None:
-    """Every batch job of CLASS_DIR: state, requests, age, cost so far."""
+    """Every batch job of CLASS_DIR (default: the current folder): state, requests, age, cost
+    so far."""
     from .batch import status_class
 
     jobs = status_class(class_dir, _batch_settings(class_dir, **flags))
@@ -801,13 +803,15 @@ def batch_status(class_dir: Path, **flags: Any) -> None:
 
 
 @batch.command("collect")
-@click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("class_dir", required=False, default=".",
+                type=click.Path(path_type=Path, file_okay=False))
 @_batch_options
 @click.option("--wait", "wait_done", is_flag=True,
               help="Poll (with a growing wait) until every job is done.")
 @_handle_errors
 def batch_collect(class_dir: Path, wait_done: bool, **flags: Any) -> None:
-    """Store the results of finished jobs (exactly once) and write the reports."""
+    """Store the results of finished jobs of CLASS_DIR (default: the current folder), exactly
+    once, and write the reports."""
     from .batch import collect_class
 
     def on_poll(c: Any) -> None:

@@ -283,3 +283,20 @@ def test_the_fake_batch_job_advances_with_its_clock_and_can_be_listed_cancelled_
     client.batches.delete(name=other.name)
     with pytest.raises(Exception, match="404"):
         client.batches.get(name=other.name)
+
+
+def test_status_and_collect_default_to_the_current_folder(
+        gemini_env: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from inside the class folder (as a cron line that `cd`s there would), status and
+    collect find the class and its store without CLASS_DIR."""
+    class_dir = make_class(tmp_path, 2)
+    gemini_env.configure(batch_pending_s=0, batch_running_s=0)
+    code, out = grade("batch", "submit", str(class_dir), "--out", str(tmp_path / "o"))
+    assert code == 0 and "submitted 2 request(s)" in out, out
+    monkeypatch.chdir(class_dir)
+    code, out = grade("batch", "status", "--out", str(tmp_path / "o"))
+    assert code == 0 and "2 request(s)" in out, out
+    gemini_env.advance(seconds=5)
+    code, out = grade("batch", "collect", "--out", str(tmp_path / "o"))
+    assert code == 0 and "collected 1 job(s): 2 graded" in out, out
+    assert (class_dir / ".grader" / "grader.sqlite").is_file()
