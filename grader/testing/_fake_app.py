@@ -267,6 +267,31 @@ class FakeApp:
             return missing
         return self._generate(call, body, prompt, model, vertex, cached)
 
+    def guarded(self, endpoint: str, call: Call, handler: Callable[[], Reply], *,
+                vertex: bool, keep_body: bool, checked: bool = True) -> Reply:
+        """One call to a service endpoint (caches, files, batches, tuning jobs): logged in the
+        request log, the key or token checked and an injected fault served first (`checked`),
+        then `handler`; `keep_body` puts the JSON body in the log."""
+        record: dict[str, Any] = {"path": call.path, "endpoint": endpoint, "vertex": vertex,
+                                  "body": None}
+        self.state.begin(endpoint, record)
+        reply = error_reply(500, "fake server error")
+        try:
+            denied = self.auth(call, vertex) if checked else None
+            if denied:
+                reply = denied
+                return reply
+            fault = self.state.fault_for(endpoint) if checked else None
+            if fault is not None:
+                reply = error_reply(int(fault), f"injected {fault} fault")
+                return reply
+            if keep_body:
+                record["body"] = call.json()
+            reply = handler()
+            return reply
+        finally:
+            self.state.end(endpoint, reply.status)
+
     def auth(self, call: Call, vertex: bool) -> Reply | None:
         if vertex:
             if not call.headers.get("authorization", "").startswith("Bearer "):

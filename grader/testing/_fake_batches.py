@@ -99,27 +99,9 @@ class Batches:
         endpoint = f"batches.{op}"
 
         def handle(call: Call) -> Reply:
-            from ._fake_app import error_reply
-
             vertex = call.match is not None and "project" in call.match.groupdict()
-            record = {"path": call.path, "endpoint": endpoint, "vertex": vertex, "body": None}
-            self.state.begin(endpoint, record)
-            reply = error_reply(500, "fake server error")
-            try:
-                denied = self.app.auth(call, vertex)
-                if denied:
-                    reply = denied
-                    return reply
-                fault = self.state.fault_for(endpoint)
-                if fault is not None:
-                    reply = error_reply(int(fault), f"injected {fault} fault")
-                    return reply
-                if call.method == "POST" and op == "create":
-                    record["body"] = call.json()
-                reply = handler(call, vertex)
-                return reply
-            finally:
-                self.state.end(endpoint, reply.status)
+            return self.app.guarded(endpoint, call, lambda: handler(call, vertex), vertex=vertex,
+                                    keep_body=call.method == "POST" and op == "create")
 
         return handle
 

@@ -95,26 +95,8 @@ class Caches:
         endpoint = f"cachedContents.{op}"
 
         def handle(call: Call) -> Reply:
-            from ._fake_app import error_reply
-
-            record = {"path": call.path, "endpoint": endpoint, "vertex": vertex, "body": None}
-            self.state.begin(endpoint, record)
-            reply = error_reply(500, "fake server error")
-            try:
-                denied = self.app.auth(call, vertex)
-                if denied:
-                    reply = denied
-                    return reply
-                fault = self.state.fault_for(endpoint)
-                if fault is not None:
-                    reply = error_reply(int(fault), f"injected {fault} fault")
-                    return reply
-                if call.method in ("POST", "PATCH"):
-                    record["body"] = call.json()
-                reply = handler(call, vertex)
-                return reply
-            finally:
-                self.state.end(endpoint, reply.status)
+            return self.app.guarded(endpoint, call, lambda: handler(call, vertex), vertex=vertex,
+                                    keep_body=call.method in ("POST", "PATCH"))
 
         return handle
 

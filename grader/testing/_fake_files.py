@@ -90,28 +90,10 @@ class Files:
         endpoint = f"files.{op}"
 
         def handle(call: Call) -> Reply:
-            from ._fake_app import error_reply
-
-            record = {"path": call.path, "endpoint": endpoint, "vertex": False, "body": None}
-            self.state.begin(endpoint, record)
-            reply = error_reply(500, "fake server error")
-            try:
-                starts = op != "upload" or "upload_id" not in call.query
-                # the upload URL is the credential of an upload's chunks (they carry no key)
-                denied = self.app.auth(call, False) if starts else None
-                if denied:
-                    reply = denied
-                    return reply
-                if starts and call.method == "POST":
-                    record["body"] = call.json()
-                fault = self.state.fault_for(endpoint) if starts else None
-                if fault is not None:
-                    reply = error_reply(int(fault), f"injected {fault} fault")
-                    return reply
-                reply = handler(call)
-                return reply
-            finally:
-                self.state.end(endpoint, reply.status)
+            # the upload URL is the credential of an upload's chunks (they carry no key)
+            starts = op != "upload" or "upload_id" not in call.query
+            return self.app.guarded(endpoint, call, lambda: handler(call), vertex=False,
+                                    keep_body=starts and call.method == "POST", checked=starts)
 
         return handle
 

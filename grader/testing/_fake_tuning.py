@@ -134,26 +134,8 @@ class Tuning:
         endpoint = f"tuningJobs.{op}"
 
         def handle(call: Call) -> Reply:
-            from ._fake_app import error_reply
-
-            record = {"path": call.path, "endpoint": endpoint, "vertex": True, "body": None}
-            self.state.begin(endpoint, record)
-            reply = error_reply(500, "fake server error")
-            try:
-                denied = self.app.auth(call, True)
-                if denied:
-                    reply = denied
-                    return reply
-                fault = self.state.fault_for(endpoint)
-                if fault is not None:
-                    reply = error_reply(int(fault), f"injected {fault} fault")
-                    return reply
-                if call.method == "POST":
-                    record["body"] = call.json()
-                reply = handler(call)
-                return reply
-            finally:
-                self.state.end(endpoint, reply.status)
+            return self.app.guarded(endpoint, call, lambda: handler(call), vertex=True,
+                                    keep_body=call.method == "POST")
 
         return handle
 
