@@ -23,26 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-RUBRIC = """\
-title: Bench
-question: Explain why binary encoding suits a congested network with perfect clocks.
-reference_answer: Binary encoding uses one bit per baud and needs no clock recovery.
-criteria:
-  - {id: choice, title: Choice, max_points: 2}
-  - {id: reasons, title: Reasons, max_points: 3}
-  - {id: clarity, title: Clarity, max_points: 1,
-     levels: [{points: 0, descriptor: unclear}, {points: 1, descriptor: clear}]}
-"""
-
-
-def make_class(root: Path, n: int) -> Path:
-    class_dir = root / "class"
-    class_dir.mkdir()
-    (class_dir / "rubric.yaml").write_text(RUBRIC)
-    for i in range(n):
-        (class_dir / f"s{i:05d}.txt").write_text(
-            f"Answer {i}: binary encoding, one bit per baud, clocks are perfect. " * 3)
-    return class_dir
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pipeline import make_class  # the same synthetic class as the online bench
 
 
 def start_server() -> tuple[subprocess.Popen[str], str]:
