@@ -5,7 +5,8 @@ instead of seconds), collected and stored exactly once.
                run; job and attempt rows committed BEFORE the provider's job is created
     collect -> each result line judged by the same pure policy (`grading.decide`); a reply is
                kept in the ledger, a grade saved with its outcome in one transaction; an answer
-               that needs the one re-ask goes out again as a second, small batch round
+               that needs the one re-ask goes out again as a second, small batch round (or,
+               with `--reask online`, is completed at once by an online call)
     sync    -> collect what finished, then submit what is new, under the store's lock (cron)
 
 A crash between the store write and the job's creation leaves a `preparing` job: the next
@@ -271,9 +272,10 @@ class Synced:
             return "grade batch sync: another grade command holds the store; nothing done"
         c, s = self.collected, self.submitted
         parts = []
-        if c.jobs:
+        if c.jobs or c.reasked or c.reasked_online:
             parts.append(f"collected {c.jobs} job(s): {c.graded} graded, {c.flagged} flagged, "
                          f"{c.failed} failed" + (f", {c.reasked} re-asked" if c.reasked else "")
+                         + (f", {c.reasked_online} re-asked online" if c.reasked_online else "")
                          + f", ${c.cost_usd:.4f}")
         if s.jobs:
             parts.append(f"submitted {s.requests} request(s) in {len(s.jobs)} job(s)")

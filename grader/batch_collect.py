@@ -3,7 +3,10 @@ in the ledger and judged by the same pure policy as online grading (`grading.dec
 stored exactly once (items already stored are skipped; commits every `COMMIT_EVERY` lines, so a
 crash loses at most one uncommitted chunk, judged again next time); failed lines and the lines of
 failed, cancelled or expired jobs mark their students failed; answers that need the one re-ask
-go out as a second, small batch round.
+go out as a second, small batch round, or with `batch_reask = "online"` (`--reask online`) are
+completed in the same collect by an online call through the call ledger (committed as sent
+before it leaves, its reply committed on arrival: a collect stopped in between and run again
+reuses the reply, pays nothing twice and stores the grade once).
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ from .batch_jobs import (
     thaw,
 )
 from .errors import BackendError, StoreError
-from .grading import Reask, Reconfigure, Reply, decide
-from .ledger import describe, salt
+from .grading import Reask, Reconfigure, Reply, Verdict, decide
+from .ledger import CallLedger, describe, salt
+from .pipeline import spending_for
 from .redact import restore_verdict
 from .report import write_outputs
-from .request import GradeResponse
+from .request import GradeRequest, GradeResponse
 from .store import Answer, BatchItem, BatchItemIn, BatchJobRow, OutcomeRecord, Store
 
 # Test-only fault hook (tests/test_batch_recovery.py): SIGKILL this process after the Nth
@@ -54,7 +58,8 @@ class Collected:
     graded: int = 0
     flagged: int = 0
     failed: int = 0
-    reasked: int = 0
+    reasked: int = 0  # sent in a second batch round
+    reasked_online: int = 0  # completed by an online call
     running: int = 0  # jobs not finished yet
     cost_usd: float = 0.0
     outputs: list[Path] = field(default_factory=list)
@@ -126,7 +131,15 @@ async def collect(ctx: Context) -> Collected:
         out.jobs += 1
         touched.add(job.run_id)
     for run_id, items in reasks.items():
-        await send(ctx, run_id, items, round=2)
+        online = [_online(ctx, x) for x in items]
+        by_batch = [x for x, o in zip(items, online, strict=True) if not o]
+        if any(online):
+            await _complete_online(ctx, run_id, [x for x, o in zip(items, online, strict=True)
+                                                 if o], out)
+            touched.add(run_id)
+        if by_batch:
+            await send(ctx, run_id, by_batch, round=2)
+            out.reasked += len(by_batch)
     if ctx.settings.out is not None and touched and ctx.report_run is not None:
         out.outputs = write_outputs(ctx.store, ctx.report_run, ctx.settings.out)
     return out
@@ -156,7 +169,6 @@ def _judge(ctx: Context, job: BatchJobRow, r: BatchResult, out: Collected,
     if isinstance(verdict, Reask | Reconfigure):
         reasks.setdefault(item.run_id, []).append(_follow_up(ctx, item, verdict))
         ctx.store.batch_item_done(item.attempt_id, "reasked")
-        out.reasked += 1
         return True
     cfg = str(json.loads(item.request_json)["cfg"])
     verdict = restore_verdict(verdict, item.redaction)
@@ -174,11 +186,7 @@ def _judge(ctx: Context, job: BatchJobRow, r: BatchResult, out: Collected,
 def _follow_up(ctx: Context, item: BatchItem, verdict: Reask | Reconfigure) -> Pending:
     """The second round of a conversation: the re-ask, or more room after a thinking cut-off."""
     req, cfg = thaw(ctx, item.request_json)
-    if isinstance(verdict, Reask):
-        req = req.model_copy(update={"history": verdict.history})
-    else:
-        req = req.model_copy(update={"max_output_tokens": verdict.max_output_tokens,
-                                     "thinking_level": verdict.thinking_level})
+    req = _asked_again(req, verdict)
     record = describe(req, ctx.prefix, salt(0, item.epoch))
     return Pending(item.student_id, item.submission_id, req, BatchItemIn(
         student_id=item.student_id, submission_id=item.submission_id, request=record,
@@ -186,6 +194,80 @@ def _follow_up(ctx: Context, item: BatchItem, verdict: Reask | Reconfigure) -> P
         request_json=freeze(req, cfg, frozen_exemplars(item.request_json)),
         flags_json=item.flags_json, redaction=item.redaction or None,
         previous=item.attempt_id))
+
+
+def _asked_again(req: GradeRequest, verdict: Reask | Reconfigure) -> GradeRequest:
+    if isinstance(verdict, Reask):
+        return req.model_copy(update={"history": verdict.history})
+    return req.model_copy(update={"max_output_tokens": verdict.max_output_tokens,
+                                  "thinking_level": verdict.thinking_level})
+
+
+def _online(ctx: Context, follow_up: Pending) -> bool:
+    """Asked online: when the settings say so, or when the ledger already holds its reply (an
+    online re-ask of a collect that stopped before storing its grade: never paid twice)."""
+    return (ctx.settings.batch_reask == "online"
+            or ctx.store.response_for(follow_up.item.request.hash) is not None)
+
+
+async def _complete_online(ctx: Context, run_id: int, follow_ups: list[Pending],
+                           out: Collected) -> None:
+    """Re-asks of one run answered by online calls (at the online price), judged by the same
+    policy (asked again while it says so), restored and stored like a batch result."""
+    tbl = models.table(ctx.settings.models)
+    spending = spending_for(ctx.settings, ctx.gen, tbl)
+    assert spending is not None  # a batch backend is a paid API
+    ledger = CallLedger(ctx.store, ctx.backend, run_id, spending=spending,
+                        service_tier=ctx.settings.tier)
+    try:
+        for follow_up in follow_ups:
+            await _ask_online(ctx, ledger, follow_up, out)
+    finally:
+        out.cost_usd += spending.cost
+
+
+async def _ask_online(ctx: Context, ledger: CallLedger, follow_up: Pending,
+                      out: Collected) -> None:
+    """One student's conversation finished online from the batch item that needed a re-ask;
+    a permanent error fails the student (`--retry-failed` sends it again)."""
+    asked = follow_up.item
+    assert asked.previous is not None
+    item = ctx.store.batch_item(asked.previous)
+    assert item is not None
+    attempts = _chain(ctx, item)
+    replies = [_reply(ctx, a) for a in attempts]
+    req, record, n = follow_up.req, asked.request, asked.n
+    while True:
+        try:
+            called = await ledger.call(req, record, student_id=item.student_id,
+                                       submission_id=item.submission_id, sample=0, n=n,
+                                       redaction=item.redaction or None)
+        except BackendError as e:
+            if e.transient:  # the item stays re-asked: the next collect asks again
+                raise
+            _fail(ctx, item, f"the online re-ask failed: {e.render()}", out, answered=True)
+            return
+        replies.append(called.reply)
+        paid = called.attempt_id or ctx.store.paid_attempt(record.hash, item.student_id,
+                                                           item.submission_id)
+        if paid is not None:
+            attempts.append(paid)
+        verdict = decide(ctx.policy, replies, parse_flags(item.flags_json))
+        if isinstance(verdict, Verdict):
+            break
+        req = _asked_again(req, verdict)
+        record, n = describe(req, ctx.prefix, salt(0, item.epoch)), n + 1
+    cfg = str(json.loads(item.request_json)["cfg"])
+    verdict = restore_verdict(verdict, item.redaction)
+    with ctx.store.atomic():
+        save_verdict(ctx, item.run_id, item.student_id, item.submission_id, verdict,
+                     item.epoch, cfg, attempts, frozen_exemplars(item.request_json))
+        ctx.store.batch_item_done(item.attempt_id, "stored")
+    out.reasked_online += 1
+    if verdict.status == "graded":
+        out.graded += 1
+    else:
+        out.flagged += 1
 
 
 def _unsent_follow_ups(ctx: Context) -> dict[int, list[Pending]]:
@@ -230,10 +312,13 @@ def _reply(ctx: Context, attempt_id: int) -> Reply:
                  s.output_tokens)
 
 
-def _fail(ctx: Context, item: BatchItem, why: str, out: Collected) -> None:
+def _fail(ctx: Context, item: BatchItem, why: str, out: Collected, *,
+          answered: bool = False) -> None:
+    """The student failed; `answered`: the item's own reply arrived (its re-ask failed)."""
     with ctx.store.atomic():
-        ctx.store.fail_attempt(item.attempt_id, error=why, status=None, retries=0,
-                               latency_ms=0.0)
+        if not answered:
+            ctx.store.fail_attempt(item.attempt_id, error=why, status=None, retries=0,
+                                   latency_ms=0.0)
         ctx.store.batch_item_done(item.attempt_id, "failed", why)
         record_outcome(ctx, OutcomeRecord(
             run_id=item.run_id, student_id=item.student_id, status="failed",
@@ -262,7 +347,8 @@ async def collect_waiting(ctx: Context, on_poll: Callable[[Collected], None] | N
     delay = ctx.settings.batch_poll_s
     while True:
         got = await collect(ctx)
-        for name in ("jobs", "graded", "flagged", "failed", "reasked", "cost_usd"):
+        for name in ("jobs", "graded", "flagged", "failed", "reasked", "reasked_online",
+                     "cost_usd"):
             setattr(total, name, getattr(total, name) + getattr(got, name))
         total.outputs = got.outputs or total.outputs
         total.running = got.running

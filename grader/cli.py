@@ -723,6 +723,12 @@ def _batch_settings(class_dir: Path, **flags: Any) -> Settings:
     return settings
 
 
+_reask_option = click.option(
+    "--reask", "batch_reask", type=click.Choice(["batch", "online"]),
+    help="An answer that needs the one re-ask: a second, small batch round, or an online call "
+         "(online price) in this collect [default: batch].")
+
+
 def _submit_options(fn: F) -> F:
     for option in reversed((
             click.option("--thinking", type=click.Choice(["minimal", "low", "medium", "high"]),
@@ -806,6 +812,7 @@ def batch_status(class_dir: Path, **flags: Any) -> None:
 @click.argument("class_dir", required=False, default=".",
                 type=click.Path(path_type=Path, file_okay=False))
 @_batch_options
+@_reask_option
 @click.option("--wait", "wait_done", is_flag=True,
               help="Poll (with a growing wait) until every job is done.")
 @_handle_errors
@@ -822,6 +829,7 @@ def batch_collect(class_dir: Path, wait_done: bool, **flags: Any) -> None:
     click.echo(f"collected {c.jobs} job(s): {c.graded} graded, {c.flagged} flagged, "
                f"{c.failed} failed" + (f", {c.reasked} re-asked in a second round"
                                        if c.reasked else "")
+               + (f", {c.reasked_online} re-asked online" if c.reasked_online else "")
                + f"; ${c.cost_usd:.4f}" + (f"; {c.running} job(s) still running"
                                            if c.running else ""))
     if c.failed:
@@ -846,6 +854,7 @@ def batch_cancel(job: str, class_dir: Path, **flags: Any) -> None:
 @click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
 @_batch_options
 @_submit_options
+@_reask_option
 @_handle_errors
 def batch_sync(class_dir: Path, only: tuple[str, ...], retry_failed: bool,
                **flags: Any) -> None:

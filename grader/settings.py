@@ -152,6 +152,9 @@ class Settings(BaseModel):
     batch_max_tokens: int = Field(
         default=3_000_000, ge=1, description="estimated input tokens per batch job; keep it at "
         "or below your tier's enqueued-token limit (Tier 1, 3.x Flash: 3,000,000)")
+    batch_reask: Literal["batch", "online"] = Field(
+        default="batch", description="an answer that needs the one re-ask: sent in a second, "
+        "small batch round, or at once as an online call (online price) by the same collect")
     batch_poll_s: float = Field(
         default=30.0, gt=0, description="first wait of `grade batch collect --wait` between "
         "polls (it grows by half each time, up to 10 minutes)")

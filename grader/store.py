@@ -801,6 +801,16 @@ class Store:
                               r["thinking_tokens"] or 0, r["output_tokens"] or 0)
 
     @_mapped
+    def paid_attempt(self, request_hash: str, student_id: str, submission_id: int) -> int | None:
+        """This student's attempt that paid for the ledger's reply to this request, if any (a
+        reply reused after a crash still belongs to the grade it completes)."""
+        r = self.conn.execute(
+            "SELECT r.attempt_id FROM responses r JOIN attempts a ON a.id = r.attempt_id"
+            " WHERE r.request_hash=? AND a.student_id=? AND a.submission_id=?",
+            (request_hash, student_id, submission_id)).fetchone()
+        return int(r[0]) if r is not None else None
+
+    @_mapped
     def begin_attempt(self, *, run_id: int, student_id: str, submission_id: int,
                       request: RequestRecord, sample: int, n: int, state: str = "sent",
                       job_ref: str | None = None,

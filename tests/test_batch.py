@@ -165,6 +165,80 @@ def test_an_answer_that_needs_the_re_ask_is_completed_in_a_second_round(
     assert ours and ours == [g for g in grades(tmp_path / "online.sqlite") if g[0] == "zz_once"]
 
 
+def online_asks(fake: FakeGemini, trigger: str) -> list[dict]:
+    """generateContent calls (online) whose request carries `trigger`."""
+    return [r for r in fake.requests()
+            if r["endpoint"] == "generateContent" and trigger in json.dumps(r["body"])]
+
+
+def test_with_reask_online_the_re_ask_is_one_online_call_in_the_same_collect(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 2, extra={
+        "zz_once.txt": "Student answer FAKE_GEMINI:INVALID_ONCE. TCP is reliable."})
+    online = tmp_path / "online"
+    shutil.copytree(class_dir, online)
+    db = tmp_path / "b.sqlite"
+    code, out = grade("batch", "submit", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0, out
+    code, out = grade("batch", "collect", str(class_dir), *where(tmp_path, "b"),
+                      "--reask", "online")
+    assert code == 0 and "3 graded, 0 flagged, 0 failed, 1 re-asked online" in out, out
+    assert "second round" not in out, out
+    assert q(db, "SELECT round, requests FROM batch_jobs") == [(1, 3)]  # no second round
+    (asked,) = online_asks(gemini_env, "INVALID_ONCE")
+    assert [c["role"] for c in asked["body"]["contents"]] == ["user", "model", "user"]
+    assert q(db, "SELECT n, state, service_tier FROM attempts WHERE student_id='zz_once'"
+                 " ORDER BY n") == [(1, "stored", "batch"), (2, "stored", "standard")]
+    before = (grades(db), q(db, "SELECT COUNT(*) FROM attempts"), len(gemini_env.requests()))
+    code, out = grade("batch", "collect", str(class_dir), *where(tmp_path, "b"),
+                      "--reask", "online")
+    assert code == 0 and "collected 0 job(s): 0 graded" in out, out
+    assert (grades(db), q(db, "SELECT COUNT(*) FROM attempts"),
+            len(gemini_env.requests())) == before
+    # the same grade as `grade run`, and the re-ask priced like its online twin (not halved)
+    code, out = grade("run", str(online), *where(tmp_path, "online"))
+    assert code == 0, out
+    ours = [g for g in grades(db) if g[0] == "zz_once"]
+    assert ours and ours == [g for g in grades(tmp_path / "online.sqlite") if g[0] == "zz_once"]
+    cost = "SELECT cost_usd FROM attempts WHERE student_id='zz_once' AND n=2"
+    assert q(db, cost) == q(tmp_path / "online.sqlite", cost) and q(db, cost)[0][0] > 0
+
+
+def test_an_online_re_ask_that_fails_fails_its_student(gemini_env: FakeGemini,
+                                                        tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 1, extra={
+        "zz_once.txt": "Student answer FAKE_GEMINI:INVALID_ONCE. TCP is reliable."})
+    db = tmp_path / "b.sqlite"
+    code, out = grade("batch", "submit", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0, out
+    gemini_env.inject("400")  # the next generateContent: the online re-ask
+    code, out = grade("batch", "collect", str(class_dir), *where(tmp_path, "b"),
+                      "--reask", "online")
+    assert code == 0 and "1 graded, 0 flagged, 1 failed" in out, out
+    assert q(db, "SELECT o.status, o.reason, b.state FROM outcomes o JOIN batch_items b"
+                 " ON b.attempt_id = (SELECT id FROM attempts WHERE student_id='zz_once')"
+                 " WHERE o.student_id='zz_once'") == [("failed", "batch_failed", "failed")]
+    assert q(db, "SELECT n, state FROM attempts WHERE student_id='zz_once' ORDER BY n") == [
+        (1, "answered"), (2, "failed")]
+    code, out = grade("batch", "submit", str(class_dir), *where(tmp_path, "b"),
+                      "--retry-failed")
+    assert code == 0 and "submitted 1 request(s)" in out, out
+
+
+def test_reask_is_a_setting_too(gemini_env: FakeGemini, tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 1, extra={
+        "zz_once.txt": "Student answer FAKE_GEMINI:INVALID_ONCE. TCP is reliable."})
+    (class_dir / "grader.toml").write_text('[grader]\nbatch_reask = "online"\n')
+    code, out = grade("batch", "sync", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "submitted 2 request(s)" in out, out
+    code, out = grade("batch", "sync", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "2 graded, 0 flagged, 0 failed, 1 re-asked online" in out, out
+    assert len(online_asks(gemini_env, "INVALID_ONCE")) == 1
+    code, out = grade("batch", "sync", str(class_dir), *where(tmp_path, "b"), "--reask",
+                      "batch")
+    assert (code, out) == (0, "grade batch sync: nothing to do\n")
+
+
 def test_sync_is_one_line_for_cron_and_exits_0_when_there_is_nothing_to_do(
         gemini_env: FakeGemini, tmp_path: Path) -> None:
     class_dir = make_class(tmp_path, 3)

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from grader.batch_collect import KILL_AFTER_COLLECTED_ENV
 from grader.batch_jobs import KILL_AT_CREATE_ENV
 from grader.cli import cli
+from grader.ledger import KILL_AFTER_REPLY_ENV
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class
@@ -91,6 +92,30 @@ def test_a_kill_while_collecting_stores_every_grade_exactly_once(
     assert q(db, "SELECT state, COUNT(*) FROM attempts GROUP BY state") == [("stored", 6)]
     assert q(db, "SELECT COUNT(*) FROM outcomes") == [(6,)]
     assert "collected 0 job(s)" in grade("collect", class_dir, db)
+
+
+def test_a_kill_after_the_online_re_ask_is_answered_pays_nothing_twice(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 2, extra={
+        "zz_once.txt": "Student answer FAKE_GEMINI:INVALID_ONCE. TCP is reliable."})
+    db = tmp_path / "b.sqlite"
+    grade("submit", class_dir, db)
+    killed([*batch_cmd("collect", class_dir, db), "--reask", "online"], gemini_env,
+           **{KILL_AFTER_REPLY_ENV: "1"})
+    assert q(db, "SELECT COUNT(*) FROM grades") == [(2,)]
+    assert q(db, "SELECT n, state FROM attempts WHERE student_id='zz_once' ORDER BY n") == [
+        (1, "answered"), (2, "answered")]
+    billed = sum(gemini_env.stats()["billed_by_request"].values())
+    # run again without the flag: the reply in the ledger completes it, nothing is sent
+    out = grade("collect", class_dir, db)
+    assert "1 graded, 0 flagged, 0 failed, 1 re-asked online" in out, out
+    assert sum(gemini_env.stats()["billed_by_request"].values()) == billed
+    assert sum(r["endpoint"] == "generateContent" for r in gemini_env.requests()) == 1
+    assert creates(gemini_env) == 1  # no second batch round
+    assert q(db, "SELECT COUNT(*), COUNT(DISTINCT student_id) FROM grades") == [(3, 3)]
+    assert q(db, "SELECT state, COUNT(*) FROM attempts GROUP BY state") == [("stored", 4)]
+    assert q(db, "SELECT COUNT(*) FROM outcomes WHERE student_id='zz_once'") == [(1,)]
+    assert "collected 0 job(s): 0 graded" in grade("collect", class_dir, db)
 
 
 def test_two_concurrent_syncs_submit_once(gemini_env: FakeGemini, tmp_path: Path) -> None:
