@@ -375,8 +375,16 @@ class Runner:
             late=sub.late, notes=ex.notes))
         sent, mapping = (self.redactor.submission(ex, sub.student_id) if self.redactor
                          else (ex, {}))
-        picked = (await self.examples.choose(ex.text, sent.text, sub.student_id, bh)
-                  if self.examples is not None else exemplars.NONE)
+        try:
+            picked = (await self.examples.choose(ex.text, sent.text, sub.student_id, bh)
+                      if self.examples is not None else exemplars.NONE)
+        except BackendError as e:  # embedding the texts failed: this student, not the run
+            if e.run_wide:
+                raise
+            self._finish(OutcomeRecord(
+                run_id=self.run_id, student_id=sub.student_id, status="failed",
+                reason="backend_error", message=e.render(), submission_id=sub_id))
+            return
         req = render(self.p, sent, self.gen, references=self.sending.references,
                      examples=picked.shown)
         k = self.samples

@@ -444,3 +444,22 @@ def test_tfidf_makes_no_embedding_call(tmp_path: Path, fake_gemini: FakeGemini,
     assert "embeddings" not in output
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM grade_exemplars").fetchone()[0] == 5
+
+
+def test_a_failed_embedding_call_fails_one_student_not_the_run(
+        tmp_path: Path, fake_gemini: FakeGemini, last_year: Path) -> None:
+    class_dir = make_class(tmp_path / "now", 3)
+    db, out = tmp_path / "now.sqlite", tmp_path / "now_out"
+    cmd = ["run", str(class_dir), "--out", str(out), "--db", str(db), "--exemplars", "1",
+           "--exemplar-db", str(last_year), "--concurrency", "1"]
+    fake_gemini.inject_for("batchEmbedContents", "400")
+    res = CliRunner().invoke(cli, cmd, catch_exceptions=False)
+    assert res.exit_code != 0
+    with sqlite3.connect(db) as conn:
+        status = dict(conn.execute("SELECT status, COUNT(*) FROM outcomes GROUP BY status"))
+    assert status == {"failed": 1, "graded": 2}
+    invoke(*cmd)  # the rerun grades the student that failed
+    with sqlite3.connect(db) as conn:
+        last = conn.execute("SELECT status, reused FROM outcomes WHERE run_id ="
+                            " (SELECT MAX(id) FROM runs) ORDER BY student_id").fetchall()
+    assert sorted(last) == [("graded", 0), ("graded", 1), ("graded", 1)]
