@@ -44,6 +44,7 @@ from .batch_jobs import (
     save_verdict,
     send,
 )
+from .embeddings import EmbeddingReport
 from .errors import StoreError, SubmissionError
 from .extract import Extracted
 from .grading import INFO_FLAGS, Reply, Verdict, decide
@@ -57,6 +58,7 @@ from .pipeline import (
     example_selector,
     input_flags,
     render,
+    run_examples,
     selection_of,
     students,
 )
@@ -80,6 +82,7 @@ class Submitted:
     skipped: int = 0
     in_flight: int = 0
     failed_before: int = 0  # failed lines not sent again (--retry-failed)
+    embeddings: EmbeddingReport | None = None  # exemplars compared by Gemini embeddings
 
 
 # --- submit ----------------------------------------------------------------------------------
@@ -100,7 +103,7 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
     authors = exemplars.authors(selector, subs) if selector is not None else []
     redactor = (Redactor([*subs, *authors], phone_region=s.phone_region)
                 if redacting(s, ctx.name) else None)
-    examples = (exemplars.Examples(selector, redactor) if selector is not None else None)
+    examples = run_examples(p, selector, redactor, ctx.backend, ctx.name)
     references = p.reference_parts()
     epoch = 0  # a batch run is a normal run: regrades go through `grade run --regrade`
     outcomes: list[OutcomeRecord] = []  # run_id filled in once the run exists
@@ -122,8 +125,8 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
                 late=sub.late, notes=ex.notes))
             sent, mapping = (redactor.submission(ex, sub.student_id) if redactor
                              else (ex, {}))
-            picked = (examples.pick(ex.text, sub.student_id, bh) if examples is not None
-                      else exemplars.NONE)
+            picked = (await examples.choose(ex.text, sent.text, sub.student_id, bh)
+                      if examples is not None else exemplars.NONE)
             req = render(p, sent, ctx.gen, references=references, examples=picked.shown)
             seen = picked.digest(req)
             cfg = config_hash(req, 1, seen)
@@ -164,6 +167,8 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
                 student_id=sub.student_id, submission_id=sub_id, request=record, n=1,
                 epoch=choice.epoch, request_json=freeze(req, cfg, (seen, picked.uses())),
                 flags_json=flags_json(flags), redaction=mapping or None)))
+    if examples is not None and examples.embedder is not None:
+        out.embeddings = examples.embedder.report
     if not pending and not verdicts:
         return out
     run = store.begin_run(RunInfo(

@@ -168,6 +168,9 @@ def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
 @click.option("--exemplar-db", type=click.Path(path_type=Path, dir_okay=False),
               help="Store whose teacher-reviewed grades form the example bank [default: the "
                    "run's store].")
+@click.option("--exemplar-similarity", type=click.Choice(["auto", "tfidf", "embeddings"]),
+              help="Compare examples by TF-IDF (local) or Gemini embeddings of the redacted "
+                   "texts [default: auto, embeddings when the backend can embed].")
 @click.option("--exemplars-same-run/--no-exemplars-same-run", "exemplars_same_run",
               default=None, help="Let students of this run serve as examples for their "
                                  "classmates (never for themselves) [default: no].")
@@ -302,6 +305,8 @@ def _print_summary(s: Any) -> None:
     line = _cache_line(s)
     if line:
         click.echo(line)
+    if s.embeddings is not None:
+        click.echo(_embedding_line(s.embeddings, priced=s.cost_usd is not None))
     for notice in s.notices:
         click.secho(f"note: {terminal_safe(notice)}", fg="yellow")
     _print_written(s.outputs)
@@ -320,6 +325,13 @@ def _cost_line(s: Any) -> str:
             line += (f": {s.skipped_budget} students skipped, rerun with a larger --budget to "
                      "continue (paid work is reused)")
     return line + "\n"
+
+
+def _embedding_line(e: Any, *, priced: bool) -> str:
+    """What comparing the examples by embeddings took (and cost)."""
+    return (f"  examples compared by embeddings ({e.model}): {e.texts} redacted text(s) in "
+            f"{e.calls} call(s), about {e.tokens:,} tokens, ${e.cost_usd:.4f}"
+            + (", included above" if priced else ""))
 
 
 def _cache_line(s: Any) -> str:
@@ -748,7 +760,11 @@ def _submit_options(fn: F) -> F:
                               "[default: 0, none]."),
             click.option("--exemplar-db", type=click.Path(path_type=Path, dir_okay=False),
                          help="Store whose teacher-reviewed grades form the example bank "
-                              "[default: the class's store]."))):
+                              "[default: the class's store]."),
+            click.option("--exemplar-similarity",
+                         type=click.Choice(["auto", "tfidf", "embeddings"]),
+                         help="Compare examples by TF-IDF (local) or Gemini embeddings "
+                              "[default: auto, embeddings when the backend can embed]."))):
         fn = option(fn)
     return fn
 
@@ -762,6 +778,8 @@ def _print_submitted(s: Any) -> None:
                    + ", ".join(s.jobs))
     if s.reused:
         click.echo(f"  {s.reused} already graded (kept)")
+    if s.embeddings is not None:
+        click.echo(_embedding_line(s.embeddings, priced=False))
     if s.in_flight and s.jobs:
         click.echo(f"  {s.in_flight} already in a running job")
     if s.flagged:

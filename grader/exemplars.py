@@ -3,9 +3,12 @@
 The *bank* of a rubric holds the graded examples written into the rubric (`exemplars:`) and every
 grade a teacher reviewed in a store (approved as the model gave it, or corrected), with the
 teacher's final scores and comment. `Selector.choose()` picks the K examples most similar to the
-student's work by TF-IDF cosine similarity (scikit-learn; deterministic: ties go by the bank
-key), and never the student's own work: not an example by the same student, not a byte-identical
-submission, and not a student graded in the same run unless `exemplars_same_run` allows it.
+student's work by cosine similarity, of TF-IDF vectors (scikit-learn) or, with
+`exemplar_similarity` embeddings (auto: when the backend can embed), of Gemini embeddings of the
+redacted texts (`embeddings.Embedder`: the bank once per run, in batches, then each student's
+work as it is sent); deterministic: ties go by the bank key. Never the student's own work:
+not an example by the same student, not a byte-identical submission, and not a student graded
+in the same run unless `exemplars_same_run` allows it.
 
 The examples travel in the student's part of the request (after the cached marking scheme, so a
 cache keeps working), redacted with the run's `Redactor` like any student text; their digest is
@@ -15,12 +18,14 @@ answers requests that did not change), and the store records which examples each
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .discover import Submission
+from .embeddings import Embedder
 from .final import finals
 from .ledger import sha256
 from .request import GradeRequest
@@ -128,28 +133,32 @@ class Selector:
         self.k = k
         self.examples = [e for e in bank if e.student_id is None
                          or e.student_id not in run_students]
-        self.matrix: Any = None
-        if self.examples:
-            from sklearn.feature_extraction.text import TfidfVectorizer
-
-            self.vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2))
-            try:
-                self.matrix = self.vectorizer.fit_transform([e.text for e in self.examples])
-            except ValueError:  # no word in any example (empty vocabulary): ties only
-                self.matrix = None
+        self._tfidf: tuple[Any, Any] | None = None  # fitted on first use (not with embeddings)
 
     def similarities(self, text: str) -> list[float]:
-        if self.matrix is None:
-            return [0.0] * len(self.examples)
-        vec = self.vectorizer.transform([text])
-        return [float(v) for v in (self.matrix @ vec.T).toarray().ravel()]
+        """TF-IDF cosine similarity of `text` with each example."""
+        if self._tfidf is None:
+            from sklearn.feature_extraction.text import TfidfVectorizer
 
-    def choose(self, text: str, student_id: str, body_hash: str | None) -> tuple[Chosen, ...]:
-        """The K most similar examples that are not this student's own work."""
+            vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2))
+            try:
+                self._tfidf = (vectorizer, vectorizer.fit_transform(
+                    [e.text for e in self.examples]))
+            except ValueError:  # no word in any example (empty vocabulary): ties only
+                self._tfidf = (None, None)
+        vectorizer, matrix = self._tfidf
+        if vectorizer is None or matrix is None:
+            return [0.0] * len(self.examples)
+        return [float(v) for v in (matrix @ vectorizer.transform([text]).T).toarray().ravel()]
+
+    def choose(self, text: str, student_id: str, body_hash: str | None,
+               sims: Sequence[float] | None = None) -> tuple[Chosen, ...]:
+        """The K most similar examples that are not this student's own work; `sims`: the
+        similarities to use instead of TF-IDF's (one per example)."""
         if not self.examples or self.k == 0:
             return ()
         own = text.strip()
-        sims = self.similarities(text)
+        sims = self.similarities(text) if sims is None else sims
         eligible = [i for i, e in enumerate(self.examples)
                     if e.student_id != student_id and e.text != own
                     and (body_hash is None or e.body_hash != body_hash)]
@@ -182,12 +191,34 @@ class Examples:
     """A run's examples: the selector and the run's redactor (`redact.Redactor`, or None when
     the run sends names as they are). Online and batch grading call `pick()` per student."""
 
-    def __init__(self, selector: Selector, redactor: Any | None):
-        self.selector, self.redactor = selector, redactor
+    def __init__(self, selector: Selector, redactor: Any | None,
+                 embedder: Embedder | None = None):
+        self.selector, self.redactor, self.embedder = selector, redactor, embedder
         self._redacted: dict[str, Example] = {}
+        self._bank: Any = None  # the shown examples' unit vectors (embeddings), once per run
+        self._embedding = asyncio.Lock()
 
     def pick(self, text: str, student_id: str, body_hash: str | None) -> Picked:
+        """By TF-IDF (local, no call): `text` is the student's text as extracted."""
         chosen = self.selector.choose(text, student_id, body_hash) if text.strip() else ()
+        return Picked(chosen, tuple(self._vars(c.example) for c in chosen))
+
+    async def choose(self, text: str, sent: str, student_id: str,
+                     body_hash: str | None) -> Picked:
+        """`pick` by the run's similarity: with an embedder, the embeddings of the examples as
+        shown and of `sent` (the student's text as the request carries it, redacted) are
+        compared; `text` (as extracted) still decides what is the student's own work."""
+        if self.embedder is None:
+            return self.pick(text, student_id, body_hash)
+        if not text.strip() or not self.selector.examples or self.selector.k == 0:
+            return NONE
+        async with self._embedding:  # the bank is embedded once, before any student
+            if self._bank is None:
+                self._bank = await self.embedder.vectors(
+                    [self._vars(e)["text"] for e in self.selector.examples])
+        own = (await self.embedder.vectors([sent[:MAX_EXAMPLE_CHARS]]))[0]
+        sims = [float(v) for v in self._bank @ own]
+        chosen = self.selector.choose(text, student_id, body_hash, sims)
         return Picked(chosen, tuple(self._vars(c.example) for c in chosen))
 
     def _vars(self, e: Example) -> dict[str, Any]:

@@ -127,6 +127,39 @@ class EstimateAssumptions(BaseModel):
     source: str = Field(min_length=1)
 
 
+class EmbeddingPrice(BaseModel):
+    """USD per 1M input tokens from a date on (embedding output is not billed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    since: date = Field(alias="from")
+    input: float = Field(ge=0)
+    source: str = Field(min_length=1)
+
+
+class EmbeddingModel(BaseModel):
+    """The embedding model exemplar similarity uses (`exemplar_similarity`)."""
+
+    model_config = _STRICT
+
+    model: str
+    released: date
+    max_input_tokens: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    dimensions: int = Field(gt=0)
+    prices: tuple[EmbeddingPrice, ...] = Field(min_length=1)
+    sources: tuple[str, ...] = Field(min_length=1)
+
+    def cost(self, tokens: int, day: date) -> float:
+        """USD for `tokens` input tokens embedded on `day` (the first row prices earlier days)."""
+        rows = sorted(self.prices, key=lambda p: p.since)
+        found = rows[0]
+        for p in rows:
+            if p.since <= day:
+                found = p
+        return tokens * found.input / 1e6
+
+
 class ModelInfo(BaseModel):
     """One row of the table. Unknown fields are errors; most are optional so that a grader.toml
     override can add a row for a model the table does not list (e.g. a tuned one)."""
@@ -198,6 +231,7 @@ class ModelTable(BaseModel):
     inline: Inline
     files: FilesApi
     estimate: EstimateAssumptions
+    embedding: EmbeddingModel
     models: dict[str, ModelInfo]
 
     @model_validator(mode="after")

@@ -28,9 +28,11 @@ from pydantic import BaseModel
 
 from . import __version__, exemplars, injection, models, schema, score_jump
 from .backends import Backend, create, media_types
+from .backends.base import SupportsEmbeddings
 from .budget import Spending
 from .caching import CacheReport
 from .discover import Submission, discover
+from .embeddings import Embedder, EmbeddingReport, similarity_of
 from .errors import (
     BackendError,
     BudgetExceeded,
@@ -128,6 +130,7 @@ class RunSummary:
     cache: CacheReport | None = None  # None: no cache was considered (off, or not offered)
     cache_usd: float = 0.0  # creating and keeping the run's explicit caches (in cost_usd)
     uploads: int = 0  # files uploaded (reference files, media too large to send inline)
+    embeddings: EmbeddingReport | None = None  # exemplars compared by Gemini embeddings
 
     @property
     def ok(self) -> bool:
@@ -372,8 +375,16 @@ class Runner:
             late=sub.late, notes=ex.notes))
         sent, mapping = (self.redactor.submission(ex, sub.student_id) if self.redactor
                          else (ex, {}))
-        picked = (self.examples.pick(ex.text, sub.student_id, bh) if self.examples is not None
-                  else exemplars.NONE)
+        try:
+            picked = (await self.examples.choose(ex.text, sent.text, sub.student_id, bh)
+                      if self.examples is not None else exemplars.NONE)
+        except BackendError as e:  # embedding the texts failed: this student, not the run
+            if e.run_wide:
+                raise
+            self._finish(OutcomeRecord(
+                run_id=self.run_id, student_id=sub.student_id, status="failed",
+                reason="backend_error", message=e.render(), submission_id=sub_id))
+            return
         req = render(self.p, sent, self.gen, references=self.sending.references,
                      examples=picked.shown)
         k = self.samples
@@ -669,7 +680,7 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
                 return await _graded(
                     p, subs, sel, store, backend, name, gen, on_outcome, tbl=tbl,
                     spending=spending, on_notice=on_notice, redactor=redactor,
-                    examples=exemplars.Examples(selector, redactor) if selector else None)
+                    examples=run_examples(p, selector, redactor, backend, name))
             finally:
                 if owned:
                     await backend.aclose()
@@ -700,6 +711,18 @@ def example_selector(p: Plan, store: Store, subs: Sequence[Submission]
     same_run = (frozenset(x.student_id for x in subs) if own and not s.exemplars_same_run
                 else frozenset())
     return exemplars.Selector(bank, s.exemplars, run_students=same_run)
+
+
+def run_examples(p: Plan, selector: exemplars.Selector | None, redactor: Redactor | None,
+                 backend: Backend, name: str) -> exemplars.Examples | None:
+    """The run's examples (None when exemplars are off), compared by TF-IDF or, as
+    `exemplar_similarity` resolves for `backend`, by the model table's embedding model."""
+    if selector is None:
+        return None
+    how = similarity_of(p.settings.exemplar_similarity, backend, name)
+    embedder = (Embedder(backend, models.table(p.settings.models).embedding, models.today())
+                if how == "embeddings" and isinstance(backend, SupportsEmbeddings) else None)
+    return exemplars.Examples(selector, redactor, embedder)
 
 
 async def _graded(p: Plan, subs: list[Submission], sel: Selection, store: Store,
@@ -758,10 +781,13 @@ async def _graded(p: Plan, subs: list[Submission], sel: Selection, store: Store,
     summary.notices = list(store.notices)
     summary.injection_suspected = sorted(runner.suspected)
     summary.redacted = redactor is not None
+    summary.embeddings = (examples.embedder.report if examples is not None
+                          and examples.embedder is not None else None)
     if spending is not None:
         held = store.usage(run.id)
         summary.cache_usd = held["cache_create_usd"] + held["cache_storage_usd"]
-        summary.cost_usd = spending.cost + summary.cache_usd
+        summary.cost_usd = spending.cost + summary.cache_usd + (
+            summary.embeddings.cost_usd if summary.embeddings is not None else 0.0)
         summary.unpriced = spending.unpriced
         summary.budget, summary.tier = p.settings.budget, p.settings.tier
     summary.wall_s = time.perf_counter() - started

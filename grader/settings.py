@@ -67,6 +67,10 @@ class Settings(BaseModel):
     exemplar_db: Path | None = Field(
         default=None, description="the store whose teacher-reviewed grades form the example "
         "bank (e.g. last year's class); None = the run's own store")
+    exemplar_similarity: Literal["auto", "tfidf", "embeddings"] = Field(
+        default="auto", description="how examples are compared with the student's work: TF-IDF "
+        "on this machine, or Gemini embeddings of the redacted texts (billed); auto = "
+        "embeddings when the run's backend can embed (Gemini, Enterprise), else TF-IDF")
     exemplars_same_run: bool = Field(
         default=False, description="let students graded in this run serve as examples for "
         "their classmates (never for themselves or an identical submission)")

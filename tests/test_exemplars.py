@@ -6,6 +6,7 @@ recorded per grade, and graded again when the bank changes."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,12 @@ import openpyxl
 import pytest
 from click.testing import CliRunner
 
+from grader.backends.base import SupportsEmbeddings
+from grader.backends.gemini import GeminiBackend, VertexBackend
+from grader.backends.local import LocalBackend
 from grader.cli import cli
+from grader.embeddings import similarity_of
+from grader.errors import ConfigError
 from grader.exemplars import Example, Selector, rubric_examples, submission_text
 from grader.rubric import Rubric
 from grader.selection import Grade, Reuse, Selection, choose
@@ -332,8 +338,11 @@ def test_batch_jobs_carry_the_examples_and_record_them(
     class_dir = make_class(tmp_path / "now", 3)
     db, out = tmp_path / "batch.sqlite", tmp_path / "batch_out"
     fake_gemini.configure(batch_pending_s=0, batch_running_s=0)
-    invoke("batch", "submit", str(class_dir), "--db", str(db), "--out", str(out),
-           "--batch-mode", "file", "--exemplars", "2", "--exemplar-db", str(last_year))
+    submitted = invoke("batch", "submit", str(class_dir), "--db", str(db), "--out", str(out),
+                       "--batch-mode", "file", "--exemplars", "2", "--exemplar-db",
+                       str(last_year))
+    assert "examples compared by embeddings" in submitted  # auto, with a key
+    assert "Zephyr" not in json.dumps(_embedded(fake_gemini)) and _embedded(fake_gemini)
     (f,) = [f for f in fake_gemini.files() if f["source"] == "UPLOADED"]
     lines = [json.loads(x) for x in fake_gemini.file_bytes(f["name"]).splitlines()]
     assert len(lines) == 3
@@ -351,3 +360,106 @@ def test_batch_jobs_carry_the_examples_and_record_them(
     assert sorted((sid, n) for sid, _, n in per_grade) == [("s0000", 1), ("s0001", 2),
                                                            ("s0002", 2)]
     assert all(h for _, h, _ in per_grade)
+
+
+# --- similarity by Gemini embeddings ---------------------------------------------------------
+
+def _embedded(fake: FakeGemini) -> list[list[str]]:
+    """The texts of each embedding call, in order."""
+    return [[r["content"]["parts"][0]["text"] for r in call["body"]["requests"]]
+            for call in fake.requests() if call["endpoint"] == "batchEmbedContents"]
+
+
+def test_auto_is_embeddings_where_the_backend_can_embed() -> None:
+    assert issubclass(GeminiBackend, SupportsEmbeddings)
+    assert issubclass(VertexBackend, SupportsEmbeddings)
+    assert not issubclass(LocalBackend, SupportsEmbeddings)
+    assert similarity_of("auto", object(), "local") == "tfidf"
+    assert similarity_of("tfidf", object(), "local") == "tfidf"
+    with pytest.raises(ConfigError, match="cannot"):
+        similarity_of("embeddings", object(), "local")
+
+
+def test_with_a_key_examples_are_compared_by_redacted_embeddings(
+        tmp_path: Path, fake_gemini: FakeGemini, last_year: Path) -> None:
+    """auto with a key: the bank is embedded in one batched call, each student's work as it is
+    sent (redacted); no name leaves in an embedding call; the chosen examples and their
+    embedding similarity are recorded; a rerun reuses every grade."""
+    from grader.testing._fake_embed import vector
+
+    class_dir = make_class(tmp_path / "now", 4)
+    (class_dir / "roster.csv").write_text(
+        "id,name,email\ns0000,Fay Quill,\ns0001,Gus Umber,gus.umber@example.org\n"
+        "s0002,Hal Vex,\ns0003,Ivy Wren,\n", encoding="utf-8")
+    s1 = class_dir / "s0001.txt"
+    s1.write_text("I am Gus Umber (gus.umber@example.org). " + s1.read_text(encoding="utf-8"),
+                  encoding="utf-8")
+    db, out = tmp_path / "now.sqlite", tmp_path / "now_out"
+    cmd = ("run", str(class_dir), "--out", str(out), "--db", str(db), "--exemplars", "1",
+           "--exemplar-db", str(last_year))
+    fake_gemini.reset_stats()
+    output = invoke(*cmd)
+
+    calls = _embedded(fake_gemini)
+    assert len(calls[0]) == 2  # last year's two reviewed grades, in one call
+    # then one call per student whose text is not embedded yet (this year's s0003 handed in
+    # last year's s0003 text: embedded once, and never shown to itself)
+    texts = [t for c in calls for t in c]
+    assert all(len(c) == 1 for c in calls[1:]) and len(calls) == 4
+    assert len(texts) == len(set(texts))
+    everything = json.dumps(calls)
+    for secret in ("Alice", "Zephyr", "alice.zephyr", "Gus", "Umber", "gus.umber"):
+        assert secret not in everything
+    assert any("[STUDENT_1]" in t and "[EMAIL_1]" in t for c in calls[1:] for t in c)
+    assert "examples compared by embeddings (gemini-embedding-001): 5 redacted text(s) in " \
+        "4 call(s)" in output
+    m = re.search(r"about ([\d,]+) tokens, \$([\d.]+), included above", output)
+    assert m is not None and int(m[1].replace(",", "")) > 0
+    tokens = int(m[1].replace(",", ""))  # estimated (the fake reports none): priced by the table
+    assert float(m[2]) == pytest.approx(tokens * 0.15 / 1e6, abs=5e-5)
+
+    bank = [vector(t, 768) for t in calls[0]]
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT g.student_id, e.similarity FROM grade_exemplars e"
+            " JOIN grades g ON g.id = e.grade_id ORDER BY g.student_id").fetchall()
+    assert len(rows) == 4
+    expected = {round(sum(a * b for a, b in zip(v, vector(t, 768), strict=True)), 4)
+                for v in bank for t in texts}
+    assert all(round(sim, 4) in expected for _, sim in rows)
+
+    fake_gemini.reset_stats()
+    invoke(*cmd)
+    assert _generate(fake_gemini) == []  # the same examples: every grade reused
+
+
+def test_tfidf_makes_no_embedding_call(tmp_path: Path, fake_gemini: FakeGemini,
+                                       last_year: Path) -> None:
+    class_dir = make_class(tmp_path / "now", 3)
+    db, out = tmp_path / "now.sqlite", tmp_path / "now_out"
+    fake_gemini.reset_stats()
+    output = invoke("run", str(class_dir), "--out", str(out), "--db", str(db), "--exemplars",
+                    "2", "--exemplar-db", str(last_year), "--exemplar-similarity", "tfidf")
+    assert _embedded(fake_gemini) == []
+    assert "embeddings" not in output
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM grade_exemplars").fetchone()[0] == 5
+
+
+def test_a_failed_embedding_call_fails_one_student_not_the_run(
+        tmp_path: Path, fake_gemini: FakeGemini, last_year: Path) -> None:
+    class_dir = make_class(tmp_path / "now", 3)
+    db, out = tmp_path / "now.sqlite", tmp_path / "now_out"
+    cmd = ["run", str(class_dir), "--out", str(out), "--db", str(db), "--exemplars", "1",
+           "--exemplar-db", str(last_year), "--concurrency", "1"]
+    fake_gemini.inject_for("batchEmbedContents", "400")
+    res = CliRunner().invoke(cli, cmd, catch_exceptions=False)
+    assert res.exit_code != 0
+    with sqlite3.connect(db) as conn:
+        status = dict(conn.execute("SELECT status, COUNT(*) FROM outcomes GROUP BY status"))
+    assert status == {"failed": 1, "graded": 2}
+    invoke(*cmd)  # the rerun grades the student that failed
+    with sqlite3.connect(db) as conn:
+        last = conn.execute("SELECT status, reused FROM outcomes WHERE run_id ="
+                            " (SELECT MAX(id) FROM runs) ORDER BY student_id").fetchall()
+    assert sorted(last) == [("graded", 0), ("graded", 1), ("graded", 1)]

@@ -329,3 +329,50 @@ def test_cli_prints_url_and_serves() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# --- embeddings (exemplar similarity) ----------------------------------------------------------
+
+EMBED = "gemini-embedding-001"
+TEXTS = ["Manchester encoding is self-clocking.", "Manchester encoding clocks itself.",
+         "Photosynthesis needs light."]
+
+
+def _cosines(resp: types.EmbedContentResponse) -> list[list[float]]:
+    vs = [e.values or [] for e in resp.embeddings or []]
+    return [[round(sum(a * b for a, b in zip(x, y, strict=True)), 6) for y in vs] for x in vs]
+
+
+@pytest.mark.parametrize("vertex", [False, True])
+def test_embeddings_through_the_sdk(fake_gemini: FakeGemini, vertex: bool) -> None:
+    """Many texts in one batchEmbedContents call, as the SDK sends and parses it: one vector
+    per text, the same text the same vector, similar texts closer than unrelated ones."""
+    c = vertex_client(fake_gemini) if vertex else dev_client(fake_gemini)
+    contents = [types.Content(role="user", parts=[types.Part(text=t)]) for t in TEXTS]
+    cfg = types.EmbedContentConfig(task_type="SEMANTIC_SIMILARITY", output_dimensionality=64)
+    first = asyncio.run(c.models.embed_content(model=EMBED, contents=contents, config=cfg))
+    again = asyncio.run(c.models.embed_content(model=EMBED, contents=contents, config=cfg))
+    assert [len(e.values or []) for e in first.embeddings or []] == [64, 64, 64]
+    assert first.embeddings == again.embeddings
+    cos = _cosines(first)
+    assert cos[0][1] > cos[0][2] and cos[0][1] > cos[1][2]
+    (req,) = fake_gemini.requests()[-1:]
+    assert req["endpoint"] == "batchEmbedContents" and req["vertex"] is vertex
+    assert [r["content"]["parts"][0]["text"] for r in req["body"]["requests"]] == TEXTS
+    one = asyncio.run(c.models.embed_content(model=EMBED, contents=TEXTS[0], config=cfg))
+    assert one.embeddings and one.embeddings[0].values == (first.embeddings or [])[0].values
+
+
+def test_embeddings_refused_like_the_api(fake_gemini: FakeGemini) -> None:
+    c = dev_client(fake_gemini)
+    many = [types.Content(role="user", parts=[types.Part(text=f"t{i}")]) for i in range(101)]
+    with pytest.raises(errors.ClientError) as e:
+        asyncio.run(c.models.embed_content(model=EMBED, contents=many))
+    assert e.value.code == 400
+    with pytest.raises(errors.ClientError) as e:
+        asyncio.run(c.models.embed_content(model=MODEL, contents="x"))
+    assert e.value.code == 404
+    base = f"{fake_gemini.url}/v1beta/models/{EMBED}:batchEmbedContents"
+    status, _, _ = post(base, {"requests": [{"model": f"models/{EMBED}",
+                                             "content": {"parts": [{"text": "x"}]}}]})
+    assert status in (400, 401, 403)  # no key

@@ -154,3 +154,10 @@ def test_served_notice_only_for_another_model_or_an_old_stage() -> None:
     assert served_notice("gemini-3.8-flash", "gemini-3.8-flash-001", None) is None
     note = served_notice("gemini-3.7-flash", "gemini-3.8-flash", "DEPRECATED")
     assert note is not None and "answered with gemini-3.8-flash" in note and "DEPRECATED" in note
+
+
+def test_the_embedding_row_prices_input_tokens() -> None:
+    emb = packaged().embedding
+    assert emb.model.startswith("gemini-embedding") and emb.batch_size <= 100
+    assert emb.cost(2_000_000, date(2026, 11, 22)) == pytest.approx(0.30)
+    assert emb.cost(1_000_000, date(2020, 1, 1)) == pytest.approx(0.15)  # first row: earlier

@@ -7,8 +7,9 @@ Beyond the three methods, a backend may offer optional capabilities, declared as
 callers check with `isinstance` (in the manner of simonw/llm's `attachment_types`), never by
 catching an exception: `AcceptsMedia` (which inline media it can read), `SupportsCaching` (an
 explicit cache of the static prefix on the service), `SupportsFiles` (uploading files too
-large to send inline) and `SupportsBatch` (provider batch jobs). The local backend has none of
-the last three: it keeps the prefix in llama.cpp's KV cache and reads no media.
+large to send inline), `SupportsBatch` (provider batch jobs) and `SupportsEmbeddings` (text
+embeddings, for exemplar similarity). The local backend has none of the last four: it keeps the
+prefix in llama.cpp's KV cache, reads no media, and exemplars fall back to TF-IDF.
 """
 
 from __future__ import annotations
@@ -50,6 +51,25 @@ class AcceptsMedia(Protocol):
 def media_types(backend: object) -> frozenset[str]:
     """The media a backend reads; none for a backend without the capability."""
     return backend.media_types if isinstance(backend, AcceptsMedia) else frozenset()
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """The vectors of some texts, in order, and what computing them took: `calls` requests,
+    `tokens` input tokens (as the service reported them, else estimated from the length)."""
+
+    vectors: list[list[float]]
+    calls: int
+    tokens: int
+
+
+@runtime_checkable
+class SupportsEmbeddings(Protocol):
+    """The backend can embed texts with `model`, in batches of at most `batch_size` per call,
+    as vectors of `dimensions` numbers."""
+
+    async def embed(self, texts: list[str], *, model: str, batch_size: int,
+                    dimensions: int) -> Embedded: ...
 
 
 @dataclass(frozen=True)

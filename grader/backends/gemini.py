@@ -37,7 +37,7 @@ from ..settings import DEFAULT_GEMINI_MODEL, ENTERPRISE_ENV, Settings
 from . import _fast_types as fast
 from ._gemini_batch import GeminiBatches
 from ._transport import ShardedTransport
-from .base import CacheInfo, FileInfo, TuningInfo
+from .base import CacheInfo, Embedded, FileInfo, TuningInfo
 
 T = TypeVar("T")
 
@@ -247,6 +247,41 @@ class GeminiBackend(GeminiBatches):
     async def aclose(self) -> None:
         await self._aio.aclose()
         self._client.close()
+
+    # --- SupportsEmbeddings ---------------------------------------------------------------------
+    async def embed(self, texts: list[str], *, model: str, batch_size: int,
+                    dimensions: int) -> Embedded:
+        """The vectors of `texts` (`models.embed_content`: many texts per call, `batch_size` at
+        most), each text its own content so that each gets its own vector."""
+        config = types.EmbedContentConfig(task_type="SEMANTIC_SIMILARITY",
+                                          output_dimensionality=dimensions)
+        vectors: list[list[float]] = []
+        calls = tokens = 0
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            contents = [types.Content(role="user", parts=[types.Part(text=t)]) for t in chunk]
+
+            async def attempt(contents: list[types.Content] = contents,
+                              chars: int = sum(map(len, chunk))
+                              ) -> types.EmbedContentResponse:
+                async with self.quota.acquire(estimate_tokens(chars)):
+                    return await self._aio.models.embed_content(
+                        model=model, contents=contents, config=config)
+
+            response, _ = await self._with_retries(attempt, what="embedContent")
+            got = [list(e.values or []) for e in response.embeddings or []]
+            if len(got) != len(chunk):
+                raise BackendError(f"embedContent answered {len(got)} vectors for "
+                                   f"{len(chunk)} texts",
+                                   fix="pass --exemplar-similarity tfidf to compare the "
+                                   "examples locally", run_wide=True)
+            vectors.extend(got)
+            calls += 1
+            used = [(e.statistics.token_count if e.statistics else None)
+                    for e in response.embeddings or []]
+            tokens += sum(int(u) if u is not None else estimate_tokens(len(t))
+                          for u, t in zip(used, chunk, strict=True))
+        return Embedded(vectors, calls, tokens)
 
     # --- SupportsCaching ------------------------------------------------------------------------
     service_key: str = "developer"

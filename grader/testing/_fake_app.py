@@ -4,7 +4,7 @@ Every reply uses Google's wire format: camelCase JSON, `{"error": {code, message
 details}}` for errors, RetryInfo on 429. Today's model rules (thinking levels, prefill, routing,
 sampling, `store`, `serviceTier`, inline size limits, cache minimums) come from grader's model
 table through `_fake_rules`. `cachedContents` live in `_fake_caches`, the Files API in
-`_fake_files`; new endpoints (batches) are added with `FakeApp.route(...)`.
+`_fake_files`, embeddings in `_fake_embed`; new endpoints are added with `FakeApp.route(...)`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from . import _fake_rules as rules
 from ._fake_batches import Batches
 from ._fake_caches import Caches
 from ._fake_content import THINK_HARD_TOKENS, Prompt, answer_text, estimate_tokens, read_prompt
+from ._fake_embed import Embeddings
 from ._fake_files import Files, check_file_parts
 from ._fake_state import FakeState
 from ._fake_tuning import Tuning
@@ -158,6 +159,7 @@ class FakeApp:
         self.files = Files(self)
         self.tuning = Tuning(self)
         self.batches = Batches(self)
+        self.embeddings = Embeddings(self)
 
     def route(self, method: str, pattern: re.Pattern[str], handler: Callable[..., Reply]) -> None:
         self.routes.append((method, pattern, handler))
