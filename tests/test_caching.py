@@ -179,9 +179,12 @@ def test_ctrl_c_and_sigterm_delete_the_cache(tmp_path: Path, sig: signal.Signals
     db = tmp_path / "g.sqlite"
     # 1 s a reply: the run needs ~15 s, so the signal lands mid-run even on a loaded machine
     with FakeGemini(latency_ms=1000) as fake:
+        # A shell without job control starts background jobs with SIGINT ignored, and Python
+        # then never raises KeyboardInterrupt: give the child the default, as a terminal would.
         proc = subprocess.Popen(grade_cmd(class_dir, db, "--concurrency", "2"),
                                 env=env_for(fake), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 60
         while scalar(db, "SELECT COUNT(*) FROM grades") < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
