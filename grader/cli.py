@@ -106,6 +106,24 @@ def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
     return tuple(v.strip() for raw in values for v in raw.split(",") if v.strip())
 
 
+def _exemplar_options(fn: F) -> F:
+    """Graded examples in each prompt: the same choice for `grade run` and batch jobs."""
+    for option in reversed((
+            click.option("--exemplars", type=int, metavar="K",
+                         help="Show each student's prompt the K most similar graded examples "
+                              "(the rubric's and teacher-reviewed grades) [default: 0, none]."),
+            click.option("--exemplar-db", type=click.Path(path_type=Path, dir_okay=False),
+                         help="Store whose teacher-reviewed grades form the example bank "
+                              "[default: the class's store]."),
+            click.option("--exemplar-similarity",
+                         type=click.Choice(["auto", "tfidf", "embeddings"]),
+                         help="Compare examples by TF-IDF (local) or Gemini embeddings of the "
+                              "redacted texts [default: auto, embeddings when the backend can "
+                              "embed]."))):
+        fn = option(fn)
+    return fn
+
+
 @cli.command()
 @click.argument("class_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--rubric", type=click.Path(path_type=Path, dir_okay=False), help="Rubric YAML.")
@@ -162,15 +180,7 @@ def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
               help="Grade each student K times: the median per criterion, the spread shown.")
 @click.option("--force", is_flag=True, default=None,
               help="Run even though the class's calibration is below calibration_min_qwk.")
-@click.option("--exemplars", type=int, metavar="K",
-              help="Show each student's prompt the K most similar graded examples (the "
-                   "rubric's and teacher-reviewed grades) [default: 0, none].")
-@click.option("--exemplar-db", type=click.Path(path_type=Path, dir_okay=False),
-              help="Store whose teacher-reviewed grades form the example bank [default: the "
-                   "run's store].")
-@click.option("--exemplar-similarity", type=click.Choice(["auto", "tfidf", "embeddings"]),
-              help="Compare examples by TF-IDF (local) or Gemini embeddings of the redacted "
-                   "texts [default: auto, embeddings when the backend can embed].")
+@_exemplar_options
 @click.option("--exemplars-same-run/--no-exemplars-same-run", "exemplars_same_run",
               default=None, help="Let students of this run serve as examples for their "
                                  "classmates (never for themselves) [default: no].")
@@ -754,19 +764,9 @@ def _submit_options(fn: F) -> F:
                          help="Developer API job input: inline requests or a JSONL file "
                          "[default: auto, inline under batch_inline_mb]."),
             click.option("--retry-failed", is_flag=True,
-                         help="Send again the lines of failed or expired jobs."),
-            click.option("--exemplars", type=int, metavar="K",
-                         help="Show each student's prompt the K most similar graded examples "
-                              "[default: 0, none]."),
-            click.option("--exemplar-db", type=click.Path(path_type=Path, dir_okay=False),
-                         help="Store whose teacher-reviewed grades form the example bank "
-                              "[default: the class's store]."),
-            click.option("--exemplar-similarity",
-                         type=click.Choice(["auto", "tfidf", "embeddings"]),
-                         help="Compare examples by TF-IDF (local) or Gemini embeddings "
-                              "[default: auto, embeddings when the backend can embed]."))):
+                         help="Send again the lines of failed or expired jobs."))):
         fn = option(fn)
-    return fn
+    return _exemplar_options(fn)
 
 
 def _print_submitted(s: Any) -> None:
