@@ -71,7 +71,7 @@ def _log_to(folder: Path) -> None:
     if _debug():
         root.addHandler(logging.StreamHandler(sys.stderr))
     else:  # one INFO line per HTTP request would bury what matters
-        for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "google_genai"):
+        for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "aiohttp", "google_genai"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -21,6 +21,7 @@ import functools
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
@@ -507,6 +508,7 @@ def _mapped(fn: Callable[P, T]) -> Callable[P, T]:
     return wrapper
 
 
+_IDENTITY_EVERY_S = 0.2  # how often a transaction checks that the store file is still there
 _BATCH = 500  # outcome rows per batch in `results` (bounded memory, few queries)
 
 
@@ -574,6 +576,7 @@ class Store:
         self._depth = 0
         self.notices: list[str] = []
         self._identity: tuple[int, int] | None = None
+        self._identity_due = 0.0  # when _ensure_file next looks at the file
         if self.path != ":memory:":
             problem = None if create else grader_store_problem(self.path)
             if problem is not None:
@@ -616,8 +619,16 @@ class Store:
 
     def _ensure_file(self) -> None:
         """If the store file vanished or was replaced while open, write it again from this
-        connection (everything committed so far) and continue on the new file."""
-        if self._identity is None or _identity(self.path) == self._identity:
+        connection (everything committed so far) and continue on the new file. Looked at most
+        every `_IDENTITY_EVERY_S` (a stat per transaction cost 4% of a large run's CPU); what
+        is committed in between stays in the open copy, so nothing is lost by looking later."""
+        if self._identity is None:
+            return
+        t = time.monotonic()
+        if t < self._identity_due:
+            return
+        self._identity_due = t + _IDENTITY_EVERY_S
+        if _identity(self.path) == self._identity:
             return
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         moved = Path(self.path)
@@ -632,6 +643,9 @@ class Store:
             "written again from the open copy, and nothing was lost")
 
     def close(self) -> None:
+        self._identity_due = 0.0  # a file deleted since the last look is written again now
+        with suppress(sqlite3.Error, OSError):
+            self._ensure_file()
         self.conn.close()
 
     def __enter__(self) -> Store:

@@ -13,6 +13,7 @@ from google.oauth2.credentials import Credentials
 from pydantic import SecretStr
 
 from grader.backends import create
+from grader.backends._gemini_reply import reply_of
 from grader.backends.gemini import GeminiBackend, VertexBackend
 from grader.errors import BackendError, ConfigError
 from grader.ratelimit import Quota
@@ -244,3 +245,35 @@ def test_quota_tokens_per_minute_waits() -> None:
 
     took = asyncio.run(go())
     assert 0.9 <= took < 2.0  # 3 refills of 100 at 300/s = 1.0 s
+
+
+def test_requests_go_through_the_proxy_the_environment_names(
+        backend_factory: Any, fake_gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The aiohttp session trusts nothing per request; the proxy for the endpoint is read from
+    # the environment once. The fake answers a proxied request (absolute URL in the request
+    # line), and the endpoint's own host does not resolve: a reply proves the proxy was used.
+    for var in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", fake_gemini.url)
+    backend = backend_factory(base_url="http://gemini.invalid")
+    resp = run(backend, make_request())
+    assert resp.finish_reason == "STOP" and resp.text
+
+
+def test_replies_of_odd_shapes_read_as_empty_not_as_errors() -> None:
+    for body in (None, [], {}, {"candidates": "x"}, {"candidates": [{"content": {"parts": 3}}]},
+                 {"candidates": [{"content": {"parts": [{"text": 5}]}}]}):
+        r = reply_of(body, vertex=False)
+        assert r.text is None and r.blocked_reason == "EMPTY", body
+    body = {"candidates": [{"finishReason": "STOP", "content": {"parts": [
+        {"text": "thinking...", "thought": True}, {"text": "{\"a\": 1}"}]}}],
+        "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": "3",
+                          "thoughtsTokenCount": None},
+        "modelVersion": "m-1", "modelStatus": {"modelStage": "DEPRECATED"}}
+    r = reply_of(body, vertex=False)
+    assert r.text == "{\"a\": 1}" and r.blocked_reason is None and r.model_status == "DEPRECATED"
+    assert (r.usage.prompt_tokens, r.usage.output_tokens, r.usage.thinking_tokens) == (7, 3, 0)
+    # as the SDK reads them, Enterprise replies carry no model status
+    assert reply_of(body, vertex=True).model_status is None
+    cut = {"candidates": [{"finishReason": "MAX_TOKENS", "content": {"parts": [{"text": "{"}]}}]}
+    assert reply_of(cut, vertex=False).blocked_reason == "MAX_TOKENS"

@@ -19,7 +19,8 @@ from google.genai import _common, types
 from google.genai import batches as sdk_batches
 from google.genai import models as sdk_models
 
-from ..request import GradeRequest, GradeResponse
+from ..request import GradeRequest
+from ._gemini_reply import reply_of
 from .base import BatchInfo, BatchResult
 
 T = TypeVar("T")
@@ -54,13 +55,12 @@ class GeminiBatches:
     retries and response parsing)."""
 
     vertexai: ClassVar[bool]
-    _aio: Any
+    _aio: Any  # a property of the backend: the async client of the running loop
     _client: Any
 
     _contents: Callable[[GradeRequest], list[types.Content]]
     _config: Callable[[GradeRequest], types.GenerateContentConfig]
     _with_retries: Callable[..., Awaitable[Any]]
-    _to_grade_response: Callable[[types.GenerateContentResponse, int, float], GradeResponse]
     _static_parts: Callable[[GradeRequest], list[types.Part]]
     download_file: Callable[[str, Path], Awaitable[None]]
     # (what the requests share, that part of a JSONL line, converted once)
@@ -127,7 +127,9 @@ class GeminiBatches:
         key = str((r.metadata or {}).get("key", i))
         if r.response is None:
             return BatchResult(key, None, _error_text(r.error))
-        return BatchResult(key, self._to_grade_response(r.response, 0, 0.0))
+        return BatchResult(key, reply_of(
+            r.response.model_dump(mode="json", by_alias=True, exclude_none=True),
+            vertex=self.vertexai))
 
     async def create_batch(self, *, model: str, display_name: str,
                            inline: list[tuple[str, GradeRequest]] | None = None,
@@ -210,13 +212,10 @@ class GeminiBatches:
             response, status = item.get("response"), item.get("status")
             if not response:
                 return BatchResult(key, None, str(status or "no reply"))
-            parsed = sdk_models._GenerateContentResponse_from_vertex(response)
         else:
             key = str(item.get("key", ""))
             response = item.get("response")
             if response is None:
                 return BatchResult(key, None, _error_text(item.get("error")
                                                           or item.get("status")))
-            parsed = sdk_batches._GenerateContentResponse_from_mldev(response)
-        r = types.GenerateContentResponse._from_response(response=parsed, kwargs={})
-        return BatchResult(key, self._to_grade_response(r, 0, 0.0))
+        return BatchResult(key, reply_of(response, vertex=self.vertexai))

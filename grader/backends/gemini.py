@@ -1,5 +1,6 @@
 """Gemini backends: Developer API (`gemini`) and Gemini Enterprise, formerly Vertex AI
-(`enterprise`, and `vertex` for the legacy name), one genai client each.
+(`enterprise`, and `vertex` for the legacy name), one genai client each (and, for async calls,
+one per event loop on an aiohttp session of our own: see `_aio`).
 
 The SDK's own retries are off: this module owns retry (exponential backoff with full jitter,
 honouring the server's RetryInfo / Retry-After) and quota (`grader.ratelimit.Quota`), so every
@@ -24,19 +25,23 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import aiohttp
 import httpx2
+from aiohttp.helpers import get_env_proxy_for_url
 from google import genai
 from google.auth import exceptions as auth_errors
 from google.genai import errors as genai_errors
 from google.genai import types
+from google.genai.client import AsyncClient
+from yarl import URL
 
 from ..errors import BackendError, ConfigError
 from ..ratelimit import Quota, estimate_tokens
-from ..request import GradeRequest, GradeResponse, Part, Usage
+from ..request import GradeRequest, GradeResponse, Part
 from ..settings import DEFAULT_GEMINI_MODEL, ENTERPRISE_ENV, Settings
 from . import _fast_types as fast
 from ._gemini_batch import GeminiBatches
-from ._transport import ShardedTransport
+from ._gemini_reply import reply_of
 from .base import CacheInfo, Embedded, FileInfo, TuningInfo
 
 T = TypeVar("T")
@@ -46,7 +51,6 @@ RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # resets on every open connection at once (a proxy restarting) is retried, not fatal.
 UNREACHABLE_AFTER_S = 10.0
 CONNECT_BACKOFF_CAP_S = 2.0
-_OK_FINISH = frozenset({"STOP", "FINISH_REASON_UNSPECIFIED"})
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 # How a 4xx names what a request referred to and the service no longer has: an explicit cache
 # ("CachedContent not found (or permission denied)") or an uploaded file ("You do not have
@@ -148,6 +152,16 @@ def _enum_name(value: Any) -> str | None:
 TUNED = "tuned:"
 
 
+def _env_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+    """The proxy HTTPS_PROXY / HTTP_PROXY / NO_PROXY (and ~/.netrc for its password) name for
+    `url`, read as aiohttp itself would read them; (None, None) for a direct connection."""
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(url))
+    except (LookupError, ValueError):
+        return None, None
+    return str(proxy), auth
+
+
 class GeminiBackend(GeminiBatches):
     """Gemini Developer API through `google-genai` (api key from settings or GEMINI_API_KEY)."""
 
@@ -175,23 +189,23 @@ class GeminiBackend(GeminiBatches):
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.base_url = self._base_url()
-        # One kept-alive connection per request in flight (httpx's default pool keeps 20, so at
-        # higher concurrency every request would open and TLS-handshake a new one), in pools
-        # small enough that their bookkeeping stays cheap (see _transport).
         self.timeout_s = settings.flex_timeout_s if settings.tier == "flex" else settings.timeout_s
         http_options = types.HttpOptions(
             base_url=self.base_url,
             api_version=self.api_version,
             timeout=int(self.timeout_s * 1000),
-            retry_options=None,  # we own retries
-            async_client_args={"transport": ShardedTransport(max(1, settings.concurrency))},
+            # We own retries: one attempt, and no SDK retry of its own on a dropped connection
+            # (with retry_options=None the SDK's aiohttp path resends once after 1-10 s).
+            retry_options=types.HttpRetryOptions(attempts=1),
         )
+        self._http_options, self._given_credentials = http_options, credentials
         try:
             self._client = self._make_client(http_options, credentials)
         except ValueError as e:
             raise ConfigError(f"cannot create the {self.name} client: {e}", fix=self._auth_fix()
                               ) from None
-        self._aio = self._client.aio
+        self._loop_client: tuple[asyncio.AbstractEventLoop, genai.Client,
+                                 aiohttp.ClientSession] | None = None
         if self.model.startswith(TUNED):
             self.model = self._tuned_endpoint(self.model.removeprefix(TUNED))
 
@@ -217,21 +231,26 @@ class GeminiBackend(GeminiBatches):
         """One grading call, retried on transient failures. `latency_ms` is the wall time of the
         whole call including quota waits and retries."""
         contents = self._contents(request)
-        config = self._config(request)
+        config = self._config(request, raw_reply=True)
         model = request.model or self.model
         tokens = estimate_tokens(self._chars(request))
         start = time.monotonic()
 
-        async def attempt() -> types.GenerateContentResponse:
+        models = self._aio.models  # made before the quota wait: the request leaves on time
+
+        async def attempt() -> Any:
             async with self.quota.acquire(tokens):
-                return await self._aio.models.generate_content(
+                response = await models.generate_content(
                     model=model, contents=contents, config=config)
+            http = response.sdk_http_response
+            return json.loads(http.body or "{}") if http is not None else {}
 
         try:
-            response, retries = await self._with_retries(attempt, what="generateContent")
+            body, retries = await self._with_retries(attempt, what="generateContent")
         except BackendError as e:
             raise _gone(e, request) from e
-        return self._to_grade_response(response, retries, (time.monotonic() - start) * 1000)
+        return reply_of(body, vertex=self.vertexai, retries=retries,
+                        latency_ms=(time.monotonic() - start) * 1000)
 
     async def count_tokens(self, request: GradeRequest) -> int:
         contents = self._count_contents(request)
@@ -245,8 +264,39 @@ class GeminiBackend(GeminiBatches):
         return int(response.total_tokens or 0)
 
     async def aclose(self) -> None:
-        await self._aio.aclose()
+        held, self._loop_client = self._loop_client, None
+        if held is not None and held[0] is asyncio.get_running_loop():
+            await held[1].aio.aclose()
+            await held[2].close()
+            held[1].close()
+        await self._client.aio.aclose()
         self._client.close()
+
+    # --- the async client ---------------------------------------------------------------------
+    @property
+    def _aio(self) -> AsyncClient:
+        """The async client of the running event loop, on aiohttp (google-genai's faster async
+        transport) with a session of our own, made once per loop. The SDK's default session has
+        `trust_env=True`, which looks up proxies and ~/.netrc on a worker thread for every
+        request: at 200 requests a second those two thread hops queued behind each other and
+        held replies back for up to a second. Here the environment's proxy for the endpoint is
+        read once, when the session is made, and the session trusts nothing else."""
+        loop = asyncio.get_running_loop()
+        held = self._loop_client
+        if held is None or held[0] is not loop:
+            proxy, proxy_auth = _env_proxy(self._endpoint())
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),  # concurrency is bounded by the run
+                trust_env=False, proxy=proxy, proxy_auth=proxy_auth)
+            client = self._make_client(
+                self._http_options.model_copy(update={"aiohttp_client": session}),
+                self._given_credentials)
+            held = self._loop_client = (loop, client, session)
+        return held[1].aio
+
+    def _endpoint(self) -> str:
+        """The URL requests go to (the SDK's default when no base URL was set)."""
+        return str(self._client._api_client._http_options.base_url or "")
 
     # --- SupportsEmbeddings ---------------------------------------------------------------------
     async def embed(self, texts: list[str], *, model: str, batch_size: int,
@@ -264,8 +314,9 @@ class GeminiBackend(GeminiBatches):
             async def attempt(contents: list[types.Content] = contents,
                               chars: int = sum(map(len, chunk))
                               ) -> types.EmbedContentResponse:
+                models = self._aio.models  # made before the quota wait
                 async with self.quota.acquire(estimate_tokens(chars)):
-                    return await self._aio.models.embed_content(
+                    return await models.embed_content(
                         model=model, contents=contents, config=config)
 
             response, _ = await self._with_retries(attempt, what="embedContent")
@@ -424,11 +475,13 @@ class GeminiBackend(GeminiBatches):
             contents.append(fast.Content(role=turn.role, parts=[fast.Part(text=turn.text)]))
         return contents
 
-    def _config(self, request: GradeRequest) -> types.GenerateContentConfig:
+    def _config(self, request: GradeRequest, *, raw_reply: bool = False
+                ) -> types.GenerateContentConfig:
         """The generation config; every request of a run shares one (the SDK copies it before
-        use and never changes it), so it is built once, not per student."""
+        use and never changes it), so it is built once, not per student. `raw_reply`: the SDK
+        hands back the reply's JSON body unparsed (online calls; see _gemini_reply)."""
         key = (request.system, request.cached_content, request.response_schema,
-               request.generation_config())
+               request.generation_config(), raw_reply)
         if self._cfg is not None and self._cfg[0] == key:
             return self._cfg[1]
         cfg = fast.GenerateContentConfig(
@@ -443,6 +496,7 @@ class GeminiBackend(GeminiBatches):
             # tools) and no automatic continuation hops.
             automatic_function_calling=fast.AutomaticFunctionCallingConfig(disable=True),
             automatic_continuation=False,
+            should_return_http_response=raw_reply or None,  # read locally, never sent
         )
         if not self.vertexai:
             cfg.store = self.settings.store  # privacy: false keeps requests out of Google's logs
@@ -479,41 +533,6 @@ class GeminiBackend(GeminiBatches):
         n += sum(len(p.text or "") for p in request.student_parts)
         n += sum(len(t.text) for t in request.history)
         return n
-
-    # --- response -----------------------------------------------------------------------------
-    def _to_grade_response(self, r: types.GenerateContentResponse, retries: int,
-                           latency_ms: float) -> GradeResponse:
-        text: str | None = None
-        finish: str | None = None
-        blocked: str | None = None
-        block = r.prompt_feedback.block_reason if r.prompt_feedback else None
-        if block is not None:
-            blocked = _enum_name(block)
-        elif not r.candidates:
-            blocked = "EMPTY"
-        else:
-            cand = r.candidates[0]
-            finish = _enum_name(cand.finish_reason)
-            parts = cand.content.parts if cand.content and cand.content.parts else []
-            text = "".join(p.text for p in parts if p.text and not p.thought) or None
-            if finish is not None and finish not in _OK_FINISH:
-                blocked, text = finish, None  # truncated or filtered output is not usable
-            elif text is None:
-                blocked = "EMPTY"
-        um = r.usage_metadata
-        usage = Usage(
-            prompt_tokens=(um.prompt_token_count or 0) if um else 0,
-            output_tokens=(um.candidates_token_count or 0) if um else 0,
-            thinking_tokens=(um.thoughts_token_count or 0) if um else 0,
-            cached_tokens=(um.cached_content_token_count or 0) if um else 0,
-        )
-        raw = r.model_dump(mode="json", exclude_none=True, exclude={"sdk_http_response"})
-        stage = r.model_status.model_stage if r.model_status is not None else None
-        return GradeResponse(
-            text=text, finish_reason=finish, blocked_reason=blocked, usage=usage,
-            model_version=r.model_version, model_status=_enum_name(stage),
-            latency_ms=latency_ms, retries=retries, raw=raw,
-        )
 
     # --- retries and errors -------------------------------------------------------------------
     async def _with_retries(self, call: Callable[[], Awaitable[T]], *, what: str,
@@ -574,14 +593,15 @@ class GeminiBackend(GeminiBatches):
         """Map an SDK/transport exception to a BackendError; None = not ours (a bug)."""
         if isinstance(e, genai_errors.APIError):
             return self._api_error(e, what)
-        if isinstance(e, httpx2.TimeoutException | asyncio.TimeoutError):
+        if isinstance(e, httpx2.TimeoutException | asyncio.TimeoutError
+                      | aiohttp.ServerTimeoutError):
             return BackendError(
                 f"{self.name} {what} timed out after {self.timeout_s:g} s",
                 fix=("raise flex_timeout_s in grader.toml (Flex requests may queue for up to 15 "
                      "minutes)" if self.settings.tier == "flex" else
                      "raise --timeout, or lower --concurrency if the service is overloaded"),
                 transient=True, status=408)
-        if isinstance(e, httpx2.TransportError):
+        if isinstance(e, httpx2.TransportError | aiohttp.ClientError):
             return BackendError(
                 f"cannot reach the {self.name} API at {self.base_url or 'the default endpoint'}: "
                 f"{type(e).__name__}: {e}",
@@ -651,7 +671,7 @@ class VertexBackend(GeminiBackend):
 
     def _make_client(self, http_options: types.HttpOptions, credentials: Any) -> genai.Client:
         self._credentials = credentials
-        self._gcs: Any = None
+        self._gcs: Any = getattr(self, "_gcs", None)  # made again for each event loop's client
         project = self.settings.project or os.environ.get("GOOGLE_CLOUD_PROJECT")
         location = (self.settings.location or os.environ.get("GOOGLE_CLOUD_LOCATION")
                     or "global")
