@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from grader.pipeline import plan, run_class
+from grader.pipeline import run_class
+from grader.planning import plan
 from grader.request import GradeRequest, GradeResponse, Usage
 from grader.settings import DEFAULT_GEMINI_MODEL, Settings, resolve
 from grader.testing._fake_content import answer_text, read_prompt

@@ -39,7 +39,7 @@ from .batch_jobs import (
 from .errors import BackendError, StoreError
 from .grading import Reask, Reconfigure, Reply, Verdict, decide
 from .ledger import CallLedger, describe, salt
-from .pipeline import spending_for
+from .planning import spending_for
 from .redact import restore_verdict
 from .report import write_outputs
 from .request import GradeRequest, GradeResponse

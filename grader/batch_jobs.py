@@ -27,7 +27,7 @@ from .errors import BackendError, ConfigError
 from .generation import Generation, configure
 from .grading import Policy, Verdict
 from .locks import RunLock
-from .pipeline import Plan, default_model, plan, thinking_retry
+from .planning import Plan, default_model, plan, thinking_retry
 from .ratelimit import estimate_tokens
 from .request import GradeRequest, Part, Turn
 from .settings import Settings, auto_backend, db_path

@@ -38,7 +38,8 @@ from .gate import below_bar
 from .human import COLUMNS, SCORES_SHEET, TOTAL, read_scores
 from .isolation import Extractor
 from .outputs import mark_output_folder
-from .pipeline import RunSummary, plan, run_class, students
+from .pipeline import RunSummary, run_class
+from .planning import plan, students
 from .rubric import Rubric
 from .settings import Settings, db_path, limits, out_dir
 from .store import Store

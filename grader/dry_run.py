@@ -9,7 +9,8 @@ from . import exemplars, models
 from .errors import GraderError
 from .generation import configure
 from .isolation import Extractor
-from .pipeline import Plan, body_hash, default_model, example_selector, plan, render, students
+from .pipeline import example_selector
+from .planning import Plan, body_hash, default_model, plan, render, students
 from .redact import Redactor
 from .settings import Settings, auto_backend, db_path, limits, redacting
 from .store import Store

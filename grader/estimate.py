@@ -29,7 +29,7 @@ from .generation import Generation, configure
 from .isolation import Extractor
 from .limits import DEFAULT_LIMITS, check_request_size
 from .models import EstimateAssumptions, ModelTable, Pricing
-from .pipeline import Plan, default_model, plan, render, students
+from .planning import Plan, default_model, plan, render, students
 from .request import GradeRequest, Usage
 from .settings import Settings, auto_backend, limits
 

@@ -168,7 +168,7 @@ class Selector:
 
 @dataclass(frozen=True)
 class Picked:
-    """One student's examples: `shown` is what `pipeline.render(examples=...)` takes."""
+    """One student's examples: `shown` is what `planning.render(examples=...)` takes."""
 
     chosen: tuple[Chosen, ...] = ()
     shown: tuple[dict[str, Any], ...] = ()
