@@ -51,8 +51,16 @@ from .grading import INFO_FLAGS, Reply, Verdict, decide
 from .isolation import Extractor
 from .ledger import describe, salt
 from .limits import check_request_size
-from .pipeline import _sdk_version, example_selector, run_examples
-from .planning import body_hash, config_hash, input_flags, render, selection_of, students
+from .pipeline import _sdk_version, run_examples
+from .planning import (
+    body_hash,
+    config_hash,
+    example_selector,
+    input_flags,
+    render,
+    selection_of,
+    students,
+)
 from .redact import Redactor
 from .request import GradeRequest
 from .selection import Grade, Reuse, Skip, choose

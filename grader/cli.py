@@ -399,6 +399,10 @@ def _print_written(paths: list[Path]) -> None:
 @click.option("--rpm", type=int, help="Requests per minute quota.")
 @click.option("--tpm", type=int, help="Tokens per minute quota.")
 @click.option("--limit", type=int, help="Only the first N students.")
+@click.option("--redact/--no-redact", "redact", default=None,
+              help="Count the requests as `grade run` would send them: with names, e-mails and "
+                   "ids replaced [default: on for Gemini].")
+@_exemplar_options
 @_handle_errors
 def estimate(class_dir: Path, **flags: Any) -> None:
     """Project what grading CLASS_DIR would cost and take (online, flex, batch); no grading."""

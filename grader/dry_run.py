@@ -9,11 +9,8 @@ from . import exemplars, models
 from .errors import GraderError
 from .generation import configure
 from .isolation import Extractor
-from .pipeline import example_selector
-from .planning import Plan, body_hash, default_model, plan, render, students
-from .redact import Redactor
-from .settings import Settings, auto_backend, db_path, limits, redacting
-from .store import Store
+from .planning import Plan, body_hash, default_model, offline_examples, plan, render, students
+from .settings import Settings, auto_backend, limits
 
 
 @dataclass
@@ -33,16 +30,7 @@ def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> tuple[Plan, list
                     models.table(settings.models))
     items = []
     subs = students(class_dir, settings, p.assignment_files)
-    selector = None
-    if settings.exemplars and db_path(class_dir, settings).exists():
-        with Store(db_path(class_dir, settings), create=False) as store:
-            selector = example_selector(p, store, subs)
-    elif settings.exemplars:  # no store yet: the rubric's own examples
-        selector = exemplars.Selector(exemplars.rubric_examples(p.rubric), settings.exemplars)
-    authors = exemplars.authors(selector, subs) if selector is not None else []
-    redactor = (Redactor([*subs, *authors], phone_region=settings.phone_region)
-                if redacting(settings, auto_backend(settings)) else None)
-    examples = exemplars.Examples(selector, redactor) if selector is not None else None
+    redactor, examples = offline_examples(p, class_dir, settings, subs, backend)
     with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:
         extracted = []
         for sub in subs[:n]:

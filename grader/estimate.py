@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from . import models
+from . import exemplars, models
 from .backends import Backend, create
 from .caching import token_bound
 from .errors import GraderError
@@ -29,7 +29,7 @@ from .generation import Generation, configure
 from .isolation import Extractor
 from .limits import DEFAULT_LIMITS, check_request_size
 from .models import EstimateAssumptions, ModelTable, Pricing
-from .planning import Plan, default_model, plan, render, students
+from .planning import Plan, body_hash, default_model, offline_examples, plan, render, students
 from .request import GradeRequest, Usage
 from .settings import Settings, auto_backend, limits
 
@@ -151,17 +151,24 @@ def local_tokens(req: GradeRequest, media: models.Media) -> int:
     return tokens
 
 
-def _requests(p: Plan, class_dir: Path, settings: Settings, gen: Generation
+def _requests(p: Plan, class_dir: Path, settings: Settings, gen: Generation, backend: str
               ) -> tuple[int, int, list[GradeRequest]]:
     """How many students and rubric criteria there are, and every request the class would send
-    (first asks only; without the reference files, which `_prefix` counts once)."""
+    to `backend` (first asks only; without the reference files, which `_prefix` counts once):
+    redacted as the run would redact them (countTokens is a call to Google: it gets no more of a
+    student than the run would), with the graded examples the run would show."""
     subs = students(class_dir, settings, p.assignment_files)
+    redactor, examples = offline_examples(p, class_dir, settings, subs, backend)
     out = []
     max_bytes = limits(settings).max_request_bytes
     with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:
         for sub in subs:
             try:
-                req = render(p, extractor.extract(sub), gen)
+                ex = extractor.extract(sub)
+                sent = redactor.submission(ex, sub.student_id)[0] if redactor else ex
+                picked = (examples.pick(ex.text, sub.student_id, body_hash(ex))
+                          if examples is not None else exemplars.NONE)
+                req = render(p, sent, gen, examples=picked.shown)
                 check_request_size(req, max_bytes=max_bytes, student=sub.student_id)
             except GraderError:
                 continue  # flagged at intake: never sent, costs nothing
@@ -227,7 +234,7 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
     model = default_model(name if api else "gemini", settings)
     gen = configure(settings, model, name if api else "gemini", tbl)
     p = plan(class_dir, settings)
-    total, n_crit, reqs = _requests(p, class_dir, settings, gen)
+    total, n_crit, reqs = _requests(p, class_dir, settings, gen, name if api else "gemini")
 
     def count(batch: list[GradeRequest]) -> list[int]:
         return asyncio.run(_count(create(name, settings=settings), batch, settings.concurrency))

@@ -19,7 +19,7 @@ import asyncio
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,7 @@ from .budget import Spending
 from .caching import CacheReport
 from .discover import Submission
 from .embeddings import Embedder, EmbeddingReport, similarity_of
-from .errors import BackendError, InputError, StoreError
+from .errors import BackendError, StoreError
 from .extract import Extracted
 from .gate import check_gate
 from .generation import Generation, configure
@@ -41,6 +41,7 @@ from .planning import (
     Plan,
     config_hash,
     default_model,
+    example_selector,
     plan,
     render,
     selection_of,
@@ -165,31 +166,6 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
                     await backend.aclose()
     finally:
         lock.release()
-
-
-def example_selector(p: Plan, store: Store, subs: Sequence[Submission]
-                     ) -> exemplars.Selector | None:
-    """The run's graded-example selector (`--exemplars K`), from the bank of `exemplar_db` (else
-    the run's store); None when exemplars are off. Reviewed grades of the students this run
-    grades are left out unless `exemplars_same_run` allows them."""
-    s = p.settings
-    if not s.exemplars:
-        return None
-    other = s.exemplar_db
-    own = other is None or other.resolve() == Path(store.path).resolve()
-    if other is None or own:
-        bank = exemplars.load_bank(store, p.rubric)
-    else:
-        if not other.is_file():
-            raise InputError("the example bank's store was not found", path=other,
-                             fix="pass --exemplar-db with the grader.sqlite of a reviewed class")
-        with Store(other, create=False) as theirs:
-            bank = exemplars.load_bank(theirs, p.rubric)
-    # the students of this run are in the run's own store; another store's ids are other
-    # submissions (an id there that is a student's here is still never shown to that student)
-    same_run = (frozenset(x.student_id for x in subs) if own and not s.exemplars_same_run
-                else frozenset())
-    return exemplars.Selector(bank, s.exemplars, run_students=same_run)
 
 
 def run_examples(p: Plan, selector: exemplars.Selector | None, redactor: Redactor | None,

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import injection, models, schema
+from . import exemplars, injection, models, schema
 from .budget import Spending
 from .discover import Submission, discover
 from .errors import (
@@ -32,18 +32,13 @@ from .grading import (
 from .ledger import prefix_hash, sha256
 from .outputs import check_out_dir
 from .prompts import Prompts, check_prefix_size, check_templates, load_prompts
+from .redact import Redactor
 from .request import GradeRequest, Part
 from .rubric import Reference, Rubric, load_references, load_rubric
 from .scaffold import check_edited
 from .selection import Selection
-from .settings import (
-    DEFAULT_GEMINI_MODEL,
-    Settings,
-    rubric_path,
-)
-from .store import (
-    FlagRow,
-)
+from .settings import DEFAULT_GEMINI_MODEL, Settings, db_path, redacting, rubric_path
+from .store import FlagRow, Store
 
 
 @dataclass
@@ -228,3 +223,46 @@ def selection_of(settings: Settings) -> Selection:
         regrade=settings.regrade,
         retry_flagged=(frozenset(settings.retry_flagged)
                        if settings.retry_flagged is not None else None))
+
+
+def example_selector(p: Plan, store: Store, subs: Sequence[Submission]
+                     ) -> exemplars.Selector | None:
+    """The run's graded-example selector (`--exemplars K`), from the bank of `exemplar_db` (else
+    the run's store); None when exemplars are off. Reviewed grades of the students this run
+    grades are left out unless `exemplars_same_run` allows them."""
+    s = p.settings
+    if not s.exemplars:
+        return None
+    other = s.exemplar_db
+    own = other is None or other.resolve() == Path(store.path).resolve()
+    if other is None or own:
+        bank = exemplars.load_bank(store, p.rubric)
+    else:
+        if not other.is_file():
+            raise InputError("the example bank's store was not found", path=other,
+                             fix="pass --exemplar-db with the grader.sqlite of a reviewed class")
+        with Store(other, create=False) as theirs:
+            bank = exemplars.load_bank(theirs, p.rubric)
+    # the students of this run are in the run's own store; another store's ids are other
+    # submissions (an id there that is a student's here is still never shown to that student)
+    same_run = (frozenset(x.student_id for x in subs) if own and not s.exemplars_same_run
+                else frozenset())
+    return exemplars.Selector(bank, s.exemplars, run_students=same_run)
+
+
+def offline_examples(p: Plan, class_dir: Path, settings: Settings, subs: Sequence[Submission],
+                     backend: str) -> tuple[Redactor | None, exemplars.Examples | None]:
+    """What a run on `backend` would send, prepared without a model call (estimates and dry
+    runs): the redactor when that run would redact, and the graded examples, picked by TF-IDF
+    (a run comparing by embeddings may pick others, of about the same size)."""
+    selector = None
+    db = db_path(class_dir, settings)
+    if settings.exemplars and db.exists():
+        with Store(db, create=False) as store:
+            selector = example_selector(p, store, subs)
+    elif settings.exemplars:  # no store yet: the rubric's own examples
+        selector = exemplars.Selector(exemplars.rubric_examples(p.rubric), settings.exemplars)
+    authors = exemplars.authors(selector, subs) if selector is not None else []
+    redactor = (Redactor([*subs, *authors], phone_region=settings.phone_region)
+                if redacting(settings, backend) else None)
+    return redactor, (exemplars.Examples(selector, redactor) if selector is not None else None)

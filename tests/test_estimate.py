@@ -4,6 +4,7 @@ this checks the estimate's counting and arithmetic, not real-model output length
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -34,15 +35,21 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-def test_estimate_of_the_sample_class_agrees_with_the_run_within_10_percent(
-        fake_gemini: FakeGemini, env: None, monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
+def sample_class(tmp_path: Path, fake: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """samples/intro-python with its rubric and roster, Gemini credentials pointing at `fake`."""
     monkeypatch.setenv("GEMINI_API_KEY", "test-key")
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.url)
     class_dir = tmp_path / "intro-python"
     shutil.copytree(SAMPLES, class_dir)
     (class_dir / "grader.toml").write_text(
         f'[grader]\nrubric = "{ROOT / "rubrics" / "intro-python.yaml"}"\nroster = "roster.csv"\n')
+    return class_dir
+
+
+def test_estimate_of_the_sample_class_agrees_with_the_run_within_10_percent(
+        fake_gemini: FakeGemini, env: None, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    class_dir = sample_class(tmp_path, fake_gemini, monkeypatch)
     code, output = grade("estimate", str(class_dir))
     assert code == 0, output
     assert "(countTokens)" in output and "13 of 16 students" in output
@@ -98,3 +105,33 @@ def test_the_cached_estimate_agrees_with_a_cached_run_within_10_percent(
     print(f"\n20 students, 6,000-token scheme, fake server: cached estimate ${estimated:.4f}, "
           f"cached run ${actual:.4f}; online estimate ${online:.4f}")
     assert abs(estimated - actual) <= 0.10 * actual
+
+
+def test_the_estimate_counts_what_the_run_would_send_redacted_with_its_examples(
+        fake_gemini: FakeGemini, env: None, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    # countTokens is a call to Google: it must get no more of a student than `grade run` sends
+    # (redacted by default), and it must count the graded examples the run would show.
+    class_dir = sample_class(tmp_path, fake_gemini, monkeypatch)
+    alice = class_dir / "alice.py"
+    alice.write_text("# Alice Martin <alice.martin@example.edu>\n"
+                     + alice.read_text(encoding="utf-8"), encoding="utf-8")
+
+    def counted(*flags: str) -> tuple[str, str]:
+        fake_gemini.reset_stats()
+        code, output = grade("estimate", str(class_dir), *flags)
+        assert code == 0, output
+        calls = fake_gemini.stats()["by_endpoint"]["countTokens"]  # 13 students (+ the scheme)
+        bodies = [r["body"] for r in fake_gemini.requests()[-calls:]]
+        assert [r["endpoint"] for r in fake_gemini.requests()[-calls:]] == ["countTokens"] * calls
+        assert sum("Grade this submission against" in json.dumps(b) for b in bodies) == 13
+        return json.dumps(bodies), output
+
+    header = "Graded examples follow"  # prompts/examples.j2: the examples in a student's part
+    sent, _ = counted()
+    assert (sent.count("Alice Martin"), sent.count("alice.martin@example.edu")) == (0, 0)
+    assert sent.count(header) == 0
+    sent, _ = counted("--exemplars", "2")
+    assert sent.count("Alice Martin") == 0 and sent.count(header) == 13
+    sent, _ = counted("--no-redact")
+    assert sent.count("Alice Martin") == 1  # the teacher's choice, as for `grade run --no-redact`
