@@ -151,16 +151,18 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
                     check_gate(store.latest_calibration(str(class_dir.resolve()),
                                                         p.fingerprint(model)), settings,
                                str(class_dir))
-                if on_start:
-                    on_start(len(subs), name, model)
                 selector = example_selector(p, store, subs)
                 authors = exemplars.authors(selector, subs) if selector is not None else []
                 redactor = (Redactor([*subs, *authors], phone_region=settings.phone_region)
                             if redacting(settings, name) else None)
+                # a setting the backend cannot honour fails before the progress line starts
+                examples = run_examples(p, selector, redactor, backend, name)
+                if on_start:
+                    on_start(len(subs), name, model)
                 return await _graded(
                     p, subs, sel, store, backend, name, gen, on_outcome, tbl=tbl,
                     spending=spending, on_notice=on_notice, redactor=redactor,
-                    examples=run_examples(p, selector, redactor, backend, name))
+                    examples=examples)
             finally:
                 if owned:
                     await backend.aclose()

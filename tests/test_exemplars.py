@@ -463,3 +463,14 @@ def test_a_failed_embedding_call_fails_one_student_not_the_run(
         last = conn.execute("SELECT status, reused FROM outcomes WHERE run_id ="
                             " (SELECT MAX(id) FROM runs) ORDER BY student_id").fetchall()
     assert sorted(last) == [("graded", 0), ("graded", 1), ("graded", 1)]
+
+
+def test_embeddings_on_a_backend_that_cannot_embed_fail_before_grading_starts(
+        tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 2)
+    res = CliRunner().invoke(cli, ["run", str(class_dir), "--backend", "local", "--exemplars",
+                                   "1", "--exemplar-similarity", "embeddings",
+                                   "--db", str(tmp_path / "g.sqlite")])
+    assert res.exit_code != 0
+    assert "exemplar_similarity = embeddings needs a backend that can embed" in res.output
+    assert "grading 2 students" not in res.output  # no progress line for a run that never ran
