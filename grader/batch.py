@@ -57,14 +57,14 @@ from .planning import (
     config_hash,
     example_selector,
     input_flags,
+    redactor_for,
     render,
     selection_of,
     students,
 )
-from .redact import Redactor
 from .request import GradeRequest
 from .selection import Grade, Reuse, Skip, choose
-from .settings import Settings, limits, redacting
+from .settings import Settings, limits
 from .store import BatchItemIn, FlagRow, OutcomeRecord, RunInfo, SubmissionRecord
 
 _UNREADABLE_MEDIA = Reply(None, "UNSUPPORTED_MEDIA", "UNSUPPORTED_MEDIA")
@@ -99,9 +99,7 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
     out = Submitted()
     busy = store.batch_busy(ctx.class_key)
     selector = example_selector(p, store, subs)
-    authors = exemplars.authors(selector, subs) if selector is not None else []
-    redactor = (Redactor([*subs, *authors], phone_region=s.phone_region)
-                if redacting(s, ctx.name) else None)
+    redactor = redactor_for(s, ctx.name, subs, selector)
     examples = run_examples(p, selector, redactor, ctx.backend, ctx.name)
     references = p.reference_parts()
     epoch = 0  # a batch run is a normal run: regrades go through `grade run --regrade`

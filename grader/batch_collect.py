@@ -170,17 +170,23 @@ def _judge(ctx: Context, job: BatchJobRow, r: BatchResult, out: Collected,
         reasks.setdefault(item.run_id, []).append(_follow_up(ctx, item, verdict))
         ctx.store.batch_item_done(item.attempt_id, "reasked")
         return True
+    _store(ctx, item, verdict, chain, out)
+    return True
+
+
+def _store(ctx: Context, item: BatchItem, verdict: Verdict, attempts: list[int],
+           out: Collected) -> None:
+    """The student's grade (names mapped back), stored with the item marked done, together."""
     cfg = str(json.loads(item.request_json)["cfg"])
     verdict = restore_verdict(verdict, item.redaction)
     with ctx.store.atomic():
         save_verdict(ctx, item.run_id, item.student_id, item.submission_id, verdict,
-                     item.epoch, cfg, chain, frozen_exemplars(item.request_json))
+                     item.epoch, cfg, attempts, frozen_exemplars(item.request_json))
         ctx.store.batch_item_done(item.attempt_id, "stored")
     if verdict.status == "graded":
         out.graded += 1
     else:
         out.flagged += 1
-    return True
 
 
 def _follow_up(ctx: Context, item: BatchItem, verdict: Reask | Reconfigure) -> Pending:
@@ -257,17 +263,8 @@ async def _ask_online(ctx: Context, ledger: CallLedger, follow_up: Pending,
             break
         req = _asked_again(req, verdict)
         record, n = describe(req, ctx.prefix, salt(0, item.epoch)), n + 1
-    cfg = str(json.loads(item.request_json)["cfg"])
-    verdict = restore_verdict(verdict, item.redaction)
-    with ctx.store.atomic():
-        save_verdict(ctx, item.run_id, item.student_id, item.submission_id, verdict,
-                     item.epoch, cfg, attempts, frozen_exemplars(item.request_json))
-        ctx.store.batch_item_done(item.attempt_id, "stored")
+    _store(ctx, item, verdict, attempts, out)
     out.reasked_online += 1
-    if verdict.status == "graded":
-        out.graded += 1
-    else:
-        out.flagged += 1
 
 
 def _unsent_follow_ups(ctx: Context) -> dict[int, list[Pending]]:

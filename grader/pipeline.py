@@ -43,6 +43,7 @@ from .planning import (
     default_model,
     example_selector,
     plan,
+    redactor_for,
     render,
     selection_of,
     spending_for,
@@ -54,7 +55,7 @@ from .request import Usage
 from .runner import Outcome, Runner
 from .selection import Selection
 from .sending import Sending, open_sending
-from .settings import Settings, auto_backend, db_path, limits, redacting
+from .settings import Settings, auto_backend, db_path, limits
 from .store import RunInfo, Store
 
 
@@ -152,9 +153,7 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
                                                         p.fingerprint(model)), settings,
                                str(class_dir))
                 selector = example_selector(p, store, subs)
-                authors = exemplars.authors(selector, subs) if selector is not None else []
-                redactor = (Redactor([*subs, *authors], phone_region=settings.phone_region)
-                            if redacting(settings, name) else None)
+                redactor = redactor_for(settings, name, subs, selector)
                 # a setting the backend cannot honour fails before the progress line starts
                 examples = run_examples(p, selector, redactor, backend, name)
                 if on_start:

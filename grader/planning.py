@@ -262,7 +262,15 @@ def offline_examples(p: Plan, class_dir: Path, settings: Settings, subs: Sequenc
             selector = example_selector(p, store, subs)
     elif settings.exemplars:  # no store yet: the rubric's own examples
         selector = exemplars.Selector(exemplars.rubric_examples(p.rubric), settings.exemplars)
-    authors = exemplars.authors(selector, subs) if selector is not None else []
-    redactor = (Redactor([*subs, *authors], phone_region=settings.phone_region)
-                if redacting(settings, backend) else None)
+    redactor = redactor_for(settings, backend, subs, selector)
     return redactor, (exemplars.Examples(selector, redactor) if selector is not None else None)
+
+
+def redactor_for(settings: Settings, backend: str, subs: Sequence[Submission],
+                 selector: exemplars.Selector | None) -> Redactor | None:
+    """The run's redactor (None when a run on `backend` sends work as it is): it knows the
+    class's students and the authors of the graded examples it may show."""
+    if not redacting(settings, backend):
+        return None
+    authors = exemplars.authors(selector, subs) if selector is not None else []
+    return Redactor([*subs, *authors], phone_region=settings.phone_region)

@@ -35,10 +35,8 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-def sample_class(tmp_path: Path, fake: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """samples/intro-python with its rubric and roster, Gemini credentials pointing at `fake`."""
-    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.url)
+def sample_class(tmp_path: Path) -> Path:
+    """samples/intro-python with its rubric and roster."""
     class_dir = tmp_path / "intro-python"
     shutil.copytree(SAMPLES, class_dir)
     (class_dir / "grader.toml").write_text(
@@ -47,9 +45,9 @@ def sample_class(tmp_path: Path, fake: FakeGemini, monkeypatch: pytest.MonkeyPat
 
 
 def test_estimate_of_the_sample_class_agrees_with_the_run_within_10_percent(
-        fake_gemini: FakeGemini, env: None, monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
-    class_dir = sample_class(tmp_path, fake_gemini, monkeypatch)
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    fake_gemini = gemini_env
+    class_dir = sample_class(tmp_path)
     code, output = grade("estimate", str(class_dir))
     assert code == 0, output
     assert "(countTokens)" in output and "13 of 16 students" in output
@@ -86,10 +84,8 @@ def test_without_credentials_the_estimate_is_local_and_says_so(
 
 
 def test_the_cached_estimate_agrees_with_a_cached_run_within_10_percent(
-        fake_gemini: FakeGemini, env: None, monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
-    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    fake_gemini = gemini_env
     class_dir = make_big_class(tmp_path, 20)
     code, output = grade("estimate", str(class_dir))
     assert code == 0, output
@@ -108,11 +104,11 @@ def test_the_cached_estimate_agrees_with_a_cached_run_within_10_percent(
 
 
 def test_the_estimate_counts_what_the_run_would_send_redacted_with_its_examples(
-        fake_gemini: FakeGemini, env: None, monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
     # countTokens is a call to Google: it must get no more of a student than `grade run` sends
     # (redacted by default), and it must count the graded examples the run would show.
-    class_dir = sample_class(tmp_path, fake_gemini, monkeypatch)
+    fake_gemini = gemini_env
+    class_dir = sample_class(tmp_path)
     alice = class_dir / "alice.py"
     alice.write_text("# Alice Martin <alice.martin@example.edu>\n"
                      + alice.read_text(encoding="utf-8"), encoding="utf-8")

@@ -27,7 +27,7 @@ from grader.selection import Grade, Reuse, Selection, choose
 from grader.store import GradeVersion
 from grader.testing.fake_gemini import FakeGemini
 
-from _classgen import RUBRIC, make_big_class, make_class
+from _classgen import make_big_class, make_class
 
 
 def invoke(*args: str) -> str:
@@ -139,13 +139,21 @@ def _student_texts(body: dict[str, Any]) -> list[str]:
 LAST_YEAR_PII = "I am Alice Zephyr (alice.zephyr@example.org). "
 
 
+# One graded example in the rubric (its comment, "One reason only.", marks it in requests).
+RUBRIC_EXAMPLE = ("exemplars:\n  - submission: Binary encoding, one bit per baud.\n"
+                  "    scores: {choice: 2, reasons: 1.5}\n    comment: One reason only.\n")
+
+
+def with_rubric_example(class_dir: Path) -> Path:
+    rubric = class_dir / "rubric.yaml"
+    rubric.write_text(rubric.read_text(encoding="utf-8") + RUBRIC_EXAMPLE, encoding="utf-8")
+    return class_dir
+
+
 @pytest.fixture
-def last_year(tmp_path: Path, fake_gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch
-              ) -> Path:
+def last_year(tmp_path: Path, gemini_env: FakeGemini) -> Path:
     """Last year's class, graded without redaction and reviewed: s0000 approved, s0003
     corrected. Returns its store."""
-    monkeypatch.setenv("GEMINI_API_KEY", "k")
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
     class_dir = make_class(tmp_path / "last", 5)
     (class_dir / "roster.csv").write_text(
         "id,name,email\ns0000,Alice Zephyr,alice.zephyr@example.org\ns0001,Bo Li,\n"
@@ -237,15 +245,10 @@ def test_run_shows_redacted_examples_records_them_and_regrades_on_a_new_bank(
     assert reused == 5 - len(regraded)
 
 
-def test_students_of_the_same_run_only_when_allowed(tmp_path: Path, fake_gemini: FakeGemini,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GEMINI_API_KEY", "k")
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
-    class_dir = make_class(tmp_path, 3)
-    (class_dir / "rubric.yaml").write_text(RUBRIC + (
-        "exemplars:\n  - submission: Binary encoding, one bit per baud.\n"
-        "    scores: {choice: 2, reasons: 1.5}\n    comment: One reason only.\n"),
-        encoding="utf-8")
+def test_students_of_the_same_run_only_when_allowed(tmp_path: Path,
+                                                    gemini_env: FakeGemini) -> None:
+    fake_gemini = gemini_env
+    class_dir = with_rubric_example(make_class(tmp_path, 3))
     out, db = tmp_path / "out", tmp_path / "g.sqlite"
     invoke("run", str(class_dir), "--out", str(out), "--db", str(db))
     first = _generate(fake_gemini)
@@ -276,17 +279,11 @@ def test_students_of_the_same_run_only_when_allowed(tmp_path: Path, fake_gemini:
 
 
 def test_with_a_cache_the_examples_travel_with_the_student(
-        tmp_path: Path, fake_gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, gemini_env: FakeGemini) -> None:
     """The marking scheme stays in the explicit cache (its rubric examples moved out of it),
     and each request carries its student's examples in front of the submission."""
-    monkeypatch.setenv("GEMINI_API_KEY", "k")
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
-    class_dir = make_big_class(tmp_path, 3)
-    rubric = class_dir / "rubric.yaml"
-    rubric.write_text(rubric.read_text(encoding="utf-8") + (
-        "exemplars:\n  - submission: Binary encoding, one bit per baud.\n"
-        "    scores: {choice: 2, reasons: 1.5}\n    comment: One reason only.\n"),
-        encoding="utf-8")
+    fake_gemini = gemini_env
+    class_dir = with_rubric_example(make_big_class(tmp_path, 3))
     invoke("run", str(class_dir), "--db", str(tmp_path / "g.sqlite"), "--out",
            str(tmp_path / "o"), "--cache", "on", "--exemplars", "1")
     (create,) = [r for r in fake_gemini.requests() if r["endpoint"] == "cachedContents.create"]
@@ -316,19 +313,12 @@ def test_only_unknown_authors_join_the_redactor() -> None:
                                                         "Alice Zephyr")]
 
 
-def test_dry_run_shows_the_examples(tmp_path: Path, fake_gemini: FakeGemini,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GEMINI_API_KEY", "k")
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
-    class_dir = make_class(tmp_path, 2)
-    (class_dir / "rubric.yaml").write_text(RUBRIC + (
-        "exemplars:\n  - submission: Binary encoding, one bit per baud.\n"
-        "    scores: {choice: 2, reasons: 1.5}\n    comment: One reason only.\n"),
-        encoding="utf-8")
+def test_dry_run_shows_the_examples(tmp_path: Path, gemini_env: FakeGemini) -> None:
+    class_dir = with_rubric_example(make_class(tmp_path, 2))
     out = invoke("run", str(class_dir), "--db", str(tmp_path / "g.sqlite"), "--dry-run",
                  "--exemplars", "1")
     assert "Graded examples follow" in out and "One reason only." in out
-    assert _generate(fake_gemini) == []
+    assert _generate(gemini_env) == []
 
 
 def test_batch_jobs_carry_the_examples_and_record_them(
