@@ -167,8 +167,11 @@ class Runner:
             else:
                 graded = await self._samples(sub.student_id, sub_id, req, choice.epoch, flags,
                                              mapping)
-                text = ex.text if ex.has_text and not ex.parts else None
+                # quotes are checked against the text as sent (redacted), then names restored
+                text = sent.text if ex.has_text and not ex.parts else None
                 samples, verdict = finalize(self.policy, [v for v, _ in graded], text)
+                samples = tuple(restore_verdict(v, mapping) for v in samples)
+                verdict = restore_verdict(verdict, mapping)
                 sample_attempts = [a for _, a in graded]
                 attempts = sample_attempts[0] if k == 1 else []
         except BudgetExceeded as e:  # not sent: a rerun with a larger budget grades them
@@ -256,7 +259,7 @@ class Runner:
                      flags: tuple[FlagRow, ...], sample: int, mapping: dict[str, str]
                      ) -> tuple[Verdict, list[int]]:
         """grade + validate one sample: ask, re-ask once on invalid output; return the verdict
-        (with the redacted names mapped back) and the attempts it paid for."""
+        (in the redacted form it was sent and answered in) and the attempts it paid for."""
         replies: list[Reply] = []
         attempts: list[int] = []
         while True:
@@ -274,7 +277,7 @@ class Runner:
                 req = req.model_copy(update={"max_output_tokens": verdict.max_output_tokens,
                                              "thinking_level": verdict.thinking_level})
                 continue
-            return restore_verdict(verdict, mapping), attempts
+            return verdict, attempts
 
     async def _call(self, req: GradeRequest, record: RequestRecord, student_id: str,
                     sub_id: int, sample: int, n: int, mapping: dict[str, str]) -> Called:

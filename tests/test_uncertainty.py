@@ -195,3 +195,21 @@ def test_a_fabricated_evidence_quote_flags_the_student(gemini_env: FakeGemini,
     assert (status, reason) == ("graded", "evidence_not_found")
     assert "P equals NP" in message
     assert by_id["s0000"][1] is None and by_id["s0001"][1] is None  # real quotes pass
+
+
+def test_a_quote_of_a_redacted_first_name_is_not_taken_for_a_fabrication(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    # The work says "Noor" where the roster says "Noor Hassan": it is sent as [STUDENT_1] and
+    # the reply's quotes of it are checked against what was sent, not against the work with
+    # the roster's full name put back (which the work never contained).
+    class_dir = make_class(tmp_path, 1, extra={
+        "noor.txt": "# Noor - network coding\nBinary encoding because clocks are perfect."})
+    (class_dir / "roster.csv").write_text("id,name,email\nnoor,Noor Hassan,\n", encoding="utf-8")
+    db = tmp_path / "g.sqlite"
+    code, output = run_cli("run", str(class_dir), "--db", str(db), "--out", str(tmp_path / "o"))
+    assert code == 0, output
+    quoted = rows(db, "SELECT c.evidence_json FROM criterion_scores c JOIN outcomes o"
+                      " ON o.grade_id = c.grade_id WHERE o.student_id = 'noor'")
+    assert any("Noor Hassan" in e for (e,) in quoted)  # the teacher sees the real name
+    assert rows(db, "SELECT f.reason FROM flags f JOIN outcomes o ON o.grade_id = f.grade_id"
+                    " WHERE o.student_id = 'noor'") == []

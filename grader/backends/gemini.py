@@ -602,9 +602,11 @@ class GeminiBackend(GeminiBatches):
                      "raise --timeout, or lower --concurrency if the service is overloaded"),
                 transient=True, status=408)
         if isinstance(e, httpx2.TransportError | aiohttp.ClientError):
+            # aiohttp's connect error text repeats the SSL context object; the OS error is it
+            detail = e.os_error if isinstance(e, aiohttp.ClientConnectorError) else e
             return BackendError(
                 f"cannot reach the {self.name} API at {self.base_url or 'the default endpoint'}: "
-                f"{type(e).__name__}: {e}",
+                f"{type(e).__name__}: {detail}",
                 fix=f"check your network connection{self._endpoint_hint()}", transient=True)
         if isinstance(e, auth_errors.TransportError):
             return BackendError(f"{self.name}: cannot refresh Google credentials: {e}",
