@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from .errors import ConfigError
-from .models import LEVELS, Level, ModelInfo, ModelTable, Surface, today
+from .models import LEVELS, TODAY_ENV, Level, ModelInfo, ModelTable, Surface, today, today_override
 from .settings import Settings
 
 SAMPLING = ("temperature", "top_p")
@@ -58,6 +58,10 @@ def configure(settings: Settings, model: str, backend: str, tbl: ModelTable,
     row = tbl.get(model)
     level = settings.thinking or (row.thinking if row else None)
     notices: list[str] = []
+    moved = today_override() if day is None else None
+    if moved is not None:
+        notices.append(f"the model table (prices, lifecycle, routing) is read as of {moved}, "
+                       f"set by {TODAY_ENV}; unset it to use today's date")
     if row is None:
         notices.append(
             f"{model} is not in the model table (checked {tbl.checked}): its thinking levels, "

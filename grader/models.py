@@ -9,6 +9,8 @@ per run, so costing an attempt is a date comparison and four multiplications.
 from __future__ import annotations
 
 import functools
+import os
+import re
 import tomllib
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -294,8 +296,31 @@ def table(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> ModelTabl
             "row needs from, input, output, cached_input and a source") from None
 
 
+TODAY_ENV = "GRADER_TODAY"
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def today() -> date:
-    return datetime.now(UTC).date()
+    """The day the model table is read for (lifecycle, routing, prices): `GRADER_TODAY`
+    (YYYY-MM-DD) when it is set, else today's date in UTC. grader and the fake server both ask
+    this one function, so setting the variable moves both to the same day."""
+    return today_override() or datetime.now(UTC).date()
+
+
+def today_override() -> date | None:
+    """The day `GRADER_TODAY` sets, or None when it is unset or empty."""
+    raw = os.environ.get(TODAY_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        if not _ISO_DAY.fullmatch(raw):
+            raise ValueError(raw)
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{TODAY_ENV}={raw!r} is not a date", path="environment",
+            fix=f"write it as YYYY-MM-DD (e.g. {TODAY_ENV}=2027-01-02), or unset it to use "
+            "today's date") from None
 
 
 class Pricing:

@@ -12,17 +12,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from grader.cli import cli
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class
-
-
-def grade(*args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return res.exit_code, res.output
+from _cli import grade
 
 
 def q(db: Path, sql: str, args: tuple = ()) -> list[tuple]:

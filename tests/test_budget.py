@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from grader.budget import Budget
-from grader.cli import cli
 from grader.errors import BudgetExceeded
 from grader.ratelimit import SpendRate
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class
+from _cli import grade, q
 
 # Prices pinned in grader.toml so the arithmetic does not depend on today's date.
 IN_PRICE, OUT_PRICE = 2.0, 10.0
@@ -87,16 +85,6 @@ def fake(fake_gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> FakeGemini
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
     fake_gemini.configure(latency_ms=100)  # so that 8 requests are in flight together
     return fake_gemini
-
-
-def grade(*args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return res.exit_code, res.output
-
-
-def q(db: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
-        return list(conn.execute(sql))
 
 
 def fake_spend(fake: FakeGemini) -> float:

@@ -10,8 +10,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import time
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -21,19 +19,15 @@ from google.oauth2.credentials import Credentials
 from grader.backends.gemini import VertexBackend
 from grader.cli import cli
 from grader.ledger import KILL_AFTER_REPLY_ENV
-from grader.models import Pricing, packaged
+from grader.models import Pricing, packaged, today
 from grader.pipeline import run_class
 from grader.request import Usage
 from grader.settings import DEFAULT_GEMINI_MODEL, resolve
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import big_rubric, make_big_class, make_class
+from _cli import grade
 from _procs import env_for, grade_cmd, scalar
-
-
-def grade(*args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return res.exit_code, res.output
 
 
 def q(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
@@ -59,6 +53,7 @@ def run_big(tmp_path: Path, n: int = 6, *extra: str) -> tuple[int, str, Path]:
     return code, output, db
 
 
+@pytest.mark.today  # compares the run's costs with the table's prices
 def test_a_scheme_above_the_minimum_is_cached_once_named_by_every_request_and_deleted(
         gemini_env: FakeGemini, tmp_path: Path) -> None:
     code, output, db = run_big(tmp_path, 8, "--concurrency", "4")
@@ -82,7 +77,7 @@ def test_a_scheme_above_the_minimum_is_cached_once_named_by_every_request_and_de
     (row,) = q(db, "SELECT state, tokens, create_usd, storage_usd, usd_per_hour FROM caches")
     state, tokens, create_usd, storage_usd, per_hour = row
     assert state == "deleted" and tokens > 4096 and create_usd > 0 and storage_usd >= 0
-    price = packaged().get(DEFAULT_GEMINI_MODEL).price_on(date.today())
+    price = packaged().get(DEFAULT_GEMINI_MODEL).price_on(today())
     assert create_usd == pytest.approx(tokens * price.input / 1e6)
     assert per_hour == pytest.approx(tokens * price.cache_storage_hour / 1e6)
     # every attempt recorded its cached tokens and is priced at the cached-input rate
@@ -93,7 +88,7 @@ def test_a_scheme_above_the_minimum_is_cached_once_named_by_every_request_and_de
         assert c_tok == tokens and p_tok > c_tok
         assert cost == pytest.approx(pricing.cost(Usage(
             prompt_tokens=p_tok, cached_tokens=c_tok, output_tokens=o_tok,
-            thinking_tokens=t_tok), date.today()))
+            thinking_tokens=t_tok), today()))
     # the run's cost is what the fake billed: calls at the cached rate, creation and storage
     run_cost = float(re.search(r"^cost: \$(\d+\.\d+)", output, re.MULTILINE).group(1))
     assert run_cost == pytest.approx(stats["spend_usd"], abs=1e-4)
@@ -185,9 +180,7 @@ def test_ctrl_c_and_sigterm_delete_the_cache(tmp_path: Path, sig: signal.Signals
                                 env=env_for(fake), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        deadline = time.monotonic() + 60
-        while scalar(db, "SELECT COUNT(*) FROM grades") < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        fake.wait_for_requests(3 + 2)  # at --concurrency 2: at least 3 students graded
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err

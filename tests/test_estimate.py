@@ -10,22 +10,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from grader.cli import cli
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_big_class, make_class
+from _cli import grade
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "intro-python"
 ROW = re.compile(r"^(online|flex|batch)\s+\$(\d+\.\d+)\s+(.*)$", re.MULTILINE)
 CACHED = re.compile(r"^cached\s+\$(\d+\.\d+)\s+", re.MULTILINE)
-
-
-def grade(*args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return res.exit_code, res.output
 
 
 @pytest.fixture

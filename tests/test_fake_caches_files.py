@@ -17,7 +17,7 @@ from google import genai
 from google.genai import errors, types
 from google.oauth2.credentials import Credentials
 
-from grader.models import Pricing, packaged
+from grader.models import Pricing, packaged, today
 from grader.request import Usage
 from grader.testing import FakeGemini
 
@@ -60,6 +60,7 @@ def test_a_cache_below_the_model_minimum_is_refused(fake_gemini: FakeGemini) -> 
     asyncio.run(go())
 
 
+@pytest.mark.today  # compares the fake's bill with the table's prices
 def test_requests_naming_a_cache_are_billed_cached_and_must_not_repeat_the_system(
         fake_gemini: FakeGemini) -> None:
     async def go() -> None:
@@ -77,7 +78,7 @@ def test_requests_naming_a_cache_are_billed_cached_and_must_not_repeat_the_syste
         cost = Pricing.of(packaged(), MODEL).cost(Usage(
             prompt_tokens=u.prompt_token_count, cached_tokens=u.cached_content_token_count,
             output_tokens=u.candidates_token_count, thinking_tokens=u.thoughts_token_count),
-            __import__("datetime").date.today())
+            today())
         stats = fake_gemini.stats()
         assert stats["spend_usd"] == pytest.approx(cost + stats["cache_usd"]["create"])
         with pytest.raises(errors.ClientError) as e:

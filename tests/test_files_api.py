@@ -13,11 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from google.oauth2.credentials import Credentials
 
 from grader.backends.gemini import VertexBackend
-from grader.cli import cli
 from grader.errors import ConfigError, RubricError
 from grader.files import to_upload
 from grader.ledger import KILL_AFTER_REPLY_ENV
@@ -31,6 +29,7 @@ from grader.testing.fake_gemini import FakeGemini
 from grader.testing.gcs_emulator import GcsEmulator
 
 from _classgen import big_rubric, make_class, scanned_pdf
+from _cli import grade
 from _procs import env_for, grade_cmd, scalar
 
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00"
@@ -41,11 +40,6 @@ reference_files:
   - {path: model_answer.pdf, title: The model answer}
   - {path: figures/encoding.png, title: Figure 1}
 """
-
-
-def grade(*args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return res.exit_code, res.output
 
 
 def q(db: Path, sql: str, args: tuple = ()) -> list[tuple]:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -22,6 +23,8 @@ from grader.rubric import Rubric
 from grader.schema import json_schema, parse
 from grader.settings import DEFAULT_GEMINI_MODEL, Settings
 from grader.testing import FakeGemini
+
+from _virtual_clock import run_virtual
 
 GOOD = "Photosynthesis converts light energy into chemical energy in chloroplasts."
 RUBRIC = Rubric.model_validate({
@@ -235,16 +238,31 @@ def test_registry_and_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_quota_tokens_per_minute_waits() -> None:
-    async def go() -> float:
+    async def go() -> None:
         quota = Quota(tpm=400, period_s=1.0)  # burst 100 tokens, then 300 tokens/s
-        t0 = time.monotonic()
         for _ in range(4):
             async with quota.acquire(100):
                 pass
-        return time.monotonic() - t0
 
-    took = asyncio.run(go())
-    assert 0.9 <= took < 2.0  # 3 refills of 100 at 300/s = 1.0 s
+    # on the loop's virtual clock: exact, whatever the machine is doing
+    assert run_virtual(go()) == pytest.approx(1.0, abs=0.01)  # 3 refills of 100 at 300/s
+
+
+def test_quota_requests_per_minute_space_requests_evenly() -> None:
+    starts: list[float] = []
+
+    async def go() -> None:
+        quota = Quota(rpm=120)  # one request every half second (plus the margin), no burst
+        loop = asyncio.get_running_loop()
+        for _ in range(121):
+            async with quota.acquire():
+                starts.append(loop.time())
+
+    run_virtual(go())
+    # never more than 120 requests in any 60 s window: the 121st starts after the first window
+    assert starts[120] - starts[0] > 60.0
+    gaps = [b - a for a, b in pairwise(starts)]
+    assert max(gaps) == pytest.approx(min(gaps[1:]), rel=0.01)  # evenly spaced after the burst
 
 
 def test_requests_go_through_the_proxy_the_environment_names(

@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import urllib.request
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from google.oauth2.credentials import Credentials
 
 from grader.backends import create
 from grader.backends.gemini import EnterpriseBackend, GeminiBackend
-from grader.cli import cli
 from grader.pipeline import run_class
 from grader.settings import Settings, auto_backend, resolve
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class
+from _cli import grade, q
 
 SDK_ENV = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI",
            "GOOGLE_GENAI_USE_ENTERPRISE", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION")
@@ -35,16 +33,6 @@ def fake(fake_gemini: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> FakeGemini
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url)
     monkeypatch.setenv("GOOGLE_VERTEX_BASE_URL", fake_gemini.url)
     return fake_gemini
-
-
-def grade(*args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return res.exit_code, res.output
-
-
-def q(db: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
-        return list(conn.execute(sql))
 
 
 def generated(fake: FakeGemini) -> list[dict]:

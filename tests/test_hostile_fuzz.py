@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import random
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -145,10 +144,8 @@ def test_mutated_samples_never_stop_a_run(gemini_env: FakeGemini, tmp_path: Path
     made = build_class(tmp_path)
     assert len(made) >= 300
     out = tmp_path / "out"
-    started = time.monotonic()
     result = CliRunner().invoke(cli, ["run", str(tmp_path / "fuzz"), "--db",
                                       str(tmp_path / "g.sqlite"), "--out", str(out)])
-    elapsed = time.monotonic() - started
     assert result.exception is None or isinstance(result.exception, SystemExit), \
         repr(result.exception)
     assert result.exit_code in (0, 1), result.output
@@ -160,8 +157,9 @@ def test_mutated_samples_never_stop_a_run(gemini_env: FakeGemini, tmp_path: Path
         assert row["status"] in ("graded", "flagged"), (sid, made[sid], row)
         assert row["status"] == "graded" or row["flags"], (sid, made[sid], row)
     flagged = sum(r["status"] == "flagged" for r in rows.values())
-    print(f"\nfuzz: {len(rows)} mutants, {flagged} flagged, {elapsed:.1f} s")
-    assert elapsed < 120
+    print(f"\nfuzz: {len(rows)} mutants, {flagged} flagged")
+    # each graded mutant cost at most one request (no retry storm); identical ones share one
+    assert sum(gemini_env.stats()["billed_by_request"].values()) <= len(rows) - flagged
 
 
 def test_mutants_read_the_same_in_the_worker(tmp_path: Path) -> None:

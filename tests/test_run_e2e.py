@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import shutil
 import sqlite3
-from datetime import date
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from grader.cli import cli
-from grader.models import packaged
+from grader.models import packaged, today
 from grader.settings import DEFAULT_GEMINI_MODEL
 from grader.testing.fake_gemini import FakeGemini
 
@@ -189,6 +188,7 @@ def test_bad_key_stops_the_run_with_the_fix(gemini_env: FakeGemini, tmp_path: Pa
     assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
 
 
+@pytest.mark.today  # compares the run's costs with the table's prices
 def test_every_attempt_is_priced_and_grader_toml_overrides_the_price(
         gemini_env: FakeGemini, tmp_path: Path) -> None:
     class_dir = make_class(tmp_path, 2)
@@ -205,8 +205,7 @@ def test_every_attempt_is_priced_and_grader_toml_overrides_the_price(
                 " WHERE run_id = (SELECT MAX(id) FROM runs)").fetchone()
 
     fresh, out_tokens, priced, cost = last_run()
-    day = rows(db, "SELECT MAX(substr(answered_at, 1, 10)) FROM attempts")[0][0]
-    price = packaged().get(DEFAULT_GEMINI_MODEL).price_on(date.fromisoformat(day))
+    price = packaged().get(DEFAULT_GEMINI_MODEL).price_on(today())
     assert priced == 2 and out_tokens > 0
     assert cost == pytest.approx((fresh * price.input + out_tokens * price.output) / 1e6)
     assert f"cost: ${cost:.4f}" in output

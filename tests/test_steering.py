@@ -8,20 +8,13 @@ import csv
 import sqlite3
 from pathlib import Path
 
-from click.testing import CliRunner
-
-from grader.cli import cli
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import ANSWERS, make_class
+from _cli import grade
 
 STARTER = "def fib(n):\n    # TODO: write your loop here\n    pass\n"
 
-
-
-def grade(*args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return res.exit_code, res.output
 
 
 def billed(fake: FakeGemini) -> int:

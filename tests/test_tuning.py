@@ -15,11 +15,9 @@ from typing import Any
 import openpyxl
 import pytest
 import yaml
-from click.testing import CliRunner
 from google.oauth2.credentials import Credentials
 
 from grader.backends.gemini import VertexBackend
-from grader.cli import cli
 from grader.pipeline import run_class
 from grader.rubric import Rubric
 from grader.schema import validation_model
@@ -29,13 +27,9 @@ from grader.testing.gcs_emulator import GcsEmulator
 from grader.tuning import MIN_EXAMPLES, start, status
 
 from _classgen import RUBRIC, make_class
+from _cli import grade
 
 BASE = "gemini-3.5-flash-lite"
-
-
-def grade(*args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return res.exit_code, res.output
 
 
 def _review(out: Path, db: Path, approve: list[str], correct: list[str]) -> None:

@@ -211,8 +211,8 @@ class FakeApp:
         return json_reply(200, {})
 
     def post_clock(self, call: Call) -> Reply:
-        """`{"advance_s": N}` moves the fake's clock (cache TTLs, the Files API's 48 h) ahead;
-        answers the clock's offset."""
+        """`{"advance_s": N}` moves the fake's clock (cache TTLs, the Files API's 48 h, the
+        quota windows) ahead; answers the clock's offset."""
         offset = self.state.advance(float(call.json().get("advance_s", 0)))
         return json_reply(200, {"offset_s": offset, "now": self.state.now()})
 

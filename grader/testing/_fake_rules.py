@@ -11,10 +11,9 @@ fake's own wording (Google's exact texts for them are not in our sources).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from grader.models import LEVELS, ModelInfo, Pricing, packaged
+from grader.models import LEVELS, ModelInfo, Pricing, packaged, today
 from grader.request import Usage
 
 SAMPLING_FIELDS = ("temperature", "topP", "topK")
@@ -96,8 +95,7 @@ def served(model: str, vertex: bool) -> tuple[str, dict[str, Any] | None]:
     life = info.lifecycle("enterprise" if vertex else "developer")
     if life is None:
         return model, None
-    today = datetime.now(UTC).date()
-    version = life.routed(today) or model
+    version = life.routed(today()) or model
     if vertex:
         return version, None
     status: dict[str, Any] = {"modelStage": _STAGES[life.stage]}
@@ -112,14 +110,14 @@ def served(model: str, vertex: bool) -> tuple[str, dict[str, Any] | None]:
 
 
 def cost_usd(model: str, usage: dict[str, int], tier: str | None) -> float:
-    """What the call costs at today's table price (0 for models without one)."""
+    """What the call costs at the table price of `today()` (0 for models without one)."""
     mode = "flex" if str(tier or "").lower() == "flex" else "standard"
     pricing = Pricing.of(packaged(), model, mode)  # type: ignore[arg-type]
     cost = pricing.cost(Usage(
         prompt_tokens=usage.get("promptTokenCount", 0),
         output_tokens=usage.get("candidatesTokenCount", 0),
         thinking_tokens=usage.get("thoughtsTokenCount", 0),
-        cached_tokens=usage.get("cachedContentTokenCount", 0)), datetime.now(UTC).date())
+        cached_tokens=usage.get("cachedContentTokenCount", 0)), today())
     return cost or 0.0
 
 
@@ -132,13 +130,13 @@ def cache_min_tokens(model: str) -> int | None:
 def cache_create_usd(model: str, tokens: int) -> float:
     """What creating a cache costs: its tokens once, at the Standard input price."""
     pricing = Pricing.of(packaged(), model)
-    return pricing.cache_create(tokens, datetime.now(UTC).date()) or 0.0
+    return pricing.cache_create(tokens, today()) or 0.0
 
 
 def cache_storage_usd(model: str, tokens: int, seconds: float) -> float:
     """Storage for `seconds` at the table's `cache_storage_hour` (0 without a price)."""
     pricing = Pricing.of(packaged(), model)
-    per_hour = pricing.cache_storage_per_hour(tokens, datetime.now(UTC).date())
+    per_hour = pricing.cache_storage_per_hour(tokens, today())
     return (per_hour or 0.0) * seconds / 3600
 
 

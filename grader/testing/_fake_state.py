@@ -128,6 +128,8 @@ class FakeState:
     def __init__(self, config: FakeConfig):
         self.config = config
         self.lock = threading.Lock()
+        # notified (under `lock`) whenever a request starts or ends: `FakeGemini.wait_until`
+        self.changed = threading.Condition(self.lock)
         self.stop = threading.Event()
         self.rng = random.Random(config.seed)
         self.stats = Stats()
@@ -192,6 +194,10 @@ class FakeState:
         """The fake's wall clock: real time plus whatever `advance` added."""
         return time.time() + self.clock_offset
 
+    def monotonic(self) -> float:
+        """The clock of the quota windows: monotonic time plus whatever `advance` added."""
+        return time.monotonic() + self.clock_offset
+
     def advance(self, seconds: float) -> float:
         with self.lock:
             self.clock_offset += seconds
@@ -217,12 +223,14 @@ class FakeState:
             self.stats.in_flight += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
             self.recent.append(record)
+            self.changed.notify_all()
 
     def end(self, endpoint: str, status: int) -> None:
         with self.lock:
             self.stats.in_flight -= 1
             self.stats.by_status[str(status)] += 1
             self.stats.by_endpoint_status.setdefault(endpoint, Counter())[str(status)] += 1
+            self.changed.notify_all()
 
     def admit(self) -> float | None:
         """Quota check for one generateContent call: None when admitted, else seconds to wait."""
@@ -230,7 +238,7 @@ class FakeState:
             rpm, span = self.config.rpm, self.config.rpm_window_s
             if rpm is None:
                 return None
-            now = time.monotonic()
+            now = self.monotonic()
             while self.window and self.window[0] <= now - span:
                 self.window.popleft()
             if len(self.window) >= rpm:
@@ -244,7 +252,7 @@ class FakeState:
             limit, span = self.config.spend_limit_usd, self.config.spend_window_s
             if limit is None:
                 return None
-            now = time.monotonic()
+            now = self.monotonic()
             while self.spend and self.spend[0][0] <= now - span:
                 self.spend.popleft()
             if sum(usd for _, usd in self.spend) >= limit:
@@ -254,7 +262,7 @@ class FakeState:
     def book_spend(self, usd: float) -> None:
         with self.lock:
             self.stats.spend_usd += usd
-            self.spend.append((time.monotonic(), usd))
+            self.spend.append((self.monotonic(), usd))
 
     def pick_fault(self) -> str | None:
         with self.lock:

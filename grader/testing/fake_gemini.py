@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -194,6 +195,25 @@ class FakeGemini:
     def stats(self) -> dict[str, Any]:
         return self.state.snapshot()
 
+    def wait_until(self, test: Callable[[dict[str, Any]], bool], *,
+                   timeout: float = 60.0) -> dict[str, Any]:
+        """Block until `test(stats())` holds, checked again each time a request starts or
+        ends, and return those stats. `timeout` only stops a hang: past it, TimeoutError."""
+        state = self.state
+        with state.changed:
+            if not state.changed.wait_for(lambda: test(state.stats.to_json()), timeout):
+                raise TimeoutError(f"the fake's stats did not reach the condition within "
+                                   f"{timeout:g} s: {state.stats.to_json()}")
+            return state.stats.to_json()
+
+    def wait_for_requests(self, n: int, endpoint: str = "generateContent", *,
+                          timeout: float = 60.0) -> dict[str, Any]:
+        """Block until the fake has received `n` calls of `endpoint` since its last reset.
+
+        A run at `--concurrency c` sends its k-th request only after finishing k - c students,
+        so waiting for n + c requests means at least n grades are in the store."""
+        return self.wait_until(lambda s: s["by_endpoint"].get(endpoint, 0) >= n, timeout=timeout)
+
     def configure(self, **changes: Any) -> None:
         self.state.configure(changes)
 
@@ -215,7 +235,8 @@ class FakeGemini:
         self.state.inject_for(endpoint, list(faults))
 
     def advance(self, *, hours: float = 0.0, seconds: float = 0.0) -> None:
-        """Move the fake's clock ahead: caches past their TTL and files past 48 h are gone."""
+        """Move the fake's clock ahead: caches past their TTL and files past 48 h are gone, and
+        the quota windows (requests per minute, spend per 10 minutes) move on."""
         self.state.advance(hours * 3600 + seconds)
 
     def expire_caches(self, name: str | None = None) -> int:

@@ -1,17 +1,46 @@
-"""pytest fixtures for the fake Gemini server. Register with
-`pytest_plugins = ["grader.testing.pytest_plugin"]` in tests/conftest.py."""
+"""pytest fixtures for the fake Gemini server, and the `today` marker. Register with
+`pytest_plugins = ["grader.testing.pytest_plugin"]` in tests/conftest.py.
+
+`@pytest.mark.today` pins the day the model table is read for (prices, lifecycle, routing) to
+`PINNED_DAY`, `@pytest.mark.today("2027-01-01")` to that day: it sets `GRADER_TODAY` for the
+test, so grader, the in-process fake server and the processes the test starts all read the
+table for that day. A test that names a model, a price or a default from the table pins its day;
+every other test must pass on any day (CI runs the suite a second time 400 days ahead).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date
 from typing import TYPE_CHECKING
 
 import pytest
+
+from grader.models import TODAY_ENV
 
 from .fake_gemini import FakeGemini
 
 if TYPE_CHECKING:
     from .gcs_emulator import GcsEmulator
+
+
+# The day pinned tests read the model table for (the day the table was last checked).
+PINNED_DAY = date(2026, 12, 6)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "today(day=PINNED_DAY): read the model table for `day` (YYYY-MM-DD): sets "
+        f"{TODAY_ENV} for the test and the fake servers and processes it starts")
+
+
+@pytest.fixture(autouse=True)
+def _pinned_today(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Autouse, so it runs before the test's other function-scoped fixtures."""
+    marker = request.node.get_closest_marker("today")
+    if marker is not None:
+        day = marker.args[0] if marker.args else PINNED_DAY.isoformat()
+        monkeypatch.setenv(TODAY_ENV, str(day))
 
 
 @pytest.fixture
