@@ -11,15 +11,19 @@ not an example by the same student, not a byte-identical submission, and not a s
 in the same run unless `exemplars_same_run` allows it.
 
 The examples travel in the student's part of the request (after the cached marking scheme, so a
-cache keeps working), redacted with the run's `Redactor` like any student text; their digest is
-part of the grade's config hash, so a changed bank grades again (the response ledger still
-answers requests that did not change), and the store records which examples each grade saw.
+cache keeps working), in a part of their own before the submission. Each is redacted with the
+run's `Redactor` like any student text, with its own numbering (its author first), and its
+placeholders are then put in its own namespace (`[EXAMPLE_2_AUTHOR]`, `redact.for_example`), so
+the model never reads an example's author as the student it grades, and no name is ever
+restored into them. Only the submission part is the student's: pages, the quote check and the
+bank read it with `prompts.submitted_text`. Their digest is part of the grade's config hash, so
+a changed bank grades again (the response ledger still answers requests that did not change),
+and the store records which examples each grade saw.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,16 +32,17 @@ from .discover import Submission
 from .embeddings import Embedder
 from .final import finals
 from .ledger import sha256
+from .prompts import submitted_text
+from .redact import Redactor, for_example
 from .request import GradeRequest
 from .rubric import Rubric
 from .store import ExemplarUse, Store
 
 # The example bodies are cut to this many characters (the prompt stays bounded with K examples).
 MAX_EXAMPLE_CHARS = 6000
-# The redaction "author" of an example: nobody in the class, so the example's people are
-# numbered from [STUDENT_2] on and never read as the graded student ([STUDENT_1]).
+# The redaction "author" of an example whose author nobody knows (the rubric's own examples):
+# nobody in the class, so no one in it becomes the example's [EXAMPLE_n_AUTHOR].
 EXAMPLE_AUTHOR = "\x00example"
-_SUBMISSION = re.compile(r"<submission>\n(.*)\n</submission>", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -74,13 +79,6 @@ def same_scheme(a: Rubric, b: Rubric) -> bool:
             == [(c.id, c.max_points) for c in b.all_criteria])
 
 
-def submission_text(parts: Sequence[dict[str, Any]]) -> str:
-    """The student's text inside the rendered submission part (as the ledger kept it)."""
-    text = "\n".join(str(p.get("text")) for p in parts if p.get("text"))
-    m = _SUBMISSION.search(text)
-    return (m.group(1) if m else text).strip()
-
-
 def rubric_examples(rubric: Rubric) -> list[Example]:
     return [Example(key=f"rubric:{n}", source="rubric", text=ex.submission.strip(),
                     scores={k: float(v) for k, v in ex.scores.items()},
@@ -104,7 +102,7 @@ def reviewed_examples(store: Store, rubric: Rubric) -> list[Example]:
             if sid is None or sid in out or not fs.reviewed or fs.final_total is None:
                 continue
             sent = store.sent_text(sid)
-            text = submission_text(sent.parts) if sent is not None else ""
+            text = (submitted_text(sent.parts) or "").strip() if sent is not None else ""
             if not text:
                 continue  # media only, or never sent: nothing to show as text
             out[sid] = Example(
@@ -191,7 +189,7 @@ class Examples:
     """A run's examples: the selector and the run's redactor (`redact.Redactor`, or None when
     the run sends names as they are). Online and batch grading call `pick()` per student."""
 
-    def __init__(self, selector: Selector, redactor: Any | None,
+    def __init__(self, selector: Selector, redactor: Redactor | None,
                  embedder: Embedder | None = None):
         self.selector, self.redactor, self.embedder = selector, redactor, embedder
         self._redacted: dict[str, Example] = {}
@@ -201,7 +199,7 @@ class Examples:
     def pick(self, text: str, student_id: str, body_hash: str | None) -> Picked:
         """By TF-IDF (local, no call): `text` is the student's text as extracted."""
         chosen = self.selector.choose(text, student_id, body_hash) if text.strip() else ()
-        return Picked(chosen, tuple(self._vars(c.example) for c in chosen))
+        return self._picked(chosen)
 
     async def choose(self, text: str, sent: str, student_id: str,
                      body_hash: str | None) -> Picked:
@@ -218,27 +216,43 @@ class Examples:
                     [self._vars(e)["text"] for e in self.selector.examples])
         own = (await self.embedder.vectors([sent[:MAX_EXAMPLE_CHARS]]))[0]
         sims = [float(v) for v in self._bank @ own]
-        chosen = self.selector.choose(text, student_id, body_hash, sims)
-        return Picked(chosen, tuple(self._vars(c.example) for c in chosen))
+        return self._picked(self.selector.choose(text, student_id, body_hash, sims))
 
-    def _vars(self, e: Example) -> dict[str, Any]:
-        """The template variables of one example: cut to `MAX_EXAMPLE_CHARS` and redacted like
-        any student text (its placeholders are never mapped back: the reply is about the graded
-        student), once per run."""
+    def _picked(self, chosen: tuple[Chosen, ...]) -> Picked:
+        return Picked(chosen, tuple(self._vars(c.example, n)
+                                    for n, c in enumerate(chosen, start=1)))
+
+    def _vars(self, e: Example, n: int | None = None) -> dict[str, Any]:
+        """The template variables of one example, shown as example `n`: cut to
+        `MAX_EXAMPLE_CHARS`, redacted like any student text (once per run), its placeholders
+        in example `n`'s namespace. (`n` None: the redacted text, for embedding.)"""
         if e.key not in self._redacted:
             body, comment = e.text[:MAX_EXAMPLE_CHARS], e.comment
             if self.redactor is not None:
-                body, comment = self.redactor.redact([body, comment], EXAMPLE_AUTHOR)[0]
+                author = self.redactor.person(e.name, e.email) or EXAMPLE_AUTHOR
+                # a bank text from a redacted run keeps its placeholders: its author is
+                # already [STUDENT_1], the same as the author here
+                body, comment = self.redactor.redact([body, comment], author,
+                                                     keep_existing=True)[0]
             self._redacted[e.key] = replace(e, text=body, comment=comment)
         shown = self._redacted[e.key]
-        return {"text": shown.text, "comment": shown.comment, "scores": dict(shown.scores)}
+        if n is None:
+            return {"text": shown.text}
+        return {"text": for_example(shown.text, n), "comment": for_example(shown.comment, n),
+                "scores": dict(shown.scores)}
+
+
+def author_ids(selector: Selector) -> dict[str, tuple[str, ...]]:
+    """The ids the examples' authors had where they were graded, for the run's redactor
+    (`Redactor(other_ids=...)`): redacted wherever they appear, like a student's id."""
+    return {f"example:{e.key}": (e.student_id,) for e in selector.examples if e.student_id}
 
 
 def authors(selector: Selector, subs: Sequence[Submission]) -> list[Submission]:
     """The examples' authors the run's redactor does not know yet (their name and e-mail are
     not a student's of this class): with them, their names and e-mails are redacted wherever
     they appear. Known ones are left to the class's own entry, so a student's own name stays
-    `[STUDENT_1]` in their request."""
+    `[STUDENT_1]` in their request; in an example, its author is `[EXAMPLE_n_AUTHOR]`."""
     known = {(x.name or "").casefold() for x in subs} | {(x.email or "").casefold()
                                                          for x in subs}
     return [Submission(student_id=f"example:{e.key}", name=e.name, email=e.email)

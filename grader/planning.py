@@ -272,5 +272,8 @@ def redactor_for(settings: Settings, backend: str, subs: Sequence[Submission],
     class's students and the authors of the graded examples it may show."""
     if not redacting(settings, backend):
         return None
-    authors = exemplars.authors(selector, subs) if selector is not None else []
-    return Redactor([*subs, *authors], phone_region=settings.phone_region)
+    if selector is None:
+        return Redactor(subs, phone_region=settings.phone_region)
+    return Redactor([*subs, *exemplars.authors(selector, subs)],
+                    phone_region=settings.phone_region,
+                    other_ids=exemplars.author_ids(selector))

@@ -84,6 +84,25 @@ def fence_safe(text: str) -> str:
     return "".join(out) + text[last:]
 
 
+# The fence of prompts/submission.j2 around the student's text.
+SUBMISSION_OPEN, SUBMISSION_CLOSE = "<submission>\n", "\n</submission>"
+
+
+def submitted_text(parts: Sequence[Mapping[str, Any]]) -> str | None:
+    """The student's own text in the stored parts of a request (None when it has none).
+
+    `Prompts.student_parts` lays them out as [graded examples], submission, [media]: the
+    submission is the last text part, never the examples before it. Inside it, the text between
+    the `<submission>` markers (all of the part when a custom template has none)."""
+    body = next((p["text"] for p in reversed(parts) if isinstance(p.get("text"), str)), None)
+    if body is None:
+        return None
+    start, end = body.find(SUBMISSION_OPEN), body.rfind(SUBMISSION_CLOSE)
+    if start >= 0 and end > start:
+        return body[start + len(SUBMISSION_OPEN):end]
+    return body
+
+
 def default_prompt_dir() -> Path:
     """The repo's prompts/ when running from a checkout; the packaged copy in a wheel."""
     checkout = Path(__file__).resolve().parent.parent / "prompts"
@@ -108,7 +127,8 @@ class Prompts:
 
     def student_parts(self, text: str, media: tuple[Part, ...], files: tuple[str, ...],
                       examples: Sequence[Mapping[str, Any]] = ()) -> tuple[Part, ...]:
-        """The student's parts: the graded examples (when any), the submission, its media."""
+        """The student's parts: the graded examples (when any), the submission, its media
+        (`submitted_text` relies on this order)."""
         body = self._render("submission.j2", text=fence_safe(text), files=files,
                             media_count=len(media))
         if not examples:

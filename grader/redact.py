@@ -17,8 +17,16 @@ and the file names,
 Placeholders depend only on the text and the class, so a rerun sends byte-identical requests
 (the request hash is of the redacted request, and paid replies are reused). `restore()` maps the
 model's justifications, evidence and feedback back for the teacher; the mapping is kept in the
-store with the attempt (`attempts.redaction_json`), never sent. Not caught: names that are not in
-the roster or file names, names in images and scanned PDFs, addresses and other identifiers.
+store with the attempt (`attempts.redaction_json`), never sent.
+
+A graded example (another student's work shown beside the submission) is redacted with its own
+numbering, its author first, and `for_example()` then puts every placeholder in it in that
+example's namespace (`[EXAMPLE_2_AUTHOR]`, `[EXAMPLE_2_EMAIL_1]`, ...): no person in an example
+shares a placeholder with the graded student or with another example's people, and `restore()`
+never maps those back.
+
+Not caught: names that are not in the roster or file names, names in images and scanned PDFs,
+addresses and other identifiers.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from .injection import words_in
 from .store import FlagRow
 
 PLACEHOLDER = re.compile(r"\[(?:STUDENT|EMAIL|ID|PHONE)_\d+\]")
+_NUMBERED = re.compile(r"\[(STUDENT|EMAIL|ID|PHONE)_(\d+)\]")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _LABELLED_ID = re.compile(
     r"\b(?:student|matriculation|matric|enrol?ment|enrollment|sis|learner|candidate|"
@@ -88,15 +97,22 @@ def _lms_names(sub: Submission) -> list[tuple[str, str | None]]:
 class Redactor:
     """Built once per run from the class (roster and file names); `submission()` per student."""
 
-    def __init__(self, subs: Sequence[Submission], *, phone_region: str | None = "US"):
+    def __init__(self, subs: Sequence[Submission], *, phone_region: str | None = "US",
+                 other_ids: Mapping[str, Sequence[str]] | None = None):
+        """`other_ids`: more ids of a person (student id -> ids), redacted as ids; those
+        spelled as a word are left to the name rules, so they never stand for a student."""
         self.region = phone_region
         self.people: dict[str, _Person] = {}
+        self.by_name: dict[str, str] = {}  # casefolded full name or e-mail -> student id
         self.full: dict[str, list[tuple[tuple[str, ...], str]]] = {}  # first word -> names
         self.single: dict[str, set[str]] = {}  # exact spelling -> students
         self.ids: dict[str, str] = {}  # casefolded id -> student
         self.gate: set[str] = set()  # lower-case words any of the above contains
         for sub in subs:
             self.people[sub.student_id] = _Person(sub.student_id, sub.name)
+            for known in (sub.name, sub.email):
+                if known:
+                    self.by_name.setdefault(known.casefold(), sub.student_id)
             names = [sub.name] if sub.name else []
             ids = [sub.student_id]
             for name, uid in _lms_names(sub):
@@ -109,6 +125,17 @@ class Redactor:
                 self._add_id(i, sub.student_id)
             if sub.email:
                 self.gate.update(words_in(sub.email.lower()))
+        for sid, more in (other_ids or {}).items():
+            for i in more:
+                if not i.isalpha():
+                    self._add_id(i, sid)
+
+    def person(self, name: str | None, email: str | None) -> str | None:
+        """The student id this redactor knows by that full name or e-mail, if any."""
+        for known in (name, email):
+            if known and (sid := self.by_name.get(known.casefold())):
+                return sid
+        return None
 
     def _add_name(self, name: str, sid: str) -> None:
         parts = _NAME_WORD.findall(name)
@@ -148,9 +175,16 @@ class Redactor:
             return ex, {}
         return ex.model_copy(update={"text": texts[0], "files": tuple(texts[1:])}), mapping
 
-    def redact(self, texts: Sequence[str], author: str) -> tuple[list[str], dict[str, str]]:
-        """Redact several strings with one numbering (placeholders shared between them)."""
+    def redact(self, texts: Sequence[str], author: str, *, keep_existing: bool = False
+               ) -> tuple[list[str], dict[str, str]]:
+        """Redact several strings with one numbering (placeholders shared between them).
+        `keep_existing`: the texts were redacted before (a banked example, as a run sent it):
+        the placeholders already in them keep their meaning, new ones are numbered after them."""
         state = _Numbering(author, self.people)
+        if keep_existing:
+            for t in texts:
+                for m in _NUMBERED.finditer(t):
+                    state.counts[m[1]] = max(state.counts[m[1]], int(m[2]))
         out = [self._one(t, state) for t in texts]
         return out, state.mapping
 
@@ -271,6 +305,21 @@ class _Numbering:
             person = self.people.get(key) if kind == "STUDENT" else None
             self.mapping[tag] = person.display if person and person.display else original
         return tag
+
+
+def for_example(text: str, n: int) -> str:
+    """An example's placeholders in the namespace of example `n`: its author (`[STUDENT_1]`
+    of its own numbering) becomes `[EXAMPLE_n_AUTHOR]`, everyone and everything else
+    `[EXAMPLE_n_<KIND>_<k>]`. None of them is a `PLACEHOLDER`: nothing maps them back."""
+    if "[" not in text:
+        return text
+
+    def scoped(m: re.Match[str]) -> str:
+        if m[1] == "STUDENT" and m[2] == "1":
+            return f"[EXAMPLE_{n}_AUTHOR]"
+        return f"[EXAMPLE_{n}_{m[1]}_{m[2]}]"
+
+    return _NUMBERED.sub(scoped, text)
 
 
 def restore(text: str, mapping: Mapping[str, str]) -> str:

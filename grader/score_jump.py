@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from . import injection
+from .prompts import submitted_text
 from .store import FlagRow, Store
 
 JUMP_POINTS = 30.0  # percentage points above the neighbours' median
@@ -75,8 +76,11 @@ def check_run(store: Store, run_id: int, candidates: Mapping[str, Candidate]) ->
     score jumps; returns the students newly flagged `injection_suspected`."""
     if not candidates:
         return []
-    sent = store.sent_texts(run_id)
-    words = {sid: (p, content_words(text)) for sid, (p, text) in sent.items()}
+    # each student's own text: never the graded examples the request also carried, which
+    # would make students shown the same examples look alike
+    sent = store.sent_parts(run_id)
+    words = {sid: (p, content_words(submitted_text(parts) or ""))
+             for sid, (p, parts) in sent.items()}
     newly = []
     for sid, cand in candidates.items():
         if sid not in words:

@@ -1302,10 +1302,10 @@ class Store:
                 [(grade_id, run_id, student_id, f.reason, f.message, stamp) for f in flags])
 
     @_mapped
-    def sent_texts(self, run_id: int) -> dict[str, tuple[float, str]]:
-        """(percent, first request body as sent) of every student of the run whose grade has a
-        percent and was paid for by an attempt of its own."""
-        out: dict[str, tuple[float, str]] = {}
+    def sent_parts(self, run_id: int) -> dict[str, tuple[float, list[dict[str, Any]]]]:
+        """(percent, the student's parts of the first request as sent) of every student of the
+        run whose grade has a percent and was paid for by an attempt of its own."""
+        out: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         for r in self.conn.execute(
                 "SELECT o.student_id, g.percent, q.body_json FROM outcomes o"
                 " JOIN grades g ON g.id = o.grade_id"
@@ -1314,8 +1314,8 @@ class Store:
                 " WHERE o.run_id=? AND g.percent IS NOT NULL", (run_id,)):
             body = _loads(r["body_json"], {})
             parts = body.get("parts") if isinstance(body, dict) else None
-            text = " ".join(p.get("text") or "" for p in parts or [] if isinstance(p, dict))
-            out[r["student_id"]] = (float(r["percent"]), text)
+            out[r["student_id"]] = (float(r["percent"]),
+                                    [p for p in parts or [] if isinstance(p, dict)])
         return out
 
     @_mapped
@@ -1457,14 +1457,22 @@ class Store:
             yield res
 
     @_mapped
-    def sent_text(self, submission_id: int) -> SentText | None:
-        """The student's parts of the first request sent for this submission; else those of a
+    def sent_text(self, submission_id: int, grade_id: int | None = None) -> SentText | None:
+        """The student's parts of the first request of grade `grade_id` (the request that
+        grade answers), else of the first request sent for this submission; else those of a
         byte-identical submission's request (its reply was shared); None when nothing was ever
         sent (flagged at intake) or the request predates the ledger."""
         row = self.conn.execute(
             "SELECT r.body_json, a.redaction_json FROM attempts a"
             " JOIN requests r ON r.hash = a.request_hash"
-            " WHERE a.submission_id=? ORDER BY a.n, a.id LIMIT 1", (submission_id,)).fetchone()
+            " WHERE a.grade_id=? AND a.submission_id=? ORDER BY a.n, a.id LIMIT 1",
+            (grade_id, submission_id)).fetchone() if grade_id is not None else None
+        if row is None:
+            row = self.conn.execute(
+                "SELECT r.body_json, a.redaction_json FROM attempts a"
+                " JOIN requests r ON r.hash = a.request_hash"
+                " WHERE a.submission_id=? ORDER BY a.n, a.id LIMIT 1",
+                (submission_id,)).fetchone()
         own = row is not None
         if row is None:
             row = self.conn.execute(

@@ -1,11 +1,12 @@
-"""`grade` in this process (click's CliRunner) and one query of a store: what most end-to-end
-tests need."""
+"""`grade` in this process (click's CliRunner), one query of a store, and a teacher's review in
+review.xlsx: what most end-to-end tests need."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+import openpyxl
 from click.testing import CliRunner
 
 from grader.cli import cli
@@ -21,3 +22,23 @@ def q(db: Path, sql: str) -> list[tuple]:
     """The rows of one query of the store `db`."""
     with sqlite3.connect(db) as conn:
         return list(conn.execute(sql))
+
+
+def review(out: Path, db: Path, *, approve: dict[str, str],
+           scores: dict[str, dict[str, float]] | None = None) -> str:
+    """Approve rows (with feedback to the student) and score rows by hand in OUT/review.xlsx,
+    as a teacher does in Excel, then `grade review import` it; returns what the import said."""
+    wb = openpyxl.load_workbook(out / "review.xlsx")
+    ws = wb["Summary"]
+    cols = {c.value: c.column for c in ws[1]}
+    rows = {ws.cell(r, 1).value: r for r in range(2, ws.max_row + 1)}
+    for sid, comment in approve.items():
+        ws.cell(rows[sid], cols["Approved"]).value = "yes"
+        ws.cell(rows[sid], cols["Feedback to the student"]).value = comment
+    for sid, crit in (scores or {}).items():
+        for title, value in crit.items():
+            ws.cell(rows[sid], cols[f"Teacher: {title}"]).value = value
+    wb.save(out / "review.xlsx")
+    code, output = grade("review", "import", str(out / "review.xlsx"), "--db", str(db))
+    assert code == 0, output
+    return output

@@ -11,7 +11,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import openpyxl
 import pytest
 from click.testing import CliRunner
 
@@ -21,13 +20,15 @@ from grader.backends.local import LocalBackend
 from grader.cli import cli
 from grader.embeddings import similarity_of
 from grader.errors import ConfigError
-from grader.exemplars import Example, Selector, rubric_examples, submission_text
+from grader.exemplars import Example, Selector, rubric_examples
+from grader.prompts import submitted_text
 from grader.rubric import Rubric
 from grader.selection import Grade, Reuse, Selection, choose
 from grader.store import GradeVersion
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_big_class, make_class
+from _cli import review
 
 
 def invoke(*args: str) -> str:
@@ -90,9 +91,16 @@ def test_rubric_examples_join_the_bank() -> None:
                                                scores={"choice": 2.0}, comment="ok")]
 
 
-def test_the_submission_is_cut_from_the_rendered_part() -> None:
+def test_the_submission_is_cut_from_the_rendered_part_never_the_examples() -> None:
     parts = [{"text": "intro\n<submission>\nmy answer\n</submission>\ngrade it"}]
-    assert submission_text(parts) == "my answer"
+    assert submitted_text(parts) == "my answer"
+    examples = {"text": "Graded examples follow\n<example_submission n=\"1\">\nAnn's work\n"
+                        "</example_submission>"}
+    media = {"mime_type": "image/png", "bytes": 10, "sha256": "x"}
+    assert submitted_text([examples, *parts, media]) == "my answer"
+    # a custom template without the markers: the whole submission part, still not the examples
+    assert submitted_text([examples, {"text": "my answer as it is"}]) == "my answer as it is"
+    assert submitted_text([media]) is None
 
 
 def _version(exemplars: str | None) -> GradeVersion:
@@ -110,23 +118,6 @@ def test_other_examples_grade_again_same_examples_reuse() -> None:
 
 
 # --- end to end -----------------------------------------------------------------------------
-
-def _review(out: Path, db: Path, *, approve: dict[str, str], scores: dict[str, dict[str, float]]
-            ) -> None:
-    """Approve rows (with feedback) and score rows by hand in review.xlsx, then import it."""
-    wb = openpyxl.load_workbook(out / "review.xlsx")
-    ws = wb["Summary"]
-    cols = {c.value: c.column for c in ws[1]}
-    rows = {ws.cell(r, 1).value: r for r in range(2, ws.max_row + 1)}
-    for sid, comment in approve.items():
-        ws.cell(rows[sid], cols["Approved"]).value = "yes"
-        ws.cell(rows[sid], cols["Feedback to the student"]).value = comment
-    for sid, crit in scores.items():
-        for title, value in crit.items():
-            ws.cell(rows[sid], cols[f"Teacher: {title}"]).value = value
-    wb.save(out / "review.xlsx")
-    invoke("review", "import", str(out / "review.xlsx"), "--db", str(db))
-
 
 def _generate(fake: FakeGemini) -> list[dict[str, Any]]:
     return [r for r in fake.requests() if r["endpoint"] == "generateContent"]
@@ -162,7 +153,7 @@ def last_year(tmp_path: Path, gemini_env: FakeGemini) -> Path:
     first.write_text(LAST_YEAR_PII + first.read_text(encoding="utf-8"), encoding="utf-8")
     out, db = tmp_path / "last_out", tmp_path / "last.sqlite"
     invoke("run", str(class_dir), "--out", str(out), "--db", str(db), "--no-redact")
-    _review(out, db, approve={"s0000": "Well argued."},
+    review(out, db, approve={"s0000": "Well argued."},
             scores={"s0003": {"choice": 0, "reasons": 1}})
     return db
 
@@ -198,7 +189,9 @@ def test_run_shows_redacted_examples_records_them_and_regrades_on_a_new_bank(
             assert texts.index(blocks[0]) < texts.index(sub)
     # last year's approved s0000 (with its PII redacted) and corrected s0003
     approved = [s for s in shown.values() if "Teacher's comment: Well argued." in s]
-    assert approved and all("[STUDENT_2]" in s and "[EMAIL_1]" in s for s in approved)
+    # its author and e-mail as placeholders of the example, never the graded student's
+    assert approved and all(re.search(r"\[EXAMPLE_\d_AUTHOR\] \(\[EXAMPLE_\d_EMAIL_1\]\)", s)
+                            and "[STUDENT_" not in s for s in approved)
     corrected = [s for s in shown.values() if "choice=0, reasons=1" in s]
     assert corrected
     twin = shown[last_s3.split("\n", 1)[0]]
@@ -230,7 +223,7 @@ def test_run_shows_redacted_examples_records_them_and_regrades_on_a_new_bank(
     # the teacher approves one more of last year's students: whoever now gets it is graded
     # again; the others keep their grade
     last_out = tmp_path / "last_out"
-    _review(last_out, last_year, approve={"s0001": "Good."}, scores={})
+    review(last_out, last_year, approve={"s0001": "Good."}, scores={})
     fake_gemini.reset_stats()
     invoke(*cmd)
     regraded = _generate(fake_gemini)
@@ -253,7 +246,7 @@ def test_students_of_the_same_run_only_when_allowed(tmp_path: Path,
     invoke("run", str(class_dir), "--out", str(out), "--db", str(db))
     first = _generate(fake_gemini)
     assert all("One reason only." in _student_texts(c["body"])[0] for c in first)  # prefix
-    _review(out, db, approve={"s0000": "Exactly right."}, scores={})
+    review(out, db, approve={"s0000": "Exactly right."}, scores={})
 
     fake_gemini.reset_stats()
     run = ("run", str(class_dir), "--out", str(out), "--db", str(db), "--exemplars", "3")

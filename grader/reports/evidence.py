@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+from ..prompts import submitted_text
 from ..redact import restore
 
-OPEN, CLOSE = "<submission>\n", "\n</submission>"  # the fence of prompts/submission.j2
 _SPACE = re.compile(r"\s+")
 
 
@@ -47,26 +47,19 @@ class Submission:
 
 def from_parts(parts: Sequence[dict[str, Any]] | None, shared: bool = False,
                redaction: Mapping[str, str] | None = None) -> Submission:
-    """The student's text out of the parts stored with the request: the text between the
-    `<submission>` markers of the prompt (all of it when a custom template has none), with
+    """The student's own text out of the parts stored with the request
+    (`prompts.submitted_text`: never the graded examples the request also carried), with
     redacted names, emails and ids put back (`redaction`: placeholder -> original)."""
     if parts is None:
         return Submission(None, [], shared)
-    texts, media = [], []
+    media = []
     for p in parts:
-        if isinstance(p.get("text"), str):
-            texts.append(p["text"])
-        else:
+        if not isinstance(p.get("text"), str):
             size = p.get("bytes")
             kb = f", {size / 1024:.0f} KB" if isinstance(size, int) else ""
             media.append(f"{p.get('mime_type') or 'file'}{kb}")
-    if not texts:
-        return Submission(None, media, shared)
-    body = texts[0]
-    start, end = body.find(OPEN), body.rfind(CLOSE)
-    if start >= 0 and end > start:
-        body = body[start + len(OPEN):end]
-    if redaction:
+    body = submitted_text(parts)
+    if body is not None and redaction:
         body = restore(body, redaction)
     return Submission(body, media, shared)
 

@@ -80,9 +80,11 @@ def student_filename(student_id: str) -> str:
 
 
 def _submission(store: Store, s: FinalStudent) -> dict[str, Any]:
-    """The page's view of the submission: text segments with evidence marked, and the quotes
-    numbered per criterion."""
-    sent = store.sent_text(s.result.submission_id) if s.result.submission_id else None
+    """The page's view of the submission: text segments with evidence marked, the quotes
+    numbered per criterion, and which graded examples the model was shown beside it (listed on
+    the teacher view only; their text is never on a page)."""
+    gid = s.result.grade_id
+    sent = store.sent_text(s.result.submission_id, gid) if s.result.submission_id else None
     sub = from_parts(sent.parts if sent else None, shared=bool(sent and not sent.own),
                      redaction=sent.redaction if sent else None)
     quotes = [(c.criterion.id, q) for c in s.criteria for q in c.evidence]
@@ -94,7 +96,8 @@ def _submission(store: Store, s: FinalStudent) -> dict[str, Any]:
     by_criterion: dict[str, list[Quote]] = {}
     for q in listed:
         by_criterion.setdefault(q.criterion_id, []).append(q)
-    return {"submission": sub, "segments": segments, "quotes_by_criterion": by_criterion}
+    return {"submission": sub, "segments": segments, "quotes_by_criterion": by_criterion,
+            "examples": store.grade_exemplars(gid) if gid else []}
 
 
 def _read_manifest(pages: Path) -> set[str]:
