@@ -26,10 +26,8 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-from . import __version__, exemplars
-from .backends import Backend, BatchInfo, media_types
+from .backends import Backend, BatchInfo
 from .batch_collect import Collected, collect, collect_waiting
 from .batch_jobs import (
     Context,
@@ -44,31 +42,14 @@ from .batch_jobs import (
     save_verdict,
     send,
 )
+from .context import run_context, run_info
 from .embeddings import EmbeddingReport
-from .errors import StoreError, SubmissionError
-from .extract import Extracted
-from .grading import INFO_FLAGS, Reply, Verdict, decide
-from .isolation import Extractor
+from .errors import StoreError
 from .ledger import describe, salt
-from .limits import check_request_size
-from .pipeline import _sdk_version, run_examples
-from .planning import (
-    body_hash,
-    config_hash,
-    example_selector,
-    input_flags,
-    redactor_for,
-    render,
-    selection_of,
-    students,
-)
-from .request import GradeRequest
-from .selection import Grade, Reuse, Skip, choose
-from .settings import Settings, limits
-from .store import BatchItemIn, FlagRow, OutcomeRecord, RunInfo, SubmissionRecord
-
-_UNREADABLE_MEDIA = Reply(None, "UNSUPPORTED_MEDIA", "UNSUPPORTED_MEDIA")
-_NOTHING = Extracted(text="", content_hash="", files=())
+from .planning import students
+from .prepare import Prepared, Settled, prepare
+from .settings import Settings
+from .store import BatchItemIn, OutcomeRecord
 
 
 @dataclass
@@ -79,6 +60,7 @@ class Submitted:
     reused: int = 0
     flagged: int = 0  # flagged without a request (unreadable, too large)
     skipped: int = 0
+    failed: int = 0  # failed before a request (the embedding call that picks the examples)
     in_flight: int = 0
     failed_before: int = 0  # failed lines not sent again (--retry-failed)
     embeddings: EmbeddingReport | None = None  # exemplars compared by Gemini embeddings
@@ -88,129 +70,68 @@ class Submitted:
 
 
 async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
-    """Build the requests of every student not yet graded, not in flight (and, unless
-    `retry_failed`, whose last batch line did not fail), and submit them as jobs. A run is
-    recorded only when something is sent or stored (a cron tick with nothing new leaves no
-    trace)."""
+    """Prepare every student as `grade run` does (`prepare`) and submit the requests of those
+    not yet graded, not in flight (and, unless `retry_failed`, whose last batch line did not
+    fail) as jobs. A run is recorded only when something is sent or stored (a cron tick with
+    nothing new leaves no trace)."""
     await recover(ctx)
-    s, p, store = ctx.settings, ctx.p, ctx.store
+    s, p, store = ctx.settings, ctx.run.p, ctx.store
     subs = students(p.class_dir, s, p.assignment_files)
-    sel = selection_of(s)
+    run = run_context(p, ctx.run.gen, ctx.run.backend, subs, ctx.run.extractor, store=store,
+                      backend=ctx.backend)
     out = Submitted()
     busy = store.batch_busy(ctx.class_key)
-    selector = example_selector(p, store, subs)
-    redactor = redactor_for(s, ctx.name, subs, selector)
-    examples = run_examples(p, selector, redactor, ctx.backend, ctx.name)
-    references = p.reference_parts()
-    epoch = 0  # a batch run is a normal run: regrades go through `grade run --regrade`
     outcomes: list[OutcomeRecord] = []  # run_id filled in once the run exists
-    verdicts: list[tuple[str, int, Verdict, str]] = []
+    unsent: list[Prepared] = []
     pending: list[Pending] = []
-    with Extractor(max_file_mb=s.max_file_mb, limits=limits(s)) as extractor:
-        for sub in subs:
-            try:
-                ex = extractor.extract(sub)
-            except SubmissionError as e:
-                outcomes.append(OutcomeRecord(
-                    run_id=0, student_id=sub.student_id, status="flagged", reason=e.reason,
-                    message=e.render(), name=sub.name, email=sub.email, source=sub.source))
-                continue
-            bh = body_hash(ex)
-            sub_id = store.upsert_submission(SubmissionRecord(
-                student_id=sub.student_id, name=sub.name, email=sub.email, source=sub.source,
-                content_hash=ex.content_hash, body_hash=bh, files=ex.files,
-                late=sub.late, notes=ex.notes))
-            sent, mapping = (redactor.submission(ex, sub.student_id) if redactor
-                             else (ex, {}))
-            picked = (await examples.choose(ex.text, sent.text, sub.student_id, bh)
-                      if examples is not None else exemplars.NONE)
-            req = render(p, sent, ctx.gen, references=references, examples=picked.shown)
-            seen = picked.digest(req)
-            cfg = config_hash(req, 1, seen)
-            latest = store.latest_grade(student_id=sub.student_id, submission_id=sub_id,
-                                        fingerprint=ctx.fingerprint, samples=1)
-            choice = choose(sel, sub.student_id, latest=latest, in_epoch=None,
-                            run_epoch=epoch, config_hash=cfg, exemplars=seen)
-            base = OutcomeRecord(run_id=0, student_id=sub.student_id, status="",
-                                 submission_id=sub_id)
-            if isinstance(choice, Skip):
-                outcomes.append(_with(base, status="skipped", reason=choice.reason,
-                                      message=choice.message))
-                out.skipped += 1
-                continue
-            if isinstance(choice, Reuse):
-                g = choice.grade
-                first = next((f for f in g.flags if f.reason not in INFO_FLAGS), None)
-                outcomes.append(_with(base, status=g.status, grade_id=g.id, reused=True,
-                                      reason=first.reason if first else None,
-                                      message=first.message if first else None))
-                out.reused += 1
-                continue
-            assert isinstance(choice, Grade)
-            state = busy.get((sub.student_id, sub_id))
-            if state == "pending":
-                out.in_flight += 1
-                continue
-            if state == "failed" and not retry_failed:
-                out.failed_before += 1
-                continue
-            flags = input_flags(ex)
-            verdict = _without_call(ctx, req, ex, flags, sub.student_id)
-            if verdict is not None:
-                verdicts.append((sub.student_id, sub_id, verdict, cfg))
-                continue
-            record = describe(req, ctx.prefix, salt(0, choice.epoch))
-            pending.append(Pending(sub.student_id, sub_id, req, BatchItemIn(
-                student_id=sub.student_id, submission_id=sub_id, request=record, n=1,
-                epoch=choice.epoch, request_json=freeze(req, cfg, (seen, picked.uses())),
-                flags_json=flags_json(flags), redaction=mapping or None)))
-    if examples is not None and examples.embedder is not None:
-        out.embeddings = examples.embedder.report
-    if not pending and not verdicts:
+    for sub in subs:
+        got = await prepare(run, sub, store)
+        if isinstance(got, Settled):
+            rec = got.record
+            outcomes.append(rec)
+            out.reused += rec.reused
+            out.skipped += rec.status == "skipped"
+            out.failed += rec.status == "failed"
+            continue
+        assert got.submission_id is not None
+        state = busy.get((sub.student_id, got.submission_id))
+        if state == "pending":
+            out.in_flight += 1
+            continue
+        if state == "failed" and not retry_failed:
+            out.failed_before += 1
+            continue
+        if got.unsent is not None:
+            unsent.append(got)
+            continue
+        record = describe(got.req, run.prefix, salt(0, got.epoch))
+        pending.append(Pending(sub.student_id, got.submission_id, got.req, BatchItemIn(
+            student_id=sub.student_id, submission_id=got.submission_id, request=record, n=1,
+            epoch=got.epoch, request_json=freeze(got.req, got.cfg, (got.seen, got.picked.uses()),
+                                                 got.ex.findings),
+            flags_json=flags_json(got.grounds.flags), redaction=dict(got.mapping) or None)))
+    if run.examples is not None and run.examples.embedder is not None:
+        out.embeddings = run.examples.embedder.report
+    if not pending and not unsent and not out.failed:
         return out
-    run = store.begin_run(RunInfo(
-        class_dir=ctx.class_key, backend=ctx.name, model=ctx.gen.model,
-        rubric_path=str(p.rubric_path), rubric_hash=p.rubric_hash, prompt_hash=p.prompts.hash,
-        schema_hash=p.schema_hash, fingerprint=ctx.fingerprint,
-        config_hash=config_hash(render(p, _NOTHING, ctx.gen)), sdk_version=_sdk_version(),
-        grader_version=__version__, settings=s.model_dump(mode="json", exclude={"api_key"}),
-        rubric=p.rubric.model_dump(mode="json"), mode="batch", selection=sel.as_dict()))
-    out.run_id = run.id
+    begun = store.begin_run(run_info(run, mode="batch"))
+    out.run_id = begun.id
     try:
         with store.atomic():
             for o in outcomes:
-                store.record_outcome(_with(o, run_id=run.id))
-            for student_id, sub_id, verdict, cfg in verdicts:
-                save_verdict(ctx, run.id, student_id, sub_id, verdict, epoch, cfg, [])
-        out.flagged = len(verdicts) + sum(o.status == "flagged" and not o.reused
-                                          for o in outcomes)
-        out.jobs = await send(ctx, run.id, pending, round=1)
+                store.record_outcome(replace(o, run_id=begun.id))
+            for got in unsent:
+                assert got.unsent is not None and got.submission_id is not None
+                save_verdict(ctx, begun.id, got.student_id, got.submission_id, got.unsent,
+                             got.epoch, got.cfg, [], (got.seen, got.picked.uses()))
+        out.flagged = len(unsent) + sum(o.status == "flagged" and not o.reused
+                                        for o in outcomes)
+        out.jobs = await send(ctx, begun.id, pending, round=1)
         out.requests = len(pending)
     finally:
         with suppress(StoreError):
-            store.finish_run(run.id, "done")
+            store.finish_run(begun.id, "done")
     return out
-
-
-def _without_call(ctx: Context, req: GradeRequest, ex: Extracted, flags: tuple[FlagRow, ...],
-                  student_id: str) -> Verdict | None:
-    """The verdict of a student whose request is not sent (too large, or nothing the model
-    can read), as `grade run` judges it; None when the request goes out."""
-    try:
-        check_request_size(req, max_bytes=limits(ctx.settings).max_request_bytes,
-                           student=student_id)
-    except SubmissionError as e:
-        return Verdict(status="flagged", flags=(FlagRow(e.reason, e.render()), *flags),
-                       review_reason=e.render())
-    if not ex.has_text and not any(x.mime_type in media_types(ctx.backend) for x in ex.parts):
-        judged = decide(ctx.policy, [_UNREADABLE_MEDIA], flags)
-        assert isinstance(judged, Verdict)
-        return judged
-    return None
-
-
-def _with(base: OutcomeRecord, **changes: Any) -> OutcomeRecord:
-    return replace(base, **changes)
 
 
 # --- the library's entry points (the CLI calls these) ----------------------------------------

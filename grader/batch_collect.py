@@ -1,12 +1,15 @@
 """Collecting batch jobs: each finished job's results streamed line by line, every reply kept
-in the ledger and judged by the same pure policy as online grading (`grading.decide`), grades
+in the ledger and judged exactly as online grading judges it (`judge.judge`: validation, the
+re-ask, the quote check against the submission as sent), grades
 stored exactly once (items already stored are skipped; commits every `COMMIT_EVERY` lines, so a
 crash loses at most one uncommitted chunk, judged again next time); failed lines and the lines of
 failed, cancelled or expired jobs mark their students failed; answers that need the one re-ask
 go out as a second, small batch round, or with `batch_reask = "online"` (`--reask online`) are
 completed in the same collect by an online call through the call ledger (committed as sent
 before it leaves, its reply committed on arrival: a collect stopped in between and run again
-reuses the reply, pays nothing twice and stores the grade once).
+reuses the reply, pays nothing twice and stores the grade once). After the grades of a
+collect are stored, the score-jump check runs over each run they belong to, as after an online
+run.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import models
+from . import injection, models, score_jump
 from .backends import BatchInfo, BatchResult
 from .backends.base import SupportsFiles
 from .batch_jobs import (
@@ -29,6 +32,8 @@ from .batch_jobs import (
     Pending,
     freeze,
     frozen_exemplars,
+    frozen_findings,
+    frozen_parts,
     parse_flags,
     record_outcome,
     recover,
@@ -37,9 +42,11 @@ from .batch_jobs import (
     thaw,
 )
 from .errors import BackendError, StoreError
-from .grading import Reask, Reconfigure, Reply, Verdict, decide
+from .grading import Reask, Reconfigure, Reply, Verdict
+from .judge import Grounds, judge
 from .ledger import CallLedger, describe, salt
 from .planning import spending_for
+from .prepare import quote_text
 from .redact import restore_verdict
 from .report import write_outputs
 from .request import GradeRequest, GradeResponse
@@ -63,6 +70,9 @@ class Collected:
     running: int = 0  # jobs not finished yet
     cost_usd: float = 0.0
     outputs: list[Path] = field(default_factory=list)
+    injection_suspected: list[str] = field(default_factory=list)  # by the score-jump check
+    # students stored now with injection evidence or signs of it, by run (score_jump)
+    candidates: dict[int, dict[str, score_jump.Candidate]] = field(default_factory=dict)
 
 
 class _Chunked:
@@ -140,6 +150,8 @@ async def collect(ctx: Context) -> Collected:
         if by_batch:
             await send(ctx, run_id, by_batch, round=2)
             out.reasked += len(by_batch)
+    for run_id, candidates in out.candidates.items():
+        out.injection_suspected += score_jump.check_run(ctx.store, run_id, candidates)
     if ctx.settings.out is not None and touched and ctx.report_run is not None:
         out.outputs = write_outputs(ctx.store, ctx.report_run, ctx.settings.out)
     return out
@@ -164,8 +176,7 @@ def _judge(ctx: Context, job: BatchJobRow, r: BatchResult, out: Collected,
     replies = [*(_reply(ctx, a) for a in chain[:-1]), Reply(
         resp.text, resp.finish_reason, resp.blocked_reason, resp.model_version,
         resp.usage.thinking_tokens, resp.usage.output_tokens)]
-    flags = parse_flags(item.flags_json)
-    verdict = decide(ctx.policy, replies, flags)
+    verdict = judge(ctx.run.policy, replies, grounds_of(item))
     if isinstance(verdict, Reask | Reconfigure):
         reasks.setdefault(item.run_id, []).append(_follow_up(ctx, item, verdict))
         ctx.store.batch_item_done(item.attempt_id, "reasked")
@@ -174,15 +185,26 @@ def _judge(ctx: Context, job: BatchJobRow, r: BatchResult, out: Collected,
     return True
 
 
+def grounds_of(item: BatchItem) -> Grounds:
+    """What the item's replies are judged against: intake's flags, and the submission as the
+    request sent it (for the quote check)."""
+    return Grounds(parse_flags(item.flags_json), quote_text(frozen_parts(item.request_json)))
+
+
 def _store(ctx: Context, item: BatchItem, verdict: Verdict, attempts: list[int],
            out: Collected) -> None:
     """The student's grade (names mapped back), stored with the item marked done, together."""
     cfg = str(json.loads(item.request_json)["cfg"])
     verdict = restore_verdict(verdict, item.redaction)
     with ctx.store.atomic():
-        save_verdict(ctx, item.run_id, item.student_id, item.submission_id, verdict,
-                     item.epoch, cfg, attempts, frozen_exemplars(item.request_json))
+        gid = save_verdict(ctx, item.run_id, item.student_id, item.submission_id, verdict,
+                           item.epoch, cfg, attempts, frozen_exemplars(item.request_json))
         ctx.store.batch_item_done(item.attempt_id, "stored")
+    flagged = any(f.reason == injection.FLAG for f in verdict.flags)
+    findings = frozen_findings(item.request_json)
+    if flagged or findings:
+        out.candidates.setdefault(item.run_id, {})[item.student_id] = score_jump.Candidate(
+            gid, findings, flagged)
     if verdict.status == "graded":
         out.graded += 1
     else:
@@ -193,7 +215,7 @@ def _follow_up(ctx: Context, item: BatchItem, verdict: Reask | Reconfigure) -> P
     """The second round of a conversation: the re-ask, or more room after a thinking cut-off."""
     req, cfg = thaw(ctx, item.request_json)
     req = _asked_again(req, verdict)
-    record = describe(req, ctx.prefix, salt(0, item.epoch))
+    record = describe(req, ctx.run.prefix, salt(0, item.epoch))
     return Pending(item.student_id, item.submission_id, req, BatchItemIn(
         student_id=item.student_id, submission_id=item.submission_id, request=record,
         n=item.n + 1, epoch=item.epoch,
@@ -221,7 +243,7 @@ async def _complete_online(ctx: Context, run_id: int, follow_ups: list[Pending],
     """Re-asks of one run answered by online calls (at the online price), judged by the same
     policy (asked again while it says so), restored and stored like a batch result."""
     tbl = models.table(ctx.settings.models)
-    spending = spending_for(ctx.settings, ctx.gen, tbl)
+    spending = spending_for(ctx.settings, ctx.run.gen, tbl)
     assert spending is not None  # a batch backend is a paid API
     ledger = CallLedger(ctx.store, ctx.backend, run_id, spending=spending,
                         service_tier=ctx.settings.tier)
@@ -258,11 +280,11 @@ async def _ask_online(ctx: Context, ledger: CallLedger, follow_up: Pending,
                                                            item.submission_id)
         if paid is not None:
             attempts.append(paid)
-        verdict = decide(ctx.policy, replies, parse_flags(item.flags_json))
+        verdict = judge(ctx.run.policy, replies, grounds_of(item))
         if isinstance(verdict, Verdict):
             break
         req = _asked_again(req, verdict)
-        record, n = describe(req, ctx.prefix, salt(0, item.epoch)), n + 1
+        record, n = describe(req, ctx.run.prefix, salt(0, item.epoch)), n + 1
     _store(ctx, item, verdict, attempts, out)
     out.reasked_online += 1
 
@@ -273,7 +295,7 @@ def _unsent_follow_ups(ctx: Context) -> dict[int, list[Pending]]:
     out: dict[int, list[Pending]] = {}
     for item in ctx.store.batch_unfollowed(ctx.class_key):
         replies = [_reply(ctx, a) for a in _chain(ctx, item)]
-        verdict = decide(ctx.policy, replies, parse_flags(item.flags_json))
+        verdict = judge(ctx.run.policy, replies, grounds_of(item))
         if isinstance(verdict, Reask | Reconfigure):
             out.setdefault(item.run_id, []).append(_follow_up(ctx, item, verdict))
     return out
@@ -328,7 +350,7 @@ async def _clean_up(ctx: Context, job: BatchJobRow, info: BatchInfo) -> None:
     """The job's input file is no longer needed: delete it (results stay with the job)."""
     if not isinstance(ctx.backend, SupportsFiles):
         return
-    for up in ctx.store.open_uploads(ctx.name, job_ref=job.display_name):
+    for up in ctx.store.open_uploads(ctx.run.backend, job_ref=job.display_name):
         if up.name is not None:
             try:
                 await ctx.backend.delete_file(up.name)

@@ -21,16 +21,19 @@ from pathlib import Path
 from typing import Any
 
 from . import models
-from .backends import Backend, BatchInfo, SupportsBatch, create
+from .backends import Backend, BatchInfo, SupportsBatch, create, media_types
 from .backends.base import SupportsFiles
+from .context import RunContext
 from .errors import BackendError, ConfigError
-from .generation import Generation, configure
-from .grading import Policy, Verdict
+from .generation import configure
+from .grading import Verdict
+from .injection import Finding
+from .isolation import Extractor
 from .locks import RunLock
-from .planning import Plan, default_model, plan, thinking_retry
+from .planning import default_model, plan
 from .ratelimit import estimate_tokens
 from .request import GradeRequest, Part, Turn
-from .settings import Settings, auto_backend, db_path
+from .settings import Settings, auto_backend, db_path, limits
 from .store import (
     BatchItemIn,
     BatchJobRow,
@@ -49,28 +52,25 @@ KILL_AT_CREATE_ENV = "GRADER_TEST_KILL_AT_BATCH_CREATE"
 
 @dataclass
 class Context:
-    """Everything fixed for one batch command."""
+    """Everything fixed for one batch command: the run context (`run`: the same plan,
+    generation config, policy and hashes as `grade run`; submit widens it with the class's
+    redactor and graded examples), the store, and a backend that runs batch jobs."""
 
-    p: Plan
+    run: RunContext
     store: Store
     backend: Backend
     batches: SupportsBatch
-    name: str
-    gen: Generation
     pricing: models.Pricing
-    policy: Policy
-    prefix: str
-    fingerprint: str
     workdir: Path
     report_run: int | None = None  # collecting: the latest run of the class
 
     @property
     def settings(self) -> Settings:
-        return self.p.settings
+        return self.run.p.settings
 
     @property
     def class_key(self) -> str:
-        return str(self.p.class_dir.resolve())
+        return self.run.class_key
 
 
 @dataclass(frozen=True)
@@ -108,22 +108,20 @@ async def opened(class_dir: Path, settings: Settings, *, no_wait: bool = False,
     else:
         await run_lock.acquire(wait=settings.wait)
     try:
-        with Store(db) as store:
+        with Store(db) as store, \
+                Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as ex:
             owned = backend is None
             backend = create(name, settings=settings) if backend is None else backend
             try:
                 if not isinstance(backend, SupportsBatch):
                     raise ConfigError(f"the {name} backend runs no batch jobs",
                                       fix="use --api gemini or --api enterprise")
-                model = gen.model
-                store.save_prefix(p.prefix_hash(model), p.system, p.static_prefix,
-                                  p.response_schema)
-                yield Context(
-                    p=p, store=store, backend=backend, batches=backend, name=name, gen=gen,
-                    pricing=models.Pricing.of(tbl, model, "batch"),
-                    policy=replace(p.policy, on_thinking_cut=thinking_retry(gen)),
-                    prefix=p.prefix_hash(model), fingerprint=p.fingerprint(model),
-                    workdir=db.parent / "batch")
+                run = RunContext.build(p, gen, name, extractor=ex,
+                                       reads=media_types(backend))
+                store.save_prefix(run.prefix, p.system, p.static_prefix, p.response_schema)
+                yield Context(run=run, store=store, backend=backend, batches=backend,
+                              pricing=models.Pricing.of(tbl, gen.model, "batch"),
+                              workdir=db.parent / "batch")
             finally:
                 if owned:
                     await backend.aclose()
@@ -135,15 +133,18 @@ async def opened(class_dir: Path, settings: Settings, *, no_wait: bool = False,
 
 
 def freeze(req: GradeRequest, cfg: str,
-           seen: tuple[str | None, Sequence[ExemplarUse]] = (None, ())) -> str:
-    """What collecting needs to ask again: the student's parts, history and generation config
-    (the run's prefix, schema and references come from the plan), and the graded examples the
-    request shows (`seen`: their digest and uses, recorded with the grade)."""
+           seen: tuple[str | None, Sequence[ExemplarUse]] = (None, ()),
+           findings: Sequence[Finding] = ()) -> str:
+    """What collecting needs to ask again and to judge: the student's parts, history and
+    generation config (the run's prefix, schema and references come from the plan), the graded
+    examples the request shows (`seen`: their digest and uses, recorded with the grade), and
+    intake's injection findings (for the score-jump check)."""
     parts = [{"text": p.text} if p.text is not None else
              {"mime_type": p.mime_type, "data": base64.b64encode(p.data or b"").decode()}
              for p in req.student_parts]
     return json.dumps({"cfg": cfg, "parts": parts,
                        "exemplars": {"hash": seen[0], "uses": [asdict(u) for u in seen[1]]},
+                       "findings": [f.model_dump() for f in findings],
                        "history": [[t.role, t.text] for t in req.history],
                        "max_output_tokens": req.max_output_tokens,
                        "thinking_level": req.thinking_level, "temperature": req.temperature,
@@ -155,9 +156,9 @@ def thaw(ctx: Context, frozen: str) -> tuple[GradeRequest, str]:
     parts = tuple(Part(text=x["text"]) if "text" in x else
                   Part(mime_type=x["mime_type"], data=base64.b64decode(x["data"]))
                   for x in d["parts"])
-    p = ctx.p
+    p = ctx.run.p
     req = GradeRequest(
-        key="", model=ctx.gen.model, system=p.system, static_prefix=p.static_prefix,
+        key="", model=ctx.run.gen.model, system=p.system, static_prefix=p.static_prefix,
         reference_parts=p.reference_parts(), student_parts=parts,
         history=tuple(Turn(role=r, text=t) for r, t in d["history"]),
         response_schema=p.response_schema, max_output_tokens=d["max_output_tokens"],
@@ -170,6 +171,19 @@ def frozen_exemplars(frozen: str) -> tuple[str | None, list[ExemplarUse]]:
     """The graded examples a frozen request shows (none for one frozen before they existed)."""
     d = json.loads(frozen).get("exemplars") or {}
     return d.get("hash"), [ExemplarUse(**u) for u in d.get("uses") or ()]
+
+
+def frozen_findings(frozen: str) -> tuple[Finding, ...]:
+    """Intake's injection findings of a frozen request (none for one frozen before they were
+    kept)."""
+    return tuple(Finding(**f) for f in json.loads(frozen).get("findings") or ())
+
+
+def frozen_parts(frozen: str) -> list[dict[str, Any]]:
+    """The student's parts of a frozen request, as the ledger stores them (text, or the media
+    type of a media part)."""
+    return [{"text": x["text"]} if "text" in x else {"mime_type": x.get("mime_type")}
+            for x in json.loads(frozen)["parts"]]
 
 
 def flags_json(flags: Sequence[FlagRow]) -> str:
@@ -191,7 +205,7 @@ class Pending:
 def jobs_of(ctx: Context, pending: list[Pending]) -> list[list[Pending]]:
     """Split into jobs within the requests and estimated tokens a job may hold."""
     s = ctx.settings
-    prefix_tokens = estimate_tokens(len(ctx.p.system) + len(ctx.p.static_prefix))
+    prefix_tokens = estimate_tokens(len(ctx.run.p.system) + len(ctx.run.p.static_prefix))
     jobs: list[list[Pending]] = []
     current: list[Pending] = []
     tokens = 0
@@ -230,20 +244,20 @@ async def _send_job(ctx: Context, run_id: int, chunk: list[Pending], *, round: i
         size = sum(len(json.dumps(line)) for line in lines)
         mode = "inline" if size < s.batch_inline_mb * 1024 * 1024 else "file"
     job_id, attempt_ids = store.begin_batch_job(
-        run_id=run_id, class_dir=ctx.class_key, backend=ctx.name, model=ctx.gen.model,
+        run_id=run_id, class_dir=ctx.class_key, backend=ctx.run.backend, model=ctx.run.gen.model,
         display_name=display, mode=mode, round=round, items=[x.item for x in chunk])
     _maybe_kill("before")
     keyed = [(f"a{a}", x.req) for a, x in zip(attempt_ids, chunk, strict=True)]
     try:
         if mode == "inline":
-            info = await ctx.batches.create_batch(model=ctx.gen.model, display_name=display,
+            info = await ctx.batches.create_batch(model=ctx.run.gen.model, display_name=display,
                                                   inline=keyed)
             source = None
         else:
             source = await _upload_input(ctx, run_id, display, keyed, lines)
             store.batch_job_input(job_id, source)
             dest = (source.rsplit("/", 1)[0] + f"/{display}-out" if mode == "gcs" else None)
-            info = await ctx.batches.create_batch(model=ctx.gen.model, display_name=display,
+            info = await ctx.batches.create_batch(model=ctx.run.gen.model, display_name=display,
                                                   source=source, destination=dest)
     except BackendError as e:
         if e.transient:  # it may exist: the next command looks for it by its display name
@@ -267,7 +281,7 @@ async def _upload_input(ctx: Context, run_id: int, display: str,
     `lines`: the lines already built (with empty keys), else they are built here."""
     if not isinstance(ctx.backend, SupportsFiles) or not ctx.backend.files_available:
         fix = ctx.backend.files_fix if isinstance(ctx.backend, SupportsFiles) else ""
-        raise ConfigError(f"the {ctx.name} backend cannot upload a batch input file",
+        raise ConfigError(f"the {ctx.run.backend} backend cannot upload a batch input file",
                           fix=fix or "use --api gemini")
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     path = ctx.workdir / f"{display}.jsonl"
@@ -282,7 +296,7 @@ async def _upload_input(ctx: Context, run_id: int, display: str,
             digest.update(text.encode())
             fh.write(text)
     size = path.stat().st_size
-    upload = ctx.store.begin_upload(run_id=run_id, backend=ctx.name, purpose="batch",
+    upload = ctx.store.begin_upload(run_id=run_id, backend=ctx.run.backend, purpose="batch",
                                     sha256=digest.hexdigest(), size=size,
                                     mime_type="application/jsonl",
                                     display_name=f"{display}.jsonl", job_ref=display)
@@ -345,20 +359,21 @@ async def cancel(ctx: Context, ref: str) -> BatchInfo:
 
 def save_verdict(ctx: Context, run_id: int, student_id: str, sub_id: int, v: Verdict,
                  epoch: int, cfg: str, attempts: list[int],
-                 seen: tuple[str | None, list[ExemplarUse]] = (None, [])) -> None:
+                 seen: tuple[str | None, list[ExemplarUse]] = (None, [])) -> int:
     """The grade and its outcome (the caller holds the transaction); `seen`: the graded
-    examples the request showed (digest, uses)."""
+    examples the request showed (digest, uses). Returns the grade's id."""
     gid = ctx.store.save_grade(GradeRecord(
-        student_id=student_id, submission_id=sub_id, fingerprint=ctx.fingerprint, sample=0,
+        student_id=student_id, submission_id=sub_id, fingerprint=ctx.run.fingerprint, sample=0,
         epoch=epoch, config_hash=cfg, run_id=run_id, status=v.status,
-        max_total=ctx.p.rubric.max_total, total=v.total, percent=v.percent,
+        max_total=ctx.run.p.rubric.max_total, total=v.total, percent=v.percent,
         overall_comment=v.overall_comment, needs_review=v.needs_review,
-        review_reason=v.review_reason, model=ctx.gen.model, model_version=v.model_version,
+        review_reason=v.review_reason, model=ctx.run.gen.model, model_version=v.model_version,
         criteria=v.criteria, flags=v.flags, attempt_ids=attempts, samples=1,
         exemplars_hash=seen[0], exemplars=seen[1]))
     record_outcome(ctx, OutcomeRecord(
         run_id=run_id, student_id=student_id, status=v.status, submission_id=sub_id,
         grade_id=gid, reason=v.reason, message=v.message))
+    return gid
 
 
 def record_outcome(ctx: Context, rec: OutcomeRecord) -> None:

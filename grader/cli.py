@@ -95,8 +95,10 @@ def init(folder: Path) -> None:
                f"`grade run {folder / 'submissions'}`")
 
 
-def _settings(class_dir: Path | None, **flags: Any) -> Settings:
-    return resolve(flags, class_dir=class_dir)
+def _settings(class_dir: Path | None, *, with_out: bool = False, **flags: Any) -> Settings:
+    """The command's settings, resolved once (`with_out`: a command that writes outputs, whose
+    `out` defaults to reports/<class folder name>)."""
+    return resolve(flags, class_dir=class_dir, with_out=with_out)
 
 
 def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -189,13 +191,12 @@ def run(class_dir: Path, only: tuple[str, ...], retry_flagged: tuple[str, ...],
         **flags: Any) -> None:
     """Grade every submission in CLASS_DIR (resumable: rerun to continue)."""
     from . import pipeline
-    from .settings import db_path, out_dir
+    from .settings import db_path
 
     retry = _split(retry_flagged)
-    settings = _settings(class_dir, only=_split(only),
+    settings = _settings(class_dir, with_out=True, only=_split(only),
                          retry_flagged=tuple(r for r in retry if r != "*") if retry else None,
                          **flags)
-    settings.out = out_dir(class_dir, settings)
     _log_to(db_path(class_dir, settings).parent)
     if settings.dry_run:
         from .dry_run import dry_run
@@ -279,9 +280,12 @@ def _print_dry_run(plan: Any, items: list[Any]) -> None:
             click.echo(f"--- {sid}: would be flagged: {terminal_safe(it.flagged)}")
             continue
         click.echo(f"--- {sid}: ~{it.prompt_tokens} prompt tokens (estimate, chars/4)")
-    if items and items[0].prompt:
-        click.echo("\n=== first prompt (system instruction omitted) ===\n"
-                   + terminal_safe(items[0].prompt))
+    first = next((it for it in items if it.prompt), None)
+    if first is not None:
+        click.echo(f"\n=== {terminal_safe(first.student_id)}'s prompt (system instruction "
+                   "omitted) ===\n" + terminal_safe(first.prompt))
+    elif not items:
+        click.echo("no student to show: --only leaves out everyone")
 
 
 def _print_summary(s: Any) -> None:
@@ -306,10 +310,7 @@ def _print_summary(s: Any) -> None:
         click.echo(terminal_safe(f"  flagged {reason}: {_ids(ids)}", newlines=False))
     for message, ids in failed.items():  # identical errors collapse into one line
         click.echo(terminal_safe(f"  failed ({_ids(ids)}): {message}"))
-    if s.injection_suspected:
-        click.echo(terminal_safe(
-            f"  injection suspected (graded; first in review.xlsx): {_ids(s.injection_suspected)}",
-            newlines=False))
+    _print_suspected(s.injection_suspected)
     if not s.redacted and s.backend != "local":
         click.echo("  names, e-mails and ids were sent unredacted (--no-redact)")
     line = _cache_line(s)
@@ -487,10 +488,9 @@ def calibrate(class_dir: Path, n: int, rater: str, **flags: Any) -> None:
     from .calibration import Written
     from .calibration import calibrate as run_calibration
     from .evaluation import render_text
-    from .settings import db_path, out_dir
+    from .settings import db_path
 
-    settings = _settings(class_dir, **flags)
-    settings.out = out_dir(class_dir, settings)
+    settings = _settings(class_dir, with_out=True, **flags)
     _log_to(db_path(class_dir, settings).parent)
     got = run_calibration(class_dir, settings, n=n, rater=rater)
     if isinstance(got, Written):
@@ -741,10 +741,9 @@ def _batch_options(fn: F) -> F:
 
 
 def _batch_settings(class_dir: Path, **flags: Any) -> Settings:
-    from .settings import db_path, out_dir
+    from .settings import db_path
 
-    settings = _settings(class_dir, **flags)
-    settings.out = out_dir(class_dir, settings)
+    settings = _settings(class_dir, with_out=True, **flags)
     _log_to(db_path(class_dir, settings).parent)
     return settings
 
@@ -788,6 +787,9 @@ def _print_submitted(s: Any) -> None:
         click.echo(f"  {s.in_flight} already in a running job")
     if s.flagged:
         click.echo(f"  {s.flagged} flagged without a request (see the reports)")
+    if s.failed:
+        click.echo(f"  {s.failed} failed before a request (see `grade status`); the next "
+                   "`grade batch submit` tries them again")
     if s.failed_before:
         click.echo(f"  {s.failed_before} failed line(s) not sent again: "
                    "`grade batch submit --retry-failed` sends them")
@@ -856,7 +858,15 @@ def batch_collect(class_dir: Path, wait_done: bool, **flags: Any) -> None:
                                            if c.running else ""))
     if c.failed:
         click.echo("  `grade batch submit --retry-failed` sends the failed lines again")
+    _print_suspected(c.injection_suspected)
     _print_written(c.outputs)
+
+
+def _print_suspected(ids: list[str]) -> None:
+    if ids:
+        click.echo(terminal_safe(
+            f"  injection suspected (graded; first in review.xlsx): {_ids(ids)}",
+            newlines=False))
 
 
 @batch.command("cancel")

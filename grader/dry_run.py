@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import exemplars, models
-from .errors import GraderError
+from . import models
+from .context import offline_context
 from .generation import configure
 from .isolation import Extractor
-from .planning import Plan, body_hash, default_model, offline_examples, plan, render, students
+from .planning import Plan, default_model, plan, students
+from .prepare import Settled, prepare_offline
 from .settings import Settings, auto_backend, limits
 
 
@@ -22,30 +24,32 @@ class DryRunItem:
 
 
 def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> tuple[Plan, list[DryRunItem]]:
-    """Render the prompts of the first `n` students as they would be sent (redacted, unless
-    redaction is off) and estimate their size; no model call."""
+    """The first `n` students the run would grade (`--only` and the other selections applied),
+    prepared as the run prepares them (redacted unless redaction is off, with their graded
+    examples), their prompts rendered and their size estimated; no model call, nothing
+    written."""
     p = plan(class_dir, settings)
     backend = auto_backend(settings)
     gen = configure(settings, default_model(backend, settings), backend,
                     models.table(settings.models))
-    items = []
     subs = students(class_dir, settings, p.assignment_files)
-    redactor, examples = offline_examples(p, class_dir, settings, subs, backend)
     with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:
-        extracted = []
-        for sub in subs[:n]:
-            try:
-                extracted.append((sub, extractor.extract(sub)))
-            except GraderError as e:
-                items.append(DryRunItem(sub.student_id, None, e.render(), ""))
-    for sub, ex in extracted:
-        sent = redactor.submission(ex, sub.student_id)[0] if redactor else ex
-        picked = (examples.pick(ex.text, sub.student_id, body_hash(ex)) if examples is not None
-                  else exemplars.NONE)
-        req = render(p, sent, gen, examples=picked.shown)
+        ctx = offline_context(p, gen, backend, subs, extractor)
+        prepared = asyncio.run(prepare_offline(ctx, subs, wanted=n))
+    items = []
+    for got in prepared:
+        if isinstance(got, Settled):
+            items.append(DryRunItem(got.record.student_id, None,
+                                    got.record.message or got.record.status, ""))
+            continue
+        if got.unsent is not None:
+            items.append(DryRunItem(got.student_id, None,
+                                    got.unsent.message or got.unsent.status, ""))
+            continue
+        req = got.req
         student = "".join(pt.text or "" for pt in req.student_parts)
         media = sum(258 for pt in req.student_parts if pt.text is None)
-        items.append(DryRunItem(sub.student_id,
+        items.append(DryRunItem(got.student_id,
                                 len(req.system + req.static_prefix + student) // 4 + media,
                                 None, req.static_prefix + student))
     return p, items

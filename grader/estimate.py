@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from . import exemplars, models
+from . import models
 from .backends import Backend, create
 from .caching import token_bound
-from .errors import GraderError
-from .extract import Extracted
+from .context import offline_context
 from .generation import Generation, configure
 from .isolation import Extractor
-from .limits import DEFAULT_LIMITS, check_request_size
+from .limits import DEFAULT_LIMITS
 from .models import EstimateAssumptions, ModelTable, Pricing
-from .planning import Plan, body_hash, default_model, offline_examples, plan, render, students
+from .planning import Plan, default_model, plan, prefix_request, students
+from .prepare import Prepared, prepare_offline
 from .request import GradeRequest, Usage
 from .settings import Settings, auto_backend, limits
 
@@ -154,25 +154,17 @@ def local_tokens(req: GradeRequest, media: models.Media) -> int:
 def _requests(p: Plan, class_dir: Path, settings: Settings, gen: Generation, backend: str
               ) -> tuple[int, int, list[GradeRequest]]:
     """How many students and rubric criteria there are, and every request the class would send
-    to `backend` (first asks only; without the reference files, which `_prefix` counts once):
-    redacted as the run would redact them (countTokens is a call to Google: it gets no more of a
-    student than the run would), with the graded examples the run would show."""
+    to `backend` (first asks only; without the reference files, which `_prefix` counts once),
+    prepared as the run prepares them (`prepare`): redacted as the run would redact them
+    (countTokens is a call to Google: it gets no more of a student than the run would), with
+    the graded examples the run would show; students flagged at intake or whose request would
+    not be sent cost nothing."""
     subs = students(class_dir, settings, p.assignment_files)
-    redactor, examples = offline_examples(p, class_dir, settings, subs, backend)
-    out = []
-    max_bytes = limits(settings).max_request_bytes
     with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:
-        for sub in subs:
-            try:
-                ex = extractor.extract(sub)
-                sent = redactor.submission(ex, sub.student_id)[0] if redactor else ex
-                picked = (examples.pick(ex.text, sub.student_id, body_hash(ex))
-                          if examples is not None else exemplars.NONE)
-                req = render(p, sent, gen, examples=picked.shown)
-                check_request_size(req, max_bytes=max_bytes, student=sub.student_id)
-            except GraderError:
-                continue  # flagged at intake: never sent, costs nothing
-            out.append(req)
+        ctx = offline_context(p, gen, backend, subs, extractor)
+        prepared = asyncio.run(prepare_offline(ctx, subs))
+    out = [got.req.model_copy(update={"reference_parts": ()}) for got in prepared
+           if isinstance(got, Prepared) and got.unsent is None]
     return len(subs), len(p.rubric.all_criteria), out
 
 
@@ -193,9 +185,8 @@ def _prefix(p: Plan, gen: Generation, tbl: ModelTable, count: Callable[[list[Gra
             list[int]] | None) -> Prefix:
     """The marking scheme's tokens: counted (countTokens) when it could reach the minimum,
     else its byte bound (a token covers at least one byte) or the local estimate."""
-    bare = render(p, Extracted(text="", content_hash="", files=()), gen
-                  ).model_copy(update={"student_parts": ()})
-    full = bare.model_copy(update={"reference_parts": p.reference_parts()})
+    bare = prefix_request(p, gen)
+    full = prefix_request(p, gen, p.reference_parts())
     minimum = gen.row.cache_min_tokens if gen.row is not None else None
     bound = token_bound(full, tbl.media, DEFAULT_LIMITS.pdf_max_pages)
     if count is None or minimum is None or bound < minimum:

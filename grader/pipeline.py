@@ -4,13 +4,14 @@
 
 `grade_class()` is the library's async entry point (it runs inside an existing event loop, e.g.
 Jupyter); `run_class()` wraps it for scripts and the CLI. The steps live in their own modules:
-`planning` (discover, render), `runner` (one student: extract, grade through the `CallLedger`,
-validate with the pure policy in `grading`, store; and the online schedule), `report`. This
-module opens the run: the lock, the store, the backend, caches and uploads, then closes it and
-writes the outputs. Submissions stream through a bounded pool of workers: only file paths are
-held for the whole class, content is read when a worker picks the student up. Every student
-ends graded, flagged or skipped with a reason, or failed (a transient backend error; rerunning
-picks them up).
+`planning` (discover, render), `context` (what the run shares, built once), `prepare` (one
+student up to the request, as every path prepares it), `runner` (the calls through the
+`CallLedger`, each reply judged by `judge`, the grade stored; and the online schedule),
+`report`. This module opens the run: the lock, the store, the backend, caches and uploads, then
+closes it and writes the outputs. Submissions stream through a bounded pool of workers: only
+file paths are held for the whole class, content is read when a worker picks the student up.
+Every student ends graded, flagged or skipped with a reason, or failed (a transient backend
+error; rerunning picks them up).
 """
 
 from __future__ import annotations
@@ -24,39 +25,24 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, exemplars, models, score_jump
+from . import models, score_jump
 from .backends import Backend, create
-from .backends.base import SupportsEmbeddings
-from .budget import Spending
 from .caching import CacheReport
+from .context import RunContext, run_context, run_info
 from .discover import Submission
-from .embeddings import Embedder, EmbeddingReport, similarity_of
+from .embeddings import EmbeddingReport
 from .errors import BackendError, StoreError
-from .extract import Extracted
 from .gate import check_gate
-from .generation import Generation, configure
+from .generation import configure
 from .isolation import Extractor
 from .locks import Holder, RunLock
-from .planning import (
-    Plan,
-    config_hash,
-    default_model,
-    example_selector,
-    plan,
-    redactor_for,
-    render,
-    selection_of,
-    spending_for,
-    students,
-)
-from .redact import Redactor
+from .planning import default_model, plan, prefix_request, spending_for, students
 from .report import write_outputs
 from .request import Usage
 from .runner import Outcome, Runner
-from .selection import Selection
 from .sending import Sending, open_sending
 from .settings import Settings, auto_backend, db_path, limits
-from .store import RunInfo, Store
+from .store import Store
 
 
 @dataclass
@@ -99,19 +85,6 @@ class RunSummary:
         return sum(1 for o in self.outcomes if o.status == "skipped" and o.reason == "budget")
 
 
-# A submission with no content, rendered once per run to read the run's generation config.
-_NOTHING = Extracted(text="", content_hash="", files=())
-
-
-def _sdk_version() -> str | None:
-    try:
-        from google.genai import version
-
-        return str(version.__version__)
-    except Exception:  # pragma: no cover - the SDK is a dependency
-        return None
-
-
 async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend | None = None,
                       on_outcome: Callable[[Outcome], None] | None = None,
                       on_start: Callable[[int, str, str], None] | None = None,
@@ -128,9 +101,7 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
     tbl = models.table(settings.models)
     name = backend.name if backend is not None else auto_backend(settings)
     gen = configure(settings, default_model(name, settings), name, tbl)  # before any call
-    spending = spending_for(settings, gen, tbl)
     subs = students(class_dir, settings, p.assignment_files)
-    sel = selection_of(settings)
     db = db_path(class_dir, settings)
     lock = RunLock(db)
     await lock.acquire(wait=settings.wait, on_wait=on_wait)
@@ -144,24 +115,18 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
                 model = str(getattr(backend, "model", gen.model))
                 if model != gen.model:  # a backend passed in, or a local model file
                     gen = configure(settings, model, name, tbl)
-                    spending = spending_for(settings, gen, tbl)
                 for text in gen.notices:  # before the progress bar starts
                     if on_notice:
                         on_notice(text)
-                if not settings.force and sel.only is None:  # calibrated well enough?
-                    check_gate(store.latest_calibration(str(class_dir.resolve()),
-                                                        p.fingerprint(model)), settings,
-                               str(class_dir))
-                selector = example_selector(p, store, subs)
-                redactor = redactor_for(settings, name, subs, selector)
-                # a setting the backend cannot honour fails before the progress line starts
-                examples = run_examples(p, selector, redactor, backend, name)
-                if on_start:
-                    on_start(len(subs), name, model)
-                return await _graded(
-                    p, subs, sel, store, backend, name, gen, on_outcome, tbl=tbl,
-                    spending=spending, on_notice=on_notice, redactor=redactor,
-                    examples=examples)
+                with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as ex:
+                    ctx = run_context(p, gen, name, subs, ex, store=store, backend=backend)
+                    if not settings.force and ctx.selection.only is None:  # calibrated?
+                        check_gate(store.latest_calibration(ctx.class_key, ctx.fingerprint),
+                                   settings, str(class_dir))
+                    if on_start:
+                        on_start(len(subs), name, model)
+                    return await _graded(ctx, subs, store, backend, tbl,
+                                         on_outcome=on_outcome, on_notice=on_notice)
             finally:
                 if owned:
                     await backend.aclose()
@@ -169,74 +134,50 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
         lock.release()
 
 
-def run_examples(p: Plan, selector: exemplars.Selector | None, redactor: Redactor | None,
-                 backend: Backend, name: str) -> exemplars.Examples | None:
-    """The run's examples (None when exemplars are off), compared by TF-IDF or, as
-    `exemplar_similarity` resolves for `backend`, by the model table's embedding model."""
-    if selector is None:
-        return None
-    how = similarity_of(p.settings.exemplar_similarity, backend, name)
-    embedder = (Embedder(backend, models.table(p.settings.models).embedding, models.today())
-                if how == "embeddings" and isinstance(backend, SupportsEmbeddings) else None)
-    return exemplars.Examples(selector, redactor, embedder)
-
-
-async def _graded(p: Plan, subs: list[Submission], sel: Selection, store: Store,
-                  backend: Backend, name: str, gen: Generation,
-                  on_outcome: Callable[[Outcome], None] | None, *,
-                  tbl: models.ModelTable, spending: Spending | None,
-                  on_notice: Callable[[str], None] | None,
-                  redactor: Redactor | None,
-                  examples: exemplars.Examples | None = None) -> RunSummary:
+async def _graded(ctx: RunContext, subs: list[Submission], store: Store, backend: Backend,
+                  tbl: models.ModelTable, *, on_outcome: Callable[[Outcome], None] | None,
+                  on_notice: Callable[[str], None] | None) -> RunSummary:
     started = time.perf_counter()
-    model = gen.model
-    fingerprint = p.fingerprint(model)
-    cfg = config_hash(render(p, _NOTHING, gen), p.settings.samples)
-    class_key = str(p.class_dir.resolve())
+    p, gen, sel, settings = ctx.p, ctx.gen, ctx.selection, ctx.p.settings
+    spending = spending_for(settings, gen, tbl)
+    store.save_prefix(ctx.prefix, p.system, p.static_prefix, p.response_schema)
     store.interrupt_stale_runs()  # we hold the lock: anything 'running' is dead
-    resumed = (store.unfinished_regrade(class_key, fingerprint, sel.mode, sel.as_dict())
-               if sel.mode != "normal" else None)
-    run = store.begin_run(RunInfo(
-        class_dir=class_key, backend=name, model=model, rubric_path=str(p.rubric_path),
-        rubric_hash=p.rubric_hash, prompt_hash=p.prompts.hash, schema_hash=p.schema_hash,
-        fingerprint=fingerprint, config_hash=cfg, sdk_version=_sdk_version(),
-        grader_version=__version__,
-        settings=p.settings.model_dump(mode="json", exclude={"api_key"}),
-        rubric=p.rubric.model_dump(mode="json"), mode=sel.mode, selection=sel.as_dict(),
-        epoch=resumed.epoch if resumed else None))
-    with Extractor(max_file_mb=p.settings.max_file_mb, limits=limits(p.settings)) as ex:
-        sending: Sending | None = None
-        try:
-            sending = await open_sending(
-                store, backend, run.id, row=gen.row, settings=p.settings, tbl=tbl,
-                probe=render(p, _NOTHING, gen, references=p.reference_parts()
-                             ).model_copy(update={"student_parts": ()}),
-                pricing=spending.pricing if spending is not None else None,
-                calls=len(subs), on_notice=on_notice)
-            for text in sending.notices:
-                if on_notice:
-                    on_notice(text)
-            runner = Runner(p, store, backend, ex, run.id, run.epoch, gen, sel, on_outcome,
-                            spending=spending, on_notice=on_notice, redactor=redactor,
-                            sending=sending, examples=examples)
-            await runner.run(iter(subs))
-            runner.suspected.update(score_jump.check_run(store, run.id, runner.candidates))
-        except BaseException:
-            with suppress(StoreError):  # the store may be why we stopped: keep that error
-                store.finish_run(run.id, "interrupted")
-            if sending is not None:  # Ctrl-C, SIGTERM, a run-wide error: delete them now
-                with suppress(StoreError):
-                    await sending.close()
-            raise
-        await sending.close()
-        status = "failed" if any(o.status == "failed" for o in runner.outcomes) else "done"
-        store.finish_run(run.id, status)
-    summary = _summarize(runner, run.id, name, model, Path(store.path), sel.mode)
+    resumed = (store.unfinished_regrade(ctx.class_key, ctx.fingerprint, sel.mode,
+                                        sel.as_dict()) if sel.mode != "normal" else None)
+    run = store.begin_run(run_info(ctx, mode=sel.mode,
+                                   epoch=resumed.epoch if resumed else None))
+    sending: Sending | None = None
+    try:
+        sending = await open_sending(
+            store, backend, run.id, row=gen.row, settings=settings, tbl=tbl,
+            probe=prefix_request(p, gen, p.reference_parts()),
+            pricing=spending.pricing if spending is not None else None,
+            calls=len(subs), on_notice=on_notice)
+        for text in sending.notices:
+            if on_notice:
+                on_notice(text)
+        ctx = ctx.with_run(run.id, run.epoch, references=sending.references)
+        runner = Runner(ctx, store, backend, sending, spending=spending,
+                        on_outcome=on_outcome, on_notice=on_notice)
+        await runner.run(iter(subs))
+        runner.suspected.update(score_jump.check_run(store, run.id, runner.candidates))
+    except BaseException:
+        with suppress(StoreError):  # the store may be why we stopped: keep that error
+            store.finish_run(run.id, "interrupted")
+        if sending is not None:  # Ctrl-C, SIGTERM, a run-wide error: delete them now
+            with suppress(StoreError):
+                await sending.close()
+        raise
+    await sending.close()
+    status = "failed" if any(o.status == "failed" for o in runner.outcomes) else "done"
+    store.finish_run(run.id, status)
+    summary = _summarize(runner, run.id, ctx.backend, gen.model, Path(store.path), sel.mode)
     summary.cache = sending.report
     summary.uploads = sending.uploads.uploaded if sending.uploads is not None else 0
     summary.notices = list(store.notices)
     summary.injection_suspected = sorted(runner.suspected)
-    summary.redacted = redactor is not None
+    summary.redacted = ctx.redactor is not None
+    examples = ctx.examples
     summary.embeddings = (examples.embedder.report if examples is not None
                           and examples.embedder is not None else None)
     if spending is not None:
@@ -245,10 +186,10 @@ async def _graded(p: Plan, subs: list[Submission], sel: Selection, store: Store,
         summary.cost_usd = spending.cost + summary.cache_usd + (
             summary.embeddings.cost_usd if summary.embeddings is not None else 0.0)
         summary.unpriced = spending.unpriced
-        summary.budget, summary.tier = p.settings.budget, p.settings.tier
+        summary.budget, summary.tier = settings.budget, settings.tier
     summary.wall_s = time.perf_counter() - started
-    if p.settings.out is not None:
-        summary.outputs = write_outputs(store, run.id, p.settings.out)
+    if settings.out is not None:
+        summary.outputs = write_outputs(store, run.id, settings.out)
     return summary
 
 

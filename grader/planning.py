@@ -37,7 +37,7 @@ from .request import GradeRequest, Part
 from .rubric import Reference, Rubric, load_references, load_rubric
 from .scaffold import check_edited
 from .selection import Selection
-from .settings import DEFAULT_GEMINI_MODEL, Settings, db_path, redacting, rubric_path
+from .settings import DEFAULT_GEMINI_MODEL, Settings, redacting, rubric_path
 from .store import FlagRow, Store
 
 
@@ -124,10 +124,22 @@ def render(p: Plan, ex: Extracted, gen: Generation, key: str = "",
            references: tuple[Part, ...] = (),
            examples: Sequence[Mapping[str, Any]] = ()) -> GradeRequest:
     """The request for one student; `examples` (`exemplars.Picked.shown`) lead its part."""
+    return _request(p, gen, references, key=key,
+                    student_parts=p.prompts.student_parts(ex.text, ex.parts, ex.files, examples))
+
+
+def prefix_request(p: Plan, gen: Generation, references: tuple[Part, ...] = ()) -> GradeRequest:
+    """What every request of the run shares, with no student part: what a context cache and a
+    count of the marking scheme are made from, and what the run's generation config is read
+    from."""
+    return _request(p, gen, references, student_parts=())
+
+
+def _request(p: Plan, gen: Generation, references: tuple[Part, ...], *,
+             student_parts: tuple[Part, ...], key: str = "") -> GradeRequest:
     return GradeRequest(
         key=key, model=gen.model, system=p.system, static_prefix=p.static_prefix,
-        reference_parts=references,
-        student_parts=p.prompts.student_parts(ex.text, ex.parts, ex.files, examples),
+        reference_parts=references, student_parts=student_parts,
         response_schema=p.response_schema, max_output_tokens=gen.max_output_tokens,
         thinking_level=gen.thinking_level, temperature=gen.temperature, top_p=gen.top_p,
         seed=gen.seed,
@@ -248,22 +260,6 @@ def example_selector(p: Plan, store: Store, subs: Sequence[Submission]
     same_run = (frozenset(x.student_id for x in subs) if own and not s.exemplars_same_run
                 else frozenset())
     return exemplars.Selector(bank, s.exemplars, run_students=same_run)
-
-
-def offline_examples(p: Plan, class_dir: Path, settings: Settings, subs: Sequence[Submission],
-                     backend: str) -> tuple[Redactor | None, exemplars.Examples | None]:
-    """What a run on `backend` would send, prepared without a model call (estimates and dry
-    runs): the redactor when that run would redact, and the graded examples, picked by TF-IDF
-    (a run comparing by embeddings may pick others, of about the same size)."""
-    selector = None
-    db = db_path(class_dir, settings)
-    if settings.exemplars and db.exists():
-        with Store(db, create=False) as store:
-            selector = example_selector(p, store, subs)
-    elif settings.exemplars:  # no store yet: the rubric's own examples
-        selector = exemplars.Selector(exemplars.rubric_examples(p.rubric), settings.exemplars)
-    redactor = redactor_for(settings, backend, subs, selector)
-    return redactor, (exemplars.Examples(selector, redactor) if selector is not None else None)
 
 
 def redactor_for(settings: Settings, backend: str, subs: Sequence[Submission],

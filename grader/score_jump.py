@@ -23,7 +23,6 @@ JUMP_POINTS = 30.0  # percentage points above the neighbours' median
 NEIGHBOURS = 5
 MIN_NEIGHBOURS = 3
 MIN_SIMILARITY = 0.1
-_SUBMISSION = re.compile(r"<submission>\s*(.*?)\s*</submission>", re.DOTALL)
 _WORD = re.compile(r"[^\W\d_]{3,}")
 
 
@@ -48,10 +47,9 @@ class Jump:
                 "submissions")
 
 
-def content_words(body: str) -> frozenset[str]:
-    """The submission's words (3+ letters, lower case), without the prompt around it."""
-    m = _SUBMISSION.search(body)
-    return frozenset(w.lower() for w in _WORD.findall(m.group(1) if m else body))
+def content_words(text: str) -> frozenset[str]:
+    """The words of a submission (3+ letters, lower case)."""
+    return frozenset(w.lower() for w in _WORD.findall(text))
 
 
 def jump(percent: float, words: frozenset[str],

@@ -261,8 +261,11 @@ def resolve(
     class_dir: Path | None = None,
     config: Path | None = None,
     env: Mapping[str, str] | None = None,
+    with_out: bool = False,
 ) -> Settings:
-    """Merge flag > environment > grader.toml > default. `None` flags mean "not given"."""
+    """Merge flag > environment > grader.toml > default. `None` flags mean "not given".
+    `with_out`: a command that writes outputs; `out` then defaults to reports/<class folder
+    name> (`out_dir`) when nothing else sets it."""
     env = os.environ if env is None else env
     layers: dict[str, Any] = {}
     cfg = config or (find_config(class_dir) if class_dir else None)
@@ -275,6 +278,8 @@ def resolve(
     for old, fix in _REMOVED.items():
         if old in layers:
             raise ConfigError(f"the setting {old} no longer exists", path=source, fix=fix)
+    if with_out and layers.get("out") is None and class_dir is not None:
+        layers["out"] = default_out(class_dir)
     try:
         return Settings.model_validate(layers)
     except ValidationError as e:
@@ -323,7 +328,11 @@ def db_path(class_dir: Path, settings: Settings) -> Path:
 
 def out_dir(class_dir: Path, settings: Settings) -> Path:
     """--out / grader.toml, else reports/<class folder name> under the working directory."""
-    return settings.out if settings.out is not None else Path("reports") / class_dir.resolve().name
+    return settings.out if settings.out is not None else default_out(class_dir)
+
+
+def default_out(class_dir: Path) -> Path:
+    return Path("reports") / class_dir.resolve().name
 
 
 def redacting(settings: Settings, backend: str) -> bool:

@@ -1,7 +1,7 @@
 """How sure a grade is, and which students a human should look at. Pure functions, no I/O.
 
-`finalize(policy, verdicts, text)` turns the verdicts of one student's samples (one per sample,
-each from `grading.decide`) into the grade that is kept:
+The checks `judge` (online grading and batch collecting alike) applies to one student's
+verdicts (one per sample, each from `grading.decide`) before the grade is kept:
 
 - **Several samples** (`--samples K`): per criterion the median of the samples' scores (the lower
   middle one when K is even, so the score is always one the model gave), its spread (max − min)
@@ -16,7 +16,7 @@ each from `grading.decide`) into the grade that is kept:
   and spacing; failing that, a fuzzy match of at least `quote_similarity` percent with
   rapidfuzz's `partial_ratio`, so small slips in a quote pass and invented ones do not).
 
-The online pipeline, a batch collector and the local backend all call `finalize` the same way.
+`check_evidence` runs on every sample's verdict, `combine` on several samples.
 """
 
 from __future__ import annotations
@@ -145,14 +145,6 @@ def check_evidence(policy: Policy, v: Verdict, text: str | None) -> Verdict:
         return v
     extra = evidence_flags(v.criteria, text, policy.quote_similarity)
     return replace(v, flags=(*v.flags, *extra)) if extra else v
-
-
-def finalize(policy: Policy, verdicts: Sequence[Verdict], text: str | None
-             ) -> tuple[tuple[Verdict, ...], Verdict]:
-    """Each sample's verdict with its evidence checked, and the verdict to keep for the
-    student (the one sample, or the samples combined)."""
-    checked = tuple(check_evidence(policy, v, text) for v in verdicts)
-    return checked, checked[0] if len(checked) == 1 else combine(policy, checked)
 
 
 def spread_share(criteria: Sequence[CriterionRow]) -> float:

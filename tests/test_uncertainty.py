@@ -13,11 +13,12 @@ from click.testing import CliRunner
 
 from grader import schema
 from grader.cli import cli
-from grader.grading import Policy, Verdict, decide, flagged
+from grader.grading import Policy, Verdict, flagged
+from grader.judge import Grounds, judge, kept
 from grader.rubric import Criterion, Level, Rubric
 from grader.store import CriterionRow, FlagRow
 from grader.testing.fake_gemini import FakeGemini
-from grader.uncertainty import check_evidence, combine, finalize, quote_found, spread_share
+from grader.uncertainty import check_evidence, combine, quote_found, spread_share
 
 from _classgen import make_class
 
@@ -98,20 +99,23 @@ def test_a_fabricated_quote_is_flagged() -> None:
     assert "lru_cache" in v.flags[0].message and v.status == "graded" and v.reason is None
     # without text to check against (images), nothing is claimed
     assert check_evidence(POLICY, verdict(3, 4, evidence=("invented",)), None).flags == ()
-    samples, final = finalize(POLICY, [verdict(3, 4, evidence=("invented text here",))], TEXT)
-    assert reasons(final) == ["evidence_not_found"] and samples == (final,)
 
 
-def test_decide_then_finalize_on_a_model_reply() -> None:
+def test_judge_checks_the_quotes_of_a_model_reply() -> None:
     crit = {"justification": "j", "feedback": "f"}
     reply = json.dumps({"criteria": {"a": {**crit, "score": 3, "evidence": ["return a"]},
                                      "b": {**crit, "score": 4, "evidence": []}},
                         "overall_comment": "ok", "needs_review": False, "review_reason": ""})
     from grader.grading import Reply
 
-    v = decide(POLICY, [Reply(reply)])
-    assert isinstance(v, Verdict)
-    assert finalize(POLICY, [v], TEXT)[1].flags == ()
+    v = judge(POLICY, [Reply(reply)], Grounds(quote_text=TEXT))
+    assert isinstance(v, Verdict) and v.flags == () and kept(POLICY, [v]) == v
+    invented = reply.replace("return a", "uses memoisation with lru_cache")
+    v = judge(POLICY, [Reply(invented)], Grounds(quote_text=TEXT))
+    assert isinstance(v, Verdict) and reasons(v) == ["evidence_not_found"]
+    # the same reply judged without text to check against (images): nothing is claimed
+    v = judge(POLICY, [Reply(invented)], Grounds(quote_text=None))
+    assert isinstance(v, Verdict) and v.flags == ()
 
 
 # --- end to end ----------------------------------------------------------------------------
