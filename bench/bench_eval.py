@@ -25,17 +25,17 @@ from pathlib import Path
 import yaml
 
 from grader.human import import_scores
-from grader.rubric import Rubric
-from grader.settings import resolve
-from grader.store import (
+from grader.records import (
     CriterionRow,
     FlagRow,
     GradeRecord,
     OutcomeRecord,
     RunInfo,
-    Store,
     SubmissionRecord,
 )
+from grader.rubric import Rubric
+from grader.settings import resolve
+from grader.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from saf_to_class import SAF, convert

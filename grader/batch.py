@@ -48,8 +48,8 @@ from .errors import StoreError
 from .ledger import describe, salt
 from .planning import students
 from .prepare import Prepared, Settled, prepare
+from .records import BatchItemIn, OutcomeRecord
 from .settings import Settings
-from .store import BatchItemIn, OutcomeRecord
 
 
 @dataclass

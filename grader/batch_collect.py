@@ -47,10 +47,11 @@ from .judge import Grounds, judge
 from .ledger import CallLedger, describe, salt
 from .planning import spending_for
 from .prepare import quote_text
+from .records import Answer, BatchItem, BatchItemIn, BatchJobRow, OutcomeRecord
 from .redact import restore_verdict
 from .report import write_outputs
 from .request import GradeRequest, GradeResponse
-from .store import Answer, BatchItem, BatchItemIn, BatchJobRow, OutcomeRecord, Store
+from .store import Store
 
 # Test-only fault hook (tests/test_batch_recovery.py): SIGKILL this process after the Nth
 # collected item is committed.

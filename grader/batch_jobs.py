@@ -29,20 +29,13 @@ from .generation import configure
 from .grading import Verdict
 from .injection import Finding
 from .isolation import Extractor
-from .locks import RunLock
 from .planning import default_model, plan
 from .ratelimit import estimate_tokens
+from .records import BatchItemIn, BatchJobRow, ExemplarUse, FlagRow, GradeRecord, OutcomeRecord
 from .request import GradeRequest, Part, Turn
 from .settings import Settings, auto_backend, db_path, limits
-from .store import (
-    BatchItemIn,
-    BatchJobRow,
-    ExemplarUse,
-    FlagRow,
-    GradeRecord,
-    OutcomeRecord,
-    Store,
-)
+from .store import Store
+from .store.locks import RunLock
 
 # Test-only fault hook (tests/test_batch_recovery.py): SIGKILL this process when a job's rows are
 # committed, "before" the provider's job is created or right "after" (before its name is

@@ -38,9 +38,10 @@ from .budget import TURN_OVERHEAD_TOKENS
 from .errors import BackendError, ConfigError
 from .files import now, parse, stamp
 from .models import EstimateAssumptions, Media, Pricing
+from .records import CacheRow
 from .request import GradeRequest
 from .settings import Settings
-from .store import CacheRow, Store
+from .store import Store
 
 MIN_TTL_S, MAX_TTL_S = 300.0, 3600.0
 

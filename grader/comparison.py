@@ -23,8 +23,9 @@ from .evaluation import ai_table, human_tables, pick_reference, score_targets
 from .exemplars import same_scheme
 from .final import finals, load_rubric
 from .metrics import Paired
+from .records import Run
 from .settings import Settings, db_path
-from .store import Run, Store
+from .store import Store
 
 CSV_FIELDS = ("class", "run_a", "run_b", "reference", "criterion", "n",
               *(f"{f}_{s}" for f in metrics.PAIRED for s in ("a", "b", "diff", "diff_lo",

@@ -29,11 +29,12 @@ from .planning import (
     selection_of,
     thinking_retry,
 )
+from .records import RunInfo
 from .redact import Redactor
 from .request import Part
 from .selection import Selection
 from .settings import db_path
-from .store import RunInfo, Store
+from .store import Store
 
 
 @dataclass(frozen=True)

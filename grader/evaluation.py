@@ -31,9 +31,10 @@ from .errors import InputError, StoreError
 from .final import FinalStudent, finals, load_rubric
 from .human import TOTAL
 from .metrics import Figures
+from .records import HumanScore
 from .rubric import Rubric
 from .settings import Settings, db_path
-from .store import HumanScore, Store
+from .store import Store
 
 MODEL = "AI"
 CSV_FIELDS = (

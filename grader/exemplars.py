@@ -33,10 +33,11 @@ from .embeddings import Embedder
 from .final import finals
 from .ledger import sha256
 from .prompts import submitted_text
+from .records import ExemplarUse
 from .redact import Redactor, for_example
 from .request import GradeRequest
 from .rubric import Rubric
-from .store import ExemplarUse, Store
+from .store import Store
 
 # The example bodies are cut to this many characters (the prompt stays bounded with K examples).
 MAX_EXAMPLE_CHARS = 6000

@@ -37,8 +37,9 @@ from .backends import FileInfo, SupportsFiles
 from .errors import BackendError, SubmissionError
 from .limits import MB
 from .models import FilesApi, Inline
+from .records import UploadRow
 from .request import GradeRequest, Part
-from .store import Store, UploadRow
+from .store import Store
 
 
 def now() -> datetime:

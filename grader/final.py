@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .injection import FLAG as INJECTION_FLAG
+from .records import Decision, ItemRow, StudentResult
 from .rubric import Criterion, Rubric
-from .store import Decision, ItemRow, Store, StudentResult
+from .store import Store
 from .uncertainty import spread_share
 
 

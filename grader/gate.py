@@ -13,8 +13,8 @@ from typing import Any
 
 from .errors import CalibrationError
 from .human import TOTAL
+from .records import Calibration
 from .settings import Settings
-from .store import Calibration
 
 
 def below_bar(figures: dict[str, dict[str, Any]], bar: float

@@ -16,9 +16,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from . import injection, schema
+from .records import CriterionRow, FlagRow, ItemRow
 from .request import Turn
 from .rubric import Rubric
-from .store import CriterionRow, FlagRow, ItemRow
 
 # Flags from the uncertainty checks (`uncertainty.py`): the grade stands, a human should look.
 REVIEW_FLAGS = frozenset({"score_spread", "near_band_boundary", "sample_failed",

@@ -25,9 +25,10 @@ from typing import Any
 from ._escape import unescape_text
 from .discover import clean_id
 from .errors import InputError
+from .records import HumanScore
 from .rubric import Rubric, load_rubric
 from .settings import Settings, db_path, rubric_path
-from .store import HumanScore, Store
+from .store import Store
 
 TOTAL = "total"
 COLUMNS = ("student_id", "criterion", "score", "rater")

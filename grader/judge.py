@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .grading import Policy, Reask, Reconfigure, Reply, Verdict, decide
-from .store import FlagRow
+from .records import FlagRow
 from .uncertainty import check_evidence, combine
 
 

@@ -30,8 +30,9 @@ from .budget import Spending
 from .errors import BackendError
 from .generation import served_notice
 from .grading import Reply
+from .records import Answer, RequestRecord
 from .request import GradeRequest, GradeResponse, Usage
-from .store import Answer, RequestRecord, Store
+from .store import Store
 
 # Test-only fault hook: SIGKILL this process right after the Nth reply is committed, to prove
 # that a rerun pays nothing for it (tests/test_paid_once.py).

@@ -35,7 +35,6 @@ from .errors import BackendError, StoreError
 from .gate import check_gate
 from .generation import configure
 from .isolation import Extractor
-from .locks import Holder, RunLock
 from .planning import default_model, plan, prefix_request, spending_for, students
 from .report import write_outputs
 from .request import Usage
@@ -43,6 +42,7 @@ from .runner import Outcome, Runner
 from .sending import Sending, open_sending
 from .settings import Settings, auto_backend, db_path, limits
 from .store import Store
+from .store.locks import Holder, RunLock
 
 
 @dataclass

@@ -32,13 +32,14 @@ from .grading import (
 from .ledger import prefix_hash, sha256
 from .outputs import check_out_dir
 from .prompts import Prompts, check_prefix_size, check_templates, load_prompts
+from .records import FlagRow
 from .redact import Redactor
 from .request import GradeRequest, Part
 from .rubric import Reference, Rubric, load_references, load_rubric
 from .scaffold import check_edited
 from .selection import Selection
 from .settings import DEFAULT_GEMINI_MODEL, Settings, redacting, rubric_path
-from .store import FlagRow, Store
+from .store import Store
 
 
 @dataclass

@@ -25,9 +25,10 @@ from .judge import Grounds
 from .limits import check_request_size
 from .planning import body_hash, config_hash, input_flags, render
 from .prompts import submitted_text
+from .records import FlagRow, OutcomeRecord, SubmissionRecord
 from .request import GradeRequest
 from .selection import Grade, Reuse, Skip, choose
-from .store import FlagRow, OutcomeRecord, Store, SubmissionRecord
+from .store import Store
 
 # What a backend that cannot read a submission's only content "replies": judged like a block.
 UNREADABLE_MEDIA = Reply(None, "UNSUPPORTED_MEDIA", "UNSUPPORTED_MEDIA")

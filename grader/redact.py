@@ -41,7 +41,7 @@ from .discover import CANVAS_RE, MOODLE_RE, Submission
 from .extract import Extracted
 from .grading import Verdict
 from .injection import words_in
-from .store import FlagRow
+from .records import FlagRow
 
 PLACEHOLDER = re.compile(r"\[(?:STUDENT|EMAIL|ID|PHONE)_\d+\]")
 _NUMBERED = re.compile(r"\[(STUDENT|EMAIL|ID|PHONE)_(\d+)\]")

@@ -29,8 +29,9 @@ from typing import Any
 
 from .final import FinalStudent, criterion_basis, finals, load_rubric, student_basis
 from .merge import Cell, Change, Conflict, merge_student
+from .records import Decision
 from .reports import excel
-from .store import Decision, Store, grader_store_problem, now
+from .store import Store, grader_store_problem, now
 from .workbook import (
     MAX_LISTED,
     ReviewImportError,

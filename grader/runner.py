@@ -26,10 +26,11 @@ from .judge import judge, kept
 from .ledger import Called, CallLedger, describe, salt
 from .planning import config_hash, sampled
 from .prepare import Prepared, Settled, prepare
+from .records import FlagRow, GradeRecord, OutcomeRecord, RequestRecord
 from .redact import restore_verdict
 from .request import GradeRequest
 from .sending import GONE_RETRIES, Sending
-from .store import FlagRow, GradeRecord, OutcomeRecord, RequestRecord, Store
+from .store import Store
 
 
 @dataclass

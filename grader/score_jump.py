@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from . import injection
 from .prompts import submitted_text
-from .store import FlagRow, Store
+from .records import FlagRow
+from .store import Store
 
 JUMP_POINTS = 30.0  # percentage points above the neighbours' median
 NEIGHBOURS = 5

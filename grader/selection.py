@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .grading import CONFIG_SENSITIVE
-from .store import GradeVersion
+from .records import GradeVersion
 
 
 @dataclass(frozen=True)

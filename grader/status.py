@@ -6,10 +6,10 @@ from collections import Counter
 from pathlib import Path
 
 from .errors import StoreError
-from .locks import RunLock
 from .reports.stats import run_cost
 from .settings import Settings, db_path
 from .store import Store
+from .store.locks import RunLock
 
 
 def class_status(class_dir: Path, settings: Settings) -> str:

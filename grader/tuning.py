@@ -32,9 +32,10 @@ from .backends import SupportsFiles, SupportsTuning, TuningInfo, create
 from .discover import Submission
 from .errors import ConfigError, InputError, StoreError
 from .final import FinalStudent, finals, load_rubric
+from .records import TuningJob
 from .redact import Redactor
 from .settings import Settings, auto_backend, db_path, out_dir
-from .store import Store, TuningJob
+from .store import Store
 
 # The documented minimum of a Gemini supervised tuning dataset (Vertex AI: "minimum 16
 # examples, 100-500 recommended"; the current page says "start with 100"), and the largest

@@ -29,8 +29,8 @@ from dataclasses import replace
 from rapidfuzz import fuzz
 
 from .grading import Policy, Verdict
+from .records import CriterionRow, FlagRow
 from .rubric import Rubric
-from .store import CriterionRow, FlagRow
 
 MIN_QUOTE_CHARS = 4  # shorter pieces of a quote ("a", "n=1") say nothing and are not checked
 _ELLIPSIS = re.compile(r"\.\.\.+|…|\[\.\.\.\]")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grader.store import (
+from grader.records import (
     Answer,
     CriterionRow,
     FlagRow,
@@ -20,9 +20,9 @@ from grader.store import (
     OutcomeRecord,
     RequestRecord,
     RunInfo,
-    Store,
     SubmissionRecord,
 )
+from grader.store import Store
 
 EVIL = (
     '=HYPERLINK("http://x","y")',

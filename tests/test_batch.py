@@ -252,7 +252,7 @@ def test_sync_is_one_line_for_cron_and_exits_0_when_there_is_nothing_to_do(
 
 def test_sync_does_nothing_while_another_command_holds_the_store(
         gemini_env: FakeGemini, tmp_path: Path) -> None:
-    from grader.locks import RunLock
+    from grader.store.locks import RunLock
 
     class_dir = make_class(tmp_path, 2)
     lock = RunLock(tmp_path / "b.sqlite")

@@ -15,15 +15,9 @@ from sklearn.metrics import cohen_kappa_score, mean_absolute_error
 
 from grader.cli import cli
 from grader.metrics import paired
+from grader.records import CriterionRow, GradeRecord, OutcomeRecord, RunInfo, SubmissionRecord
 from grader.rubric import Rubric
-from grader.store import (
-    CriterionRow,
-    GradeRecord,
-    OutcomeRecord,
-    RunInfo,
-    Store,
-    SubmissionRecord,
-)
+from grader.store import Store
 
 RUBRIC = {"title": "Hand-made", "criteria": [
     {"id": "a", "title": "Argument", "max_points": 4},

@@ -17,16 +17,16 @@ from sklearn.metrics import accuracy_score, cohen_kappa_score, mean_absolute_err
 
 from grader.cli import cli
 from grader.metrics import total_grid
-from grader.rubric import Rubric
-from grader.store import (
+from grader.records import (
     CriterionRow,
     FlagRow,
     GradeRecord,
     OutcomeRecord,
     RunInfo,
-    Store,
     SubmissionRecord,
 )
+from grader.rubric import Rubric
+from grader.store import Store
 
 RUBRIC = {
     "title": "Hand-made", "grade_bands": {"A": 80, "F": 0},

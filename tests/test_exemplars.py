@@ -22,9 +22,9 @@ from grader.embeddings import similarity_of
 from grader.errors import ConfigError
 from grader.exemplars import Example, Selector, rubric_examples
 from grader.prompts import submitted_text
+from grader.records import GradeVersion
 from grader.rubric import Rubric
 from grader.selection import Grade, Reuse, Selection, choose
-from grader.store import GradeVersion
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_big_class, make_class

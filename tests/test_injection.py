@@ -13,10 +13,10 @@ from grader.extract import Extracted
 from grader.grading import INFO_FLAGS, Policy, Reply, Verdict, decide
 from grader.injection import inspect, strip_invisible, suspicious
 from grader.isolation import Extractor
+from grader.records import FlagRow
 from grader.rubric import Rubric
 from grader.schema import validation_model
 from grader.score_jump import JUMP_POINTS, jump
-from grader.store import FlagRow
 
 from _injection_corpus import ATTACKS, CASES, LOOKALIKES, Case
 

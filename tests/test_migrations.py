@@ -11,7 +11,9 @@ import pytest
 
 from grader.errors import StoreError
 from grader.final import finals
-from grader.migrations import (
+from grader.records import Decision, RequestRecord
+from grader.store import Store
+from grader.store.migrations import (
     LATEST,
     MIGRATIONS,
     Migration,
@@ -20,7 +22,6 @@ from grader.migrations import (
     migrate,
     pending,
 )
-from grader.store import Decision, RequestRecord, Store
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v2.sqlite"
 
@@ -153,8 +154,8 @@ def test_quality_migration_keeps_grades_as_single_samples_and_adds_human_scores(
         tmp_path: Path) -> None:
     """The grading-quality migration: old grades become one-sample grades with no spread; human
     scores and calibrations get tables of their own."""
-    from grader.migrations import MIGRATIONS as ALL
-    from grader.store import HumanScore
+    from grader.records import HumanScore
+    from grader.store.migrations import MIGRATIONS as ALL
 
     quality = next(m for m in ALL if m.name == "human_scores_calibration_uncertainty")
     path = _v2(tmp_path)
@@ -257,7 +258,7 @@ def test_exemplars_and_tuning_jobs_migration_keeps_grades(tmp_path: Path) -> Non
 
 def test_batch_jobs_migration_keeps_old_stores_and_holds_a_job_with_its_items(
         tmp_path: Path) -> None:
-    from grader.store import BatchItemIn
+    from grader.records import BatchItemIn
 
     path = _v2(tmp_path)
     with Store(path) as store:  # migrates the v2 store to the latest version

@@ -18,9 +18,9 @@ from grader.grading import (
     more_room,
     rejected,
 )
+from grader.records import FlagRow, GradeVersion
 from grader.rubric import Criterion, Level, Rubric
 from grader.selection import Grade, Reuse, Selection, Skip, choose
-from grader.store import FlagRow, GradeVersion
 
 RUBRIC = Rubric(title="t", criteria=(
     Criterion(id="a", title="A", max_points=4),

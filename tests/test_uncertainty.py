@@ -15,8 +15,8 @@ from grader import schema
 from grader.cli import cli
 from grader.grading import Policy, Verdict, flagged
 from grader.judge import Grounds, judge, kept
+from grader.records import CriterionRow, FlagRow
 from grader.rubric import Criterion, Level, Rubric
-from grader.store import CriterionRow, FlagRow
 from grader.testing.fake_gemini import FakeGemini
 from grader.uncertainty import check_evidence, combine, quote_found, spread_share
 

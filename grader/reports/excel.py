@@ -33,8 +33,9 @@ from xlsxwriter.worksheet import Worksheet
 
 from .._escape import escape_text, unescape_text
 from ..final import FinalStudent
+from ..records import Run
 from ..rubric import Criterion, Rubric
-from ..store import Run, Store
+from ..store import Store
 from .stats import CriterionStats, run_cost
 
 HOWTO, SUMMARY, FEEDBACK, CRITERIA, RUN, META = (

@@ -25,8 +25,9 @@ from .._escape import escape_cell
 from ..discover import RosterEntry, clean_id, read_roster
 from ..errors import InputError
 from ..final import FinalStudent, finals, load_rubric
+from ..records import Run
 from ..rubric import Rubric
-from ..store import Run, Store
+from ..store import Store
 from .lms import (
     MOODLE_IDS,
     MOODLE_MAX_DEFAULT,

@@ -29,8 +29,9 @@ from .. import __version__
 from ..evaluation import ClassEval, confusion_text
 from ..final import FinalStudent, review_queue
 from ..outputs import mark_output_folder
+from ..records import Run
 from ..rubric import Rubric
-from ..store import Run, Store
+from ..store import Store
 from .evidence import Quote, from_parts, locate
 from .stats import (
     Agreement,

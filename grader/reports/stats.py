@@ -15,8 +15,9 @@ from .. import metrics
 from ..final import FinalStudent
 from ..generation import served_notice
 from ..models import packaged
+from ..records import Run
 from ..rubric import Criterion
-from ..store import Run, Store
+from ..store import Store
 
 
 @dataclass

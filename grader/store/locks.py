@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import StoreError
-from .store import now
+from ..errors import StoreError
+from .core import now
 
 
 @dataclass(frozen=True)

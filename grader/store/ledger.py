@@ -1,0 +1,170 @@
+"""The ledger: what was paid for. Prefixes, requests and responses (content-addressed, never
+updated or deleted) and the attempts that sent them; replies that could not be committed are
+kept beside the store and imported on the next open."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreError
+from ..records import (
+    Answer,
+    RequestRecord,
+    StoredResponse,
+    Unanswered,
+)
+from .core import StoreCore, mapped, now, store_error, unsaved_path
+
+
+class Ledger(StoreCore):
+    # --- the ledger: what was paid for -------------------------------------------------------
+
+    @mapped
+    def save_prefix(self, hash: str, system: str, static_prefix: str,
+                    schema: dict[str, Any]) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO prefixes (hash, system, static_prefix, schema_json, created_at)"
+            " VALUES (?,?,?,?,?)", (hash, system, static_prefix, json.dumps(schema), now()))
+
+    @mapped
+    def response_for(self, request_hash: str) -> StoredResponse | None:
+        """A reply already paid for with this exact request, if any."""
+        r = self.conn.execute(
+            "SELECT r.request_hash, r.text, r.finish_reason, r.blocked_reason, r.model_version,"
+            " a.thinking_tokens, a.output_tokens FROM responses r"
+            " LEFT JOIN attempts a ON a.id = r.attempt_id"
+            " WHERE r.request_hash=?", (request_hash,)).fetchone()
+        if r is None:
+            return None
+        return StoredResponse(r["request_hash"], r["text"], r["finish_reason"],
+                              r["blocked_reason"], r["model_version"],
+                              r["thinking_tokens"] or 0, r["output_tokens"] or 0)
+
+    @mapped
+    def paid_attempt(self, request_hash: str, student_id: str, submission_id: int) -> int | None:
+        """This student's attempt that paid for the ledger's reply to this request, if any (a
+        reply reused after a crash still belongs to the grade it completes)."""
+        r = self.conn.execute(
+            "SELECT r.attempt_id FROM responses r JOIN attempts a ON a.id = r.attempt_id"
+            " WHERE r.request_hash=? AND a.student_id=? AND a.submission_id=?",
+            (request_hash, student_id, submission_id)).fetchone()
+        return int(r[0]) if r is not None else None
+
+    @mapped
+    def begin_attempt(self, *, run_id: int, student_id: str, submission_id: int,
+                      request: RequestRecord, sample: int, n: int, state: str = "sent",
+                      job_ref: str | None = None,
+                      redaction: Mapping[str, str] | None = None) -> int:
+        """Record a request before it leaves (committed: after a crash, `grade status` shows it
+        as sent but unanswered). `redaction`: what the request's placeholders stand for."""
+        stamp = now()
+        with self.atomic():
+            self.conn.execute(
+                "INSERT OR IGNORE INTO requests (hash, prefix_hash, model, body_json, created_at)"
+                " VALUES (?,?,?,?,?)",
+                (request.hash, request.prefix_hash, request.model,
+                 json.dumps(request.body, default=str), stamp))
+            cur = self.conn.execute(
+                "INSERT INTO attempts (run_id, student_id, submission_id, request_hash, sample,"
+                " n, state, job_ref, created_at, sent_at, redaction_json)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, student_id, submission_id, request.hash, sample, n, state, job_ref,
+                 stamp, stamp if state == "sent" else None,
+                 json.dumps(dict(redaction), ensure_ascii=False) if redaction else None))
+        return int(cur.lastrowid or 0)
+
+    def answer_attempt(self, attempt_id: int, request_hash: str, answer: Answer) -> None:
+        """Keep a reply (insert-or-ignore: the first paid reply for a request stays) and what it
+        cost, in one commit. If the commit fails (a full disk), the reply is written to a side
+        file beside the store instead, read back the next time the store is opened, and the
+        StoreError says so: a paid reply is never dropped."""
+        try:
+            self._answer(attempt_id, request_hash, answer, now())
+        except (sqlite3.Error, StoreError) as e:
+            err = e if isinstance(e, StoreError) else store_error(e, self.path)
+            where = self._keep_unsaved(attempt_id, request_hash, answer)
+            raise StoreError(
+                f"{err.message}; the reply that just arrived was "
+                + (f"kept in {where} and is stored the next time the store is opened"
+                   if where else "NOT saved: it may be paid for again"),
+                path=self.path, fix=err.fix) from e
+
+    def _answer(self, attempt_id: int, request_hash: str, answer: Answer, stamp: str) -> None:
+        with self.atomic():
+            self.conn.execute(
+                "INSERT OR IGNORE INTO responses (request_hash, attempt_id, created_at, text,"
+                " finish_reason, blocked_reason, model_version, raw_json)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (request_hash, attempt_id, stamp, answer.text, answer.finish_reason,
+                 answer.blocked_reason, answer.model_version,
+                 json.dumps(answer.raw, default=str) if answer.raw is not None else None))
+            self.conn.execute(
+                "UPDATE attempts SET state='answered', answered_at=?, retries=?, latency_ms=?,"
+                " prompt_tokens=?, output_tokens=?, thinking_tokens=?, cached_tokens=?,"
+                " model_version=?, cost_usd=?, model_status=?, service_tier=? WHERE id=?",
+                (stamp, answer.retries, answer.latency_ms, answer.prompt_tokens,
+                 answer.output_tokens, answer.thinking_tokens, answer.cached_tokens,
+                 answer.model_version, answer.cost_usd, answer.model_status,
+                 answer.service_tier, attempt_id))
+
+    def _keep_unsaved(self, attempt_id: int, request_hash: str, answer: Answer) -> Path | None:
+        line = json.dumps({"attempt_id": attempt_id, "request_hash": request_hash,
+                           "at": now(), "answer": asdict(answer)}, default=str) + "\n"
+        try:
+            with unsaved_path(self.path).open("a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            return None
+        return unsaved_path(self.path)
+
+    def _import_unsaved(self) -> None:
+        path = unsaved_path(self.path)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return
+        for line in lines:
+            try:
+                item = json.loads(line)
+                answer = Answer(**item["answer"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short when the disk filled up
+            try:
+                self._answer(int(item["attempt_id"]), str(item["request_hash"]), answer,
+                             str(item["at"]))
+            except sqlite3.Error as e:
+                raise store_error(e, self.path) from e
+        path.unlink()
+        self.notices.append(f"{len(lines)} reply(ies) kept in {path} while the disk was full "
+                            "were stored")
+
+    @mapped
+    def fail_attempt(self, attempt_id: int, *, error: str, status: int | None, retries: int,
+                     latency_ms: float) -> None:
+        self.conn.execute(
+            "UPDATE attempts SET state='failed', error=?, error_status=?, retries=?,"
+            " latency_ms=? WHERE id=?", (error, status, retries, latency_ms, attempt_id))
+
+    @mapped
+    def unanswered(self, class_dir: str | None = None, *,
+                   include_running: bool = False) -> list[Unanswered]:
+        """Attempts sent by runs that are over and never answered. `include_running`: count runs
+        still marked running too (the caller knows no process holds the store)."""
+        sql = ("SELECT a.id, a.run_id, a.student_id, a.sent_at FROM attempts a"
+               " JOIN runs r ON r.id = a.run_id WHERE a.state='sent'")
+        if not include_running:
+            sql += " AND r.status != 'running'"
+        args: tuple[Any, ...] = ()
+        if class_dir is not None:
+            sql += " AND r.class_dir=?"
+            args = (class_dir,)
+        return [Unanswered(r["id"], r["run_id"], r["student_id"], r["sent_at"])
+                for r in self.conn.execute(sql + " ORDER BY a.id", args)]

@@ -1,0 +1,40 @@
+"""The teacher's decisions: append-only, per student and criterion."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..records import (
+    Decision,
+)
+from .core import StoreCore, mapped, now
+
+
+class Review(StoreCore):
+    # --- teacher decisions -------------------------------------------------------------------
+
+    @mapped
+    def decisions(self) -> dict[str, list[Decision]]:
+        """Every teacher decision, grouped by student, oldest first."""
+        out: dict[str, list[Decision]] = {}
+        for r in self.conn.execute("SELECT * FROM decisions ORDER BY id"):
+            out.setdefault(r["student_id"], []).append(Decision(
+                student_id=r["student_id"], field=r["field"], value=r["value"],
+                criterion_id=r["criterion_id"], submission_id=r["submission_id"],
+                ai_basis=r["ai_basis"], run_id=r["run_id"], grade_id=r["grade_id"],
+                cell=r["cell"], workbook_sha256=r["workbook_sha256"],
+                decided_at=r["decided_at"], id=r["id"]))
+        return out
+
+    @mapped
+    def add_decisions(self, decisions: Sequence[Decision]) -> None:
+        """Append decisions in one transaction (nothing is ever updated or deleted)."""
+        stamp = now()
+        with self.atomic():
+            self.conn.executemany(
+                "INSERT INTO decisions (student_id, criterion_id, field, value, submission_id,"
+                " ai_basis, run_id, grade_id, cell, workbook_sha256, decided_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(d.student_id, d.criterion_id, d.field, d.value, d.submission_id, d.ai_basis,
+                  d.run_id, d.grade_id, d.cell, d.workbook_sha256, d.decided_at or stamp)
+                 for d in decisions])
