@@ -1,0 +1,20 @@
+"""What a wheel of grader holds: every package of the source tree is listed in pyproject.toml
+(setuptools installs only the listed ones: a package left out works from a checkout and is
+missing from an installed grader)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_package_is_listed_for_the_wheel() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts)
+             for p in (ROOT / "grader").rglob("__init__.py")}
+    found |= {"grader.reports.templates", "grader.templates"}  # data-only packages
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+    assert listed <= found, f"listed but not in the tree: {sorted(listed - found)}"
