@@ -14,8 +14,8 @@ from google.oauth2.credentials import Credentials
 from pydantic import SecretStr
 
 from grader.backends import create
-from grader.backends._gemini_reply import reply_of
 from grader.backends.gemini import GeminiBackend, VertexBackend
+from grader.backends.gemini.reply import reply_of
 from grader.errors import BackendError, ConfigError
 from grader.ratelimit import Quota
 from grader.request import GradeRequest, Part, Turn
