@@ -5,8 +5,8 @@ and the real google-genai client against the fake Gemini server (never real Gemi
 The class: a marking scheme of about 6,000 tokens (instructions, four criteria with levels, three
 graded exemplars) and 200 short answers. The figures are what the fake billed (its `stats()`:
 prompt, cached, output and thinking tokens; cache creation and storage), priced with grader's
-model table (`grader.models.Pricing`, the default model's price of today); grader's own stored
-run cost is printed beside them as a cross-check.
+model table (`grader.config.models.Pricing`, the default model's price of today);
+grader's own stored run cost is printed beside them as a cross-check.
 
     python bench/bench_caching.py                        # 200 students, 1,000 ms latency
     python bench/bench_caching.py --n 50 --latency-ms 0  # quick
@@ -25,11 +25,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from grader.models import Pricing, packaged
-from grader.pipeline import run_class
-from grader.prompts import load_prompts
-from grader.rubric import Rubric, parse_yaml
-from grader.settings import DEFAULT_GEMINI_MODEL, resolve
+from grader.config.models import Pricing, packaged
+from grader.config.settings import DEFAULT_GEMINI_MODEL, resolve
+from grader.online.pipeline import run_class
+from grader.prompting.prompts import load_prompts
+from grader.prompting.rubric import Rubric, parse_yaml
 from grader.testing.fake_gemini import FakeGemini
 
 LEVELS = {

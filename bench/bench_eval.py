@@ -24,8 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from grader.human import import_scores
-from grader.records import (
+from grader.config.settings import resolve
+from grader.grading.records import (
     CriterionRow,
     FlagRow,
     GradeRecord,
@@ -33,8 +33,8 @@ from grader.records import (
     RunInfo,
     SubmissionRecord,
 )
-from grader.rubric import Rubric
-from grader.settings import resolve
+from grader.prompting.rubric import Rubric
+from grader.quality.human import import_scores
 from grader.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -22,14 +22,14 @@ from typing import Any
 import llama_cpp
 
 from grader.backends.local import LocalBackend, ordered_schema, student_text
-from grader.discover import discover
+from grader.config.settings import Settings
 from grader.errors import GraderError
-from grader.extract import extract
-from grader.prompts import load_prompts
-from grader.request import GradeRequest
-from grader.rubric import load_rubric
-from grader.schema import json_schema
-from grader.settings import Settings
+from grader.intake.discover import discover
+from grader.intake.extract import extract
+from grader.prompting.prompts import load_prompts
+from grader.prompting.request import GradeRequest
+from grader.prompting.rubric import load_rubric
+from grader.prompting.schema import json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -34,10 +34,10 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from grader.pipeline import run_class
-from grader.planning import plan
-from grader.request import GradeRequest, GradeResponse, Usage
-from grader.settings import DEFAULT_GEMINI_MODEL, Settings, resolve
+from grader.config.settings import DEFAULT_GEMINI_MODEL, Settings, resolve
+from grader.online.pipeline import run_class
+from grader.prompting.planning import plan
+from grader.prompting.request import GradeRequest, GradeResponse, Usage
 from grader.testing._fake_content import answer_text, read_prompt
 
 RUBRIC = """\

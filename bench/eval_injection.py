@@ -1,7 +1,7 @@
 """Detection and false-positive rates of the prompt-injection detector on the regression corpus
 (tests/_injection_corpus.py), through the real intake (discovery, the extraction worker for
-PDF/Word/notebooks, `grader.injection`). No model is involved: this measures the detector that
-runs before the model.
+PDF/Word/notebooks, `grader.intake.injection`). No model is involved: this measures the
+detector that runs before the model.
 
     python bench/eval_injection.py            # rates per category, then every miss
     python bench/eval_injection.py --verbose  # the evidence for every case
@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from grader.discover import discover
-from grader.extract import Extracted
-from grader.injection import suspicious
-from grader.isolation import Extractor
+from grader.intake.discover import discover
+from grader.intake.extract import Extracted
+from grader.intake.injection import suspicious
+from grader.intake.isolation import Extractor
 
 from _injection_corpus import CASES, Case
 

@@ -25,12 +25,12 @@ from typing import Any
 import llama_cpp
 
 from grader.backends.local import LocalBackend
-from grader.prompts import load_prompts
+from grader.config.settings import Settings
+from grader.prompting.prompts import load_prompts
+from grader.prompting.request import GradeRequest
+from grader.prompting.rubric import Criterion, Rubric
+from grader.prompting.schema import json_schema, parse
 from grader.reports.stats import quadratic_weighted_kappa
-from grader.request import GradeRequest
-from grader.rubric import Criterion, Rubric
-from grader.schema import json_schema, parse
-from grader.settings import Settings
 
 SAF = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "saf-v2"
 PROMPTS = load_prompts()
@@ -84,7 +84,7 @@ def rubric_for(item: Item) -> Rubric:
 
 
 def request_for(item: Item, rubric: Rubric) -> GradeRequest:
-    """The pipeline's own prompts (grader/prompts.py, prompts/*.j2)."""
+    """The pipeline's own prompts (grader/prompting/prompts.py, prompts/*.j2)."""
     return GradeRequest(
         key=item.qid, model="local", system=PROMPTS.system(),
         static_prefix=PROMPTS.static_prefix(rubric),

@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from saf_to_class import SAF, read_question, snap, subset
 from saf_to_class import convert as to_classes
 
-from grader import metrics
-from grader.evaluation import ai_table, human_tables
-from grader.final import finals, load_rubric
+from grader.quality import metrics
+from grader.quality.evaluation import ai_table, human_tables
+from grader.review.final import finals, load_rubric
 from grader.store import Store
 
 GRADE = str(Path(sys.executable).with_name("grade"))

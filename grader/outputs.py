@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import ConfigError
+from grader.errors import ConfigError
 
 OUTPUT_MARKER = ".grader-output"
 _MARKER_TEXT = ("This folder was written by grader (reports, review workbook, exports).\n"

@@ -7,7 +7,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from grader.ledger import KILL_AFTER_REPLY_ENV
+from grader.online.ledger import KILL_AFTER_REPLY_ENV
 from grader.testing.fake_gemini import FakeGemini
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grader.records import (
+from grader.grading.records import (
     Answer,
     CriterionRow,
     FlagRow,

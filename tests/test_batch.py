@@ -298,8 +298,8 @@ def test_a_jsonl_line_is_what_the_sdk_sends_for_the_same_request(
     from google.genai import batches as sdk_batches
 
     from grader.backends.gemini import GeminiBackend
-    from grader.request import GradeRequest, Part, Turn
-    from grader.settings import resolve
+    from grader.config.settings import resolve
+    from grader.prompting.request import GradeRequest, Part, Turn
 
     backend = GeminiBackend(resolve({"api_key": "k"}))
     base = GradeRequest(key="", model="gemini-3.8-flash", system="sys", static_prefix="rubric",

@@ -15,9 +15,9 @@ import pytest
 from google.oauth2.credentials import Credentials
 
 from grader.backends.gemini import VertexBackend
-from grader.batch import collect_class, status_class, submit_class
-from grader.pipeline import run_class
-from grader.settings import Settings, resolve
+from grader.batch.submit import collect_class, status_class, submit_class
+from grader.config.settings import Settings, resolve
+from grader.online.pipeline import run_class
 from grader.testing.fake_gemini import FakeGemini
 from grader.testing.gcs_emulator import GcsEmulator
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from grader.batch_collect import KILL_AFTER_COLLECTED_ENV
-from grader.batch_jobs import KILL_AT_CREATE_ENV
+from grader.batch.collect import KILL_AFTER_COLLECTED_ENV
+from grader.batch.jobs import KILL_AT_CREATE_ENV
 from grader.cli import cli
-from grader.ledger import KILL_AFTER_REPLY_ENV
+from grader.online.ledger import KILL_AFTER_REPLY_ENV
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class

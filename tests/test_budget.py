@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.budget import Budget
 from grader.errors import BudgetExceeded
-from grader.ratelimit import SpendRate
+from grader.online.budget import Budget
+from grader.online.ratelimit import SpendRate
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class

@@ -18,11 +18,11 @@ from google.oauth2.credentials import Credentials
 
 from grader.backends.gemini import VertexBackend
 from grader.cli import cli
-from grader.ledger import KILL_AFTER_REPLY_ENV
-from grader.models import Pricing, packaged, today
-from grader.pipeline import run_class
-from grader.request import Usage
-from grader.settings import DEFAULT_GEMINI_MODEL, resolve
+from grader.config.models import Pricing, packaged, today
+from grader.config.settings import DEFAULT_GEMINI_MODEL, resolve
+from grader.online.ledger import KILL_AFTER_REPLY_ENV
+from grader.online.pipeline import run_class
+from grader.prompting.request import Usage
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import big_rubric, make_big_class, make_class

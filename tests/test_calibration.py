@@ -11,8 +11,8 @@ from pathlib import Path
 import openpyxl
 from click.testing import CliRunner
 
-from grader.calibration import pick_sample
 from grader.cli import cli
+from grader.quality.calibration import pick_sample
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class

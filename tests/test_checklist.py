@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from grader import schema
 from grader.cli import cli
 from grader.errors import RubricError
-from grader.grading import Policy, Reask, Reply, Verdict, decide
-from grader.metrics import score_grid, total_grid
-from grader.rubric import Rubric, load_rubric
+from grader.grading.policy import Policy, Reask, Reply, Verdict, decide
+from grader.prompting import schema
+from grader.prompting.rubric import Rubric, load_rubric
+from grader.quality.metrics import score_grid, total_grid
 from grader.testing.fake_gemini import FakeGemini
 
 CHECKLIST = {

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from grader.backends import register
 from grader.backends.base import _REGISTRY
 from grader.cli import EXIT_BUG, cli
-from grader.request import GradeRequest, GradeResponse
+from grader.prompting.request import GradeRequest, GradeResponse
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class

@@ -14,9 +14,15 @@ from click.testing import CliRunner
 from sklearn.metrics import cohen_kappa_score, mean_absolute_error
 
 from grader.cli import cli
-from grader.metrics import paired
-from grader.records import CriterionRow, GradeRecord, OutcomeRecord, RunInfo, SubmissionRecord
-from grader.rubric import Rubric
+from grader.grading.records import (
+    CriterionRow,
+    GradeRecord,
+    OutcomeRecord,
+    RunInfo,
+    SubmissionRecord,
+)
+from grader.prompting.rubric import Rubric
+from grader.quality.metrics import paired
 from grader.store import Store
 
 RUBRIC = {"title": "Hand-made", "criteria": [

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.discover import Submission, discover, read_roster
 from grader.errors import InputError
+from grader.intake.discover import Submission, discover, read_roster
 
 from _make_fixtures import write
 

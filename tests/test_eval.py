@@ -16,8 +16,7 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, cohen_kappa_score, mean_absolute_error
 
 from grader.cli import cli
-from grader.metrics import total_grid
-from grader.records import (
+from grader.grading.records import (
     CriterionRow,
     FlagRow,
     GradeRecord,
@@ -25,7 +24,8 @@ from grader.records import (
     RunInfo,
     SubmissionRecord,
 )
-from grader.rubric import Rubric
+from grader.prompting.rubric import Rubric
+from grader.quality.metrics import total_grid
 from grader.store import Store
 
 RUBRIC = {

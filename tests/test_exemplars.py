@@ -18,13 +18,13 @@ from grader.backends.base import SupportsEmbeddings
 from grader.backends.gemini import GeminiBackend, VertexBackend
 from grader.backends.local import LocalBackend
 from grader.cli import cli
-from grader.embeddings import similarity_of
 from grader.errors import ConfigError
-from grader.exemplars import Example, Selector, rubric_examples
-from grader.prompts import submitted_text
-from grader.records import GradeVersion
-from grader.rubric import Rubric
-from grader.selection import Grade, Reuse, Selection, choose
+from grader.grading.embeddings import similarity_of
+from grader.grading.exemplars import Example, Selector, rubric_examples
+from grader.grading.records import GradeVersion
+from grader.grading.selection import Grade, Reuse, Selection, choose
+from grader.prompting.prompts import submitted_text
+from grader.prompting.rubric import Rubric
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_big_class, make_class
@@ -293,8 +293,8 @@ def test_with_a_cache_the_examples_travel_with_the_student(
 def test_only_unknown_authors_join_the_redactor() -> None:
     """An example's author who is a student of this class is left to the class's entry (so a
     student's own name stays [STUDENT_1]); one from another class is added."""
-    from grader.discover import Submission
-    from grader.exemplars import authors
+    from grader.grading.exemplars import authors
+    from grader.intake.discover import Submission
 
     bank = [Example(key="submission:1", source="approved", text="a", scores={}, student_id="x",
                     name="Alice Zephyr", email="az@example.org"),

@@ -12,13 +12,13 @@ import openpyxl
 import pytest
 from click.testing import CliRunner
 
-from grader._escape import FORMULA_STARTS, unescape_text
 from grader.cli import cli
 from grader.errors import InputError
-from grader.final import finals
+from grader.escape import FORMULA_STARTS, unescape_text
 from grader.reports import write_reports
 from grader.reports.export import NOT_EXPORTED, ExportOptions, export_gradebook
-from grader.review import import_workbook
+from grader.review.final import finals
+from grader.review.importing import import_workbook
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import RUBRIC

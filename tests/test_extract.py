@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.discover import Submission, discover
 from grader.errors import SubmissionError
-from grader.extract import Extracted, extract
+from grader.intake.discover import Submission, discover
+from grader.intake.extract import Extracted, extract
 
 from _make_fixtures import (
     make_docx,

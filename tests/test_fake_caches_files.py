@@ -17,8 +17,8 @@ from google import genai
 from google.genai import errors, types
 from google.oauth2.credentials import Credentials
 
-from grader.models import Pricing, packaged, today
-from grader.request import Usage
+from grader.config.models import Pricing, packaged, today
+from grader.prompting.request import Usage
 from grader.testing import FakeGemini
 
 MODEL = "gemini-3.8-flash"

@@ -15,9 +15,9 @@ from google.genai import types
 from pydantic import SecretStr
 
 from grader.backends.gemini import GeminiBackend
+from grader.config.settings import Settings
 from grader.errors import BackendError
-from grader.request import GradeRequest, Part
-from grader.settings import Settings
+from grader.prompting.request import GradeRequest, Part
 from grader.testing import FakeGemini
 
 

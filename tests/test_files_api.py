@@ -16,15 +16,15 @@ import pytest
 from google.oauth2.credentials import Credentials
 
 from grader.backends.gemini import VertexBackend
+from grader.config.models import packaged
+from grader.config.settings import DEFAULT_GEMINI_MODEL, resolve
 from grader.errors import ConfigError, RubricError
-from grader.files import to_upload
-from grader.ledger import KILL_AFTER_REPLY_ENV
-from grader.limits import MB
-from grader.models import packaged
-from grader.pipeline import run_class
-from grader.request import GradeRequest, Part
-from grader.rubric import load_references, load_rubric
-from grader.settings import DEFAULT_GEMINI_MODEL, resolve
+from grader.intake.limits import MB
+from grader.online.files import to_upload
+from grader.online.ledger import KILL_AFTER_REPLY_ENV
+from grader.online.pipeline import run_class
+from grader.prompting.request import GradeRequest, Part
+from grader.prompting.rubric import load_references, load_rubric
 from grader.testing.fake_gemini import FakeGemini
 from grader.testing.gcs_emulator import GcsEmulator
 
@@ -302,7 +302,7 @@ def test_backends_list_get_delete_and_download_files(
     from pydantic import SecretStr
 
     from grader.backends.gemini import GeminiBackend
-    from grader.settings import Settings
+    from grader.config.settings import Settings
 
     results = fake_gemini.put_file(b'{"key": "s1"}\n', display_name="results")
     dev = GeminiBackend(Settings(api_key=SecretStr("k"), base_url=fake_gemini.url))

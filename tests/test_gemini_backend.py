@@ -16,12 +16,12 @@ from pydantic import SecretStr
 from grader.backends import create
 from grader.backends.gemini import GeminiBackend, VertexBackend
 from grader.backends.gemini.reply import reply_of
+from grader.config.settings import DEFAULT_GEMINI_MODEL, Settings
 from grader.errors import BackendError, ConfigError
-from grader.ratelimit import Quota
-from grader.request import GradeRequest, Part, Turn
-from grader.rubric import Rubric
-from grader.schema import json_schema, parse
-from grader.settings import DEFAULT_GEMINI_MODEL, Settings
+from grader.online.ratelimit import Quota
+from grader.prompting.request import GradeRequest, Part, Turn
+from grader.prompting.rubric import Rubric
+from grader.prompting.schema import json_schema, parse
 from grader.testing import FakeGemini
 
 from _virtual_clock import run_virtual

@@ -14,8 +14,8 @@ from google.oauth2.credentials import Credentials
 
 from grader.backends import create
 from grader.backends.gemini import EnterpriseBackend, GeminiBackend
-from grader.pipeline import run_class
-from grader.settings import Settings, auto_backend, resolve
+from grader.config.settings import Settings, auto_backend, resolve
+from grader.online.pipeline import run_class
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class

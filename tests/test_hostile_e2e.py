@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from grader.cli import cli
-from grader.limits import MB
+from grader.intake.limits import MB
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import RUBRIC

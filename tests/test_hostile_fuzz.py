@@ -15,10 +15,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from grader.cli import cli
-from grader.discover import Submission, discover
 from grader.errors import SubmissionError
-from grader.extract import Extracted, extract
-from grader.isolation import Extractor
+from grader.intake.discover import Submission, discover
+from grader.intake.extract import Extracted, extract
+from grader.intake.isolation import Extractor
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import RUBRIC

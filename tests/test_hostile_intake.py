@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from grader.discover import Submission, clean_id, discover
 from grader.errors import SubmissionError
-from grader.extract import extract
-from grader.limits import MB, Limits
+from grader.intake.discover import Submission, clean_id, discover
+from grader.intake.extract import extract
+from grader.intake.limits import MB, Limits
 from grader.outputs import OUTPUT_MARKER, mark_output_folder
 
 from _make_fixtures import write
@@ -305,7 +305,7 @@ def test_oversized_sparse_file_is_never_read_in_full(tmp_path: Path) -> None:
 def test_proc_style_zero_size_file_is_read_with_a_cap(tmp_path: Path) -> None:
     # /proc files report size 0 and are reached only through links (refused above); read()
     # still never trusts st_size: a file that grows past the cap while read is oversized.
-    from grader.extract import load
+    from grader.intake.extract import load
 
     class Hasher:
         def update(self, _: bytes) -> None: ...

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from grader.discover import Submission, discover
 from grader.errors import SubmissionError
-from grader.extract import Extracted, extract
-from grader.isolation import Extractor, is_light
-from grader.limits import Limits
+from grader.intake.discover import Submission, discover
+from grader.intake.extract import Extracted, extract
+from grader.intake.isolation import Extractor, is_light
+from grader.intake.limits import Limits
 
 from _make_fixtures import make_pdf, write
 

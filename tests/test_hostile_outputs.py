@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from grader._escape import printable, terminal_safe
 from grader.errors import ConfigError
+from grader.escape import printable, terminal_safe
 from grader.outputs import OUTPUT_MARKER, check_out_dir, is_output_folder
 from grader.reports import write_reports
 from grader.reports.html import PAGES_MANIFEST, student_filename

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from grader.discover import Submission, discover
 from grader.errors import SubmissionError
-from grader.extract import Extracted, extract
-from grader.limits import MB, Limits, check_request_size, request_bytes
-from grader.request import GradeRequest, Part
+from grader.intake.discover import Submission, discover
+from grader.intake.extract import Extracted, extract
+from grader.intake.limits import MB, Limits, check_request_size, request_bytes
+from grader.prompting.request import GradeRequest, Part
 
 from _make_fixtures import make_docx, make_notebook, make_pdf, make_png, write
 from _work import peak_allocated

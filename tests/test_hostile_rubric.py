@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from grader.errors import RubricError
-from grader.rubric import MAX_POINTS, load_rubric
+from grader.prompting.rubric import MAX_POINTS, load_rubric
 
 from _work import peak_allocated
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from grader.errors import PromptError, RubricError
-from grader.prompts import (
+from grader.prompting.prompts import (
     TEMPLATES,
     check_prefix_size,
     check_templates,
     fence_safe,
     load_prompts,
 )
-from grader.rubric import Rubric, load_rubric
+from grader.prompting.rubric import Rubric, load_rubric
 
 RUBRICS = Path(__file__).resolve().parent.parent / "rubrics"
 SECRET = "sk-test-secret-in-environment"

@@ -13,10 +13,10 @@ import openpyxl
 import pytest
 from click.testing import CliRunner
 
-from grader._escape import unescape_text
+from grader.escape import unescape_text
 from grader.reports import write_reports
 from grader.reports.html import student_filename
-from grader.review import import_workbook
+from grader.review.importing import import_workbook
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from grader import injection
-from grader.discover import discover
-from grader.extract import Extracted
-from grader.grading import INFO_FLAGS, Policy, Reply, Verdict, decide
-from grader.injection import inspect, strip_invisible, suspicious
-from grader.isolation import Extractor
-from grader.records import FlagRow
-from grader.rubric import Rubric
-from grader.schema import validation_model
-from grader.score_jump import JUMP_POINTS, jump
+from grader.grading.policy import INFO_FLAGS, Policy, Reply, Verdict, decide
+from grader.grading.records import FlagRow
+from grader.intake import injection
+from grader.intake.discover import discover
+from grader.intake.extract import Extracted
+from grader.intake.injection import inspect, strip_invisible, suspicious
+from grader.intake.isolation import Extractor
+from grader.prompting.rubric import Rubric
+from grader.prompting.schema import validation_model
+from grader.quality.score_jump import JUMP_POINTS, jump
 
 from _injection_corpus import ATTACKS, CASES, LOOKALIKES, Case
 

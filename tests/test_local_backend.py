@@ -17,13 +17,13 @@ pytest.importorskip(
 
 from grader.backends import create
 from grader.backends.local import LocalBackend, default_model_notice, ordered_schema
+from grader.config.settings import Settings
 from grader.errors import ConfigError, SubmissionError
-from grader.pipeline import run_class
-from grader.prompts import load_prompts
-from grader.request import GradeRequest, Part
-from grader.rubric import Criterion, Level, Rubric
-from grader.schema import json_schema, parse
-from grader.settings import Settings
+from grader.online.pipeline import run_class
+from grader.prompting.prompts import load_prompts
+from grader.prompting.request import GradeRequest, Part
+from grader.prompting.rubric import Criterion, Level, Rubric
+from grader.prompting.schema import json_schema, parse
 
 pytestmark = pytest.mark.local
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "intro-python"

@@ -1,5 +1,6 @@
-"""Agreement figures (grader.metrics): equal to scikit-learn/SciPy, undefined figures said so,
-grids, and bootstrap intervals that are seeded and computed the same way as the point figures."""
+"""Agreement figures (grader.quality.metrics): equal to scikit-learn/SciPy, undefined figures
+said so, grids, and bootstrap intervals that are seeded and computed the same way as the point
+figures."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import pytest
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, mean_absolute_error
 
-from grader import metrics
-from grader.metrics import _qwk_rows, compare, positions, qwk, score_grid, total_grid
-from grader.rubric import Criterion, Level, Rubric
+from grader.prompting.rubric import Criterion, Level, Rubric
+from grader.quality import metrics
+from grader.quality.metrics import _qwk_rows, compare, positions, qwk, score_grid, total_grid
 
 AI = [0, 1, 2, 2, 3, 4, 4, 1, 0, 3, 2, 4]
 HUMAN = [0, 1, 1, 2, 4, 4, 3, 2, 0, 3, 2, 4]

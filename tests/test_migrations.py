@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from grader.errors import StoreError
-from grader.final import finals
-from grader.records import Decision, RequestRecord
+from grader.grading.records import Decision, RequestRecord
+from grader.review.final import finals
 from grader.store import Store
 from grader.store.migrations import (
     LATEST,
@@ -154,7 +154,7 @@ def test_quality_migration_keeps_grades_as_single_samples_and_adds_human_scores(
         tmp_path: Path) -> None:
     """The grading-quality migration: old grades become one-sample grades with no spread; human
     scores and calibrations get tables of their own."""
-    from grader.records import HumanScore
+    from grader.grading.records import HumanScore
     from grader.store.migrations import MIGRATIONS as ALL
 
     quality = next(m for m in ALL if m.name == "human_scores_calibration_uncertainty")
@@ -258,7 +258,7 @@ def test_exemplars_and_tuning_jobs_migration_keeps_grades(tmp_path: Path) -> Non
 
 def test_batch_jobs_migration_keeps_old_stores_and_holds_a_job_with_its_items(
         tmp_path: Path) -> None:
-    from grader.records import BatchItemIn
+    from grader.grading.records import BatchItemIn
 
     path = _v2(tmp_path)
     with Store(path) as store:  # migrates the v2 store to the latest version

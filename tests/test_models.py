@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from grader.config.generation import configure, served_notice
+from grader.config.models import LEVELS, Pricing, packaged, table
+from grader.config.settings import DEFAULT_GEMINI_MODEL, Settings, resolve
 from grader.errors import ConfigError
-from grader.generation import configure, served_notice
-from grader.models import LEVELS, Pricing, packaged, table
-from grader.request import Usage
-from grader.settings import DEFAULT_GEMINI_MODEL, Settings, resolve
+from grader.prompting.request import Usage
 
 DAY = date(2026, 11, 22)
 

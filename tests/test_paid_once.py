@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from grader.ledger import KILL_AFTER_REPLY_ENV
+from grader.online.ledger import KILL_AFTER_REPLY_ENV
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class

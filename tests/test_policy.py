@@ -7,8 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from grader import schema
-from grader.grading import (
+from grader.grading.policy import (
     Policy,
     Reask,
     Reconfigure,
@@ -18,9 +17,10 @@ from grader.grading import (
     more_room,
     rejected,
 )
-from grader.records import FlagRow, GradeVersion
-from grader.rubric import Criterion, Level, Rubric
-from grader.selection import Grade, Reuse, Selection, Skip, choose
+from grader.grading.records import FlagRow, GradeVersion
+from grader.grading.selection import Grade, Reuse, Selection, Skip, choose
+from grader.prompting import schema
+from grader.prompting.rubric import Criterion, Level, Rubric
 
 RUBRIC = Rubric(title="t", criteria=(
     Criterion(id="a", title="A", max_points=4),

@@ -12,9 +12,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from grader.cli import cli
-from grader.discover import discover, read_roster
-from grader.redact import Redactor, restore
-from grader.settings import Settings, redacting
+from grader.config.settings import Settings, redacting
+from grader.intake.discover import discover, read_roster
+from grader.intake.redact import Redactor, restore
 from grader.testing._fake_content import read_prompt
 from grader.testing.fake_gemini import FakeGemini
 

@@ -10,8 +10,7 @@ import pytest
 from openpyxl.styles import Protection
 from openpyxl.utils.escape import unescape as unescape_ooxml
 
-from grader._escape import FORMULA_STARTS, escape_cell, escape_text, unescape_text
-from grader.final import finals
+from grader.escape import FORMULA_STARTS, escape_cell, escape_text, unescape_text
 from grader.reports import write_reports
 from grader.reports.stats import (
     agreement,
@@ -20,7 +19,8 @@ from grader.reports.stats import (
     quadratic_weighted_kappa,
     summarize,
 )
-from grader.review import import_workbook
+from grader.review.final import finals
+from grader.review.importing import import_workbook
 
 from _synthetic import FORMULA_EVIL, SyntheticRun, build
 
@@ -85,8 +85,8 @@ def test_criterion_stats_reflect_the_store(synth: SyntheticRun) -> None:
 
 
 def test_half_point_scores_get_one_bin_per_score() -> None:
+    from grader.prompting.rubric import Criterion
     from grader.reports.stats import score_distribution
-    from grader.rubric import Criterion
 
     crit = Criterion(id="c", title="C", max_points=4)
     bins = score_distribution([0.5, 1.5, 1.5, 4.0], crit)

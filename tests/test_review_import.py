@@ -11,12 +11,12 @@ import openpyxl
 import pytest
 from click.testing import CliRunner
 
-from grader._escape import unescape_text
 from grader.errors import StoreError
-from grader.final import finals
-from grader.records import Decision
+from grader.escape import unescape_text
+from grader.grading.records import Decision
 from grader.reports import write_reports
-from grader.review import ReviewImportError, import_workbook, locate_store, workbook_meta
+from grader.review.final import finals
+from grader.review.importing import ReviewImportError, import_workbook, locate_store, workbook_meta
 from grader.store import Store
 
 from _synthetic import SyntheticRun, build, require_tool

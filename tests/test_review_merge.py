@@ -11,12 +11,12 @@ import openpyxl
 import pytest
 from click.testing import CliRunner
 
-from grader._escape import unescape_text
 from grader.cli import cli
-from grader.final import FinalStudent, finals
-from grader.merge import classify
+from grader.escape import unescape_text
 from grader.reports import write_reports
-from grader.review import ReviewConflictError, import_workbook
+from grader.review.final import FinalStudent, finals
+from grader.review.importing import ReviewConflictError, import_workbook
+from grader.review.merge import classify
 from grader.store import Store
 
 from _synthetic import SyntheticRun, build, rerun

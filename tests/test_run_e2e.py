@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from grader.cli import cli
-from grader.models import packaged, today
-from grader.settings import DEFAULT_GEMINI_MODEL
+from grader.config.models import packaged, today
+from grader.config.settings import DEFAULT_GEMINI_MODEL
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from grader.config.settings import auto_backend, resolve
 from grader.errors import ConfigError
-from grader.settings import auto_backend, resolve
 
 
 def write_toml(folder: Path, body: str) -> Path:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from grader.config.models import TODAY_ENV, today, today_override
 from grader.errors import ConfigError
-from grader.models import TODAY_ENV, today, today_override
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class

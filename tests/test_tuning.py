@@ -18,13 +18,13 @@ import yaml
 from google.oauth2.credentials import Credentials
 
 from grader.backends.gemini import VertexBackend
-from grader.pipeline import run_class
-from grader.rubric import Rubric
-from grader.schema import validation_model
-from grader.settings import Settings
+from grader.config.settings import Settings
+from grader.online.pipeline import run_class
+from grader.prompting.rubric import Rubric
+from grader.prompting.schema import validation_model
+from grader.quality.tuning import MIN_EXAMPLES, start, status
 from grader.testing.fake_gemini import FakeGemini
 from grader.testing.gcs_emulator import GcsEmulator
-from grader.tuning import MIN_EXAMPLES, start, status
 
 from _classgen import RUBRIC, make_class
 from _cli import grade

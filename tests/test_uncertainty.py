@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from grader import schema
 from grader.cli import cli
-from grader.grading import Policy, Verdict, flagged
-from grader.judge import Grounds, judge, kept
-from grader.records import CriterionRow, FlagRow
-from grader.rubric import Criterion, Level, Rubric
+from grader.grading.judge import Grounds, judge, kept
+from grader.grading.policy import Policy, Verdict, flagged
+from grader.grading.records import CriterionRow, FlagRow
+from grader.grading.uncertainty import check_evidence, combine, quote_found, spread_share
+from grader.prompting import schema
+from grader.prompting.rubric import Criterion, Level, Rubric
 from grader.testing.fake_gemini import FakeGemini
-from grader.uncertainty import check_evidence, combine, quote_found, spread_share
 
 from _classgen import make_class
 
@@ -106,7 +106,7 @@ def test_judge_checks_the_quotes_of_a_model_reply() -> None:
     reply = json.dumps({"criteria": {"a": {**crit, "score": 3, "evidence": ["return a"]},
                                      "b": {**crit, "score": 4, "evidence": []}},
                         "overall_comment": "ok", "needs_review": False, "review_reason": ""})
-    from grader.grading import Reply
+    from grader.grading.policy import Reply
 
     v = judge(POLICY, [Reply(reply)], Grounds(quote_text=TEXT))
     assert isinstance(v, Verdict) and v.flags == () and kept(POLICY, [v]) == v

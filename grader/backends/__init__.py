@@ -3,7 +3,7 @@ name), `local` (llama.cpp)."""
 
 from __future__ import annotations
 
-from .base import (
+from grader.backends.base import (
     AcceptsMedia,
     Backend,
     BatchInfo,
@@ -23,25 +23,25 @@ from .base import (
 
 
 def _gemini() -> object:
-    from .gemini import GeminiBackend
+    from grader.backends.gemini import GeminiBackend
 
     return GeminiBackend
 
 
 def _vertex() -> object:
-    from .gemini import VertexBackend
+    from grader.backends.gemini import VertexBackend
 
     return VertexBackend
 
 
 def _enterprise() -> object:
-    from .gemini import EnterpriseBackend
+    from grader.backends.gemini import EnterpriseBackend
 
     return EnterpriseBackend
 
 
 def _local() -> object:
-    from .local import LocalBackend
+    from grader.backends.local import LocalBackend
 
     return LocalBackend
 

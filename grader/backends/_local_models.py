@@ -12,7 +12,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
+from grader.errors import ConfigError
 
 GGUF_MAGIC = b"GGUF"
 INSTALL_HINT = "pip install 'grader[local]'"

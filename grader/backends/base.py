@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ..errors import ConfigError
-from ..request import GradeRequest, GradeResponse
+from grader.errors import ConfigError
+from grader.prompting.request import GradeRequest, GradeResponse
 
 
 @runtime_checkable

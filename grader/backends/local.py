@@ -23,10 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from ..errors import BackendError, ConfigError, SubmissionError
-from ..request import GradeRequest, GradeResponse, Part, Usage
-from ..settings import Settings
-from ._local_models import DEFAULT_MODEL, INSTALL_HINT, check_gguf, packaged_model_path
+from grader.backends._local_models import (
+    DEFAULT_MODEL,
+    INSTALL_HINT,
+    check_gguf,
+    packaged_model_path,
+)
+from grader.config.settings import Settings
+from grader.errors import BackendError, ConfigError, SubmissionError
+from grader.prompting.request import GradeRequest, GradeResponse, Part, Usage
 
 # Output tokens kept free in the context for the answer (request.max_output_tokens may be larger:
 # the Gemini default is sized for thinking models; a grading JSON needs far less).

@@ -1,7 +1,7 @@
 """Reports regenerated from the store alone (no model calls): workbook, HTML pages, exports.
 
-`write_reports` computes final grades once (`grader.final.finals`) and feeds the same list to the
-workbook and the HTML, so every output reflects the teacher's imported decisions.
+`write_reports` computes final grades once (`grader.review.final.finals`) and feeds the same
+list to the workbook and the HTML, so every output reflects the teacher's imported decisions.
 
 For a large class the workbook is written by a second process while this one renders the HTML
 pages (both are CPU-bound Python; on two cores this takes the reports from the sum of the two to
@@ -22,13 +22,13 @@ import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
-from ..evaluation import for_report
-from ..final import FinalStudent, finals, load_rubric, review_queue
-from ..rubric import Rubric
-from ..store import Store
-from .excel import write_workbook
-from .html import student_filename, write_html
-from .stats import agreement, criterion_stats
+from grader.prompting.rubric import Rubric
+from grader.quality.evaluation import for_report
+from grader.reports.excel import write_workbook
+from grader.reports.html import student_filename, write_html
+from grader.reports.stats import agreement, criterion_stats
+from grader.review.final import FinalStudent, finals, load_rubric, review_queue
+from grader.store import Store
 
 __all__ = ["workbook_target", "write_reports"]
 

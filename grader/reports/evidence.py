@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from ..prompts import submitted_text
-from ..redact import restore
+from grader.intake.redact import restore
+from grader.prompting.prompts import submitted_text
 
 _SPACE = re.compile(r"\s+")
 

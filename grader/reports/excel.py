@@ -1,9 +1,9 @@
 """The teacher's review workbook (review.xlsx), written with XlsxWriter in constant-memory mode.
 
-Layout is a contract with `grader.review`: the import finds columns by their header text
+Layout is a contract with `grader.review.importing`: the import finds columns by their header text
 (`Teacher: <criterion id>`, ...), matches the run through the hidden metadata sheet, and reads
 there the values every teacher cell had when the workbook was written (its *base*), so an import
-applies only what the teacher changed (see `grader.merge`).
+applies only what the teacher changed (see `grader.review.merge`).
 
 Readable in Excel and LibreOffice alike: a "How to review" sheet first; a header row tall enough
 for its wrapped titles; one-line flag summaries with the full text in a cell note; every formula
@@ -31,12 +31,12 @@ from openpyxl.utils.escape import unescape as unescape_ooxml
 from xlsxwriter.utility import xl_col_to_name
 from xlsxwriter.worksheet import Worksheet
 
-from .._escape import escape_text, unescape_text
-from ..final import FinalStudent
-from ..records import Run
-from ..rubric import Criterion, Rubric
-from ..store import Store
-from .stats import CriterionStats, run_cost
+from grader.escape import escape_text, unescape_text
+from grader.grading.records import Run
+from grader.prompting.rubric import Criterion, Rubric
+from grader.reports.stats import CriterionStats, run_cost
+from grader.review.final import FinalStudent
+from grader.store import Store
 
 HOWTO, SUMMARY, FEEDBACK, CRITERIA, RUN, META = (
     "How to review", "Summary", "Feedback", "Criteria", "Run", "_grader_meta")

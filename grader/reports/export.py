@@ -21,14 +21,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._escape import escape_cell
-from ..discover import RosterEntry, clean_id, read_roster
-from ..errors import InputError
-from ..final import FinalStudent, finals, load_rubric
-from ..records import Run
-from ..rubric import Rubric
-from ..store import Store
-from .lms import (
+from grader.errors import InputError
+from grader.escape import escape_cell
+from grader.grading.records import Run
+from grader.intake.discover import RosterEntry, clean_id, read_roster
+from grader.prompting.rubric import Rubric
+from grader.reports.lms import (
     MOODLE_IDS,
     MOODLE_MAX_DEFAULT,
     CanvasMatcher,
@@ -38,6 +36,8 @@ from .lms import (
     read_canvas_gradebook,
     roster_row,
 )
+from grader.review.final import FinalStudent, finals, load_rubric
+from grader.store import Store
 
 Format = Literal["canvas", "moodle", "csv"]
 FORMATS: tuple[str, ...] = ("canvas", "moodle", "csv")
@@ -292,7 +292,7 @@ def export_from_outdir(out_dir: Path, fmt: str, db: Path | None = None,
                        opts: ExportOptions | None = None) -> ExportResult:
     """`grade export OUT`: the store is found from OUT's review workbook; the grades are the
     latest run of its class (decisions follow the students into it)."""
-    from ..review import locate_store, target_run, workbook_meta
+    from grader.review.importing import locate_store, target_run, workbook_meta
 
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")

@@ -25,15 +25,13 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from .. import __version__
-from ..evaluation import ClassEval, confusion_text
-from ..final import FinalStudent, review_queue
-from ..outputs import mark_output_folder
-from ..records import Run
-from ..rubric import Rubric
-from ..store import Store
-from .evidence import Quote, from_parts, locate
-from .stats import (
+from grader import __version__
+from grader.grading.records import Run
+from grader.outputs import mark_output_folder
+from grader.prompting.rubric import Rubric
+from grader.quality.evaluation import ClassEval, confusion_text
+from grader.reports.evidence import Quote, from_parts, locate
+from grader.reports.stats import (
     Agreement,
     Bin,
     CriterionStats,
@@ -43,6 +41,8 @@ from .stats import (
     run_cost,
     summarize,
 )
+from grader.review.final import FinalStudent, review_queue
+from grader.store import Store
 
 TEMPLATES = Path(__file__).parent / "templates"
 # An id made only of these (and not starting with ".") is its own page name; every other id gets

@@ -31,8 +31,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..discover import RosterEntry
-from ..errors import InputError
+from grader.errors import InputError
+from grader.intake.discover import RosterEntry
 
 # lib/gradebook_importer.rb NON_ASSIGNMENT_COLUMN_HEADERS (also matches "Unposted …").
 CANVAS_DROPPED = ("Current Score", "Current Points", "Current Grade", "Final Score",

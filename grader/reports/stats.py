@@ -1,7 +1,7 @@
 """Class statistics: distributions, item analysis and AI/teacher agreement.
 
 Distributions are plain Python (a few thousand numbers per criterion); the quadratic weighted
-kappa is `grader.metrics.qwk` on the criterion's score grid, the same code as `grade eval`.
+kappa is `grader.quality.metrics.qwk` on the criterion's score grid, the same code as `grade eval`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .. import metrics
-from ..final import FinalStudent
-from ..generation import served_notice
-from ..models import packaged
-from ..records import Run
-from ..rubric import Criterion
-from ..store import Store
+from grader.config.generation import served_notice
+from grader.config.models import packaged
+from grader.grading.records import Run
+from grader.prompting.rubric import Criterion
+from grader.quality import metrics
+from grader.review.final import FinalStudent
+from grader.store import Store
 
 
 @dataclass
@@ -125,8 +125,9 @@ def hardest(stats: Sequence[CriterionStats], n: int = 3) -> list[CriterionStats]
 
 def quadratic_weighted_kappa(a: Sequence[float], b: Sequence[float],
                              categories: Sequence[float] | None = None) -> float | None:
-    """Cohen's kappa with quadratic weights over ordered categories (`grader.metrics.qwk`, the
-    same scikit-learn code `grade eval` uses); categories default to the values seen.
+    """Cohen's kappa with quadratic weights over ordered categories
+    (`grader.quality.metrics.qwk`, the same scikit-learn code `grade eval` uses); categories
+    default to the values seen.
 
     Returns None when it is undefined: no pairs, or a single category (no expected disagreement).
     """

@@ -15,22 +15,22 @@ Two kinds of data are kept apart:
 `grades`, `reports`, `review`, `tuning`, `quality`) over `core` (the connection and the one
 transaction idiom, `atomic()`: BEGIN at the outermost level, SAVEPOINT inside; SQLite errors
 surface as `StoreError` with a fix). Methods take and return the small dataclasses of
-`grader.records`. `migrations` holds the numbered schema migrations, `locks` the run lock.
+`grader.grading.records`. `migrations` holds the numbered schema migrations, `locks` the run lock.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .batch import Batches
-from .core import grader_store_problem, now, unsaved_path
-from .grades import Grades
-from .quality import Quality
-from .reports import Reports
-from .resources import Resources
-from .review import Review
-from .runs import Runs
-from .tuning import Tuning
+from grader.store.batch import Batches
+from grader.store.core import grader_store_problem, now, unsaved_path
+from grader.store.grades import Grades
+from grader.store.quality import Quality
+from grader.store.reports import Reports
+from grader.store.resources import Resources
+from grader.store.review import Review
+from grader.store.runs import Runs
+from grader.store.tuning import Tuning
 
 
 class Store(Runs, Batches, Grades, Reports, Resources, Review, Tuning, Quality):

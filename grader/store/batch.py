@@ -8,14 +8,9 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ..records import (
-    BatchItem,
-    BatchItemIn,
-    BatchJobRow,
-    StoredResponse,
-)
-from .core import loads, mapped, now
-from .ledger import Ledger
+from grader.grading.records import BatchItem, BatchItemIn, BatchJobRow, StoredResponse
+from grader.store.core import loads, mapped, now
+from grader.store.ledger import Ledger
 
 
 class Batches(Ledger):

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, Self, TypeVar
 
-from ..errors import StoreError
-from .migrations import migrate
+from grader.errors import StoreError
+from grader.store.migrations import migrate
 
 P = ParamSpec("P")
 T = TypeVar("T")

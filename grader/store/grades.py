@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..records import (
+from grader.grading.records import (
     ExemplarUse,
     FlagRow,
     GradeRecord,
@@ -15,7 +15,7 @@ from ..records import (
     OutcomeRecord,
     SubmissionRecord,
 )
-from .core import StoreCore, loads, mapped, now
+from grader.store.core import StoreCore, loads, mapped, now
 
 
 class Grades(StoreCore):

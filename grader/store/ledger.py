@@ -12,14 +12,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError
-from ..records import (
-    Answer,
-    RequestRecord,
-    StoredResponse,
-    Unanswered,
-)
-from .core import StoreCore, mapped, now, store_error, unsaved_path
+from grader.errors import StoreError
+from grader.grading.records import Answer, RequestRecord, StoredResponse, Unanswered
+from grader.store.core import StoreCore, mapped, now, store_error, unsaved_path
 
 
 class Ledger(StoreCore):

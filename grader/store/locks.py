@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import StoreError
-from .core import now
+from grader.errors import StoreError
+from grader.store.core import now
 
 
 @dataclass(frozen=True)

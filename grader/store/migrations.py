@@ -13,7 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ..errors import StoreError
+from grader.errors import StoreError
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..records import (
-    Calibration,
-    HumanScore,
-)
-from .core import StoreCore, mapped, now
+from grader.grading.records import Calibration, HumanScore
+from grader.store.core import StoreCore, mapped, now
 
 
 class Quality(StoreCore):

@@ -7,7 +7,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 
-from ..records import (
+from grader.grading.records import (
     CriterionRow,
     FlagRow,
     ItemRow,
@@ -15,7 +15,7 @@ from ..records import (
     ServedModel,
     StudentResult,
 )
-from .core import ROWS_PER_BATCH, StoreCore, loads, mapped, store_error
+from grader.store.core import ROWS_PER_BATCH, StoreCore, loads, mapped, store_error
 
 
 class Reports(StoreCore):

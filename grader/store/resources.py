@@ -5,11 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..records import (
-    CacheRow,
-    UploadRow,
-)
-from .core import StoreCore, mapped, now
+from grader.grading.records import CacheRow, UploadRow
+from grader.store.core import StoreCore, mapped, now
 
 
 class Resources(StoreCore):

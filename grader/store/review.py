@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..records import (
-    Decision,
-)
-from .core import StoreCore, mapped, now
+from grader.grading.records import Decision
+from grader.store.core import StoreCore, mapped, now
 
 
 class Review(StoreCore):

@@ -7,12 +7,9 @@ import os
 import sqlite3
 from typing import Any
 
-from ..errors import StoreError
-from ..records import (
-    Run,
-    RunInfo,
-)
-from .core import StoreCore, loads, mapped, now
+from grader.errors import StoreError
+from grader.grading.records import Run, RunInfo
+from grader.store.core import StoreCore, loads, mapped, now
 
 
 class Runs(StoreCore):

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..records import (
-    TuningJob,
-)
-from .core import StoreCore, loads, mapped, now
+from grader.grading.records import TuningJob
+from grader.store.core import StoreCore, loads, mapped, now
 
 
 class Tuning(StoreCore):

@@ -8,14 +8,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .fake_gemini import FakeGemini
+    from grader.testing.fake_gemini import FakeGemini
 
 __all__ = ["FakeGemini"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "FakeGemini":
-        from .fake_gemini import FakeGemini
+        from grader.testing.fake_gemini import FakeGemini
 
         return FakeGemini
     raise AttributeError(name)

@@ -18,14 +18,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import _fake_rules as rules
-from ._fake_batches import Batches
-from ._fake_caches import Caches
-from ._fake_content import THINK_HARD_TOKENS, Prompt, answer_text, estimate_tokens, read_prompt
-from ._fake_embed import Embeddings
-from ._fake_files import Files, check_file_parts
-from ._fake_state import FakeState
-from ._fake_tuning import Tuning
+from grader.testing import _fake_rules as rules
+from grader.testing._fake_batches import Batches
+from grader.testing._fake_caches import Caches
+from grader.testing._fake_content import (
+    THINK_HARD_TOKENS,
+    Prompt,
+    answer_text,
+    estimate_tokens,
+    read_prompt,
+)
+from grader.testing._fake_embed import Embeddings
+from grader.testing._fake_files import Files, check_file_parts
+from grader.testing._fake_state import FakeState
+from grader.testing._fake_tuning import Tuning
 
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",

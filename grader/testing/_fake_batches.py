@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._fake_app import Call, FakeApp, Reply
+    from grader.testing._fake_app import Call, FakeApp, Reply
 
 _DEV = r"^/(?:v1beta|v1alpha)"
 _CREATE = re.compile(_DEV + r"/models/(?P<model>[^/:]+):batchGenerateContent$")
@@ -107,7 +107,7 @@ class Batches:
 
     # --- routes -------------------------------------------------------------------------------
     def create(self, call: Call, vertex: bool) -> Reply:
-        from ._fake_app import error_reply, json_reply
+        from grader.testing._fake_app import error_reply, json_reply
 
         body = call.json()
         cfg = self.state.config
@@ -175,7 +175,7 @@ class Batches:
         return None
 
     def get(self, call: Call, vertex: bool) -> Reply:
-        from ._fake_app import error_reply, json_reply
+        from grader.testing._fake_app import error_reply, json_reply
 
         job = self._job(call)
         if job is None:
@@ -183,7 +183,7 @@ class Batches:
         return json_reply(200, self._json(job))
 
     def list(self, call: Call, vertex: bool) -> Reply:
-        from ._fake_app import json_reply
+        from grader.testing._fake_app import json_reply
 
         size = int((call.query.get("pageSize") or ["50"])[0])
         start = int((call.query.get("pageToken") or ["0"])[0])
@@ -196,7 +196,7 @@ class Batches:
         return json_reply(200, out)
 
     def cancel(self, call: Call, vertex: bool) -> Reply:
-        from ._fake_app import error_reply, json_reply
+        from grader.testing._fake_app import error_reply, json_reply
 
         job = self._job(call)
         if job is None:
@@ -206,7 +206,7 @@ class Batches:
         return json_reply(200, {})
 
     def delete(self, call: Call, vertex: bool) -> Reply:
-        from ._fake_app import error_reply, json_reply
+        from grader.testing._fake_app import error_reply, json_reply
 
         job = self._job(call)
         if job is None:

@@ -19,12 +19,12 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import _fake_rules as rules
-from ._fake_content import estimate_tokens
-from ._fake_files import check_file_parts
+from grader.testing import _fake_rules as rules
+from grader.testing._fake_content import estimate_tokens
+from grader.testing._fake_files import check_file_parts
 
 if TYPE_CHECKING:
-    from ._fake_app import Call, FakeApp, Reply
+    from grader.testing._fake_app import Call, FakeApp, Reply
 
 DEFAULT_TTL_S = 3600.0  # the API's default TTL: one hour
 _DEV = r"^/(?:v1beta|v1alpha)/cachedContents"
@@ -142,7 +142,7 @@ class Caches:
 
     # --- routes -------------------------------------------------------------------------------
     def create(self, call: Call, vertex: bool) -> Reply:
-        from ._fake_app import error_reply, json_reply
+        from grader.testing._fake_app import error_reply, json_reply
 
         body = call.json()
         model = str(body.get("model") or "")
@@ -194,19 +194,19 @@ class Caches:
         return now + float(m.group(1)) if m else None
 
     def get(self, call: Call, vertex: bool) -> Reply:
-        from ._fake_app import json_reply
+        from grader.testing._fake_app import json_reply
 
         c = self.live(self._name(call, vertex))
         return json_reply(200, cache_json(c)) if c is not None else self._missing(call, vertex)
 
     def _missing(self, call: Call, vertex: bool) -> Reply:
-        from ._fake_app import error_reply
+        from grader.testing._fake_app import error_reply
 
         return error_reply(403, "CachedContent not found (or permission denied): "
                                 + self._name(call, vertex))
 
     def list(self, call: Call, vertex: bool) -> Reply:
-        from ._fake_app import json_reply
+        from grader.testing._fake_app import json_reply
 
         size = int((call.query.get("pageSize") or ["50"])[0])
         start = int((call.query.get("pageToken") or ["0"])[0])
@@ -221,7 +221,7 @@ class Caches:
         return json_reply(200, out)
 
     def patch(self, call: Call, vertex: bool) -> Reply:
-        from ._fake_app import error_reply, json_reply
+        from grader.testing._fake_app import error_reply, json_reply
 
         name = self._name(call, vertex)
         body = call.json()
@@ -239,7 +239,7 @@ class Caches:
             return json_reply(200, cache_json(c))
 
     def delete(self, call: Call, vertex: bool) -> Reply:
-        from ._fake_app import json_reply
+        from grader.testing._fake_app import json_reply
 
         name = self._name(call, vertex)
         with self.state.lock:
@@ -254,7 +254,7 @@ class Caches:
     def resolve(self, body: dict[str, Any], model: str) -> tuple[dict[str, Any], int] | Reply:
         """A generateContent body naming `cachedContent`, as the model sees it (the cache's
         system instruction and contents first), and the cached tokens; or the refusal."""
-        from ._fake_app import error_reply
+        from grader.testing._fake_app import error_reply
 
         name = str(body["cachedContent"])
         if any(k in body for k in ("systemInstruction", "tools", "toolConfig")):

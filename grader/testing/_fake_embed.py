@@ -20,7 +20,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._fake_app import Call, FakeApp, Reply
+    from grader.testing._fake_app import Call, FakeApp, Reply
 
 MAX_BATCH = 100  # requests per batchEmbedContents call
 DEFAULT_DIMENSIONS = 3072
@@ -71,7 +71,7 @@ class Embeddings:
                                 vertex=vertex, keep_body=True)
 
     def _answer(self, call: Call, method: str, model: str, vertex: bool) -> Reply:
-        from ._fake_app import error_reply, json_reply
+        from grader.testing._fake_app import error_reply, json_reply
 
         if "embedding" not in model:
             return error_reply(404, f"models/{model} is not found, or is not supported for "

@@ -27,10 +27,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from grader.models import packaged
+from grader.config.models import packaged
 
 if TYPE_CHECKING:
-    from ._fake_app import Call, FakeApp, Reply
+    from grader.testing._fake_app import Call, FakeApp, Reply
 
 _UPLOAD = re.compile(r"^/upload/(?:v1beta|v1alpha)/files$")
 _FILES = re.compile(r"^/(?:v1beta|v1alpha)/files$")
@@ -51,7 +51,7 @@ class FakeFile:
     source: str = "UPLOADED"  # or GENERATED (downloadable)
 
     def to_json(self) -> dict[str, Any]:
-        from ._fake_caches import rfc3339
+        from grader.testing._fake_caches import rfc3339
 
         out = {"name": self.name, "displayName": self.display_name, "mimeType": self.mime_type,
                "sizeBytes": str(len(self.data)), "createTime": rfc3339(self.created),
@@ -127,14 +127,14 @@ class Files:
 
     @staticmethod
     def _missing(fid: str) -> Reply:
-        from ._fake_app import error_reply
+        from grader.testing._fake_app import error_reply
 
         return error_reply(403, f"You do not have permission to access the File {fid} or it may "
                                 "not exist.")
 
     # --- routes -------------------------------------------------------------------------------
     def upload(self, call: Call) -> Reply:
-        from ._fake_app import error_reply, json_reply
+        from grader.testing._fake_app import error_reply, json_reply
 
         h = call.headers
         command = h.get("x-goog-upload-command", "")
@@ -195,7 +195,7 @@ class Files:
         return json_reply(200, {"file": f.to_json()}, {"X-Goog-Upload-Status": "final"})
 
     def list(self, call: Call) -> Reply:
-        from ._fake_app import json_reply
+        from grader.testing._fake_app import json_reply
 
         size = int((call.query.get("pageSize") or ["10"])[0])
         start = int((call.query.get("pageToken") or ["0"])[0])
@@ -208,7 +208,7 @@ class Files:
         return json_reply(200, out)
 
     def get(self, call: Call) -> Reply:
-        from ._fake_app import json_reply
+        from grader.testing._fake_app import json_reply
 
         assert call.match is not None
         fid = call.match.group("id")
@@ -216,7 +216,7 @@ class Files:
         return json_reply(200, f.to_json()) if f is not None else self._missing(fid)
 
     def delete(self, call: Call) -> Reply:
-        from ._fake_app import json_reply
+        from grader.testing._fake_app import json_reply
 
         assert call.match is not None
         fid = call.match.group("id")
@@ -228,7 +228,7 @@ class Files:
         return json_reply(200, {}) if f is not None else self._missing(fid)
 
     def download(self, call: Call) -> Reply:
-        from ._fake_app import Reply, error_reply
+        from grader.testing._fake_app import Reply, error_reply
 
         assert call.match is not None
         fid = call.match.group("id")
@@ -244,7 +244,7 @@ class Files:
 def check_file_parts(app: FakeApp, contents: list[dict[str, Any]], vertex: bool
                      ) -> Reply | None:
     """A 403/400 when a content part names a file the service does not have (any more)."""
-    from ._fake_app import error_reply
+    from grader.testing._fake_app import error_reply
 
     for content in contents:
         for part in content.get("parts", []) if isinstance(content, dict) else []:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from grader.models import LEVELS, ModelInfo, Pricing, packaged, today
-from grader.request import Usage
+from grader.config.models import LEVELS, ModelInfo, Pricing, packaged, today
+from grader.prompting.request import Usage
 
 SAMPLING_FIELDS = ("temperature", "topP", "topK")
 SERVICE_TIERS = frozenset({"unspecified", "standard", "flex", "priority"})

@@ -20,10 +20,10 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._fake_caches import rfc3339
+from grader.testing._fake_caches import rfc3339
 
 if TYPE_CHECKING:
-    from ._fake_app import Call, FakeApp, Reply
+    from grader.testing._fake_app import Call, FakeApp, Reply
 
 PENDING_S = 5.0
 RUN_S = 60.0  # on the fake's clock: tests move it with `FakeGemini.advance`
@@ -145,7 +145,7 @@ class Tuning:
                 f"{call.match.group('location')}")
 
     def create(self, call: Call) -> Reply:
-        from ._fake_app import error_reply, json_reply
+        from grader.testing._fake_app import error_reply, json_reply
 
         body = call.json()
         base = str(body.get("baseModel") or "")
@@ -177,7 +177,7 @@ class Tuning:
             return self.jobs.get(f"{self._parent(call)}/tuningJobs/{call.match.group('id')}")
 
     def get(self, call: Call) -> Reply:
-        from ._fake_app import error_reply, json_reply
+        from grader.testing._fake_app import error_reply, json_reply
 
         job = self._job(call)
         if job is None:
@@ -185,7 +185,7 @@ class Tuning:
         return json_reply(200, job.json(self.state.now()))
 
     def list(self, call: Call) -> Reply:
-        from ._fake_app import json_reply
+        from grader.testing._fake_app import json_reply
 
         parent, now = self._parent(call), self.state.now()
         with self.state.lock:
@@ -193,7 +193,7 @@ class Tuning:
         return json_reply(200, {"tuningJobs": [j.json(now) for j in reversed(jobs)]})
 
     def cancel(self, call: Call) -> Reply:
-        from ._fake_app import error_reply, json_reply
+        from grader.testing._fake_app import error_reply, json_reply
 
         job = self._job(call)
         if job is None:
@@ -206,7 +206,7 @@ class Tuning:
 
     def endpoint_call(self, call: Call) -> Reply:
         """generateContent/countTokens on a tuned model's endpoint: its base model answers."""
-        from ._fake_app import error_reply
+        from grader.testing._fake_app import error_reply
 
         assert call.match is not None
         name = f"{self._parent(call)}/endpoints/{call.match.group('endpoint')}"

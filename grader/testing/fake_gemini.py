@@ -22,9 +22,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ._fake_app import Call, FakeApp, Reply, error_reply, json_reply
-from ._fake_content import submission_key
-from ._fake_state import ALL_FAULTS, CONTENT_FAULTS, TRANSIENT_FAULTS, FakeConfig, FakeState
+from grader.testing._fake_app import Call, FakeApp, Reply, error_reply, json_reply
+from grader.testing._fake_content import submission_key
+from grader.testing._fake_state import (
+    ALL_FAULTS,
+    CONTENT_FAULTS,
+    TRANSIENT_FAULTS,
+    FakeConfig,
+    FakeState,
+)
 
 __all__ = ["Call", "FakeApp", "FakeConfig", "FakeGemini", "Reply", "error_reply", "json_reply",
            "main"]
@@ -245,7 +251,7 @@ class FakeGemini:
 
     def caches(self) -> list[dict[str, Any]]:
         """The live caches, as the API describes them."""
-        from ._fake_caches import cache_json
+        from grader.testing._fake_caches import cache_json
 
         with self.state.lock:
             self.app.caches.sweep()

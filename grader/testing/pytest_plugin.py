@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from grader.models import TODAY_ENV
-
-from .fake_gemini import FakeGemini
+from grader.config.models import TODAY_ENV
+from grader.testing.fake_gemini import FakeGemini
 
 if TYPE_CHECKING:
-    from .gcs_emulator import GcsEmulator
+    from grader.testing.gcs_emulator import GcsEmulator
 
 
 # The day pinned tests read the model table for (the day the table was last checked).
@@ -78,7 +77,7 @@ def fake_gemini_session() -> Iterator[FakeGemini]:
 def gcs_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[GcsEmulator]:
     """An in-memory GCS emulator with the bucket `grader-staging`, and STORAGE_EMULATOR_HOST
     pointing google-cloud-storage at it (`gcp-storage-emulator`, a dev dependency)."""
-    from .gcs_emulator import GcsEmulator
+    from grader.testing.gcs_emulator import GcsEmulator
 
     with GcsEmulator() as gcs:
         for k, v in gcs.env().items():

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from .client import GeminiBackend
-from .enterprise import EnterpriseBackend, VertexBackend
+from grader.backends.gemini.client import GeminiBackend
+from grader.backends.gemini.enterprise import EnterpriseBackend, VertexBackend
 
 __all__ = ["EnterpriseBackend", "GeminiBackend", "VertexBackend"]

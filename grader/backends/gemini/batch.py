@@ -19,9 +19,9 @@ from google.genai import _common, types
 from google.genai import batches as sdk_batches
 from google.genai import models as sdk_models
 
-from ...request import GradeRequest
-from ..base import BatchInfo, BatchResult
-from .reply import reply_of
+from grader.backends.base import BatchInfo, BatchResult
+from grader.backends.gemini.reply import reply_of
+from grader.prompting.request import GradeRequest
 
 T = TypeVar("T")
 # Vertex echoes each input line's request in its output: the key rides in the request's labels.

@@ -7,7 +7,7 @@ Every Developer API request carries `store: false` (setting `store`): since 2026
 projects keep generateContent requests in Google's logs by default, and student work is personal
 data. Enterprise has no such field (the SDK refuses it there). `--tier flex` sends
 `service_tier=flex` with a timeout that covers Flex's minutes of queueing. Quota is
-`grader.ratelimit.Quota`.
+`grader.online.ratelimit.Quota`.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from google.genai import types
 from google.genai.client import AsyncClient
 from yarl import URL
 
-from ...errors import BackendError, ConfigError
-from ...ratelimit import Quota, estimate_tokens
-from ...request import GradeRequest, GradeResponse, Part
-from ...settings import DEFAULT_GEMINI_MODEL, Settings
-from . import fast_types as fast
-from .batch import GeminiBatches
-from .errors import _gone
-from .reply import reply_of
-from .resources import GeminiResources
+from grader.backends.gemini import fast_types as fast
+from grader.backends.gemini.batch import GeminiBatches
+from grader.backends.gemini.errors import _gone
+from grader.backends.gemini.reply import reply_of
+from grader.backends.gemini.resources import GeminiResources
+from grader.config.settings import DEFAULT_GEMINI_MODEL, Settings
+from grader.errors import BackendError, ConfigError
+from grader.online.ratelimit import Quota, estimate_tokens
+from grader.prompting.request import GradeRequest, GradeResponse, Part
 
 
 def _part(p: Part) -> types.Part:

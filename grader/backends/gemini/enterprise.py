@@ -16,12 +16,12 @@ from typing import Any, ClassVar, TypeVar
 from google import genai
 from google.genai import types
 
-from ...errors import BackendError, ConfigError
-from ...request import GradeRequest
-from ...settings import ENTERPRISE_ENV
-from ..base import FileInfo, TuningInfo
-from .client import GeminiBackend
-from .errors import RETRYABLE_STATUS
+from grader.backends.base import FileInfo, TuningInfo
+from grader.backends.gemini.client import GeminiBackend
+from grader.backends.gemini.errors import RETRYABLE_STATUS
+from grader.config.settings import ENTERPRISE_ENV
+from grader.errors import BackendError, ConfigError
+from grader.prompting.request import GradeRequest
 
 T = TypeVar("T")
 

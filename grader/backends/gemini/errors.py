@@ -17,9 +17,9 @@ import httpx2
 from google.auth import exceptions as auth_errors
 from google.genai import errors as genai_errors
 
-from ...errors import BackendError
-from ...request import GradeRequest
-from ...settings import DEFAULT_GEMINI_MODEL, Settings
+from grader.config.settings import DEFAULT_GEMINI_MODEL, Settings
+from grader.errors import BackendError
+from grader.prompting.request import GradeRequest
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")

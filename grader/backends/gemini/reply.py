@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...request import GradeResponse, Usage
+from grader.prompting.request import GradeResponse, Usage
 
 OK_FINISH = frozenset({"STOP", "FINISH_REASON_UNSPECIFIED"})
 

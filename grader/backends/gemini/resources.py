@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.genai import types
 
-from ...errors import BackendError
-from ...ratelimit import Quota, estimate_tokens
-from ...request import GradeRequest
-from ..base import CacheInfo, Embedded, FileInfo
-from . import fast_types as fast
-from .retry import GeminiRetries
+from grader.backends.base import CacheInfo, Embedded, FileInfo
+from grader.backends.gemini import fast_types as fast
+from grader.backends.gemini.retry import GeminiRetries
+from grader.errors import BackendError
+from grader.online.ratelimit import Quota, estimate_tokens
+from grader.prompting.request import GradeRequest
 
 if TYPE_CHECKING:
     from google.genai.client import AsyncClient

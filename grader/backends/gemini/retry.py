@@ -15,8 +15,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ...errors import BackendError
-from .errors import GeminiErrors
+from grader.backends.gemini.errors import GeminiErrors
+from grader.errors import BackendError
 
 T = TypeVar("T")
 

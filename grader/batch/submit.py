@@ -1,0 +1,226 @@
+"""Batch grading: the requests of `grade run`, sent as provider batch jobs (half price, hours
+instead of seconds), collected and stored exactly once.
+
+    submit  -> the same plan, extraction, redaction, `render()` and request hashes as an online
+               run; job and attempt rows committed BEFORE the provider's job is created
+    collect -> each result line judged by the same pure policy (`grading.decide`); a reply is
+               kept in the ledger, a grade saved with its outcome in one transaction; an answer
+               that needs the one re-ask goes out again as a second, small batch round (or,
+               with `--reask online`, is completed at once by an online call)
+    sync    -> collect what finished, then submit what is new, under the store's lock (cron)
+
+A crash between the store write and the job's creation leaves a `preparing` job: the next
+command looks for it on the service by its display name and adopts it, or drops it so its
+students are submitted again. A crash while collecting loses nothing: items not yet committed
+are judged again from the (re-downloaded) results, items committed are skipped.
+
+This module submits and holds the library's entry points; `batch_jobs` opens a command and
+sends jobs, `batch_collect` collects them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from grader.backends import Backend, BatchInfo
+from grader.batch.collect import Collected, collect, collect_waiting
+from grader.batch.jobs import (
+    Context,
+    JobStatus,
+    Pending,
+    cancel,
+    flags_json,
+    freeze,
+    opened,
+    recover,
+    refresh,
+    save_verdict,
+    send,
+)
+from grader.config.settings import Settings
+from grader.errors import StoreError
+from grader.grading.context import run_context, run_info
+from grader.grading.embeddings import EmbeddingReport
+from grader.grading.prepare import Prepared, Settled, prepare
+from grader.grading.records import BatchItemIn, OutcomeRecord
+from grader.online.ledger import describe, salt
+from grader.prompting.planning import students
+
+
+@dataclass
+class Submitted:
+    run_id: int | None = None
+    jobs: list[str] = field(default_factory=list)
+    requests: int = 0
+    reused: int = 0
+    flagged: int = 0  # flagged without a request (unreadable, too large)
+    skipped: int = 0
+    failed: int = 0  # failed before a request (the embedding call that picks the examples)
+    in_flight: int = 0
+    failed_before: int = 0  # failed lines not sent again (--retry-failed)
+    embeddings: EmbeddingReport | None = None  # exemplars compared by Gemini embeddings
+
+
+# --- submit ----------------------------------------------------------------------------------
+
+
+async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
+    """Prepare every student as `grade run` does (`prepare`) and submit the requests of those
+    not yet graded, not in flight (and, unless `retry_failed`, whose last batch line did not
+    fail) as jobs. A run is recorded only when something is sent or stored (a cron tick with
+    nothing new leaves no trace)."""
+    await recover(ctx)
+    s, p, store = ctx.settings, ctx.run.p, ctx.store
+    subs = students(p.class_dir, s, p.assignment_files)
+    run = run_context(p, ctx.run.gen, ctx.run.backend, subs, ctx.run.extractor, store=store,
+                      backend=ctx.backend)
+    out = Submitted()
+    busy = store.batch_busy(ctx.class_key)
+    outcomes: list[OutcomeRecord] = []  # run_id filled in once the run exists
+    unsent: list[Prepared] = []
+    pending: list[Pending] = []
+    for sub in subs:
+        got = await prepare(run, sub, store)
+        if isinstance(got, Settled):
+            rec = got.record
+            outcomes.append(rec)
+            out.reused += rec.reused
+            out.skipped += rec.status == "skipped"
+            out.failed += rec.status == "failed"
+            continue
+        assert got.submission_id is not None
+        state = busy.get((sub.student_id, got.submission_id))
+        if state == "pending":
+            out.in_flight += 1
+            continue
+        if state == "failed" and not retry_failed:
+            out.failed_before += 1
+            continue
+        if got.unsent is not None:
+            unsent.append(got)
+            continue
+        record = describe(got.req, run.prefix, salt(0, got.epoch))
+        pending.append(Pending(sub.student_id, got.submission_id, got.req, BatchItemIn(
+            student_id=sub.student_id, submission_id=got.submission_id, request=record, n=1,
+            epoch=got.epoch, request_json=freeze(got.req, got.cfg, (got.seen, got.picked.uses()),
+                                                 got.ex.findings),
+            flags_json=flags_json(got.grounds.flags), redaction=dict(got.mapping) or None)))
+    if run.examples is not None and run.examples.embedder is not None:
+        out.embeddings = run.examples.embedder.report
+    if not pending and not unsent and not out.failed:
+        return out
+    begun = store.begin_run(run_info(run, mode="batch"))
+    out.run_id = begun.id
+    try:
+        with store.atomic():
+            for o in outcomes:
+                store.record_outcome(replace(o, run_id=begun.id))
+            for got in unsent:
+                assert got.unsent is not None and got.submission_id is not None
+                save_verdict(ctx, begun.id, got.student_id, got.submission_id, got.unsent,
+                             got.epoch, got.cfg, [], (got.seen, got.picked.uses()))
+        out.flagged = len(unsent) + sum(o.status == "flagged" and not o.reused
+                                        for o in outcomes)
+        out.jobs = await send(ctx, begun.id, pending, round=1)
+        out.requests = len(pending)
+    finally:
+        with suppress(StoreError):
+            store.finish_run(begun.id, "done")
+    return out
+
+
+# --- the library's entry points (the CLI calls these) ----------------------------------------
+
+
+def submit_class(class_dir: Path, settings: Settings, *, retry_failed: bool = False,
+                 backend: Backend | None = None) -> Submitted:
+    async def main() -> Submitted:
+        async with opened(class_dir, settings, backend=backend) as ctx:
+            assert ctx is not None
+            return await submit(ctx, retry_failed=retry_failed)
+
+    return asyncio.run(main())
+
+
+def collect_class(class_dir: Path, settings: Settings, *, wait: bool = False,
+                  on_poll: Callable[[Collected], None] | None = None,
+                  backend: Backend | None = None) -> Collected:
+    async def main() -> Collected:
+        async with opened(class_dir, settings, backend=backend) as ctx:
+            assert ctx is not None
+            return await (collect_waiting(ctx, on_poll) if wait else collect(ctx))
+
+    return asyncio.run(main())
+
+
+def status_class(class_dir: Path, settings: Settings, *, backend: Backend | None = None
+                 ) -> list[JobStatus]:
+    async def main() -> list[JobStatus]:
+        async with opened(class_dir, settings, backend=backend) as ctx:
+            assert ctx is not None
+            return await refresh(ctx)
+
+    return asyncio.run(main())
+
+
+def cancel_job(class_dir: Path, settings: Settings, ref: str) -> BatchInfo:
+    async def main() -> BatchInfo:
+        async with opened(class_dir, settings) as ctx:
+            assert ctx is not None
+            return await cancel(ctx, ref)
+
+    return asyncio.run(main())
+
+
+@dataclass
+class Synced:
+    busy: bool = False
+    collected: Collected = field(default_factory=Collected)
+    submitted: Submitted = field(default_factory=Submitted)
+    wall_s: float = 0.0
+
+    @property
+    def idle(self) -> bool:
+        c, s = self.collected, self.submitted
+        return not (self.busy or c.jobs or s.jobs)
+
+    def line(self) -> str:
+        """One line a cron mail can be read from."""
+        if self.busy:
+            return "grade batch sync: another grade command holds the store; nothing done"
+        c, s = self.collected, self.submitted
+        parts = []
+        if c.jobs or c.reasked or c.reasked_online:
+            parts.append(f"collected {c.jobs} job(s): {c.graded} graded, {c.flagged} flagged, "
+                         f"{c.failed} failed" + (f", {c.reasked} re-asked" if c.reasked else "")
+                         + (f", {c.reasked_online} re-asked online" if c.reasked_online else "")
+                         + f", ${c.cost_usd:.4f}")
+        if s.jobs:
+            parts.append(f"submitted {s.requests} request(s) in {len(s.jobs)} job(s)")
+        running = c.running
+        if running:
+            parts.append(f"{running} job(s) still running")
+        if s.failed_before:
+            parts.append(f"{s.failed_before} failed line(s) held back (--retry-failed)")
+        return "grade batch sync: " + ("; ".join(parts) if parts else "nothing to do")
+
+
+def sync_class(class_dir: Path, settings: Settings, *, retry_failed: bool = False) -> Synced:
+    """Collect what finished, then submit what is new or changed; never waits for the lock
+    (an overlapping cron run does nothing and says so)."""
+    async def main() -> Synced:
+        started = time.perf_counter()
+        async with opened(class_dir, settings, no_wait=True) as ctx:
+            if ctx is None:
+                return Synced(busy=True)
+            done = Synced(collected=await collect(ctx))
+            done.submitted = await submit(ctx, retry_failed=retry_failed)
+            done.wall_s = time.perf_counter() - started
+            return done
+
+    return asyncio.run(main())

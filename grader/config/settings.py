@@ -1,0 +1,348 @@
+"""Settings resolve in one place: flag > environment > grader.toml > default.
+
+`resolve()` is the only function that reads `grader.toml` or `GRADER_*` variables; everything else
+receives a validated `Settings`. Credentials are never stored here in clear text beyond a SecretStr,
+and never written to the store or logs.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from grader.config.models import Level, packaged
+from grader.errors import ConfigError, RubricError, format_validation_error
+from grader.intake.limits import DEFAULT_LIMITS, MB, Limits
+
+# The default model is the model table's (grader/data/models.toml): a current GA Flash model.
+DEFAULT_GEMINI_MODEL = packaged().default_model
+CONFIG_FILE = "grader.toml"
+ENV_PREFIX = "GRADER_"
+RUBRIC_NAMES = ("rubric.yaml", "rubric.yml")
+DEFAULT_DB_NAME = ".grader/grader.sqlite"
+
+
+class Settings(BaseModel):
+    """Everything a run needs. Field names are the flag names with '-' -> '_'."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # what to grade
+    rubric: Path | None = None
+    prompts: Path | None = Field(default=None, description="folder overriding prompts/ templates")
+    roster: Path | None = None
+    out: Path | None = None
+    db: Path | None = None
+    limit: int | None = Field(default=None, ge=1)
+    regrade: bool = False
+    only: tuple[str, ...] | None = Field(
+        default=None, description="grade only these student ids; the others keep their grade")
+    retry_flagged: tuple[str, ...] | None = Field(
+        default=None, description="grade flagged students again (only these flag reasons, "
+        "when given)")
+    dry_run: bool = False
+    wait: bool = Field(default=True, description="wait for another run on the same store")
+    force: bool = Field(default=False, description="run even though the class's calibration "
+                        "is below calibration_min_qwk")
+
+    # grading quality: samples, review flags, calibration
+    samples: int = Field(default=1, ge=1, le=20, description="grade each student this many "
+                         "times; the score per criterion is the median")
+    max_spread: float = Field(
+        default=0.25, ge=0, le=1, description="flag a student for review when a criterion's "
+        "samples differ by more than this share of its maximum")
+    quote_similarity: float = Field(
+        default=90.0, ge=0, le=100, description="percent similarity an evidence quote needs "
+        "to count as found in the submission when it is not verbatim")
+    exemplars: int = Field(
+        default=0, ge=0, le=20, description="put this many graded examples, the most similar "
+        "to the student's work, into each prompt (0 = none; the rubric's examples then stay "
+        "in the marking scheme)")
+    exemplar_db: Path | None = Field(
+        default=None, description="the store whose teacher-reviewed grades form the example "
+        "bank (e.g. last year's class); None = the run's own store")
+    exemplar_similarity: Literal["auto", "tfidf", "embeddings"] = Field(
+        default="auto", description="how examples are compared with the student's work: TF-IDF "
+        "on this machine, or Gemini embeddings of the redacted texts (billed); auto = "
+        "embeddings when the run's backend can embed (Gemini, Enterprise), else TF-IDF")
+    exemplars_same_run: bool = Field(
+        default=False, description="let students graded in this run serve as examples for "
+        "their classmates (never for themselves or an identical submission)")
+    calibration_min_qwk: float = Field(
+        default=0.6, ge=-1, le=1, description="grade run refuses a class whose calibration has "
+        "a criterion below this quadratic weighted kappa (without --force)")
+
+    # which model
+    backend: str | None = Field(
+        default=None, description="gemini | enterprise (or vertex) | local; None = auto")
+    model: str | None = Field(default=None, description="None = the backend's default model")
+    thinking: Level | None = Field(
+        default=None, description="thinking level; None = the model table's default for the model")
+    # Sampling is sent only when set: Gemini 3.6+ ignores it, and Google advises against
+    # temperatures below 1.0 on the Gemini 3 models that still honour it.
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    seed: int | None = None
+    max_output_tokens: int = Field(default=8192, ge=64)
+    # Privacy: false sends `store: false` with every Developer API request, so Google does not
+    # keep them in its request logs (on by default for projects created since 2026-10-26).
+    store: bool = False
+    tier: Literal["standard", "flex"] = Field(
+        default="standard", description="service tier: flex is half price, minutes of queueing")
+    cache: Literal["auto", "on", "off"] = Field(
+        default="auto", description="explicit context cache of the marking scheme: auto = when "
+        "it reaches the model's minimum size; on = required (an error when it cannot be used); "
+        "off = never (implicit caching still applies)")
+    cache_ttl_s: float | None = Field(
+        default=None, gt=0, description="how long the cache lives before it is extended; "
+        "None = sized from the expected run time")
+    models: dict[str, dict[str, Any]] | None = Field(
+        default=None, description="[grader.models.\"<id>\"] overrides of the model table")
+
+    # cost
+    budget: float | None = Field(default=None, gt=0, description="USD this run may spend")
+    spend_per_10min: float | None = Field(
+        default=None, gt=0, description="USD per rolling 10 minutes (your tier's spend limit)")
+
+    # throughput and robustness
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    timeout_s: float = Field(default=120.0, gt=0)
+    flex_timeout_s: float = Field(
+        default=900.0, gt=0, description="per request with --tier flex (it queues for minutes)")
+    max_retries: int = Field(default=6, ge=0)
+    max_connection_failures: int = Field(
+        default=5, ge=1, description="connection failures in a row that stop the run")
+    max_file_mb: float = Field(default=20.0, gt=0)
+    max_request_mb: float = Field(
+        default=20.0, gt=0, description="everything sent for one student (media base64)")
+    extract_timeout_s: float = Field(
+        default=120.0, gt=0, description="wall-clock seconds to read one student's files")
+    extract_memory_mb: int = Field(
+        default=1024, ge=64, description="memory of the process that reads PDFs, Word, notebooks")
+    redact: bool | None = Field(
+        default=None, description="replace student names, e-mails, ids and phone numbers by "
+        "placeholders before anything is sent; None = on for every backend but local")
+    phone_region: str = Field(
+        default="US", pattern=r"^[A-Z]{2}$",
+        description="country whose national phone-number format redaction recognises")
+
+    # Gemini / Vertex (the SDK reads its own env vars too; these are overrides)
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    vertexai: bool | None = None
+    project: str | None = None
+    location: str | None = None
+    staging_bucket: str | None = Field(
+        default=None, pattern=r"^(gs://)?[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$",
+        description="Enterprise/Vertex: gs://BUCKET[/PREFIX] for files too large to send inline "
+        "(reference files, large student PDFs)")
+
+    # batch jobs (grade batch ...)
+    batch_mode: Literal["auto", "inline", "file"] = Field(
+        default="auto", description="Developer API batch input: inline requests while the job "
+        "stays under batch_inline_mb, else a JSONL file through the Files API")
+    batch_inline_mb: float = Field(
+        default=20.0, gt=0, description="largest inline batch job (Google: under 20 MB)")
+    batch_max_requests: int = Field(
+        default=100_000, ge=1, description="requests per batch job (Enterprise allows 200,000)")
+    batch_max_tokens: int = Field(
+        default=3_000_000, ge=1, description="estimated input tokens per batch job; keep it at "
+        "or below your tier's enqueued-token limit (Tier 1, 3.x Flash: 3,000,000)")
+    batch_reask: Literal["batch", "online"] = Field(
+        default="batch", description="an answer that needs the one re-ask: sent in a second, "
+        "small batch round, or at once as an online call (online price) by the same collect")
+    batch_poll_s: float = Field(
+        default=30.0, gt=0, description="first wait of `grade batch collect --wait` between "
+        "polls (it grows by half each time, up to 10 minutes)")
+
+    # local (llama.cpp)
+    model_path: Path | None = None
+    n_ctx: int = Field(default=8192, ge=512)
+    n_threads: int | None = Field(default=None, ge=1)
+
+
+# Environment variables we honour besides GRADER_<FIELD>: the SDK's own names.
+_SDK_ENV = {
+    "GOOGLE_GEMINI_BASE_URL": "base_url",
+    "GOOGLE_CLOUD_PROJECT": "project",
+    "GOOGLE_CLOUD_LOCATION": "location",
+}
+
+
+ENTERPRISE_ENV = "GOOGLE_GENAI_USE_ENTERPRISE"  # what current Google docs tell users to set
+VERTEX_ENV = "GOOGLE_GENAI_USE_VERTEXAI"  # its legacy name, still honoured
+_TRUE = {"1", "true", "yes"}
+
+
+def gemini_credentials_present(env: Mapping[str, str] | None = None) -> bool:
+    """True when the SDK would find Developer API or Enterprise (Vertex) credentials."""
+    env = os.environ if env is None else env
+    if env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY"):
+        return True
+    return enterprise_env(env) is not None and bool(env.get("GOOGLE_CLOUD_PROJECT"))
+
+
+def enterprise_env(env: Mapping[str, str] | None = None) -> str | None:
+    """The variable that selects Gemini Enterprise (Vertex AI), or None. As in the SDK,
+    GOOGLE_GENAI_USE_ENTERPRISE wins when both are set."""
+    env = os.environ if env is None else env
+    for var in (ENTERPRISE_ENV, VERTEX_ENV):
+        value = env.get(var)
+        if value is not None and value != "":
+            return var if value.lower() in _TRUE else None
+    return None
+
+
+# Settings that were removed, and what replaces them (a clear message beats "extra field").
+_REMOVED = {
+    "price_per_mtok": 'prices now come from the model table; to override them, add a price row '
+                      'under [grader.models."<model id>"] in grader.toml (README: Configuration)',
+    "thinking_budget": "Gemini 3 models take a thinking level: use --thinking LEVEL or "
+                       "thinking = \"low\" in grader.toml (minimal, low, medium, high)",
+}
+_PATH_FIELDS = {"rubric", "prompts", "roster", "out", "db", "model_path"}
+_LIST_FIELDS = {"only", "retry_flagged"}  # comma-separated in GRADER_* variables
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"not valid TOML: {e}", path=path,
+                          fix="fix the syntax at that line") from None
+    section = data.get("grader", data)
+    if not isinstance(section, dict):
+        raise ConfigError("[grader] must be a table", path=path, fix="see README: Configuration")
+    base = path.parent
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        # Paths in grader.toml are relative to the file, not to the working directory.
+        if key in _PATH_FIELDS and isinstance(value, str) and not Path(value).is_absolute():
+            value = str((base / value).resolve())
+        out[key] = value
+    return out
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in (*Settings.model_fields, *_REMOVED):
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            out[name] = [v.strip() for v in raw.split(",") if v.strip()] \
+                if name in _LIST_FIELDS else raw
+    for var, field in _SDK_ENV.items():
+        if env.get(var) and field not in out:
+            out[field] = env[var]
+    return out
+
+
+def find_config(start: Path) -> Path | None:
+    """grader.toml in the class folder or any parent of it."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        candidate = folder / CONFIG_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    class_dir: Path | None = None,
+    config: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    with_out: bool = False,
+) -> Settings:
+    """Merge flag > environment > grader.toml > default. `None` flags mean "not given".
+    `with_out`: a command that writes outputs; `out` then defaults to reports/<class folder
+    name> (`out_dir`) when nothing else sets it."""
+    env = os.environ if env is None else env
+    layers: dict[str, Any] = {}
+    cfg = config or (find_config(class_dir) if class_dir else None)
+    source = "defaults"
+    if cfg is not None:
+        layers.update(_read_toml(cfg))
+        source = str(cfg)
+    layers.update(_from_env(env))
+    layers.update({k: v for k, v in (flags or {}).items() if v is not None})
+    for old, fix in _REMOVED.items():
+        if old in layers:
+            raise ConfigError(f"the setting {old} no longer exists", path=source, fix=fix)
+    if with_out and layers.get("out") is None and class_dir is not None:
+        layers["out"] = default_out(class_dir)
+    try:
+        return Settings.model_validate(layers)
+    except ValidationError as e:
+        raise ConfigError(
+            "invalid settings:\n" + format_validation_error(e),
+            path=source,
+            fix="correct the value in the flag, GRADER_* variable or grader.toml named above",
+        ) from None
+
+
+def auto_backend(settings: Settings, env: Mapping[str, str] | None = None) -> str:
+    """Explicit choice wins; else Gemini Enterprise/Vertex or the Developer API when credentials
+    are present; else local."""
+    if settings.backend:
+        return settings.backend
+    chosen = enterprise_env(env)
+    if settings.vertexai or chosen:
+        name = "vertex" if chosen == VERTEX_ENV or (chosen is None and settings.vertexai) \
+            else "enterprise"
+        return name if gemini_credentials_present(env) or settings.project else "local"
+    if settings.api_key is not None or gemini_credentials_present(env):
+        return "gemini"
+    return "local"
+
+
+# --- where things are: the one place path defaults are resolved --------------------------------
+
+
+def rubric_path(class_dir: Path, settings: Settings) -> Path:
+    """--rubric / grader.toml, else rubric.yaml (or .yml) in the class folder."""
+    if settings.rubric is not None:
+        return settings.rubric
+    for name in RUBRIC_NAMES:
+        if (class_dir / name).is_file():
+            return class_dir / name
+    raise RubricError(
+        "no rubric given and none found in the class folder", path=class_dir,
+        fix="pass --rubric FILE, put rubric.yaml in the class folder, or set rubric in grader.toml",
+    )
+
+
+def db_path(class_dir: Path, settings: Settings) -> Path:
+    """--db / grader.toml, else CLASS_DIR/.grader/grader.sqlite."""
+    return settings.db if settings.db is not None else class_dir / DEFAULT_DB_NAME
+
+
+def out_dir(class_dir: Path, settings: Settings) -> Path:
+    """--out / grader.toml, else reports/<class folder name> under the working directory."""
+    return settings.out if settings.out is not None else default_out(class_dir)
+
+
+def default_out(class_dir: Path) -> Path:
+    return Path("reports") / class_dir.resolve().name
+
+
+def redacting(settings: Settings, backend: str) -> bool:
+    """Redact what is sent: the setting when given, else for every backend but the local one
+    (nothing leaves the machine there)."""
+    return settings.redact if settings.redact is not None else backend != "local"
+
+
+def limits(settings: Settings) -> Limits:
+    """Intake limits with the settings that override them."""
+    return replace(DEFAULT_LIMITS, worker_wall_s=settings.extract_timeout_s,
+                   worker_memory_mb=settings.extract_memory_mb,
+                   max_request_bytes=int(settings.max_request_mb * MB))

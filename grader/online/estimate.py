@@ -1,0 +1,309 @@
+"""`grade estimate CLASS_DIR`: what grading the class would cost and take, before any call.
+
+Input tokens are counted with the API's countTokens when Gemini credentials are present (free,
+and exactly what generateContent bills), else estimated locally (about four characters a token,
+images and PDF pages at what Gemini 3 bills by default). Output cannot be counted before the
+model writes it: the answer length and thinking tokens per level are the model table's stated
+assumptions (`[estimate]` in models.toml). Each mode is one `Mode` in `MODES` (price multiplier
+and time model). The cached mode prices the marking scheme as an explicit cache (`caching`): its
+tokens at the cached-input price in every call, creating it once at the input price, and storage
+per hour for the run's expected time; it applies only when the scheme reaches the model's
+explicit-cache minimum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from grader.backends import Backend, create
+from grader.config import models
+from grader.config.generation import Generation, configure
+from grader.config.models import EstimateAssumptions, ModelTable, Pricing
+from grader.config.settings import Settings, auto_backend, limits
+from grader.grading.context import offline_context
+from grader.grading.prepare import Prepared, prepare_offline
+from grader.intake.isolation import Extractor
+from grader.intake.limits import DEFAULT_LIMITS
+from grader.online.caching import token_bound
+from grader.prompting.planning import Plan, default_model, plan, prefix_request, students
+from grader.prompting.request import GradeRequest, Usage
+
+_PDF_PAGE = re.compile(rb"/Type\s*/Page(?!s)")
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the class asks of the model: calls and tokens."""
+
+    calls: int
+    input_tokens: int
+    answer_tokens: int
+    thinking_tokens: int
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One way to send the class: its price multiplier and how long it takes (low, high s);
+    `cached`: the marking scheme is sent as an explicit cache."""
+
+    name: str
+    pricing: models.Mode
+    time: Callable[[Load, Settings, EstimateAssumptions, float | None], tuple[float, float]]
+    note: str
+    cached: bool = False
+
+
+def _online_time(load: Load, s: Settings, a: EstimateAssumptions,
+                 cost: float | None) -> tuple[float, float]:
+    """Bounded by calls in flight, the RPM/TPM quota and the spend-rate limit, whichever is
+    slowest."""
+    t = load.calls * a.seconds_per_call / s.concurrency
+    if s.rpm:
+        t = max(t, load.calls * 60.0 / s.rpm)
+    if s.tpm:
+        t = max(t, load.input_tokens * 60.0 / s.tpm)
+    if s.spend_per_10min and cost:
+        t = max(t, cost / s.spend_per_10min * 600.0)
+    return t, t
+
+
+def _flex_time(load: Load, s: Settings, a: EstimateAssumptions,
+               cost: float | None) -> tuple[float, float]:
+    low, high = a.flex_minutes
+    waves = -(-load.calls // s.concurrency)  # each call queues, `concurrency` at a time
+    floor = _online_time(load, s, a, cost)[0]
+    return max(floor, waves * low * 60.0), max(floor, waves * high * 60.0)
+
+
+def _batch_time(load: Load, s: Settings, a: EstimateAssumptions,
+                cost: float | None) -> tuple[float, float]:
+    return 0.0, a.batch_hours * 3600.0
+
+
+MODES: tuple[Mode, ...] = (
+    Mode("online", "standard", _online_time,
+         "calls in flight, quota and spend limit; {seconds:g} s a call assumed"),
+    Mode("flex", "flex", _flex_time,
+         "half price; each call may queue {flex} minutes (Google's target), --tier flex"),
+    Mode("batch", "batch", _batch_time,
+         "half price; Google's target is {hours:g} h, usually much sooner"),
+    Mode("cached", "standard", _online_time,
+         "online with the marking scheme ({prefix:,} tokens) in an explicit cache: cached input "
+         "in every call, created once, storage for the run's time; --cache auto", cached=True),
+)
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """The marking scheme every request repeats: its tokens, and the model's explicit-cache
+    minimum (None: the model table has none)."""
+
+    tokens: int
+    minimum: int | None
+    references: int = 0  # tokens of the reference files (part of `tokens`)
+
+    @property
+    def cacheable(self) -> bool:
+        return self.minimum is not None and self.tokens >= self.minimum
+
+
+@dataclass(frozen=True)
+class ModeEstimate:
+    mode: Mode
+    cost_usd: float | None
+    time_s: tuple[float, float]
+    note: str
+
+
+@dataclass
+class Estimate:
+    prefix: Prefix
+    model: str
+    thinking_level: str | None
+    students: int
+    sent: int
+    flagged: int
+    counted_by: str
+    load: Load
+    thinking_per_call: int
+    day: date
+    price: models.Price | None
+    checked: date
+    assumptions: EstimateAssumptions
+    modes: list[ModeEstimate] = field(default_factory=list)
+
+
+def local_tokens(req: GradeRequest, media: models.Media) -> int:
+    """About four characters a token; images and PDF pages as Gemini 3 bills them."""
+    chars = len(req.system) + len(req.static_prefix)
+    chars += sum(len(p.text or "") for p in req.student_parts)
+    tokens = -(-chars // 4)
+    for p in req.student_parts:
+        if p.data is not None:
+            pages = len(_PDF_PAGE.findall(p.data)) or 1
+            tokens += (media.pdf_page_tokens * pages if p.mime_type == "application/pdf"
+                       else media.image_tokens)
+    return tokens
+
+
+def _requests(p: Plan, class_dir: Path, settings: Settings, gen: Generation, backend: str
+              ) -> tuple[int, int, list[GradeRequest]]:
+    """How many students and rubric criteria there are, and every request the class would send
+    to `backend` (first asks only; without the reference files, which `_prefix` counts once),
+    prepared as the run prepares them (`prepare`): redacted as the run would redact them
+    (countTokens is a call to Google: it gets no more of a student than the run would), with
+    the graded examples the run would show; students flagged at intake or whose request would
+    not be sent cost nothing."""
+    subs = students(class_dir, settings, p.assignment_files)
+    with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:
+        ctx = offline_context(p, gen, backend, subs, extractor)
+        prepared = asyncio.run(prepare_offline(ctx, subs))
+    out = [got.req.model_copy(update={"reference_parts": ()}) for got in prepared
+           if isinstance(got, Prepared) and got.unsent is None]
+    return len(subs), len(p.rubric.all_criteria), out
+
+
+async def _count(backend: Backend, reqs: list[GradeRequest], concurrency: int) -> list[int]:
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(req: GradeRequest) -> int:
+        async with gate:
+            return await backend.count_tokens(req)
+
+    try:
+        return list(await asyncio.gather(*(one(r) for r in reqs)))
+    finally:
+        await backend.aclose()
+
+
+def _prefix(p: Plan, gen: Generation, tbl: ModelTable, count: Callable[[list[GradeRequest]],
+            list[int]] | None) -> Prefix:
+    """The marking scheme's tokens: counted (countTokens) when it could reach the minimum,
+    else its byte bound (a token covers at least one byte) or the local estimate."""
+    bare = prefix_request(p, gen)
+    full = prefix_request(p, gen, p.reference_parts())
+    minimum = gen.row.cache_min_tokens if gen.row is not None else None
+    bound = token_bound(full, tbl.media, DEFAULT_LIMITS.pdf_max_pages)
+    if count is None or minimum is None or bound < minimum:
+        tokens = [local_tokens(bare, tbl.media), local_tokens(full, tbl.media)]
+    else:
+        tokens = count([bare, full] if full.reference_parts else [full])
+        tokens = tokens if len(tokens) == 2 else tokens * 2
+    return Prefix(tokens=tokens[1], minimum=minimum, references=tokens[1] - tokens[0])
+
+
+def _cost(mode: Mode, pricing: Pricing, counts: list[int], prefix: Prefix, answer: int,
+          thinking: int, hours: float, day: date) -> float | None:
+    """What the class costs in `mode` (None: a price is missing, or caching cannot apply)."""
+    cached = mode.cached and prefix.cacheable
+    if mode.cached and not cached:
+        return None
+    costs = [pricing.cost(Usage(prompt_tokens=c + prefix.references, output_tokens=answer,
+                                thinking_tokens=thinking,
+                                cached_tokens=prefix.tokens if cached else 0), day)
+             for c in counts]
+    if any(c is None for c in costs):
+        return None
+    total = sum(c or 0.0 for c in costs)
+    if cached:
+        create = pricing.cache_create(prefix.tokens, day) or 0.0
+        storage = (pricing.cache_storage_per_hour(prefix.tokens, day) or 0.0) * hours
+        total += create + storage
+    return total
+
+
+def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) -> Estimate:
+    """Project the class's cost and time in every mode of `MODES`."""
+    tbl: ModelTable = models.table(settings.models)
+    name = auto_backend(settings)
+    api = name in ("gemini", "vertex", "enterprise")
+    model = default_model(name if api else "gemini", settings)
+    gen = configure(settings, model, name if api else "gemini", tbl)
+    p = plan(class_dir, settings)
+    total, n_crit, reqs = _requests(p, class_dir, settings, gen, name if api else "gemini")
+
+    def count(batch: list[GradeRequest]) -> list[int]:
+        return asyncio.run(_count(create(name, settings=settings), batch, settings.concurrency))
+
+    prefix = _prefix(p, gen, tbl, count if api and reqs else None)
+    if api and reqs:
+        counts = count(reqs)
+        counted_by = "countTokens"
+    else:
+        counts = [local_tokens(r, tbl.media) for r in reqs]
+        counted_by = ("local estimate (no Gemini credentials): about 4 characters a token, "
+                      f"{tbl.media.image_tokens} an image, {tbl.media.pdf_page_tokens} a PDF page")
+    a = tbl.estimate
+    answer = a.answer_tokens_per_criterion * n_crit + a.answer_tokens_fixed
+    thinking = a.thinking_tokens.get(gen.thinking_level, 0) if gen.thinking_level else 0
+    load = Load(calls=len(reqs), input_tokens=sum(counts), answer_tokens=answer * len(reqs),
+                thinking_tokens=thinking * len(reqs))
+    day = day or models.today()
+    out = Estimate(prefix=prefix, model=gen.model, thinking_level=gen.thinking_level,
+                   students=total,
+                   sent=len(reqs), flagged=total - len(reqs), counted_by=counted_by, load=load,
+                   thinking_per_call=thinking, day=day,
+                   price=Pricing.of(tbl, gen.model).price(day), checked=tbl.checked,
+                   assumptions=a)
+    hours = _online_time(load, settings, a, None)[1] / 3600
+    for mode in MODES:
+        pricing = Pricing.of(tbl, gen.model, mode.pricing)
+        cost = _cost(mode, pricing, counts, prefix, answer, thinking, hours, day)
+        note = mode.note.format(seconds=a.seconds_per_call, hours=a.batch_hours,
+                                flex=f"{a.flex_minutes[0]:g}-{a.flex_minutes[1]:g}",
+                                prefix=prefix.tokens)
+        if mode.cached and not prefix.cacheable:
+            note = (f"not available: the marking scheme is about {prefix.tokens:,} tokens, "
+                    + (f"below {gen.model}'s explicit-cache minimum of {prefix.minimum:,}"
+                       if prefix.minimum is not None else "and the model table has no cache "
+                       f"minimum for {gen.model}") + "; implicit caching may still apply")
+        out.modes.append(ModeEstimate(mode, cost, mode.time(load, settings, a, cost), note))
+    return out
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def render_text(e: Estimate, class_dir: Path) -> str:
+    """The report `grade estimate` prints."""
+    a = e.assumptions
+    level = f", thinking {e.thinking_level}" if e.thinking_level else ""
+    lines = [
+        f"estimate for {class_dir}: {e.sent} of {e.students} students would be sent to "
+        f"{e.model}{level}; {e.flagged} would be flagged before any call (no cost)",
+        f"input: {e.load.input_tokens:,} tokens ({e.counted_by})",
+        f"output: ~{e.load.answer_tokens:,} answer tokens (assumed {a.answer_tokens_per_criterion}"
+        f" a criterion + {a.answer_tokens_fixed}) + ~{e.load.thinking_tokens:,} thinking tokens "
+        f"(assumed {e.thinking_per_call} a call at this level; Google publishes no such "
+        "figure)",
+    ]
+    if e.price is None:
+        lines.append(f"prices: {e.model} has no price in the model table (checked {e.checked})"
+                     "; costs are unknown")
+    else:
+        lines.append(f"prices: {e.model} on {e.day}: ${e.price.input:g} input, "
+                     f"${e.price.output:g} output (incl. thinking) per 1M tokens; model table "
+                     f"checked {e.checked} ({e.price.source})")
+    lines.append(f"{'mode':<8}{'cost':>12}  time")
+    for m in e.modes:
+        if m.mode.cached and not e.prefix.cacheable:
+            lines.append(f"{m.mode.name:<8}{'-':>12}  {m.note}")
+            continue
+        cost = "unknown" if m.cost_usd is None else f"${m.cost_usd:.4f}"
+        low, high = m.time_s
+        when = (f"~{duration(high)}" if low == high else
+                f"up to {duration(high)}" if low == 0 else f"{duration(low)} to {duration(high)}")
+        lines.append(f"{m.mode.name:<8}{cost:>12}  {when} ({m.note})")
+    lines.append("not included: re-asks after invalid output, retries after a thinking cut-off, "
+                 "and students already graded in the store (reused at no cost)")
+    return "\n".join(lines)

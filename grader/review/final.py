@@ -1,0 +1,207 @@
+"""Final grades: the teacher's value where one was decided, else the AI's.
+
+This is the only place that combines AI scores with teacher decisions; grades.csv, the workbook,
+the HTML reports and every gradebook export read `finals()` so they can never disagree.
+
+Teacher decisions belong to the student and criterion (the store keeps them append-only). A
+decision applies to a result when the result is for the same submission and the AI said what it
+said when the teacher decided (`ai_basis`): a regrade that keeps the AI's score keeps the
+teacher's decision; a resubmission or a changed AI score does not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from grader.grading.records import Decision, ItemRow, StudentResult
+from grader.grading.uncertainty import spread_share
+from grader.intake.injection import FLAG as INJECTION_FLAG
+from grader.prompting.rubric import Criterion, Rubric
+from grader.store import Store
+
+
+@dataclass
+class FinalCriterion:
+    criterion: Criterion
+    ai_score: float | None
+    teacher_score: float | None
+    justification: str
+    evidence: list[str]
+    ai_feedback: str
+    teacher_feedback: str | None
+    spread: float | None = None  # of the model's samples (None: one sample)
+    samples: list[float] = field(default_factory=list)
+    items: list[ItemRow] = field(default_factory=list)  # checklist criteria
+
+    @property
+    def final(self) -> float | None:
+        return self.teacher_score if self.teacher_score is not None else self.ai_score
+
+    @property
+    def feedback(self) -> str:
+        return self.teacher_feedback if self.teacher_feedback else self.ai_feedback
+
+    @property
+    def overridden(self) -> bool:
+        return self.teacher_score is not None and self.teacher_score != self.ai_score
+
+
+@dataclass
+class FinalStudent:
+    result: StudentResult
+    criteria: list[FinalCriterion]
+    band: str | None
+    teacher_comment: str | None = None  # feedback to the student (reaches them)
+    private_note: str | None = None  # the teacher's own note: never shown to a student
+    approved: bool | None = None
+    has_overrides: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def student_id(self) -> str:
+        return self.result.student_id
+
+    @property
+    def flagged(self) -> bool:
+        """Needs a human: not cleanly graded by the model, or the model asked for review."""
+        r = self.result
+        return r.status != "graded" or r.needs_review or bool(r.flags)
+
+    @property
+    def reviewed(self) -> bool:
+        """The teacher approved the row, or scored every criterion themselves."""
+        if self.approved:
+            return True
+        return bool(self.criteria) and all(c.teacher_score is not None for c in self.criteria)
+
+    @property
+    def ai_total(self) -> float | None:
+        return self.result.total
+
+    @property
+    def max_total(self) -> float:
+        return sum(c.criterion.max_points for c in self.criteria)
+
+    @property
+    def final_total(self) -> float | None:
+        finals = [c.final for c in self.criteria]
+        if not finals or any(f is None for f in finals):
+            return None
+        return float(sum(f for f in finals if f is not None))
+
+    @property
+    def final_percent(self) -> float | None:
+        total = self.final_total
+        if total is None or not self.max_total:
+            return None
+        return round(100.0 * total / self.max_total, 2)
+
+    @property
+    def exportable(self) -> bool:
+        """A grade may leave for a gradebook: complete, and either clean or reviewed."""
+        return self.final_total is not None and (not self.flagged or self.reviewed)
+
+    @property
+    def review_status(self) -> str:
+        if self.approved:
+            return "approved"
+        if self.reviewed or self.has_overrides or self.teacher_comment or self.private_note:
+            return "reviewed"
+        if self.flagged:
+            return "needs review"
+        return "pending"
+
+    @property
+    def injection_suspected(self) -> bool:
+        return any(f.reason == INJECTION_FLAG for f in self.result.flags)
+
+    @property
+    def flag_text(self) -> str:
+        return "; ".join(f"{f.reason}: {f.message}" for f in self.result.flags)
+
+    @property
+    def uncertainty(self) -> float:
+        """0..1: the largest spread of the model's samples on a criterion, as a share of the
+        criterion's maximum (0 when one sample was asked)."""
+        return spread_share(self.result.criteria)
+
+
+def review_queue(students: Iterable[FinalStudent]) -> list[FinalStudent]:
+    """The order a teacher reviews in: students suspected of an injection attempt first, then
+    the other students who need a look (the most uncertain first), then the rest; student-id
+    order otherwise."""
+    return sorted(students, key=lambda s: (not s.injection_suspected, not s.flagged,
+                                           -s.uncertainty, s.student_id))
+
+
+def load_rubric(store: Store, run_id: int) -> Rubric:
+    return Rubric.model_validate(store.run(run_id).rubric)
+
+
+def criterion_basis(score: float | None) -> str | None:
+    """`Decision.ai_basis` for a criterion field: the AI's score the teacher saw."""
+    return None if score is None else json.dumps(float(score))
+
+
+def student_basis(result: StudentResult) -> str:
+    """`Decision.ai_basis` for a student field (comment, note, approval): every AI score."""
+    return json.dumps({c.criterion_id: float(c.score) for c in result.criteria},
+                      sort_keys=True)
+
+
+def _applies(d: Decision, result: StudentResult, ai: dict[str, float]) -> bool:
+    if d.submission_id != result.submission_id:
+        return False
+    basis = json.loads(d.ai_basis) if d.ai_basis is not None else None
+    if d.criterion_id:
+        mine = ai.get(d.criterion_id)
+        return (basis is None and mine is None) or (
+            basis is not None and mine is not None and float(basis) == mine)
+    return (basis or {}) == ai
+
+
+def effective(decisions: Sequence[Decision], result: StudentResult
+              ) -> dict[tuple[str, str], Any]:
+    """The teacher's current value per (criterion id or "", field) for this result: the newest
+    decision that applies to it (a cleared value is None)."""
+    ai = {c.criterion_id: float(c.score) for c in result.criteria}
+    out: dict[tuple[str, str], Any] = {}
+    for d in reversed(decisions):
+        key = (d.criterion_id, d.field)
+        if key not in out and _applies(d, result, ai):
+            out[key] = json.loads(d.value) if d.value is not None else None
+    return out
+
+
+def finals(store: Store, run_id: int, rubric: Rubric | None = None) -> Iterator[FinalStudent]:
+    """Every student of the run, in student-id order, with final values resolved."""
+    rubric = rubric or load_rubric(store, run_id)
+    decisions = store.decisions()
+    for res in store.results(run_id):
+        by_id = {c.criterion_id: c for c in res.criteria}
+        teacher = effective(decisions.get(res.student_id, ()), res)
+        crits = []
+        for crit in rubric.all_criteria:
+            ai = by_id.get(crit.id)
+            t_score = teacher.get((crit.id, "score"))
+            crits.append(FinalCriterion(
+                criterion=crit, ai_score=ai.score if ai else None,
+                teacher_score=float(t_score) if t_score is not None else None,
+                justification=ai.justification if ai else "", evidence=ai.evidence if ai else [],
+                ai_feedback=ai.feedback if ai else "",
+                teacher_feedback=teacher.get((crit.id, "feedback")),
+                spread=ai.spread if ai else None, samples=list(ai.samples) if ai else [],
+                items=list(ai.items) if ai else [],
+            ))
+        approved = teacher.get(("", "approved"))
+        fs = FinalStudent(result=res, criteria=crits, band=None,
+                          teacher_comment=teacher.get(("", "comment")),
+                          private_note=teacher.get(("", "note")),
+                          approved=None if approved is None else bool(approved),
+                          has_overrides=any(c.teacher_score is not None for c in crits))
+        pct = fs.final_percent
+        fs.band = rubric.band(pct) if pct is not None else None
+        yield fs

@@ -1,0 +1,290 @@
+"""Import the teacher's edited review.xlsx back into the store, three-way.
+
+The hidden metadata sheet records, per student, the value every teacher cell had when the
+workbook was written (its base; `reports.excel.student_base`). An import applies only the cells
+the teacher changed from that base (`grader.review.merge`), so two reviewers' partial copies,
+imported in either order, keep both reviewers' decisions, and a stale copy changes nothing it
+did not change.
+A cell changed both in the store since the workbook was written and in the workbook is a
+conflict: listed by cell, and nothing is stored unless the import is forced.
+
+All-or-nothing: every cell is validated first (`grader.review.workbook`) and any problem is reported
+with its sheet!cell reference before anything is written. Each applied change appends a
+teacher decision (value, the AI's value it was made against, cell, workbook hash); nothing is
+updated or deleted.
+
+The store is found relative to the workbook (the metadata sheet records where it was, relative
+to the workbook's folder) or given with --db; an absolute path recorded in the workbook is never
+opened blindly (a copied class folder must not write into the original's store), and a file is
+opened only after it is checked, read-only, to be a grader store. A workbook from an older run of
+the class lands in the class's latest run for every student whose submission is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grader.grading.records import Decision
+from grader.reports import excel
+from grader.review.final import FinalStudent, criterion_basis, finals, load_rubric, student_basis
+from grader.review.merge import Cell, Change, Conflict, merge_student
+from grader.review.workbook import (
+    MAX_LISTED,
+    ReviewImportError,
+    WorkbookMeta,
+    listing,
+    open_workbook,
+    read_cells,
+    read_meta,
+    workbook_meta,
+)
+from grader.store import Store, grader_store_problem, now
+
+__all__ = ["ImportResult", "ReviewConflictError", "ReviewImportError", "import_and_report",
+           "import_workbook", "locate_store", "report_lines", "target_run", "workbook_meta"]
+
+
+class ReviewConflictError(ReviewImportError):
+    """Cells changed both in the store and in the workbook; nothing was stored."""
+
+
+@dataclass(frozen=True)
+class StudentDiff:
+    student_id: str
+    name: str | None
+    changes: list[Change]
+
+
+@dataclass
+class ImportResult:
+    run_id: int  # the run the decisions were applied to
+    workbook_run_id: int
+    students: int
+    applied: int
+    unchanged: int
+    workbook_sha256: str
+    diffs: list[StudentDiff] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    resubmitted: list[str] = field(default_factory=list)  # not applied: new submission since
+    dry_run: bool = False
+
+
+# --- finding the store ------------------------------------------------------------------------
+
+def locate_store(path: Path, db: Path | None, meta: WorkbookMeta) -> Path:
+    """--db, else the store at the place recorded relative to the workbook; checked (read-only)
+    to be a grader store before anything opens it."""
+    if db is not None:
+        problem = grader_store_problem(db)
+        if problem:
+            raise ReviewImportError(f"--db {db} {problem}; it is not a grade store", path=path,
+                                    fix="pass --db PATH pointing at the .grader/grader.sqlite "
+                                        "the workbook was written from")
+        return Path(db)
+    candidate = (Path(path).parent / meta.db_relative) if meta.db_relative else None
+    if candidate is not None and grader_store_problem(candidate) is None:
+        return candidate
+    where = (f"not at {candidate} (where it was relative to the workbook)"
+             if candidate is not None else "not recorded in the workbook")
+    was = f"; it was written from {meta.db_path}" if meta.db_path else ""
+    raise ReviewImportError(
+        f"the grade store this workbook belongs to is {where}{was}", path=path,
+        fix="pass --db PATH with the store to import into (the workbook is never imported into "
+            "a store found by an absolute path alone)")
+
+
+def output_folder(path: Path, store_path: Path, meta: WorkbookMeta) -> Path:
+    """Where the run's reports live: the workbook's folder as recorded relative to its store,
+    else the workbook's own folder."""
+    if meta.out_from_db:
+        return (Path(store_path).parent / meta.out_from_db).resolve()
+    return Path(path).parent.resolve()
+
+
+def target_run(store: Store, meta: WorkbookMeta, path: Path, expected: int | None = None) -> int:
+    """The run decisions land in: the latest run of the workbook's class."""
+    if expected is not None and meta.run_id != expected:
+        raise ReviewImportError(
+            f"this workbook belongs to run {meta.run_id}, not run {expected}", path=path,
+            fix=f"import it for run {meta.run_id}, or export a fresh workbook for run {expected}")
+    try:
+        run = next(r for r in store.runs() if r.id == meta.run_id)
+    except StopIteration:
+        raise ReviewImportError(
+            f"this workbook belongs to run {meta.run_id}, which is not in the store "
+            f"{store.path}", path=path, fix="pass the --db the workbook was written from") from None
+    if meta.run_token != excel.run_token(run):
+        raise ReviewImportError(
+            f"this workbook was written for another run (its fingerprint does not match run "
+            f"{meta.run_id} in {store.path})", path=path,
+            fix="import it into the store it came from (--db), or export a fresh workbook")
+    if expected is not None:
+        return run.id
+    latest = store.latest_run(run.class_dir)
+    return latest.id if latest is not None else run.id
+
+
+# --- the import -------------------------------------------------------------------------------
+
+def _stored(fs: FinalStudent) -> dict[tuple[str, str], Any]:
+    out: dict[tuple[str, str], Any] = {}
+    for c in fs.criteria:
+        out[(c.criterion.id, "score")] = c.teacher_score
+        out[(c.criterion.id, "feedback")] = c.teacher_feedback
+    out[("", "comment")] = fs.teacher_comment
+    out[("", "note")] = fs.private_note
+    out[("", "approved")] = fs.approved
+    return out
+
+
+def show(value: Any) -> str:
+    """A teacher value as the diff and conflict listings print it."""
+    if value is None:
+        return "(empty)"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = str(value).replace("\n", " ")
+    return repr(text if len(text) <= 50 else text[:49] + "…")
+
+
+def describe(cell: Cell) -> str:
+    what = cell.field if not cell.criterion_id else f"{cell.field} {cell.criterion_id}"
+    return f"{cell.ref} ({cell.student_id}, {what})"
+
+
+def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
+                    force: bool = False, dry_run: bool = False,
+                    meta: WorkbookMeta | None = None) -> ImportResult:
+    """Validate the whole workbook, merge it three-way against the store, and (unless
+    `dry_run`) store every change in one transaction. Conflicts refuse the import unless
+    `force` (then the workbook's value wins)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ReviewImportError(f"cannot read the workbook: {e.strerror or e}", path=path,
+                                fix="check the path to review.xlsx") from None
+    sha = hashlib.sha256(data).hexdigest()
+    wb = open_workbook(path)
+    try:
+        meta = meta or read_meta(wb, path)
+        target = target_run(store, meta, path, run_id)
+        rubric = load_rubric(store, target)
+        crits = {c.id: c for c in rubric.all_criteria}
+        cells = read_cells(wb, crits, store.run_student_ids(target), target, path)
+    finally:
+        wb.close()
+
+    current = {fs.student_id: fs for fs in finals(store, target, rubric)}
+    result = ImportResult(run_id=target, workbook_run_id=meta.run_id, students=len(cells),
+                          applied=0, unchanged=0, workbook_sha256=sha, dry_run=dry_run)
+    new: list[Decision] = []
+    stamp = now()
+    for sid, student_cells in cells.items():
+        fs = current[sid]
+        sub, base = meta.base.get(sid, (None, {}))
+        ai_now = {c.criterion.id: float(c.ai_score) for c in fs.criteria
+                  if c.ai_score is not None}
+        if sub is not None and sub != fs.result.submission_id:
+            if any(c.value is not None for c in student_cells):
+                result.resubmitted.append(sid)
+            continue
+        base_ai = base.get("ai", ai_now) if meta.base else ai_now
+        merged = merge_student(student_cells, base.get("t", {}), base_ai, _stored(fs), ai_now,
+                               excel.token, excel.base_key)
+        result.unchanged += merged.unchanged
+        changes = list(merged.changes)
+        if force:
+            changes += [Change(c.cell, c.stored) for c in merged.conflicts]
+        else:
+            result.conflicts += merged.conflicts
+        if changes:
+            result.diffs.append(StudentDiff(sid, fs.result.name, changes))
+        for ch in changes:
+            new.append(_decision(fs, ch.cell, target, sha, stamp))
+    result.applied = len(new)
+    if result.conflicts and not dry_run:
+        lines = [f"{describe(c.cell)}: yours {show(c.cell.value)}, the store's now "
+                 f"{show(c.stored)} — {c.why}" for c in result.conflicts]
+        raise ReviewConflictError(
+            listing(f"{len(result.conflicts)} cell(s) were changed both in this workbook and "
+                     "in the store since it was written; nothing was stored:", lines),
+            path=path,
+            fix="to keep the store's value, set the cell to it (or back to what it was) and "
+                "import again; to keep yours, import again with --force; `grade review import "
+                "--dry-run` shows everything an import would change")
+    if not dry_run and new:
+        store.add_decisions(new)
+    return result
+
+
+def _decision(fs: FinalStudent, cell: Cell, run_id: int, sha: str, stamp: str) -> Decision:
+    r = fs.result
+    if cell.criterion_id:
+        ai = next(c.ai_score for c in fs.criteria if c.criterion.id == cell.criterion_id)
+        basis = criterion_basis(ai)
+    else:
+        basis = student_basis(r)
+    return Decision(
+        student_id=r.student_id, criterion_id=cell.criterion_id, field=cell.field,
+        value=None if cell.value is None else json.dumps(cell.value),
+        submission_id=r.submission_id, ai_basis=basis, run_id=run_id, grade_id=r.grade_id,
+        cell=cell.ref, workbook_sha256=sha, decided_at=stamp)
+
+
+def report_lines(r: ImportResult) -> list[str]:
+    """What `grade review import` prints: where the decisions went, the per-student diff (in
+    full for a dry run), students not imported and any conflicts."""
+    lines = []
+    if r.workbook_run_id != r.run_id:
+        lines.append(f"this workbook was written for run {r.workbook_run_id}; its decisions go "
+                     f"to run {r.run_id}, the latest run of the class, for every student whose "
+                     "submission is unchanged")
+    verb = "would change" if r.dry_run else "changed"
+    lines.append(f"run {r.run_id}: {r.students} students in the workbook, {r.applied} values "
+                 f"{verb}, {r.unchanged} unchanged")
+    shown = r.diffs if r.dry_run else r.diffs[:MAX_LISTED]
+    for d in shown:
+        name = f" ({d.name})" if d.name else ""
+        lines.append(f"  {d.student_id}{name}:")
+        lines += [f"    {describe(c.cell)}: {show(c.old)} -> {show(c.cell.value)}"
+                  for c in d.changes]
+    if len(shown) < len(r.diffs):
+        lines.append(f"  … and {len(r.diffs) - len(shown)} more students (--dry-run lists all)")
+    if r.resubmitted:
+        lines.append(f"not imported: {len(r.resubmitted)} student(s) handed in a new submission "
+                     "since this workbook was written (review them in a fresh workbook): "
+                     + ", ".join(r.resubmitted[:MAX_LISTED]))
+    if r.conflicts:
+        lines.append(f"{len(r.conflicts)} conflict(s): an import would store nothing unless "
+                     "--force:")
+        lines += [f"  {describe(c.cell)}: yours {show(c.cell.value)}, the store's now "
+                  f"{show(c.stored)} — {c.why}" for c in r.conflicts]
+    if r.dry_run:
+        lines.append("dry run: nothing was stored")
+    return lines
+
+
+def import_and_report(workbook: Path, db: Path | None, out_dir: Path | None, *,
+                      force: bool = False, dry_run: bool = False
+                      ) -> tuple[ImportResult, list[Path]]:
+    """`grade review import`: import the workbook, then regenerate every output into the run's
+    output folder (never over the workbook being imported)."""
+    from grader.reports.write import write_outputs
+
+    workbook = Path(workbook)
+    meta = workbook_meta(workbook)
+    store_path = locate_store(workbook, db, meta)
+    with Store(store_path, create=False) as store:
+        result = import_workbook(store, workbook, force=force, dry_run=dry_run, meta=meta)
+        if dry_run:
+            return result, []
+        out = out_dir if out_dir is not None else output_folder(workbook, store_path, meta)
+        paths = write_outputs(store, result.run_id, out, keep=workbook)
+    return result, paths

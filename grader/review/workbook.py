@@ -1,0 +1,262 @@
+"""Reading a review workbook back: its hidden metadata (run, where its store was, the base value
+of every teacher cell) and every teacher cell, validated, each problem named by sheet!cell.
+
+Pure reading; what to do with the cells is `grader.review.importing`'s (three-way merge into
+the store).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openpyxl import load_workbook
+from openpyxl.cell.cell import ERROR_CODES
+from openpyxl.utils import get_column_letter
+
+from grader.errors import InputError
+from grader.prompting.rubric import Criterion
+from grader.reports import excel
+from grader.review.merge import Cell
+
+MAX_LISTED = 25
+_ID_CELL = f"{excel.META}!B2"
+
+
+class ReviewImportError(InputError):
+    """The review workbook cannot be imported; the message lists every bad cell."""
+
+
+@dataclass(frozen=True)
+class WorkbookMeta:
+    """Where a review workbook came from, read from its hidden metadata sheet."""
+
+    run_id: int
+    run_token: str
+    class_dir: str | None
+    format_version: str
+    db_relative: str | None  # the store, relative to the workbook's folder when written
+    out_from_db: str | None  # the workbook's folder, relative to the store's folder
+    db_path: str | None  # where the store was when written (shown, never opened blindly)
+    base: dict[str, tuple[int | None, dict[str, Any]]] = field(default_factory=dict)
+
+
+# --- reading cells ----------------------------------------------------------------------------
+
+def _ref(sheet: str, row: int, col: int) -> str:
+    return f"{sheet}!{get_column_letter(col)}{row}"
+
+
+def _rows(ws: Any) -> Iterator[tuple[int, tuple[Any, ...]]]:
+    yield from enumerate(ws.iter_rows(values_only=True), start=1)
+
+
+def _cell(row: tuple[Any, ...], col: int) -> Any:
+    return row[col - 1] if col - 1 < len(row) else None
+
+
+def _plain(v: Any, ref: str, errors: list[str]) -> str | None:
+    """Free text typed by the teacher; a formula error (#VALUE!, #NAME?) is refused, not stored."""
+    if isinstance(v, str) and v in ERROR_CODES:
+        errors.append(f"{ref}: the cell shows the error {v}; type plain text (text starting "
+                      "with = is read as a formula: put a ' in front of it)")
+        return None
+    return excel.read_text(v)
+
+
+def _score(v: Any, crit: Criterion, ref: str, errors: list[str]) -> float | None:
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None
+    if isinstance(v, bool):
+        errors.append(f"{ref}: {v!r} is not a score for {crit.id}")
+        return None
+    if isinstance(v, int | float):
+        x = float(v)
+    else:
+        try:
+            x = float(str(v).strip())
+        except ValueError:
+            errors.append(f"{ref}: {str(v)[:40]!r} is not a number; enter a score for "
+                          f"{crit.id} from 0 to {crit.max_points:g} or leave it empty")
+            return None
+    if math.isnan(x) or not 0 <= x <= crit.max_points:
+        errors.append(f"{ref}: {x:g} is out of range for {crit.id}; enter a score from 0 to "
+                      f"{crit.max_points:g}")
+        return None
+    allowed = crit.allowed_points
+    if allowed is not None and x not in allowed:
+        errors.append(f"{ref}: {x:g} is not a level of {crit.id}; use one of "
+                      + ", ".join(f"{p:g}" for p in allowed))
+        return None
+    return x
+
+
+def _approved(v: Any, ref: str, errors: list[str]) -> bool | None:
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None
+    key = str(v).strip().lower()
+    if key in ("yes", "y", "true", "1", "x"):
+        return True
+    if key in ("no", "n", "false", "0"):
+        return False
+    errors.append(f"{ref}: {str(v)[:20]!r} is not yes/no; choose yes, no or leave it empty")
+    return None
+
+
+def _headers(ws: Any, sheet: str, wanted: list[str],
+             optional: tuple[str, ...] = ()) -> dict[str, int]:
+    first = next(ws.iter_rows(min_row=1, max_row=1, values_only=True), ())
+    cols = {str(v).strip(): i for i, v in enumerate(first, start=1) if v is not None}
+    for name, olds in excel.ALIASES.items():  # workbooks written by an older grader
+        for old in olds:
+            if name not in cols and old in cols:
+                cols[name] = cols[old]
+    missing = [h for h in wanted if h not in cols and h not in optional]
+    if missing:
+        raise ReviewImportError(
+            f"sheet {sheet!r} lacks the column(s) {missing} in row 1",
+            fix="restore the header row, or export a fresh workbook with `grade report`")
+    return cols
+
+
+def open_workbook(path: Path) -> Any:
+    try:
+        path.stat()
+    except OSError as e:
+        raise ReviewImportError(f"cannot read the workbook: {e.strerror or e}", path=path,
+                                fix="check the path to review.xlsx") from None
+    try:
+        return load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+        raise ReviewImportError(
+            f"not a readable .xlsx workbook ({type(e).__name__}: {e})", path=path,
+            fix="save the file as Excel 2007-365 (.xlsx) and import again") from None
+
+
+def read_meta(wb: Any, path: Path) -> WorkbookMeta:
+    if excel.META not in wb.sheetnames or excel.SUMMARY not in wb.sheetnames:
+        raise ReviewImportError(
+            "not a grader review workbook (its hidden metadata sheet is missing)", path=path,
+            fix="import the review.xlsx written by `grade` (copying its sheets into another "
+                "file drops the metadata)")
+    keys: dict[str, Any] = {}
+    base: dict[str, tuple[int | None, dict[str, Any]]] = {}
+    in_base = False
+    for n, row in _rows(wb[excel.META]):
+        if not row or row[0] is None:
+            continue
+        if in_base:
+            sid = excel.read_text(row[0])
+            try:
+                sub = int(row[1]) if len(row) > 1 and row[1] is not None else None
+                data = json.loads(str(row[2])) if len(row) > 2 and row[2] else {}
+            except (TypeError, ValueError):
+                raise ReviewImportError(
+                    f"{excel.META}!A{n}: the recorded base of a row is damaged", path=path,
+                    fix="export a fresh workbook with `grade report` and copy your edits "
+                        "into it") from None
+            if sid is not None and isinstance(data, dict):
+                base[sid] = (sub, data)
+        elif tuple(row[:3]) == excel.BASE_HEADER:
+            in_base = True
+        else:
+            keys[str(row[0])] = excel.read_text(row[1]) if len(row) > 1 else None
+    try:
+        run_id = int(float(keys.get("run_id") or ""))
+    except ValueError:
+        raise ReviewImportError(f"{_ID_CELL}: run id is missing", path=path,
+                                fix="export a fresh workbook with `grade report`") from None
+    return WorkbookMeta(
+        run_id=run_id, run_token=keys.get("run_token") or "", class_dir=keys.get("class_dir"),
+        format_version=keys.get("format_version") or "1",
+        db_relative=keys.get("db_relative"), out_from_db=keys.get("out_from_db"),
+        db_path=keys.get("db_path"), base=base)
+
+
+def workbook_meta(path: Path) -> WorkbookMeta:
+    """The run and store a review.xlsx was written from."""
+    wb = open_workbook(Path(path))
+    try:
+        return read_meta(wb, Path(path))
+    finally:
+        wb.close()
+
+
+def read_cells(wb: Any, crits: dict[str, Criterion], known: set[str], run_id: int,
+                path: Path) -> dict[str, list[Cell]]:
+    errors: list[str] = []
+    out: dict[str, list[Cell]] = {}
+    seen_at: dict[str, str] = {}
+    ws = wb[excel.SUMMARY]
+    wanted = [excel.ID_HEADER, excel.COMMENT_HEADER, excel.NOTE_HEADER, excel.APPROVED_HEADER]
+    wanted += [excel.teacher_header(c) for c in crits]
+    cols = _headers(ws, excel.SUMMARY, wanted, optional=(excel.NOTE_HEADER,))
+    id_col = cols[excel.ID_HEADER]
+    for n, row in _rows(ws):
+        if n == 1:
+            continue
+        sid = excel.read_text(_cell(row, id_col))
+        if sid is None:
+            continue
+        ref = _ref(excel.SUMMARY, n, id_col)
+        if sid not in known:
+            errors.append(f"{ref}: student {sid!r} is not in run {run_id}; remove the row")
+            continue
+        if sid in seen_at:
+            errors.append(f"{ref}: student {sid!r} appears twice (also {seen_at[sid]})")
+            continue
+        seen_at[sid] = ref
+        cells = out.setdefault(sid, [])
+        for cid, crit in crits.items():
+            col = cols[excel.teacher_header(cid)]
+            cref = _ref(excel.SUMMARY, n, col)
+            cells.append(Cell(sid, cid, "score", _score(_cell(row, col), crit, cref, errors),
+                              cref))
+        for header, fld in ((excel.COMMENT_HEADER, "comment"), (excel.NOTE_HEADER, "note")):
+            if header in cols:
+                cref = _ref(excel.SUMMARY, n, cols[header])
+                cells.append(Cell(sid, "", fld, _plain(_cell(row, cols[header]), cref, errors),
+                                  cref))
+        cref = _ref(excel.SUMMARY, n, cols[excel.APPROVED_HEADER])
+        cells.append(Cell(sid, "", "approved", _approved(
+            _cell(row, cols[excel.APPROVED_HEADER]), cref, errors), cref))
+
+    if excel.FEEDBACK in wb.sheetnames:
+        ws = wb[excel.FEEDBACK]
+        cols = _headers(ws, excel.FEEDBACK, [excel.ID_HEADER, excel.CRIT_ID_HEADER,
+                                             excel.TEACHER_FEEDBACK_HEADER])
+        for n, row in _rows(ws):
+            if n == 1:
+                continue
+            sid = excel.read_text(_cell(row, cols[excel.ID_HEADER]))
+            fid = excel.read_text(_cell(row, cols[excel.CRIT_ID_HEADER]))
+            if sid is None:
+                continue
+            if sid not in known:
+                errors.append(f"{_ref(excel.FEEDBACK, n, cols[excel.ID_HEADER])}: student "
+                              f"{sid!r} is not in run {run_id}; remove the row")
+                continue
+            if fid not in crits:
+                errors.append(f"{_ref(excel.FEEDBACK, n, cols[excel.CRIT_ID_HEADER])}: unknown "
+                              f"criterion {fid!r}; use one of {', '.join(crits)}")
+                continue
+            fref = _ref(excel.FEEDBACK, n, cols[excel.TEACHER_FEEDBACK_HEADER])
+            value = _plain(_cell(row, cols[excel.TEACHER_FEEDBACK_HEADER]), fref, errors)
+            out.setdefault(sid, []).append(Cell(sid, fid, "feedback", value, fref))
+
+    if errors:
+        raise ReviewImportError(listing(f"{len(errors)} cell(s) cannot be imported; nothing "
+                                         "was stored:", errors), path=path,
+                                fix="correct the cells listed above and import again")
+    return out
+
+
+def listing(head: str, lines: list[str]) -> str:
+    shown = lines[:MAX_LISTED]
+    more = f"\n  … and {len(lines) - MAX_LISTED} more" if len(lines) > MAX_LISTED else ""
+    return head + "\n  " + "\n  ".join(shown) + more
