@@ -194,8 +194,9 @@ def test_the_imported_file_is_never_overwritten(synth: SyntheticRun, tmp_path: P
     assert "review-updated.xlsx" in res.output and "was left as it is" in res.output
 
     # a regenerated report replaces the fresh workbook (grader wrote it) but not the edited one
+    # (--run: the synthetic run graded another folder than tmp_path)
     res = CliRunner().invoke(cli, ["report", str(tmp_path), "--db", str(tmp_path / "db.sqlite"),
-                                   "--out", str(out)])
+                                   "--out", str(out), "--run", str(synth.run_id)])
     assert res.exit_code == 0, res.output
     assert (out / "review.xlsx").read_bytes() == edited
     assert not (out / "review-updated-2.xlsx").exists()

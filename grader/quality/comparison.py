@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.config.settings import Settings, db_path
-from grader.errors import InputError, StoreError
+from grader.errors import InputError
 from grader.escape import escape_cell
 from grader.grading.exemplars import same_scheme
 from grader.grading.records import Run
@@ -25,7 +25,7 @@ from grader.quality import metrics
 from grader.quality.evaluation import ai_table, human_tables, pick_reference, score_targets
 from grader.quality.metrics import Paired
 from grader.review.final import finals, load_rubric
-from grader.store import Store
+from grader.store.opening import class_store
 
 CSV_FIELDS = ("class", "run_a", "run_b", "reference", "criterion", "n",
               *(f"{f}_{s}" for f in metrics.PAIRED for s in ("a", "b", "diff", "diff_lo",
@@ -45,10 +45,7 @@ def compare_runs(class_dir: Path, settings: Settings, run_a: int, run_b: int, *,
                  rater: str | None = None, resamples: int = metrics.RESAMPLES,
                  seed: int = metrics.SEED) -> Compared:
     path = db_path(class_dir, settings)
-    if not path.exists():
-        raise StoreError("no grade store yet", path=path,
-                         fix=f"run `grade run {class_dir}` first, or pass --db PATH")
-    with Store(path) as store:
+    with class_store(class_dir, settings) as store:
         runs = {r.id: r for r in store.runs()}
         for rid in (run_a, run_b):
             if rid not in runs:

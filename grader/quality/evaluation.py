@@ -35,6 +35,7 @@ from grader.quality.human import TOTAL
 from grader.quality.metrics import Figures
 from grader.review.final import FinalStudent, finals, load_rubric
 from grader.store import Store
+from grader.store.opening import class_run, class_store
 
 MODEL = "AI"
 CSV_FIELDS = (
@@ -227,12 +228,8 @@ def load(class_dir: Path, settings: Settings, *, run_id: int | None = None,
          rater: str | None = None) -> tuple[ClassEval, Rubric]:
     """Evaluate one class from its store."""
     path = db_path(class_dir, settings)
-    if not path.exists():
-        raise StoreError("no grade store yet", path=path,
-                         fix=f"run `grade run {class_dir}` first, or pass --db PATH")
-    key = str(class_dir.resolve())
-    with Store(path) as store:
-        run = store.run(run_id) if run_id is not None else store.latest_run(key)
+    with class_store(class_dir, settings) as store:
+        run = class_run(store, class_dir, run_id)
         if run is None:
             raise StoreError("the store holds no run of this class", path=path,
                              fix=f"run `grade run {class_dir}` first")

@@ -36,6 +36,7 @@ from grader.intake.discover import Submission
 from grader.intake.redact import Redactor
 from grader.review.final import FinalStudent, finals, load_rubric
 from grader.store import Store
+from grader.store.opening import class_run, class_store
 
 # The documented minimum of a Gemini supervised tuning dataset (Vertex AI: "minimum 16
 # examples, 100-500 recommended"; the current page says "start with 100"), and the largest
@@ -120,15 +121,11 @@ def export(class_dir: Path, settings: Settings, *, out: Path | None = None,
     """Write train.jsonl, validation.jsonl, heldout_scores.csv and tuning.json to `out`
     (default: <reports>/tuning)."""
     path = db_path(class_dir, settings)
-    if not path.exists():
-        raise StoreError("no grade store yet", path=path,
-                         fix=f"run `grade run {class_dir}` first, or pass --db PATH")
     if not 0 < validation < 1:
         raise InputError(f"--validation {validation:g} is not a share between 0 and 1",
                          fix="pass --validation 0.1 (a tenth held out)")
-    with Store(path) as store:
-        run = store.run(run_id) if run_id is not None else store.latest_run(
-            str(class_dir.resolve()))
+    with class_store(class_dir, settings) as store:
+        run = class_run(store, class_dir, run_id)
         if run is None:
             raise StoreError("the store holds no run of this class", path=path,
                              fix=f"run `grade run {class_dir}` first")

@@ -6,20 +6,15 @@ from collections import Counter
 from pathlib import Path
 
 from grader.config.settings import Settings, db_path
-from grader.errors import StoreError
 from grader.reports.stats import run_cost
-from grader.store import Store
 from grader.store.locks import RunLock
+from grader.store.opening import class_run, class_store
 
 
 def class_status(class_dir: Path, settings: Settings) -> str:
     path = db_path(class_dir, settings)
-    if not path.exists():
-        raise StoreError("no grade store yet", path=path,
-                         fix=f"run `grade run {class_dir}` first, or pass --db PATH")
-    key = str(class_dir.resolve())
-    with Store(path, create=False) as store:
-        run = store.latest_run(key) or store.latest_run()
+    with class_store(class_dir, settings) as store:
+        run = class_run(store, class_dir, takes_run=False)
         if run is None:
             return f"{path}: no runs yet"
         counts: Counter[str] = Counter()
@@ -58,7 +53,7 @@ def class_status(class_dir: Path, settings: Settings) -> str:
                 lines.append(f"served: {label} for {calls} calls: {note}")
         if flags:
             lines.append("flags: " + ", ".join(f"{k} {v}" for k, v in flags.most_common()))
-        lost = store.unanswered(key, include_running=not alive)
+        lost = store.unanswered(run.class_dir, include_running=not alive)
         if lost:
             who = ", ".join(sorted({u.student_id or "?" for u in lost}))
             lines.append(

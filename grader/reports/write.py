@@ -7,12 +7,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from grader.config.settings import Settings, db_path, out_dir
+from grader.config.settings import Settings, out_dir
 from grader.errors import StoreError
 from grader.escape import escape_cell
 from grader.outputs import mark_output_folder
 from grader.review.final import finals, load_rubric
 from grader.store import Store
+from grader.store.opening import class_run, class_store
 
 
 def grades_csv(store: Store, run_id: int, out: Path) -> Path:
@@ -46,18 +47,12 @@ def _num(v: float | None) -> str:
 
 def regenerate(class_dir: Path, settings: Settings, run_id: int | None = None) -> list[Path]:
     """`grade report`: rewrite all outputs of a run (default: the class's latest) from the store."""
-    path = db_path(class_dir, settings)
-    if not path.exists():
-        raise StoreError("no grade store yet", path=path,
-                         fix=f"run `grade run {class_dir}` first, or pass --db PATH")
-    with Store(path, create=False) as store:
-        if run_id is None:
-            run = store.latest_run(str(class_dir.resolve())) or store.latest_run()
-            if run is None:
-                raise StoreError("the store holds no runs", path=path,
-                                 fix=f"run `grade run {class_dir}` first")
-            run_id = run.id
-        return write_outputs(store, run_id, out_dir(class_dir, settings))
+    with class_store(class_dir, settings) as store:
+        run = class_run(store, class_dir, run_id)
+        if run is None:
+            raise StoreError("the store holds no runs", path=store.path,
+                             fix=f"run `grade run {class_dir}` first")
+        return write_outputs(store, run.id, out_dir(class_dir, settings))
 
 
 def write_outputs(store: Store, run_id: int, out: Path, keep: Path | None = None) -> list[Path]:
