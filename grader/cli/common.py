@@ -1,0 +1,198 @@
+"""What the commands share: the error handler every command wears, the log file, settings
+resolution, the printing helpers several commands use, and the options several commands take,
+each defined once here (a command whose option means something particular words its help
+itself, with `.with_help`)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from grader.config.settings import Settings, resolve
+from grader.errors import GraderError
+from grader.escape import terminal_safe
+
+F = TypeVar("F", bound=Callable[..., Any])
+LOG_NAME = "grader.log"
+EXIT_BUG = 3
+
+
+def _debug() -> bool:
+    return bool(click.get_current_context().find_root().params.get("debug"))
+
+
+def _handle_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GraderError as e:
+            if _debug():
+                raise
+            click.secho(f"error: {terminal_safe(e.render())}", fg="red", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: finished grades are saved; run the same command to resume",
+                       err=True)
+            sys.exit(130)
+        except Exception as e:
+            if _debug():
+                raise
+            logging.getLogger("grader").exception("unexpected error")
+            click.secho(f"error: unexpected {type(e).__name__}: {terminal_safe(str(e))[:300]}"
+                        "\n  fix: this is a bug in grader; rerun with --debug (before the "
+                        "command) for the traceback, and report it", fg="red", err=True)
+            sys.exit(EXIT_BUG)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _log_to(folder: Path) -> None:
+    """Library warnings and log messages (pypdf, the extraction worker) go to FOLDER/grader.log
+    (with --debug: to the terminal too), never over the progress bar."""
+    logging.captureWarnings(True)
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if _debug() else logging.INFO)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(folder / LOG_NAME, encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers = [handler]
+    if _debug():
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    else:  # one INFO line per HTTP request would bury what matters
+        for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "aiohttp", "google_genai"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings(class_dir: Path | None, *, with_out: bool = False, **flags: Any) -> Settings:
+    """The command's settings, resolved once (`with_out`: a command that writes outputs, whose
+    `out` defaults to reports/<class folder name>)."""
+    return resolve(flags, class_dir=class_dir, with_out=with_out)
+
+
+def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """Repeated or comma-separated option values; None when the option was not given."""
+    if not values:
+        return None
+    return tuple(v.strip() for raw in values for v in raw.split(",") if v.strip())
+
+
+class SharedOption:
+    """An option several commands take, defined once. `@OPTION` adds it as defined here;
+    `@OPTION.with_help(...)` adds it with the command's own help text, for a command where the
+    option means something particular (another default, a narrower choice)."""
+
+    def __init__(self, *decls: str, **attrs: Any) -> None:
+        self.decls, self.attrs = decls, attrs
+
+    def __call__(self, fn: F) -> F:
+        return click.option(*self.decls, **self.attrs)(fn)
+
+    def with_help(self, text: str) -> Callable[[F], F]:
+        return click.option(*self.decls, **{**self.attrs, "help": text})
+
+
+# What a path option takes: a file, or a folder (neither needs to exist yet).
+FILE = click.Path(path_type=Path, dir_okay=False)
+FOLDER = click.Path(path_type=Path, file_okay=False)
+
+CLASS_DIR_ARGUMENT = click.argument("class_dir", type=FOLDER)
+
+RUBRIC_OPTION = SharedOption("--rubric", type=FILE, help="Rubric YAML.")
+OUT_OPTION = SharedOption("--out", type=FOLDER,
+                          help="Output folder [default: reports/<class folder name>].")
+DB_OPTION = SharedOption("--db", type=FILE,
+                         help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
+RUN_OPTION = SharedOption("--run", "run_id", type=int,
+                          help="Run id [default: the latest run of CLASS_DIR].")
+ROSTER_OPTION = SharedOption("--roster", type=FILE, help="Roster CSV.")
+BACKEND_OPTION = SharedOption(
+    "--backend", help="gemini | enterprise (vertex) | local [default: gemini if a key is set].")
+MODEL_OPTION = SharedOption("--model", help="Model name.")
+MODEL_PATH_OPTION = SharedOption("--model-path", type=FILE,
+                                 help="GGUF file for the local backend.")
+PROJECT_OPTION = SharedOption("--project", help="Google Cloud project (enterprise).")
+LOCATION_OPTION = SharedOption("--location",
+                               help="Google Cloud location (enterprise) [default: global].")
+THINKING_OPTION = SharedOption("--thinking",
+                               type=click.Choice(["minimal", "low", "medium", "high"]),
+                               help="Gemini thinking level [default: the model table's, e.g. "
+                                    "low].")
+MAX_OUTPUT_TOKENS_OPTION = SharedOption(
+    "--max-output-tokens", type=int,
+    help="Output token cap per request (thinking counts against it).")
+CONCURRENCY_OPTION = SharedOption("--concurrency", type=int, help="Requests in flight at once.")
+RPM_OPTION = SharedOption("--rpm", type=int, help="Requests per minute quota.")
+TPM_OPTION = SharedOption("--tpm", type=int, help="Tokens per minute quota.")
+LIMIT_OPTION = SharedOption("--limit", type=int, help="Only the first N students.")
+ONLY_OPTION = SharedOption("--only", multiple=True, metavar="ID[,ID…]",
+                           help="Only these students (repeat, or separate with commas).")
+REDACT_OPTION = SharedOption(
+    "--redact/--no-redact", "redact", default=None,
+    help="Replace student names, e-mails, ids and phone numbers by placeholders before sending "
+         "[default: on, except for the local backend].")
+
+
+def _exemplar_options(fn: F) -> F:
+    """Graded examples in each prompt: the same choice for `grade run` and batch jobs."""
+    for option in reversed((
+            click.option("--exemplars", type=int, metavar="K",
+                         help="Show each student's prompt the K most similar graded examples "
+                              "(the rubric's and teacher-reviewed grades) [default: 0, none]."),
+            click.option("--exemplar-db", type=FILE,
+                         help="Store whose teacher-reviewed grades form the example bank "
+                              "[default: the class's store]."),
+            click.option("--exemplar-similarity",
+                         type=click.Choice(["auto", "tfidf", "embeddings"]),
+                         help="Compare examples by TF-IDF (local) or Gemini embeddings of the "
+                              "redacted texts [default: auto, embeddings when the backend can "
+                              "embed]."))):
+        fn = option(fn)
+    return fn
+
+
+def _ids(ids: list[str], shown: int = 8) -> str:
+    head = ", ".join(ids[:shown])
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return f"{len(ids)}: {head}{more}" if len(ids) > 1 else head
+
+
+def _print_written(paths: list[Path]) -> None:
+    """One line per top-level output; per-student pages summarised by folder."""
+    folders: dict[Path, int] = {}
+    for p in paths:
+        if p.parent.name in ("students", "handouts"):
+            folders[p.parent] = folders.get(p.parent, 0) + 1
+        else:
+            click.echo(f"wrote {p}")
+    for folder, n in folders.items():
+        view = "teacher view" if folder.name == "students" else "student view, to hand out"
+        click.echo(f"wrote {folder}/ ({n} student pages, {view})")
+    fresh = next((p for p in paths if p.suffix == ".xlsx"), None)
+    if fresh is not None and fresh.name != "review.xlsx":
+        click.echo(f"note: {fresh.parent / 'review.xlsx'} was left as it is (it is the file "
+                   "being imported, or was edited since grader wrote it); the workbook with "
+                   f"every stored decision is {fresh}")
+
+
+def _print_suspected(ids: list[str]) -> None:
+    if ids:
+        click.echo(terminal_safe(
+            f"  injection suspected (graded; first in review.xlsx): {_ids(ids)}",
+            newlines=False))
+
+
+def _embedding_line(e: Any, *, priced: bool) -> str:
+    """What comparing the examples by embeddings took (and cost)."""
+    return (f"  examples compared by embeddings ({e.model}): {e.texts} redacted text(s) in "
+            f"{e.calls} call(s), about {e.tokens:,} tokens, ${e.cost_usd:.4f}"
+            + (", included above" if priced else ""))
