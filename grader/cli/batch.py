@@ -8,19 +8,8 @@ from typing import Any
 
 import click
 
+from grader.cli import options as opt
 from grader.cli.common import (
-    CLASS_DIR_ARGUMENT,
-    DB_OPTION,
-    FOLDER,
-    LIMIT_OPTION,
-    LOCATION_OPTION,
-    MAX_OUTPUT_TOKENS_OPTION,
-    MODEL_OPTION,
-    ONLY_OPTION,
-    OUT_OPTION,
-    PROJECT_OPTION,
-    RUBRIC_OPTION,
-    THINKING_OPTION,
     F,
     _embedding_line,
     _exemplar_options,
@@ -43,15 +32,15 @@ def batch() -> None:
 
 def _batch_options(fn: F) -> F:
     for option in reversed((
-            RUBRIC_OPTION,
+            opt.RUBRIC,
             click.option("--api", "backend", type=click.Choice(["gemini", "enterprise"]),
                          help="Developer API (gemini) or Gemini Enterprise/Vertex batch "
                          "prediction [default: auto]."),
-            DB_OPTION,
-            OUT_OPTION,
-            MODEL_OPTION,
-            PROJECT_OPTION,
-            LOCATION_OPTION)):
+            opt.DB,
+            opt.OUT,
+            opt.MODEL,
+            opt.PROJECT,
+            opt.LOCATION)):
         fn = option(fn)
     return fn
 
@@ -72,10 +61,10 @@ _reask_option = click.option(
 
 def _submit_options(fn: F) -> F:
     for option in reversed((
-            THINKING_OPTION,
-            MAX_OUTPUT_TOKENS_OPTION,
-            LIMIT_OPTION,
-            ONLY_OPTION,
+            opt.THINKING,
+            opt.MAX_OUTPUT_TOKENS,
+            opt.LIMIT,
+            opt.ONLY,
             click.option("--batch-mode", type=click.Choice(["auto", "inline", "file"]),
                          help="Developer API job input: inline requests or a JSONL file "
                          "[default: auto, inline under batch_inline_mb]."),
@@ -109,7 +98,7 @@ def _print_submitted(s: Any) -> None:
 
 
 @batch.command("submit")
-@CLASS_DIR_ARGUMENT
+@opt.CLASS_DIR
 @_batch_options
 @_submit_options
 @_handle_errors
@@ -123,7 +112,7 @@ def batch_submit(class_dir: Path, only: tuple[str, ...], retry_failed: bool,
 
 
 @batch.command("status")
-@click.argument("class_dir", required=False, default=".", type=FOLDER)
+@click.argument("class_dir", required=False, default=".", type=opt.FOLDER)
 @_batch_options
 @_handle_errors
 def batch_status(class_dir: Path, **flags: Any) -> None:
@@ -145,7 +134,7 @@ def batch_status(class_dir: Path, **flags: Any) -> None:
 
 
 @batch.command("collect")
-@click.argument("class_dir", required=False, default=".", type=FOLDER)
+@click.argument("class_dir", required=False, default=".", type=opt.FOLDER)
 @_batch_options
 @_reask_option
 @click.option("--wait", "wait_done", is_flag=True,
@@ -175,7 +164,7 @@ def batch_collect(class_dir: Path, wait_done: bool, **flags: Any) -> None:
 
 @batch.command("cancel")
 @click.argument("job")
-@CLASS_DIR_ARGUMENT
+@opt.CLASS_DIR
 @_batch_options
 @_handle_errors
 def batch_cancel(job: str, class_dir: Path, **flags: Any) -> None:
@@ -187,7 +176,7 @@ def batch_cancel(job: str, class_dir: Path, **flags: Any) -> None:
 
 
 @batch.command("sync")
-@CLASS_DIR_ARGUMENT
+@opt.CLASS_DIR
 @_batch_options
 @_submit_options
 @_reask_option

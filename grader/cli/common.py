@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from grader.cli import options as opt
 from grader.config.settings import Settings, resolve
 from grader.errors import GraderError
 from grader.escape import terminal_safe
@@ -54,7 +55,7 @@ def _handle_errors(fn: F) -> F:
 
 
 def _log_to(folder: Path) -> None:
-    """Library warnings and log messages (pypdf, the extraction worker) go to FOLDER/grader.log
+    """Library warnings and log messages (pypdf, the extraction worker) go to opt.FOLDER/grader.log
     (with --debug: to the terminal too), never over the progress bar."""
     logging.captureWarnings(True)
     root = logging.getLogger()
@@ -86,69 +87,13 @@ def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
     return tuple(v.strip() for raw in values for v in raw.split(",") if v.strip())
 
 
-class SharedOption:
-    """An option several commands take, defined once. `@OPTION` adds it as defined here;
-    `@OPTION.with_help(...)` adds it with the command's own help text, for a command where the
-    option means something particular (another default, a narrower choice)."""
-
-    def __init__(self, *decls: str, **attrs: Any) -> None:
-        self.decls, self.attrs = decls, attrs
-
-    def __call__(self, fn: F) -> F:
-        return click.option(*self.decls, **self.attrs)(fn)
-
-    def with_help(self, text: str) -> Callable[[F], F]:
-        return click.option(*self.decls, **{**self.attrs, "help": text})
-
-
-# What a path option takes: a file, or a folder (neither needs to exist yet).
-FILE = click.Path(path_type=Path, dir_okay=False)
-FOLDER = click.Path(path_type=Path, file_okay=False)
-
-CLASS_DIR_ARGUMENT = click.argument("class_dir", type=FOLDER)
-
-RUBRIC_OPTION = SharedOption("--rubric", type=FILE, help="Rubric YAML.")
-OUT_OPTION = SharedOption("--out", type=FOLDER,
-                          help="Output folder [default: reports/<class folder name>].")
-DB_OPTION = SharedOption("--db", type=FILE,
-                         help="SQLite store [default: CLASS_DIR/.grader/grader.sqlite].")
-RUN_OPTION = SharedOption("--run", "run_id", type=int,
-                          help="Run id [default: the latest run of CLASS_DIR].")
-ROSTER_OPTION = SharedOption("--roster", type=FILE, help="Roster CSV.")
-BACKEND_OPTION = SharedOption(
-    "--backend", help="gemini | enterprise (vertex) | local [default: gemini if a key is set].")
-MODEL_OPTION = SharedOption("--model", help="Model name.")
-MODEL_PATH_OPTION = SharedOption("--model-path", type=FILE,
-                                 help="GGUF file for the local backend.")
-PROJECT_OPTION = SharedOption("--project", help="Google Cloud project (enterprise).")
-LOCATION_OPTION = SharedOption("--location",
-                               help="Google Cloud location (enterprise) [default: global].")
-THINKING_OPTION = SharedOption("--thinking",
-                               type=click.Choice(["minimal", "low", "medium", "high"]),
-                               help="Gemini thinking level [default: the model table's, e.g. "
-                                    "low].")
-MAX_OUTPUT_TOKENS_OPTION = SharedOption(
-    "--max-output-tokens", type=int,
-    help="Output token cap per request (thinking counts against it).")
-CONCURRENCY_OPTION = SharedOption("--concurrency", type=int, help="Requests in flight at once.")
-RPM_OPTION = SharedOption("--rpm", type=int, help="Requests per minute quota.")
-TPM_OPTION = SharedOption("--tpm", type=int, help="Tokens per minute quota.")
-LIMIT_OPTION = SharedOption("--limit", type=int, help="Only the first N students.")
-ONLY_OPTION = SharedOption("--only", multiple=True, metavar="ID[,ID…]",
-                           help="Only these students (repeat, or separate with commas).")
-REDACT_OPTION = SharedOption(
-    "--redact/--no-redact", "redact", default=None,
-    help="Replace student names, e-mails, ids and phone numbers by placeholders before sending "
-         "[default: on, except for the local backend].")
-
-
 def _exemplar_options(fn: F) -> F:
     """Graded examples in each prompt: the same choice for `grade run` and batch jobs."""
     for option in reversed((
             click.option("--exemplars", type=int, metavar="K",
                          help="Show each student's prompt the K most similar graded examples "
                               "(the rubric's and teacher-reviewed grades) [default: 0, none]."),
-            click.option("--exemplar-db", type=FILE,
+            click.option("--exemplar-db", type=opt.FILE,
                          help="Store whose teacher-reviewed grades form the example bank "
                               "[default: the class's store]."),
             click.option("--exemplar-similarity",

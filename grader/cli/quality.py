@@ -9,17 +9,8 @@ from typing import Any
 
 import click
 
+from grader.cli import options as opt
 from grader.cli.common import (
-    BACKEND_OPTION,
-    CLASS_DIR_ARGUMENT,
-    DB_OPTION,
-    FILE,
-    FOLDER,
-    MODEL_OPTION,
-    MODEL_PATH_OPTION,
-    OUT_OPTION,
-    RUBRIC_OPTION,
-    RUN_OPTION,
     _handle_errors,
     _log_to,
     _settings,
@@ -28,17 +19,17 @@ from grader.escape import terminal_safe
 
 
 @click.command()
-@CLASS_DIR_ARGUMENT
+@opt.CLASS_DIR
 @click.option("--n", "n", type=int, default=10, show_default=True,
               help="Students in the sample.")
 @click.option("--rater", default="teacher", show_default=True,
               help="Your name in the workbook's rater column.")
-@RUBRIC_OPTION
-@OUT_OPTION.with_help("Where calibration.xlsx goes [default: reports/<class folder name>].")
-@DB_OPTION
-@BACKEND_OPTION
-@MODEL_OPTION
-@MODEL_PATH_OPTION
+@opt.RUBRIC
+@opt.OUT.with_help("Where calibration.xlsx goes [default: reports/<class folder name>].")
+@opt.DB
+@opt.BACKEND
+@opt.MODEL
+@opt.MODEL_PATH
 @_handle_errors
 def calibrate(class_dir: Path, n: int, rater: str, **flags: Any) -> None:
     """Check the rubric on a few students you score blind, before grading the class: the first
@@ -81,12 +72,12 @@ def human() -> None:
 
 @human.command("import")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@CLASS_DIR_ARGUMENT
-@DB_OPTION
-@RUBRIC_OPTION
+@opt.CLASS_DIR
+@opt.DB
+@opt.RUBRIC
 @_handle_errors
 def human_import(file: Path, class_dir: Path, db: Path | None, rubric: Path | None) -> None:
-    """Store human scores for CLASS_DIR from FILE (.csv or .xlsx; columns student_id,
+    """Store human scores for CLASS_DIR from opt.FILE (.csv or .xlsx; columns student_id,
     criterion (an id or `total`), score, rater)."""
     from grader.quality.human import import_scores
 
@@ -99,12 +90,12 @@ def human_import(file: Path, class_dir: Path, db: Path | None, rubric: Path | No
 
 
 @click.command("eval")
-@click.argument("class_dirs", nargs=-1, required=True, type=FOLDER)
-@RUN_OPTION.with_help("Run id [default: the latest run of CLASS_DIR; one class only].")
+@click.argument("class_dirs", nargs=-1, required=True, type=opt.FOLDER)
+@opt.RUN.with_help("Run id [default: the latest run of CLASS_DIR; one class only].")
 @click.option("--rater", help="The human rater to compare with [default: the one with most "
               "scores].")
-@click.option("--csv", "csv_path", type=FILE, help="Also write the figures to this CSV file.")
-@DB_OPTION
+@click.option("--csv", "csv_path", type=opt.FILE, help="Also write the figures to this CSV file.")
+@opt.DB
 @click.option("--compare", nargs=2, type=int, metavar="RUN_A RUN_B",
               help="Compare two runs of CLASS_DIR against the human scores: per criterion, "
                    "the change B − A in QWK, MAE and exact agreement with 95% intervals.")

@@ -8,12 +8,8 @@ from typing import Any
 
 import click
 
+from grader.cli import options as opt
 from grader.cli.common import (
-    DB_OPTION,
-    FILE,
-    FOLDER,
-    OUT_OPTION,
-    ROSTER_OPTION,
     _handle_errors,
     _print_written,
 )
@@ -26,9 +22,9 @@ def review() -> None:
 
 
 @review.command("import")
-@click.argument("workbook", type=FILE)
-@DB_OPTION.with_help("SQLite store [default: found relative to the workbook].")
-@OUT_OPTION.with_help("Where to regenerate reports [default: the run's output folder].")
+@click.argument("workbook", type=opt.FILE)
+@opt.DB.with_help("SQLite store [default: found relative to the workbook].")
+@opt.OUT.with_help("Where to regenerate reports [default: the run's output folder].")
 @click.option("--dry-run", is_flag=True, help="Show what would change, per student; store "
                                                 "nothing.")
 @click.option("--force", is_flag=True, help="On a conflict, store the workbook's value.")
@@ -45,13 +41,13 @@ def review_import(workbook: Path, db: Path | None, out: Path | None, dry_run: bo
 
 
 @click.command("export")
-@click.argument("out", type=FOLDER)
+@click.argument("out", type=opt.FOLDER)
 @click.option("--format", "fmt", type=click.Choice(["canvas", "moodle", "csv"]), required=True,
               help="Gradebook format.")
-@DB_OPTION.with_help("SQLite store [default: found from OUT/review.xlsx].")
+@opt.DB.with_help("SQLite store [default: found from OUT/review.xlsx].")
 @click.option("--approved-only", is_flag=True,
               help="Export only grades marked Approved; withhold the rest.")
-@click.option("--canvas-gradebook", type=FILE,
+@click.option("--canvas-gradebook", type=opt.FILE,
               help="Canvas gradebook export (Grades > Export): student IDs and the exact "
                    "assignment column.")
 @click.option("--canvas-assignment", metavar="ID|TITLE",
@@ -62,7 +58,7 @@ def review_import(workbook: Path, db: Path | None, out: Path | None, dry_run: bo
 @click.option("--out-of", type=float, metavar="POINTS",
               help="The LMS grade item's maximum: totals are scaled to it [default: the "
                    "rubric's maximum].")
-@ROSTER_OPTION.with_help("Roster CSV with the students' LMS identifiers [default: the class's].")
+@opt.ROSTER.with_help("Roster CSV with the students' LMS identifiers [default: the class's].")
 @_handle_errors
 def export(out: Path, fmt: str, db: Path | None, **options: Any) -> None:
     """Write an LMS gradebook of final grades from OUT (the folder holding review.xlsx)."""

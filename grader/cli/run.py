@@ -10,27 +10,8 @@ from typing import Any
 
 import click
 
+from grader.cli import options as opt
 from grader.cli.common import (
-    BACKEND_OPTION,
-    CLASS_DIR_ARGUMENT,
-    CONCURRENCY_OPTION,
-    DB_OPTION,
-    FOLDER,
-    LIMIT_OPTION,
-    LOCATION_OPTION,
-    MAX_OUTPUT_TOKENS_OPTION,
-    MODEL_OPTION,
-    MODEL_PATH_OPTION,
-    ONLY_OPTION,
-    OUT_OPTION,
-    PROJECT_OPTION,
-    REDACT_OPTION,
-    ROSTER_OPTION,
-    RPM_OPTION,
-    RUBRIC_OPTION,
-    RUN_OPTION,
-    THINKING_OPTION,
-    TPM_OPTION,
     _embedding_line,
     _exemplar_options,
     _handle_errors,
@@ -58,23 +39,23 @@ def init(folder: Path) -> None:
 
 
 @click.command()
-@CLASS_DIR_ARGUMENT
-@RUBRIC_OPTION
-@OUT_OPTION
-@DB_OPTION
-@BACKEND_OPTION
-@MODEL_OPTION
-@MODEL_PATH_OPTION
+@opt.CLASS_DIR
+@opt.RUBRIC
+@opt.OUT
+@opt.DB
+@opt.BACKEND
+@opt.MODEL
+@opt.MODEL_PATH
 @click.option("--n-ctx", type=int, help="Context size of the local model, in tokens.")
-@PROJECT_OPTION
-@LOCATION_OPTION
-@click.option("--prompts", type=FOLDER, help="Folder of .j2 templates overriding prompts/.")
-@ROSTER_OPTION
-@CONCURRENCY_OPTION
-@RPM_OPTION
-@TPM_OPTION
-@MAX_OUTPUT_TOKENS_OPTION
-@THINKING_OPTION
+@opt.PROJECT
+@opt.LOCATION
+@click.option("--prompts", type=opt.FOLDER, help="Folder of .j2 templates overriding prompts/.")
+@opt.ROSTER
+@opt.CONCURRENCY
+@opt.RPM
+@opt.TPM
+@opt.MAX_OUTPUT_TOKENS
+@opt.THINKING
 @click.option("--temperature", type=float, help="Sampling temperature [default: not sent].")
 @click.option("--top-p", type=float, help="Nucleus sampling [default: not sent].")
 @click.option("--seed", type=int, help="Sampling seed, best effort [default: not sent].")
@@ -87,8 +68,8 @@ def init(folder: Path) -> None:
                    "the model's minimum size, on requires it, off never [default: auto].")
 @click.option("--timeout", "timeout_s", type=float, help="Seconds per request before retrying.")
 @click.option("--max-retries", type=int, help="Retries per request on transient errors.")
-@LIMIT_OPTION
-@ONLY_OPTION
+@opt.LIMIT
+@opt.ONLY
 @click.option("--retry-flagged", multiple=True, is_flag=False, flag_value="*",
               metavar="[REASON,…]",
               help="Grade flagged students again (only those flagged for REASON, if given).")
@@ -96,7 +77,7 @@ def init(folder: Path) -> None:
               help="Ask the model again even if a grade is stored (resumable).")
 @click.option("--dry-run", is_flag=True, default=None,
               help="Render prompts for the first students; call no model.")
-@REDACT_OPTION
+@opt.REDACT
 @click.option("--no-wait", "wait", flag_value=False, default=None,
               help="Fail at once if another run is using the store, instead of waiting.")
 @click.option("--samples", type=int,
@@ -279,17 +260,17 @@ def _cache_line(s: Any) -> str:
 
 
 @click.command()
-@CLASS_DIR_ARGUMENT
-@RUBRIC_OPTION
-@BACKEND_OPTION.with_help("gemini | enterprise | vertex (countTokens) [default: auto].")
-@MODEL_OPTION.with_help("Model name [default: the model table's].")
-@THINKING_OPTION
-@MAX_OUTPUT_TOKENS_OPTION
-@CONCURRENCY_OPTION
-@RPM_OPTION
-@TPM_OPTION
-@LIMIT_OPTION
-@REDACT_OPTION.with_help("Count the requests as `grade run` would send them: with names, "
+@opt.CLASS_DIR
+@opt.RUBRIC
+@opt.BACKEND.with_help("gemini | enterprise | vertex (countTokens) [default: auto].")
+@opt.MODEL.with_help("Model name [default: the model table's].")
+@opt.THINKING
+@opt.MAX_OUTPUT_TOKENS
+@opt.CONCURRENCY
+@opt.RPM
+@opt.TPM
+@opt.LIMIT
+@opt.REDACT.with_help("Count the requests as `grade run` would send them: with names, "
                          "e-mails and ids replaced [default: on for Gemini].")
 @_exemplar_options
 @_handle_errors
@@ -302,8 +283,8 @@ def estimate(class_dir: Path, **flags: Any) -> None:
 
 
 @click.command()
-@CLASS_DIR_ARGUMENT
-@DB_OPTION
+@opt.CLASS_DIR
+@opt.DB
 @_handle_errors
 def status(class_dir: Path, db: Path | None) -> None:
     """Show what the store holds for CLASS_DIR."""
@@ -313,10 +294,10 @@ def status(class_dir: Path, db: Path | None) -> None:
 
 
 @click.command()
-@CLASS_DIR_ARGUMENT
-@DB_OPTION
-@OUT_OPTION
-@RUN_OPTION
+@opt.CLASS_DIR
+@opt.DB
+@opt.OUT
+@opt.RUN
 @_handle_errors
 def report(class_dir: Path, db: Path | None, out: Path | None, run_id: int | None) -> None:
     """Regenerate every output from the store (no model is called)."""

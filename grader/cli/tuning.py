@@ -8,15 +8,8 @@ from typing import Any
 
 import click
 
+from grader.cli import options as opt
 from grader.cli.common import (
-    BACKEND_OPTION,
-    CLASS_DIR_ARGUMENT,
-    DB_OPTION,
-    FOLDER,
-    LOCATION_OPTION,
-    OUT_OPTION,
-    PROJECT_OPTION,
-    RUN_OPTION,
     F,
     _handle_errors,
     _settings,
@@ -27,10 +20,10 @@ from grader.escape import terminal_safe
 def _service_options(fn: F) -> F:
     """Where the tuning jobs run: the same choice for `tune start` and `tune status`."""
     for option in reversed((
-            BACKEND_OPTION.with_help("enterprise (vertex) [default: from the environment]."),
-            PROJECT_OPTION,
-            LOCATION_OPTION,
-            DB_OPTION)):
+            opt.BACKEND.with_help("enterprise (vertex) [default: from the environment]."),
+            opt.PROJECT,
+            opt.LOCATION,
+            opt.DB)):
         fn = option(fn)
     return fn
 
@@ -41,10 +34,10 @@ def tune() -> None:
 
 
 @tune.command("export")
-@CLASS_DIR_ARGUMENT
-@OUT_OPTION.with_help("Folder for the dataset [default: reports/<class folder name>/tuning].")
-@DB_OPTION
-@RUN_OPTION
+@opt.CLASS_DIR
+@opt.OUT.with_help("Folder for the dataset [default: reports/<class folder name>/tuning].")
+@opt.DB
+@opt.RUN
 @click.option("--validation", type=float, default=0.1, show_default=True,
               help="Share of the reviewed grades held out as the validation split.")
 @_handle_errors
@@ -63,9 +56,9 @@ def tune_export(class_dir: Path, out: Path | None, db: Path | None, run_id: int 
 
 
 @tune.command("start")
-@CLASS_DIR_ARGUMENT
+@opt.CLASS_DIR
 @click.option("--base", "base_model", required=True, help="Base model to tune.")
-@click.option("--data", type=FOLDER,
+@click.option("--data", type=opt.FOLDER,
               help="Folder `grade tune export` wrote [default: reports/<class>/tuning].")
 @click.option("--name", "display_name", help="The tuned model's name, for --model tuned:NAME "
               "[default: grader-<class folder name>].")
@@ -92,7 +85,7 @@ def tune_start(class_dir: Path, base_model: str, data: Path | None, display_name
 
 
 @tune.command("status")
-@CLASS_DIR_ARGUMENT
+@opt.CLASS_DIR
 @click.option("--cancel", metavar="NAME", help="Cancel this job (its name or display name).")
 @_service_options
 @_handle_errors

@@ -12,10 +12,10 @@ import functools
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -58,18 +58,36 @@ class LongContext(BaseModel):
     output: float = Field(ge=0)
 
 
-class Price(BaseModel):
-    """USD per 1M tokens from a date on (Standard tier; output includes thinking)."""
+class DatedPrice(BaseModel):
+    """USD per 1M input tokens from a date on, with its source."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     since: date = Field(alias="from")
     input: float = Field(ge=0)
+    source: str = Field(min_length=1)
+
+
+P = TypeVar("P", bound=DatedPrice)
+
+
+def in_force(rows: Sequence[P], day: date) -> P | None:
+    """The row of `rows` (sorted by date) in force on `day`; the first also prices earlier
+    days."""
+    found = rows[0] if rows else None
+    for p in rows:
+        if p.since <= day:
+            found = p
+    return found
+
+
+class Price(DatedPrice):
+    """USD per 1M tokens from a date on (Standard tier; output includes thinking)."""
+
     output: float = Field(ge=0)
     cached_input: float = Field(ge=0)
     cache_storage_hour: float | None = Field(default=None, ge=0)
     long_context: LongContext | None = None
-    source: str = Field(min_length=1)
 
 
 class Multipliers(BaseModel):
@@ -129,16 +147,6 @@ class EstimateAssumptions(BaseModel):
     source: str = Field(min_length=1)
 
 
-class EmbeddingPrice(BaseModel):
-    """USD per 1M input tokens from a date on (embedding output is not billed)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    since: date = Field(alias="from")
-    input: float = Field(ge=0)
-    source: str = Field(min_length=1)
-
-
 class EmbeddingModel(BaseModel):
     """The embedding model exemplar similarity uses (`exemplar_similarity`)."""
 
@@ -149,16 +157,13 @@ class EmbeddingModel(BaseModel):
     max_input_tokens: int = Field(gt=0)
     batch_size: int = Field(gt=0)
     dimensions: int = Field(gt=0)
-    prices: tuple[EmbeddingPrice, ...] = Field(min_length=1)
+    prices: tuple[DatedPrice, ...] = Field(min_length=1)  # output is not billed
     sources: tuple[str, ...] = Field(min_length=1)
 
     def cost(self, tokens: int, day: date) -> float:
         """USD for `tokens` input tokens embedded on `day` (the first row prices earlier days)."""
-        rows = sorted(self.prices, key=lambda p: p.since)
-        found = rows[0]
-        for p in rows:
-            if p.since <= day:
-                found = p
+        found = in_force(sorted(self.prices, key=lambda p: p.since), day)
+        assert found is not None  # at least one row
         return tokens * found.input / 1e6
 
 
@@ -207,11 +212,7 @@ class ModelInfo(BaseModel):
 
     def price_on(self, day: date) -> Price | None:
         """The row in force on `day`; the first row also prices earlier days."""
-        found = self.prices[0] if self.prices else None
-        for p in self.prices:
-            if p.since <= day:
-                found = p
-        return found
+        return in_force(self.prices, day)
 
     def lower_level(self, level: Level | None) -> Level | None:
         """The next thinking level below `level` that this model accepts, if any."""

@@ -40,6 +40,7 @@ from grader.errors import BackendError, ConfigError
 from grader.grading.records import CacheRow
 from grader.online.budget import TURN_OVERHEAD_TOKENS
 from grader.online.files import now, parse, stamp
+from grader.online.strays import Strays
 from grader.prompting.request import GradeRequest
 from grader.store import Store
 
@@ -155,17 +156,12 @@ class CacheKeeper:
         rows = self.store.open_caches(self.key)
         if not rows:
             return False
-        listed: dict[str, CacheInfo] | None = None
+        strays = Strays(self.backend.list_caches, self.backend.delete_cache)
         reused = False
         for row in rows:
             try:
                 if row.state == "creating" or row.name is None:
-                    if listed is None:
-                        listed = {c.display_name or "": c
-                                  for c in await self.backend.list_caches()}
-                    stray = listed.get(row.display_name)
-                    if stray is not None:
-                        await self.backend.delete_cache(stray.name)
+                    await strays.delete(row.display_name)
                     self.store.end_cache(row.id, "failed", None)
                     continue
                 expires = parse(row.expires_at)

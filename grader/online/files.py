@@ -38,6 +38,7 @@ from grader.config.models import FilesApi, Inline
 from grader.errors import BackendError, SubmissionError
 from grader.grading.records import UploadRow
 from grader.intake.limits import MB
+from grader.online.strays import Strays
 from grader.prompting.request import GradeRequest, Part
 from grader.store import Store
 
@@ -117,16 +118,11 @@ class Uploads:
         upload still on the service and younger than `reupload_after_hours`, delete the rest.
         Rows still `uploading` were cut short: any file that got that display name is deleted."""
         rows = self.store.open_uploads(self.key, job_ref=self.job_ref)
-        listed: dict[str, FileInfo] | None = None
+        strays = Strays(self.backend.list_files, self.backend.delete_file)
         for row in rows:
             try:
                 if row.state == "uploading" or row.name is None:
-                    if listed is None:
-                        listed = {f.display_name or "": f
-                                  for f in await self.backend.list_files()}
-                    stray = listed.get(row.display_name)
-                    if stray is not None:
-                        await self.backend.delete_file(stray.name)
+                    await strays.delete(row.display_name)
                     self.store.end_upload(row.id, "failed")
                 elif not self._fresh(row):
                     await self.backend.delete_file(row.name)

@@ -27,11 +27,11 @@ import json
 import re
 import threading
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from grader.testing._fake_gcs import gcs_read, gcs_write
 
 if TYPE_CHECKING:
     from grader.testing._fake_app import Call, FakeApp, Reply
@@ -121,9 +121,13 @@ class Batches:
                 return error_reply(400, "inputConfig.gcsSource.uris and outputConfig."
                                         "gcsDestination.outputUriPrefix are required.")
             try:
-                data = b"".join(gcs_read(cfg.storage_host, u) for u in uris)
+                chunks = [gcs_read(cfg.storage_host, u) for u in uris]
             except OSError as e:
                 return error_reply(400, f"Cannot read the input: {e}")
+            missing = [u for u, c in zip(uris, chunks, strict=True) if c is None]
+            if missing:
+                return error_reply(400, f"Cannot read the input: {missing[0]} does not exist.")
+            data = b"".join(c for c in chunks if c is not None)
             lines = []
             for text in data.decode().splitlines():
                 if text.strip():
@@ -300,31 +304,3 @@ class Batches:
         if ended:
             out["done"] = True
         return out
-
-
-def _gcs_parts(uri: str) -> tuple[str, str]:
-    bucket, _, obj = uri.removeprefix("gs://").partition("/")
-    return bucket, obj
-
-
-def gcs_read(host: str | None, uri: str) -> bytes:
-    """An object's bytes from the GCS emulator at `host`."""
-    if not host:
-        raise OSError("the fake has no storage_host (a GCS emulator) configured")
-    bucket, obj = _gcs_parts(uri)
-    url = (f"{host.rstrip('/')}/download/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o/"
-           f"{urllib.parse.quote(obj, safe='')}?alt=media")
-    with urllib.request.urlopen(url, timeout=30) as r:  # the local emulator
-        return bytes(r.read())
-
-
-def gcs_write(host: str | None, uri: str, data: bytes) -> None:
-    if not host:
-        raise OSError("the fake has no storage_host (a GCS emulator) configured")
-    bucket, obj = _gcs_parts(uri)
-    url = (f"{host.rstrip('/')}/upload/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o"
-           f"?uploadType=media&name={urllib.parse.quote(obj, safe='')}")
-    req = urllib.request.Request(url, data=data, method="POST",
-                                 headers={"Content-Type": "application/octet-stream"})
-    with urllib.request.urlopen(req, timeout=30):  # the local emulator
-        pass

@@ -20,14 +20,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from grader.config.models import packaged
+from grader.testing._fake_gcs import gcs_exists
 
 if TYPE_CHECKING:
     from grader.testing._fake_app import Call, FakeApp, Reply
@@ -263,17 +261,3 @@ def check_file_parts(app: FakeApp, contents: list[dict[str, Any]], vertex: bool
                 return error_reply(403, f"You do not have permission to access the File {fid} "
                                         "or it may not exist.")
     return None
-
-
-def gcs_exists(host: str | None, uri: str) -> bool:
-    """Whether the GCS emulator at `host` holds the object `uri` (True when not checked)."""
-    if not host:
-        return True
-    bucket, _, obj = uri.removeprefix("gs://").partition("/")
-    url = (f"{host.rstrip('/')}/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o/"
-           f"{urllib.parse.quote(obj, safe='')}")
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:  # the local emulator
-            return bool(r.status == 200)
-    except urllib.error.HTTPError:
-        return False

@@ -133,8 +133,9 @@ class FakeState:
         self.stop = threading.Event()
         self.rng = random.Random(config.seed)
         self.stats = Stats()
-        self.window: deque[float] = deque()
-        self.spend: deque[tuple[float, float]] = deque()  # (when, usd) of billed calls
+        # sliding windows of (when, weight): admitted calls (weight 1) and billed USD
+        self.window: deque[tuple[float, float]] = deque()
+        self.spend: deque[tuple[float, float]] = deque()
         self.scripted: deque[str] = deque()
         self.scripted_for: dict[str, deque[str]] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=500)
@@ -235,29 +236,29 @@ class FakeState:
     def admit(self) -> float | None:
         """Quota check for one generateContent call: None when admitted, else seconds to wait."""
         with self.lock:
-            rpm, span = self.config.rpm, self.config.rpm_window_s
-            if rpm is None:
-                return None
-            now = self.monotonic()
-            while self.window and self.window[0] <= now - span:
-                self.window.popleft()
-            if len(self.window) >= rpm:
-                return max(0.001, self.window[0] + span - now)
-            self.window.append(now)
-            return None
+            wait = self._full(self.window, self.config.rpm_window_s, self.config.rpm)
+            if wait is None and self.config.rpm is not None:
+                self.window.append((self.monotonic(), 1.0))
+            return wait
 
     def admit_spend(self) -> float | None:
         """Spend-based limit: None when admitted, else seconds until spending leaves the window."""
         with self.lock:
-            limit, span = self.config.spend_limit_usd, self.config.spend_window_s
-            if limit is None:
-                return None
-            now = self.monotonic()
-            while self.spend and self.spend[0][0] <= now - span:
-                self.spend.popleft()
-            if sum(usd for _, usd in self.spend) >= limit:
-                return max(0.001, self.spend[0][0] + span - now)
+            return self._full(self.spend, self.config.spend_window_s,
+                              self.config.spend_limit_usd)
+
+    def _full(self, window: deque[tuple[float, float]], span: float,
+              limit: float | None) -> float | None:
+        """Seconds until `window` (entries older than `span` dropped) weighs less than `limit`;
+        None when it does now (or there is no limit). The caller holds the lock."""
+        if limit is None:
             return None
+        now = self.monotonic()
+        while window and window[0][0] <= now - span:
+            window.popleft()
+        if sum(weight for _, weight in window) >= limit:
+            return max(0.001, window[0][0] + span - now)
+        return None
 
     def book_spend(self, usd: float) -> None:
         with self.lock:

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from grader.testing._fake_caches import rfc3339
+from grader.testing._fake_gcs import gcs_read
 
 if TYPE_CHECKING:
     from grader.testing._fake_app import Call, FakeApp, Reply
@@ -80,20 +78,6 @@ class FakeJob:
         if state == "JOB_STATE_FAILED":
             out["error"] = {"code": 3, "message": self.problem}
         return out
-
-
-def gcs_read(host: str | None, uri: str) -> bytes | None:
-    """The object `uri` from the GCS emulator at `host` (None when it is not there)."""
-    if not host:
-        return None
-    bucket, _, obj = uri.removeprefix("gs://").partition("/")
-    url = (f"{host.rstrip('/')}/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o/"
-           f"{urllib.parse.quote(obj, safe='')}?alt=media")
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:  # the local emulator
-            return bytes(r.read())
-    except urllib.error.HTTPError:
-        return None
 
 
 def dataset_problem(data: bytes, minimum: int) -> str | None:
@@ -156,11 +140,12 @@ class Tuning:
         if not train.startswith("gs://"):
             return error_reply(400, "supervisedTuningSpec.trainingDatasetUri must be a gs:// URI.")
         problem = None
+        host = self.state.config.storage_host
         for uri in (train, spec.get("validationDatasetUri")):
-            if not uri:
+            if not uri or not host:  # no emulator configured: the datasets are not checked
                 continue
-            data = gcs_read(self.state.config.storage_host, str(uri))
-            if data is None and self.state.config.storage_host:
+            data = gcs_read(host, str(uri))
+            if data is None:
                 return error_reply(400, f"Dataset {uri} does not exist or is not readable.")
             minimum = MIN_EXAMPLES if uri == train else 1
             problem = problem or (dataset_problem(data, minimum) if data is not None else None)

@@ -16,7 +16,6 @@ import select
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -31,6 +30,7 @@ from grader.testing._fake_state import (
     FakeConfig,
     FakeState,
 )
+from grader.testing._serving import LocalServer
 
 __all__ = ["Call", "FakeApp", "FakeConfig", "FakeGemini", "Reply", "error_reply", "json_reply",
            "main"]
@@ -124,7 +124,7 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class FakeGemini:
+class FakeGemini(LocalServer):
     """The fake server in a background thread. Use as a context manager:
 
         with FakeGemini(latency_ms=0) as fake:
@@ -150,14 +150,14 @@ class FakeGemini:
             changes["fault_kinds"] = fault_kinds
         self.state.configure(changes)
         self.app = FakeApp(self.state)
-        self._host, self._port = host, port
+        self.host, self._port = host, port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> FakeGemini:
         self.state.stop.clear()
-        self._server = _Server(self._host, self._port, self.app)
+        self._server = _Server(self.host, self._port, self.app)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05},
                                         name="fake-gemini", daemon=True)
@@ -177,22 +177,10 @@ class FakeGemini:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> FakeGemini:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _bound_port(self) -> int | None:
+        return int(self._server.server_address[1]) if self._server is not None else None
 
     # --- what tests use ---------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeGemini is not running; use `with FakeGemini() as fake:`")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self._host}:{self.port}"
 
     def env(self) -> dict[str, str]:
         """Environment that points the SDK (and grader) at this server."""
@@ -271,7 +259,7 @@ class FakeGemini:
     def put_file(self, data: bytes, *, mime_type: str = "application/jsonl",
                  display_name: str = "") -> dict[str, Any]:
         """Add a generated (downloadable) file, as a batch job's results are."""
-        f = self.app.files.add(data, mime_type, display_name, f"{self._host}:{self.port}",
+        f = self.app.files.add(data, mime_type, display_name, f"{self.host}:{self.port}",
                                source="GENERATED")
         return f.to_json()
 
@@ -310,17 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                       fault_kinds=kinds, hang_s=a.hang_s, seed=a.seed, api_key=a.api_key)
     if a.spend_limit_usd is not None:
         fake.configure(spend_limit_usd=a.spend_limit_usd)
-    fake.start()
-    host, port = a.host, fake.port
-    print(f"http://{host}:{port}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
-    return 0
+    return fake.serve_until_interrupted("{url}")
 
 
 if __name__ == "__main__":

@@ -20,16 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
+from grader.testing._serving import LocalServer
+
 ENV = "STORAGE_EMULATOR_HOST"
 
 
-class GcsEmulator:
+class GcsEmulator(LocalServer):
     """The emulator in a background thread (context manager)."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
@@ -52,21 +53,9 @@ class GcsEmulator:
             self._server.stop()
             self._server = None
 
-    def __enter__(self) -> GcsEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("GcsEmulator is not running; use `with GcsEmulator() as gcs:`")
-        return int(self._server._api._httpd.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    def _bound_port(self) -> int | None:
+        return (int(self._server._api._httpd.server_address[1]) if self._server is not None
+                else None)
 
     def env(self) -> dict[str, str]:
         """Environment that points google-cloud-storage at the emulator."""
@@ -120,16 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="bucket to create (repeat; default grader-staging)")
     a = p.parse_args(argv)
     gcs = GcsEmulator(host=a.host, port=a.port, buckets=tuple(a.bucket or ["grader-staging"]))
-    gcs.start()
-    print(f"{ENV}={gcs.url}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        gcs.stop()
-    return 0
+    return gcs.serve_until_interrupted(f"{ENV}={{url}}")
 
 
 if __name__ == "__main__":

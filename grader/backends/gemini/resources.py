@@ -124,31 +124,23 @@ class GeminiResources(GeminiRetries):
         return _cache_info(cache)
 
     async def get_cache(self, name: str) -> CacheInfo | None:
-        async def attempt() -> types.CachedContent:
-            return await self._aio.caches.get(name=name)
-
-        found = await self._unless_gone(attempt, "cachedContents.get")
-        return None if found is None else _cache_info(found)
+        found = await self._unless_gone(lambda: self._aio.caches.get(name=name),
+                                        "cachedContents.get")
+        return _cache_info(found) if found is not None else None
 
     async def extend_cache(self, name: str, ttl_s: float) -> CacheInfo | None:
-        async def attempt() -> types.CachedContent:
-            return await self._aio.caches.update(
-                name=name, config=types.UpdateCachedContentConfig(ttl=_ttl(ttl_s)))
-
-        found = await self._unless_gone(attempt, "cachedContents.patch")
-        return None if found is None else _cache_info(found)
+        config = types.UpdateCachedContentConfig(ttl=_ttl(ttl_s))
+        found = await self._unless_gone(lambda: self._aio.caches.update(name=name, config=config),
+                                        "cachedContents.patch")
+        return _cache_info(found) if found is not None else None
 
     async def delete_cache(self, name: str) -> bool:
-        async def attempt() -> types.DeleteCachedContentResponse:
-            return await self._aio.caches.delete(name=name)
-
-        return await self._unless_gone(attempt, "cachedContents.delete") is not None
+        return await self._unless_gone(lambda: self._aio.caches.delete(name=name),
+                                       "cachedContents.delete") is not None
 
     async def list_caches(self) -> list[CacheInfo]:
-        async def attempt() -> list[types.CachedContent]:
-            return [c async for c in await self._aio.caches.list(config={"page_size": 100})]
-
-        found, _ = await self._with_retries(attempt, what="cachedContents.list")
+        found = await self._every(lambda: self._aio.caches.list(config={"page_size": 100}),
+                                  "cachedContents.list")
         return [_cache_info(c) for c in found]
 
     # --- SupportsFiles (the Files API) ----------------------------------------------------------
@@ -188,23 +180,16 @@ class GeminiResources(GeminiRetries):
         return info
 
     async def get_file(self, name: str) -> FileInfo | None:
-        async def attempt() -> types.File:
-            return await self._aio.files.get(name=name)
-
-        found = await self._unless_gone(attempt, "files.get")
+        found = await self._unless_gone(lambda: self._aio.files.get(name=name), "files.get")
         return None if found is None else _file_info(found)
 
     async def delete_file(self, name: str) -> bool:
-        async def attempt() -> types.DeleteFileResponse:
-            return await self._aio.files.delete(name=name)
-
-        return await self._unless_gone(attempt, "files.delete") is not None
+        return await self._unless_gone(lambda: self._aio.files.delete(name=name),
+                                       "files.delete") is not None
 
     async def list_files(self) -> list[FileInfo]:
-        async def attempt() -> list[types.File]:
-            return [f async for f in await self._aio.files.list(config={"page_size": 100})]
-
-        found, _ = await self._with_retries(attempt, what="files.list")
+        found = await self._every(lambda: self._aio.files.list(config={"page_size": 100}),
+                                  "files.list")
         return [_file_info(f) for f in found]
 
     async def download_file(self, name: str, destination: Path) -> None:
@@ -213,6 +198,14 @@ class GeminiResources(GeminiRetries):
             await self._aio.files.download(file=name, destination=str(destination))
 
         await self._with_retries(attempt, what="files.download")
+
+    async def _every(self, pager: Callable[[], Awaitable[Any]], what: str) -> list[Any]:
+        """Every item of a paged listing (`pager` opens it), retried as one call."""
+        async def attempt() -> list[Any]:
+            return [x async for x in await pager()]
+
+        found, _ = await self._with_retries(attempt, what=what)
+        return found
 
     async def _unless_gone(self, call: Callable[[], Awaitable[T]], what: str) -> T | None:
         """`call`'s result, or None when the service says the thing is not there (403/404)."""
