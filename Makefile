@@ -9,7 +9,7 @@ CLASS  ?= samples/intro-python
 # avoids that. Set here so nobody has to know.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: demo test test-ahead lint install clean
+.PHONY: demo test test-ahead lint install clean docs
 
 install: $(VENV)/.installed
 
@@ -42,3 +42,7 @@ lint: install
 
 clean:
 	rm -rf $(VENV) reports/*/ $(CLASS)/.grader
+
+# The reference pages generated from the code (tests/test_docs.py checks they are up to date).
+docs: install
+	$(BIN)/python -m grader.cli.reference

@@ -34,19 +34,26 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # what to grade
-    rubric: Path | None = None
+    rubric: Path | None = Field(
+        default=None, description="the marking scheme (YAML); None = rubric.yaml in the class "
+        "folder or a parent")
     prompts: Path | None = Field(default=None, description="folder overriding prompts/ templates")
-    roster: Path | None = None
-    out: Path | None = None
-    db: Path | None = None
-    limit: int | None = Field(default=None, ge=1)
-    regrade: bool = False
+    roster: Path | None = Field(
+        default=None, description="roster CSV (id, name, email, ...); None = roster.csv in the "
+        "class folder")
+    out: Path | None = Field(
+        default=None, description="output folder; None = reports/<class folder name>")
+    db: Path | None = Field(
+        default=None, description="the SQLite store; None = CLASS_DIR/.grader/grader.sqlite")
+    limit: int | None = Field(default=None, ge=1, description="only the first N students")
+    regrade: bool = Field(
+        default=False, description="ask the model again even where a grade is stored (resumable)")
     only: tuple[str, ...] | None = Field(
         default=None, description="grade only these student ids; the others keep their grade")
     retry_flagged: tuple[str, ...] | None = Field(
         default=None, description="grade flagged students again (only these flag reasons, "
         "when given)")
-    dry_run: bool = False
+    dry_run: bool = Field(default=False, description="render the first prompts; call no model")
     wait: bool = Field(default=True, description="wait for another run on the same store")
     force: bool = Field(default=False, description="run even though the class's calibration "
                         "is below calibration_min_qwk")
@@ -86,13 +93,19 @@ class Settings(BaseModel):
         default=None, description="thinking level; None = the model table's default for the model")
     # Sampling is sent only when set: Gemini 3.6+ ignores it, and Google advises against
     # temperatures below 1.0 on the Gemini 3 models that still honour it.
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    seed: int | None = None
-    max_output_tokens: int = Field(default=8192, ge=64)
+    temperature: float | None = Field(default=None, ge=0, le=2,
+                                      description="sampling temperature; unset = not sent")
+    top_p: float | None = Field(default=None, ge=0, le=1,
+                                description="nucleus sampling; unset = not sent")
+    seed: int | None = Field(
+        default=None, description="sampling seed, best effort; unset = not sent")
+    max_output_tokens: int = Field(default=8192, ge=64,
+        description="output token cap per request (thinking counts against it)")
     # Privacy: false sends `store: false` with every Developer API request, so Google does not
     # keep them in its request logs (on by default for projects created since 2026-10-26).
-    store: bool = False
+    store: bool = Field(
+        default=False, description="let Google keep the requests in its request logs (false: "
+        "`store: false` is sent)")
     tier: Literal["standard", "flex"] = Field(
         default="standard", description="service tier: flex is half price, minutes of queueing")
     cache: Literal["auto", "on", "off"] = Field(
@@ -111,16 +124,19 @@ class Settings(BaseModel):
         default=None, gt=0, description="USD per rolling 10 minutes (your tier's spend limit)")
 
     # throughput and robustness
-    concurrency: int = Field(default=8, ge=1, le=1024)
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    timeout_s: float = Field(default=120.0, gt=0)
+    concurrency: int = Field(default=8, ge=1, le=1024, description="requests in flight at once")
+    rpm: int | None = Field(default=None, ge=1,
+        description="client-side quota: requests per minute")
+    tpm: int | None = Field(default=None, ge=1, description="client-side quota: tokens per minute")
+    timeout_s: float = Field(default=120.0, gt=0,
+        description="seconds per request before it is retried")
     flex_timeout_s: float = Field(
         default=900.0, gt=0, description="per request with --tier flex (it queues for minutes)")
-    max_retries: int = Field(default=6, ge=0)
+    max_retries: int = Field(default=6, ge=0, description="retries per request on transient errors")
     max_connection_failures: int = Field(
         default=5, ge=1, description="connection failures in a row that stop the run")
-    max_file_mb: float = Field(default=20.0, gt=0)
+    max_file_mb: float = Field(default=20.0, gt=0,
+        description="largest file read; larger ones flag the student `oversized`")
     max_request_mb: float = Field(
         default=20.0, gt=0, description="everything sent for one student (media base64)")
     extract_timeout_s: float = Field(
@@ -135,11 +151,20 @@ class Settings(BaseModel):
         description="country whose national phone-number format redaction recognises")
 
     # Gemini / Vertex (the SDK reads its own env vars too; these are overrides)
-    api_key: SecretStr | None = None
-    base_url: str | None = None
-    vertexai: bool | None = None
-    project: str | None = None
-    location: str | None = None
+    api_key: SecretStr | None = Field(
+        default=None, description="Gemini API key; unset = GEMINI_API_KEY or GOOGLE_API_KEY "
+        "(never stored or logged)")
+    base_url: str | None = Field(
+        default=None, description="API endpoint override (GOOGLE_GEMINI_BASE_URL)")
+    vertexai: bool | None = Field(
+        default=None, description="use Gemini Enterprise (Vertex AI); unset = "
+        "GOOGLE_GENAI_USE_ENTERPRISE / "
+        "GOOGLE_GENAI_USE_VERTEXAI")
+    project: str | None = Field(
+        default=None, description="Google Cloud project (Enterprise); unset = GOOGLE_CLOUD_PROJECT")
+    location: str | None = Field(
+        default=None, description="Google Cloud location (Enterprise); unset = "
+        "GOOGLE_CLOUD_LOCATION, else global")
     staging_bucket: str | None = Field(
         default=None, pattern=r"^(gs://)?[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/.*)?$",
         description="Enterprise/Vertex: gs://BUCKET[/PREFIX] for files too large to send inline "
@@ -164,9 +189,12 @@ class Settings(BaseModel):
         "polls (it grows by half each time, up to 10 minutes)")
 
     # local (llama.cpp)
-    model_path: Path | None = None
-    n_ctx: int = Field(default=8192, ge=512)
-    n_threads: int | None = Field(default=None, ge=1)
+    model_path: Path | None = Field(
+        default=None, description="GGUF file for the local backend; unset = the bundled model")
+    n_ctx: int = Field(default=8192, ge=512,
+        description="context size of the local model, in tokens")
+    n_threads: int | None = Field(default=None, ge=1,
+        description="CPU threads of the local model; unset = llama.cpp's default")
 
 
 # Environment variables we honour besides GRADER_<FIELD>: the SDK's own names.
