@@ -44,7 +44,6 @@ class Prepared:
     sub: Submission
     ex: Extracted
     submission_id: int | None
-    sent: Extracted
     req: GradeRequest
     cfg: str
     epoch: int
@@ -103,7 +102,7 @@ async def prepare(ctx: RunContext, sub: Submission, store: Store | None = None
     except BackendError as e:  # embedding the texts failed: this student, not the run
         if e.run_wide:
             raise
-        return Settled(_with(base, status="failed", reason="backend_error",
+        return Settled(replace(base, status="failed", reason="backend_error",
                              message=e.render()))
     req = render(ctx.p, sent, ctx.gen, references=ctx.references, examples=picked.shown)
     seen = picked.digest(req)
@@ -119,19 +118,19 @@ async def prepare(ctx: RunContext, sub: Submission, store: Store | None = None
     choice = choose(ctx.selection, sub.student_id, latest=latest, in_epoch=in_epoch,
                     run_epoch=ctx.epoch, config_hash=cfg, exemplars=seen)
     if isinstance(choice, Skip):
-        return Settled(_with(base, status="skipped", reason=choice.reason,
+        return Settled(replace(base, status="skipped", reason=choice.reason,
                              message=choice.message))
     if isinstance(choice, Reuse):
         g = choice.grade
         first = next((f for f in g.flags if f.reason not in INFO_FLAGS), None)
-        return Settled(_with(base, status=g.status, grade_id=g.id, reused=True,
+        return Settled(replace(base, status=g.status, grade_id=g.id, reused=True,
                              reason=first.reason if first else None,
                              message=first.message if first else None), total=g.total,
                        suspected=any(f.reason == injection.FLAG for f in g.flags))
     assert isinstance(choice, Grade)
     flags = input_flags(ex)
     grounds = Grounds(flags, quote_text(_as_stored(req)) if ex.has_text else None)
-    return Prepared(sub=sub, ex=ex, submission_id=sub_id, sent=sent, req=req, cfg=cfg,
+    return Prepared(sub=sub, ex=ex, submission_id=sub_id, req=req, cfg=cfg,
                     epoch=choice.epoch, grounds=grounds, picked=picked, seen=seen,
                     mapping=mapping, unsent=_unsent(ctx, sub.student_id, req, ex, flags))
 
@@ -195,7 +194,3 @@ async def _extract(ctx: RunContext, sub: Submission) -> Extracted:
             "corrupt", f"the files could not be read ({type(e).__name__}: {e})",
             path=sub.student_id, fix="open the files by hand; grade this student manually or "
             "ask for a resubmission") from None
-
-
-def _with(base: OutcomeRecord, **changes: Any) -> OutcomeRecord:
-    return replace(base, **changes)
