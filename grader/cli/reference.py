@@ -104,7 +104,7 @@ def settings_page() -> str:
            "**flag > environment > `grader.toml` > default**. In `grader.toml` a setting is a "
            "key of the `[grader]` table (`concurrency = 16`); in the environment it is "
            f"`{ENV_PREFIX}<NAME>` (`{ENV_PREFIX}CONCURRENCY=16`; lists comma-separated); as a "
-           "flag, `--name-with-dashes` on the commands that take it "
+           "flag, `--<name-with-dashes>` on the commands that take it "
            "([command reference](cli.md)).", "",
            "| setting | flag | type | default | meaning |", "|---|---|---|---|---|"]
     flags: dict[str, set[str]] = {}
