@@ -36,7 +36,7 @@ def blocks(kind: str) -> list[tuple[str, str]]:
 
 
 def test_the_docs_have_toml_and_shell_examples() -> None:
-    assert len(blocks("toml")) >= 1 and len(blocks("sh")) >= 10
+    assert len(blocks("toml")) >= 3 and len(blocks("sh")) >= 10
 
 
 @pytest.mark.parametrize(("where", "text"), blocks("toml"), ids=[w for w, _ in blocks("toml")])
