@@ -150,6 +150,10 @@ def test_selection_retry_flagged_by_reason() -> None:
     assert pick(only_safety, safety) == Grade(9)
     assert pick(only_safety, review) == Reuse(review)
     assert pick(only_safety, version()) == Reuse(version())  # graded: nothing to retry
+    # a flag on a grade that stands (graded) is retried when its reason is named, not otherwise
+    suspect = version("graded", ("injection_suspected",))
+    assert pick(Selection(retry_flagged=frozenset({"injection_suspected"})), suspect) == Grade(9)
+    assert pick(Selection(retry_flagged=frozenset()), suspect) == Reuse(suspect)
 
 
 def test_selection_config_change_retries_config_sensitive_flags_only() -> None:

@@ -64,6 +64,7 @@ class Submitted:
     in_flight: int = 0
     failed_before: int = 0  # failed lines not sent again (--retry-failed)
     embeddings: EmbeddingReport | None = None  # exemplars compared by Gemini embeddings
+    notices: tuple[str, ...] = ()  # what the teacher should know (the roster)
 
 
 # --- submit ----------------------------------------------------------------------------------
@@ -75,11 +76,11 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
     fail) as jobs. A run is recorded only when something is sent or stored (a cron tick with
     nothing new leaves no trace)."""
     await recover(ctx)
-    s, p, store = ctx.settings, ctx.run.p, ctx.store
-    subs = students(p.class_dir, s, p.assignment_files)
+    p, store = ctx.run.p, ctx.store
+    subs = students(p)
     run = run_context(p, ctx.run.gen, ctx.run.backend, subs, ctx.run.extractor, store=store,
                       backend=ctx.backend)
-    out = Submitted()
+    out = Submitted(notices=run.notices)
     busy = store.batch_busy(ctx.class_key)
     outcomes: list[OutcomeRecord] = []  # run_id filled in once the run exists
     unsent: list[Prepared] = []

@@ -81,6 +81,8 @@ def _print_submitted(s: Any) -> None:
     else:
         click.echo(f"submitted {s.requests} request(s) in {len(s.jobs)} job(s): "
                    + ", ".join(s.jobs))
+    for notice in s.notices:
+        click.secho(f"note: {terminal_safe(notice)}", fg="yellow")
     if s.reused:
         click.echo(f"  {s.reused} already graded (kept)")
     if s.embeddings is not None:

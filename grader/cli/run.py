@@ -103,7 +103,7 @@ def run(class_dir: Path, only: tuple[str, ...], retry_flagged: tuple[str, ...],
     if settings.dry_run:
         from grader.online.dry_run import dry_run
 
-        _print_dry_run(*dry_run(class_dir, settings))
+        _print_dry_run(dry_run(class_dir, settings))
         return
     progress = _Progress()
 
@@ -171,7 +171,10 @@ class _Progress:
             self.bar = None
 
 
-def _print_dry_run(plan: Any, items: list[Any]) -> None:
+def _print_dry_run(d: Any) -> None:
+    plan, items = d.plan, d.items
+    for notice in d.notices:
+        click.secho(f"note: {terminal_safe(notice)}", fg="yellow")
     click.echo(f"rubric: {plan.rubric_path} ({len(plan.rubric.all_criteria)} criteria, "
                f"max {plan.rubric.max_total:g} points); prompts hash {plan.prompts.hash}")
     click.echo(f"static prefix: ~{(len(plan.system) + len(plan.static_prefix)) // 4} tokens "
@@ -213,6 +216,12 @@ def _print_summary(s: Any) -> None:
     for message, ids in failed.items():  # identical errors collapse into one line
         click.echo(terminal_safe(f"  failed ({_ids(ids)}): {message}"))
     _print_suspected(s.injection_suspected)
+    if s.graded_again:
+        had, kept = s.decisions_kept
+        click.echo(terminal_safe(
+            "  graded again because " + "; ".join(s.graded_again)
+            + (f": {kept} of {had} students' teacher decisions carry over (their AI scores "
+               f"are unchanged), {had - kept} need review again" if had else "")))
     if not s.redacted and s.backend != "local":
         click.echo("  names, e-mails and ids were sent unredacted (--no-redact)")
     line = _cache_line(s)

@@ -21,8 +21,8 @@ from grader.config.settings import db_path
 from grader.grading import exemplars
 from grader.grading.embeddings import Embedder, similarity_of
 from grader.grading.policy import Policy
-from grader.grading.records import RunInfo
-from grader.grading.selection import Selection
+from grader.grading.records import Run, RunInfo
+from grader.grading.selection import Selection, check_selection
 from grader.intake.discover import Submission
 from grader.intake.isolation import Extractor
 from grader.intake.redact import Redactor
@@ -32,6 +32,7 @@ from grader.prompting.planning import (
     example_selector,
     prefix_request,
     redactor_for,
+    roster_notices,
     selection_of,
     thinking_retry,
 )
@@ -64,12 +65,14 @@ class RunContext:
     references: tuple[Part, ...] = ()
     run_id: int = 0
     epoch: int = 0
+    notices: tuple[str, ...] = ()  # what the teacher should know before the run (the roster)
 
     @classmethod
     def build(cls, p: Plan, gen: Generation, backend: str, *, extractor: Extractor,
               selection: Selection | None = None, redactor: Redactor | None = None,
               examples: exemplars.Examples | None = None,
-              reads: frozenset[str] | None = None) -> RunContext:
+              reads: frozenset[str] | None = None,
+              notices: tuple[str, ...] = ()) -> RunContext:
         model = gen.model
         return cls(
             p=p, gen=gen, backend=backend,
@@ -78,7 +81,7 @@ class RunContext:
             prefix=p.prefix_hash(model), fingerprint=p.fingerprint(model),
             config=config_hash(prefix_request(p, gen), p.settings.samples),
             redactor=redactor, examples=examples, reads=reads,
-            references=p.reference_parts())
+            references=p.reference_parts(), notices=notices)
 
     def with_run(self, run_id: int, epoch: int = 0, **changes: Any) -> RunContext:
         """This context inside a run that now exists (and, e.g., its uploaded references)."""
@@ -107,6 +110,10 @@ def run_context(p: Plan, gen: Generation, name: str, subs: Sequence[Submission],
     no call), whose media capability it records. A setting the backend cannot honour fails
     here, before any student is prepared."""
     s = p.settings
+    selection = selection_of(s)
+    check_selection(selection, {x.student_id for x in subs},
+                    store.flagged_reasons(str(p.class_dir.resolve())) if store is not None
+                    else None)
     if store is not None:
         selector = example_selector(p, store, subs)
     elif s.exemplars:
@@ -122,9 +129,10 @@ def run_context(p: Plan, gen: Generation, name: str, subs: Sequence[Submission],
             if how == "embeddings" and isinstance(backend, SupportsEmbeddings):
                 embedder = Embedder(backend, models.table(s.models).embedding, models.today())
         examples = exemplars.Examples(selector, redactor, embedder)
-    return RunContext.build(p, gen, name, extractor=extractor, redactor=redactor,
-                            examples=examples,
-                            reads=media_types(backend) if backend is not None else None)
+    return RunContext.build(p, gen, name, extractor=extractor, selection=selection,
+                            redactor=redactor, examples=examples,
+                            reads=media_types(backend) if backend is not None else None,
+                            notices=tuple(roster_notices(p, subs, redactor is not None)))
 
 
 def offline_context(p: Plan, gen: Generation, name: str, subs: Sequence[Submission],
@@ -150,6 +158,21 @@ def run_info(ctx: RunContext, *, mode: str, epoch: int | None = None) -> RunInfo
         settings=p.settings.model_dump(mode="json", exclude={"api_key"}),
         rubric=p.rubric.model_dump(mode="json"), mode=mode,
         selection=ctx.selection.as_dict(), epoch=epoch)
+
+
+def why_graded_again(before: Run, ctx: RunContext) -> list[str]:
+    """Why a run's grades differ from the class's previous run's (empty when they do not):
+    what changed in what makes a grade (its fingerprint)."""
+    if before.fingerprint == ctx.fingerprint:
+        return []
+    p, why = ctx.p, []
+    if before.model != ctx.gen.model:
+        why.append(f"the model changed ({before.model} -> {ctx.gen.model})")
+    if before.rubric_hash != p.rubric_hash:
+        why.append(f"the rubric changed ({p.rubric_path})")
+    if before.prompt_hash != p.prompts.hash:
+        why.append("the prompt templates changed")
+    return why or ["the way grader builds a prompt changed (another grader version)"]
 
 
 def sdk_version() -> str | None:

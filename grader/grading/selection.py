@@ -16,9 +16,12 @@ store already holds for each student.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from grader.errors import InputError
 from grader.grading.policy import CONFIG_SENSITIVE
 from grader.grading.records import GradeVersion
 
@@ -66,11 +69,41 @@ class Skip:
 Choice = Reuse | Grade | Skip
 
 
+def check_selection(sel: Selection, ids: Collection[str],
+                    flagged: Collection[str] | None) -> None:
+    """Refuse `--only` ids that are no student of the class and `--retry-flagged` reasons no
+    graded student is flagged for, naming the closest valid ones: a typo must not select
+    nobody. `ids`: the class's student ids; `flagged`: the reasons its flagged grades carry
+    (None: not known, as without a store; not checked)."""
+    for given, valid, what, flag in ((sel.only, ids, "student id", "--only"),
+                                     (sel.retry_flagged, flagged, "flag reason",
+                                      "--retry-flagged")):
+        if valid is None:
+            continue
+        unknown = sorted(set(given or ()) - set(valid))
+        if not unknown:
+            continue
+        hints = []
+        for word in unknown:
+            close = difflib.get_close_matches(word, list(valid), n=1, cutoff=0.5)
+            hints.append(f"{word!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        listed = ", ".join(sorted(valid)[:12]) + (" ..." if len(valid) > 12 else "")
+        known = (f"valid {what}s: {listed}" if valid else
+                 "no grade is flagged" if flag == "--retry-flagged" else
+                 f"the class has no {what}s")
+        raise InputError(f"{flag}: no {what} {', '.join(hints)} in this class ({known})",
+                         fix=f"correct the {what} after {flag}" + (
+                             "; without a reason it retries every flagged student"
+                             if flag == "--retry-flagged" else ""))
+
+
 def _retry_wanted(sel: Selection, prior: GradeVersion) -> bool:
-    if sel.retry_flagged is None or prior.status != "flagged":
+    """`--retry-flagged`: every flagged grade; `--retry-flagged REASON`: every grade that
+    carries the flag, whatever its status (an `injection_suspected` grade stands, graded)."""
+    if sel.retry_flagged is None:
         return False
     if not sel.retry_flagged:
-        return True
+        return prior.status == "flagged"
     return any(f.reason in sel.retry_flagged for f in prior.flags)
 
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from grader.errors import InputError
 from grader.escape import is_unprintable, printable
 from grader.intake.limits import DEFAULT_LIMITS, Limits
-from grader.outputs import OUTPUT_MARKER
+from grader.outputs import OUTPUT_MARKER, is_output_folder
 
 Source = Literal["file", "folder", "canvas", "moodle"]
 
@@ -41,6 +41,8 @@ IGNORED_NAMES = frozenset({
 })
 # The assignment's own files in the class-folder root.
 ASSIGNMENT_FILES = frozenset({"rubric.yaml", "rubric.yml", "grader.toml", "roster.csv"})
+# A folder of these names, alone in the folder passed, holds the class (not one student).
+_CLASS_FOLDER_NAMES = frozenset({"submissions", "submission", "students", "class", "handins"})
 
 # Canvas "Download Submissions" names every file `<prefix>_<attachment id>_<file name>` for an
 # upload, `<prefix>_text.html` for a text entry and `<prefix>_link.html` for a URL; the prefix
@@ -104,6 +106,7 @@ class Submission(BaseModel):
     skipped: tuple[Skipped, ...] = ()
     late: bool = False
     source: Source = "file"
+    in_roster: bool | None = None  # None: no roster was given
 
     @model_validator(mode="after")
     def _names_match(self) -> Submission:
@@ -365,8 +368,18 @@ def _pick(header: list[str], options: tuple[str, ...]) -> int | None:
     return None
 
 
+def _delimiter(text: str) -> str:
+    """The delimiter the roster's header uses: `,`, or `;` (what Excel writes in locales
+    whose decimal mark is a comma), or a tab."""
+    header = text.split("\n", 1)[0]
+    counts = {d: header.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
 def read_roster(path: Path) -> dict[str, RosterEntry]:
-    """Read `id,name,email` (header required; common header spellings accepted)."""
+    """Read `id,name,email` (header required; common header spellings accepted; separated by
+    commas, semicolons or tabs, as the header is)."""
     fix_header = "the first line must be a header such as `id,name,email`"
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -379,7 +392,7 @@ def read_roster(path: Path) -> dict[str, RosterEntry]:
     except OSError as e:
         raise InputError(f"cannot read roster: {e}", path=path,
                          fix="check the file permissions") from None
-    rows = list(csv.reader(text.splitlines()))
+    rows = list(csv.reader(text.splitlines(), delimiter=_delimiter(text)))
     if not rows or not any(c.strip() for c in rows[0]):
         raise InputError("roster is empty (line 1 has no header)", path=path, fix=fix_header)
     header = rows[0]
@@ -442,6 +455,31 @@ def _name_keys(name: str | None) -> set[str]:
     return {k for k in keys if k}
 
 
+def check_class_folder(class_dir: Path) -> None:
+    """Refuse a folder that is plainly not the class, before anything is read or paid: the
+    assignment folder `grade init` makes (the assignment's own files beside a `submissions/`
+    folder), or a folder whose only entry is a folder that holds the class."""
+    try:
+        names = [e.name for e in os.scandir(class_dir) if not is_ignored(e.name)]
+    except OSError:
+        return  # discovery says why the folder cannot be read
+    own = sorted(set(names) & ASSIGNMENT_FILES)
+    meant: Path | None = None
+    if own and "submissions" in names and (class_dir / "submissions").is_dir():
+        meant = class_dir / "submissions"
+        why = (f"it holds the assignment's own files ({', '.join(own)}) and a submissions/ "
+               "folder: the students' work is in submissions/")
+    elif len(names) == 1 and (class_dir / names[0]).is_dir() and not is_output_folder(
+            class_dir / names[0]) and (names[0].casefold() in _CLASS_FOLDER_NAMES
+                                       or (class_dir / names[0] / "roster.csv").is_file()):
+        meant = class_dir / names[0]
+        why = (f"its only entry is the folder {names[0]}/, which looks like the class (graded "
+               "as it is, every file in it would be one student's)")
+    if meant is not None:
+        raise InputError(f"this does not look like the class folder: {why}", path=class_dir,
+                         fix=f"pass {meant} instead (e.g. `grade run {meant}`)")
+
+
 def discover(class_dir: Path, roster: Path | None = None, *,
              limits: Limits = DEFAULT_LIMITS,
              assignment: Iterable[Path] = ()) -> Iterator[Submission]:
@@ -499,7 +537,8 @@ def discover(class_dir: Path, roster: Path | None = None, *,
             skipped=tuple(a.skipped),
             late=a.late,
             source=a.source,
+            in_roster=(r is not None) if roster is not None else None,
         ))
-    subs += [Submission(student_id=r.student_id, name=r.name, email=r.email)
+    subs += [Submission(student_id=r.student_id, name=r.name, email=r.email, in_roster=True)
              for rid, r in entries.items() if rid not in matched]
     return iter(sorted(subs, key=lambda s: s.student_id))

@@ -51,6 +51,7 @@ _LABELLED_ID = re.compile(
     r"registration)[\s_-]*(?:number|no\.?|id|#|nr\.?|num)\s*[:#=]?\s*([A-Za-z]{0,2}\d[\d-]{3,11}\d)"
     r"\b", re.IGNORECASE)
 _PHONE_HINT = re.compile(r"(?:\+|\b)\d[\d ().-]{6,}\d")
+_PHONE_GROUPS = re.compile(r"\d[\s()\-]+\d")  # digits in groups, as phone numbers are written
 # Words that are also names: redacted only inside a full name.
 COMMON_WORDS = frozenset(re.split(r"\s+", (
     "will may mark bill rose june april august grace hope joy faith page long young white "
@@ -216,10 +217,18 @@ class Redactor:
         return "".join(out)
 
     def _phones(self, text: str) -> list[tuple[int, int, str, str]]:
+        """Phone numbers: every number valid for the region or in international form, and,
+        erring on the side of privacy, every *possible* number (the right length, whether or not
+        it is allocated now, e.g. +44 7700 900123) written as a phone number is: with a leading
+        `+`, or in digit groups. A bare run of digits (a number in code, 0.1234567) is left."""
         import phonenumbers
 
         out = []
-        for m in phonenumbers.PhoneNumberMatcher(text, self.region):
+        for m in phonenumbers.PhoneNumberMatcher(text, self.region,
+                                                 leniency=phonenumbers.Leniency.POSSIBLE):
+            if not (phonenumbers.is_valid_number(m.number) or m.raw_string.startswith("+")
+                    or _PHONE_GROUPS.search(m.raw_string)):
+                continue
             number = phonenumbers.format_number(m.number, phonenumbers.PhoneNumberFormat.E164)
             out.append((m.start, m.end, "PHONE", number))
         return out

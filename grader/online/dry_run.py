@@ -23,7 +23,14 @@ class DryRunItem:
     prompt: str
 
 
-def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> tuple[Plan, list[DryRunItem]]:
+@dataclass
+class DryRun:
+    plan: Plan
+    items: list[DryRunItem]
+    notices: tuple[str, ...] = ()  # what the run would say first (the roster)
+
+
+def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> DryRun:
     """The first `n` students the run would grade (`--only` and the other selections applied),
     prepared as the run prepares them (redacted unless redaction is off, with their graded
     examples), their prompts rendered and their size estimated; no model call, nothing
@@ -32,7 +39,7 @@ def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> tuple[Plan, list
     backend = auto_backend(settings)
     gen = configure(settings, default_model(backend, settings), backend,
                     models.table(settings.models))
-    subs = students(class_dir, settings, p.assignment_files)
+    subs = students(p)
     with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:
         ctx = offline_context(p, gen, backend, subs, extractor)
         prepared = asyncio.run(prepare_offline(ctx, subs, wanted=n))
@@ -52,4 +59,4 @@ def dry_run(class_dir: Path, settings: Settings, n: int = 3) -> tuple[Plan, list
         items.append(DryRunItem(got.student_id,
                                 len(req.system + req.static_prefix + student) // 4 + media,
                                 None, req.static_prefix + student))
-    return p, items
+    return DryRun(p, items, ctx.notices)

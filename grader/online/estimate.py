@@ -136,6 +136,7 @@ class Estimate:
     checked: date
     assumptions: EstimateAssumptions
     modes: list[ModeEstimate] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # what the run would say first
 
 
 def local_tokens(req: GradeRequest, media: models.Media) -> int:
@@ -152,20 +153,20 @@ def local_tokens(req: GradeRequest, media: models.Media) -> int:
 
 
 def _requests(p: Plan, class_dir: Path, settings: Settings, gen: Generation, backend: str
-              ) -> tuple[int, int, list[GradeRequest]]:
+              ) -> tuple[int, int, list[GradeRequest], tuple[str, ...]]:
     """How many students and rubric criteria there are, and every request the class would send
     to `backend` (first asks only; without the reference files, which `_prefix` counts once),
     prepared as the run prepares them (`prepare`): redacted as the run would redact them
     (countTokens is a call to Google: it gets no more of a student than the run would), with
     the graded examples the run would show; students flagged at intake or whose request would
-    not be sent cost nothing."""
-    subs = students(class_dir, settings, p.assignment_files)
+    not be sent cost nothing. Last, what the run would say about the roster."""
+    subs = students(p)
     with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:
         ctx = offline_context(p, gen, backend, subs, extractor)
         prepared = asyncio.run(prepare_offline(ctx, subs))
     out = [got.req.model_copy(update={"reference_parts": ()}) for got in prepared
            if isinstance(got, Prepared) and got.unsent is None]
-    return len(subs), len(p.rubric.all_criteria), out
+    return len(subs), len(p.rubric.all_criteria), out, ctx.notices
 
 
 async def _count(backend: Backend, reqs: list[GradeRequest], concurrency: int) -> list[int]:
@@ -225,7 +226,8 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
     model = default_model(name if api else "gemini", settings)
     gen = configure(settings, model, name if api else "gemini", tbl)
     p = plan(class_dir, settings)
-    total, n_crit, reqs = _requests(p, class_dir, settings, gen, name if api else "gemini")
+    total, n_crit, reqs, notices = _requests(p, class_dir, settings, gen,
+                                             name if api else "gemini")
 
     def count(batch: list[GradeRequest]) -> list[int]:
         return asyncio.run(_count(create(name, settings=settings), batch, settings.concurrency))
@@ -249,7 +251,7 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
                    sent=len(reqs), flagged=total - len(reqs), counted_by=counted_by, load=load,
                    thinking_per_call=thinking, day=day,
                    price=Pricing.of(tbl, gen.model).price(day), checked=tbl.checked,
-                   assumptions=a)
+                   assumptions=a, notices=list(notices))
     hours = _online_time(load, settings, a, None)[1] / 3600
     for mode in MODES:
         pricing = Pricing.of(tbl, gen.model, mode.pricing)
@@ -306,4 +308,5 @@ def render_text(e: Estimate, class_dir: Path) -> str:
         lines.append(f"{m.mode.name:<8}{cost:>12}  {when} ({m.note})")
     lines.append("not included: re-asks after invalid output, retries after a thinking cut-off, "
                  "and students already graded in the store (reused at no cost)")
+    lines += [f"note: {n}" for n in e.notices]
     return "\n".join(lines)

@@ -30,7 +30,7 @@ from grader.config import models
 from grader.config.generation import configure
 from grader.config.settings import Settings, auto_backend, db_path, limits
 from grader.errors import BackendError, StoreError
-from grader.grading.context import RunContext, run_context, run_info
+from grader.grading.context import RunContext, run_context, run_info, why_graded_again
 from grader.grading.embeddings import EmbeddingReport
 from grader.intake.discover import Submission
 from grader.intake.isolation import Extractor
@@ -42,6 +42,7 @@ from grader.prompting.request import Usage
 from grader.quality import score_jump
 from grader.quality.gate import check_gate
 from grader.reports.write import write_outputs
+from grader.review.final import carried_over
 from grader.store import Store
 from grader.store.locks import Holder, RunLock
 
@@ -76,6 +77,10 @@ class RunSummary:
     cache_usd: float = 0.0  # creating and keeping the run's explicit caches (in cost_usd)
     uploads: int = 0  # files uploaded (reference files, media too large to send inline)
     embeddings: EmbeddingReport | None = None  # exemplars compared by Gemini embeddings
+    # graded again: why (what changed since the class's previous run), and the students with
+    # teacher decisions on that run / those whose decisions still apply
+    graded_again: list[str] = field(default_factory=list)
+    decisions_kept: tuple[int, int] = (0, 0)
 
     @property
     def ok(self) -> bool:
@@ -102,7 +107,7 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
     tbl = models.table(settings.models)
     name = backend.name if backend is not None else auto_backend(settings)
     gen = configure(settings, default_model(name, settings), name, tbl)  # before any call
-    subs = students(class_dir, settings, p.assignment_files)
+    subs = students(p)
     db = db_path(class_dir, settings)
     lock = RunLock(db)
     await lock.acquire(wait=settings.wait, on_wait=on_wait)
@@ -124,6 +129,9 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
                     if not settings.force and ctx.selection.only is None:  # calibrated?
                         check_gate(store.latest_calibration(ctx.class_key, ctx.fingerprint),
                                    settings, str(class_dir))
+                    for text in ctx.notices:
+                        if on_notice:
+                            on_notice(text)
                     if on_start:
                         on_start(len(subs), name, model)
                     return await _graded(ctx, subs, store, backend, tbl,
@@ -145,6 +153,12 @@ async def _graded(ctx: RunContext, subs: list[Submission], store: Store, backend
     store.interrupt_stale_runs()  # we hold the lock: anything 'running' is dead
     resumed = (store.unfinished_regrade(ctx.class_key, ctx.fingerprint, sel.mode,
                                         sel.as_dict()) if sel.mode != "normal" else None)
+    before = store.latest_run(ctx.class_key)
+    again = why_graded_again(before, ctx) if before is not None else []
+    if again and before is not None and on_notice:  # before anything is paid
+        on_notice(f"the grades of run {before.id} do not apply to this run: "
+                  + "; ".join(again) + "; the students are graded again (replies to requests "
+                  "that did not change are reused, not paid again)")
     run = store.begin_run(run_info(ctx, mode=sel.mode,
                                    epoch=resumed.epoch if resumed else None))
     sending: Sending | None = None
@@ -188,6 +202,9 @@ async def _graded(ctx: RunContext, subs: list[Submission], store: Store, backend
             summary.embeddings.cost_usd if summary.embeddings is not None else 0.0)
         summary.unpriced = spending.unpriced
         summary.budget, summary.tier = settings.budget, settings.tier
+    if again and before is not None:
+        summary.graded_again = again
+        summary.decisions_kept = carried_over(store, before.id, run.id)
     summary.wall_s = time.perf_counter() - started
     if settings.out is not None:
         summary.outputs = write_outputs(store, run.id, settings.out)

@@ -17,14 +17,20 @@ from pydantic import BaseModel
 
 from grader.config import models
 from grader.config.generation import Generation
-from grader.config.settings import DEFAULT_GEMINI_MODEL, Settings, redacting, rubric_path
+from grader.config.settings import (
+    DEFAULT_GEMINI_MODEL,
+    Settings,
+    find_config,
+    redacting,
+    rubric_path,
+)
 from grader.errors import ConfigError, InputError
 from grader.grading import exemplars
 from grader.grading.policy import Policy, Reconfigure, more_room
 from grader.grading.records import FlagRow
 from grader.grading.selection import Selection
 from grader.intake import injection
-from grader.intake.discover import Submission, discover
+from grader.intake.discover import Submission, check_class_folder, discover
 from grader.intake.extract import Extracted
 from grader.intake.redact import Redactor
 from grader.online.budget import Spending
@@ -212,18 +218,50 @@ def input_flags(ex: Extracted) -> tuple[FlagRow, ...]:
     return tuple(flags)
 
 
-def students(class_dir: Path, settings: Settings, assignment: tuple[Path, ...] = ()
-             ) -> list[Submission]:
-    """discover: the class's submissions (paths only), honouring --limit. `assignment`: the
-    rubric's reference files (never anyone's submission)."""
-    roster = settings.roster
-    if roster is None and (class_dir / "roster.csv").is_file():
-        roster = class_dir / "roster.csv"
-    subs = list(discover(class_dir, roster, assignment=assignment))
+def students(p: Plan) -> list[Submission]:
+    """discover: the class's submissions (paths only), honouring --limit; the rubric's
+    reference files are nobody's submission. A folder that is plainly not the class is refused
+    first (`check_class_folder`)."""
+    class_dir, settings = p.class_dir, p.settings
+    check_class_folder(class_dir)
+    subs = list(discover(class_dir, roster_path(p), assignment=p.assignment_files))
     if not subs:
         raise InputError("no submissions found in the class folder", path=class_dir,
                          fix="put one file or folder per student in it (see README: Intake)")
     return subs[: settings.limit] if settings.limit else subs
+
+
+def roster_path(p: Plan) -> Path | None:
+    """The roster: `--roster` / `roster`, else a roster.csv in the class folder, beside the
+    rubric, or beside the grader.toml in effect (where `grade init` puts the assignment's
+    files)."""
+    if p.settings.roster is not None:
+        return p.settings.roster
+    config = find_config(p.class_dir)
+    for folder in (p.class_dir, p.rubric_path.parent, config.parent if config else None):
+        if folder is not None and (folder / "roster.csv").is_file():
+            return folder / "roster.csv"
+    return None
+
+
+def roster_notices(p: Plan, subs: Sequence[Submission], redacting: bool) -> list[str]:
+    """What the teacher should know about the roster before a run: none found while names are
+    to be redacted, or students it does not list (they get no name)."""
+    where = f"put roster.csv (id,name,email) beside {p.rubric_path.name} or in the class " \
+            "folder, or pass --roster FILE"
+    if all(s.in_roster is None for s in subs):
+        if redacting and not any(s.name for s in subs):
+            return ["no roster: names the students wrote in their work cannot be replaced by "
+                    "placeholders before it is sent (e-mails, phone numbers and labelled "
+                    f"student numbers still are); {where}"]
+        return []
+    missing = sorted(s.student_id for s in subs if s.in_roster is False)
+    if not missing:
+        return []
+    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8
+                                      else "")
+    return [f"{len(missing)} submission(s) not in the roster (no name, and no name of theirs "
+            f"to redact): {shown}; add them to {roster_path(p)}"]
 
 
 def selection_of(settings: Settings) -> Selection:

@@ -242,6 +242,43 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# PyYAML's problems, in words a teacher can act on (matched on the problem's text).
+_YAML_HINTS = (
+    ("found character '\\t'", "a tab is used to indent; YAML needs spaces",
+     "replace the tabs at the start of the line by spaces"),
+    ("expected <block end>", "this line is indented differently from the lines before it in "
+     "the same item", "line it up with the other keys of its item (same number of spaces)"),
+    ("did not find expected key", "this line is indented differently from the lines before it "
+     "in the same item", "line it up with the other keys of its item (same number of spaces)"),
+    ("did not find expected '-' indicator", "this list item is indented differently from "
+     "the others", "start every item of the list with '- ' at the same indentation"),
+    ("mapping values are not allowed", "a ': ' where YAML expects none (text that contains "
+     "': ' must be quoted)", 'put the text in double quotes, e.g. description: "Note: ..."'),
+    ("could not find expected ':'", "a key without ':' after it, or a line that belongs to "
+     "the one before", "write `key: value`, or indent a continued line under its key"),
+    ("unexpected end of stream", "a quote or bracket is opened and never closed",
+     "close the quote or bracket"),
+)
+
+
+def _yaml_error(e: yaml.MarkedYAMLError, text: str, path: Path) -> RubricError:
+    """A YAML syntax error as the teacher sees the file: the line and column, the line
+    itself, what is wrong in plain words and how to fix it."""
+    problem = f"{e.problem or ''} {e.context or ''}"
+    # an unclosed quote is found at the end of the file: show where it was opened
+    mark = (e.context_mark if "end of stream" in problem and e.context_mark
+            else e.problem_mark or e.context_mark)
+    plain, fix = next(((p, f) for key, p, f in _YAML_HINTS if key in problem),
+                      (f"the YAML is not well formed ({(e.problem or 'syntax error').strip()})",
+                       "fix the YAML syntax at that line"))
+    if mark is None:
+        return RubricError(f"not valid YAML: {plain}", path=path, fix=fix)
+    lines = text.splitlines()
+    shown = lines[mark.line] if mark.line < len(lines) else ""
+    return RubricError(f"line {mark.line + 1}, column {mark.column + 1}: {plain}\n"
+                       f"    {shown}", path=path, fix=f"{fix} (line {mark.line + 1})")
+
+
 def parse_yaml(text: str, path: Path) -> Any:
     """YAML text through `_StrictLoader`; every problem is a RubricError with the line."""
     try:
@@ -249,6 +286,8 @@ def parse_yaml(text: str, path: Path) -> Any:
     except _YamlRefused as e:
         where = f"line {e.line}: " if e.line else ""
         raise RubricError(f"{where}{e}", path=path, fix=e.fix) from None
+    except yaml.MarkedYAMLError as e:
+        raise _yaml_error(e, text, path) from None
     except yaml.YAMLError as e:
         raise RubricError(f"not valid YAML: {e}", path=path,
                           fix="fix the YAML syntax at the line shown") from None

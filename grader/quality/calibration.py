@@ -36,7 +36,7 @@ from grader.escape import escape_text
 from grader.intake.isolation import Extractor
 from grader.online.pipeline import RunSummary, run_class
 from grader.outputs import mark_output_folder
-from grader.prompting.planning import plan, students
+from grader.prompting.planning import Plan, plan, students
 from grader.prompting.rubric import Rubric
 from grader.quality import evaluation
 from grader.quality.gate import below_bar
@@ -168,11 +168,12 @@ class Calibrated:
         return not self.failing
 
 
-def _sample_texts(class_dir: Path, settings: Settings) -> tuple[dict[str, str], int]:
+def _sample_texts(p: Plan) -> tuple[dict[str, str], int]:
     texts: dict[str, str] = {}
     skipped = 0
+    settings = p.settings
     with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as ex:
-        for sub in students(class_dir, settings):
+        for sub in students(p):
             try:
                 got = ex.extract(sub)
             except GraderError:
@@ -198,7 +199,7 @@ def calibrate(class_dir: Path, settings: Settings, *, n: int = DEFAULT_N,
     p = plan(class_dir, settings)
     book = out_dir(class_dir, settings) / WORKBOOK
     if not book.exists():
-        texts, skipped = _sample_texts(class_dir, settings)
+        texts, skipped = _sample_texts(p)
         if not texts:
             raise CalibrationError("no submission with text to calibrate on", path=class_dir,
                                    fix="put the students' submissions in the class folder")

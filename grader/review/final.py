@@ -205,3 +205,15 @@ def finals(store: Store, run_id: int, rubric: Rubric | None = None) -> Iterator[
         pct = fs.final_percent
         fs.band = rubric.band(pct) if pct is not None else None
         yield fs
+
+
+def carried_over(store: Store, before: int, after: int) -> tuple[int, int]:
+    """(students with a teacher decision on run `before`, how many of them keep one on run
+    `after`): a decision carries over to the same submission whose AI score it was made on
+    is unchanged."""
+    decisions = store.decisions()
+    had = {r.student_id for r in store.results(before)
+           if effective(decisions.get(r.student_id, ()), r)}
+    kept = {r.student_id for r in store.results(after)
+            if r.student_id in had and effective(decisions.get(r.student_id, ()), r)}
+    return len(had), len(kept)

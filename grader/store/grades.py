@@ -168,6 +168,13 @@ class Grades(StoreCore):
         return out
 
     @mapped
+    def flagged_reasons(self, class_dir: str) -> set[str]:
+        """The flag reasons the grades of a class carry (what `--retry-flagged` can take)."""
+        return {r[0] for r in self.conn.execute(
+            "SELECT DISTINCT f.reason FROM flags f JOIN grades g ON g.id = f.grade_id"
+            " JOIN runs r ON r.id = g.run_id WHERE r.class_dir = ?", (class_dir,))}
+
+    @mapped
     def record_outcome(self, o: OutcomeRecord) -> None:
         with self.atomic():
             if o.submission_id is None:  # otherwise upsert_submission wrote the student
