@@ -14,7 +14,7 @@ import pytest
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_big_class, make_class
-from _cli import grade
+from _cli import grade, q
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples" / "intro-python"
@@ -125,3 +125,53 @@ def test_the_estimate_counts_what_the_run_would_send_redacted_with_its_examples(
     assert sent.count("Alice Martin") == 0 and sent.count(header) == 13
     sent, _ = counted("--no-redact")
     assert sent.count("Alice Martin") == 1  # the teacher's choice, as for `grade run --no-redact`
+
+
+SMALLEST = re.compile(r"^budget: `grade run --budget (\d+\.\d{4})` is the smallest that grades "
+                      r"all 13 students sent", re.MULTILINE)
+INTAKE_FLAGS = {"binary", "empty", "missing"}  # the sample class's students flagged on purpose
+
+
+def graded_within(fake: FakeGemini, class_dir: Path, tmp_path: Path, budget: float) -> None:
+    """`grade run --budget` grades every student of the sample class that intake does not flag,
+    and neither the store nor the fake server counts a cent above the budget."""
+    fake.reset_stats()
+    db = tmp_path / f"{budget}.db"
+    code, output = grade("run", str(class_dir), "--db", str(db), "--out", str(tmp_path / "o"),
+                         "--budget", f"{budget}")
+    assert code == 0, output
+    rows = q(db, "SELECT status, reason FROM outcomes")
+    assert len(rows) == 16 and sum(s == "graded" for s, _ in rows) == 13, output
+    assert {r for s, r in rows if s != "graded"} == INTAKE_FLAGS
+    assert {s for s, _ in rows if s != "graded"} == {"flagged"}
+    spent = q(db, "SELECT SUM(cost_usd) FROM attempts")[0][0]
+    assert spent <= budget and fake.stats()["spend_usd"] <= budget
+    assert len(fake.stats()["billed_by_request"]) == 13
+
+
+def estimated(class_dir: Path) -> tuple[float, str]:
+    """`grade estimate CLASS_DIR`: the online cost, and all it printed."""
+    code, output = grade("estimate", str(class_dir))
+    assert code == 0, output
+    return float(dict((m, c) for m, c, _ in ROW.findall(output))["online"]), output
+
+
+@pytest.mark.today
+def test_the_estimates_smallest_budget_grades_the_sample_class(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    class_dir = sample_class(tmp_path)
+    online, output = estimated(class_dir)
+    smallest = SMALLEST.search(output)
+    assert smallest is not None, output
+    budget = float(smallest.group(1))
+    print(f"\nsamples/intro-python: online estimate ${online:.4f}, smallest budget ${budget}")
+    assert online < budget < 1.2 * online  # the expected cost, and room for one call
+    graded_within(gemini_env, class_dir, tmp_path, budget)
+
+
+@pytest.mark.today
+def test_a_budget_of_the_estimate_and_a_fifth_grades_the_sample_class(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    class_dir = sample_class(tmp_path)
+    online, _ = estimated(class_dir)
+    graded_within(gemini_env, class_dir, tmp_path, round(1.2 * online, 4))

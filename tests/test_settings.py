@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from grader.config.settings import auto_backend, resolve
 from grader.errors import ConfigError
+
+from _cli import grade
 
 
 def write_toml(folder: Path, body: str) -> Path:
@@ -66,3 +69,70 @@ def test_backend_selection(env: dict[str, str], flags: dict[str, str], expected:
 def test_api_key_is_secret(tmp_path: Path) -> None:
     s = resolve({}, env={"GRADER_API_KEY": "sk-very-secret"})
     assert "sk-very-secret" not in repr(s) and "sk-very-secret" not in str(s.model_dump())
+
+
+# --- a refused value names where it came from (through the CLI) --------------------------------
+
+
+@pytest.fixture
+def no_grader_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for var in [v for v in os.environ if v.startswith("GRADER_") and v != "GRADER_TODAY"]:
+        monkeypatch.delenv(var)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(("where", "named", "not_named"), [
+    ("flag", "budget: Input should be greater than 0 (from the flag --budget 0)", "grader.toml"),
+    ("env", "budget: Input should be greater than 0 (from the environment: GRADER_BUDGET=0)",
+     "grader.toml"),
+    ("file", "budget: Input should be greater than 0 (from {toml}: budget = 0)", "--budget"),
+])
+def test_a_bad_budget_names_its_own_source(no_grader_env: pytest.MonkeyPatch, tmp_path: Path,
+                                           where: str, named: str, not_named: str) -> None:
+    cls = write_toml(tmp_path / "hw", "budget = 0\n" if where == "file" else "concurrency = 2\n")
+    args = ["run", str(cls)]
+    if where == "flag":
+        args += ["--budget", "0"]
+    elif where == "env":
+        no_grader_env.setenv("GRADER_BUDGET", "0")
+    code, output = grade(*args)
+    toml = cls / "grader.toml"
+    assert code == 2 and named.format(toml=toml) in output, output
+    assert not_named not in output.replace(named.format(toml=toml), "")
+    assert (f"{toml}: invalid settings" in output) == (where == "file")  # its own value only
+
+
+def test_every_setting_names_its_source_and_only_flags_that_exist(
+        no_grader_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cls = write_toml(tmp_path / "hw", "rpm = 0\nbudget = 0\n")
+    no_grader_env.setenv("GRADER_CONCURRENCY", "0")
+    # --timeout sets timeout_s: the message names the flag the user typed, and a flag beats
+    # the file's bad budget
+    code, output = grade("run", str(cls), "--timeout", "0", "--budget", "1")
+    assert code == 2, output
+    toml = cls / "grader.toml"
+    for line in ("timeout_s: Input should be greater than 0 (from the flag --timeout 0)",
+                 "concurrency: Input should be greater than or equal to 1 (from the "
+                 "environment: GRADER_CONCURRENCY=0)",
+                 f"rpm: Input should be greater than or equal to 1 (from {toml}: rpm = 0)"):
+        assert line in output
+    assert "budget" not in output and "--timeout-s" not in output
+    fix = " ".join(output.split()).split("fix: ")[1]
+    assert sorted(fix.split("; ")) == ["correct it in " + str(toml), "correct or unset the "
+                                       "variable GRADER_CONCURRENCY", "pass --timeout a valid "
+                                       "value, or leave it out"]
+    # `grade estimate` takes --concurrency too
+    code, output = grade("estimate", str(cls), "--concurrency", "0")
+    assert code == 2 and "(from the flag --concurrency 0)" in output, output
+
+
+def test_removed_settings_and_resolve_callers_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"thinking_budget no longer exists \(set by the "
+                       r"environment: GRADER_THINKING_BUDGET=512\)"):
+        resolve({}, env={"GRADER_THINKING_BUDGET": "512"})
+    # a library caller's flag is named as given, never as an option the CLI may not have
+    with pytest.raises(ConfigError, match=r"\(from the settings given: budget=-1\)") as err:
+        resolve({"budget": -1.0}, env={})
+    assert "--budget" not in str(err.value) and err.value.path is None
+    with pytest.raises(ConfigError, match=r"\(from the settings given: api_key=\*\*\*\)"):
+        resolve({"api_key": 12345}, env={})  # a key is never shown

@@ -246,7 +246,7 @@ async def _complete_online(ctx: Context, run_id: int, follow_ups: list[Pending],
     """Re-asks of one run answered by online calls (at the online price), judged by the same
     policy (asked again while it says so), restored and stored like a batch result."""
     tbl = models.table(ctx.settings.models)
-    spending = spending_for(ctx.settings, ctx.run.gen, tbl)
+    spending = spending_for(ctx.settings, ctx.run.gen, tbl, len(ctx.run.p.rubric.all_criteria))
     assert spending is not None  # a batch backend is a paid API
     ledger = CallLedger(ctx.store, ctx.backend, run_id, spending=spending,
                         service_tier=ctx.settings.tier)

@@ -77,7 +77,20 @@ def _log_to(folder: Path) -> None:
 def _settings(class_dir: Path | None, *, with_out: bool = False, **flags: Any) -> Settings:
     """The command's settings, resolved once (`with_out`: a command that writes outputs, whose
     `out` defaults to reports/<class folder name>)."""
-    return resolve(flags, class_dir=class_dir, with_out=with_out)
+    return resolve(flags, class_dir=class_dir, with_out=with_out, flag_names=_flag_names(flags))
+
+
+def _flag_names(flags: dict[str, Any]) -> dict[str, str]:
+    """The option of the running command each flag came from (its long form, e.g. "timeout_s"
+    -> "--timeout"; "--no-redact" for a false --redact/--no-redact), so that a refused value
+    names the flag as the user typed it."""
+    ctx = click.get_current_context(silent=True)
+    out: dict[str, str] = {}
+    for param in ctx.command.params if ctx is not None else ():
+        if isinstance(param, click.Option) and param.name in flags:
+            off = flags[param.name] is False and param.secondary_opts
+            out[param.name] = max(param.secondary_opts if off else param.opts, key=len)
+    return out
 
 
 def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:

@@ -236,6 +236,8 @@ def _print_summary(s: Any) -> None:
 
 def _cost_line(s: Any) -> str:
     """The run's cost, with its budget; empty for a model without prices (local)."""
+    from grader.online.budget import usd_up
+
     if s.cost_usd is None:
         return ""
     tier = "" if s.tier == "standard" else f", {s.tier} tier"
@@ -244,9 +246,19 @@ def _cost_line(s: Any) -> str:
     if s.budget is not None:
         line += f"; budget ${s.budget:g}"
         if s.skipped_budget:
-            line += (f": {s.skipped_budget} students skipped, rerun with a larger --budget to "
-                     "continue (paid work is reused)")
+            line += (f": {_count(s.skipped_budget, 'student')} skipped, rerun with a larger "
+                     "--budget to continue (paid work is reused)")
+            if s.budget_needed is not None:
+                line += (f"; --budget {usd_up(s.budget_needed)} would grade them if their "
+                         "calls cost what `grade estimate` assumes")
+        if s.budget_shrunk:
+            line += (f"; {_count(s.budget_shrunk, 'call')} sent with a smaller output cap to "
+                     "fit it (with room for half again the answer and thinking expected)")
     return line + "\n"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _cache_line(s: Any) -> str:

@@ -7,17 +7,18 @@ and never written to the store or logs.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from grader.config.models import Level, packaged
-from grader.errors import ConfigError, RubricError, format_validation_error
+from grader.errors import ConfigError, RubricError
 from grader.intake.limits import DEFAULT_LIMITS, MB, Limits
 
 # The default model is the model table's (grader/data/models.toml): a current GA Flash model.
@@ -283,6 +284,53 @@ def find_config(start: Path) -> Path | None:
     return None
 
 
+# How an error names a value from each kind of source, and how it says to fix it.
+_NAMED = {
+    "flag": ("the flag {name} {value}", "pass {name} a valid value, or leave it out"),
+    "env": ("the environment: {name}={value}", "correct or unset the variable {name}"),
+    "file": ("{name}: {key} = {value}", "correct it in {name}"),
+    "caller": ("the settings given: {key}={value}", "correct the value given"),
+    "default": ("the default", "correct the value given"),
+}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where one setting's value came from, named in an error about it: a flag (`name`: the
+    command's option, e.g. --budget), the environment (the variable), grader.toml (its path),
+    the caller of `resolve` (a flag no command option stands for), or the default."""
+
+    kind: Literal["flag", "env", "file", "caller", "default"]
+    name: str = ""
+
+    def describe(self, key: str, value: Any) -> str:
+        """The value as its source spelled it, e.g. "the flag --budget 0" ("--no-redact": a
+        switch has no value to show)."""
+        switch = self.kind == "flag" and isinstance(value, bool)
+        shown = "***" if key in _SECRET_FIELDS else "" if switch else _shown(value, self.kind)
+        return _NAMED[self.kind][0].format(name=self.name, key=key, value=shown).strip()
+
+    def fix(self) -> str:
+        return _NAMED[self.kind][1].format(name=self.name)
+
+
+_SECRET_FIELDS = {"api_key"}
+
+
+def _shown(value: Any, kind: str) -> str:
+    if kind == "env":
+        text = str(value) if not isinstance(value, list) else ",".join(map(str, value))
+    elif kind == "file":
+        text = json.dumps(value, default=str, ensure_ascii=False)
+    elif isinstance(value, tuple | list):
+        text = ",".join(map(str, value))
+    elif isinstance(value, float) and value.is_integer():
+        text = str(int(value))  # as typed: --budget 0, not 0.0
+    else:
+        text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def resolve(
     flags: Mapping[str, Any] | None = None,
     *,
@@ -290,32 +338,74 @@ def resolve(
     config: Path | None = None,
     env: Mapping[str, str] | None = None,
     with_out: bool = False,
+    flag_names: Mapping[str, str] | None = None,
 ) -> Settings:
     """Merge flag > environment > grader.toml > default. `None` flags mean "not given".
     `with_out`: a command that writes outputs; `out` then defaults to reports/<class folder
-    name> (`out_dir`) when nothing else sets it."""
+    name> (`out_dir`) when nothing else sets it. `flag_names`: the command option each flag
+    came from (e.g. "timeout_s" -> "--timeout"), named when its value is refused; a flag
+    without one is named as given to `resolve`. A refused value is blamed on where it came
+    from: the flag, the environment variable or grader.toml."""
     env = os.environ if env is None else env
     layers: dict[str, Any] = {}
+    origin: dict[str, Origin] = {}
     cfg = config or (find_config(class_dir) if class_dir else None)
-    source = "defaults"
     if cfg is not None:
-        layers.update(_read_toml(cfg))
-        source = str(cfg)
-    layers.update(_from_env(env))
-    layers.update({k: v for k, v in (flags or {}).items() if v is not None})
+        from_file = _read_toml(cfg)
+        layers.update(from_file)
+        origin.update(dict.fromkeys(from_file, Origin("file", str(cfg))))
+    from_env = _from_env(env)
+    layers.update(from_env)
+    origin.update({k: Origin("env", var) for k, var in _env_names(env, from_env).items()})
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    layers.update(given)
+    names = flag_names or {}
+    origin.update({k: Origin("flag", names[k]) if k in names else Origin("caller")
+                   for k in given})
     for old, fix in _REMOVED.items():
         if old in layers:
-            raise ConfigError(f"the setting {old} no longer exists", path=source, fix=fix)
+            raise ConfigError(f"the setting {old} no longer exists (set by "
+                              f"{origin[old].describe(old, layers[old])})",
+                              path=_blamed_file([origin[old]]), fix=fix)
     if with_out and layers.get("out") is None and class_dir is not None:
         layers["out"] = default_out(class_dir)
     try:
         return Settings.model_validate(layers)
     except ValidationError as e:
-        raise ConfigError(
-            "invalid settings:\n" + format_validation_error(e),
-            path=source,
-            fix="correct the value in the flag, GRADER_* variable or grader.toml named above",
-        ) from None
+        raise _invalid(e, layers, origin) from None
+
+
+def _env_names(env: Mapping[str, str], found: Mapping[str, Any]) -> dict[str, str]:
+    """The variable each setting read from the environment came from."""
+    out = {}
+    for key in found:
+        prefixed = ENV_PREFIX + key.upper()
+        out[key] = prefixed if env.get(prefixed) else next(
+            (var for var, field in _SDK_ENV.items() if field == key and env.get(var)), prefixed)
+    return out
+
+
+def _blamed_file(origins: list[Origin]) -> str | None:
+    """The grader.toml to put in front of the message when it is where every bad value is."""
+    files = {o.name for o in origins if o.kind == "file"}
+    return files.pop() if len(files) == 1 and all(o.kind == "file" for o in origins) else None
+
+
+def _invalid(e: ValidationError, layers: Mapping[str, Any],
+             origin: Mapping[str, Origin]) -> ConfigError:
+    """One line per refused value, naming where it came from; one fix per source."""
+    lines, blamed = [], []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        key = str(err["loc"][0]) if err["loc"] else ""
+        where = origin.get(key, Origin("default")) if key in layers else None
+        if where is not None:
+            blamed.append(where)
+        lines.append(f"  {loc}: {err['msg']}"
+                     + (f" (from {where.describe(key, layers[key])})" if where else ""))
+    fixes = list(dict.fromkeys(o.fix() for o in blamed))
+    return ConfigError("invalid settings:\n" + "\n".join(lines), path=_blamed_file(blamed),
+                       fix="; ".join(fixes) or "correct the values named above")
 
 
 def auto_backend(settings: Settings, env: Mapping[str, str] | None = None) -> str:

@@ -14,7 +14,6 @@ explicit-cache minimum.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -29,11 +28,17 @@ from grader.grading.context import offline_context
 from grader.grading.prepare import Prepared, prepare_offline
 from grader.intake.isolation import Extractor
 from grader.intake.limits import DEFAULT_LIMITS
+from grader.online.budget import (
+    CallCost,
+    Expected,
+    Spending,
+    local_tokens,
+    smallest_budget,
+    usd_up,
+)
 from grader.online.caching import token_bound
 from grader.prompting.planning import Plan, default_model, plan, prefix_request, students
 from grader.prompting.request import GradeRequest, Usage
-
-_PDF_PAGE = re.compile(rb"/Type\s*/Page(?!s)")
 
 
 @dataclass(frozen=True)
@@ -137,25 +142,14 @@ class Estimate:
     assumptions: EstimateAssumptions
     modes: list[ModeEstimate] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # what the run would say first
-
-
-def local_tokens(req: GradeRequest, media: models.Media) -> int:
-    """About four characters a token; images and PDF pages as Gemini 3 bills them."""
-    chars = len(req.system) + len(req.static_prefix)
-    chars += sum(len(p.text or "") for p in req.student_parts)
-    tokens = -(-chars // 4)
-    for p in req.student_parts:
-        if p.data is not None:
-            pages = len(_PDF_PAGE.findall(p.data)) or 1
-            tokens += (media.pdf_page_tokens * pages if p.mime_type == "application/pdf"
-                       else media.image_tokens)
-    return tokens
+    budget: float | None = None  # the smallest --budget that grades the class (None: no price)
+    tier: str = "standard"
 
 
 def _requests(p: Plan, class_dir: Path, settings: Settings, gen: Generation, backend: str
               ) -> tuple[int, int, list[GradeRequest], tuple[str, ...]]:
     """How many students and rubric criteria there are, and every request the class would send
-    to `backend` (first asks only; without the reference files, which `_prefix` counts once),
+    to `backend` (first asks only; with the reference files, which `_prefix` counts once),
     prepared as the run prepares them (`prepare`): redacted as the run would redact them
     (countTokens is a call to Google: it gets no more of a student than the run would), with
     the graded examples the run would show; students flagged at intake or whose request would
@@ -164,8 +158,7 @@ def _requests(p: Plan, class_dir: Path, settings: Settings, gen: Generation, bac
     with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:
         ctx = offline_context(p, gen, backend, subs, extractor)
         prepared = asyncio.run(prepare_offline(ctx, subs))
-    out = [got.req.model_copy(update={"reference_parts": ()}) for got in prepared
-           if isinstance(got, Prepared) and got.unsent is None]
+    out = [got.req for got in prepared if isinstance(got, Prepared) and got.unsent is None]
     return len(subs), len(p.rubric.all_criteria), out, ctx.notices
 
 
@@ -226,8 +219,9 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
     model = default_model(name if api else "gemini", settings)
     gen = configure(settings, model, name if api else "gemini", tbl)
     p = plan(class_dir, settings)
-    total, n_crit, reqs, notices = _requests(p, class_dir, settings, gen,
+    total, n_crit, sent, notices = _requests(p, class_dir, settings, gen,
                                              name if api else "gemini")
+    reqs = [r.model_copy(update={"reference_parts": ()}) for r in sent]  # counted once
 
     def count(batch: list[GradeRequest]) -> list[int]:
         return asyncio.run(_count(create(name, settings=settings), batch, settings.concurrency))
@@ -241,8 +235,8 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
         counted_by = ("local estimate (no Gemini credentials): about 4 characters a token, "
                       f"{tbl.media.image_tokens} an image, {tbl.media.pdf_page_tokens} a PDF page")
     a = tbl.estimate
-    answer = a.answer_tokens_per_criterion * n_crit + a.answer_tokens_fixed
-    thinking = a.thinking_tokens.get(gen.thinking_level, 0) if gen.thinking_level else 0
+    expected = Expected.of(a, n_crit)
+    answer, thinking = expected.answer_tokens, expected.thinking(gen.thinking_level)
     load = Load(calls=len(reqs), input_tokens=sum(counts), answer_tokens=answer * len(reqs),
                 thinking_tokens=thinking * len(reqs))
     day = day or models.today()
@@ -265,7 +259,28 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
                        if prefix.minimum is not None else "and the model table has no cache "
                        f"minimum for {gen.model}") + "; implicit caching may still apply")
         out.modes.append(ModeEstimate(mode, cost, mode.time(load, settings, a, cost), note))
+    out.tier = settings.tier
+    out.budget = _smallest_budget(Spending(Pricing.of(tbl, gen.model, settings.tier), tbl.media,
+                                           expected=expected),
+                                  sent, counts, prefix.references, day)
     return out
+
+
+def _smallest_budget(spending: Spending, sent: list[GradeRequest], counts: list[int],
+                     references: int, day: date) -> float | None:
+    """The smallest `--budget` that grades the class under the budget's rule
+    (`budget.smallest_budget`): each call's expected cost, from its counted input and the
+    assumed output, and the least it may hold (its input bound and its smallest output cap);
+    None without a price."""
+    calls = []
+    for req, tokens in zip(sent, counts, strict=True):
+        usd = spending.pricing.cost(Usage(prompt_tokens=tokens + references,
+                                          output_tokens=spending.expected_output(req)), day)
+        if usd is None:
+            return None
+        q = spending.quote(req, day)
+        calls.append(CallCost(usd, q.usd(q.least)))
+    return smallest_budget(calls)
 
 
 def duration(seconds: float) -> str:
@@ -306,6 +321,13 @@ def render_text(e: Estimate, class_dir: Path) -> str:
         when = (f"~{duration(high)}" if low == high else
                 f"up to {duration(high)}" if low == 0 else f"{duration(low)} to {duration(high)}")
         lines.append(f"{m.mode.name:<8}{cost:>12}  {when} ({m.note})")
+    if e.budget is not None and e.sent:
+        tier = "" if e.tier == "standard" else f" at the {e.tier} tier"
+        lines.append(
+            f"budget: `grade run --budget {usd_up(e.budget)}` is the "
+            f"smallest that grades all {e.sent} students sent{tier}, if their calls cost what is "
+            "assumed above: their cost, plus room for the last call's worst case (its input "
+            "bounded by its bytes, its output cap cut to half again the output assumed)")
     lines.append("not included: re-asks after invalid output, retries after a thinking cut-off, "
                  "and students already graded in the store (reused at no cost)")
     lines += [f"note: {n}" for n in e.notices]

@@ -11,7 +11,10 @@ request is paid for at most once.
 - Money (`budget.Spending`): before a request leaves, its worst case is reserved against the
   run's `--budget` and spend-rate limit (a student who cannot be afforded raises
   `BudgetExceeded`); when the reply arrives its real cost is computed from its usage and stored
-  with it.
+  with it. Close to the budget a request may be sent with a smaller output cap (the budget's
+  rule 3): it is then another request, with its own key, and a reply cut at that cap is kept
+  (it was paid for) but not judged: the student is skipped for the budget, never flagged for
+  a cap the budget chose.
 """
 
 from __future__ import annotations
@@ -111,10 +114,12 @@ class CallLedger:
     async def call(self, req: GradeRequest, record: RequestRecord, *, student_id: str,
                    submission_id: int, sample: int, n: int,
                    redaction: Mapping[str, str] | None = None,
-                   prepare: Callable[[GradeRequest], Awaitable[GradeRequest]] | None = None
-                   ) -> Called:
+                   prepare: Callable[[GradeRequest], Awaitable[GradeRequest]] | None = None,
+                   shrink: str | None = None) -> Called:
         """`prepare` runs only when the request is really sent (no stored reply, none in
-        flight): it names the run's cache and uploads what is too big to send inline."""
+        flight): it names the run's cache and uploads what is too big to send inline.
+        `shrink`: the request's salt (`salt`), given when it may be sent with a smaller output
+        cap where only that fits the budget (it is then keyed as sent, with this salt)."""
         stored = self.store.response_for(record.hash)
         if stored is not None:
             self.counters.reused += 1
@@ -127,10 +132,16 @@ class CallLedger:
             self.counters.reused += 1
             return Called(reply, None)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._inflight[record.hash] = future
+        key = record.hash  # as asked: `record` becomes the request as sent
+        self._inflight[key] = future
         try:
-            hold = await self.spending.reserve(req) if self.spending is not None else None
+            hold = (await self.spending.reserve(req, shrink=shrink is not None)
+                    if self.spending is not None else None)
+            asked = req
             try:  # from here the reservation is given back whatever happens
+                if hold is not None and shrink is not None and hold.cap < req.max_output_tokens:
+                    req = req.model_copy(update={"max_output_tokens": hold.cap})
+                    record = describe(req, record.prefix_hash or "", shrink)
                 if prepare is not None:
                     req = await prepare(req)
                 attempt_id = self.store.begin_attempt(
@@ -150,6 +161,9 @@ class CallLedger:
             cost = self.spending.settle(hold, resp.usage) if self.spending is not None else None
             self._keep(attempt_id, record.hash, resp, cost)
             self._watch(req.model, resp)
+            if req is not asked and resp.blocked_reason == "MAX_TOKENS":
+                assert self.spending is not None
+                raise self.spending.cut_short(asked, req.max_output_tokens)
             reply = Reply(resp.text, resp.finish_reason, resp.blocked_reason, resp.model_version,
                           resp.usage.thinking_tokens, resp.usage.output_tokens)
             future.set_result(reply)
@@ -162,7 +176,7 @@ class CallLedger:
             future.exception()  # retrieved here: waiters (if any) re-raise it themselves
             raise
         finally:
-            del self._inflight[record.hash]
+            del self._inflight[key]
 
     def _keep(self, attempt_id: int, request_hash: str, resp: GradeResponse,
               cost: float | None) -> None:

@@ -67,6 +67,8 @@ class RunSummary:
     cost_usd: float | None = None  # None: nothing priced (a local model, or no table price)
     unpriced: int = 0  # calls the model table had no price for
     budget: float | None = None
+    budget_needed: float | None = None  # what a rerun needs for the students it skipped
+    budget_shrunk: int = 0  # calls sent with a smaller output cap to fit the budget
     tier: str = "standard"
     outcomes: list[Outcome] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
@@ -148,7 +150,7 @@ async def _graded(ctx: RunContext, subs: list[Submission], store: Store, backend
                   on_notice: Callable[[str], None] | None) -> RunSummary:
     started = time.perf_counter()
     p, gen, sel, settings = ctx.p, ctx.gen, ctx.selection, ctx.p.settings
-    spending = spending_for(settings, gen, tbl)
+    spending = spending_for(settings, gen, tbl, len(p.rubric.all_criteria))
     store.save_prefix(ctx.prefix, p.system, p.static_prefix, p.response_schema)
     store.interrupt_stale_runs()  # we hold the lock: anything 'running' is dead
     resumed = (store.unfinished_regrade(ctx.class_key, ctx.fingerprint, sel.mode,
@@ -202,6 +204,7 @@ async def _graded(ctx: RunContext, subs: list[Submission], store: Store, backend
             summary.embeddings.cost_usd if summary.embeddings is not None else 0.0)
         summary.unpriced = spending.unpriced
         summary.budget, summary.tier = settings.budget, settings.tier
+        summary.budget_needed, summary.budget_shrunk = spending.needed(), spending.shrunk
     if again and before is not None:
         summary.graded_again = again
         summary.decisions_kept = carried_over(store, before.id, run.id)

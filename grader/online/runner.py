@@ -169,9 +169,12 @@ class Runner:
         in) and the attempts it paid for."""
         replies: list[Reply] = []
         attempts: list[int] = []
+        key_salt = salt(sample, got.epoch)
+        more_room = False  # a retry after a thinking cut-off: never with a smaller cap
         while True:
-            record = describe(req, self.ctx.prefix, salt(sample, got.epoch))
-            called = await self._call(got, req, record, sample, len(replies) + 1)
+            record = describe(req, self.ctx.prefix, key_salt)
+            called = await self._call(got, req, record, sample, len(replies) + 1,
+                                      shrink=None if more_room else key_salt)
             replies.append(called.reply)
             if called.attempt_id is not None:
                 attempts.append(called.attempt_id)
@@ -182,13 +185,15 @@ class Runner:
             if isinstance(verdict, Reconfigure):  # thinking used the whole output cap
                 req = req.model_copy(update={"max_output_tokens": verdict.max_output_tokens,
                                              "thinking_level": verdict.thinking_level})
+                more_room = True
                 continue
             return verdict, attempts
 
     async def _call(self, got: Prepared, req: GradeRequest, record: RequestRecord,
-                    sample: int, n: int) -> Called:
+                    sample: int, n: int, *, shrink: str | None = None) -> Called:
         """One ledger call; sent again when the cache or a file it named was gone (the request's
-        hash does not depend on either, so nothing paid for is lost)."""
+        hash does not depend on either, so nothing paid for is lost). `shrink`: see
+        `CallLedger.call`."""
         assert got.submission_id is not None
         for tries in range(GONE_RETRIES + 1):
             sent: dict[str, GradeRequest] = {}
@@ -200,7 +205,8 @@ class Runner:
             try:
                 return await self.ledger.call(req, record, student_id=got.student_id,
                                               submission_id=got.submission_id, sample=sample,
-                                              n=n, redaction=got.mapping, prepare=ready)
+                                              n=n, redaction=got.mapping, prepare=ready,
+                                              shrink=shrink)
             except BackendError as e:
                 if (e.gone is None or tries == GONE_RETRIES
                         or not await self.sending.recover(e, sent)):

@@ -33,7 +33,7 @@ from grader.intake import injection
 from grader.intake.discover import Submission, check_class_folder, discover
 from grader.intake.extract import Extracted
 from grader.intake.redact import Redactor
-from grader.online.budget import Spending
+from grader.online.budget import Expected, Spending
 from grader.online.ledger import prefix_hash, sha256
 from grader.outputs import check_out_dir
 from grader.prompting import schema
@@ -165,8 +165,10 @@ def thinking_retry(gen: Generation) -> Reconfigure | None:
     return more_room(gen.max_output_tokens, gen.thinking_level, limit, lower)
 
 
-def spending_for(settings: Settings, gen: Generation, tbl: models.ModelTable) -> Spending | None:
-    """Prices, --budget and the spend-rate limit of a run on a paid API (None for local)."""
+def spending_for(settings: Settings, gen: Generation, tbl: models.ModelTable,
+                 criteria: int | None = None) -> Spending | None:
+    """Prices, --budget and the spend-rate limit of a run on a paid API (None for local).
+    `criteria`: the rubric's, for what a call is expected to write (`budget.Expected`)."""
     if gen.surface is None:
         return None  # a local model costs nothing: there is nothing to price or cap
     pricing = models.Pricing.of(tbl, gen.model, settings.tier)
@@ -176,7 +178,8 @@ def spending_for(settings: Settings, gen: Generation, tbl: models.ModelTable) ->
             "has none", fix=f'add a price row under [grader.models."{gen.model}"] in '
             "grader.toml (README: Configuration), or leave --budget unset")
     return Spending(pricing, tbl.media, budget=settings.budget,
-                    per_10min=settings.spend_per_10min)
+                    per_10min=settings.spend_per_10min,
+                    expected=None if criteria is None else Expected.of(tbl.estimate, criteria))
 
 
 def config_hash(req: GradeRequest, samples: int = 1, exemplars: str | None = None) -> str:
