@@ -190,7 +190,8 @@ async def _graded(ctx: RunContext, subs: list[Submission], store: Store, backend
         summary.budget, summary.tier = settings.budget, settings.tier
     summary.wall_s = time.perf_counter() - started
     if settings.out is not None:
-        summary.outputs = write_outputs(store, run.id, settings.out)
+        summary.outputs = write_outputs(store, run.id, settings.out,
+                                        handouts=settings.handouts)
     return summary
 
 
