@@ -124,7 +124,7 @@ def test_examples_from_another_class_leave_no_trace_on_the_students_pages(
     out = tmp_path / "B_out"
     code, output = grade("run", str(b), "--db", str(tmp_path / "B.sqlite"), "--out", str(out),
                          "--exemplars", "3", "--exemplar-db", str(a_db),
-                         "--exemplar-similarity", "tfidf")
+                         "--exemplar-similarity", "tfidf", "--handouts", "all")  # unreviewed
     assert code == 0, output
 
     calls = [r for r in gemini_env.requests() if r["endpoint"] == "generateContent"]

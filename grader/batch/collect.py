@@ -156,7 +156,8 @@ async def collect(ctx: Context) -> Collected:
     for run_id, candidates in out.candidates.items():
         out.injection_suspected += score_jump.check_run(ctx.store, run_id, candidates)
     if ctx.settings.out is not None and touched and ctx.report_run is not None:
-        out.outputs = write_outputs(ctx.store, ctx.report_run, ctx.settings.out)
+        out.outputs = write_outputs(ctx.store, ctx.report_run, ctx.settings.out,
+                                    handouts=ctx.settings.handouts)
     return out
 
 

@@ -139,6 +139,7 @@ def batch_status(class_dir: Path, **flags: Any) -> None:
 @click.argument("class_dir", required=False, default=".", type=opt.FOLDER)
 @_batch_options
 @_reask_option
+@opt.HANDOUTS
 @click.option("--wait", "wait_done", is_flag=True,
               help="Poll (with a growing wait) until every job is done.")
 @_handle_errors
@@ -182,6 +183,7 @@ def batch_cancel(job: str, class_dir: Path, **flags: Any) -> None:
 @_batch_options
 @_submit_options
 @_reask_option
+@opt.HANDOUTS
 @_handle_errors
 def batch_sync(class_dir: Path, only: tuple[str, ...], retry_failed: bool,
                **flags: Any) -> None:

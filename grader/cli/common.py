@@ -135,6 +135,13 @@ def _print_written(paths: list[Path]) -> None:
     for folder, n in folders.items():
         view = "teacher view" if folder.name == "students" else "student view, to hand out"
         click.echo(f"wrote {folder}/ ({n} student pages, {view})")
+    for folder, n in folders.items():
+        if folder.name == "students":
+            missing = n - folders.get(folder.parent / "handouts", 0)
+            if missing:
+                click.echo(f"  {missing} of {n} students have no handout: one is written once "
+                           "the grade is reviewed or approved and may leave (--handouts all: "
+                           "every grade that may leave, stamped \"not yet reviewed\")")
     fresh = next((p for p in paths if p.suffix == ".xlsx"), None)
     if fresh is not None and fresh.name != "review.xlsx":
         click.echo(f"note: {fresh.parent / 'review.xlsx'} was left as it is (it is the file "

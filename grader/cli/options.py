@@ -42,6 +42,11 @@ DB = SharedOption("--db", type=FILE,
 RUN = SharedOption("--run", "run_id", type=int,
                           help="Run id [default: the latest run of CLASS_DIR].")
 ROSTER = SharedOption("--roster", type=FILE, help="Roster CSV.")
+HANDOUTS = SharedOption(
+    "--handouts", type=click.Choice(["reviewed", "all"]),
+    help="Which handouts (handouts/, the pages for students) to write: reviewed = grades a "
+         "teacher reviewed or approved; all = every grade that may leave, each one not yet "
+         "reviewed stamped so [default: reviewed].")
 BACKEND = SharedOption(
     "--backend", help="gemini | enterprise (vertex) | local [default: gemini if a key is set].")
 MODEL = SharedOption("--model", help="Model name.")

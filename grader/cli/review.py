@@ -28,13 +28,19 @@ def review() -> None:
 @click.option("--dry-run", is_flag=True, help="Show what would change, per student; store "
                                                 "nothing.")
 @click.option("--force", is_flag=True, help="On a conflict, store the workbook's value.")
+@opt.HANDOUTS.with_help(
+    "Which handouts (handouts/, the pages for students) to write: reviewed = grades a teacher "
+    "reviewed or approved; all = every grade that may leave, each one not yet reviewed "
+    "stamped so [default: the class's `handouts` setting, else reviewed].")
 @_handle_errors
 def review_import(workbook: Path, db: Path | None, out: Path | None, dry_run: bool,
-                  force: bool) -> None:
-    """Merge WORKBOOK's changed cells into the store (scores, feedback, notes, approvals)."""
+                  force: bool, handouts: Any) -> None:
+    """Merge WORKBOOK's changed cells into the store (scores, feedback, notes, approvals).
+    WORKBOOK must be an .xlsx file."""
     from grader.review.importing import import_and_report, report_lines
 
-    result, paths = import_and_report(workbook, db, out, force=force, dry_run=dry_run)
+    result, paths = import_and_report(workbook, db, out, force=force, dry_run=dry_run,
+                                      handouts=handouts)
     for line in report_lines(result):
         click.echo(terminal_safe(line))
     _print_written(paths)
@@ -69,8 +75,8 @@ def export(out: Path, fmt: str, db: Path | None, **options: Any) -> None:
     if r.never_reviewed:
         click.echo(f"  {r.never_reviewed} of them were never reviewed by a teacher (the AI's "
                    "grade as it stands); --approved-only exports approved grades only")
-    if r.scale:
-        click.echo(f"  totals scaled from {r.scale[0]:g} to {r.scale[1]:g} points")
+    for line in r.scale_lines():
+        click.echo(f"  {line}")
     if r.withheld_path is not None:
         click.echo(f"  {len(r.withheld)} students withheld (left out of the file): listed with "
                    f"the reason in {r.withheld_path}")

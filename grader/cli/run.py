@@ -43,6 +43,7 @@ def init(folder: Path) -> None:
 @opt.RUBRIC
 @opt.OUT
 @opt.DB
+@opt.HANDOUTS
 @opt.BACKEND
 @opt.MODEL
 @opt.MODEL_PATH
@@ -308,10 +309,11 @@ def estimate(class_dir: Path, **flags: Any) -> None:
 @opt.DB
 @_handle_errors
 def status(class_dir: Path, db: Path | None) -> None:
-    """Show what the store holds for CLASS_DIR."""
+    """Show what the store holds for CLASS_DIR: the latest run, its review progress and what
+    an export would withhold."""
     from grader.reports.status import class_status
 
-    click.echo(class_status(class_dir, _settings(class_dir, db=db)))
+    click.echo(terminal_safe(class_status(class_dir, _settings(class_dir, db=db))))
 
 
 @click.command()
@@ -319,10 +321,12 @@ def status(class_dir: Path, db: Path | None) -> None:
 @opt.DB
 @opt.OUT
 @opt.RUN
+@opt.HANDOUTS
 @_handle_errors
-def report(class_dir: Path, db: Path | None, out: Path | None, run_id: int | None) -> None:
+def report(class_dir: Path, db: Path | None, out: Path | None, run_id: int | None,
+           handouts: str | None) -> None:
     """Regenerate every output from the store (no model is called)."""
     from grader.reports.write import regenerate
 
-    settings = _settings(class_dir, db=db, out=out)
+    settings = _settings(class_dir, db=db, out=out, handouts=handouts)
     _print_written(regenerate(class_dir, settings, run_id))

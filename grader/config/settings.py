@@ -46,6 +46,10 @@ class Settings(BaseModel):
         default=None, description="output folder; None = reports/<class folder name>")
     db: Path | None = Field(
         default=None, description="the SQLite store; None = CLASS_DIR/.grader/grader.sqlite")
+    handouts: Literal["reviewed", "all"] = Field(
+        default="reviewed", description="which handouts (handouts/, the pages for students) "
+        "the reports include: reviewed = grades a teacher reviewed or approved; all = every "
+        "grade that may leave, those not reviewed stamped \"not yet reviewed\"")
     limit: int | None = Field(default=None, ge=1, description="only the first N students")
     regrade: bool = Field(
         default=False, description="ask the model again even where a grade is stored (resumable)")

@@ -210,7 +210,8 @@ async def _graded(ctx: RunContext, subs: list[Submission], store: Store, backend
         summary.decisions_kept = carried_over(store, before.id, run.id)
     summary.wall_s = time.perf_counter() - started
     if settings.out is not None:
-        summary.outputs = write_outputs(store, run.id, settings.out)
+        summary.outputs = write_outputs(store, run.id, settings.out,
+                                        handouts=settings.handouts)
     return summary
 
 

@@ -27,7 +27,7 @@ from grader.quality.evaluation import for_report
 from grader.reports.excel import write_workbook
 from grader.reports.html import student_filename, write_html
 from grader.reports.stats import agreement, criterion_stats
-from grader.review.final import FinalStudent, finals, load_rubric, review_queue
+from grader.review.final import FinalStudent, HandoutMode, finals, load_rubric, review_queue
 from grader.store import Store
 
 __all__ = ["workbook_target", "write_reports"]
@@ -114,10 +114,12 @@ def _parallel(store: Store, students: int, parallel: bool | None) -> bool:
 
 
 def write_reports(store: Store, run_id: int, out_dir: Path, keep: Path | None = None,
-                  parallel: bool | None = None) -> list[Path]:
+                  parallel: bool | None = None, handouts: HandoutMode = "reviewed"
+                  ) -> list[Path]:
     """Write the review workbook, report.html, students/ and handouts/; returns the paths
     written. `keep`: a workbook that must not be overwritten (the one being imported).
-    `parallel`: write the workbook in a second process (default: for large classes)."""
+    `parallel`: write the workbook in a second process (default: for large classes).
+    `handouts`: which handouts to write (`FinalStudent.handout`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rubric = load_rubric(store, run_id)
@@ -125,17 +127,17 @@ def write_reports(store: Store, run_id: int, out_dir: Path, keep: Path | None = 
     if not _parallel(store, len(store.run_student_ids(run_id)), parallel):
         students = review_queue(finals(store, run_id, rubric))
         paths = [_workbook(store, run_id, target, students)]
-        return paths + _html(store, run_id, rubric, students, out_dir)
+        return paths + _html(store, run_id, rubric, students, out_dir, handouts)
     spawn = multiprocessing.get_context("spawn")  # never fork: the caller may hold threads
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
         book: Future[Path] = pool.submit(_workbook_in_child, store.path, run_id, target)
         students = review_queue(finals(store, run_id, rubric))  # while the child starts
-        html = _html(store, run_id, rubric, students, out_dir)
+        html = _html(store, run_id, rubric, students, out_dir, handouts)
         return [book.result(), *html]
 
 
 def _html(store: Store, run_id: int, rubric: Rubric, students: list[FinalStudent],
-          out_dir: Path) -> list[Path]:
+          out_dir: Path, handouts: HandoutMode) -> list[Path]:
     human = for_report(store, store.run(run_id).class_dir, rubric, students)
     return write_html(store, run_id, rubric, students, criterion_stats(students),
-                      agreement(students), out_dir, human)
+                      agreement(students), out_dir, human, handouts=handouts)

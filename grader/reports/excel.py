@@ -35,7 +35,7 @@ from grader.escape import escape_text, unescape_text
 from grader.grading.records import Run
 from grader.prompting.rubric import Criterion, Rubric
 from grader.reports.stats import CriterionStats, run_cost
-from grader.review.final import FinalStudent
+from grader.review.final import FinalCriterion, FinalStudent
 from grader.store import Store
 
 HOWTO, SUMMARY, FEEDBACK, CRITERIA, RUN, META = (
@@ -52,6 +52,9 @@ NOTE_HEADER = "Private note (never shown to the student)"
 APPROVED_HEADER = "Approved"
 CRIT_ID_HEADER = "Criterion ID"
 TEACHER_FEEDBACK_HEADER = "Teacher feedback to the student"
+SHOWN_HEADER = "Shown to the student"  # read only: which feedback a student reads
+HELD = ("nothing yet: you changed the score; keep the AI feedback (copy it into the column on "
+        "the left, as it is or edited) or write your own")
 ALIASES = {COMMENT_HEADER: ("Teacher comment",), TEACHER_FEEDBACK_HEADER: ("Teacher feedback",)}
 BASE_HEADER = ("student_id", "submission_id", "base")  # first row of the base table in META
 # the largest spread of the model's samples on a criterion, as a share of its maximum
@@ -178,6 +181,8 @@ class _Formats:
         self.final = wb.add_format({**base, "bold": True})
         self.red = wb.add_format({"bg_color": "#F8D7DA"})
         self.amber = wb.add_format({"bg_color": "#FFE5B4"})
+        self.held = wb.add_format({**base, "bg_color": "#FFE5B4", "text_wrap": True,
+                                   "bold": True})
         self.title = wb.add_format({"bold": True, "font_size": 14})
         self.bold = wb.add_format({"bold": True, "text_wrap": True, "valign": "top"})
         self.locked_wrap = wb.add_format({"text_wrap": True, "valign": "top"})
@@ -244,7 +249,15 @@ def _howto(wb: Any, f: _Formats, rubric: Rubric, run: Run) -> None:
         ("", f"“{COMMENT_HEADER}” (Summary) and “{TEACHER_FEEDBACK_HEADER}” (Feedback sheet, "
              "one per criterion) reach the student: on their page and in the Moodle feedback "
              f"column. “{NOTE_HEADER}” is yours alone: it is never on a student page or in an "
-             "export."),
+             "export, and it does not mark the row reviewed."),
+        ("", "When you change a criterion's score, the AI's feedback for it was written for "
+             "the AI's score: it is no longer shown to the student until you decide. To keep "
+             f"it, copy it into “{TEACHER_FEEDBACK_HEADER}” (as it is or edited); or write your "
+             f"own there. “{SHOWN_HEADER}” says what the student reads (as of when this file "
+             "was written); the import lists every criterion still waiting."),
+        ("", "Handouts (the students' pages) are written once a grade is reviewed or approved "
+             "and may leave; `--handouts all` writes the others too, stamped “not yet "
+             "reviewed”."),
         ("", "Final columns show what counts: your value where you gave one, else the AI's."),
         ("bold", "Sorting, filtering, several reviewers"),
         ("", "Sort and filter freely (Data > Sort, or the filter arrows): the sheets are "
@@ -395,9 +408,10 @@ def _summary(wb: Any, f: _Formats, rubric: Rubric, students: Sequence[FinalStude
 def _feedback(wb: Any, f: _Formats, students: Sequence[FinalStudent]) -> None:
     ws = wb.add_worksheet(FEEDBACK)
     headers = [ID_HEADER, NAME_HEADER, CRIT_ID_HEADER, "Criterion", "Max", "AI score",
-               "Justification", "Evidence", "AI feedback", TEACHER_FEEDBACK_HEADER]
-    widths = [14, 20, 14, 22, 6, 9, 50, 40, 50, 50]
-    _header(ws, f, headers, widths, wrap=(3, 6, 7, 8, 9))
+               "Justification", "Evidence", "AI feedback", TEACHER_FEEDBACK_HEADER,
+               SHOWN_HEADER]
+    widths = [14, 20, 14, 22, 6, 9, 50, 40, 50, 50, 28]
+    _header(ws, f, headers, widths, wrap=(3, 6, 7, 8, 9, 10))
     ws.freeze_panes(1, 3)
     rows = sum(len(s.criteria) for s in students)
     ws.autofilter(0, 0, max(rows, 1), len(headers) - 1)
@@ -429,6 +443,10 @@ def _feedback(wb: Any, f: _Formats, students: Sequence[FinalStudent]) -> None:
                 if text:
                     put_s(r, col, text, fmt)
                     tall = max(tall, _lines(text, width))
+            shown = _shown(c)
+            if shown:
+                put_s(r, 10, shown, f.held if c.feedback_held else f.ai_wrap)
+                tall = max(tall, _lines(shown, 28))
             if tall > 1:
                 ws.set_row(r, _height(tall))
     if rows:
@@ -439,6 +457,15 @@ def _feedback(wb: Any, f: _Formats, students: Sequence[FinalStudent]) -> None:
                                               "format": f.amber})
     _print_setup(ws)
     _protect(ws)
+
+
+def _shown(c: FinalCriterion) -> str | None:
+    """Which feedback the student reads for a criterion (`FinalCriterion.feedback`), in words."""
+    if c.teacher_feedback:
+        return "your feedback"
+    if c.feedback_held:
+        return HELD
+    return "the AI feedback" if c.ai_feedback else None
 
 
 def _criteria(wb: Any, f: _Formats, stats: Sequence[CriterionStats]) -> None:

@@ -67,32 +67,28 @@ class ExportResult:
     withheld_path: Path | None = None
     warnings: list[str] = field(default_factory=list)
     scale: tuple[float, float] | None = None  # (rubric maximum, LMS maximum) when they differ
+    out_of: float | None = None  # the maximum the file's grades are out of (LMS files)
+    out_of_source: str = ""  # where that maximum came from, in words
+    notes: list[str] = field(default_factory=list)  # what the teacher should know (not a fault)
+
+    def scale_lines(self) -> list[str]:
+        """The scale the file was written in, and what to do when the LMS item has another."""
+        if self.out_of is None:
+            return []
+        line = f"grades are out of {self.out_of:g} points ({self.out_of_source})"
+        if self.scale:
+            line += f": totals scaled from {self.scale[0]:g} to {self.scale[1]:g} points"
+        return [line, *self.notes]
 
 
 def _num(v: float | None) -> str:
     return "" if v is None else f"{v:g}"
 
 
-def _hold_reason(s: FinalStudent, approved_only: bool) -> str | None:
-    """Why a student's grade may not leave (None: it may)."""
-    if s.final_total is None:
-        what = s.result.reason or s.result.status
-        return f"no complete grade ({what}); score every criterion in review.xlsx"
-    if not s.exportable:
-        reasons = ", ".join(dict.fromkeys(f.reason for f in s.result.flags)) or "needs review"
-        return f"flagged ({reasons}) and not reviewed; approve it in review.xlsx"
-    if approved_only and not s.approved:
-        return "not approved (--approved-only); mark it Approved in review.xlsx"
-    if s.result.source == "canvas" and s.student_id.startswith("anon_"):
-        return ("an anonymous Canvas download: Canvas takes no imported grade for an assignment "
-                "while it is anonymous; post the grades in Canvas, download the submissions "
-                "again and rerun `grade run`")
-    return None
-
-
 def _feedback(s: FinalStudent) -> str:
     """What the student may read: the teacher's feedback, the overall comment, and each
-    criterion's final feedback (never flags, the private note or review status)."""
+    criterion's final feedback (never flags, the private note or review status; never the AI's
+    feedback under a score the teacher changed, unless they kept it: `FinalCriterion.feedback`)."""
     parts = [s.teacher_comment] if s.teacher_comment else []
     if s.result.overall_comment:
         parts.append(s.result.overall_comment)
@@ -167,14 +163,22 @@ def _canvas(rubric: Rubric, ready: list[FinalStudent], roster: dict[str, RosterE
     if missing:
         raise _refuse(what, missing, where, fix)
     out_of = opts.out_of or rubric.max_total
+    source = "--out-of" if opts.out_of else "the rubric's maximum"
     if points:
         with suppress(ValueError):  # "(read only)" or a localised number: keep ours
             out_of = float(points)
+            source = "the Canvas assignment's Points Possible, from --canvas-gradebook"
         if opts.out_of is not None and opts.out_of != out_of:
             res.warnings.append(f"--out-of {opts.out_of:g} ignored: the Canvas assignment is "
                                 f"worth {points} points")
     if out_of != rubric.max_total:
         res.scale = (rubric.max_total, out_of)
+    res.out_of, res.out_of_source = out_of, source
+    if source == "the rubric's maximum":
+        res.notes.append(f"if the Canvas assignment is worth other than {out_of:g} points, "
+                         "pass --out-of with its points (or --canvas-gradebook, which has "
+                         "them) to scale the totals: Canvas takes each number as points of "
+                         "the assignment as it is")
     table: list[Sequence[object]] = [
         ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", header],
         ["    Points Possible", "", "", "", "", points or _num(out_of)]]
@@ -215,6 +219,14 @@ def _moodle(rubric: Rubric, ready: list[FinalStudent], roster: dict[str, RosterE
     out_of = opts.out_of or rubric.max_total
     if out_of != rubric.max_total:
         res.scale = (rubric.max_total, out_of)
+    res.out_of = out_of
+    res.out_of_source = "--out-of" if opts.out_of else "the rubric's maximum"
+    if not opts.out_of:
+        res.notes.append(f"if the Moodle grade item's maximum is not {out_of:g} (a new "
+                         f"item's is {MOODLE_MAX_DEFAULT:g}), pass --out-of with it to scale "
+                         "the totals: Moodle takes each number as it is, so full marks here "
+                         f"would read as {out_of:g}/{MOODLE_MAX_DEFAULT:g} in a "
+                         f"{MOODLE_MAX_DEFAULT:g}-point item")
     if out_of > MOODLE_MAX_DEFAULT:
         res.warnings.append(f"grades go up to {out_of:g}: Moodle refuses grades above "
                             f"{MOODLE_MAX_DEFAULT:g} unless the site allows unlimited grades; "
@@ -259,7 +271,7 @@ def export_gradebook(store: Store, run_id: int, fmt: Format, out_dir: Path,
     rubric = load_rubric(store, run_id)
     students = list(finals(store, run_id, rubric))
     held = {s.student_id: why for s in students
-            if (why := _hold_reason(s, opts.approved_only)) is not None}
+            if (why := s.hold_reason(opts.approved_only)) is not None}
     ready = [s for s in students if s.student_id not in held]
     name = {"canvas": "gradebook_canvas.csv", "moodle": "gradebook_moodle.csv",
             "csv": "gradebook.csv"}[fmt]

@@ -2,8 +2,10 @@
 
 `students/<id>.html` is the teacher view (flags, the model's values beside the teacher's,
 internal ids, the private note); `handouts/<id>.html` is the student view, printable and
-without any of those, to hand out: written for every grade that may leave (the same rule as the
-gradebook exports), so a flagged, unreviewed grade is never handed out by mistake. Both show
+without any of those, to hand out: written for a grade that may leave (the gradebook exports'
+rule) once a teacher reviewed or approved it (`FinalStudent.handout`), so a flagged or
+unreviewed grade is never handed out by mistake; with `handouts="all"`, for every grade that may
+leave, each one not yet reviewed stamped so on the page. Both show
 the submission's text as it was graded, with every evidence quote marked where it occurs
 (`evidence.py`).
 
@@ -41,7 +43,7 @@ from grader.reports.stats import (
     run_cost,
     summarize,
 )
-from grader.review.final import FinalStudent, review_queue
+from grader.review.final import FinalStudent, HandoutMode, review_queue
 from grader.store import Store
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -208,8 +210,10 @@ def render_report(env: Environment, store: Store, run_id: int, rubric: Rubric,
 
 def write_html(store: Store, run_id: int, rubric: Rubric, students: Sequence[FinalStudent],
                stats: Sequence[CriterionStats], agreement: Sequence[Agreement],
-               out_dir: Path, human: ClassEval | None = None) -> list[Path]:
-    """report.html, students/ (teacher view) and handouts/ (student view)."""
+               out_dir: Path, human: ClassEval | None = None,
+               handouts: HandoutMode = "reviewed") -> list[Path]:
+    """report.html, students/ (teacher view) and handouts/ (student view, for the grades
+    `FinalStudent.handout(handouts)` allows)."""
     env = environment()
     mark_output_folder(out_dir)
     report = out_dir / "report.html"
@@ -226,12 +230,14 @@ def write_html(store: Store, run_id: int, rubric: Rubric, students: Sequence[Fin
     for s in students:
         page = student_filename(s.student_id)
         ctx = _submission(store, s)
+        handout = s.handout(handouts)
         for teacher, folder in folders.items():
-            if not teacher and not s.exportable:
-                continue  # no handout of a grade that may not leave yet (as in the exports)
+            if not teacher and not handout:
+                continue  # not reviewed yet, or may not leave (as in the exports)
             path = folder / page
             path.write_text(template.render(s=s, rubric=rubric, run_id=run_id, page=page,
-                                            teacher=teacher, generated_at=generated_at, **ctx),
+                                            teacher=teacher, handout=handout,
+                                            generated_at=generated_at, **ctx),
                             encoding="utf-8")
             written.append(path)
     for folder in folders.values():

@@ -11,7 +11,7 @@ from grader.config.settings import Settings, out_dir
 from grader.errors import StoreError
 from grader.escape import escape_cell
 from grader.outputs import mark_output_folder
-from grader.review.final import finals, load_rubric
+from grader.review.final import HandoutMode, finals, load_rubric
 from grader.store import Store
 from grader.store.opening import class_run, class_store
 
@@ -52,13 +52,17 @@ def regenerate(class_dir: Path, settings: Settings, run_id: int | None = None) -
         if run is None:
             raise StoreError("the store holds no runs", path=store.path,
                              fix=f"run `grade run {class_dir}` first")
-        return write_outputs(store, run.id, out_dir(class_dir, settings))
+        return write_outputs(store, run.id, out_dir(class_dir, settings),
+                             handouts=settings.handouts)
 
 
-def write_outputs(store: Store, run_id: int, out: Path, keep: Path | None = None) -> list[Path]:
+def write_outputs(store: Store, run_id: int, out: Path, keep: Path | None = None,
+                  handouts: HandoutMode = "reviewed") -> list[Path]:
     """grades.csv plus the review workbook and HTML reports, in a folder marked as ours (so it
-    is never read as a student's submission). `keep`: a workbook never to overwrite."""
+    is never read as a student's submission). `keep`: a workbook never to overwrite;
+    `handouts`: which handouts to write (`FinalStudent.handout`)."""
     from grader.reports import write_reports  # imported here: only needed for output
 
     mark_output_folder(out)
-    return [grades_csv(store, run_id, out), *write_reports(store, run_id, out, keep)]
+    return [grades_csv(store, run_id, out),
+            *write_reports(store, run_id, out, keep, handouts=handouts)]

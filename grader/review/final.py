@@ -1,7 +1,11 @@
 """Final grades: the teacher's value where one was decided, else the AI's.
 
 This is the only place that combines AI scores with teacher decisions; grades.csv, the workbook,
-the HTML reports and every gradebook export read `finals()` so they can never disagree.
+the HTML reports and every gradebook export read `finals()` so they can never disagree. The rules
+of what may leave live here too: which feedback a student reads (`FinalCriterion.feedback`: never
+the AI's words under a score the teacher changed, unless the teacher kept them), whether a grade
+may leave for a gradebook (`FinalStudent.hold_reason`) and whether a handout is written
+(`FinalStudent.handout`).
 
 Teacher decisions belong to the student and criterion (the store keeps them append-only). A
 decision applies to a result when the result is for the same submission and the AI said what it
@@ -14,13 +18,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from grader.grading.records import Decision, ItemRow, StudentResult
 from grader.grading.uncertainty import spread_share
 from grader.intake.injection import FLAG as INJECTION_FLAG
 from grader.prompting.rubric import Criterion, Rubric
 from grader.store import Store
+
+# Which handouts are written: for grades a teacher reviewed or approved (the default), or for
+# every grade that may leave (each page then says the grade is not yet reviewed).
+HandoutMode = Literal["reviewed", "all"]  # as `Settings.handouts` and `--handouts`
 
 
 @dataclass
@@ -42,7 +50,18 @@ class FinalCriterion:
 
     @property
     def feedback(self) -> str:
-        return self.teacher_feedback if self.teacher_feedback else self.ai_feedback
+        """What the student reads for this criterion: the teacher's feedback where they wrote
+        or kept some; else the AI's, unless the teacher changed the score (the AI's words were
+        written for the AI's score: they wait for the teacher, `feedback_held`)."""
+        if self.teacher_feedback:
+            return self.teacher_feedback
+        return "" if self.overridden else self.ai_feedback
+
+    @property
+    def feedback_held(self) -> bool:
+        """The teacher changed the score and neither kept nor replaced the AI's feedback: it is
+        not shown to the student until they do (on the workbook's Feedback sheet)."""
+        return self.overridden and not self.teacher_feedback and bool(self.ai_feedback)
 
     @property
     def overridden(self) -> bool:
@@ -106,13 +125,58 @@ class FinalStudent:
 
     @property
     def review_status(self) -> str:
+        """approved; reviewed (the teacher scored a criterion or wrote to the student: a
+        private note alone is no review); needs review (flagged, and neither approved nor
+        scored on every criterion: it may not leave yet); else pending (the AI's grade, which
+        no teacher looked at)."""
         if self.approved:
             return "approved"
-        if self.reviewed or self.has_overrides or self.teacher_comment or self.private_note:
-            return "reviewed"
-        if self.flagged:
+        if self.flagged and not self.reviewed:
             return "needs review"
+        if self.reviewed or self.has_overrides or self.teacher_comment:
+            return "reviewed"
         return "pending"
+
+    @property
+    def teacher_checked(self) -> bool:
+        """A teacher approved or reviewed this grade (`review_status`)."""
+        return self.review_status in ("approved", "reviewed")
+
+    def hold_reason(self, approved_only: bool = False) -> str | None:
+        """Why this grade may not leave for a gradebook (None: it may): every export's rule,
+        whose core (`exportable`) handouts follow too."""
+        if self.final_total is None:
+            what = self.result.reason or self.result.status
+            return f"no complete grade ({what}); score every criterion in review.xlsx"
+        if not self.exportable:
+            reasons = ", ".join(dict.fromkeys(f.reason for f in self.result.flags)) \
+                or "needs review"
+            return (f"flagged ({reasons}) and not reviewed; approve it (or score every "
+                    "criterion) in review.xlsx")
+        if approved_only and not self.approved:
+            return "not approved (--approved-only); mark it Approved in review.xlsx"
+        if self.result.source == "canvas" and self.student_id.startswith("anon_"):
+            return ("an anonymous Canvas download: Canvas takes no imported grade for an "
+                    "assignment while it is anonymous; post the grades in Canvas, download the "
+                    "submissions again and rerun `grade run`")
+        return None
+
+    def handout(self, mode: HandoutMode = "reviewed") -> bool:
+        """Whether a handout (the student's page) is written: for a grade that may leave, by
+        the exports' rule (`exportable`), and by default only once a teacher reviewed or
+        approved it; `mode="all"` writes every grade that may leave (its page then says it is
+        not yet reviewed, `provisional`)."""
+        return self.exportable and (mode == "all" or self.teacher_checked)
+
+    @property
+    def provisional(self) -> bool:
+        """No teacher reviewed or approved this grade yet: a handout of it says so."""
+        return not self.teacher_checked
+
+    @property
+    def held_feedback(self) -> list[str]:
+        """The criteria whose AI feedback waits for the teacher (`FinalCriterion.feedback_held`)."""
+        return [c.criterion.id for c in self.criteria if c.feedback_held]
 
     @property
     def injection_suspected(self) -> bool:

@@ -24,13 +24,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from grader.grading.records import Decision
 from grader.reports import excel
-from grader.review.final import FinalStudent, criterion_basis, finals, load_rubric, student_basis
+from grader.review.final import (
+    FinalStudent,
+    HandoutMode,
+    criterion_basis,
+    finals,
+    load_rubric,
+    student_basis,
+)
 from grader.review.merge import Cell, Change, Conflict, merge_student
 from grader.review.workbook import (
     MAX_LISTED,
@@ -71,6 +78,9 @@ class ImportResult:
     conflicts: list[Conflict] = field(default_factory=list)
     resubmitted: list[str] = field(default_factory=list)  # not applied: new submission since
     dry_run: bool = False
+    # after the import: students whose AI feedback waits under a score the teacher changed
+    # (id, name, criterion ids): not shown to them until the teacher keeps or replaces it
+    held_feedback: list[tuple[str, str | None, list[str]]] = field(default_factory=list)
 
 
 # --- finding the store ------------------------------------------------------------------------
@@ -153,6 +163,18 @@ def show(value: Any) -> str:
     return repr(text if len(text) <= 50 else text[:49] + "…")
 
 
+def _after(fs: FinalStudent, changes: list[Change]) -> FinalStudent:
+    """The student as they stand once `changes` are stored (criterion values only)."""
+    new = {(ch.cell.criterion_id, ch.cell.field): ch.cell.value for ch in changes
+           if ch.cell.criterion_id}
+    if not new:
+        return fs
+    crits = [replace(c, teacher_score=new.get((c.criterion.id, "score"), c.teacher_score),
+                     teacher_feedback=new.get((c.criterion.id, "feedback"), c.teacher_feedback))
+             for c in fs.criteria]
+    return replace(fs, criteria=crits)
+
+
 def describe(cell: Cell) -> str:
     what = cell.field if not cell.criterion_id else f"{cell.field} {cell.criterion_id}"
     return f"{cell.ref} ({cell.student_id}, {what})"
@@ -185,6 +207,7 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
     result = ImportResult(run_id=target, workbook_run_id=meta.run_id, students=len(cells),
                           applied=0, unchanged=0, workbook_sha256=sha, dry_run=dry_run)
     new: list[Decision] = []
+    applied: dict[str, list[Change]] = {}
     stamp = now()
     for sid, student_cells in cells.items():
         fs = current[sid]
@@ -206,9 +229,14 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
             result.conflicts += merged.conflicts
         if changes:
             result.diffs.append(StudentDiff(sid, fs.result.name, changes))
+            applied[sid] = changes
         for ch in changes:
             new.append(_decision(fs, ch.cell, target, sha, stamp))
     result.applied = len(new)
+    for sid, fs in current.items():
+        held = _after(fs, applied.get(sid, [])).held_feedback
+        if held:
+            result.held_feedback.append((sid, fs.result.name, held))
     if result.conflicts and not dry_run:
         lines = [f"{describe(c.cell)}: yours {show(c.cell.value)}, the store's now "
                  f"{show(c.stored)} — {c.why}" for c in result.conflicts]
@@ -261,6 +289,18 @@ def report_lines(r: ImportResult) -> list[str]:
         lines.append(f"not imported: {len(r.resubmitted)} student(s) handed in a new submission "
                      "since this workbook was written (review them in a fresh workbook): "
                      + ", ".join(r.resubmitted[:MAX_LISTED]))
+    if r.held_feedback:
+        n = sum(len(h[2]) for h in r.held_feedback)
+        verb = "would wait" if r.dry_run else "waits"
+        lines.append(f"AI feedback under a score you changed {verb} for you: {n} "
+                     f"{'criterion' if n == 1 else 'criteria'} of "
+                     f"{len(r.held_feedback)} student(s), not shown to the student (handouts, "
+                     "exports) until you keep it (copy it into \"Teacher feedback to the "
+                     "student\" on the Feedback sheet, as it is or edited) or write your own:")
+        lines += [f"  {sid}{f' ({name})' if name else ''}: {', '.join(crits)}"
+                  for sid, name, crits in r.held_feedback[:MAX_LISTED]]
+        if len(r.held_feedback) > MAX_LISTED:
+            lines.append(f"  … and {len(r.held_feedback) - MAX_LISTED} more students")
     if r.conflicts:
         lines.append(f"{len(r.conflicts)} conflict(s): an import would store nothing unless "
                      "--force:")
@@ -272,10 +312,12 @@ def report_lines(r: ImportResult) -> list[str]:
 
 
 def import_and_report(workbook: Path, db: Path | None, out_dir: Path | None, *,
-                      force: bool = False, dry_run: bool = False
+                      force: bool = False, dry_run: bool = False,
+                      handouts: HandoutMode | None = None
                       ) -> tuple[ImportResult, list[Path]]:
     """`grade review import`: import the workbook, then regenerate every output into the run's
-    output folder (never over the workbook being imported)."""
+    output folder (never over the workbook being imported). `handouts`: which handouts to
+    write (None: the class's setting, as `grade report` would)."""
     from grader.reports.write import write_outputs
 
     workbook = Path(workbook)
@@ -286,5 +328,14 @@ def import_and_report(workbook: Path, db: Path | None, out_dir: Path | None, *,
         if dry_run:
             return result, []
         out = out_dir if out_dir is not None else output_folder(workbook, store_path, meta)
-        paths = write_outputs(store, result.run_id, out, keep=workbook)
+        mode = handouts or class_handouts(Path(store.run(result.run_id).class_dir))
+        paths = write_outputs(store, result.run_id, out, keep=workbook, handouts=mode)
     return result, paths
+
+
+def class_handouts(class_dir: Path) -> HandoutMode:
+    """The class's `handouts` setting (GRADER_HANDOUTS, its grader.toml), when the class
+    folder is still there; else the default."""
+    from grader.config.settings import resolve
+
+    return resolve(class_dir=class_dir if class_dir.is_dir() else None).handouts

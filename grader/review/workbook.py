@@ -17,7 +17,9 @@ from typing import Any
 
 from openpyxl import load_workbook
 from openpyxl.cell.cell import ERROR_CODES
+from openpyxl.reader.excel import SUPPORTED_FORMATS
 from openpyxl.utils import get_column_letter
+from openpyxl.utils.exceptions import InvalidFileException
 
 from grader.errors import InputError
 from grader.prompting.rubric import Criterion
@@ -124,18 +126,64 @@ def _headers(ws: Any, sheet: str, wanted: list[str],
     return cols
 
 
+SAVE_AS_XLSX = ("open it and save it as an Excel workbook (.xlsx), then import the .xlsx: in "
+                "Excel, File > Save As > Excel Workbook (.xlsx); in LibreOffice, File > Save "
+                "As > Excel 2007-365 (.xlsx)")
+_ODF = b"application/vnd.oasis.opendocument."
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Excel 97-2003 (.xls) and other OLE files
+
+
+def _not_xlsx(path: Path) -> str | None:
+    """What the file is when it is not an .xlsx workbook openpyxl can read (None: it is one),
+    told by its content first (a renamed file), then by its name."""
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = set(z.namelist())
+                mime = z.read("mimetype")[:80] if "mimetype" in names else b""
+        except (zipfile.BadZipFile, OSError):
+            return "a damaged or incomplete file (not a readable .xlsx workbook)"
+        if mime.startswith(_ODF + b"spreadsheet"):
+            return "an OpenDocument spreadsheet (.ods), not an Excel workbook (.xlsx)"
+        if mime.startswith(_ODF):
+            return "an OpenDocument file, not an Excel workbook (.xlsx)"
+        if "xl/workbook.bin" in names:
+            return "an Excel binary workbook (.xlsb), not an Excel workbook (.xlsx)"
+        if "xl/workbook.xml" not in names:
+            return "a zip file, not an Excel workbook (.xlsx)"
+    elif head.startswith(_OLE2):
+        return "an Excel 97-2003 workbook (.xls), not an Excel workbook (.xlsx)"
+    elif path.suffix.lower() in SUPPORTED_FORMATS:
+        return "not a readable .xlsx workbook (damaged, or another kind of file named .xlsx)"
+    elif path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        return f"a text file ({path.suffix.lower()}), not an Excel workbook (.xlsx)"
+    else:
+        return "not an Excel workbook (.xlsx)"
+    if path.suffix.lower() not in SUPPORTED_FORMATS:
+        return (f"an Excel workbook named {path.suffix or 'without an extension'}: the import "
+                "reads files named .xlsx")
+    return None
+
+
 def open_workbook(path: Path) -> Any:
+    """The workbook, read-only; any file that is not an .xlsx workbook (.ods, .xls, .csv, a
+    damaged file) is refused naming the file and how to save it as .xlsx."""
     try:
-        path.stat()
+        problem = _not_xlsx(path)
     except OSError as e:
         raise ReviewImportError(f"cannot read the workbook: {e.strerror or e}", path=path,
                                 fix="check the path to review.xlsx") from None
+    if problem is not None:
+        raise ReviewImportError(f"{problem}; `grade review import` reads .xlsx workbooks only",
+                                path=path, fix=SAVE_AS_XLSX)
     try:
         return load_workbook(path, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, InvalidFileException) as e:
         raise ReviewImportError(
             f"not a readable .xlsx workbook ({type(e).__name__}: {e})", path=path,
-            fix="save the file as Excel 2007-365 (.xlsx) and import again") from None
+            fix=SAVE_AS_XLSX) from None
 
 
 def read_meta(wb: Any, path: Path) -> WorkbookMeta:

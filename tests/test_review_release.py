@@ -1,0 +1,344 @@
+"""What leaves after a review, through the CLI against the fake server (issue 23, items 5 and 6):
+the AI's feedback never reaches a student under a score the teacher changed unless the teacher
+kept it; handouts wait for a review (`--handouts all` writes the others, stamped); a workbook
+saved as .ods (or any file but an .xlsx) is refused with how to save it; a private note alone
+reviews nothing; `grade status` shows the review's progress and what an export would withhold;
+the Moodle and Canvas exports say which scale they wrote."""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from grader.testing.fake_gemini import FakeGemini
+
+from _classgen import ANSWERS, RUBRIC
+from _cli import grade, q, review
+
+WEAK = "Cover more of the expected key points"  # the fake model's feedback on a weak answer
+GOOD = "Good work; the key ideas are there."
+TEXTS = {
+    "alice": "Alice's answer. " + ANSWERS[1],  # weak: low scores, "Cover more ..." feedback
+    "bob": "Bob's answer. " + ANSWERS[0],
+    "carol": "Carol's answer. " + ANSWERS[4] + "\nFAKE_GEMINI:REVIEW",  # flagged
+    "dave": "Dave's answer. " + ANSWERS[4],
+}
+STAMP = "Not yet reviewed"
+
+
+@pytest.fixture
+def graded(gemini_env: FakeGemini, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(class folder, output folder, store) of a class graded by `grade run`, nobody reviewed."""
+    cls = tmp_path / "class"
+    cls.mkdir()
+    (cls / "rubric.yaml").write_text(RUBRIC, encoding="utf-8")
+    (cls / "roster.csv").write_text(
+        "id,name,email,SIS User ID\n"
+        + "".join(f"{s},{s.title()} Doe,{s}@school.test,SIS-{s}\n" for s in TEXTS),
+        encoding="utf-8")
+    for sid, text in TEXTS.items():
+        (cls / f"{sid}.txt").write_text(text, encoding="utf-8")
+    out, db = tmp_path / "out", tmp_path / "g.sqlite"
+    code, output = grade("run", str(cls), "--db", str(db), "--out", str(out))
+    assert code == 0, output
+    return cls, out, db
+
+
+def _rows(path: Path) -> list[list[str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.reader(fh))
+
+
+def _summary(book: Path) -> dict[str, dict[str, object]]:
+    ws = openpyxl.load_workbook(book, data_only=True)["Summary"]
+    head = [c.value for c in ws[1]]
+    return {str(r[0]): dict(zip(head, r, strict=True))
+            for r in ws.iter_rows(min_row=2, values_only=True)}
+
+
+def _newest(out: Path) -> Path:
+    """The workbook with every stored decision: an import never writes over the file it
+    imports, so the fresh one is review-updated.xlsx, then review-updated-2.xlsx, …"""
+    n = max((int(p.stem.rsplit("-", 1)[1]) for p in out.glob("review-updated-*.xlsx")),
+            default=1)
+    return next((p for p in (out / f"review-updated-{n}.xlsx", out / "review-updated.xlsx")
+                 if p.exists()), out / "review.xlsx")
+
+
+def _feedback_sheet(out: Path) -> dict[tuple[str, str], dict[str, object]]:
+    ws = openpyxl.load_workbook(_newest(out))["Feedback"]
+    head = [c.value for c in ws[1]]
+    return {(str(r[0]), str(r[2])): dict(zip(head, r, strict=True))
+            for r in ws.iter_rows(min_row=2, values_only=True)}
+
+
+def _edit_and_import(out: Path, db: Path, *, feedback: dict[tuple[str, str], str] | None = None,
+                     notes: dict[str, str] | None = None) -> tuple[int, str]:
+    """Type criterion feedback (Feedback sheet) and private notes (Summary) into the newest
+    workbook, as a teacher does, then `grade review import` it."""
+    book = _newest(out)
+    wb = openpyxl.load_workbook(book)
+    fb = wb["Feedback"]
+    cols = {c.value: c.column for c in fb[1]}
+    for r in range(2, fb.max_row + 1):
+        key = (fb.cell(r, cols["Student ID"]).value, fb.cell(r, cols["Criterion ID"]).value)
+        if key in (feedback or {}):
+            fb.cell(r, cols["Teacher feedback to the student"]).value = (feedback or {})[key]
+    ws = wb["Summary"]
+    cols = {c.value: c.column for c in ws[1]}
+    for r in range(2, ws.max_row + 1):
+        sid = ws.cell(r, 1).value
+        if sid in (notes or {}):
+            ws.cell(r, cols["Private note (never shown to the student)"]).value = notes[sid]
+    wb.save(book)
+    return grade("review", "import", str(book), "--db", str(db))
+
+
+def _moodle_feedback(out: Path, sid: str) -> str:
+    code, output = grade("export", str(out), "--format", "moodle")
+    assert code == 0, output
+    rows = {r[0]: r for r in _rows(out / "gradebook_moodle.csv")[1:]}
+    return rows[f"{sid}@school.test"][2]
+
+
+# -- 5: no AI feedback under a teacher's score, unless the teacher kept it ----------------------
+
+def test_a_changed_score_holds_the_ai_feedback_until_the_teacher_keeps_or_edits_it(
+        graded: tuple[Path, Path, Path]) -> None:
+    _, out, db = graded
+    ai = _feedback_sheet(out)[("alice", "reasons")]
+    assert WEAK in str(ai["AI feedback"]) and ai["AI score"] != 3
+    assert ai["Shown to the student"] == "the AI feedback"
+
+    said = review(out, db, approve={"alice": "See me about the second reason."},
+                  scores={"alice": {"reasons": 3}})  # the teacher gives full marks
+    assert "AI feedback under a score you changed waits for you: 1 criterion of 1 student" \
+           in said
+    assert "  alice (Alice Doe): reasons" in said and "Feedback sheet" in said
+
+    # nowhere a student looks: the handout, the Moodle feedback, the Canvas file
+    handout = (out / "handouts" / "alice.html").read_text(encoding="utf-8")
+    row = handout.split("Reasons</b>")[1].split("</tr>")[0]
+    assert "3</b> / 3" in row and WEAK not in row
+    assert WEAK in handout.split("Reasons</b>")[0]  # the unchanged criterion keeps the AI's
+    moodle = _moodle_feedback(out, "alice")
+    assert "Reasons (3/3)" not in moodle and moodle.count(WEAK) == 1  # the unchanged one
+    assert "Correct encoding chosen (" in moodle
+    code, output = grade("export", str(out), "--format", "canvas", "--out-of", "5")
+    assert code == 0, output
+    assert WEAK not in (out / "gradebook_canvas.csv").read_text(encoding="utf-8")
+    # the teacher's own view and the workbook say what waits
+    teacher = (out / "students" / "alice.html").read_text(encoding="utf-8")
+    assert "Not shown to the student" in teacher and WEAK in teacher
+    assert str(_feedback_sheet(out)[("alice", "reasons")]["Shown to the student"]).startswith(
+        "nothing yet: you changed the score")
+    code, status = grade("status", str(graded[0]), "--db", str(db))
+    assert code == 0 and "AI feedback waiting under a score the teacher changed: 1 criterion " \
+                         "of 1 student(s)" in status and "alice (reasons)" in status
+
+    # keeping it is a decision: the teacher copies the AI's words into their column
+    code, said = _edit_and_import(out, db, feedback={("alice", "reasons"): ai["AI feedback"]})
+    assert code == 0, said
+    assert "1 values changed" in said and "waits for you" not in said
+    assert f"Reasons (3/3): {ai['AI feedback']}" in _moodle_feedback(out, "alice")
+    assert WEAK in (out / "handouts" / "alice.html").read_text(
+        encoding="utf-8").split("Reasons</b>")[1].split("</tr>")[0]
+    assert _feedback_sheet(out)[("alice", "reasons")]["Shown to the student"] == "your feedback"
+
+    # or edits it: the student reads the teacher's words
+    code, said = _edit_and_import(out, db, feedback={("alice", "reasons"): "Both reasons, well "
+                                                     "put."})
+    assert code == 0, said
+    moodle = _moodle_feedback(out, "alice")
+    assert "Reasons (3/3): Both reasons, well put." in moodle and f"(3/3): {WEAK}" not in moodle
+
+
+def test_a_score_typed_equal_to_the_ais_keeps_the_ai_feedback(
+        graded: tuple[Path, Path, Path]) -> None:
+    _, out, db = graded
+    same = _feedback_sheet(out)[("alice", "reasons")]["AI score"]
+    said = review(out, db, approve={"alice": ""}, scores={"alice": {"reasons": same}})
+    assert "waits for you" not in said
+    assert "Reasons (" in _moodle_feedback(out, "alice") and WEAK in _moodle_feedback(out, "alice")
+
+
+# -- 5: handouts only for reviewed grades, unless --handouts all ---------------------------------
+
+def test_handouts_wait_for_a_review_unless_asked_for_all_and_then_say_so(
+        graded: tuple[Path, Path, Path]) -> None:
+    cls, out, db = graded
+    assert sorted(p.name for p in (out / "students").glob("*.html")) == [
+        "alice.html", "bob.html", "carol.html", "dave.html"]
+    assert list((out / "handouts").glob("*.html")) == []  # nobody reviewed anything yet
+    bob = (out / "students" / "bob.html").read_text(encoding="utf-8")
+    assert "no student view yet: not reviewed" in bob and "--handouts all" in bob
+
+    code, output = grade("report", str(cls), "--db", str(db), "--out", str(out),
+                         "--handouts", "all")
+    assert code == 0, output
+    assert "1 of 4 students have no handout" in output  # carol: flagged, may not leave
+    written = sorted(p.name for p in (out / "handouts").glob("*.html"))
+    assert written == ["alice.html", "bob.html", "dave.html"]
+    for name in written:
+        page = (out / "handouts" / name).read_text(encoding="utf-8")
+        assert f'<p class="stamp"><b>{STAMP}</b>' in page
+    assert "stamped “not yet reviewed”" in (out / "students" / "bob.html").read_text(
+        encoding="utf-8")
+
+    # a review: bob approved, carol (flagged) approved; the default writes those two, unstamped,
+    # and takes the stamped pages of the others away
+    said = review(out, db, approve={"bob": "Well done.", "carol": "Checked."})
+    assert "2 of 4 students have no handout" in said
+    assert sorted(p.name for p in (out / "handouts").glob("*.html")) == ["bob.html",
+                                                                         "carol.html"]
+    for name in ("bob.html", "carol.html"):
+        assert STAMP not in (out / "handouts" / name).read_text(encoding="utf-8")
+    # `--handouts all` on the import: the unreviewed ones come back, stamped; bob's is not
+    wb = openpyxl.load_workbook(out / "review.xlsx")
+    wb.save(out / "again.xlsx")
+    code, output = grade("review", "import", str(out / "again.xlsx"), "--db", str(db),
+                         "--handouts", "all")
+    assert code == 0, output
+    assert STAMP in (out / "handouts" / "dave.html").read_text(encoding="utf-8")
+    assert STAMP not in (out / "handouts" / "bob.html").read_text(encoding="utf-8")
+
+
+def test_the_class_setting_chooses_the_handouts_of_an_import(
+        graded: tuple[Path, Path, Path]) -> None:
+    cls, out, db = graded
+    (cls / "grader.toml").write_text('[grader]\nhandouts = "all"\n', encoding="utf-8")
+    review(out, db, approve={"bob": ""})
+    assert sorted(p.name for p in (out / "handouts").glob("*.html")) == [
+        "alice.html", "bob.html", "dave.html"]
+    assert STAMP in (out / "handouts" / "dave.html").read_text(encoding="utf-8")
+    assert STAMP not in (out / "handouts" / "bob.html").read_text(encoding="utf-8")
+
+
+# -- 5: only .xlsx is imported --------------------------------------------------------------------
+
+def _ods(path: Path) -> Path:
+    """A minimal OpenDocument spreadsheet, as LibreOffice's "Keep current format" saves."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet",
+                   compress_type=zipfile.ZIP_STORED)
+        z.writestr("content.xml", "<office:document-content/>")
+        z.writestr("META-INF/manifest.xml", "<manifest:manifest/>")
+    return path
+
+
+@pytest.mark.parametrize(("name", "make", "what"), [
+    ("review.ods", _ods, "an OpenDocument spreadsheet (.ods)"),
+    ("review.xls", lambda p: p.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 504),
+     "an Excel 97-2003 workbook (.xls)"),
+    ("review.csv", lambda p: p.write_text("Student ID,Approved\nbob,yes\n"),
+     "a text file (.csv)"),
+    ("renamed.ods", None, "an Excel workbook named .ods"),
+], ids=["ods", "xls", "csv", "xlsx-named-ods"])
+def test_a_workbook_not_saved_as_xlsx_is_refused_with_how_to_save_it(
+        graded: tuple[Path, Path, Path], name: str, make: object, what: str) -> None:
+    _, out, db = graded
+    path = out / name
+    if make is None:  # the real workbook, renamed
+        path.write_bytes((out / "review.xlsx").read_bytes())
+    else:
+        make(path)  # type: ignore[operator]
+    before = q(db, "SELECT COUNT(*) FROM decisions")
+    code, output = grade("review", "import", str(path), "--db", str(db))
+    assert code == 2, output
+    assert str(path) in output and what in output
+    assert "Excel, File > Save As > Excel Workbook (.xlsx)" in output
+    assert "LibreOffice, File > Save As > Excel 2007-365 (.xlsx)" in output
+    assert "Traceback" not in output and "unexpected" not in output
+    assert q(db, "SELECT COUNT(*) FROM decisions") == before
+
+
+# -- 5: a private note is not a review ------------------------------------------------------------
+
+def test_a_private_note_alone_changes_no_review_status(graded: tuple[Path, Path, Path]) -> None:
+    cls, out, db = graded
+    before = {sid: row["Review status"] for sid, row in _summary(out / "review.xlsx").items()}
+    assert before == {"alice": "pending", "bob": "pending", "carol": "needs review",
+                      "dave": "pending"}
+    code, said = _edit_and_import(out, db, notes={"bob": "Talk to him about sources.",
+                                                  "carol": "Looks copied?"})
+    assert code == 0 and "2 values changed" in said, said
+    fresh = _summary(out / "review-updated.xlsx")  # written by the import, from the store
+    assert fresh["bob"]["Private note (never shown to the student)"] == "Talk to him about " \
+                                                                       "sources."
+    assert {sid: row["Review status"] for sid, row in fresh.items()} == before
+    grades = {r[0]: r for r in _rows(out / "grades.csv")[1:]}
+    assert grades["bob"][3] == "pending" and grades["carol"][3] == "needs review"
+    assert not (out / "handouts" / "bob.html").exists()
+    code, status = grade("status", str(cls), "--db", str(db))
+    assert "review: 0 approved, 0 reviewed, 1 needs review, 3 pending (of 4 students)" in status
+    code, output = grade("export", str(out), "--format", "csv")
+    assert "3 of them were never reviewed by a teacher" in output
+
+
+# -- 6: what a coordinator asks ------------------------------------------------------------------
+
+def test_status_shows_review_progress_and_what_an_export_withholds(
+        graded: tuple[Path, Path, Path]) -> None:
+    cls, out, db = graded
+    code, status = grade("status", str(cls), "--db", str(db))
+    assert code == 0, status
+    assert "review: 0 approved, 0 reviewed, 1 needs review, 3 pending (of 4 students)" in status
+    assert ("export: 3 grade(s) would be exported (3 never reviewed by a teacher); "
+            "1 withheld:") in status
+    carol = next(line for line in status.splitlines() if line.startswith("  carol: "))
+    assert "flagged (" in carol and "and not reviewed; approve it" in carol
+    assert "with --approved-only, 3 more withheld (not approved): alice, bob, dave" in status
+    assert ("handouts (--handouts reviewed): 0 student page(s); 3 grade(s) that may leave "
+            "wait for a review") in status
+
+    # alice rescored (reviewed); carol rescored on one criterion only: still flagged, so she
+    # still needs review (and is still withheld), whatever else the teacher changed
+    review(out, db, approve={"bob": ""}, scores={"alice": {"reasons": 3}, "carol": {"reasons": 0}})
+    code, status = grade("status", str(cls), "--db", str(db))
+    assert "review: 1 approved, 1 reviewed, 1 needs review, 1 pending (of 4 students)" in status
+    assert "export: 3 grade(s) would be exported (1 never reviewed by a teacher); " \
+           "1 withheld:" in status
+    assert "with --approved-only, 2 more withheld (not approved): alice, dave" in status
+    assert ("handouts (--handouts reviewed): 2 student page(s); 1 grade(s) that may leave "
+            "wait for a review") in status
+    assert "AI feedback waiting under a score the teacher changed: 2 criteria of 2 " \
+           "student(s)" in status and "alice (reasons), carol (reasons)" in status
+    # what status says an export does, the export does
+    code, output = grade("export", str(out), "--format", "moodle")
+    assert "wrote" in output and "3 grades of run" in output
+    assert "1 of them were never reviewed by a teacher" in output
+    withheld = _rows(out / "gradebook_moodle_withheld.csv")
+    assert [r[0] for r in withheld[1:]] == ["carol"] and withheld[1][2] == carol[9:]
+
+
+def test_moodle_and_canvas_exports_say_which_scale_they_wrote(
+        graded: tuple[Path, Path, Path]) -> None:
+    _, out, _ = graded
+    code, output = grade("export", str(out), "--format", "moodle")
+    assert code == 0, output
+    assert "grades are out of 5 points (the rubric's maximum)" in output
+    assert "if the Moodle grade item's maximum is not 5 (a new item's is 100), pass --out-of" \
+           in output and "5/100" in output
+    totals = [float(r[1]) for r in _rows(out / "gradebook_moodle.csv")[1:]]
+    assert max(totals) <= 5
+
+    code, output = grade("export", str(out), "--format", "moodle", "--out-of", "100")
+    assert code == 0, output
+    assert "grades are out of 100 points (--out-of): totals scaled from 5 to 100 points" \
+           in output
+    assert "pass --out-of" not in output
+    assert all(float(r[1]) <= 100 for r in _rows(out / "gradebook_moodle.csv")[1:])
+
+    code, output = grade("export", str(out), "--format", "canvas")
+    assert code == 0, output
+    assert "grades are out of 5 points (the rubric's maximum)" in output
+    assert "if the Canvas assignment is worth other than 5 points, pass --out-of" in output
+    code, output = grade("export", str(out), "--format", "canvas", "--out-of", "20")
+    assert "grades are out of 20 points (--out-of): totals scaled from 5 to 20" in output
+    assert "pass --out-of" not in output
+    code, output = grade("export", str(out), "--format", "csv")
+    assert code == 0 and "out of" not in output  # the teacher's own file has max_total
