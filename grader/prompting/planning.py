@@ -258,13 +258,19 @@ def roster_notices(p: Plan, subs: Sequence[Submission], redacting: bool) -> list
                     "placeholders before it is sent (e-mails, phone numbers and labelled "
                     f"student numbers still are); {where}"]
         return []
+    out = []
+    found = roster_path(p)
+    if p.settings.roster is None and found is not None and found.parent != p.class_dir:
+        beside = (p.rubric_path.name if found.parent == p.rubric_path.parent
+                  else "grader.toml")
+        out.append(f"roster: {found} (found beside {beside}; --roster FILE names another)")
     missing = sorted(s.student_id for s in subs if s.in_roster is False)
-    if not missing:
-        return []
-    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8
-                                      else "")
-    return [f"{len(missing)} submission(s) not in the roster (no name, and no name of theirs "
-            f"to redact): {shown}; add them to {roster_path(p)}"]
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8
+                                          else "")
+        out.append(f"{len(missing)} submission(s) not in the roster (no name, and no name of "
+                   f"theirs to redact): {shown}; add them to {found}")
+    return out
 
 
 def selection_of(settings: Settings) -> Selection:
