@@ -24,6 +24,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	env -u GEMINI_API_KEY -u GOOGLE_API_KEY -u GOOGLE_GENAI_USE_VERTEXAI \
+		-u GOOGLE_GENAI_USE_ENTERPRISE -u GOOGLE_CLOUD_PROJECT \
 		$(BIN)/grade run $(CLASS) --out reports/$(notdir $(CLASS))
 
 test: install

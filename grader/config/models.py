@@ -293,7 +293,7 @@ def table(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> ModelTabl
     except ValidationError as e:
         raise ConfigError(
             "invalid model table override:\n" + format_validation_error(e), path="grader.toml",
-            fix="correct [grader.models] (README: Configuration, the model table); every price "
+            fix="correct [grader.models] (docs/model-table.md); every price "
             "row needs from, input, output, cached_input and a source") from None
 
 

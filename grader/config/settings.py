@@ -237,7 +237,7 @@ def enterprise_env(env: Mapping[str, str] | None = None) -> str | None:
 # Settings that were removed, and what replaces them (a clear message beats "extra field").
 _REMOVED = {
     "price_per_mtok": 'prices now come from the model table; to override them, add a price row '
-                      'under [grader.models."<model id>"] in grader.toml (README: Configuration)',
+                      'under [grader.models."<model id>"] in grader.toml (docs/configuration.md)',
     "thinking_budget": "Gemini 3 models take a thinking level: use --thinking LEVEL or "
                        "thinking = \"low\" in grader.toml (minimal, low, medium, high)",
 }
@@ -254,7 +254,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
                           fix="fix the syntax at that line") from None
     section = data.get("grader", data)
     if not isinstance(section, dict):
-        raise ConfigError("[grader] must be a table", path=path, fix="see README: Configuration")
+        raise ConfigError("[grader] must be a table", path=path, fix="see docs/configuration.md")
     base = path.parent
     out: dict[str, Any] = {}
     for key, value in section.items():

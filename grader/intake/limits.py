@@ -2,7 +2,7 @@
 
 Students control their files and a class folder is often an unpacked archive, so every size,
 count and depth that comes from a submission is checked against a limit here before the work is
-done, and the student is flagged when one is exceeded. README: Intake lists every figure.
+done, and the student is flagged when one is exceeded. docs/intake.md lists every figure.
 `max_file_mb` (a setting) bounds each file as it is read; everything else is a `Limits` field.
 """
 

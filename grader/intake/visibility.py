@@ -8,7 +8,7 @@ collect text the model is not shown at all but a student may have written for a 
 (`injection.Aside`: alt text, comments, annotations, metadata), which is scanned for
 instructions. Visible text comes out exactly as before, so clean documents grade the same.
 
-Limits (README, Security): text inside PDF form XObjects and clipped away by a clipping path,
+Limits (docs/security.md): text inside PDF form XObjects and clipped away by a clipping path,
 PDF optional-content layers that are switched off, and Word text hidden by a theme or table
 style are not detected as hidden.
 """

@@ -176,7 +176,7 @@ def spending_for(settings: Settings, gen: Generation, tbl: models.ModelTable,
         raise ConfigError(
             f"--budget and spend_per_10min need a price for {gen.model}, and the model table "
             "has none", fix=f'add a price row under [grader.models."{gen.model}"] in '
-            "grader.toml (README: Configuration), or leave --budget unset")
+            "grader.toml (docs/configuration.md), or leave --budget unset")
     return Spending(pricing, tbl.media, budget=settings.budget,
                     per_10min=settings.spend_per_10min,
                     expected=None if criteria is None else Expected.of(tbl.estimate, criteria))
@@ -230,7 +230,7 @@ def students(p: Plan) -> list[Submission]:
     subs = list(discover(class_dir, roster_path(p), assignment=p.assignment_files))
     if not subs:
         raise InputError("no submissions found in the class folder", path=class_dir,
-                         fix="put one file or folder per student in it (see README: Intake)")
+                         fix="put one file or folder per student in it (see docs/intake.md)")
     return subs[: settings.limit] if settings.limit else subs
 
 

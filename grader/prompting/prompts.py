@@ -150,7 +150,7 @@ class Prompts:
         except jinja2.UndefinedError as e:
             raise PromptError(f"template {name} uses an undefined variable: {e}",
                               fix=f"{name} may use only: {VARIABLES[name]} "
-                                  "(README: Prompts)") from None
+                                  "(docs/prompts.md)") from None
         except SecurityError as e:
             raise PromptError(f"template {name} tried something templates may not do: {e}",
                               fix=f"{name} may use only: {VARIABLES[name]}; templates cannot "

@@ -12,7 +12,7 @@ QUESTION_PLACEHOLDER = "Write the question the students answered here."
 ANSWER_PLACEHOLDER = "Write a model answer here. The grader compares each submission against it."
 
 RUBRIC = """\
-# The marking scheme. Every field is checked when you run `grade run`; see README: Rubrics.
+# The marking scheme. Every field is checked when you run `grade run`; see docs/rubrics.md.
 title: "Assignment 1: explain your answer"
 instructions: |
   Grade each criterion independently. Be fair to unusual but correct answers.
