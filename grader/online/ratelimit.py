@@ -70,7 +70,8 @@ class QuotaHint:
 
 class Window:
     """At most `limit` units (requests or tokens) admitted in any `period_s`; None = no limit.
-    Entries are kept a little longer than the period (`_SLACK`, `_MIN_MARGIN_S`)."""
+    An entry leaves the window a period (and a little more: `_SLACK`, `_MIN_MARGIN_S`) after
+    its request was answered: later than the provider's entry leaves, never earlier."""
 
     def __init__(self, limit: float | None, period_s: float = 60.0):
         if limit is not None and limit < 1:
@@ -93,23 +94,33 @@ class Window:
             return 0.0
         left = self.total
         for when, weight in self._log:
+            if when == math.inf:
+                return math.inf  # a request still unanswered: wait for its reply
             left -= weight
             if left + amount <= self.limit or not left:
                 return max(0.0, when + self.span - now)
         return 0.0  # pragma: no cover (the last entry always empties the window)
 
-    def add(self, now: float, amount: float) -> list[float]:
-        entry = [now, float(amount)]
+    def add(self, amount: float) -> list[float]:
+        """Log a request leaving now. Until it is answered its time is unknown to us (a busy
+        loop may write it out seconds after it was admitted, and the provider counts it when
+        it arrives), so it does not leave the window before `settle` dates it."""
+        entry = [math.inf, float(amount)]
         if self.limit is not None or amount:
             self._log.append(entry)
             self.total += amount
             self.peak = max(self.peak, self.total)
         return entry
 
-    def remove(self, entry: list[float]) -> None:
+    def settle(self, entry: list[float], now: float) -> None:
+        """The request was answered: the provider counted it no later than now."""
+        entry[0] = min(entry[0], now)
+
+    def remove(self, entry: list[float], now: float) -> None:
         """The provider refused the request: it does not count in its window."""
         self.total -= entry[1]
         entry[1] = 0.0
+        self.settle(entry, now)
 
     def learn(self, limit: float) -> None:
         """A 429 named this window's limit: never send above it again."""
@@ -181,9 +192,9 @@ class Quota:
         try:
             yield slot
         except BaseException:
-            self._release(grew=False)
+            self._release(slot, grew=False)
             raise
-        self._release(grew=slot.refused_by is None)
+        self._release(slot, grew=slot.refused_by is None)
 
     async def _admit(self, tokens: int) -> Slot:
         loop = asyncio.get_running_loop()
@@ -193,12 +204,12 @@ class Quota:
                        self.tokens.wait_s(now, tokens))
             if wait <= 0 and self.in_flight < self.limit:
                 break
-            await self._sleep(loop, wait if wait > 0 else None)
+            await self._sleep(loop, wait if 0 < wait < math.inf else None)
         self.in_flight += 1
         self.stats.sent += 1
         self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.in_flight)
         self._trace(now)
-        return Slot(self, self._wave, (self.requests.add(now, 1), self.tokens.add(now, tokens)))
+        return Slot(self, self._wave, (self.requests.add(1), self.tokens.add(tokens)))
 
     async def _sleep(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
         """Until something changes (a request ends, a 429 arrives) or `timeout` passes."""
@@ -222,18 +233,21 @@ class Quota:
                 w.get_loop().call_soon_threadsafe(_settle, w)
                 n -= 1
 
-    def _release(self, *, grew: bool) -> None:
+    def _release(self, slot: Slot, *, grew: bool) -> None:
+        now = _now()
+        self.requests.settle(slot.entries[0], now)
+        self.tokens.settle(slot.entries[1], now)
         self.in_flight -= 1
         if grew and self.limit < self.ceiling:
             self.limit = min(float(self.ceiling), self.limit + 1)
-        self._trace(_now())
+        self._trace(now)
         self._wake(max(1, int(self.limit) - self.in_flight))
 
     def _refused(self, slot: Slot, hint: QuotaHint, retry_after: float | None) -> None:
         now = _now()
         self.stats.refused += 1
-        self.requests.remove(slot.entries[0])
-        self.tokens.remove(slot.entries[1])
+        self.requests.remove(slot.entries[0], now)
+        self.tokens.remove(slot.entries[1], now)
         per_minute = hint.period_s is not None and abs(hint.period_s - self.period_s) < 1
         if hint.limit and per_minute and hint.kind in ("requests", "tokens"):
             (self.requests if hint.kind == "requests" else self.tokens).learn(hint.limit)
