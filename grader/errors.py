@@ -7,8 +7,12 @@ and gets a traceback only under `--debug`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from grader.online.ratelimit import QuotaHint
 
 
 class GraderError(Exception):
@@ -63,7 +67,7 @@ class BackendError(GraderError):
     def __init__(self, message: str, *, fix: str | None = None, transient: bool = False,
                  status: int | None = None, retry_after: float | None = None,
                  run_wide: bool = False, rejected: bool = False, retries: int = 0,
-                 gone: str | None = None):
+                 gone: str | None = None, quota: QuotaHint | None = None):
         # run_wide: bad credentials, an unknown model or an unreachable service fail every
         # request alike, so the run stops at once instead of failing each student the same way.
         # rejected: the service refused this one request for good (a deterministic 4xx): the
@@ -77,6 +81,8 @@ class BackendError(GraderError):
         # gone: the request named something the service no longer has ("cache": the explicit
         # cache expired or was deleted; "file": an uploaded file): recreate it and send again.
         self.gone = gone
+        # quota: a 429's account of the limit it hit (which window, its value and period)
+        self.quota = quota
         super().__init__(message, fix=fix)
 
 

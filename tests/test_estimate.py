@@ -73,7 +73,11 @@ def test_without_credentials_the_estimate_is_local_and_says_so(
     assert "5 of 6 students" in output and "1 would be flagged" in output
     assert fake_gemini.stats()["requests"] == 0
     online = dict((m, rest) for m, _, rest in ROW.findall(output))["online"]
-    assert online.startswith("~5 s")  # 5 calls at the 60 rpm quota: one a second
+    # 5 calls fit the 60 rpm window at once: the physical bound is one 10 s latency
+    assert online.startswith("~10 s")
+    code, output = grade("estimate", str(class_dir), "--concurrency", "50", "--rpm", "2")
+    online = dict((m, rest) for m, _, rest in ROW.findall(output))["online"]
+    assert online.startswith("~2 min")  # 2 a minute: the 5th call in the third window, +10 s
     assert "thinking tokens (assumed 600 a call" in output  # the default level, low
 
 

@@ -10,12 +10,14 @@ from grader.backends.base import (
     BatchResult,
     CacheInfo,
     FileInfo,
+    Paced,
     SupportsBatch,
     SupportsCaching,
     SupportsFiles,
     SupportsTuning,
     TuningInfo,
     create,
+    in_flight,
     media_types,
     names,
     register,
@@ -52,6 +54,7 @@ register("enterprise", _enterprise)  # type: ignore[arg-type]
 register("local", _local)  # type: ignore[arg-type]
 
 __all__ = ["AcceptsMedia", "Backend", "BatchInfo", "BatchResult", "CacheInfo", "FileInfo",
-           "SupportsBatch", "SupportsCaching", "SupportsFiles", "SupportsTuning", "TuningInfo",
-           "create", "media_types", "names",
+           "Paced", "SupportsBatch", "SupportsCaching", "SupportsFiles", "SupportsTuning",
+           "TuningInfo",
+           "create", "in_flight", "media_types", "names",
            "register"]

@@ -53,6 +53,29 @@ def media_types(backend: object) -> frozenset[str]:
     return backend.media_types if isinstance(backend, AcceptsMedia) else frozenset()
 
 
+# What a run keeps in flight on a backend that does not pace itself to a provider's quota (the
+# local model's server queues whatever it is sent; more in flight only adds waiting)
+UNPACED_IN_FLIGHT = 8
+
+
+@runtime_checkable
+class Paced(Protocol):
+    """The backend paces its requests to the provider's quota (`grader.online.ratelimit.Quota`:
+    the windows it knows or learns, and an adaptive in-flight limit up to `ceiling`): a run may
+    start as many requests as the ceiling, and the quota decides when each leaves."""
+
+    @property
+    def in_flight_ceiling(self) -> int: ...
+
+
+def in_flight(backend: object, concurrency: int | None) -> int:
+    """How many students a run works on at once: the teacher's `concurrency` when set, else
+    the ceiling of a backend that paces itself, else `UNPACED_IN_FLIGHT`."""
+    if concurrency is not None:
+        return concurrency
+    return backend.in_flight_ceiling if isinstance(backend, Paced) else UNPACED_IN_FLIGHT
+
+
 @dataclass(frozen=True)
 class Embedded:
     """The vectors of some texts, in order, and what computing them took: `calls` requests,

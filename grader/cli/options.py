@@ -62,7 +62,9 @@ THINKING = SharedOption("--thinking",
 MAX_OUTPUT_TOKENS = SharedOption(
     "--max-output-tokens", type=int,
     help="Output token cap per request (thinking counts against it).")
-CONCURRENCY = SharedOption("--concurrency", type=int, help="Requests in flight at once.")
+CONCURRENCY = SharedOption("--concurrency", type=int,
+                           help="A cap on requests in flight (default: as many as the quota "
+                           "allows).")
 RPM = SharedOption("--rpm", type=int, help="Requests per minute quota.")
 TPM = SharedOption("--tpm", type=int, help="Tokens per minute quota.")
 LIMIT = SharedOption("--limit", type=int, help="Only the first N students.")

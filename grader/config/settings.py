@@ -129,7 +129,10 @@ class Settings(BaseModel):
         default=None, gt=0, description="USD per rolling 10 minutes (your tier's spend limit)")
 
     # throughput and robustness
-    concurrency: int = Field(default=8, ge=1, le=1024, description="requests in flight at once")
+    concurrency: int | None = Field(
+        default=None, ge=1, le=1024,  # 1024: grader.online.ratelimit.MAX_IN_FLIGHT
+        description="a cap on requests in flight at once; by default as many as the quota "
+        "windows allow (Gemini: up to 1,024, fewer after a 429; the local model: 8)")
     rpm: int | None = Field(default=None, ge=1,
         description="client-side quota: requests per minute")
     tpm: int | None = Field(default=None, ge=1, description="client-side quota: tokens per minute")

@@ -40,6 +40,7 @@ from grader.errors import BackendError, ConfigError
 from grader.grading.records import CacheRow
 from grader.online.budget import TURN_OVERHEAD_TOKENS
 from grader.online.files import now, parse, stamp
+from grader.online.ratelimit import MAX_IN_FLIGHT, quota_bound
 from grader.online.strays import Strays
 from grader.prompting.request import GradeRequest
 from grader.store import Store
@@ -70,10 +71,8 @@ def token_bound(req: GradeRequest, media: Media, pdf_pages: int) -> int:
 def expected_seconds(calls: int, settings: Settings, a: EstimateAssumptions) -> float:
     """How long `calls` requests take at the configured concurrency and quota (as estimated by
     `grade estimate`)."""
-    t = calls * a.seconds_per_call / settings.concurrency
-    if settings.rpm:
-        t = max(t, calls * 60.0 / settings.rpm)
-    return t
+    return quota_bound(calls, a.seconds_per_call, rpm=settings.rpm,
+                       in_flight=settings.concurrency or MAX_IN_FLIGHT)
 
 
 def ttl_for(expected_s: float, settings: Settings) -> float:

@@ -37,8 +37,11 @@ from grader.online.budget import (
     usd_up,
 )
 from grader.online.caching import token_bound
+from grader.online.ratelimit import MAX_IN_FLIGHT, quota_bound
 from grader.prompting.planning import Plan, default_model, plan, prefix_request, students
 from grader.prompting.request import GradeRequest, Usage
+
+COUNT_IN_FLIGHT = 16  # countTokens calls at once (a quota of its own at Google)
 
 
 @dataclass(frozen=True)
@@ -65,13 +68,10 @@ class Mode:
 
 def _online_time(load: Load, s: Settings, a: EstimateAssumptions,
                  cost: float | None) -> tuple[float, float]:
-    """Bounded by calls in flight, the RPM/TPM quota and the spend-rate limit, whichever is
-    slowest."""
-    t = load.calls * a.seconds_per_call / s.concurrency
-    if s.rpm:
-        t = max(t, load.calls * 60.0 / s.rpm)
-    if s.tpm:
-        t = max(t, load.input_tokens * 60.0 / s.tpm)
+    """The physical bound (`quota_bound`: one latency per wave in flight, a window's worth of
+    requests or tokens per minute) or the spend-rate limit, whichever is slowest."""
+    t = quota_bound(load.calls, a.seconds_per_call, in_flight=s.concurrency or MAX_IN_FLIGHT,
+                    rpm=s.rpm, tpm=s.tpm, input_tokens=load.input_tokens)
     if s.spend_per_10min and cost:
         t = max(t, cost / s.spend_per_10min * 600.0)
     return t, t
@@ -80,7 +80,7 @@ def _online_time(load: Load, s: Settings, a: EstimateAssumptions,
 def _flex_time(load: Load, s: Settings, a: EstimateAssumptions,
                cost: float | None) -> tuple[float, float]:
     low, high = a.flex_minutes
-    waves = -(-load.calls // s.concurrency)  # each call queues, `concurrency` at a time
+    waves = -(-load.calls // (s.concurrency or MAX_IN_FLIGHT))  # each wave queues
     floor = _online_time(load, s, a, cost)[0]
     return max(floor, waves * low * 60.0), max(floor, waves * high * 60.0)
 
@@ -224,7 +224,8 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
     reqs = [r.model_copy(update={"reference_parts": ()}) for r in sent]  # counted once
 
     def count(batch: list[GradeRequest]) -> list[int]:
-        return asyncio.run(_count(create(name, settings=settings), batch, settings.concurrency))
+        return asyncio.run(_count(create(name, settings=settings), batch,
+                                  settings.concurrency or COUNT_IN_FLIGHT))
 
     prefix = _prefix(p, gen, tbl, count if api and reqs else None)
     if api and reqs:

@@ -1,30 +1,41 @@
-"""Client-side quota: requests and tokens per minute, and USD per rolling 10 minutes.
+"""Client-side quota: send as much as the provider's windows allow, and no more.
 
-Gemini enforces quotas over sliding one-minute windows and answers 429 when a window is full.
-A plain leaky bucket with burst = limit would overshoot such a window (a full burst plus the
-drip), so both buckets are shaped to never admit more than the limit in any window:
+What binds a class is the provider's quota and one model latency, not a number of connections.
+Gemini counts requests and tokens per minute over sliding windows and spending over a rolling
+10 minutes, and answers a full window with 429 RESOURCE_EXHAUSTED and a RetryInfo delay. So by
+default grader keeps as many requests in flight as those windows allow (at most `MAX_IN_FLIGHT`
+connections, a safety ceiling), and adapts to what the service says:
 
-- requests: strict spacing, one request every `period/rpm` seconds (plus 0.5% slack), no burst;
-- tokens: a burst of a quarter of the limit, then a drip of three quarters of it per period.
+- `Window`: a log of what the provider admitted in the last period, sliding as the provider's
+  own window slides; a request waits only until it fits. Limits come from settings (`rpm`,
+  `tpm`) or are learned from a 429 whose QuotaFailure names a per-minute limit (`QuotaHint`).
+- AIMD on the requests in flight: a 429 halves the in-flight limit (once per wave: requests sent
+  before the last cut do not cut it again) and holds new requests for the server's RetryInfo
+  delay; each request answered raises the limit by one, back up to the ceiling.
+- `concurrency`, when set, is the teacher's cap: the ceiling.
 
-Built on `aiolimiter` (maintained, loop-aware); one `Quota` per backend instance. `SpendRate`
-(the spend-based limit) needs prices, so the call ledger, which knows them, holds it.
+One `Quota` per backend instance; it works on whichever event loop calls it (`loop.time()`).
+`SpendRate` (the spend-based limit) needs prices, so the call ledger, which knows them, holds it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Literal
 
-from aiolimiter import AsyncLimiter
-
-_SLACK = 1.005  # spacing margin so clock skew between us and the server never adds a request
-# ...and never less than this, so network jitter cannot push a request into a short window.
-_MIN_MARGIN_S = 0.05
-_TOKEN_BURST_SHARE = 0.25
+# The most requests a run keeps in flight when `concurrency` is not set: a bound on sockets and
+# on prepared requests held in memory, far above what one model latency and a quota window need
+# for a class (a class of 1,000 at 5 s a call needs 1,000 only for the first five seconds).
+MAX_IN_FLIGHT = 1024
+_SLACK = 1.005  # a window entry is kept this much longer than the period, so clock skew...
+_MIN_MARGIN_S = 0.05  # ...and network jitter never let us send into the provider's full window
+_NO_DELAY_HOLD_S = 1.0  # a 429 without RetryInfo holds new requests this long
 
 
 def estimate_tokens(chars: int) -> int:
@@ -32,46 +43,238 @@ def estimate_tokens(chars: int) -> int:
     return max(1, chars // 4)
 
 
+def quota_bound(calls: int, seconds_per_call: float, *, in_flight: int, rpm: int | None = None,
+                tpm: int | None = None, input_tokens: int = 0, period_s: float = 60.0) -> float:
+    """The least wall time `calls` requests can take: one latency per wave of `in_flight`,
+    and a window's worth of requests (or tokens) per period, the last wave still taking one
+    latency. The physical bound any client meets; estimates and benchmarks measure by it."""
+    if calls <= 0:
+        return 0.0
+    t = math.ceil(calls / max(1, in_flight)) * seconds_per_call
+    if rpm:
+        t = max(t, (math.ceil(calls / rpm) - 1) * period_s + seconds_per_call)
+    if tpm and input_tokens:
+        t = max(t, (math.ceil(input_tokens / tpm) - 1) * period_s + seconds_per_call)
+    return t
+
+
+@dataclass(frozen=True)
+class QuotaHint:
+    """What a 429 said about the limit it hit (google.rpc.QuotaFailure): its kind, its value
+    and its period (None when the reply did not say)."""
+
+    kind: Literal["requests", "tokens", "spend", "other"]
+    limit: float | None = None
+    period_s: float | None = None
+
+
+class Window:
+    """At most `limit` units (requests or tokens) admitted in any `period_s`; None = no limit.
+    An entry leaves the window a period (and a little more: `_SLACK`, `_MIN_MARGIN_S`) after
+    its request was answered: later than the provider's entry leaves, never earlier."""
+
+    def __init__(self, limit: float | None, period_s: float = 60.0):
+        if limit is not None and limit < 1:
+            raise ValueError("a quota limit must be >= 1")
+        self.limit = limit
+        self.span = period_s + max(period_s * (_SLACK - 1), _MIN_MARGIN_S)
+        self._log: deque[list[float]] = deque()  # [when, amount]; amount 0 once refused
+        self.total = 0.0
+        self.peak = 0.0  # the most this window ever held
+
+    def _expire(self, now: float) -> None:
+        while self._log and self._log[0][0] <= now - self.span:
+            self.total -= self._log.popleft()[1]
+
+    def wait_s(self, now: float, amount: float) -> float:
+        """Seconds until `amount` more fits (0: now). Something larger than the whole limit
+        goes alone, into an empty window (the provider then answers for it)."""
+        self._expire(now)
+        if self.limit is None or self.total + amount <= self.limit or not self.total:
+            return 0.0
+        left = self.total
+        for when, weight in self._log:
+            if when == math.inf:
+                return math.inf  # a request still unanswered: wait for its reply
+            left -= weight
+            if left + amount <= self.limit or not left:
+                return max(0.0, when + self.span - now)
+        return 0.0  # pragma: no cover (the last entry always empties the window)
+
+    def add(self, amount: float) -> list[float]:
+        """Log a request leaving now. Until it is answered its time is unknown to us (a busy
+        loop may write it out seconds after it was admitted, and the provider counts it when
+        it arrives), so it does not leave the window before `settle` dates it."""
+        entry = [math.inf, float(amount)]
+        if self.limit is not None or amount:
+            self._log.append(entry)
+            self.total += amount
+            self.peak = max(self.peak, self.total)
+        return entry
+
+    def settle(self, entry: list[float], now: float) -> None:
+        """The request was answered: the provider counted it no later than now."""
+        entry[0] = min(entry[0], now)
+
+    def remove(self, entry: list[float], now: float) -> None:
+        """The provider refused the request: it does not count in its window."""
+        self.total -= entry[1]
+        entry[1] = 0.0
+        self.settle(entry, now)
+
+    def learn(self, limit: float) -> None:
+        """A 429 named this window's limit: never send above it again."""
+        self.limit = limit if self.limit is None else min(self.limit, limit)
+
+
+@dataclass
+class QuotaStats:
+    """What the quota did in a run: requests sent and refused (429), the most in flight, the
+    in-flight limit's cuts, and its trace: (loop time, in flight, limit) at every change."""
+
+    sent: int = 0
+    refused: int = 0
+    cuts: int = 0
+    peak_in_flight: int = 0
+    trace: list[tuple[float, int, float]] = field(default_factory=list)
+
+    TRACE_MAX = 10_000  # points kept (a long run keeps its first ones)
+
+
+class Slot:
+    """One request admitted by a `Quota`: `refused()` when the provider answered 429."""
+
+    def __init__(self, quota: Quota, wave: int, entries: tuple[list[float], list[float]]):
+        self.quota, self.wave, self.entries = quota, wave, entries
+        self.refused_by: QuotaHint | None = None
+
+    def refused(self, hint: QuotaHint | None, retry_after: float | None) -> None:
+        self.refused_by = hint or QuotaHint("other")
+        self.quota._refused(self, self.refused_by, retry_after)
+
+
 class Quota:
-    """Bounds requests and tokens per `period_s` (60 s by default). `None` = unbounded."""
+    """Requests and tokens per `period_s` (60 s by default; None = not known until a 429 says),
+    and the adaptive in-flight limit (see the module docstring), at most `ceiling`."""
 
     def __init__(self, rpm: int | None = None, tpm: int | None = None, *,
-                 period_s: float = 60.0):
+                 period_s: float = 60.0, ceiling: int = MAX_IN_FLIGHT):
         if rpm is not None and rpm < 1:
             raise ValueError("rpm must be >= 1")
         if tpm is not None and tpm < 1:
             raise ValueError("tpm must be >= 1")
-        self.rpm = rpm
-        self.tpm = tpm
+        if ceiling < 1:
+            raise ValueError("the in-flight ceiling must be >= 1")
+        self.requests = Window(rpm, period_s)
+        self.tokens = Window(tpm, period_s)
         self.period_s = period_s
-        self._requests: AsyncLimiter | None = None
-        if rpm is not None:
-            # A burst of `b` on top of the spaced drip still fits any window, because the slack
-            # leaves rpm * (1 - 1/_SLACK) requests unused per period; the burst lets a request
-            # that was late (busy event loop) be made up for instead of lost.
-            window = period_s + max(period_s * (_SLACK - 1), _MIN_MARGIN_S)
-            spacing = window / rpm
-            b = max(1, int(rpm * (1 - period_s / window)))
-            self._requests = AsyncLimiter(b, b * spacing)
-        self._token_burst = max(1.0, tpm * _TOKEN_BURST_SHARE) if tpm is not None else 0.0
-        if tpm is not None:
-            drip_per_s = tpm * (1 - _TOKEN_BURST_SHARE) / period_s
-            self._tokens: AsyncLimiter | None = AsyncLimiter(
-                self._token_burst, self._token_burst / drip_per_s
-            )
-        else:
-            self._tokens = None
+        self.ceiling = ceiling
+        self.limit = float(ceiling)  # requests in flight allowed now
+        self.in_flight = 0
+        self.hold_until = 0.0  # no request leaves before this (a 429's RetryInfo)
+        self._wave = 0  # how many times the limit was cut: the wave a request is sent in
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.stats = QuotaStats()
+
+    @property
+    def rpm(self) -> float | None:
+        return self.requests.limit
+
+    @property
+    def tpm(self) -> float | None:
+        return self.tokens.limit
 
     @asynccontextmanager
-    async def acquire(self, tokens: int = 0) -> AsyncIterator[None]:
-        """Wait until one request of about `tokens` tokens fits, then run the block.
+    async def acquire(self, tokens: int = 0) -> AsyncIterator[Slot]:
+        """Wait until one request of about `tokens` tokens may leave, then run the block; a
+        block that ends normally (the request answered) raises the in-flight limit by one."""
+        slot = await self._admit(max(0, tokens))
+        try:
+            yield slot
+        except BaseException:
+            self._release(slot, grew=False)
+            raise
+        self._release(slot, grew=slot.refused_by is None)
 
-        A request bigger than the token burst waits for a full burst (it cannot be split)."""
-        if self._tokens is not None and tokens > 0:
-            await self._tokens.acquire(min(float(tokens), self._token_burst))
-        if self._requests is not None:
-            await self._requests.acquire(1)
-        yield
+    async def _admit(self, tokens: int) -> Slot:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            wait = max(self.hold_until - now, self.requests.wait_s(now, 1),
+                       self.tokens.wait_s(now, tokens))
+            if wait <= 0 and self.in_flight < self.limit:
+                break
+            await self._sleep(loop, wait if 0 < wait < math.inf else None)
+        self.in_flight += 1
+        self.stats.sent += 1
+        self.stats.peak_in_flight = max(self.stats.peak_in_flight, self.in_flight)
+        self._trace(now)
+        return Slot(self, self._wave, (self.requests.add(1), self.tokens.add(tokens)))
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+        """Until something changes (a request ends, a 429 arrives) or `timeout` passes."""
+        waiter: asyncio.Future[None] = loop.create_future()
+        if len(self._waiters) > 4 * self.ceiling:  # those that timed out, left behind
+            self._waiters = deque(w for w in self._waiters if not w.done())
+        self._waiters.append(waiter)
+        try:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(waiter, timeout)
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+
+    def _wake(self, n: int) -> None:
+        """Wake the `n` longest waiting requests (first come, first served): one per free
+        place, so a thousand waiting requests are not all woken by each reply."""
+        while n > 0 and self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.get_loop().call_soon_threadsafe(_settle, w)
+                n -= 1
+
+    def _release(self, slot: Slot, *, grew: bool) -> None:
+        now = _now()
+        self.requests.settle(slot.entries[0], now)
+        self.tokens.settle(slot.entries[1], now)
+        self.in_flight -= 1
+        if grew and self.limit < self.ceiling:
+            self.limit = min(float(self.ceiling), self.limit + 1)
+        self._trace(now)
+        self._wake(max(1, int(self.limit) - self.in_flight))
+
+    def _refused(self, slot: Slot, hint: QuotaHint, retry_after: float | None) -> None:
+        now = _now()
+        self.stats.refused += 1
+        self.requests.remove(slot.entries[0], now)
+        self.tokens.remove(slot.entries[1], now)
+        per_minute = hint.period_s is not None and abs(hint.period_s - self.period_s) < 1
+        if hint.limit and per_minute and hint.kind in ("requests", "tokens"):
+            (self.requests if hint.kind == "requests" else self.tokens).learn(hint.limit)
+        self.hold_until = max(self.hold_until, now + (
+            retry_after if retry_after is not None else _NO_DELAY_HOLD_S))
+        if slot.wave == self._wave:  # sent under the current limit: cut it, once a wave
+            self.limit = max(1.0, min(self.limit, float(self.in_flight)) / 2)
+            self._wave += 1
+            self.stats.cuts += 1
+        self._trace(now)  # nothing can leave sooner now: no one is woken
+
+    def _trace(self, now: float) -> None:
+        if len(self.stats.trace) < QuotaStats.TRACE_MAX:
+            self.stats.trace.append((now, self.in_flight, self.limit))
+
+
+def _settle(w: asyncio.Future[None]) -> None:
+    if not w.done():
+        w.set_result(None)
+
+
+def _now() -> float:
+    """The running loop's clock (the clock `acquire` waits on), else the monotonic clock."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
 
 
 class SpendRate:

@@ -15,7 +15,7 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Any
 
-from grader.backends import Backend
+from grader.backends import Backend, in_flight
 from grader.errors import BackendError, BudgetExceeded, SubmissionError
 from grader.grading.context import RunContext
 from grader.grading.judge import judge, kept
@@ -224,7 +224,8 @@ class Runner:
             self.on_outcome(o)
 
     async def run(self, subs: Iterator[Submission]) -> None:
-        await schedule(subs, self.grade_one, self.ctx.p.settings.concurrency)
+        await schedule(subs, self.grade_one,
+                       in_flight(self.backend, self.ctx.p.settings.concurrency))
 
 
 # After a run-wide error, students already being graded get this long to finish (their replies

@@ -52,8 +52,9 @@ db = ".grader/grader.sqlite"
 # store = false               # privacy: keep requests out of Google's logs (the default)
 # budget = 5.0                # USD this run may spend; students left are skipped
 # spend_per_10min = 10.0      # your tier's spend limit (Tier 1: $10 per 10 minutes)
-# concurrency = 8
-# rpm = 60
+# rpm = 1000                  # your quota (AI Studio > Rate limits): then no request is refused
+# tpm = 1000000               # ...and tokens per minute; unset, grader learns them from 429s
+# concurrency = 64            # a cap on requests in flight (default: what the quota allows)
 """
 
 

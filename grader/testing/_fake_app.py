@@ -1,10 +1,13 @@
 """Routes and Gemini semantics of the fake server (the HTTP plumbing is in `fake_gemini`).
 
 Every reply uses Google's wire format: camelCase JSON, `{"error": {code, message, status,
-details}}` for errors, RetryInfo on 429. Today's model rules (thinking levels, prefill, routing,
-sampling, `store`, `serviceTier`, inline size limits, cache minimums) come from grader's model
-table through `_fake_rules`. `cachedContents` live in `_fake_caches`, the Files API in
-`_fake_files`, embeddings in `_fake_embed`; new endpoints are added with `FakeApp.route(...)`.
+details}}` for errors, QuotaFailure and RetryInfo on 429 (`quota_reply`: requests, input tokens
+or spend per window, see `_fake_state`). Request bodies are read in either proto3 JSON spelling
+(`Call.body()`, `_fake_json`); the request log keeps them as sent. Today's model rules (thinking
+levels, prefill, routing, sampling, `store`, `serviceTier`, inline size limits, cache minimums)
+come from grader's model table through `_fake_rules`. `cachedContents` live in `_fake_caches`,
+the Files API in `_fake_files`, embeddings in `_fake_embed`; new endpoints are added with
+`FakeApp.route(...)`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from grader.testing import _fake_rules as rules
@@ -30,6 +34,7 @@ from grader.testing._fake_content import (
 )
 from grader.testing._fake_embed import Embeddings
 from grader.testing._fake_files import Files, check_file_parts
+from grader.testing._fake_json import DuplicateField, normalise, spelled
 from grader.testing._fake_state import FakeState
 from grader.testing._fake_tuning import Tuning
 
@@ -67,48 +72,68 @@ def _duration(seconds: float) -> str:
     return f"{text}s"
 
 
-_QUOTA_METRIC = "generativelanguage.googleapis.com/generate_content_requests"
+@dataclass(frozen=True)
+class Quota:
+    """What a 429 of one quota window says in its QuotaFailure and message."""
+
+    metric: str
+    quota_id: str
+    per_model: bool  # quotaDimensions name the model and location
+    help: str
+    message: str
 
 
-def quota_reply(wait_s: float, rpm: int | None) -> Reply:
+_RATE_HELP = "Learn more about Gemini API quotas"
+_RATE_MESSAGE = "You exceeded your current quota, please check your plan and billing details."
+# The TPM names are the paid tier's input-token quota as users report Google's 429s naming it
+# (not in our facts sheets); the spend names are not in our sources either: Google-like, with
+# "spend" in the id and metric, which grader looks for (and not in the RPM or TPM names).
+QUOTAS = {
+    "rpm": Quota("generativelanguage.googleapis.com/generate_content_requests",
+                 "GenerateRequestsPerMinutePerProjectPerModel", True, _RATE_HELP, _RATE_MESSAGE),
+    "tpm": Quota("generativelanguage.googleapis.com/generate_content_paid_tier_input_token_count",
+                 "GenerateContentPaidTierInputTokensPerModelPerMinute", True, _RATE_HELP,
+                 _RATE_MESSAGE),
+    "spend": Quota("generativelanguage.googleapis.com/spend_based_rate_limit",
+                   "SpendBasedRateLimitPer10MinutesPerProject", False,
+                   "Learn more about spend-based rate limits",
+                   "You exceeded the spend-based rate limit of your billing tier (USD per "
+                   "rolling 10 minutes). Wait and retry after a short period."),
+}
+
+
+def _quota_value(limit: float | None) -> str:
+    """quotaValue as Google writes it: the limit as a decimal string ("250000", "10")."""
+    value = float(limit or 0)
+    return str(int(value)) if value.is_integer() else str(value)
+
+
+def quota_reply(kind: str, wait_s: float, limit: float | None, *, model: str = "",
+                location: str = "global") -> Reply:
+    """The 429 RESOURCE_EXHAUSTED of quota `kind` ("rpm", "tpm" or "spend"): a QuotaFailure
+    naming the quota and its limit, a Help link, and RetryInfo with the wait (also as
+    Retry-After, in whole seconds)."""
+    quota = QUOTAS[kind]
+    violation: dict[str, Any] = {"quotaMetric": quota.metric, "quotaId": quota.quota_id}
+    if quota.per_model and model:
+        violation["quotaDimensions"] = {"location": location, "model": model}
+    violation["quotaValue"] = _quota_value(limit)
     details: list[dict[str, Any]] = [
-        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-         "violations": [{"quotaMetric": _QUOTA_METRIC,
-                         "quotaId": "GenerateRequestsPerMinutePerProjectPerModel",
-                         "quotaValue": str(rpm or 0)}]},
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]},
         {"@type": "type.googleapis.com/google.rpc.Help",
-         "links": [{"description": "Learn more about Gemini API quotas",
+         "links": [{"description": quota.help,
                     "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": _duration(wait_s)},
     ]
-    return error_reply(
-        429, "You exceeded your current quota, please check your plan and billing details.",
-        details, {"Retry-After": str(max(1, round(wait_s + 0.4999)))},
-    )
+    return error_reply(429, quota.message, details,
+                       {"Retry-After": str(max(1, round(wait_s + 0.4999)))})
 
 
-_SPEND_METRIC = "generativelanguage.googleapis.com/spend_based_rate_limit"
-
-
-def spend_reply(wait_s: float, limit: float | None) -> Reply:
-    """The spend-based 429 (USD per rolling 10 minutes). Google's detail names for this limit
-    are not in our sources: these are Google-like, with the word "spend" in the quota id and
-    metric, which is what grader looks for."""
-    details: list[dict[str, Any]] = [
-        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-         "violations": [{"quotaMetric": _SPEND_METRIC,
-                         "quotaId": "SpendBasedRateLimitPer10MinutesPerProject",
-                         "quotaValue": f"{limit or 0:g}"}]},
-        {"@type": "type.googleapis.com/google.rpc.Help",
-         "links": [{"description": "Learn more about spend-based rate limits",
-                    "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
-        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": _duration(wait_s)},
-    ]
-    return error_reply(
-        429, "You exceeded the spend-based rate limit of your billing tier (USD per rolling 10 "
-        "minutes). Wait and retry after a short period.",
-        details, {"Retry-After": str(max(1, round(wait_s + 0.4999)))},
-    )
+def bad_request(e: ValueError) -> Reply:
+    """The 400 for a body that cannot be read: not JSON, or a field given twice."""
+    if isinstance(e, json.JSONDecodeError | UnicodeDecodeError):
+        return error_reply(400, "Invalid JSON payload received.")
+    return error_reply(400, str(e))
 
 
 _SERVER_ERRORS = {
@@ -139,9 +164,18 @@ class Call:
     match: re.Match[str] | None = None
     client_gone: Callable[[], bool] = lambda: False
 
-
     def json(self) -> Any:
+        """The body as sent (the request log keeps this)."""
         return json.loads(self.raw or b"{}")
+
+    @cached_property
+    def _body(self) -> Any:
+        return normalise(self.json())
+
+    def body(self) -> Any:
+        """The body as the service reads it: field names in camelCase (see `_fake_json`);
+        ValueError when it is not JSON or names a field twice."""
+        return self._body
 
 
 class FakeApp:
@@ -177,10 +211,8 @@ class FakeApp:
                 call.match = m
                 try:
                     return handler(call)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    return error_reply(400, "Invalid JSON payload received.")
-                except ValueError as e:
-                    return error_reply(400, str(e))
+                except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ones
+                    return bad_request(e)
         return error_reply(404, f"Method not found: {call.method} {call.path}")
 
     # --- control endpoints ------------------------------------------------------------------
@@ -233,6 +265,8 @@ class FakeApp:
         reply = error_reply(500, "fake server error")
         try:
             reply = self._model_call(call, endpoint, vertex, record, model)
+        except ValueError as e:
+            reply = bad_request(e)
         finally:
             self.state.end(endpoint, reply.status)
         return reply
@@ -242,10 +276,11 @@ class FakeApp:
         denied = self.auth(call, vertex)
         if denied:
             return denied
-        body = call.json()
-        if not isinstance(body, dict):
+        raw = call.json()
+        if not isinstance(raw, dict):
             return error_reply(400, "Invalid JSON payload: expected an object.")
-        record["body"] = body
+        record["body"] = raw  # as sent: tests assert on what the client wrote
+        body = call.body()
         model = tuned_base or (call.match.group("model") if call.match else "")
         if not model.startswith("gemini-"):
             api = "v1beta1" if vertex else "v1beta"
@@ -253,9 +288,12 @@ class FakeApp:
                                     f"not supported for {endpoint}.")
         prompt = read_prompt(body)
         if endpoint == "countTokens":
-            if "generationConfig" in body and not vertex:
-                return error_reply(400, 'Invalid JSON payload received. Unknown name '
-                                        '"generationConfig": Cannot find field.')
+            sent = spelled(raw, "generationConfig")
+            if sent is not None and not vertex:
+                # the Developer API's countTokens has no generation config (it takes one inside
+                # `generateContentRequest`): the parser names the field as it was sent
+                return error_reply(400, f'Invalid JSON payload received. Unknown name "{sent}": '
+                                        'Cannot find field.')
             return json_reply(200, {"totalTokens": prompt.prompt_tokens})
         refused = rules.check(body, model, vertex) or rules.inline_refusal(body, len(call.raw))
         if refused:
@@ -297,6 +335,9 @@ class FakeApp:
                 record["body"] = call.json()
             reply = handler()
             return reply
+        except ValueError as e:
+            reply = bad_request(e)
+            return reply
         finally:
             self.state.end(endpoint, reply.status)
 
@@ -321,18 +362,19 @@ class FakeApp:
                   vertex: bool, cached: int) -> Reply:
         body_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         prompt.repeat = self.state.asked(body_hash)
-        wait = self.state.admit()
-        if wait is not None:
-            return quota_reply(wait, self.state.config.rpm)
-        wait = self.state.admit_spend()
-        if wait is not None:
-            return spend_reply(wait, self.state.config.spend_limit_usd)
+        cfg = self.state.config
+        where = {"model": model, "location": (call.match.group("location")
+                                              if vertex and call.match else "global")}
+        refused = self.state.admit(prompt.prompt_tokens)  # what promptTokenCount will say
+        if refused is not None:
+            quota, wait = refused
+            limit = {"rpm": cfg.rpm, "tpm": cfg.tpm, "spend": cfg.spend_limit_usd}[quota]
+            return quota_reply(quota, wait, limit, **where)
         fault = self.state.pick_fault()
         if fault == "429":
-            return quota_reply(self.state.config.fault_retry_delay_s, self.state.config.rpm)
+            return quota_reply("rpm", cfg.fault_retry_delay_s, cfg.rpm, **where)
         if fault == "429_spend":
-            return spend_reply(self.state.config.fault_retry_delay_s,
-                               self.state.config.spend_limit_usd)
+            return quota_reply("spend", cfg.fault_retry_delay_s, cfg.spend_limit_usd)
         if fault in {"400", "401", "403", "404"}:
             return error_reply(int(fault), f"injected {fault} fault")
         if self.state.stop.wait(self.state.delay_s()):
@@ -369,6 +411,10 @@ class FakeApp:
                      ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """One request of a batch job, answered as generateContent would be (and billed):
         (response, None), or (None, the line's google.rpc.Status)."""
+        try:
+            body = normalise(body)  # a JSONL line is read as any request body
+        except DuplicateField as e:
+            return None, {"code": 400, "message": str(e)}
         refused = rules.check(body, model, vertex)
         if refused:
             return None, {"code": 400, "message": refused}

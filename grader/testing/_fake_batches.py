@@ -109,7 +109,7 @@ class Batches:
     def create(self, call: Call, vertex: bool) -> Reply:
         from grader.testing._fake_app import error_reply, json_reply
 
-        body = call.json()
+        body = call.body()
         cfg = self.state.config
         if vertex:
             assert call.match is not None

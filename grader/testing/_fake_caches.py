@@ -73,7 +73,7 @@ def prompt_tokens(system: dict[str, Any] | None, contents: list[dict[str, Any]])
         for part in content.get("parts", []) if isinstance(content, dict) else []:
             if part.get("text") is not None:
                 chars += len(part["text"])
-            elif any(part.get(k) for k in ("inlineData", "inline_data", "fileData", "file_data")):
+            elif part.get("inlineData") or part.get("fileData"):
                 parts += 1
     return estimate_tokens(chars, parts)
 
@@ -144,7 +144,7 @@ class Caches:
     def create(self, call: Call, vertex: bool) -> Reply:
         from grader.testing._fake_app import error_reply, json_reply
 
-        body = call.json()
+        body = call.body()
         model = str(body.get("model") or "")
         mid = model_id(model)
         if not mid.startswith("gemini-"):
@@ -224,7 +224,7 @@ class Caches:
         from grader.testing._fake_app import error_reply, json_reply
 
         name = self._name(call, vertex)
-        body = call.json()
+        body = call.body()
         with self.state.lock:
             self.sweep()
             c = self.state.caches.get(name)

@@ -79,7 +79,8 @@ class Prompt:
 
 
 def read_prompt(body: dict[str, Any]) -> Prompt:
-    """Pull texts out of a request body (camelCase wire format, as the SDK sends it)."""
+    """Pull texts out of a request body. The fake passes it bodies in camelCase (`_fake_json`);
+    tests pass it the request log's bodies as sent, hence the snake_case spellings too."""
     chars = 0
     inline = 0
     system = body.get("systemInstruction") or body.get("system_instruction") or {}

@@ -76,7 +76,7 @@ class Embeddings:
         if "embedding" not in model:
             return error_reply(404, f"models/{model} is not found, or is not supported for "
                                     f"{method}.")
-        body = call.json()
+        body = call.body()
         if method == "embedContent":
             text = _text(body.get("content"))
             dims = _dimensions(body)

@@ -142,10 +142,8 @@ class Files:
                 return error_reply(400, "Only the resumable upload protocol is supported: start "
                                         "with X-Goog-Upload-Protocol: resumable and "
                                         "X-Goog-Upload-Command: start.")
-            meta = (call.json() or {}).get("file") or {}
             # proto JSON takes both spellings; the SDK sends the File's own field names
-            meta = {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), k): v
-                    for k, v in meta.items()}
+            meta = (call.body() or {}).get("file") or {}
             try:
                 size = int(h.get("x-goog-upload-header-content-length", ""))
             except ValueError:
@@ -246,8 +244,8 @@ def check_file_parts(app: FakeApp, contents: list[dict[str, Any]], vertex: bool
 
     for content in contents:
         for part in content.get("parts", []) if isinstance(content, dict) else []:
-            data = part.get("fileData") or part.get("file_data") or {}
-            uri = str(data.get("fileUri") or data.get("file_uri") or "")
+            data = part.get("fileData") or {}
+            uri = str(data.get("fileUri") or "")
             if not uri:
                 continue
             if uri.startswith("gs://"):

@@ -5,6 +5,8 @@ thinking levels a model accepts, whether it still honours sampling parameters or
 model turn, whether it is routed to another model, and what a call costs (for the spend limit).
 So a grader that drifts from the table fails against the fake in CI.
 
+Bodies arrive with camelCase field names (`_fake_json`), whichever spelling the client used.
+
 Error texts: the thinking-level message is Google's (facts sheet, section 2); the others are the
 fake's own wording (Google's exact texts for them are not in our sources).
 """
@@ -27,12 +29,10 @@ def row(model: str) -> ModelInfo | None:
 
 
 def _thinking(body: dict[str, Any]) -> tuple[Any, Any]:
-    """(level, budget) of a body. Proto JSON takes both spellings, and the SDK sends the
-    thinking config's own field names (`thinking_level`) as they are."""
+    """(level, budget) of a body (camelCase: the SDK's `thinking_level` arrives normalised)."""
     gen = body.get("generationConfig") or {}
-    cfg = gen.get("thinkingConfig") or gen.get("thinking_config") or {}
-    return (cfg.get("thinkingLevel", cfg.get("thinking_level")),
-            cfg.get("thinkingBudget", cfg.get("thinking_budget")))
+    cfg = gen.get("thinkingConfig") or {}
+    return cfg.get("thinkingLevel"), cfg.get("thinkingBudget")
 
 
 def check(body: dict[str, Any], model: str, vertex: bool) -> str | None:
@@ -148,9 +148,8 @@ def inline_refusal(body: dict[str, Any], raw_bytes: int) -> str | None:
                 "bytes. Upload large files with the File API.")
     for content in body.get("contents") or []:
         for part in content.get("parts", []) if isinstance(content, dict) else []:
-            blob = part.get("inlineData") or part.get("inline_data") or {}
-            # proto JSON takes both spellings, and the SDK sends the blob's own field names
-            if (blob.get("mimeType") or blob.get("mime_type")) == "application/pdf":
+            blob = part.get("inlineData") or {}
+            if blob.get("mimeType") == "application/pdf":
                 size = len(str(blob.get("data") or "")) * 3 // 4
                 if size > limits.pdf_mb * 1024 * 1024:
                     return (f"Inline PDF data of {size} bytes exceeds the limit of "

@@ -1,7 +1,14 @@
-"""Mutable state of the fake Gemini server: settings, quota window, fault dice and counters.
+"""Mutable state of the fake Gemini server: settings, quota windows, fault dice and counters.
 
 One lock guards everything, so handler threads can share it; nothing here blocks (sleeps happen in
 the handler thread, outside the lock).
+
+Quotas are sliding windows on the fake's clock (`monotonic`, moved by `advance`), checked together
+when a generateContent call arrives (`admit`): requests per minute (`rpm`), input tokens per minute
+(`tpm`, the prompt tokens the reply reports as `promptTokenCount`, counted before the call is
+admitted), and USD per 10 minutes (`spend_limit_usd`). A refused call counts in no window, so a
+client that waits as told is admitted; `stats()` tells how many calls each window refused and the
+most requests and tokens any window held, so a test can assert a client never went over.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ class FakeConfig:
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     rpm: int | None = None
-    rpm_window_s: float = 60.0
+    rpm_window_s: float = 60.0  # the window of `rpm` and of `tpm`
+    tpm: int | None = None  # input tokens per window: 429 once a call would go over
     fail_rate: float = 0.0
     fault_kinds: tuple[str, ...] = TRANSIENT_FAULTS + CONTENT_FAULTS
     hang_s: float = 30.0
@@ -74,6 +82,8 @@ def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("fail_rate must be between 0 and 1")
     if out.get("rpm") is not None and int(out["rpm"]) < 1:
         raise ValueError("rpm must be >= 1 or null")
+    if out.get("tpm") is not None and int(out["tpm"]) < 1:
+        raise ValueError("tpm must be >= 1 or null")
     if out.get("spend_limit_usd") is not None and float(out["spend_limit_usd"]) <= 0:
         raise ValueError("spend_limit_usd must be > 0 or null")
     if "batch_end_state" in out and out["batch_end_state"] not in ("SUCCEEDED", "FAILED",
@@ -99,6 +109,9 @@ class Stats:
     files: Counter[str] = field(default_factory=Counter)  # uploaded, bytes, deleted, expired
     in_flight: int = 0
     max_in_flight: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)  # 429s by window: rpm, tpm, spend
+    rpm_peak: int = 0  # the most requests any RPM window held
+    tpm_peak: int = 0  # the most input tokens any TPM window held
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -119,7 +132,53 @@ class Stats:
                       for k in ("uploaded", "bytes", "deleted", "expired")},
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "rejected": {k: self.rejected.get(k, 0) for k in ("rpm", "tpm", "spend")},
+            "rpm_peak": self.rpm_peak,
+            "tpm_peak": self.tpm_peak,
         }
+
+
+class Window:
+    """One sliding window of (when, weight) entries and their running total (requests, tokens
+    or USD); entries leave `span` seconds after they came."""
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[float, float]] = deque()
+        self.total = 0.0
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.total = 0.0
+
+    def add(self, now: float, weight: float) -> None:
+        self.entries.append((now, weight))
+        self.total += weight
+
+    def _drop(self, now: float, span: float) -> None:
+        while self.entries and self.entries[0][0] <= now - span:
+            self.total -= self.entries.popleft()[1]
+        if not self.entries:
+            self.total = 0.0  # no float drift left behind
+
+    def wait(self, now: float, span: float, limit: float | None, need: float) -> float | None:
+        """None when a call weighing `need` fits now (the window is not full and would not go
+        over `limit` with it), else the seconds until enough entries have left. A call that can
+        never fit (`need` alone is over the limit) is told to wait the whole window."""
+        self._drop(now, span)
+        if limit is None or self._fits(self.total, limit, need):
+            return None
+        left = self.total
+        for when, weight in self.entries:
+            left -= weight
+            if self._fits(left, limit, need):
+                return max(0.001, when + span - now)
+        return span
+
+    @staticmethod
+    def _fits(total: float, limit: float, need: float) -> bool:
+        # `total < limit`: a spend window (need 0: the cost is known only afterwards) is full
+        # once it reached its limit
+        return total < limit and total + need <= limit
 
 
 class FakeState:
@@ -133,9 +192,10 @@ class FakeState:
         self.stop = threading.Event()
         self.rng = random.Random(config.seed)
         self.stats = Stats()
-        # sliding windows of (when, weight): admitted calls (weight 1) and billed USD
-        self.window: deque[tuple[float, float]] = deque()
-        self.spend: deque[tuple[float, float]] = deque()
+        # sliding windows: admitted calls, their input tokens, and billed USD
+        self.calls = Window()
+        self.input_tokens = Window()
+        self.spend = Window()
         self.scripted: deque[str] = deque()
         self.scripted_for: dict[str, deque[str]] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=500)
@@ -155,7 +215,9 @@ class FakeState:
             if "seed" in checked:
                 self.rng = random.Random(self.config.seed)
             if "rpm" in checked or "rpm_window_s" in checked:
-                self.window.clear()
+                self.calls.clear()
+            if "tpm" in checked or "rpm_window_s" in checked:
+                self.input_tokens.clear()
 
     def inject(self, kinds: list[str]) -> None:
         bad = [k for k in kinds if k not in ALL_FAULTS]
@@ -208,7 +270,8 @@ class FakeState:
         with self.lock:
             in_flight = self.stats.in_flight
             self.stats = Stats(in_flight=in_flight, max_in_flight=in_flight)
-            self.window.clear()
+            self.calls.clear()
+            self.input_tokens.clear()
             self.spend.clear()
             self.scripted.clear()
             self.scripted_for.clear()
@@ -233,37 +296,32 @@ class FakeState:
             self.stats.by_endpoint_status.setdefault(endpoint, Counter())[str(status)] += 1
             self.changed.notify_all()
 
-    def admit(self) -> float | None:
-        """Quota check for one generateContent call: None when admitted, else seconds to wait."""
+    def admit(self, tokens: int) -> tuple[str, float] | None:
+        """Quota check for one generateContent call with `tokens` input tokens: None when
+        admitted (and counted in the RPM and TPM windows), else which window refused it ("rpm",
+        "tpm" or "spend") and the seconds until it would fit. The windows are checked and booked
+        under one lock, so a refused call is counted in none of them and concurrent calls
+        cannot together go over a limit."""
         with self.lock:
-            wait = self._full(self.window, self.config.rpm_window_s, self.config.rpm)
-            if wait is None and self.config.rpm is not None:
-                self.window.append((self.monotonic(), 1.0))
-            return wait
-
-    def admit_spend(self) -> float | None:
-        """Spend-based limit: None when admitted, else seconds until spending leaves the window."""
-        with self.lock:
-            return self._full(self.spend, self.config.spend_window_s,
-                              self.config.spend_limit_usd)
-
-    def _full(self, window: deque[tuple[float, float]], span: float,
-              limit: float | None) -> float | None:
-        """Seconds until `window` (entries older than `span` dropped) weighs less than `limit`;
-        None when it does now (or there is no limit). The caller holds the lock."""
-        if limit is None:
+            cfg, now = self.config, self.monotonic()
+            checks = (("rpm", self.calls, cfg.rpm_window_s, cfg.rpm, 1),
+                      ("tpm", self.input_tokens, cfg.rpm_window_s, cfg.tpm, tokens),
+                      ("spend", self.spend, cfg.spend_window_s, cfg.spend_limit_usd, 0))
+            for kind, window, span, limit, need in checks:
+                wait = window.wait(now, span, limit, need)
+                if wait is not None:
+                    self.stats.rejected[kind] += 1
+                    return kind, wait
+            self.calls.add(now, 1)
+            self.input_tokens.add(now, tokens)
+            self.stats.rpm_peak = max(self.stats.rpm_peak, round(self.calls.total))
+            self.stats.tpm_peak = max(self.stats.tpm_peak, round(self.input_tokens.total))
             return None
-        now = self.monotonic()
-        while window and window[0][0] <= now - span:
-            window.popleft()
-        if sum(weight for _, weight in window) >= limit:
-            return max(0.001, window[0][0] + span - now)
-        return None
 
     def book_spend(self, usd: float) -> None:
         with self.lock:
             self.stats.spend_usd += usd
-            self.spend.append((self.monotonic(), usd))
+            self.spend.add(self.monotonic(), usd)
 
     def pick_fault(self) -> str | None:
         with self.lock:

@@ -131,7 +131,7 @@ class Tuning:
     def create(self, call: Call) -> Reply:
         from grader.testing._fake_app import error_reply, json_reply
 
-        body = call.json()
+        body = call.body()
         base = str(body.get("baseModel") or "")
         spec = body.get("supervisedTuningSpec") or {}
         train = str(spec.get("trainingDatasetUri") or "")

@@ -2,10 +2,12 @@
 
 The real google-genai client talks to it through `HttpOptions(base_url=...)` or
 `GOOGLE_GEMINI_BASE_URL`, so the whole SDK path (serialisation, errors, timeouts) is exercised.
-Answers are deterministic (see `_fake_content`); quota, faults and latency are configurable.
+Answers are deterministic (see `_fake_content`); quotas (requests and input tokens per minute,
+spend per 10 minutes: `_fake_state`), faults and latency are configurable. Request bodies are
+read in both proto3 JSON spellings, camelCase and snake_case (`_fake_json`), as Google reads them.
 Stdlib only: one thread per connection, keep-alive, sleeps never hold a lock.
 
-    python -m grader.testing.fake_gemini --port 0 --latency-ms 1000 --rpm 600
+    python -m grader.testing.fake_gemini --port 0 --latency-ms 1000 --rpm 600 --tpm 1000000
 """
 
 from __future__ import annotations
@@ -137,13 +139,14 @@ class FakeGemini(LocalServer):
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0,
                  jitter_ms: float = 0.0, rpm: int | None = None, rpm_window_s: float = 60.0,
+                 tpm: int | None = None,
                  fail_rate: float = 0.0, fault_kinds: list[str] | tuple[str, ...] | None = None,
                  hang_s: float = 30.0, fault_retry_delay_s: float = 1.0, seed: int = 0,
                  api_key: str | None = None, model_version: str | None = None):
         self.state = FakeState(FakeConfig())
         changes: dict[str, Any] = dict(
             latency_ms=latency_ms, jitter_ms=jitter_ms, rpm=rpm, rpm_window_s=rpm_window_s,
-            fail_rate=fail_rate, hang_s=hang_s, fault_retry_delay_s=fault_retry_delay_s,
+            tpm=tpm, fail_rate=fail_rate, hang_s=hang_s, fault_retry_delay_s=fault_retry_delay_s,
             seed=seed, api_key=api_key, model_version=model_version,
         )
         if fault_kinds is not None:
@@ -187,6 +190,10 @@ class FakeGemini(LocalServer):
         return {"GOOGLE_GEMINI_BASE_URL": self.url, "GOOGLE_VERTEX_BASE_URL": self.url}
 
     def stats(self) -> dict[str, Any]:
+        """Counters since the last reset: requests by endpoint and status, billed calls and
+        tokens, spend, caches, files, calls in flight, 429s by quota window (`rejected`: rpm,
+        tpm, spend) and the most requests and input tokens one window held (`rpm_peak`,
+        `tpm_peak`)."""
         return self.state.snapshot()
 
     def wait_until(self, test: Callable[[dict[str, Any]], bool], *,
@@ -230,7 +237,8 @@ class FakeGemini(LocalServer):
 
     def advance(self, *, hours: float = 0.0, seconds: float = 0.0) -> None:
         """Move the fake's clock ahead: caches past their TTL and files past 48 h are gone, and
-        the quota windows (requests per minute, spend per 10 minutes) move on."""
+        the quota windows (requests and input tokens per minute, spend per 10 minutes) move
+        on."""
         self.state.advance(hours * 3600 + seconds)
 
     def expire_caches(self, name: str | None = None) -> int:
@@ -282,7 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--jitter-ms", type=float, default=0.0)
     p.add_argument("--rpm", type=int, default=None)
-    p.add_argument("--rpm-window-s", type=float, default=60.0)
+    p.add_argument("--rpm-window-s", type=float, default=60.0,
+                   help="the window of --rpm and --tpm")
+    p.add_argument("--tpm", type=int, default=None,
+                   help="input tokens per window: answer 429 to a call that would go over")
     p.add_argument("--fail-rate", type=float, default=0.0)
     p.add_argument("--fault-kinds", default=None,
                    help=f"comma-separated, from {','.join(ALL_FAULTS)}")
@@ -294,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     kinds = a.fault_kinds.split(",") if a.fault_kinds else None
     fake = FakeGemini(host=a.host, port=a.port, latency_ms=a.latency_ms, jitter_ms=a.jitter_ms,
-                      rpm=a.rpm, rpm_window_s=a.rpm_window_s, fail_rate=a.fail_rate,
+                      rpm=a.rpm, rpm_window_s=a.rpm_window_s, tpm=a.tpm, fail_rate=a.fail_rate,
                       fault_kinds=kinds, hang_s=a.hang_s, seed=a.seed, api_key=a.api_key)
     if a.spend_limit_usd is not None:
         fake.configure(spend_limit_usd=a.spend_limit_usd)

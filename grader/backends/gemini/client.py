@@ -33,7 +33,7 @@ from grader.backends.gemini.reply import reply_of
 from grader.backends.gemini.resources import GeminiResources
 from grader.config.settings import DEFAULT_GEMINI_MODEL, Settings
 from grader.errors import BackendError, ConfigError
-from grader.online.ratelimit import Quota, estimate_tokens
+from grader.online.ratelimit import MAX_IN_FLIGHT, Quota, estimate_tokens
 from grader.prompting.request import GradeRequest, GradeResponse, Part
 
 
@@ -84,7 +84,8 @@ class GeminiBackend(GeminiResources, GeminiBatches):
         self._prefix: tuple[Any, list[types.Part]] | None = None
         self.on_retry: Callable[[BackendError], None] | None = None
         self.model = settings.model or DEFAULT_GEMINI_MODEL
-        self.quota = quota if quota is not None else Quota(settings.rpm, settings.tpm)
+        self.quota = quota if quota is not None else Quota(
+            settings.rpm, settings.tpm, ceiling=settings.concurrency or MAX_IN_FLIGHT)
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.base_url = self._base_url()
@@ -113,6 +114,11 @@ class GeminiBackend(GeminiResources, GeminiBatches):
                           "Enterprise (Vertex AI); the Developer API has no model tuning",
                           fix="pass --backend enterprise with --project")
 
+    @property
+    def in_flight_ceiling(self) -> int:
+        """`Paced`: the run may start this many requests; the quota decides when each leaves."""
+        return self.quota.ceiling
+
     # --- construction (overridden by VertexBackend) -------------------------------------------
     def _base_url(self) -> str | None:
         return self.settings.base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or None
@@ -138,9 +144,8 @@ class GeminiBackend(GeminiResources, GeminiBatches):
         models = self._aio.models  # made before the quota wait: the request leaves on time
 
         async def attempt() -> Any:
-            async with self.quota.acquire(tokens):
-                response = await models.generate_content(
-                    model=model, contents=contents, config=config)
+            response = await self._within_quota(tokens, "generateContent", lambda: (
+                models.generate_content(model=model, contents=contents, config=config)))
             http = response.sdk_http_response
             return json.loads(http.body or "{}") if http is not None else {}
 

@@ -10,7 +10,7 @@ import asyncio
 import json
 import re
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import aiohttp
 import httpx2
@@ -19,6 +19,7 @@ from google.genai import errors as genai_errors
 
 from grader.config.settings import DEFAULT_GEMINI_MODEL, Settings
 from grader.errors import BackendError
+from grader.online.ratelimit import QuotaHint
 from grader.prompting.request import GradeRequest
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -49,6 +50,34 @@ def is_spend_limit(err: genai_errors.APIError) -> bool:
                         f"{v.get('quotaId', '')} {v.get('quotaMetric', '')}").lower():
                     return True
     return "spend" in (err.message or "").lower()
+
+
+_PERIODS = (("perminute", 60.0), ("perhour", 3600.0), ("perday", 86400.0))
+
+
+def quota_hint(err: genai_errors.APIError) -> QuotaHint:
+    """What a 429's QuotaFailure says about the limit it hit: requests, (input) tokens or
+    spend, its value (`quotaValue`) and period (from the quota id, `...PerMinute`), for the
+    client-side quota to learn (`Quota`). Google's ids look like
+    `GenerateRequestsPerMinutePerProjectPerModel` and
+    `GenerateContentPaidTierInputTokensPerModelPerMinute`."""
+    for d in _details(err):
+        if not str(d.get("@type", "")).endswith("google.rpc.QuotaFailure"):
+            continue
+        for v in d.get("violations") or []:
+            if not isinstance(v, dict):
+                continue
+            name = f"{v.get('quotaId', '')} {v.get('quotaMetric', '')}".lower()
+            kind: Literal["requests", "tokens", "spend", "other"] = (
+                "spend" if "spend" in name else "tokens" if "token" in name
+                else "requests" if "request" in name else "other")
+            try:
+                limit: float | None = float(v.get("quotaValue") or 0) or None
+            except (TypeError, ValueError):
+                limit = None
+            period = next((secs for key, secs in _PERIODS if key in name), None)
+            return QuotaHint(kind, limit, period)
+    return QuotaHint("spend" if is_spend_limit(err) else "other")
 
 
 def retry_delay_from(err: genai_errors.APIError) -> float | None:
@@ -138,13 +167,16 @@ class GeminiErrors:
                 fix="set spend_per_10min in grader.toml below your tier's limit (Tier 1 $10, "
                 "Tier 2 $50, Tier 3 $200 per 10 minutes) so grader paces itself, or use "
                 "--tier flex (half price); it is retried after the server's delay",
-                transient=True, status=code, retry_after=retry_delay_from(e))
+                transient=True, status=code, retry_after=retry_delay_from(e),
+                quota=quota_hint(e))
         if code in RETRYABLE_STATUS:
-            fix = ("requests or tokens per minute quota: lower --rpm / --tpm / --concurrency, "
-                   "or raise your quota" if code == 429
+            fix = ("requests or tokens per minute quota: grader waits as the server asks and "
+                   "learns the limit; set --rpm / --tpm to your quota to avoid the 429s, or raise "
+                   "your quota" if code == 429
                    else "the service is busy; retry later or lower --concurrency")
             return BackendError(head, fix=fix, transient=True, status=code,
-                                retry_after=retry_delay_from(e))
+                                retry_after=retry_delay_from(e),
+                                quota=quota_hint(e) if code == 429 else None)
         text = json.dumps(e.details) if e.details else ""
         if code in {401, 403} or "API_KEY_INVALID" in text or "API key not valid" in text:
             return BackendError(head, fix=self._auth_fix(), status=code, run_wide=True)

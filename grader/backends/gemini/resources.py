@@ -85,9 +85,9 @@ class GeminiResources(GeminiRetries):
                               chars: int = sum(map(len, chunk))
                               ) -> types.EmbedContentResponse:
                 models = self._aio.models  # made before the quota wait
-                async with self.quota.acquire(estimate_tokens(chars)):
-                    return await models.embed_content(
-                        model=model, contents=contents, config=config)
+                return await self._within_quota(
+                    estimate_tokens(chars), "embedContent", lambda: models.embed_content(
+                        model=model, contents=contents, config=config))
 
             response, _ = await self._with_retries(attempt, what="embedContent")
             got = [list(e.values or []) for e in response.embeddings or []]

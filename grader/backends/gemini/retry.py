@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from grader.backends.gemini.errors import GeminiErrors
 from grader.errors import BackendError
+from grader.online.ratelimit import Quota
 
 T = TypeVar("T")
 
@@ -31,6 +32,7 @@ class GeminiRetries(GeminiErrors):
     when it is made)."""
 
     on_retry: Callable[[BackendError], None] | None
+    quota: Quota
     backoff_base_s: float
     backoff_cap_s: float
     _conn_failures: int
@@ -69,6 +71,19 @@ class GeminiRetries(GeminiErrors):
             else:
                 self._conn_failures = 0
                 return result, retries
+
+    async def _within_quota(self, tokens: int, what: str, call: Callable[[], Awaitable[T]]
+                            ) -> T:
+        """One attempt, sent when the quota lets it leave (`Quota.acquire`); a 429 is told to
+        the quota (which window, how long to hold) before it is retried."""
+        async with self.quota.acquire(tokens) as slot:
+            try:
+                return await call()
+            except Exception as e:
+                err = self._classify(e, what)
+                if err is not None and err.status == 429:
+                    slot.refused(err.quota, err.retry_after)
+                raise
 
     def _unreachable(self, cause: Exception) -> BackendError:
         n, secs = self._conn_failures, time.monotonic() - self._conn_down_since
