@@ -136,3 +136,19 @@ def test_removed_settings_and_resolve_callers_are_named(tmp_path: Path) -> None:
     assert "--budget" not in str(err.value) and err.value.path is None
     with pytest.raises(ConfigError, match=r"\(from the settings given: api_key=\*\*\*\)"):
         resolve({"api_key": 12345}, env={})  # a key is never shown
+
+
+def test_the_usage_tier_sets_the_spend_limit_from_the_model_table(tmp_path: Path) -> None:
+    from grader.config.models import packaged
+
+    limits = packaged().spend_limits
+    assert limits.tiers == {"1": 10.0, "2": 50.0, "3": 200.0} and limits.source
+    cls = write_toml(tmp_path / "hw", 'usage_tier = "2"\n')
+    assert resolve({}, class_dir=cls, env={}).spend_per_10min == 50.0
+    assert resolve({}, env={"GRADER_USAGE_TIER": "1"}).spend_per_10min == 10.0
+    # a spend limit of your own, from any source, wins over the tier's
+    assert resolve({"spend_per_10min": 4.0}, class_dir=cls, env={}).spend_per_10min == 4.0
+    assert resolve({}, env={"GRADER_USAGE_TIER": "3", "GRADER_SPEND_PER_10MIN": "120"}
+                   ).spend_per_10min == 120.0
+    with pytest.raises(ConfigError, match="usage_tier"):
+        resolve({}, env={"GRADER_USAGE_TIER": "4"})

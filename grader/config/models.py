@@ -222,6 +222,22 @@ class ModelInfo(BaseModel):
         return max(below, key=LEVELS.index) if below else None
 
 
+class SpendLimits(BaseModel):
+    """The provider's spend-based rate limit per usage tier (USD per `window_minutes`)."""
+
+    model_config = _STRICT
+
+    window_minutes: int = Field(gt=0)
+    tiers: dict[Literal["1", "2", "3"], float]
+    checked: date
+    source: str
+
+    def line(self) -> str:
+        """"Tier 1 $10, Tier 2 $50, Tier 3 $200 per 10 minutes", for messages."""
+        return (", ".join(f"Tier {t} ${usd:g}" for t, usd in sorted(self.tiers.items()))
+                + f" per {self.window_minutes} minutes")
+
+
 class ModelTable(BaseModel):
     model_config = _STRICT
 
@@ -235,6 +251,7 @@ class ModelTable(BaseModel):
     files: FilesApi
     estimate: EstimateAssumptions
     embedding: EmbeddingModel
+    spend_limits: SpendLimits
     models: dict[str, ModelInfo]
 
     @model_validator(mode="after")

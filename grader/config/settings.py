@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from grader.config.models import Level, packaged
 from grader.errors import ConfigError, RubricError
@@ -127,6 +127,10 @@ class Settings(BaseModel):
     budget: float | None = Field(default=None, gt=0, description="USD this run may spend")
     spend_per_10min: float | None = Field(
         default=None, gt=0, description="USD per rolling 10 minutes (your tier's spend limit)")
+    usage_tier: Literal["1", "2", "3"] | None = Field(
+        default=None, description="your Gemini API usage tier (AI Studio, Billing): when "
+        "spend_per_10min is not set, the run keeps below the tier's spend limit from the model "
+        "table (Tier 1: $10 per 10 minutes)")
 
     # throughput and robustness
     concurrency: int | None = Field(
@@ -203,6 +207,20 @@ class Settings(BaseModel):
         description="context size of the local model, in tokens")
     n_threads: int | None = Field(default=None, ge=1,
         description="CPU threads of the local model; unset = llama.cpp's default")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tier_spend_limit(cls, data: Any) -> Any:
+        """`usage_tier` sets `spend_per_10min` to the tier's limit (the model table's
+        `[spend_limits]`) when it is not set itself: resolved here, once, for every use."""
+        if isinstance(data, dict) and data.get("usage_tier") is not None \
+                and data.get("spend_per_10min") is None:
+            tiers: dict[str, float] = {str(k): v for k, v in
+                                       packaged().spend_limits.tiers.items()}
+            tier = str(data["usage_tier"])
+            if tier in tiers:
+                data = {**data, "spend_per_10min": tiers[tier]}
+        return data
 
 
 # Environment variables we honour besides GRADER_<FIELD>: the SDK's own names.

@@ -17,6 +17,7 @@ import httpx2
 from google.auth import exceptions as auth_errors
 from google.genai import errors as genai_errors
 
+from grader.config.models import packaged
 from grader.config.settings import DEFAULT_GEMINI_MODEL, Settings
 from grader.errors import BackendError
 from grader.online.ratelimit import QuotaHint
@@ -164,8 +165,8 @@ class GeminiErrors:
             return BackendError(
                 f"{self.name} {what}: spend-based rate limit reached (429: your tier's USD "
                 f"per rolling 10 minutes, not requests per minute): {e.message or ''}".rstrip(),
-                fix="set spend_per_10min in grader.toml below your tier's limit (Tier 1 $10, "
-                "Tier 2 $50, Tier 3 $200 per 10 minutes) so grader paces itself, or use "
+                fix="set usage_tier (or spend_per_10min below your tier's limit: "
+                f"{packaged().spend_limits.line()}) in grader.toml so grader paces itself, or use "
                 "--tier flex (half price); it is retried after the server's delay",
                 transient=True, status=code, retry_after=retry_delay_from(e),
                 quota=quota_hint(e))
