@@ -18,7 +18,8 @@ B − A with paired bootstrap 95% intervals; every chosen question must share on
         --bank 8 --k 2 --questions 10.3_TC,12.2_PE,4.13,6.2_IPP,8.3_MM
 
 (one llama.cpp thread: on a busy machine more threads spin and are far slower). Run again with
-the same --out, it only recomputes the figures from the stores. docs/examples-and-tuning.md, "When exemplars help".
+the same --out, it only recomputes the figures from the stores. See docs/examples-and-tuning.md,
+"When exemplars help".
 """
 
 from __future__ import annotations
