@@ -18,3 +18,21 @@ def test_every_package_is_listed_for_the_wheel() -> None:
     found |= {"grader.reports.templates", "grader.templates"}  # data-only packages
     assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
     assert listed <= found, f"listed but not in the tree: {sorted(listed - found)}"
+
+
+def test_importing_any_module_runs_nothing() -> None:
+    """Tools walk a package and import every module (pkgutil.walk_packages, as the peers'
+    benchmark harness does): no module may start the CLI or a server when imported."""
+    import subprocess
+    import sys
+
+    script = ("import importlib, pkgutil, sys; import grader\n"
+              "sys.argv = ['harness', '--not-an-option']\n"
+              "names = [m.name for m in pkgutil.walk_packages(grader.__path__, 'grader.')]\n"
+              "for name in names:\n"
+              "    importlib.import_module(name)\n"
+              "print(len(names))")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert int(res.stdout.strip().splitlines()[-1]) > 50  # the walk really imported them
