@@ -263,6 +263,7 @@ class ModelTable(BaseModel):
     default_model: str
     cheap_model: str
     default_source: str
+    default_why: str = Field(min_length=1)
     multipliers: Multipliers
     media: Media
     inline: Inline

@@ -150,6 +150,11 @@ def blocked(reply: Reply, input_flags: Sequence[FlagRow] = (), *, retried: bool 
                "thinking tokens) and wrote no answer"
                + (", also when asked again with more room" if retried else "")
                + "; rerun with a higher --max-output-tokens or a lower --thinking level")
+    elif reply.finish_reason == "CONTINUATION":
+        msg = ("the model's answer went past one output segment and it asked to continue "
+               "(finish reason CONTINUATION); grader does not chain billed segments: grade this "
+               "student by hand, or rerun with --retry-flagged blocked_max_tokens and a lower "
+               "--thinking level")
     else:
         msg = (f"the model returned no usable output (finish reason {why}); grade this student"
                " by hand, or rerun with --retry-flagged after checking it")
