@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from grader.config.models import TODAY_ENV
+from grader.testing._fake_json import normalise
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class
@@ -91,12 +92,21 @@ def test_the_sample_class_is_estimated_at_the_2027_rates_on_2027_01_02(
 
 
 def sent_bodies(fake: FakeGemini) -> list[dict]:
-    return [r["body"] for r in fake.requests() if r["endpoint"] == "generateContent"]
+    """The generateContent bodies as the service reads them (either JSON spelling: camelCase)."""
+    return [normalise(r["body"]) for r in fake.requests() if r["endpoint"] == "generateContent"]
 
 
 def test_a_class_on_hydrogen_creates_no_cache_and_sends_nothing_it_refuses(
         gemini_env: FakeGemini, tmp_path: Path) -> None:
     class_dir = make_class(tmp_path, 4)
+    # a marking scheme long enough for the implicit cache (4,096 tokens: about 16,000 characters)
+    rubric = (class_dir / "rubric.yaml").read_text(encoding="utf-8")
+    long = "instructions: >-\n" + "".join(
+        f"  Point {i}: judge the reasoning, not the wording, and accept any correct encoding "
+        "argument that names bandwidth and clock recovery.\n" for i in range(160))
+    (class_dir / "rubric.yaml").write_text(
+        rubric.replace("instructions: Grade each criterion independently.\n", long),
+        encoding="utf-8")
     db = tmp_path / "g.db"
     code, output = grade("run", str(class_dir), "--model", "gemini-4-hydrogen", "--db", str(db),
                          "--out", str(tmp_path / "o"))
@@ -115,6 +125,11 @@ def test_a_class_on_hydrogen_creates_no_cache_and_sends_nothing_it_refuses(
                 for b in bodies}
     assert len(prefixes) == 1
     assert q(db, "SELECT COUNT(*) FROM grades WHERE status = 'graded'") == [(4,)]
+    # the implicit cache served the marking scheme from the second student on, and the run
+    # reports the cached tokens the replies showed
+    hits = gemini_env.stats()["implicit_cached_tokens"]
+    assert hits > 3 * 4096
+    assert f"cached {hits} in 4 calls" in flat(output)
 
 
 def test_a_reply_that_asks_to_continue_is_flagged_and_not_followed(
@@ -130,3 +145,20 @@ def test_a_reply_that_asks_to_continue_is_flagged_and_not_followed(
     assert gemini_env.stats()["continuations_requested"] == 0  # no second segment asked for
     bodies = [json.dumps(b) for b in sent_bodies(gemini_env)]
     assert not any(re.search(r"continuation", b, re.IGNORECASE) for b in bodies)
+
+
+@pytest.mark.today
+def test_grade_models_check_names_what_the_service_lists_and_the_table_lacks(
+        gemini_env: FakeGemini) -> None:
+    gemini_env.configure(listed_extra=["gemini-5-helium"], listed_hidden=["gemini-3.6-flash"])
+    code, output = grade("models", "--check")
+    assert code == 1, output
+    text = flat(output)
+    assert "listed by the service, not in the table (new models: the table is stale): " \
+           "gemini-5-helium" in text
+    assert "no longer listed by the service (retired or renamed: do not choose them): " \
+           "gemini-3.6-flash" in text
+    assert "models.list" in gemini_env.stats()["by_endpoint"]
+    gemini_env.configure(listed_extra=[], listed_hidden=[])
+    code, output = grade("models", "--check")
+    assert code == 0 and "the table and the service agree" in output, output

@@ -6,9 +6,9 @@ traceback only with --debug. Whatever is printed from student data goes through
 
 This module holds the `grade` group and registers the commands of the modules by topic: `run`
 (init, run, estimate, status, report), `review` (review import, export), `quality` (calibrate,
-human import, eval), `tuning` (tune), `batch` (batch), `models` (models); `common` holds what they share, the
-options several commands take among it. The commands import the library inside their bodies,
-so that `grade --help` starts fast."""
+human import, eval), `tuning` (tune), `batch` (batch), `models` (models); `common` holds what
+they share, the options several commands take among it. The commands import the library inside
+their bodies, so that `grade --help` starts fast."""
 
 from __future__ import annotations
 
