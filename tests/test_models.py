@@ -107,7 +107,9 @@ def test_lower_level_steps_down_within_what_the_model_accepts() -> None:
     flash, lite = packaged().get("gemini-3.8-flash"), packaged().get("gemini-3.5-flash-lite")
     assert flash.lower_level("medium") == "low" and flash.lower_level("low") is None
     assert lite.lower_level("low") == "minimal" and lite.lower_level("minimal") is None
-    assert [lv for lv in LEVELS if lv in lite.thinking_levels] == list(LEVELS)
+    assert [lv for lv in LEVELS if lv in lite.thinking_levels] == list(LEVELS[:4])
+    hydrogen = packaged().get("gemini-4-hydrogen")
+    assert hydrogen.lower_level("xhigh") == "high" and hydrogen.lower_level("low") is None
 
 
 def test_configure_picks_the_table_default_and_refuses_what_the_model_would() -> None:

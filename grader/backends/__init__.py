@@ -10,6 +10,7 @@ from grader.backends.base import (
     BatchResult,
     CacheInfo,
     FileInfo,
+    ListsModels,
     Paced,
     SupportsBatch,
     SupportsCaching,
@@ -54,7 +55,7 @@ register("enterprise", _enterprise)  # type: ignore[arg-type]
 register("local", _local)  # type: ignore[arg-type]
 
 __all__ = ["AcceptsMedia", "Backend", "BatchInfo", "BatchResult", "CacheInfo", "FileInfo",
-           "Paced", "SupportsBatch", "SupportsCaching", "SupportsFiles", "SupportsTuning",
-           "TuningInfo",
+           "ListsModels", "Paced", "SupportsBatch", "SupportsCaching", "SupportsFiles",
+           "SupportsTuning", "TuningInfo",
            "create", "in_flight", "media_types", "names",
            "register"]

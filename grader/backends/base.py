@@ -53,6 +53,15 @@ def media_types(backend: object) -> frozenset[str]:
     return backend.media_types if isinstance(backend, AcceptsMedia) else frozenset()
 
 
+@runtime_checkable
+class ListsModels(Protocol):
+    """The backend can list the models its service offers (`grade models --check`)."""
+
+    async def list_models(self) -> list[str]:
+        """The ids of every model the service lists (without a "models/" prefix)."""
+        ...
+
+
 # What a run keeps in flight on a backend that does not pace itself to a provider's quota (the
 # local model's server queues whatever it is sent; more in flight only adds waiting)
 UNPACED_IN_FLIGHT = 8

@@ -6,16 +6,16 @@ traceback only with --debug. Whatever is printed from student data goes through
 
 This module holds the `grade` group and registers the commands of the modules by topic: `run`
 (init, run, estimate, status, report), `review` (review import, export), `quality` (calibrate,
-human import, eval), `tuning` (tune), `batch` (batch); `common` holds what they share, the
-options several commands take among it. The commands import the library inside their bodies,
-so that `grade --help` starts fast."""
+human import, eval), `tuning` (tune), `batch` (batch), `models` (models); `common` holds what
+they share, the options several commands take among it. The commands import the library inside
+their bodies, so that `grade --help` starts fast."""
 
 from __future__ import annotations
 
 import click
 
 from grader import __version__
-from grader.cli import batch, quality, review, run, tuning
+from grader.cli import batch, models, quality, review, run, tuning
 from grader.cli.common import EXIT_BUG
 
 __all__ = ["EXIT_BUG", "cli", "main"]
@@ -31,7 +31,7 @@ def cli(debug: bool) -> None:
 for _command in (run.init, run.run, run.estimate, run.status, run.report,
                  review.review, review.export,
                  quality.calibrate, quality.human, quality.evaluate,
-                 tuning.tune, batch.batch):
+                 tuning.tune, batch.batch, models.models):
     cli.add_command(_command)
 
 

@@ -83,7 +83,9 @@ def configure(settings: Settings, model: str, backend: str, tbl: ModelTable,
                 f"--max-output-tokens {settings.max_output_tokens} is above {model}'s output "
                 f"limit of {row.max_output_tokens} tokens (model table)",
                 fix=f"use --max-output-tokens {row.max_output_tokens} or less")
+        notices += caching_notices(row, settings)
         notices += lifecycle_notices(row, surface, day or today())
+        notices += change_notices(row, surface, day or today())
         notices += sampling_notices(row, settings)
     return Generation(model=model, row=row, surface=surface,
                       max_output_tokens=settings.max_output_tokens, thinking_level=level,
@@ -106,6 +108,51 @@ def _check_thinking(row: ModelInfo, level: Level | None) -> None:
             "would refuse every request with a 400",
             fix=f"use --thinking {lowest} (the lowest it accepts), or a model that offers "
             f"{level}, e.g. --model gemini-3.5-flash-lite")
+
+
+def caching_notices(row: ModelInfo, settings: Settings) -> list[str]:
+    """A model without explicit caching: `--cache on` is refused before any call; otherwise
+    the run creates no cache and says once what happens instead."""
+    if row.explicit_cache or settings.cache == "off":
+        return []
+    implicit = (f" (identical prefixes of {row.implicit_cache_min_tokens:,} tokens or more)"
+                if row.implicit_cache_min_tokens else "")
+    if settings.cache == "on":
+        raise ConfigError(
+            f"--cache on: {row.id} has no explicit context cache (cachedContents); it caches "
+            f"only implicitly{implicit}", fix="use --cache auto (the marking scheme then goes "
+            "first and byte-identical in every request, so Google's implicit cache can serve "
+            "it), or a model with explicit caching, e.g. --model gemini-3.8-flash")
+    return [f"{row.id} has no explicit context cache: none is created. The marking scheme goes "
+            "first and byte-identical in every request, so Google's implicit cache may serve "
+            f"it{implicit}; the summary shows the cached tokens the replies report, and "
+            "`grade estimate` counts no saving"]
+
+
+# A change of price or a shutdown this close is said once at the start of a run.
+CHANGE_NOTICE_DAYS = 30
+
+
+def change_notices(row: ModelInfo, surface: Surface, day: date) -> list[str]:
+    """The model retires or changes price within `CHANGE_NOTICE_DAYS`, or Google promises
+    little notice before retiring it (`notice_days`)."""
+    out = []
+    life = row.lifecycle(surface)
+    if life is not None and life.shutdown and day <= life.shutdown \
+            and (life.shutdown - day).days <= CHANGE_NOTICE_DAYS:
+        out.append(f"{row.id} shuts down on {life.shutdown}, in {(life.shutdown - day).days} "
+                   "days: grade before then, or choose its successor with --model")
+    now, later = row.price_on(day), next((p for p in row.prices if p.since > day), None)
+    if now is not None and later is not None \
+            and (later.since - day).days <= CHANGE_NOTICE_DAYS:
+        out.append(f"{row.id}'s price changes on {later.since}, in {(later.since - day).days} "
+                   f"days: ${now.input:g} / ${now.output:g} per 1M input / output tokens now, "
+                   f"${later.input:g} / ${later.output:g} from then (model table)")
+    if row.notice_days is not None:
+        out.append(f"{row.id} is a short-term GA: Google promises only {row.notice_days} days' "
+                   "notice before retiring it; `grade models --check` compares the model table "
+                   "with what the service lists")
+    return out
 
 
 def lifecycle_notices(row: ModelInfo, surface: Surface, day: date) -> list[str]:

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from grader.errors import ConfigError, format_validation_error
 from grader.prompting.request import Usage
 
-Level = Literal["minimal", "low", "medium", "high"]
-LEVELS: tuple[Level, ...] = ("minimal", "low", "medium", "high")
+Level = Literal["minimal", "low", "medium", "high", "xhigh"]
+LEVELS: tuple[Level, ...] = ("minimal", "low", "medium", "high", "xhigh")
 Stage = Literal["preview", "ga", "deprecated", "retired"]
 Surface = Literal["developer", "enterprise"]
 Mode = Literal["standard", "flex", "batch", "priority"]
@@ -183,6 +183,24 @@ class ModelInfo(BaseModel):
     sampling: bool = Field(default=True, description="temperature/top_p/top_k honoured")
     prefill: bool = Field(default=True, description="a conversation may end with a model turn")
     cache_min_tokens: int | None = Field(default=None, gt=0)
+    explicit_cache: bool = Field(default=True, description="cachedContents accepted (Gemini 4: "
+                                 "no, only implicit caching)")
+    implicit_cache_min_tokens: int | None = Field(
+        default=None, gt=0, description="identical prompt prefixes this long hit the provider's "
+        "implicit cache")
+    implicit_cache_discount: float | None = Field(
+        default=None, gt=0, le=1, description="share of the input price an implicit-cache hit "
+        "saves (Enterprise's figure)")
+    thinking_budget: bool = Field(default=True, description="a thinkingBudget accepted (no: 400)")
+    penalties: bool = Field(default=True, description="frequency/presence penalties accepted")
+    max_candidates: int = Field(default=8, ge=1, description="candidateCount above it: 400")
+    continuation: bool = Field(
+        default=False, description="long outputs continue over billed segments (finishReason "
+        "CONTINUATION and a continuationToken)")
+    notice_days: int | None = Field(
+        default=None, gt=0, description="the least notice Google promises before retiring it")
+    office_formats: tuple[str, ...] = Field(
+        default=(), description="Office/OpenDocument files read inline on Enterprise")
     max_input_tokens: int | None = Field(default=None, gt=0)
     max_output_tokens: int | None = Field(default=None, gt=0)
     developer: Lifecycle | None = None
@@ -245,6 +263,7 @@ class ModelTable(BaseModel):
     default_model: str
     cheap_model: str
     default_source: str
+    default_why: str = Field(min_length=1)
     multipliers: Multipliers
     media: Media
     inline: Inline

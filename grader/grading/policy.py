@@ -145,6 +145,12 @@ def blocked(reply: Reply, input_flags: Sequence[FlagRow] = (), *, retried: bool 
     if why == "UNSUPPORTED_MEDIA":
         msg = ("the submission is only images/scanned pages and this model cannot read them;"
                " grade it by hand or with --backend gemini")
+    elif reply.finish_reason == "CONTINUATION":
+        msg = ("the model's answer went past one output segment and it asked to continue "
+               "(finish reason CONTINUATION)" + (", also when asked again with more room"
+                                                  if retried else "")
+               + "; grader does not chain billed segments: grade this student by hand, or rerun "
+               "with --retry-flagged blocked_max_tokens and a lower --thinking level")
     elif reply.cut_by_thinking:
         msg = (f"the model spent its whole output allowance thinking ({reply.thinking_tokens} "
                "thinking tokens) and wrote no answer"

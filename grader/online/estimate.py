@@ -254,7 +254,10 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
         note = mode.note.format(seconds=a.seconds_per_call, hours=a.batch_hours,
                                 flex=f"{a.flex_minutes[0]:g}-{a.flex_minutes[1]:g}",
                                 prefix=prefix.tokens)
-        if mode.cached and not prefix.cacheable:
+        if mode.cached and gen.row is not None and not gen.row.explicit_cache:
+            note = (f"not available: {gen.model} has no explicit cache; its implicit cache may "
+                    "serve the marking scheme, a saving not counted here")
+        elif mode.cached and not prefix.cacheable:
             note = (f"not available: the marking scheme is about {prefix.tokens:,} tokens, "
                     + (f"below {gen.model}'s explicit-cache minimum of {prefix.minimum:,}"
                        if prefix.minimum is not None else "and the model table has no cache "

@@ -155,9 +155,12 @@ async def _open(s: Sending, store: Store, backend: Backend, run_id: int, *,
     ttl = ttl_for(expected_seconds(calls, settings, tbl.estimate), settings)
     s.cache = CacheKeeper(store, backend, run_id, pricing=pricing, ttl_s=ttl,
                           on_notice=on_notice)
-    await s.cache.start(probe, mode=settings.cache,
+    # A model without explicit caching gets none (`caching_notices` said so; Google's implicit
+    # cache may serve the byte-identical prefix); caches a killed run left are still cleaned up.
+    mode = settings.cache if row is None or row.explicit_cache else "off"
+    await s.cache.start(probe, mode=mode,
                         min_tokens=row.cache_min_tokens if row is not None else None,
                         bound=token_bound(probe, tbl.media, DEFAULT_LIMITS.pdf_max_pages),
                         count=backend.count_tokens)
-    if settings.cache == "off":  # it only cleaned up after killed runs
+    if mode == "off":  # it only cleaned up after killed runs
         s.cache = None

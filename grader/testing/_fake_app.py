@@ -4,10 +4,11 @@ Every reply uses Google's wire format: camelCase JSON, `{"error": {code, message
 details}}` for errors, QuotaFailure and RetryInfo on 429 (`quota_reply`: requests, input tokens
 or spend per window, see `_fake_state`). Request bodies are read in either proto3 JSON spelling
 (`Call.body()`, `_fake_json`); the request log keeps them as sent. Today's model rules (thinking
-levels, prefill, routing, sampling, `store`, `serviceTier`, inline size limits, cache minimums)
-come from grader's model table through `_fake_rules`. `cachedContents` live in `_fake_caches`,
-the Files API in `_fake_files`, embeddings in `_fake_embed`; new endpoints are added with
-`FakeApp.route(...)`.
+levels, prefill, routing, sampling, `store`, `serviceTier`, inline size limits, cache minimums,
+and Gemini 4's refusals) come from grader's model table through `_fake_rules`. `cachedContents`
+live in `_fake_caches`, implicit caching in `_fake_implicit`, continuation segments in
+`_fake_continuation`, `models.list`/`get` in `_fake_models`, the Files API in `_fake_files`,
+embeddings in `_fake_embed`; new endpoints are added with `FakeApp.route(...)`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
+from grader.testing import _fake_continuation as continuation
+from grader.testing import _fake_implicit as implicit
 from grader.testing import _fake_rules as rules
 from grader.testing._fake_batches import Batches
 from grader.testing._fake_caches import Caches
@@ -35,6 +38,7 @@ from grader.testing._fake_content import (
 from grader.testing._fake_embed import Embeddings
 from grader.testing._fake_files import Files, check_file_parts
 from grader.testing._fake_json import DuplicateField, normalise, spelled
+from grader.testing._fake_models import Models
 from grader.testing._fake_state import FakeState
 from grader.testing._fake_tuning import Tuning
 
@@ -200,6 +204,7 @@ class FakeApp:
         self.tuning = Tuning(self)
         self.batches = Batches(self)
         self.embeddings = Embeddings(self)
+        self.models = Models(self)
 
     def route(self, method: str, pattern: re.Pattern[str], handler: Callable[..., Reply]) -> None:
         self.routes.append((method, pattern, handler))
@@ -294,10 +299,22 @@ class FakeApp:
                 # `generateContentRequest`): the parser names the field as it was sent
                 return error_reply(400, f'Invalid JSON payload received. Unknown name "{sent}": '
                                         'Cannot find field.')
+            inner = body.get("generateContentRequest") if not vertex else None
+            request = inner if isinstance(inner, dict) else body
+            refused = rules.config_refusal(request, model)
+            if refused:
+                return error_reply(400, refused)
+            if request is not body and "contents" not in body:
+                prompt = read_prompt(request)
             return json_reply(200, {"totalTokens": prompt.prompt_tokens})
         refused = rules.check(body, model, vertex) or rules.inline_refusal(body, len(call.raw))
         if refused:
             return error_reply(400, refused)
+        rest = None
+        if body.get("continuationToken"):
+            rest = continuation.rest_of(self.state, str(body["continuationToken"]), model)
+            if rest is None:
+                return error_reply(400, continuation.INVALID)
         record["ignored"] = rules.ignored(body, model)
         cached = 0
         if body.get("cachedContent"):
@@ -311,7 +328,7 @@ class FakeApp:
         missing = check_file_parts(self, body.get("contents") or [], vertex)
         if missing:
             return missing
-        return self._generate(call, body, prompt, model, vertex, cached)
+        return self._generate(call, body, prompt, model, vertex, cached, rest)
 
     def guarded(self, endpoint: str, call: Call, handler: Callable[[], Reply], *,
                 vertex: bool, keep_body: bool, checked: bool = True) -> Reply:
@@ -359,7 +376,9 @@ class FakeApp:
         return None
 
     def _generate(self, call: Call, body: dict[str, Any], prompt: Prompt, model: str,
-                  vertex: bool, cached: int) -> Reply:
+                  vertex: bool, cached: int, rest: str | None = None) -> Reply:
+        """Answer and bill one admitted generateContent call; `cached`: the explicit cache's
+        tokens, `rest`: the segment a continuation token asks for."""
         body_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         prompt.repeat = self.state.asked(body_hash)
         cfg = self.state.config
@@ -392,15 +411,22 @@ class FakeApp:
                          {"Content-Type": "application/json"})
         kind = fault.upper() if fault in {"empty", "safety"} else None
         for trig in ("SAFETY", "RECITATION", "MAX_TOKENS", "EMPTY", "INVALID_JSON",
-                     "INVALID_ONCE", "PROMPT_BLOCKED", "THINK_HARD"):
-            if kind is None and trig in prompt.triggers:
+                     "INVALID_ONCE", "PROMPT_BLOCKED", "THINK_HARD", "CONTINUE"):
+            if kind is None and rest is None and trig in prompt.triggers:
                 kind = trig
-        resp = self._response(body, prompt, model, vertex, kind, cached)
+        if kind == "CONTINUE" and not rules.continues(model):
+            kind = "MAX_TOKENS"  # a model without continuation stops at its output limit
+        hit = 0 if cached else implicit.serve(self.state, body, model)
+        resp = self._response(body, prompt, model, vertex, kind, cached or hit, rest)
         if call.client_gone():
             # The caller timed out or was killed: nothing is delivered, so nothing is billed
             # (this is what lets a resume test prove that no submission was paid twice). The
             # check comes last, so only a reply on its way out when the client dies is billed.
             return error_reply(499, "Client closed the request.")
+        if hit:
+            implicit.count_hit(self.state, hit)
+        if rest is not None:
+            continuation.count_requested(self.state)
         self.state.bill(prompt.key, body_hash, resp["usageMetadata"])
         tier = body.get("serviceTier")
         self.state.book_spend(rules.cost_usd(model, resp["usageMetadata"], tier))
@@ -431,12 +457,21 @@ class FakeApp:
         return resp, None
 
     def _response(self, body: dict[str, Any], prompt: Prompt, model: str, vertex: bool,
-                  kind: str | None, cached: int) -> dict[str, Any]:
+                  kind: str | None, cached: int, rest: str | None = None) -> dict[str, Any]:
+        """The reply to one call; `kind`: a trigger or content fault, `cached`: the prompt
+        tokens served from a cache, `rest`: the continuation segment asked for."""
         gen = body.get("generationConfig") or {}
         schema = gen.get("responseJsonSchema") or gen.get("responseSchema")
         text: str | None
         finish = "STOP"
-        if kind in {"SAFETY", "RECITATION", "EMPTY", "PROMPT_BLOCKED"}:
+        later: str | None = None  # what a continuation token will answer with
+        if rest is not None:
+            text = rest
+        elif kind == "CONTINUE":
+            text = answer_text(prompt, schema)
+            cut = max(1, len(text) // 2)
+            text, later, finish = text[:cut], text[cut:], "CONTINUATION"
+        elif kind in {"SAFETY", "RECITATION", "EMPTY", "PROMPT_BLOCKED"}:
             text = None
             finish = kind
         elif kind == "INVALID_JSON":
@@ -448,6 +483,8 @@ class FakeApp:
             if kind == "MAX_TOKENS":
                 text, finish = text[: max(1, len(text) // 2)], "MAX_TOKENS"
         thoughts = THINK_HARD_TOKENS if kind == "THINK_HARD" else rules.thinking_tokens(body, model)
+        if rest is not None:
+            thoughts = 0  # the thinking was done (and billed) in the first segment
         cap = gen.get("maxOutputTokens")
         if kind == "MAX_TOKENS" and isinstance(cap, int):
             thoughts = min(thoughts, cap)  # the answer itself ran on until the cap
@@ -477,6 +514,8 @@ class FakeApp:
             cand: dict[str, Any] = {"finishReason": finish, "index": 0}
             if text is not None:
                 cand["content"] = {"parts": [{"text": text}], "role": "model"}
+            if finish == "CONTINUATION" and later is not None:
+                cand["continuationToken"] = continuation.issue(self.state, model, later)
             if kind == "SAFETY":
                 cand["safetyRatings"] = [{"category": "HARM_CATEGORY_HARASSMENT",
                                           "probability": "HIGH", "blocked": True}]

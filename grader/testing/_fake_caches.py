@@ -1,7 +1,9 @@
 """The fake's `cachedContents` (explicit context caching), Developer API and Vertex paths.
 
 create / get / list / patch (TTL or expireTime) / delete, with expiry on the fake's clock
-(`FakeState.now`, moved by `advance`). Rules from grader's model table (`_fake_rules`): the
+(`FakeState.now`, moved by `advance`). Rules from grader's model table (`_fake_rules`): a model
+whose row has `explicit_cache = false` (Gemini 4) has no cachedContents at all (400 on create, and
+on a generateContent naming one; its caching is implicit, `_fake_implicit`), the
 model's `cache_min_tokens` (400 "Cached content is too small"), and a generateContent that names a
 cache must not set a system instruction, tools or tool config, and must use the cache's model.
 Billing: creating a cache is billed as input at the Standard price, and storage per hour at the
@@ -151,6 +153,9 @@ class Caches:
             return error_reply(404, f"models/{mid} is not found for API version "
                                     f"{'v1beta1' if vertex else 'v1beta'}, or is not "
                                     "supported for createCachedContent.")
+        refused = rules.no_explicit_cache(mid)
+        if refused:
+            return error_reply(400, refused)
         contents = body.get("contents") or []
         system = body.get("systemInstruction")
         missing = check_file_parts(self.app, contents, vertex)

@@ -17,7 +17,11 @@ from typing import Any
 TRIGGERS = (
     "SAFETY", "RECITATION", "MAX_TOKENS", "EMPTY", "INVALID_JSON", "INVALID_ONCE",
     "PROMPT_BLOCKED", "THINK_HARD", "OBEY", "REVIEW", "UNSURE", "FABRICATE", "BATCH_LINE_FAIL",
+    "CONTINUE",
 )
+# CONTINUE: on a model whose row has `continuation`, the answer comes in two billed segments
+# (finishReason CONTINUATION and a continuation token, see `_fake_continuation`); on any other
+# model it stops as MAX_TOKENS does.
 # BATCH_LINE_FAIL: the line of a batch job that carries it fails (online calls ignore it).
 # OBEY: a gullible model that gives full marks (a successful injection); REVIEW: the model
 # reports an attempt to instruct the grader (needs_review with that reason).

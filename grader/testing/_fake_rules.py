@@ -7,8 +7,14 @@ So a grader that drifts from the table fails against the fake in CI.
 
 Bodies arrive with camelCase field names (`_fake_json`), whichever spelling the client used.
 
+Gemini 4 rows carry what such a model refuses as data (`thinking_budget`, `penalties`,
+`max_candidates`, `explicit_cache`, `continuation`; facts sheet gemini-api-2026-12.md, section 1):
+`config_refusal` turns each into a 400 for the model named, so a 3.x row keeps its old behaviour
+and a new row needs no code. countTokens and batch lines go through the same checks.
+
 Error texts: the thinking-level message is Google's (facts sheet, section 2); the others are the
-fake's own wording (Google's exact texts for them are not in our sources).
+fake's own wording (Google's exact texts for them are not in our sources), naming the field the
+way Google's messages do (the proto name, e.g. `thinking_budget`).
 """
 
 from __future__ import annotations
@@ -35,20 +41,73 @@ def _thinking(body: dict[str, Any]) -> tuple[Any, Any]:
     return cfg.get("thinkingLevel"), cfg.get("thinkingBudget")
 
 
-def check(body: dict[str, Any], model: str, vertex: bool) -> str | None:
-    """Why the API would refuse this generateContent body with a 400, or None."""
+def _allowed_levels(info: ModelInfo) -> str:
+    """The row's levels as Google's message lists them: the API default first."""
+    default = info.api_default_thinking
+    return ", ".join(([default] if default else [])
+                     + [lv for lv in info.thinking_levels if lv != default])
+
+
+def no_explicit_cache(model: str) -> str | None:
+    """Why `cachedContents` is refused for `model` (the row's `explicit_cache` is false), or
+    None where explicit caching works."""
+    info = row(model)
+    if info is None or info.explicit_cache:
+        return None
+    return (f"Explicit context caching is not supported for model {model}. Implicit caching "
+            "applies automatically to repeated prompt prefixes.")
+
+
+def config_refusal(body: dict[str, Any], model: str) -> str | None:
+    """Why the API refuses the generation settings of a request (generateContent, countTokens,
+    a batch line) for `model`, or None: thinking level and budget, penalties, candidates, an
+    explicit cache or a continuation token the model's row does not allow."""
     level, budget = _thinking(body)
     if level is not None and budget is not None:
         return "thinking_level and thinking_budget cannot be set together; set only one."
     info = row(model)
-    if level is not None and info is not None and info.thinking_levels:
+    if info is None:
+        return None
+    if str(level).upper() == "THINKING_LEVEL_UNSPECIFIED":
+        level = None  # the enum's zero value: the model's default, as if unset
+    if level is not None and info.thinking_levels:
         name = str(level).lower()
         if name not in info.thinking_levels:
-            default = info.api_default_thinking
-            allowed = ([default] if default else []) + [
-                lv for lv in info.thinking_levels if lv != default]
             return (f"'{name}' is not a supported thinking level for this model. Allowed "
-                    f"values are: {', '.join(allowed)}.")
+                    f"values are: {_allowed_levels(info)}.")
+    if budget is not None and not info.thinking_budget:
+        levels = (f" Allowed values are: {_allowed_levels(info)}." if info.thinking_levels
+                  else "")
+        return ("thinking_budget is not supported for this model; set thinking_level "
+                f"instead.{levels}")
+    gen = body.get("generationConfig") or {}
+    if not info.penalties:
+        for field, proto in (("frequencyPenalty", "frequency_penalty"),
+                             ("presencePenalty", "presence_penalty")):
+            if gen.get(field) is not None:
+                return f"{proto} is not supported for models/{model}; remove it."
+    count = gen.get("candidateCount")
+    if isinstance(count, int) and count > info.max_candidates:
+        if info.max_candidates == 1:
+            return (f"Multiple candidates is not enabled for models/{model} "
+                    f"(candidate_count {count}); set candidate_count to 1 or leave it unset.")
+        return (f"candidate_count {count} is more than the {info.max_candidates} candidates "
+                f"models/{model} allows.")
+    if body.get("cachedContent"):
+        refused = no_explicit_cache(model)
+        if refused:
+            return refused + " Remove cached_content from the request."
+    if body.get("continuationToken") and not info.continuation:
+        return f"continuation_token is not supported for models/{model}."
+    return None
+
+
+def check(body: dict[str, Any], model: str, vertex: bool) -> str | None:
+    """Why the API would refuse this generateContent body with a 400, or None."""
+    refused = config_refusal(body, model)
+    if refused:
+        return refused
+    info = row(model)
     contents = body.get("contents") or []
     if info is not None and not info.prefill and contents:
         last = contents[-1]
@@ -72,6 +131,19 @@ def ignored(body: dict[str, Any], model: str) -> list[str]:
     if info is None or info.sampling:
         return []
     return [f for f in SAMPLING_FIELDS if f in gen]
+
+
+def continues(model: str) -> bool:
+    """Whether long outputs of `model` continue over billed segments (the row's
+    `continuation`): finishReason CONTINUATION with a continuation token."""
+    info = row(model)
+    return info is not None and info.continuation
+
+
+def implicit_min_tokens(model: str) -> int | None:
+    """The shortest identical prompt prefix `model`'s implicit cache serves (None: none)."""
+    info = row(model)
+    return info.implicit_cache_min_tokens if info is not None else None
 
 
 def thinking_tokens(body: dict[str, Any], model: str) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -59,6 +59,10 @@ class FakeConfig:
     batch_pending_s: float = 0.0
     batch_running_s: float = 0.0
     batch_end_state: str = "SUCCEEDED"
+    # models.list / models.get (`_fake_models`): ids listed beyond the model table's current
+    # rows (a model the table lacks, or one it has shut down), and ids hidden from the listing
+    listed_extra: tuple[str, ...] = ()
+    listed_hidden: tuple[str, ...] = ()
 
     @classmethod
     def names(cls) -> set[str]:
@@ -86,6 +90,11 @@ def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("tpm must be >= 1 or null")
     if out.get("spend_limit_usd") is not None and float(out["spend_limit_usd"]) <= 0:
         raise ValueError("spend_limit_usd must be > 0 or null")
+    for key in ("listed_extra", "listed_hidden"):
+        if key in out:
+            if isinstance(out[key], str):
+                raise ValueError(f"{key} must be a list of model ids, not one string")
+            out[key] = tuple(str(m).removeprefix("models/") for m in out[key] or ())
     if "batch_end_state" in out and out["batch_end_state"] not in ("SUCCEEDED", "FAILED",
                                                                       "EXPIRED"):
         raise ValueError("batch_end_state must be SUCCEEDED, FAILED or EXPIRED")
@@ -112,6 +121,10 @@ class Stats:
     rejected: Counter[str] = field(default_factory=Counter)  # 429s by window: rpm, tpm, spend
     rpm_peak: int = 0  # the most requests any RPM window held
     tpm_peak: int = 0  # the most input tokens any TPM window held
+    implicit_cache_hits: int = 0  # replies that reported an implicit-cache hit
+    implicit_cached_tokens: int = 0  # the tokens those hits reported as cached
+    continuations_offered: int = 0  # replies ending with finishReason CONTINUATION
+    continuations_requested: int = 0  # requests carrying a continuation token (billed hops)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,6 +148,10 @@ class Stats:
             "rejected": {k: self.rejected.get(k, 0) for k in ("rpm", "tpm", "spend")},
             "rpm_peak": self.rpm_peak,
             "tpm_peak": self.tpm_peak,
+            "implicit_cache_hits": self.implicit_cache_hits,
+            "implicit_cached_tokens": self.implicit_cached_tokens,
+            "continuations_offered": self.continuations_offered,
+            "continuations_requested": self.continuations_requested,
         }
 
 
@@ -205,6 +222,10 @@ class FakeState:
         self.caches: dict[str, Any] = {}
         self.files: dict[str, Any] = {}
         self.uploads: dict[str, Any] = {}  # resumable upload sessions by upload id
+        # implicit caching (`_fake_implicit`): prompt-prefix hashes seen, oldest first, bounded
+        self.prefixes: OrderedDict[str, None] = OrderedDict()
+        # continuation tokens issued -> (model, the rest of the answer), oldest first, bounded
+        self.continuations: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
     # --- settings -------------------------------------------------------------------------
     def configure(self, changes: dict[str, Any]) -> None:
@@ -277,6 +298,8 @@ class FakeState:
             self.scripted_for.clear()
             self.recent.clear()
             self.repeats.clear()
+            self.prefixes.clear()
+            self.continuations.clear()
             self.rng = random.Random(self.config.seed)
 
     # --- per request ----------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 The real google-genai client talks to it through `HttpOptions(base_url=...)` or
 `GOOGLE_GEMINI_BASE_URL`, so the whole SDK path (serialisation, errors, timeouts) is exercised.
-Answers are deterministic (see `_fake_content`); quotas (requests and input tokens per minute,
-spend per 10 minutes: `_fake_state`), faults and latency are configurable. Request bodies are
-read in both proto3 JSON spellings, camelCase and snake_case (`_fake_json`), as Google reads them.
+Answers are deterministic (see `_fake_content`); the model table's rules apply per model
+(`_fake_rules`: Gemini 4's refusals, implicit caching, continuation segments), and models.list
+and models.get list the table's current rows (`_fake_models`); quotas (requests and input
+tokens per minute, spend per 10 minutes: `_fake_state`), faults and latency are configurable.
+Request bodies are read in both proto3 JSON spellings, camelCase and snake_case (`_fake_json`),
+as Google reads them.
 Stdlib only: one thread per connection, keep-alive, sleeps never hold a lock.
 
     python -m grader.testing.fake_gemini --port 0 --latency-ms 1000 --rpm 600 --tpm 1000000
@@ -18,7 +21,7 @@ import select
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -142,12 +145,16 @@ class FakeGemini(LocalServer):
                  tpm: int | None = None,
                  fail_rate: float = 0.0, fault_kinds: list[str] | tuple[str, ...] | None = None,
                  hang_s: float = 30.0, fault_retry_delay_s: float = 1.0, seed: int = 0,
-                 api_key: str | None = None, model_version: str | None = None):
+                 api_key: str | None = None, model_version: str | None = None,
+                 listed_extra: Sequence[str] = (), listed_hidden: Sequence[str] = ()):
+        """`listed_extra` / `listed_hidden`: model ids models.list and models.get show beyond
+        the model table's current rows, and ids they hide (see `_fake_models`)."""
         self.state = FakeState(FakeConfig())
         changes: dict[str, Any] = dict(
             latency_ms=latency_ms, jitter_ms=jitter_ms, rpm=rpm, rpm_window_s=rpm_window_s,
             tpm=tpm, fail_rate=fail_rate, hang_s=hang_s, fault_retry_delay_s=fault_retry_delay_s,
             seed=seed, api_key=api_key, model_version=model_version,
+            listed_extra=listed_extra, listed_hidden=listed_hidden,
         )
         if fault_kinds is not None:
             changes["fault_kinds"] = fault_kinds
@@ -192,8 +199,10 @@ class FakeGemini(LocalServer):
     def stats(self) -> dict[str, Any]:
         """Counters since the last reset: requests by endpoint and status, billed calls and
         tokens, spend, caches, files, calls in flight, 429s by quota window (`rejected`: rpm,
-        tpm, spend) and the most requests and input tokens one window held (`rpm_peak`,
-        `tpm_peak`)."""
+        tpm, spend), the most requests and input tokens one window held (`rpm_peak`,
+        `tpm_peak`), implicit-cache hits and their tokens (`implicit_cache_hits`,
+        `implicit_cached_tokens`) and continuation segments offered and requested
+        (`continuations_offered`, `continuations_requested`)."""
         return self.state.snapshot()
 
     def wait_until(self, test: Callable[[dict[str, Any]], bool], *,
@@ -302,11 +311,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-key", default=None, help="reject other Developer API keys")
     p.add_argument("--spend-limit-usd", type=float, default=None,
                    help="answer 429 (spend-based) once calls in 10 minutes cost this much")
+    p.add_argument("--listed-extra", default="",
+                   help="comma-separated model ids models.list shows beyond the model table's")
+    p.add_argument("--listed-hidden", default="",
+                   help="comma-separated model ids models.list and models.get hide")
     a = p.parse_args(argv)
     kinds = a.fault_kinds.split(",") if a.fault_kinds else None
     fake = FakeGemini(host=a.host, port=a.port, latency_ms=a.latency_ms, jitter_ms=a.jitter_ms,
                       rpm=a.rpm, rpm_window_s=a.rpm_window_s, tpm=a.tpm, fail_rate=a.fail_rate,
-                      fault_kinds=kinds, hang_s=a.hang_s, seed=a.seed, api_key=a.api_key)
+                      fault_kinds=kinds, hang_s=a.hang_s, seed=a.seed, api_key=a.api_key,
+                      listed_extra=[m for m in a.listed_extra.split(",") if m],
+                      listed_hidden=[m for m in a.listed_hidden.split(",") if m])
     if a.spend_limit_usd is not None:
         fake.configure(spend_limit_usd=a.spend_limit_usd)
     return fake.serve_until_interrupted("{url}")

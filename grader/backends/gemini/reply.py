@@ -39,7 +39,12 @@ def reply_of(body: Any, *, vertex: bool, retries: int = 0,
         parts = _list(_dict(cand.get("content")).get("parts"))
         text = "".join(p["text"] for p in parts if isinstance(p, dict)
                        and isinstance(p.get("text"), str) and not p.get("thought")) or None
-        if finish is not None and finish not in OK_FINISH:
+        if finish == "CONTINUATION":
+            # Gemini 4 stopped at one segment's limit and offers a continuation token: grader
+            # never follows it (each segment is billed; automatic continuation is off), and the
+            # partial answer is not usable: the same rules as an answer cut at MAX_TOKENS.
+            blocked, text = "MAX_TOKENS", None
+        elif finish is not None and finish not in OK_FINISH:
             blocked, text = finish, None  # truncated or filtered output is not usable
         elif text is None:
             blocked = "EMPTY"

@@ -68,6 +68,16 @@ class GeminiResources(GeminiRetries):
         def _aio(self) -> AsyncClient:  # the backend's: the async client of the running loop
             ...
 
+    # --- ListsModels ----------------------------------------------------------------------------
+    async def list_models(self) -> list[str]:
+        """Every model id the service lists (`models.list`, all pages)."""
+        async def attempt() -> list[str]:
+            pager = await self._aio.models.list(config={"page_size": 100})
+            return [str(m.name or "").rsplit("/", 1)[-1] async for m in pager if m.name]
+
+        ids, _ = await self._with_retries(attempt, what="models.list")
+        return ids
+
     # --- SupportsEmbeddings ---------------------------------------------------------------------
     async def embed(self, texts: list[str], *, model: str, batch_size: int,
                     dimensions: int) -> Embedded:
