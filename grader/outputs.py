@@ -1,35 +1,98 @@
 """Folders that grader writes: how they are marked, recognised and kept apart from the class.
 
 Every output folder holds a marker file, `.grader-output`. Discovery never reads a folder that
-holds one as a student's work (so `cd class && grade run .`, whose reports land in
-`class/reports/class/`, does not grade its own reports on the next run), and `check_out_dir`
+holds grader's own marker as a student's work (so `cd class && grade run .`, whose reports land
+in `class/reports/class/`, does not grade its own reports on the next run), and `check_out_dir`
 refuses an output folder that would mix reports with submissions.
+
+Only the marker's content makes a folder grader's: a fixed first line, then a random token line
+(`token <32 hex digits>`) that `mark_output_folder` writes. A file merely *named*
+`.grader-output` (empty, or anything else a student's folder happens to hold) no longer hides
+the folder, which would make a student vanish from every output with no flag; discovery grades
+that folder and notes the foreign file. The marker is read like a student's file: without
+following links, only when it is a regular file, and at most `_MARKER_MAX` bytes.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
+import stat
 from pathlib import Path
 
 from grader.errors import ConfigError
 
 OUTPUT_MARKER = ".grader-output"
-_MARKER_TEXT = ("This folder was written by grader (reports, review workbook, exports).\n"
+MARKER_HEAD = "grader output folder: written by grader; do not edit, copy or remove this file"
+_MARKER_BODY = ("This folder was written by grader (reports, review workbook, exports).\n"
                 "grader never reads a folder holding this file as a student's submission.\n")
+_TOKEN = re.compile(r"token [0-9a-f]{32}")
+# What grader wrote before the marker had a head and a token: still grader's, byte for byte,
+# so report folders written by an older grader inside a class folder stay out of the class.
+_LEGACY_TEXT = _MARKER_BODY.encode("utf-8")
+_MARKER_MAX = 4096
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+               | getattr(os, "O_BINARY", 0))
+
+
+def _marker_bytes(marker: Path) -> bytes | None:
+    """The first `_MARKER_MAX` bytes of `marker`, or None when it is not a regular file (a link
+    is not followed, a FIFO is not waited on) or cannot be read."""
+    try:
+        fd = os.open(marker, _OPEN_FLAGS)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, _MARKER_MAX)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _is_current(data: bytes) -> bool:
+    lines = data.decode("utf-8", "replace").split("\n")
+    return len(lines) > 2 and lines[0] == MARKER_HEAD and _TOKEN.fullmatch(lines[1]) is not None
+
+
+def is_grader_marker(marker: Path) -> bool:
+    """True when the file `marker` is a marker grader wrote: its first line is `MARKER_HEAD` and
+    its second a token line (or it is, byte for byte, what older versions wrote). A student's
+    `.grader-output` cannot pass by accident, so it never hides their folder."""
+    data = _marker_bytes(marker)
+    return data is not None and (_is_current(data) or data == _LEGACY_TEXT)
 
 
 def mark_output_folder(out_dir: Path) -> Path:
-    """Create `out_dir` if needed and put the marker in it; returns the marker's path."""
+    """Create `out_dir` if needed and put the marker in it; returns the marker's path.
+
+    A marker grader already wrote is kept (its token stays the same); anything else named
+    `.grader-output` there, an older marker included, is replaced atomically (a link is
+    replaced, never written through)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / OUTPUT_MARKER
-    if not os.path.lexists(marker):
-        marker.write_text(_MARKER_TEXT, encoding="utf-8")
+    data = _marker_bytes(marker)
+    if data is not None and _is_current(data):
+        return marker
+    text = f"{MARKER_HEAD}\ntoken {secrets.token_hex(16)}\n{_MARKER_BODY}"
+    tmp = out_dir / f"{OUTPUT_MARKER}.{secrets.token_hex(4)}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        os.replace(tmp, marker)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"the output folder's marker cannot be written ({e.strerror or e})",
+                          path=marker, fix=f"remove {marker} (grader writes it) and rerun"
+                          ) from None
     return marker
 
 
 def is_output_folder(path: Path) -> bool:
-    """True when `path` is a folder grader wrote (it holds the marker; links are not followed)."""
-    return os.path.lexists(path / OUTPUT_MARKER)
+    """True when `path` is a folder grader wrote: it holds grader's own marker."""
+    return is_grader_marker(path / OUTPUT_MARKER)
 
 
 def check_out_dir(class_dir: Path, out_dir: Path) -> None:

@@ -22,6 +22,7 @@ from grader.intake.limits import MB
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import RUBRIC
+from _cli import q
 from _make_fixtures import make_docx, make_notebook, make_png, write
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "intro-python"
@@ -225,3 +226,52 @@ def test_hostile_rubric_is_a_clean_error(gemini_env: FakeGemini, tmp_path: Path,
                            "--out", str(tmp_path / "out"))
     assert code == 2 and message in output and "Traceback" not in output
     assert billed(gemini_env) == 0
+
+
+SECRET = "SECRET-ANSWER-KEY-do-not-send-5d0c"
+
+
+def test_hard_link_to_a_file_outside_the_class_is_flagged_never_read(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    # A .tar unpacked without filters can make a student's file another name of any file on the
+    # same disk; os.link makes one the same way.
+    key = write(tmp_path / "teacher" / "answer-key.txt", f"{SECRET}\n{ANSWER}\n")
+    cls = tmp_path / "class"
+    write(cls / "rubric.yaml", RUBRIC)
+    write(cls / "alice.txt", ANSWER)
+    os.link(key, cls / "eve.txt")
+    write(cls / "hal" / "answer.txt", ANSWER)
+    os.link(key, cls / "hal" / "key.txt")
+    out, db = tmp_path / "out", tmp_path / "g.sqlite"
+    code, output = run_cli("run", str(cls), "--db", str(db), "--out", str(out))
+    assert code == 0, output
+    table = grades(out)
+    assert table["eve"]["status"] == "flagged", table["eve"]
+    assert table["eve"]["flags"].startswith("hard_link: "), table["eve"]["flags"]
+    assert "eve.txt" in table["eve"]["flags"]
+    assert "copy the file instead of linking it" in table["eve"]["flags"]
+    assert table["alice"]["status"] == table["hal"]["status"] == "graded"
+    notes = q(db, "SELECT notes_json FROM submissions WHERE student_id = 'hal'")
+    assert any("skipped key.txt: hard_link" in n for (n,) in notes), notes
+    sent = bodies(gemini_env)
+    assert sent.count("<submission>\\n") >= 1
+    for where, text in [("requests", sent), ("store", db.read_bytes().decode("latin-1"))] + [
+            (str(p), p.read_bytes().decode("latin-1")) for p in out.rglob("*") if p.is_file()]:
+        assert SECRET not in text, where
+
+
+def test_a_foreign_grader_output_file_does_not_hide_a_student(
+        gemini_env: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cls = tmp_path / "hw"
+    write(cls / "rubric.yaml", RUBRIC)
+    write(cls / "bob" / ".grader-output", "")  # only the name of grader's marker
+    write(cls / "bob" / "answer.txt", ANSWER)
+    monkeypatch.chdir(cls)
+    for _ in range(2):  # the second run finds grader's own reports in the class folder
+        code, output = run_cli("run", ".", "--db", str(tmp_path / "g.sqlite"))
+        assert code == 0, output
+    table = grades(cls / "reports" / "hw")
+    assert list(table) == ["bob"] and table["bob"]["status"] == "graded"
+    assert billed(gemini_env) == 1
+    notes = q(tmp_path / "g.sqlite", "SELECT notes_json FROM submissions WHERE student_id='bob'")
+    assert any(".grader-output is not the marker grader writes" in n for (n,) in notes), notes

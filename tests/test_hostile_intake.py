@@ -16,7 +16,7 @@ from grader.errors import SubmissionError
 from grader.intake.discover import Submission, clean_id, discover
 from grader.intake.extract import extract
 from grader.intake.limits import MB, Limits
-from grader.outputs import OUTPUT_MARKER, mark_output_folder
+from grader.outputs import MARKER_HEAD, OUTPUT_MARKER, is_output_folder, mark_output_folder
 
 from _make_fixtures import write
 from _work import audit_events, bytes_read, peak_allocated
@@ -72,6 +72,34 @@ def test_file_swapped_for_a_link_after_discovery_is_not_followed(tmp_path: Path)
     (cls / "eve.txt").unlink()
     (cls / "eve.txt").symlink_to("/etc/passwd")
     assert flag(sub).reason == "symlink"
+
+
+def test_hard_links_are_flagged_never_read(tmp_path: Path) -> None:
+    key = write(tmp_path / "teacher" / "id_rsa", "-----BEGIN OPENSSH PRIVATE KEY----- s3cr3t")
+    cls = tmp_path / "cls"
+    write(cls / "alice.py", "print('alice')")
+    os.link(key, cls / "eve.txt")
+    write(cls / "mia" / "fib.py", "def fib(n): ...")
+    os.link(key, cls / "mia" / "notes.txt")
+    subs = by_id(cls)
+    err = flag(subs["eve"])
+    assert err.reason == "hard_link" and "eve.txt" in err.render()
+    assert "copy the file instead of linking it" in (err.fix or "")
+    assert "s3cr3t" not in err.render()
+    ex = extract(subs["mia"])
+    assert "s3cr3t" not in ex.text and ex.skipped == ("notes.txt (hard_link)",)
+    assert any(n.startswith("skipped notes.txt: hard_link") for n in ex.notes)
+    assert extract(subs["alice"]).text == "print('alice')"
+
+
+def test_file_swapped_for_a_hard_link_after_discovery_is_not_read(tmp_path: Path) -> None:
+    key = write(tmp_path / "key.txt", "s3cr3t")
+    cls = tmp_path / "cls"
+    write(cls / "eve.txt", "harmless")
+    sub = by_id(cls)["eve"]
+    (cls / "eve.txt").unlink()
+    os.link(key, cls / "eve.txt")
+    assert flag(sub).reason == "hard_link"
 
 
 def test_fifo_is_skipped_without_blocking(tmp_path: Path) -> None:
@@ -282,6 +310,46 @@ def test_output_folders_and_store_are_never_students(tmp_path: Path) -> None:
     assert subs["bob"].names == ("answer.py",)
     assert flag(subs["empty"]).reason == "missing"  # an empty folder is still a student
     assert (cls / "out" / OUTPUT_MARKER).is_file()
+
+
+LEGACY_MARKER = ("This folder was written by grader (reports, review workbook, exports).\n"
+                 "grader never reads a folder holding this file as a student's submission.\n")
+
+
+@pytest.mark.parametrize("marker", ["", "anything", MARKER_HEAD + "\n", MARKER_HEAD + "\ntoken x\n",
+                                    LEGACY_MARKER + " ", "link", "fifo"])
+def test_only_graders_own_marker_hides_a_folder(tmp_path: Path, marker: str) -> None:
+    cls = tmp_path / "cls"
+    write(cls / "bob" / "answer.py", "x = 1")
+    real = mark_output_folder(tmp_path / "reports")
+    if marker == "link":
+        (cls / "bob" / OUTPUT_MARKER).symlink_to(real)
+    elif marker == "fifo":
+        os.mkfifo(cls / "bob" / OUTPUT_MARKER)
+    else:
+        write(cls / "bob" / OUTPUT_MARKER, marker)
+    write(cls / "old" / "grades.csv", "student_id\nbob\n")
+    write(cls / "old" / OUTPUT_MARKER, LEGACY_MARKER)  # what older versions wrote
+    write(cls / "new" / "grades.csv", "student_id\nbob\n")
+    mark_output_folder(cls / "new")
+    subs = by_id(cls)
+    assert set(subs) == {"bob"}
+    ex = extract(subs["bob"])
+    assert ex.text == "x = 1"
+    assert any(n.startswith(".grader-output is not the marker grader writes") for n in ex.notes)
+
+
+def test_marker_is_written_once_and_replaces_a_foreign_file(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write(out / OUTPUT_MARKER, "")
+    marker = mark_output_folder(out)
+    text = marker.read_text(encoding="utf-8")
+    assert text.startswith(MARKER_HEAD + "\ntoken ") and is_output_folder(out)
+    assert mark_output_folder(out).read_text(encoding="utf-8") == text  # the token is kept
+    marker.unlink()
+    marker.symlink_to(tmp_path / "elsewhere")
+    mark_output_folder(out)
+    assert not marker.is_symlink() and not (tmp_path / "elsewhere").exists()
 
 
 def test_oversized_sparse_file_is_never_read_in_full(tmp_path: Path) -> None:

@@ -6,9 +6,12 @@ Students are yielded sorted by id so every run sees them in the same order.
 
 Students control their files, so only regular files inside the class folder are ever taken:
 symbolic links are not followed, FIFOs, sockets and devices are not opened, a student's folder is
-listed to a bounded depth and entry count, and folders grader wrote (`outputs.OUTPUT_MARKER`)
-are never read. Each refused entry is kept in `Submission.skipped` with its reason, so extraction
-flags the student (or notes it, when other files can be graded) instead of failing the run.
+listed to a bounded depth and entry count, and folders grader wrote (holding grader's own
+`outputs.OUTPUT_MARKER`; a file merely named so is noted, not obeyed) are never read. A file with
+more than one hard link is refused when it is opened (`extract.load`: only the opened descriptor
+tells it race-free). Each refused entry is kept in `Submission.skipped` with its reason, so
+extraction flags the student (or notes it, when other files can be graded) instead of failing
+the run.
 Student ids are NFC-normalised, trimmed and made safe for a spreadsheet (`clean_id`).
 """
 
@@ -30,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from grader.errors import InputError
 from grader.escape import is_unprintable, printable
 from grader.intake.limits import DEFAULT_LIMITS, Limits
-from grader.outputs import OUTPUT_MARKER, is_output_folder
+from grader.outputs import OUTPUT_MARKER, is_grader_marker, is_output_folder
 
 Source = Literal["file", "folder", "canvas", "moodle"]
 
@@ -94,7 +97,9 @@ class Skipped(BaseModel):
 class Submission(BaseModel):
     """One student's hand-in. `names` are display names parallel to `files` (relative to the
     submission, Canvas/Moodle prefixes removed); `files` is empty for a roster student who
-    handed nothing in. `skipped` lists entries that were not read (links, special files...)."""
+    handed nothing in. `skipped` lists entries that were not read (links, special files...);
+    `notes` what discovery noticed without refusing anything, for the teacher (a foreign
+    `.grader-output` that did not hide the folder)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -104,6 +109,7 @@ class Submission(BaseModel):
     files: tuple[Path, ...] = ()
     names: tuple[str, ...] = ()
     skipped: tuple[Skipped, ...] = ()
+    notes: tuple[str, ...] = ()
     late: bool = False
     source: Source = "file"
     in_roster: bool | None = None  # None: no roster was given
@@ -124,6 +130,7 @@ class _Acc:
     late: bool = False
     files: dict[Path, str] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def is_ignored(name: str) -> bool:
@@ -173,6 +180,14 @@ def symlink_skip(name: str, path: Path) -> Skipped:
                            " so nothing was read through it", fix=_FIX_LINK)
 
 
+def foreign_marker_note(name: str) -> str:
+    """The note for a `.grader-output` that grader did not write: before, any file of that name
+    hid its folder, so a student holding one vanished from every output with no flag."""
+    return (f"{name} is not the marker grader writes in its output folders, so it was ignored "
+            "and this folder was graded as the student's work (delete the file if it is not "
+            "needed)")
+
+
 def special_skip(name: str, path: Path, mode: int) -> Skipped:
     return Skipped(name=name, path=path, reason="special_file",
                    message=f"is {special_kind(mode)}, not a regular file; it was not opened",
@@ -215,9 +230,12 @@ def _walk(folder: Path, acc: _Acc, limits: Limits) -> bool:
                 fix=_FIX_UNLISTABLE))
             outputs_only = False
             continue
-        if any(e.name == OUTPUT_MARKER for e in listing):
-            saw_output = True  # reports grader wrote
-            continue
+        marker = next((e for e in listing if e.name == OUTPUT_MARKER), None)
+        if marker is not None:
+            if is_grader_marker(Path(marker.path)):
+                saw_output = True  # reports grader wrote
+                continue
+            acc.notes.append(foreign_marker_note(rel + OUTPUT_MARKER))
         outputs_only = outputs_only and all(
             is_ignored(e.name) or e.is_dir(follow_symlinks=False) for e in listing)
         subfolders: list[tuple[Path, str, int]] = []
@@ -535,6 +553,7 @@ def discover(class_dir: Path, roster: Path | None = None, *,
             files=tuple(files),
             names=tuple(a.files[f] for f in files),
             skipped=tuple(a.skipped),
+            notes=tuple(a.notes),
             late=a.late,
             source=a.source,
             in_roster=(r is not None) if roster is not None else None,

@@ -4,12 +4,19 @@ A single bad file flags the student; in a folder submission a bad file among goo
 becomes a note, because a stray `.DS_Store`-like leftover should not cost a student their grade.
 The content hash lets the pipeline skip students whose files have not changed since the last run.
 
-Files are opened without following links, only when they are regular files, and read with a byte
-cap (a file's reported size is never trusted: `/proc`-like files report 0). Each file is read
-once; the hash covers the bytes that were read, and for a file too large to read only its size
-and first `Limits.hash_prefix_bytes` bytes, so an oversized file costs the same on every run.
+Files are opened without following links, only when they are regular files with one link, and
+read with a byte cap (a file's reported size is never trusted: `/proc`-like files report 0).
+Each file is read once; the hash covers the bytes that were read, and for a file too large to
+read only its size and first `Limits.hash_prefix_bytes` bytes, so an oversized file costs the
+same on every run.
 Any exception a parser raises flags the file `corrupt` (see `_formats.parse`). This runs in the
 caller's process; `isolation.Extractor` runs it in a worker with a time and memory budget.
+
+A hard link is refused like a symbolic link: a `.tar` unpacked without filters can make a
+student's `answer.txt` another name of any file on the same disk (the teacher's `~/.ssh/id_rsa`,
+the answer key), and nothing in the class folder shows it. A regular file with more than one
+link (`st_nlink > 1`) is flagged `hard_link` and never read. The count is taken from the opened
+descriptor (`fstat`), so a file linked between the check and the read cannot slip through.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ _OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBL
                | getattr(os, "O_BINARY", 0))
 _CHUNK = 1 << 20
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
+_FIX_HARD_LINK = ("copy the file instead of linking it, or unpack the archive with filters "
+                  "(Python's tarfile: filter='data'), then rerun")
 
 
 class Extracted(BaseModel):
@@ -85,8 +94,9 @@ def _oversized(size: int, max_file_mb: float, name: str) -> SubmissionError:
 def load(path: Path, name: str, *, max_bytes: int, max_file_mb: float, hasher: Any,
          limits: Limits = DEFAULT_LIMITS) -> bytes:
     """The bytes of the regular file `path`, at most `max_bytes`; feeds `hasher` with what the
-    file contributes to the content hash (also when it raises). Links, special files, files too
-    large and files that cannot be read raise SubmissionError."""
+    file contributes to the content hash (also when it raises). Links (symbolic, or hard: more
+    than one link, checked on the opened descriptor), special files, files too large and files
+    that cannot be read raise SubmissionError."""
     hasher.update(name.encode("utf-8", "surrogatepass") + b"\0")
     try:
         mode = os.lstat(path).st_mode
@@ -116,6 +126,11 @@ def load(path: Path, name: str, *, max_bytes: int, max_file_mb: float, hasher: A
             raise SubmissionError("special_file", f"is {special_kind(st.st_mode)}, not a "
                                   "regular file", path=name,
                                   fix="replace it with a regular file holding the work")
+        if st.st_nlink > 1:
+            hasher.update(b"\xfc" * 8)
+            raise SubmissionError("hard_link", f"is a hard link (the file has {st.st_nlink} "
+                                  "names on disk, and another may be outside the class folder);"
+                                  " it was not read", path=name, fix=_FIX_HARD_LINK)
         if st.st_size > max_bytes:
             hasher.update(st.st_size.to_bytes(8, "big") + b"prefix\0")
             hasher.update(os.read(fd, limits.hash_prefix_bytes))
@@ -188,7 +203,7 @@ def extract(sub: Submission, *, max_file_mb: float = 20.0, max_chars: int | None
     hasher = hashlib.sha256()
     chunks: list[str] = []
     parts: list[Part] = []
-    notes: list[str] = []
+    notes: list[str] = list(sub.notes)
     errors: list[SubmissionError] = []
     hidden: list[Hidden] = []
     aside: list[Aside] = []
