@@ -6,6 +6,7 @@ and gets a traceback only under `--debug`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -99,6 +100,14 @@ class CalibrationError(GraderError):
 
 class StoreError(GraderError):
     """The SQLite store cannot be opened or migrated."""
+
+
+def some(items: Sequence[str], shown: int = 5) -> str:
+    """The first `shown` items, then "and N more". A message lists what the user gave, and a
+    mistaken or hostile input can give millions (one file named 1.5 million raters, and a
+    message listing them all ran to 14 MB): every list in a message goes through this."""
+    head = ", ".join(items[:shown])
+    return head + (f" and {len(items) - shown:,} more" if len(items) > shown else "")
 
 
 def format_validation_error(err: ValidationError) -> str:

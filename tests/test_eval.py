@@ -5,6 +5,7 @@ figure equals scikit-learn/SciPy, a criterion where every score is equal is repo
 from __future__ import annotations
 
 import csv
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +21,19 @@ from grader.grading.records import (
     CriterionRow,
     FlagRow,
     GradeRecord,
+    HumanScore,
     OutcomeRecord,
     RunInfo,
     SubmissionRecord,
 )
 from grader.prompting.rubric import Rubric
+from grader.quality.human import MAX_RATERS
 from grader.quality.metrics import total_grid
+from grader.review.workbook import MAX_UNPACKED_MB
 from grader.store import Store
+
+from _cli import grade, q
+from _work import peak_allocated
 
 RUBRIC = {
     "title": "Hand-made", "grade_bands": {"A": 80, "F": 0},
@@ -221,3 +228,109 @@ def test_eval_without_human_scores_says_how_to_import(graded: tuple[Path, Path])
     class_dir, db = graded
     code, out = cli_run("eval", str(class_dir), "--db", str(db))
     assert code == 2 and "grade human import FILE" in out
+
+
+# --- bounds on what an import reads and what eval prints (issue 27 items 3 and 4) -------------
+
+MB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def xlsx_bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A valid scores workbook whose sheet, after its header and first score, repeats one row
+    deflated: twice the unpacked limit (hundreds of MB) in a file of a few MB."""
+    path = tmp_path_factory.mktemp("bomb") / "scores.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Scores"
+    ws.append(["student_id", "criterion", "score", "rater"])
+    ws.append(["s0", "a", 1, "ann"])
+    wb.save(path)
+    with zipfile.ZipFile(path) as z:
+        parts = {i.filename: z.read(i) for i in z.infolist()}
+    sheet = "xl/worksheets/sheet1.xml"
+    xml = parts[sheet].replace(b'<dimension ref="A1:D2"/>', b'<dimension ref="A1:D1048576"/>')
+    head, _, rest = xml.partition(b"</sheetData>")  # the header and row 2 stay
+    row = (b'<row><c t="inlineStr"><is><t>s0</t></is></c><c t="inlineStr"><is><t>a</t></is>'
+           b'</c><c><v>1</v></c><c t="inlineStr"><is><t>ann</t></is></c></row>')
+    chunk = row * (MB // len(row))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for name, data in parts.items():
+            if name != sheet:
+                z.writestr(name, data)
+        with z.open(sheet, "w", force_zip64=True) as fh:
+            fh.write(head)
+            for _ in range(2 * MAX_UNPACKED_MB):
+                fh.write(chunk)
+            fh.write(b"</sheetData>" + rest)
+    assert path.stat().st_size < 8 * MB
+    return path
+
+
+def test_an_xlsx_bomb_is_refused_from_its_zip_directory(graded: tuple[Path, Path],
+                                                        xlsx_bomb: Path) -> None:
+    class_dir, db = graded
+    with peak_allocated() as peak:
+        code, out = grade("human", "import", str(xlsx_bomb), str(class_dir), "--db", str(db))
+    assert code == 2, out
+    assert str(xlsx_bomb) in out and "unpacks to" in out and "zip bomb" in out
+    assert f"over the limit of {MAX_UNPACKED_MB} MB" in out and "export the scores as CSV" in out
+    # refused before openpyxl parsed the sheet: parsing it takes gigabytes
+    assert peak.total < 64 * MB
+    assert q(db, "SELECT COUNT(*) FROM human_scores") == [(0,)]
+    # `grade review import` refuses the same workbook with the same check
+    code, out = grade("review", "import", str(xlsx_bomb), "--db", str(db))
+    assert code == 2 and str(xlsx_bomb) in out and "unpacks to" in out and "grade report" in out
+
+
+def test_an_import_past_the_class_row_cap_is_refused(graded: tuple[Path, Path],
+                                                     tmp_path: Path) -> None:
+    """8 students x 4 criteria (with the total) x MAX_RATERS raters is the most the class takes:
+    one row more is refused, reading stops right there, and nothing is stored."""
+    class_dir, db = graded
+    cap = len(STUDENTS) * 4 * MAX_RATERS
+    rows = [[sid, cid, 1, f"r{k:02d}"] for k in range(MAX_RATERS) for sid in STUDENTS
+            for cid in ("a", "b", "c", "total")]
+    path = tmp_path / "many.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([["student_id", "criterion", "score", "rater"], *rows,
+                                  ["s0", "a", 1, "one too many"], *rows])
+    code, out = grade("human", "import", str(path), str(class_dir), "--db", str(db))
+    assert code == 2, out
+    assert str(path) in out and f"more than {cap:,} rows of scores" in out
+    assert f"reading stopped at line {cap + 2}" in out
+    assert f"8 students × 4 criteria (with total) × {MAX_RATERS} raters" in out
+    assert "nothing was stored" in out and "fix:" in out
+    assert q(db, "SELECT COUNT(*) FROM human_scores") == [(0,)]
+    assert q(db, "SELECT COUNT(*) FROM human_imports") == [(0,)]
+    # at the cap it is accepted, and the raters are listed a few at a time
+    path.write_text("student_id,criterion,score,rater\n" + "".join(
+        ",".join(map(str, r)) + "\n" for r in rows), encoding="utf-8")
+    code, out = grade("human", "import", str(path), str(class_dir), "--db", str(db))
+    assert code == 0, out
+    assert f"imported {cap} scores for 8 students by r00, r01, r02, r03, r04 and 15 more" in out
+    assert q(db, "SELECT COUNT(*) FROM human_scores") == [(cap,)]
+
+
+def test_eval_with_thousands_of_raters_prints_bounded_messages(graded: tuple[Path, Path]
+                                                               ) -> None:
+    """A store can gather raters over many imports (or from an import before the cap): an
+    unknown --rater names the closest one and a few others, and eval compares and lists a
+    bounded number of them."""
+    class_dir, db = graded
+    raters = [f"rater{i:04d}" for i in range(5_000)]
+    with Store(db) as store:
+        store.import_human_scores(str(class_dir.resolve()), "many.csv", "x", [
+            *(HumanScore(sid, "a", "annabel", float(AI["a"][i]))
+              for i, sid in enumerate(STUDENTS)),
+            *(HumanScore(STUDENTS[i % 8], "a", r, 1.0) for i, r in enumerate(raters))])
+    code, out = grade("eval", str(class_dir), "--db", str(db), "--rater", "anabel")
+    assert code == 2, out
+    assert len(out) < 1_000, out
+    assert "did you mean 'annabel'?" in out and "5,001 raters" in out
+    assert "and 4,996 more" in out and str(class_dir) in out and "--rater" in out
+    code, out = grade("eval", str(class_dir), "--db", str(db))
+    assert code == 0, out
+    assert "a score by annabel" in out and "and 4,981 more" in out
+    assert f"the {MAX_RATERS - 1} other raters with the most scores" in out
+    assert len(out) < 20_000

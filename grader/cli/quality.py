@@ -79,6 +79,7 @@ def human() -> None:
 def human_import(file: Path, class_dir: Path, db: Path | None, rubric: Path | None) -> None:
     """Store human scores for CLASS_DIR from opt.FILE (.csv or .xlsx; columns student_id,
     criterion (an id or `total`), score, rater)."""
+    from grader.errors import some
     from grader.quality.human import import_scores
 
     r = import_scores(file, class_dir, _settings(class_dir, db=db, rubric=rubric))
@@ -86,7 +87,7 @@ def human_import(file: Path, class_dir: Path, db: Path | None, rubric: Path | No
         click.echo(f"{file}: already imported for this class; nothing changed")
         return
     click.echo(f"imported {r.rows} scores for {r.students} students by "
-               f"{terminal_safe(', '.join(r.raters))}")
+               f"{terminal_safe(some(r.raters))}")
 
 
 @click.command("eval")

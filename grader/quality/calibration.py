@@ -40,7 +40,7 @@ from grader.prompting.planning import Plan, plan, students
 from grader.prompting.rubric import Rubric
 from grader.quality import evaluation
 from grader.quality.gate import below_bar
-from grader.quality.human import COLUMNS, SCORES_SHEET, TOTAL, read_scores
+from grader.quality.human import COLUMNS, SCORES_SHEET, TOTAL, class_cap, read_scores
 from grader.review.final import finals
 from grader.store import Store
 
@@ -207,7 +207,8 @@ def calibrate(class_dir: Path, settings: Settings, *, n: int = DEFAULT_N,
         mark_output_folder(book.parent)
         write_blind_workbook(book, p.rubric, [(sid, texts[sid]) for sid in sample], rater)
         return Written(book, sample, skipped)
-    scores = [s for s in read_scores(book, p.rubric) if s.criterion_id != TOTAL]
+    scores = [s for s in read_scores(book, p.rubric, class_cap(class_dir, settings, p.rubric))
+              if s.criterion_id != TOTAL]
     sample = sorted({s.student_id for s in scores})
     if not sample:
         raise CalibrationError("the calibration workbook holds no scores", path=book,

@@ -63,7 +63,7 @@ def compare_runs(class_dir: Path, settings: Settings, run_a: int, run_b: int, *,
                              fix=f"import them with `grade human import FILE {class_dir}`")
         table_a = ai_table(list(finals(store, run_a, rubric)))
         table_b = ai_table(list(finals(store, run_b, rubric)))
-    reference = pick_reference(humans, rater)
+    reference = pick_reference(humans, rater, class_dir)
     ref = human_tables(humans, rubric)[reference]
     rows = []
     for cid, title, grid, _top in score_targets(rubric):

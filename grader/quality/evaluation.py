@@ -4,9 +4,10 @@ For one run (default: the class's latest) the model's scores are compared with o
 (the *reference*: `--rater`, else the rater with the most scores) per criterion and for the
 total, with every figure of `grader.quality.metrics` (QWK on the score grid, MAE, Pearson, Spearman,
 exact and adjacent agreement, bias, a confusion matrix, bootstrap 95% intervals, and the MAE of
-always predicting the reference's mean, the baseline to beat). Every other rater is compared with
-the reference the same way (human against human), so the model's figures sit beside how much
-people agree. A human total is the rater's `total` row, else the sum of their criterion scores.
+always predicting the reference's mean, the baseline to beat). Every other rater (up to
+MAX_RATERS - 1 of them, those with the most scores) is compared with the reference the same way
+(human against human), so the model's figures sit beside how much people agree. A human total
+is the rater's `total` row, else the sum of their criterion scores.
 
 Flags are measured too: among the students the model's run flagged for review and among the
 rest, the share whose total differs from the reference's by at least a point (a quarter of the
@@ -19,6 +20,7 @@ when every class has the same criteria on the same grids, their pairs are also p
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from grader.config.settings import Settings, db_path
-from grader.errors import InputError, StoreError
+from grader.errors import InputError, StoreError, some
 from grader.escape import escape_cell
 from grader.grading.records import HumanScore
 from grader.prompting.rubric import Rubric
 from grader.quality import metrics
-from grader.quality.human import TOTAL
+from grader.quality.human import MAX_RATERS, TOTAL
 from grader.quality.metrics import Figures
 from grader.review.final import FinalStudent, finals, load_rubric
 from grader.store import Store
@@ -44,6 +46,7 @@ CSV_FIELDS = (
     "spearman_lo", "spearman_hi", "exact", "exact_lo", "exact_hi", "adjacent", "adjacent_lo",
     "adjacent_hi", "bias", "bias_lo", "bias_hi", "baseline_mae", "confusion", "notes",
 )
+MAX_CLOSE = 10_000  # raters (most scores first) an unknown --rater is matched against
 MAX_PRINTED_GRID = 12  # confusion matrices with more grid points go to the CSV only
 
 
@@ -134,29 +137,54 @@ def score_targets(rubric: Rubric) -> list[tuple[str, str, tuple[float, ...], flo
     return out
 
 
-def pick_reference(humans: Sequence[HumanScore], rater: str | None) -> str:
+def rater_counts(humans: Sequence[HumanScore]) -> dict[str, int]:
+    """Scores per rater."""
     counts: dict[str, int] = {}
     for h in humans:
         counts[h.rater] = counts.get(h.rater, 0) + 1
+    return counts
+
+
+def by_count(counts: dict[str, int]) -> list[str]:
+    """The raters, most scores first (ties by name)."""
+    return sorted(counts, key=lambda r: (-counts[r], r))
+
+
+def pick_reference(humans: Sequence[HumanScore], rater: str | None,
+                   where: Path | str | None = None) -> str:
+    """`rater`, else the rater with the most scores. An unknown `rater` is refused naming the
+    closest rater and a few others, never all of them: a store can hold thousands (one
+    red-team import named 1.5 million, and listing them printed 14 MB)."""
+    counts = rater_counts(humans)
     if rater is not None:
         if rater not in counts:
-            raise InputError(f"no human scores by rater {rater!r} for this class",
-                             fix="pass --rater with one of: " + ", ".join(sorted(counts)))
+            ranked = by_count(counts)
+            close = difflib.get_close_matches(rater, ranked[:MAX_CLOSE], n=1, cutoff=0.5)
+            near = f"did you mean {close[0]!r}? " if close else ""
+            raise InputError(
+                f"no human scores by rater {rater[:80]!r} for this class; {near}it has "
+                f"{len(counts):,} raters", path=where,
+                fix=f"pass --rater with one of {some(ranked)} (most scores "
+                    "first), or leave --rater out to use the rater with the most scores")
         return rater
-    return min(counts, key=lambda r: (-counts[r], r))
+    return by_count(counts)[0]
 
 
 def evaluate(rubric: Rubric, students: Sequence[FinalStudent], humans: Sequence[HumanScore], *,
              name: str, run_id: int | None = None, model: str = "", rater: str | None = None,
-             resamples: int = metrics.RESAMPLES, seed: int = metrics.SEED) -> ClassEval:
-    """Every agreement figure of one run against the human scores (see the module docstring)."""
-    reference = pick_reference(humans, rater)
+             resamples: int = metrics.RESAMPLES, seed: int = metrics.SEED,
+             where: Path | str | None = None) -> ClassEval:
+    """Every agreement figure of one run against the human scores (see the module docstring).
+    Besides the reference, the MAX_RATERS - 1 raters with the most scores are compared with
+    it, however many the store holds: each costs a bootstrap per criterion."""
+    reference = pick_reference(humans, rater, where)
     tables = human_tables(humans, rubric)
     ref = tables[reference]
     ai = ai_table(students)
     rows: list[Row] = []
     graders: list[tuple[str, dict[str, dict[str, float]]]] = [(MODEL, ai)]
-    graders += [(r, t) for r, t in sorted(tables.items()) if r != reference]
+    others = [r for r in by_count(rater_counts(humans)) if r != reference][:MAX_RATERS - 1]
+    graders += [(r, tables[r]) for r in sorted(others)]
     for grader, table in graders:
         for cid, title, grid, top in score_targets(rubric):
             a, b = _pairs(table.get(cid, {}), ref.get(cid, {}))
@@ -241,7 +269,7 @@ def load(class_dir: Path, settings: Settings, *, run_id: int | None = None,
         rubric = load_rubric(store, run.id)
         students = list(finals(store, run.id, rubric))
     return evaluate(rubric, students, humans, name=class_dir.resolve().name, run_id=run.id,
-                    model=f"{run.backend}:{run.model}", rater=rater), rubric
+                    model=f"{run.backend}:{run.model}", rater=rater, where=class_dir), rubric
 
 
 def run_eval(class_dirs: Sequence[Path], settings_for: Callable[[Path], Settings], *,
@@ -307,7 +335,10 @@ def render_text(ev: ClassEval) -> str:
     """The printed report of one class (or of the pooled classes)."""
     run = f"run {ev.run_id}, " if ev.run_id is not None else ""
     lines = [f"{ev.name} ({run}{ev.model}): {ev.students} students with a model grade and "
-             f"a score by {ev.reference}; raters: {', '.join(ev.raters)}"]
+             f"a score by {ev.reference}; raters: {some(ev.raters, MAX_RATERS)}"]
+    if len(ev.raters) > MAX_RATERS:
+        lines.append(f"  human against human: the {MAX_RATERS - 1} other raters with the most "
+                     f"scores are compared with {ev.reference}, not all {len(ev.raters):,}")
     if ev.unmatched:
         lines.append(f"  {ev.unmatched} human-scored students have no model grade in this run")
     head = (f"  {'grader':<14}{'criterion':<16}{'n':>5}  {'QWK [95% CI]':<22}"

@@ -7,6 +7,7 @@ the store).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import zipfile
@@ -27,6 +28,12 @@ from grader.reports import excel
 from grader.review.merge import Cell
 
 MAX_LISTED = 25
+MB = 1024 * 1024
+# A workbook is refused before it is opened when its parts unpack to more than this (a review
+# workbook of a thousand students with feedback unpacks to a few tens of MB) or it has more parts
+# than any workbook of ours (see `unpacked_problem`).
+MAX_UNPACKED_MB = 100
+MAX_PARTS = 1_000
 _ID_CELL = f"{excel.META}!B2"
 
 
@@ -133,6 +140,33 @@ _ODF = b"application/vnd.oasis.opendocument."
 _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Excel 97-2003 (.xls) and other OLE files
 
 
+def unpacked_problem(source: Path | bytes) -> str | None:
+    """Why a workbook is too large to open, judged from its zip directory alone (None: it is
+    not, or it is no zip at all, which the caller's own checks report).
+
+    An .xlsx is a zip of XML parts, and a few hundred KB of deflated repeated rows unpack to
+    hundreds of MB that openpyxl parses (and its shared strings it keeps) in memory: a 546 KB
+    workbook took 78 s and 7 GB. The directory declares every part's unpacked size, and
+    `zipfile` never unpacks a part past what the directory declares, so checking it here bounds
+    what any later reader can unpack. Both workbook imports (`grade review import`, `grade human
+    import`) call this before openpyxl opens the file."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError):
+        return None
+    if len(infos) > MAX_PARTS:
+        return (f"the workbook has {len(infos):,} parts, over the limit of {MAX_PARTS:,} (a "
+                "damaged file or a zip bomb, not a spreadsheet)")
+    total = sum(i.file_size for i in infos)
+    if total <= MAX_UNPACKED_MB * MB:
+        return None
+    big = max(infos, key=lambda i: i.file_size)
+    return (f"the workbook unpacks to {total / MB:,.0f} MB ({big.filename[:80]!r} alone "
+            f"{big.file_size / MB:,.0f} MB), over the limit of {MAX_UNPACKED_MB} MB: a damaged "
+            "file or a zip bomb, not a spreadsheet")
+
+
 def _not_xlsx(path: Path) -> str | None:
     """What the file is when it is not an .xlsx workbook openpyxl can read (None: it is one),
     told by its content first (a renamed file), then by its name."""
@@ -142,8 +176,11 @@ def _not_xlsx(path: Path) -> str | None:
         try:
             with zipfile.ZipFile(path) as z:
                 names = set(z.namelist())
-                mime = z.read("mimetype")[:80] if "mimetype" in names else b""
-        except (zipfile.BadZipFile, OSError):
+                mime = b""
+                if "mimetype" in names:  # read 80 bytes, however large the part claims to be
+                    with z.open("mimetype") as part:
+                        mime = part.read(80)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError):
             return "a damaged or incomplete file (not a readable .xlsx workbook)"
         if mime.startswith(_ODF + b"spreadsheet"):
             return "an OpenDocument spreadsheet (.ods), not an Excel workbook (.xlsx)"
@@ -178,6 +215,12 @@ def open_workbook(path: Path) -> Any:
     if problem is not None:
         raise ReviewImportError(f"{problem}; `grade review import` reads .xlsx workbooks only",
                                 path=path, fix=SAVE_AS_XLSX)
+    too_large = unpacked_problem(path)
+    if too_large is not None:
+        raise ReviewImportError(too_large, path=path,
+                                fix="import the review.xlsx `grade report` wrote (check the "
+                                    "path), or export a fresh one with `grade report` and "
+                                    "copy your edits into it")
     try:
         return load_workbook(path, read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, ValueError, OSError, InvalidFileException) as e:

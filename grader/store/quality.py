@@ -33,6 +33,14 @@ class Quality(StoreCore):
         return import_id
 
     @mapped
+    def class_student_ids(self, class_dir: str) -> set[str]:
+        """Every student a run of the class graded or listed (`grade human import` bounds a
+        file's rows by the class's students: these and the class folder's)."""
+        return {r[0] for r in self.conn.execute(
+            "SELECT DISTINCT o.student_id FROM outcomes o JOIN runs r ON r.id = o.run_id"
+            " WHERE r.class_dir = ?", (class_dir,))}
+
+    @mapped
     def human_scores(self, class_dir: str) -> list[HumanScore]:
         """The class's human scores: per (student, criterion, rater), the newest import's."""
         rows = self.conn.execute(
