@@ -368,3 +368,58 @@ def test_status_and_collect_default_to_the_current_folder(
     code, out = grade("batch", "collect", "--out", str(tmp_path / "o"))
     assert code == 0 and "collected 1 job(s): 2 graded" in out, out
     assert (class_dir / ".grader" / "grader.sqlite").is_file()
+
+
+def test_status_lists_the_jobs_without_a_rubric(gemini_env: FakeGemini, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listing jobs needs only the store: after the rubric is renamed, status still lists the
+    open job (asking the service its state), and once the job is collected it is listed even
+    without credentials; a class with no store has no jobs."""
+    class_dir = make_class(tmp_path, 2)
+    gemini_env.configure(batch_pending_s=60, batch_running_s=60)
+    code, out = grade("batch", "submit", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "submitted 2 request(s)" in out, out
+    (class_dir / "rubric.yaml").rename(tmp_path / "rubric-old.yaml")
+    code, out = grade("batch", "status", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "pending" in out and "2 request(s): 0 stored, 2 pending" in out, out
+    (tmp_path / "rubric-old.yaml").rename(class_dir / "rubric.yaml")
+    gemini_env.advance(seconds=121)
+    code, out = grade("batch", "collect", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "2 graded" in out, out
+    (class_dir / "rubric.yaml").unlink()
+    monkeypatch.delenv("GEMINI_API_KEY")
+    code, out = grade("batch", "status", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0 and "2 request(s): 2 stored, 0 pending" in out, out
+    code, out = grade("batch", "status", str(tmp_path), "--db", str(tmp_path / "none.sqlite"))
+    assert code == 0 and out == "no batch jobs\n", out
+    assert not (tmp_path / "none.sqlite").exists()
+
+
+@pytest.mark.parametrize("mode", ["inline", "file"])
+def test_random_faults_reach_batch_lines_and_every_student_is_accounted_for(
+        gemini_env: FakeGemini, tmp_path: Path, mode: str) -> None:
+    """fail_rate applies to the lines of a batch job as to online calls: a call fault is the
+    line's error object, a content fault its reply. Collect stores the good lines and gives
+    each other student an outcome with its reason (failed or flagged), none lost."""
+    class_dir = make_class(tmp_path, 12)
+    gemini_env.configure(fail_rate=0.5, fault_kinds=["500", "503", "safety"], seed=6)
+    code, out = grade("batch", "submit", str(class_dir), *where(tmp_path, "b"),
+                      "--batch-mode", mode)
+    assert code == 0 and "submitted 12 request(s)" in out, out
+    code, out = grade("batch", "collect", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0, out
+    db = tmp_path / "b.sqlite"
+    faults = gemini_env.stats()["faults"]
+    drawn = {k.removeprefix("batch:"): v for k, v in faults.items() if k.startswith("batch:")}
+    assert drawn.get("500", 0) + drawn.get("503", 0) > 0 and drawn.get("safety", 0) > 0, faults
+    outcomes = q(db, "SELECT student_id, status, message FROM outcomes")
+    assert sorted(s for s, *_ in outcomes) == [f"s{i:04d}" for i in range(12)]
+    by = {st: [(s, m) for s, status, m in outcomes if status == st] for st in
+          ("graded", "failed", "flagged")}
+    assert len(by["failed"]) == drawn.get("500", 0) + drawn.get("503", 0)
+    assert all("the batch line failed" in m and ("Internal error" in m or "overloaded" in m)
+               for _, m in by["failed"]), by["failed"]
+    assert by["flagged"] and all(m for _, m in by["flagged"]), by["flagged"]
+    assert len(by["graded"]) + len(by["failed"]) + len(by["flagged"]) == 12
+    assert (f"collected 1 job(s): {len(by['graded'])} graded, {len(by['flagged'])} flagged, "
+            f"{len(by['failed'])} failed") in out, out

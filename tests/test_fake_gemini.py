@@ -325,6 +325,36 @@ def test_cli_prints_url_and_serves() -> None:
         proc.wait(timeout=10)
 
 
+def test_cli_accepts_every_fault_kind_it_lists_and_never_expire_cache() -> None:
+    """--fault-kinds lists what --fail-rate may draw, and the server starts with all of them;
+    expire_cache acts only where a test scripts it (NOT_RANDOM), so it is not listed and is
+    refused by the option itself, with the choices (exit 2, no traceback)."""
+    from grader.testing._fake_state import RANDOM_FAULTS
+
+    cmd = [sys.executable, "-m", "grader.testing.fake_gemini", "--port", "0"]
+    shown = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=30)
+    listed = ",".join(RANDOM_FAULTS)
+    assert listed in "".join(shown.stdout.split()) and "expire_cache" not in shown.stdout
+    refused = subprocess.run([*cmd, "--fault-kinds", "expire_cache"], capture_output=True,
+                             text=True, timeout=30)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "expire_cache is scripted only" in refused.stderr and listed in refused.stderr
+    proc = subprocess.Popen([*cmd, "--fail-rate", "0.5", "--fault-kinds", listed],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()))  # type: ignore[union-attr]
+        reader.start()
+        reader.join(timeout=15)
+        assert line and line[0].startswith("http://127.0.0.1:"), proc.stderr
+        status, cfg, _ = post(f"{line[0].strip()}/_fake/config", {})
+        assert status == 200 and cfg["fault_kinds"] == list(RANDOM_FAULTS)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 # --- embeddings (exemplar similarity) ----------------------------------------------------------
 
 EMBED = "gemini-embedding-001"

@@ -10,6 +10,7 @@ import pytest
 from grader.errors import RubricError
 from grader.prompting.rubric import MAX_POINTS, load_rubric
 
+from _cli import grade
 from _work import peak_allocated
 
 BASE = """\
@@ -86,6 +87,31 @@ def test_exemplar_scores_range_checked(tmp_path: Path, scores: str, message: str
 ])
 def test_grade_bands_finite_and_within_0_100(tmp_path: Path, bands: str, message: str) -> None:
     assert message in str(rubric_error(tmp_path, rubric(extra=f"grade_bands: {bands}\n")))
+
+
+@pytest.mark.parametrize(("change", "path"), [
+    ({"max_points": "true"}, "criteria.0.max_points"),
+    ({"level": "yes"}, "criteria.1.levels.1.points"),
+    ({"extra": "exemplars:\n  - {submission: s, scores: {correctness: on}}\n"},
+     "exemplars.0.scores.correctness"),
+    ({"extra": "grade_bands: {A: true, F: 0}\n"}, "grade_bands.A"),
+    ({"extra": "  - id: tests\n    title: Tests\n    checklist:\n"
+               "      - {id: runs, text: it runs, points: true}\n"},
+     "criteria.2.checklist.0.points"),
+])
+def test_a_yaml_boolean_is_never_a_number(tmp_path: Path, change: dict[str, str],
+                                          path: str) -> None:
+    """`max_points: true` would be 1 point to pydantic: every number of a rubric refuses a
+    YAML boolean, and `grade run` says which field and to write a number (exit 2)."""
+    class_dir = tmp_path / "class"
+    class_dir.mkdir()
+    (class_dir / "rubric.yaml").write_text(rubric(**change), encoding="utf-8")
+    (class_dir / "s1.txt").write_text("an answer", encoding="utf-8")
+    code, out = grade("run", str(class_dir), "--backend", "local", "--dry-run")
+    assert code == 2, out
+    assert f"{path}: true is a yes/no value in YAML, not a number: write a number" in out \
+        or f"{path}: false is a yes/no value" in out, out
+    assert "max_points: Field required" not in out, out
 
 
 def test_duplicate_keys_are_refused_with_the_line(tmp_path: Path) -> None:

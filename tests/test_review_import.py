@@ -307,3 +307,28 @@ def test_cli_review_import_rejects_bad_cell(synth: SyntheticRun, tmp_path: Path)
     assert res.exit_code == 2
     ref = f"Summary!{openpyxl.utils.get_column_letter(cols['Teacher: c2'])}{r}"
     assert ref in res.output and "out of range" in res.output
+
+
+def test_cli_review_import_refuses_a_feedback_row_given_twice(synth: SyntheticRun,
+                                                              tmp_path: Path) -> None:
+    """The same student and criterion twice on the Feedback sheet: which text the student
+    would get depends on the row order, so the import is refused naming both rows (exit 2,
+    nothing stored)."""
+    from _cli import grade
+
+    wb, _ = _open(tmp_path / "out")
+    fb = wb["Feedback"]
+    fr = next(i for i in range(2, fb.max_row + 1)
+              if fb.cell(i, 1).value == "s00004" and fb.cell(i, 3).value == "c3")
+    fb.cell(fr, 10).value = "Cite the source."
+    last = fb.max_row + 1
+    for col in range(1, fb.max_column + 1):
+        fb.cell(last, col).value = fb.cell(fr, col).value
+    fb.cell(last, 10).value = "Good sources."
+    wb.save(tmp_path / "out" / "review.xlsx")
+    code, out = grade("review", "import", str(tmp_path / "out" / "review.xlsx"))
+    assert code == 2, out
+    assert (f"Feedback row {last}: student 's00004', criterion 'c3' appears twice (also row "
+            f"{fr}); delete one of the two rows") in out, out
+    assert "nothing was stored" in out
+    assert _log(synth.store) == []

@@ -15,11 +15,15 @@ import pytest
 from click.testing import CliRunner
 
 from grader.cli import cli
+from grader.errors import StoreError
+from grader.grading.records import Answer, RequestRecord
 from grader.store import Store, grader_store_problem, unsaved_path
+from grader.store.core import unsaved_paths
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import make_class
 from _procs import env_for, grade_cmd, paid, scalar
+from _synthetic import build
 
 
 def test_damaged_store_is_refused_before_any_call(tmp_path: Path) -> None:
@@ -88,6 +92,69 @@ def test_full_disk_stops_cleanly_and_keeps_every_paid_reply(tmp_path: Path) -> N
         assert again.returncode == 0, again.stderr
         assert "were stored" in again.stdout and not kept.exists()
         assert paid(fake) == (60, 60)  # nothing paid twice
+
+
+def _reply_that_cannot_be_committed(db: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A reply whose commit fails as on a full disk (SQLite says so; no real disk fills up):
+    the StoreError's message."""
+    build(db, n=2).store.close()
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with Store(db) as store:
+        run = store.runs()[0]
+        (sub, student) = store.conn.execute(
+            "SELECT id, student_id FROM submissions LIMIT 1").fetchone()
+        aid = store.begin_attempt(run_id=run.id, student_id=student, submission_id=sub,
+                                  sample=0, n=1, request=RequestRecord("h-full", None, "m",
+                                                                       {"parts": []}))
+        with monkeypatch.context() as m:
+            m.setattr(Store, "_answer", full)
+            with pytest.raises(StoreError) as err:
+                store.answer_attempt(aid, "h-full", Answer(
+                    text="{}", finish_reason="STOP", blocked_reason=None, model_version="m",
+                    raw=None, cost_usd=0.01))
+    return str(err.value)
+
+
+def test_a_reply_goes_to_the_state_folder_when_beside_the_store_cannot_be_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a full disk the file beside the store fails too: the reply is kept in the user's
+    state folder (likely another file system), the message says where, and the next open of
+    the store stores it from there."""
+    db = tmp_path / "class" / "g.sqlite"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    db.parent.mkdir()
+    unsaved_path(str(db)).mkdir()  # a folder where the file beside the store would go
+    message = _reply_that_cannot_be_committed(db, monkeypatch)
+    kept = unsaved_paths(str(db))[1]
+    assert kept.parent == tmp_path / "state" / "grader" and kept.is_file()
+    assert f"kept in {kept} (beside the store could not be written)" in message, message
+    with Store(db) as store:
+        assert any(str(kept) in n and "were stored" in n for n in store.notices)
+        assert store.conn.execute("SELECT COUNT(*) FROM responses WHERE request_hash="
+                                  "'h-full'").fetchone()[0] == 1
+    assert not kept.exists()
+
+
+def test_a_reply_goes_to_the_temp_folder_when_the_state_folder_cannot_be_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "g.sqlite"
+    (tmp_path / "state").write_text("not a folder")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    unsaved_path(str(db)).mkdir()
+    message = _reply_that_cannot_be_committed(db, monkeypatch)
+    kept = unsaved_paths(str(db))[2]
+    assert kept.parent == tmp_path / "tmp" / f"grader-{os.getuid()}" and kept.is_file()
+    assert kept.parent.stat().st_mode & 0o077 == 0  # private: others cannot plant replies
+    assert f"kept in {kept}" in message, message
+    with Store(db) as store:
+        assert store.conn.execute("SELECT COUNT(*) FROM responses WHERE request_hash="
+                                  "'h-full'").fetchone()[0] == 1
+    assert not kept.exists()
 
 
 def test_foreign_sqlite_file_is_never_used_as_a_store(tmp_path: Path) -> None:

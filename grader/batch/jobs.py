@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -83,6 +83,13 @@ class JobStatus:
 # --- opening ---------------------------------------------------------------------------------
 
 
+def no_local_batches(name: str) -> None:
+    """The local model has no batch mode: said before anything is opened."""
+    if name == "local":
+        raise ConfigError("batch jobs need a Gemini API: the local model has no batch mode",
+                          fix="set GEMINI_API_KEY (or pass --api gemini / --api enterprise)")
+
+
 @asynccontextmanager
 async def opened(class_dir: Path, settings: Settings, *, no_wait: bool = False,
                  backend: Backend | None = None) -> AsyncIterator[Context | None]:
@@ -92,9 +99,7 @@ async def opened(class_dir: Path, settings: Settings, *, no_wait: bool = False,
     p = plan(class_dir, settings)
     tbl = models.table(settings.models)
     name = backend.name if backend is not None else auto_backend(settings)
-    if name == "local":
-        raise ConfigError("batch jobs need a Gemini API: the local model has no batch mode",
-                          fix="set GEMINI_API_KEY (or pass --api gemini / --api enterprise)")
+    no_local_batches(name)
     if settings.samples > 1:
         raise ConfigError("grade batch sends one sample per student",
                           fix="grade with --samples through `grade run`, or set samples = 1")
@@ -314,34 +319,41 @@ async def _upload_input(ctx: Context, run_id: int, display: str,
 async def recover(ctx: Context) -> int:
     """Jobs whose rows were written but whose creation was never recorded: adopted when the
     service has one of that display name, else dropped (their students are submitted again)."""
-    preparing = [j for j in ctx.store.batch_jobs(ctx.class_key, open_only=True)
+    return await _recover(ctx.store, ctx.class_key, lambda: ctx.batches)
+
+
+async def _recover(store: Store, class_key: str, batches: Callable[[], SupportsBatch]) -> int:
+    preparing = [j for j in store.batch_jobs(class_key, open_only=True)
                  if j.state == "preparing"]
     if not preparing:
         return 0
-    known = {i.display_name: i for i in await ctx.batches.list_batches()}
+    known = {i.display_name: i for i in await batches().list_batches()}
     for j in preparing:
         found = known.get(j.display_name)
         if found is not None:
-            ctx.store.batch_job_created(j.id, name=found.name, state=found.state,
-                                        input_ref=None)
+            store.batch_job_created(j.id, name=found.name, state=found.state, input_ref=None)
         else:
-            ctx.store.batch_drop_job(j.id, "the job was never created (the command stopped "
-                                     "first); its students are submitted again")
+            store.batch_drop_job(j.id, "the job was never created (the command stopped "
+                                 "first); its students are submitted again")
     return len(preparing)
 
 
-async def refresh(ctx: Context) -> list[JobStatus]:
-    """Every job of the class, open ones asked for their state."""
-    await recover(ctx)
+async def refresh(store: Store, class_key: str,
+                  batches: Callable[[], SupportsBatch]) -> list[JobStatus]:
+    """Every job of the class `class_key`, open ones asked for their state. It needs only the
+    store and, for jobs still open, a backend (`batches` makes it on first need): no rubric
+    and no plan, so that the jobs can be listed after the rubric moved or was deleted, and
+    jobs that are all finished are listed without credentials."""
+    await _recover(store, class_key, batches)
     out = []
-    for job in ctx.store.batch_jobs(ctx.class_key):
+    for job in store.batch_jobs(class_key):
         if job.name and job.state not in ("collected", "abandoned") \
                 and not job.state.endswith(("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED")):
-            info = await ctx.batches.get_batch(job.name)
-            ctx.store.batch_job_state(job.id, info.state, ended=info.done, error=info.error)
-            job = ctx.store.batch_job(job.display_name) or job
+            info = await batches().get_batch(job.name)
+            store.batch_job_state(job.id, info.state, ended=info.done, error=info.error)
+            job = store.batch_job(job.display_name) or job
         made = datetime.fromisoformat(job.created_at)
-        out.append(JobStatus(job, ctx.store.batch_job_counts(job.id),
+        out.append(JobStatus(job, store.batch_job_counts(job.id),
                              (datetime.now(UTC) - made).total_seconds()))
     return out
 

@@ -27,7 +27,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from grader.backends import Backend, BatchInfo
+from grader.backends import Backend, BatchInfo, SupportsBatch, create
 from grader.batch.collect import Collected, collect, collect_waiting
 from grader.batch.jobs import (
     Context,
@@ -36,20 +36,23 @@ from grader.batch.jobs import (
     cancel,
     flags_json,
     freeze,
+    no_local_batches,
     opened,
     recover,
     refresh,
     save_verdict,
     send,
 )
-from grader.config.settings import Settings
-from grader.errors import StoreError
+from grader.config.settings import Settings, auto_backend, db_path
+from grader.errors import ConfigError, StoreError
 from grader.grading.context import run_context, run_info
 from grader.grading.embeddings import EmbeddingReport
 from grader.grading.prepare import Prepared, Settled, prepare
 from grader.grading.records import BatchItemIn, OutcomeRecord
 from grader.online.ledger import describe, salt
 from grader.prompting.planning import students
+from grader.store import Store
+from grader.store.locks import RunLock
 
 
 @dataclass
@@ -161,10 +164,37 @@ def collect_class(class_dir: Path, settings: Settings, *, wait: bool = False,
 
 def status_class(class_dir: Path, settings: Settings, *, backend: Backend | None = None
                  ) -> list[JobStatus]:
+    """Every batch job of the class in its store (none when there is no store yet). Listing
+    needs only the store: no rubric and no plan, so `grade batch status` still answers after
+    the rubric was renamed or deleted (the jobs are paid for; the teacher must see them). A
+    backend (`backend`, or one made from the settings) is opened only when a job is still open
+    and must be asked for its state."""
+    db = db_path(class_dir, settings)
+    if not db.exists():
+        return []
+
     async def main() -> list[JobStatus]:
-        async with opened(class_dir, settings, backend=backend) as ctx:
-            assert ctx is not None
-            return await refresh(ctx)
+        made: list[Backend] = []
+
+        def batches() -> SupportsBatch:
+            if not made:
+                name = backend.name if backend is not None else auto_backend(settings)
+                no_local_batches(name)
+                made.append(backend if backend is not None else create(name, settings=settings))
+            if not isinstance(made[0], SupportsBatch):
+                raise ConfigError(f"the {made[0].name} backend runs no batch jobs",
+                                  fix="use --api gemini or --api enterprise")
+            return made[0]
+
+        run_lock = RunLock(db)
+        await run_lock.acquire(wait=settings.wait)
+        try:
+            with Store(db, create=False) as store:
+                return await refresh(store, str(class_dir.resolve()), batches)
+        finally:
+            run_lock.release()
+            if made and backend is None:
+                await made[0].aclose()
 
     return asyncio.run(main())
 

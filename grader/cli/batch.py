@@ -119,7 +119,7 @@ def batch_submit(class_dir: Path, only: tuple[str, ...], retry_failed: bool,
 @_handle_errors
 def batch_status(class_dir: Path, **flags: Any) -> None:
     """Every batch job of CLASS_DIR (default: the current folder): state, requests, age, cost
-    so far."""
+    so far. Needs only the store (no rubric)."""
     from grader.batch.submit import status_class
 
     jobs = status_class(class_dir, _batch_settings(class_dir, **flags))

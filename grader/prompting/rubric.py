@@ -7,7 +7,8 @@ keyed by criterion id alone.
 A rubric may come from anywhere, so its YAML is read strictly: a key repeated in one mapping is an
 error (YAML would silently keep the last one), aliases (`*name`) are refused (they can expand a
 small file into a huge prompt), and every number is finite and bounded: points per criterion
-0..`MAX_POINTS`, grade-band minimums 0..100, exemplar scores within their criterion's range.
+0..`MAX_POINTS`, grade-band minimums 0..100, exemplar scores within their criterion's range;
+a YAML boolean (true, yes, on) is never taken for a number.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from grader.errors import RubricError, format_validation_error
 
@@ -32,9 +41,23 @@ MAX_REFERENCE_BYTES = 50 * 1024 * 1024  # each: the inline PDF limit of the Gemi
 REFERENCE_KINDS = {".pdf": "application/pdf", ".png": "image/png", ".jpg": "image/jpeg",
                    ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
+
+
+def _not_a_boolean(value: Any) -> Any:
+    """YAML reads true/false (and yes/no, on/off) as booleans, and pydantic would take them as
+    1 and 0: `max_points: true` would silently be a 1-point criterion. Every number of a
+    rubric refuses them, so a slip in the file is said, not graded."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "number_not_boolean", "{value} is a yes/no value in YAML, not a number: write a "
+            "number (e.g. 1) here", {"value": str(value).lower()})
+    return value
+
+
+Number = BeforeValidator(_not_a_boolean)
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
-Points = Annotated[float, Field(ge=0, le=MAX_POINTS, allow_inf_nan=False)]
-Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+Points = Annotated[float, Field(ge=0, le=MAX_POINTS, allow_inf_nan=False), Number]
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False), Number]
 BandName = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
@@ -52,7 +75,7 @@ class ChecklistItem(_Strict):
 
     id: Identifier
     text: str = Field(min_length=1)
-    points: float = Field(gt=0, le=MAX_POINTS, allow_inf_nan=False)
+    points: Annotated[float, Number] = Field(gt=0, le=MAX_POINTS, allow_inf_nan=False)
 
 
 MAX_CHECKLIST_ITEMS = 50
@@ -61,7 +84,7 @@ MAX_CHECKLIST_ITEMS = 50
 class Criterion(_Strict):
     id: Identifier
     title: str
-    max_points: float = Field(gt=0, le=MAX_POINTS, allow_inf_nan=False)
+    max_points: Annotated[float, Number] = Field(gt=0, le=MAX_POINTS, allow_inf_nan=False)
     description: str = ""
     levels: tuple[Level, ...] = ()
     # A checklist criterion: the model answers each item yes/no with a quote, and the score is
@@ -74,9 +97,11 @@ class Criterion(_Strict):
     def _checklist_max(cls, data: Any) -> Any:
         if isinstance(data, dict) and "max_points" not in data and data.get("checklist"):
             items = data["checklist"]
+            # a boolean counts here (it is an int) so that only the item is named for it:
+            # the item itself refuses it, and the whole rubric with it
             if isinstance(items, list | tuple) and all(
                     isinstance(i, dict) and isinstance(i.get("points"), int | float)
-                    and not isinstance(i.get("points"), bool) for i in items):
+                    for i in items):
                 return {**data, "max_points": sum(i["points"] for i in items)}
         return data
 

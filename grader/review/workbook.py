@@ -321,6 +321,7 @@ def read_cells(wb: Any, crits: dict[str, Criterion], known: set[str], run_id: in
         ws = wb[excel.FEEDBACK]
         cols = _headers(ws, excel.FEEDBACK, [excel.ID_HEADER, excel.CRIT_ID_HEADER,
                                              excel.TEACHER_FEEDBACK_HEADER])
+        feedback_at: dict[tuple[str, str], str] = {}
         for n, row in _rows(ws):
             if n == 1:
                 continue
@@ -336,6 +337,14 @@ def read_cells(wb: Any, crits: dict[str, Criterion], known: set[str], run_id: in
                 errors.append(f"{_ref(excel.FEEDBACK, n, cols[excel.CRIT_ID_HEADER])}: unknown "
                               f"criterion {fid!r}; use one of {', '.join(crits)}")
                 continue
+            # the same student and criterion twice: which feedback the student gets would
+            # depend on the row order, so the teacher chooses
+            if (sid, fid) in feedback_at:
+                errors.append(f"{excel.FEEDBACK} row {n}: student {sid!r}, criterion {fid!r} "
+                              f"appears twice (also row {feedback_at[sid, fid]}); delete one "
+                              "of the two rows, keeping the feedback you want")
+                continue
+            feedback_at[sid, fid] = str(n)
             fref = _ref(excel.FEEDBACK, n, cols[excel.TEACHER_FEEDBACK_HEADER])
             value = _plain(_cell(row, cols[excel.TEACHER_FEEDBACK_HEADER]), fref, errors)
             out.setdefault(sid, []).append(Cell(sid, fid, "feedback", value, fref))

@@ -5,9 +5,12 @@ connection when it vanishes, and SQLite errors turned into `StoreError` with a f
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import sqlite3
+import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -110,9 +113,72 @@ def grader_store_problem(path: Path | str) -> str | None:
     return None
 
 
+UNSAVED_SUFFIX = ".unsaved-replies.jsonl"
+
+
 def unsaved_path(db_path: str) -> Path:
-    """Where replies that could not be committed (disk full) are kept until the next open."""
-    return Path(db_path + ".unsaved-replies.jsonl")
+    """Where replies that could not be committed (disk full) are kept until the next open:
+    first beside the store (`unsaved_paths` lists the places tried after it)."""
+    return Path(db_path + UNSAVED_SUFFIX)
+
+
+def unsaved_paths(db_path: str) -> list[Path]:
+    """Every place a reply that could not be committed may be kept, in the order tried: beside
+    the store, then the user's state folder ($XDG_STATE_HOME/grader, else
+    ~/.local/state/grader), then a private folder in the system temp folder. The commit failed
+    most likely because the disk is full, and then the file beside the store cannot be written
+    either: the later places are likely on another file system. There each store has its own
+    file (its name and a digest of its full path), so that the next open of that store, and
+    only of it, stores the replies."""
+    first = unsaved_path(db_path)
+    p = Path(db_path)
+    name = f"{p.name}-{hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:16]}" \
+        + UNSAVED_SUFFIX
+    folders = []
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if os.path.isabs(state):
+        folders.append(Path(state) / "grader")
+    else:
+        with suppress(RuntimeError):  # no home folder known
+            folders.append(Path.home() / ".local" / "state" / "grader")
+    folders.append(Path(tempfile.gettempdir()) / f"grader-{os.getuid()}")
+    return [first, *(f / name for f in folders)]
+
+
+def _ours(folder: Path) -> bool:
+    """A folder of our own, not a link: a reply file in a shared place (the temp folder) that
+    another user could have put there must never be read into the store, nor written through
+    their link."""
+    try:
+        st = folder.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+
+
+def keep_unsaved(db_path: str, line: str) -> Path | None:
+    """Append `line` (synced) to the first of `unsaved_paths` that can be written; the path
+    written, or None when none could be."""
+    for n, path in enumerate(unsaved_paths(db_path)):
+        try:
+            if n:  # a place of ours away from the store: made private, and checked
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if not _ours(path.parent):
+                    continue
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            continue
+        return path
+    return None
+
+
+def kept_unsaved(db_path: str) -> list[Path]:
+    """The reply files of this store that exist (in folders of ours, away from the store)."""
+    return [p for n, p in enumerate(unsaved_paths(db_path))
+            if p.is_file() and (n == 0 or _ours(p.parent))]
 
 
 DAMAGED_FIX = ("move the file aside and rerun (its grades and paid replies are then not used), "

@@ -1,11 +1,11 @@
 """The ledger: what was paid for. Prefixes, requests and responses (content-addressed, never
 updated or deleted) and the attempts that sent them; replies that could not be committed are
-kept beside the store and imported on the next open."""
+kept beside the store (or, when that cannot be written, in the user's state or temp folder)
+and imported on the next open."""
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -14,7 +14,15 @@ from typing import Any
 
 from grader.errors import StoreError
 from grader.grading.records import Answer, RequestRecord, StoredResponse, Unanswered
-from grader.store.core import StoreCore, mapped, now, store_error, unsaved_path
+from grader.store.core import (
+    StoreCore,
+    keep_unsaved,
+    kept_unsaved,
+    mapped,
+    now,
+    store_error,
+    unsaved_path,
+)
 
 
 class Ledger(StoreCore):
@@ -77,16 +85,20 @@ class Ledger(StoreCore):
     def answer_attempt(self, attempt_id: int, request_hash: str, answer: Answer) -> None:
         """Keep a reply (insert-or-ignore: the first paid reply for a request stays) and what it
         cost, in one commit. If the commit fails (a full disk), the reply is written to a side
-        file beside the store instead, read back the next time the store is opened, and the
-        StoreError says so: a paid reply is never dropped."""
+        file instead (beside the store, else in the state or temp folder, likely on another
+        disk: `unsaved_paths`), read back the next time the store is opened, and the
+        StoreError says where: a paid reply is never dropped."""
         try:
             self._answer(attempt_id, request_hash, answer, now())
         except (sqlite3.Error, StoreError) as e:
             err = e if isinstance(e, StoreError) else store_error(e, self.path)
             where = self._keep_unsaved(attempt_id, request_hash, answer)
+            away = where is not None and where != unsaved_path(self.path)
             raise StoreError(
                 f"{err.message}; the reply that just arrived was "
-                + (f"kept in {where} and is stored the next time the store is opened"
+                + (f"kept in {where}" + (" (beside the store could not be written)"
+                                         if away else "")
+                   + " and is stored the next time the store is opened"
                    if where else "NOT saved: it may be paid for again"),
                 path=self.path, fix=err.fix) from e
 
@@ -111,17 +123,13 @@ class Ledger(StoreCore):
     def _keep_unsaved(self, attempt_id: int, request_hash: str, answer: Answer) -> Path | None:
         line = json.dumps({"attempt_id": attempt_id, "request_hash": request_hash,
                            "at": now(), "answer": asdict(answer)}, default=str) + "\n"
-        try:
-            with unsaved_path(self.path).open("a", encoding="utf-8") as fh:
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError:
-            return None
-        return unsaved_path(self.path)
+        return keep_unsaved(self.path, line)
 
     def _import_unsaved(self) -> None:
-        path = unsaved_path(self.path)
+        for path in kept_unsaved(self.path):
+            self._import_unsaved_from(path)
+
+    def _import_unsaved_from(self, path: Path) -> None:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError:

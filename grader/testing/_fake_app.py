@@ -145,6 +145,22 @@ _SERVER_ERRORS = {
     "503": "The model is overloaded. Please try again later.",
     "504": "Deadline expired before operation could complete.",
 }
+# A random call fault drawn for a batch line: the line's google.rpc.Status (gRPC code and
+# message) in place of a reply, as a failed line comes back in a job's results.
+_LINE_ERRORS = {
+    "500": (13, "Internal error while processing the request."),
+    "503": (14, "The model is overloaded. Please try again later."),
+    "504": (4, "Deadline expired before operation could complete."),
+    "hang": (4, "Deadline expired before operation could complete."),
+    "429": (8, "Resource has been exhausted (e.g. check quota)."),
+    "429_spend": (8, "Resource has been exhausted (e.g. check quota)."),
+    "400": (3, "Request contains an invalid argument."),
+    "401": (16, "Request had invalid authentication credentials."),
+    "403": (7, "The caller does not have permission."),
+    "404": (5, "Requested entity was not found."),
+}
+# A random content fault drawn for a batch line: the trigger its reply is made with.
+_LINE_CONTENT = {"malformed": "INVALID_JSON", "empty": "EMPTY", "safety": "SAFETY"}
 Route = tuple[str, re.Pattern[str], Callable[..., Reply]]
 _API_METHODS = "generateContent|countTokens"
 DEVELOPER_PATH = re.compile(
@@ -447,11 +463,18 @@ class FakeApp:
         prompt = read_prompt(body)
         if "BATCH_LINE_FAIL" in prompt.triggers:
             return None, {"code": 13, "message": "Internal error while processing the request."}
+        # fail_rate reaches batch lines too: a call fault is the line's error object (as
+        # Google reports a failed line), a content fault the line's reply
+        fault = self.state.draw_fault()
+        if fault in _LINE_ERRORS:
+            code, message = _LINE_ERRORS[fault]
+            return None, {"code": code, "message": message}
         body_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         prompt.repeat = self.state.asked(body_hash)
-        kind = next((t for t in ("SAFETY", "RECITATION", "MAX_TOKENS", "EMPTY", "INVALID_JSON",
-                                 "INVALID_ONCE", "PROMPT_BLOCKED", "THINK_HARD")
-                     if t in prompt.triggers), None)
+        kind = _LINE_CONTENT.get(fault or "") or next(
+            (t for t in ("SAFETY", "RECITATION", "MAX_TOKENS", "EMPTY", "INVALID_JSON",
+                         "INVALID_ONCE", "PROMPT_BLOCKED", "THINK_HARD")
+             if t in prompt.triggers), None)
         resp = self._response(body, prompt, model, vertex, kind, 0)
         self.state.bill(prompt.key, body_hash, resp["usageMetadata"])
         return resp, None

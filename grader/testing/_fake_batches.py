@@ -18,7 +18,8 @@ Shapes as google-genai 3.4's `batches.py` sends and parses them:
 State advances on the fake's clock: PENDING for `batch_pending_s`, RUNNING for
 `batch_running_s`, then the end state the job was created with (`batch_end_state`:
 SUCCEEDED, FAILED or EXPIRED). A submission containing `FAKE_GEMINI:BATCH_LINE_FAIL` gets a
-failed line. Replies are computed and billed once, when a job is first seen finished.
+failed line, and `fail_rate` / `fault_kinds` reach the lines too (`FakeApp.batch_answer`).
+Replies are computed and billed once, when a job is first seen finished.
 """
 
 from __future__ import annotations

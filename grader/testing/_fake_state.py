@@ -30,7 +30,11 @@ ENDPOINT_FAULTS = ("400", "403", "404", "429", "500", "503")
 # Only by `inject()` or an explicit `fault_kinds`: the spend-based 429 (USD per 10 minutes).
 QUOTA_FAULTS = ("429_spend",)
 ALL_FAULTS = TRANSIENT_FAULTS + CONTENT_FAULTS + SCRIPTED_ONLY + QUOTA_FAULTS
-NOT_RANDOM = ("expire_cache",)  # never drawn by fail_rate
+# Never drawn by fail_rate: "expire_cache" acts on the cache the next call names, which only a
+# test that scripts it (`inject`) can expect; `fault_kinds` refuses it, and the fake's CLI
+# offers only RANDOM_FAULTS.
+NOT_RANDOM = ("expire_cache",)
+RANDOM_FAULTS = tuple(k for k in ALL_FAULTS if k not in NOT_RANDOM)
 
 
 @dataclass
@@ -78,9 +82,13 @@ def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
     out = dict(changes)
     if "fault_kinds" in out:
         kinds = tuple(str(k) for k in out["fault_kinds"])
-        bad = [k for k in kinds if k not in ALL_FAULTS or k in NOT_RANDOM]
+        bad = [k for k in kinds if k not in RANDOM_FAULTS]
         if bad or not kinds:
-            raise ValueError(f"fault_kinds {bad or '[]'} invalid; use some of {list(ALL_FAULTS)}")
+            scripted = [k for k in bad if k in NOT_RANDOM]
+            raise ValueError(
+                f"fault_kinds {bad or '[]'} invalid; use some of {list(RANDOM_FAULTS)}"
+                + (f" ({', '.join(scripted)} is never drawn at random: script it with "
+                   "inject())" if scripted else ""))
         out["fault_kinds"] = kinds
     if "fail_rate" in out and not 0.0 <= float(out["fail_rate"]) <= 1.0:
         raise ValueError("fail_rate must be between 0 and 1")
@@ -355,6 +363,16 @@ class FakeState:
             else:
                 return None
             self.stats.faults[kind] += 1
+            return kind
+
+    def draw_fault(self) -> str | None:
+        """A random fault (`fail_rate`, `fault_kinds`) for one line of a batch job: the
+        scripted faults (`inject`) stay for the generateContent calls they were meant for."""
+        with self.lock:
+            if self.config.fail_rate <= 0 or self.rng.random() >= self.config.fail_rate:
+                return None
+            kind = self.rng.choice(self.config.fault_kinds)
+            self.stats.faults[f"batch:{kind}"] += 1
             return kind
 
     def delay_s(self) -> float:

@@ -31,6 +31,8 @@ from grader.testing._fake_content import submission_key
 from grader.testing._fake_state import (
     ALL_FAULTS,
     CONTENT_FAULTS,
+    NOT_RANDOM,
+    RANDOM_FAULTS,
     TRANSIENT_FAULTS,
     FakeConfig,
     FakeState,
@@ -291,6 +293,21 @@ class FakeGemini(LocalServer):
         return submission_key(text)
 
 
+def _fault_kinds(text: str) -> list[str]:
+    """--fault-kinds: only what `fail_rate` may draw (RANDOM_FAULTS), refused by argparse
+    with the choices, not by a traceback once the server starts."""
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in RANDOM_FAULTS]
+    if bad or not kinds:
+        scripted = [k for k in bad if k in NOT_RANDOM]
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(bad) or 'nothing'} cannot be drawn at random; use some of "
+            f"{','.join(RANDOM_FAULTS)}" + (" (expire_cache is scripted only: "
+                                           "FakeGemini.inject or POST /_fake/inject)"
+                                           if scripted else ""))
+    return kinds
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m grader.testing.fake_gemini",
                                 description="Fake Gemini REST server for tests and benchmarks.")
@@ -304,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tpm", type=int, default=None,
                    help="input tokens per window: answer 429 to a call that would go over")
     p.add_argument("--fail-rate", type=float, default=0.0)
-    p.add_argument("--fault-kinds", default=None,
-                   help=f"comma-separated, from {','.join(ALL_FAULTS)}")
+    p.add_argument("--fault-kinds", default=None, type=_fault_kinds,
+                   help=f"what --fail-rate draws, comma-separated, from "
+                        f"{','.join(RANDOM_FAULTS)} (online calls and batch lines)")
     p.add_argument("--hang-s", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--api-key", default=None, help="reject other Developer API keys")
@@ -316,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listed-hidden", default="",
                    help="comma-separated model ids models.list and models.get hide")
     a = p.parse_args(argv)
-    kinds = a.fault_kinds.split(",") if a.fault_kinds else None
+    kinds = a.fault_kinds
     fake = FakeGemini(host=a.host, port=a.port, latency_ms=a.latency_ms, jitter_ms=a.jitter_ms,
                       rpm=a.rpm, rpm_window_s=a.rpm_window_s, tpm=a.tpm, fail_rate=a.fail_rate,
                       fault_kinds=kinds, hang_s=a.hang_s, seed=a.seed, api_key=a.api_key,
