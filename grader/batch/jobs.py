@@ -24,7 +24,7 @@ from grader.backends import Backend, BatchInfo, SupportsBatch, create, media_typ
 from grader.backends.base import SupportsFiles
 from grader.config import models
 from grader.config.generation import configure
-from grader.config.settings import Settings, auto_backend, db_path, limits
+from grader.config.settings import SELF_HOSTED, Settings, auto_backend, db_path, limits
 from grader.errors import BackendError, ConfigError
 from grader.grading.context import RunContext
 from grader.grading.policy import Verdict
@@ -92,8 +92,8 @@ async def opened(class_dir: Path, settings: Settings, *, no_wait: bool = False,
     p = plan(class_dir, settings)
     tbl = models.table(settings.models)
     name = backend.name if backend is not None else auto_backend(settings)
-    if name == "local":
-        raise ConfigError("batch jobs need a Gemini API: the local model has no batch mode",
+    if name in SELF_HOSTED:
+        raise ConfigError(f"batch jobs need a Gemini API: the {name} backend has no batch mode",
                           fix="set GEMINI_API_KEY (or pass --api gemini / --api enterprise)")
     if settings.samples > 1:
         raise ConfigError("grade batch sends one sample per student",
