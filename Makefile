@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# pip's wheel cache ignores CMAKE_ARGS: build llama.cpp afresh so a natively built wheel
 	# cached earlier on this machine is never reused (same range as the `local` extra).
-	$(BIN)/python -m pip install --quiet --no-cache-dir 'llama-cpp-python>=0.3.36,<0.4'
+	$(BIN)/python -m pip install --quiet --no-cache-dir 'llama-cpp-python[server]>=0.3.36,<0.4'
 	$(BIN)/python -m pip install --quiet -e '.[dev,local]'
 	touch $@
 

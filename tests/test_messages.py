@@ -14,7 +14,7 @@ from grader.cli import cli
 PACKAGE = Path(__file__).resolve().parent.parent / "grader"
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 # Other programs' flags that messages may quote verbatim (the command is in the same string).
-FOREIGN = {"pip install": {"--force-reinstall", "--no-deps"}}
+FOREIGN = {"pip install": {"--force-reinstall", "--no-deps"}, "llama-server": {"--parallel"}}
 
 
 def cli_flags(group: click.Group) -> set[str]:

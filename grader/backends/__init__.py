@@ -1,5 +1,6 @@
 """Backends: `gemini` (Developer API), `enterprise` (Gemini Enterprise; `vertex` is its legacy
-name), `local` (llama.cpp)."""
+name), `local` (llama.cpp), `openai` (a school's own model server with an OpenAI-compatible
+API)."""
 
 from __future__ import annotations
 
@@ -49,10 +50,17 @@ def _local() -> object:
     return LocalBackend
 
 
+def _openai() -> object:
+    from grader.backends.openai_compat import openai_backend
+
+    return openai_backend
+
+
 register("gemini", _gemini)  # type: ignore[arg-type]
 register("vertex", _vertex)  # type: ignore[arg-type]
 register("enterprise", _enterprise)  # type: ignore[arg-type]
 register("local", _local)  # type: ignore[arg-type]
+register("openai", _openai)  # type: ignore[arg-type]
 
 __all__ = ["AcceptsMedia", "Backend", "BatchInfo", "BatchResult", "CacheInfo", "FileInfo",
            "ListsModels", "Paced", "SupportsBatch", "SupportsCaching", "SupportsFiles",

@@ -24,7 +24,7 @@ from grader.backends import Backend, BatchInfo, SupportsBatch, create, media_typ
 from grader.backends.base import SupportsFiles
 from grader.config import models
 from grader.config.generation import configure
-from grader.config.settings import Settings, auto_backend, db_path, limits
+from grader.config.settings import SELF_HOSTED, Settings, auto_backend, db_path, limits
 from grader.errors import BackendError, ConfigError
 from grader.grading.context import RunContext
 from grader.grading.policy import Verdict
@@ -84,9 +84,10 @@ class JobStatus:
 
 
 def no_local_batches(name: str) -> None:
-    """The local model has no batch mode: said before anything is opened."""
-    if name == "local":
-        raise ConfigError("batch jobs need a Gemini API: the local model has no batch mode",
+    """A self-hosted model (the local one, a school's server) has no batch mode: said before
+    anything is opened."""
+    if name in SELF_HOSTED:
+        raise ConfigError(f"batch jobs need a Gemini API: the {name} backend has no batch mode",
                           fix="set GEMINI_API_KEY (or pass --api gemini / --api enterprise)")
 
 

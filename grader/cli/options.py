@@ -48,7 +48,11 @@ HANDOUTS = SharedOption(
          "teacher reviewed or approved; all = every grade that may leave, each one not yet "
          "reviewed stamped so [default: reviewed].")
 BACKEND = SharedOption(
-    "--backend", help="gemini | enterprise (vertex) | local [default: gemini if a key is set].")
+    "--backend", help="gemini | enterprise (vertex) | local | openai (a school's own model "
+    "server, at --base-url) [default: gemini if a key is set].")
+BASE_URL = SharedOption(
+    "--base-url", help="The model server's /v1 root for --backend openai, e.g. "
+    "http://localhost:11434/v1.")
 MODEL = SharedOption("--model", help="Model name.")
 MODEL_PATH = SharedOption("--model-path", type=FILE,
                                  help="GGUF file for the local backend.")

@@ -30,6 +30,7 @@ from grader.escape import terminal_safe
 @opt.BACKEND
 @opt.MODEL
 @opt.MODEL_PATH
+@opt.BASE_URL
 @_handle_errors
 def calibrate(class_dir: Path, n: int, rater: str, **flags: Any) -> None:
     """Check the rubric on a few students you score blind, before grading the class: the first

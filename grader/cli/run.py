@@ -47,6 +47,7 @@ def init(folder: Path) -> None:
 @opt.BACKEND
 @opt.MODEL
 @opt.MODEL_PATH
+@opt.BASE_URL
 @click.option("--n-ctx", type=int, help="Context size of the local model, in tokens.")
 @opt.PROJECT
 @opt.LOCATION
@@ -236,11 +237,13 @@ def _print_summary(s: Any) -> None:
 
 
 def _cost_line(s: Any) -> str:
-    """The run's cost, with its budget; empty for a model without prices (local)."""
+    """The run's cost, with its budget; empty for the local model, "local, unpriced" for a
+    school's own server (never $0.00: its machines and power are not free, only not counted)."""
     from grader.online.budget import usd_up
 
     if s.cost_usd is None:
-        return ""
+        return "cost: local, unpriced (the school's own model server)\n" \
+            if s.backend == "openai" else ""
     tier = "" if s.tier == "standard" else f", {s.tier} tier"
     line = f"cost: ${s.cost_usd:.4f} (model table prices{tier}"
     line += f"; {s.unpriced} calls without a price)" if s.unpriced else ")"
@@ -284,8 +287,10 @@ def _cache_line(s: Any) -> str:
 @click.command()
 @opt.CLASS_DIR
 @opt.RUBRIC
-@opt.BACKEND.with_help("gemini | enterprise | vertex (countTokens) [default: auto].")
+@opt.BACKEND.with_help("gemini | enterprise | vertex (countTokens) | openai (the server's "
+                       "tokenizer) [default: auto].")
 @opt.MODEL.with_help("Model name [default: the model table's].")
+@opt.BASE_URL
 @opt.THINKING
 @opt.MAX_OUTPUT_TOKENS
 @opt.CONCURRENCY

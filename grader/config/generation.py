@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from urllib.parse import urlsplit
 
 from grader.config.models import (
     LEVELS,
@@ -24,7 +25,7 @@ from grader.config.models import (
     today,
     today_override,
 )
-from grader.config.settings import Settings
+from grader.config.settings import Settings, redacting, server_url
 from grader.errors import ConfigError
 
 SAMPLING = ("temperature", "top_p")
@@ -59,11 +60,12 @@ def configure(settings: Settings, model: str, backend: str, tbl: ModelTable,
               day: date | None = None) -> Generation:
     """The run's generation config; raises ConfigError for what the model would refuse."""
     surface = surface_of(backend)
-    if surface is None:  # llama.cpp: no table, no thinking; sampling as given
+    if surface is None:  # llama.cpp or a school's server: no table, no thinking
         return Generation(model=model, row=None, surface=None,
                           max_output_tokens=settings.max_output_tokens,
                           temperature=settings.temperature, top_p=settings.top_p,
-                          seed=settings.seed)
+                          seed=settings.seed,
+                          notices=server_notices(settings, model) if backend == "openai" else ())
     row = tbl.get(model)
     level = settings.thinking or (row.thinking if row else None)
     notices: list[str] = []
@@ -91,6 +93,22 @@ def configure(settings: Settings, model: str, backend: str, tbl: ModelTable,
                       max_output_tokens=settings.max_output_tokens, thinking_level=level,
                       temperature=settings.temperature, top_p=settings.top_p,
                       seed=settings.seed, notices=tuple(notices))
+
+
+def server_notices(settings: Settings, model: str) -> tuple[str, ...]:
+    """A run on a school's own server (`--backend openai`): refused before any call without a
+    server address or a model name; otherwise it says once where the students' work goes."""
+    url = server_url(settings)
+    if not settings.model:
+        raise ConfigError(
+            "--backend openai needs the name of the model the server should use",
+            fix=f"pass --model NAME (the server lists its models at {url}/models), or set model "
+            "in grader.toml")
+    host = urlsplit(url).netloc
+    how = ("names, e-mails and ids replaced by placeholders" if redacting(settings, "openai")
+           else "unredacted (--no-redact)")
+    return (f"students' work is sent to the model server at {host} ({model}), {how}; costs "
+            "are not counted (local, unpriced)",)
 
 
 def _check_thinking(row: ModelInfo, level: Level | None) -> None:

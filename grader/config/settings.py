@@ -92,7 +92,8 @@ class Settings(BaseModel):
 
     # which model
     backend: str | None = Field(
-        default=None, description="gemini | enterprise (or vertex) | local; None = auto")
+        default=None, description="gemini | enterprise (or vertex) | local | openai (a model "
+        "server of the school's own, at base_url); None = auto")
     model: str | None = Field(default=None, description="None = the backend's default model")
     thinking: Level | None = Field(
         default=None, description="thinking level; None = the model table's default for the model")
@@ -167,7 +168,9 @@ class Settings(BaseModel):
         default=None, description="Gemini API key; unset = GEMINI_API_KEY or GOOGLE_API_KEY "
         "(never stored or logged)")
     base_url: str | None = Field(
-        default=None, description="API endpoint override (GOOGLE_GEMINI_BASE_URL)")
+        default=None, description="the model server's /v1 root for --backend openai (e.g. "
+        "http://localhost:11434/v1); for Gemini, an API endpoint override "
+        "(GOOGLE_GEMINI_BASE_URL)")
     vertexai: bool | None = Field(
         default=None, description="use Gemini Enterprise (Vertex AI); unset = "
         "GOOGLE_GENAI_USE_ENTERPRISE / "
@@ -199,6 +202,23 @@ class Settings(BaseModel):
     batch_poll_s: float = Field(
         default=30.0, gt=0, description="first wait of `grade batch collect --wait` between "
         "polls (it grows by half each time, up to 10 minutes)")
+
+    # openai: a model server of the school's own with an OpenAI-compatible API
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="key sent to the --backend openai server, for a server that "
+        "asks for one; unset = OPENAI_API_KEY (never stored or logged)")
+    server_slots: int = Field(
+        default=4, ge=1, le=1024, description="requests --backend openai keeps in flight: the "
+        "server's parallel slots (llama-server --parallel, Ollama OLLAMA_NUM_PARALLEL); "
+        "--concurrency, when set, wins")
+    response_format: Literal["json_schema", "json_object"] = Field(
+        default="json_schema", description="how --backend openai asks for the grade's JSON: "
+        "json_schema (the OpenAI standard: llama-server, vLLM, Ollama, LM Studio) or json_object "
+        "with a schema (llama-cpp-python's server)")
+    model_reads_images: bool = Field(
+        default=False, description="the --backend openai model reads images (a vision model): "
+        "images are sent to it as data URLs; otherwise it gets a note and the grade is marked "
+        "for review")
 
     # local (llama.cpp)
     model_path: Path | None = Field(
@@ -339,7 +359,7 @@ class Origin:
         return _NAMED[self.kind][1].format(name=self.name)
 
 
-_SECRET_FIELDS = {"api_key"}
+_SECRET_FIELDS = {"api_key", "openai_api_key"}
 
 
 def _shown(value: Any, kind: str) -> str:
@@ -478,9 +498,33 @@ def default_out(class_dir: Path) -> Path:
     return Path("reports") / class_dir.resolve().name
 
 
+# Backends whose model runs on the school's own machines: nothing is priced, costs show as
+# "local, unpriced".
+SELF_HOSTED = frozenset({"local", "openai"})
+
+
+def server_url(settings: Settings) -> str:
+    """The --backend openai server's /v1 root; refused, before any call, when it is not set or
+    is not an http(s) address."""
+    url = (settings.base_url or "").strip().rstrip("/")
+    if not url:
+        raise ConfigError(
+            "--backend openai needs the address of the model server",
+            fix="pass --base-url (the server's /v1 root, e.g. --base-url "
+            "http://localhost:11434/v1 for Ollama, http://localhost:8080/v1 for llama-server), "
+            "or set base_url in grader.toml")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"--base-url {url!r} is not an http(s) address",
+            fix="pass the server's /v1 root, e.g. --base-url http://localhost:8080/v1")
+    return url
+
+
 def redacting(settings: Settings, backend: str) -> bool:
     """Redact what is sent: the setting when given, else for every backend but the local one
-    (nothing leaves the machine there)."""
+    (nothing leaves the machine there). A server of the school's own (`openai`) is redacted
+    too: grader cannot tell whose machine an address is; a teacher whose server runs on their
+    own computer may pass --no-redact."""
     return settings.redact if settings.redact is not None else backend != "local"
 
 

@@ -155,7 +155,7 @@ def run_info(ctx: RunContext, *, mode: str, epoch: int | None = None) -> RunInfo
         rubric_path=str(p.rubric_path), rubric_hash=p.rubric_hash, prompt_hash=p.prompts.hash,
         schema_hash=p.schema_hash, fingerprint=ctx.fingerprint, config_hash=ctx.config,
         sdk_version=sdk_version(), grader_version=__version__,
-        settings=p.settings.model_dump(mode="json", exclude={"api_key"}),
+        settings=p.settings.model_dump(mode="json", exclude={"api_key", "openai_api_key"}),
         rubric=p.rubric.model_dump(mode="json"), mode=mode,
         selection=ctx.selection.as_dict(), epoch=epoch)
 

@@ -18,12 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from grader.backends import Backend, create
 from grader.config import models
 from grader.config.generation import Generation, configure
 from grader.config.models import EstimateAssumptions, ModelTable, Pricing
-from grader.config.settings import Settings, auto_backend, limits
+from grader.config.settings import Settings, auto_backend, limits, server_url
 from grader.grading.context import offline_context
 from grader.grading.prepare import Prepared, prepare_offline
 from grader.intake.isolation import Extractor
@@ -103,6 +104,20 @@ MODES: tuple[Mode, ...] = (
 )
 
 
+def _server_time(load: Load, s: Settings, a: EstimateAssumptions,
+                 cost: float | None) -> tuple[float, float]:
+    """A school's own server: one latency per wave of its parallel slots."""
+    t = quota_bound(load.calls, a.seconds_per_call, in_flight=s.concurrency or s.server_slots,
+                    rpm=s.rpm, tpm=s.tpm, input_tokens=load.input_tokens)
+    return t, t
+
+
+# `--backend openai`: the only mode (no tiers, batches or caches), and no price.
+SERVER_MODE = Mode("online", "standard", _server_time,
+                   "{slots} requests at once (the server's slots); {seconds:g} s a call "
+                   "assumed, a Gemini figure: time a few students on your server")
+
+
 @dataclass(frozen=True)
 class Prefix:
     """The marking scheme every request repeats: its tokens, and the model's explicit-cache
@@ -144,6 +159,7 @@ class Estimate:
     notices: list[str] = field(default_factory=list)  # what the run would say first
     budget: float | None = None  # the smallest --budget that grades the class (None: no price)
     tier: str = "standard"
+    server: str | None = None  # `--backend openai`: the server's address (local, unpriced)
 
 
 def _requests(p: Plan, class_dir: Path, settings: Settings, gen: Generation, backend: str
@@ -216,21 +232,24 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
     tbl: ModelTable = models.table(settings.models)
     name = auto_backend(settings)
     api = name in ("gemini", "vertex", "enterprise")
-    model = default_model(name if api else "gemini", settings)
-    gen = configure(settings, model, name if api else "gemini", tbl)
+    server = name == "openai"  # a school's own server: its tokenizer counts, nothing is priced
+    kind = name if api or server else "gemini"
+    model = default_model(kind, settings)
+    gen = configure(settings, model, kind, tbl)
     p = plan(class_dir, settings)
-    total, n_crit, sent, notices = _requests(p, class_dir, settings, gen,
-                                             name if api else "gemini")
+    total, n_crit, sent, notices = _requests(p, class_dir, settings, gen, kind)
     reqs = [r.model_copy(update={"reference_parts": ()}) for r in sent]  # counted once
+    made: list[Backend] = []
 
     def count(batch: list[GradeRequest]) -> list[int]:
-        return asyncio.run(_count(create(name, settings=settings), batch,
-                                  settings.concurrency or COUNT_IN_FLIGHT))
+        made.append(create(name, settings=settings))
+        return asyncio.run(_count(made[-1], batch, settings.concurrency or (
+            settings.server_slots if server else COUNT_IN_FLIGHT)))
 
     prefix = _prefix(p, gen, tbl, count if api and reqs else None)
-    if api and reqs:
+    if (api or server) and reqs:
         counts = count(reqs)
-        counted_by = "countTokens"
+        counted_by = str(getattr(made[-1], "counted_by", "countTokens"))
     else:
         counts = [local_tokens(r, tbl.media) for r in reqs]
         counted_by = ("local estimate (no Gemini credentials): about 4 characters a token, "
@@ -247,6 +266,14 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
                    thinking_per_call=thinking, day=day,
                    price=Pricing.of(tbl, gen.model).price(day), checked=tbl.checked,
                    assumptions=a, notices=list(notices))
+    if server:
+        out.server = urlsplit(server_url(settings)).netloc
+        out.notices = [*gen.notices, *out.notices]  # counting sends the work there too
+        out.modes.append(ModeEstimate(SERVER_MODE, None, _server_time(load, settings, a, None),
+                                      SERVER_MODE.note.format(
+                                          slots=settings.concurrency or settings.server_slots,
+                                          seconds=a.seconds_per_call)))
+        return out
     hours = _online_time(load, settings, a, None)[1] / 3600
     for mode in MODES:
         pricing = Pricing.of(tbl, gen.model, mode.pricing)
@@ -304,11 +331,14 @@ def render_text(e: Estimate, class_dir: Path) -> str:
         f"{e.model}{level}; {e.flagged} would be flagged before any call (no cost)",
         f"input: {e.load.input_tokens:,} tokens ({e.counted_by})",
         f"output: ~{e.load.answer_tokens:,} answer tokens (assumed {a.answer_tokens_per_criterion}"
-        f" a criterion + {a.answer_tokens_fixed}) + ~{e.load.thinking_tokens:,} thinking tokens "
-        f"(assumed {e.thinking_per_call} a call at this level; Google publishes no such "
-        "figure)",
+        f" a criterion + {a.answer_tokens_fixed})" + ("" if e.server is not None else
+        f" + ~{e.load.thinking_tokens:,} thinking tokens (assumed {e.thinking_per_call} a call "
+        "at this level; Google publishes no such figure)"),
     ]
-    if e.price is None:
+    if e.server is not None:
+        lines.append(f"prices: local, unpriced: {e.model} runs on the school's own model server "
+                     f"at {e.server}, so no cost is counted")
+    elif e.price is None:
         lines.append(f"prices: {e.model} has no price in the model table (checked {e.checked})"
                      "; costs are unknown")
     else:
@@ -320,7 +350,8 @@ def render_text(e: Estimate, class_dir: Path) -> str:
         if m.mode.cached and not e.prefix.cacheable:
             lines.append(f"{m.mode.name:<8}{'-':>12}  {m.note}")
             continue
-        cost = "unknown" if m.cost_usd is None else f"${m.cost_usd:.4f}"
+        cost = ("unpriced" if e.server is not None else "unknown") if m.cost_usd is None \
+            else f"${m.cost_usd:.4f}"
         low, high = m.time_s
         when = (f"~{duration(high)}" if low == high else
                 f"up to {duration(high)}" if low == 0 else f"{duration(low)} to {duration(high)}")

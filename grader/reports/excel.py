@@ -496,8 +496,9 @@ def _run_sheet(wb: Any, f: _Formats, store: Store, run: Run) -> None:
     _header(ws, f, ["Run", f"run {run.id}"], [28, 60])
     usage = store.usage(run.id)
     cost = run_cost(store, run, usage)
-    price = ("none (local model)" if run.backend == "local" else "unknown (no price in the model "
-             "table)") if cost.cost_usd is None else round(cost.cost_usd, 6)
+    price = ("none (local model)" if run.backend == "local" else "local, unpriced (the "
+             "school's own model server)" if run.backend == "openai" else "unknown (no price in "
+             "the model table)") if cost.cost_usd is None else round(cost.cost_usd, 6)
     rows: list[tuple[str, Any]] = [
         ("Model", f"{run.backend}:{run.model}"), ("Service tier", cost.tier),
         ("Model calls", int(usage["calls"])), ("Prompt tokens", int(usage["prompt_tokens"])),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from grader.config.generation import served_notice
 from grader.config.models import packaged
+from grader.config.settings import SELF_HOSTED
 from grader.grading.records import Run
 from grader.prompting.rubric import Criterion
 from grader.quality import metrics
@@ -182,7 +183,7 @@ def run_cost(store: Store, run: Run, usage: dict[str, float]) -> RunCost:
         label = (m.model_version or "unknown") + (f" [{m.model_status}]" if m.model_status else "")
         served.append((label, m.calls, served_notice(run.model, m.model_version,
                                                      m.model_status)))
-    local = run.backend == "local" or run.model.endswith(".gguf")
+    local = run.backend in SELF_HOSTED or run.model.endswith(".gguf")
     cost = float(usage.get("cost_usd", 0.0))
     unknown = local or (usage.get("unpriced", 0) > 0 and cost == 0.0)
     cache = float(usage.get("cache_create_usd", 0.0)) + float(usage.get("cache_storage_usd", 0.0))

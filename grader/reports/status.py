@@ -53,6 +53,8 @@ def class_status(class_dir: Path, settings: Settings) -> str:
                      "storage)" if usage.get("caches") else "")
             lines.append(f"cost: ${cost.cost_usd:.4f} (model table prices, checked "
                          f"{cost.checked}{tier}{more}{cache})")
+        elif run.backend == "openai":
+            lines.append("cost: local, unpriced (the school's own model server)")
         for label, calls, note in cost.served:
             if note:
                 lines.append(f"served: {label} for {calls} calls: {note}")

@@ -1,4 +1,5 @@
-"""pytest fixtures for the fake Gemini server, and the `today` marker. Register with
+"""pytest fixtures for the fake Gemini server, the real llama-cpp-python server with a counting,
+fault-injecting proxy in front of it (`--backend openai`), and the `today` marker. Register with
 `pytest_plugins = ["grader.testing.pytest_plugin"]` in tests/conftest.py.
 
 `@pytest.mark.today` pins the day the model table is read for (prices, lifecycle, routing) to
@@ -20,6 +21,8 @@ from grader.config.models import TODAY_ENV
 from grader.testing.fake_gemini import FakeGemini
 
 if TYPE_CHECKING:
+    from grader.testing._llama_server import LlamaServer
+    from grader.testing._proxy import FaultProxy
     from grader.testing.gcs_emulator import GcsEmulator
 
 
@@ -83,3 +86,25 @@ def gcs_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[GcsEmulator]:
         for k, v in gcs.env().items():
             monkeypatch.setenv(k, v)
         yield gcs
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[LlamaServer]:
+    """llama-cpp-python's OpenAI-compatible server on the bundled SmolLM2 model (n_ctx 4096),
+    one for the session: it takes seconds to start. Skips where the `local` extra with the
+    server's dependencies is not installed."""
+    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not "
+                        "installed (the local extra)")
+    from grader.testing._llama_server import LlamaServer
+
+    with LlamaServer(n_ctx=4096) as server:
+        yield server
+
+
+@pytest.fixture
+def server_proxy(llama_server: LlamaServer) -> Iterator[FaultProxy]:
+    """A fresh counting, fault-injecting proxy in front of the session's llama server."""
+    from grader.testing._proxy import FaultProxy
+
+    with FaultProxy(llama_server.url) as proxy:
+        yield proxy

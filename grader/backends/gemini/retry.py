@@ -1,89 +1,22 @@
-"""The retry policy of the Gemini backends: every call goes through `_with_retries`.
-
-The SDK's own retries are off: this module owns retry (exponential backoff with full jitter,
-honouring the server's RetryInfo / Retry-After), so every attempt is counted, spaced and
-reported in `GradeResponse.retries`. A streak of connection failures across all concurrent
-calls means the service is unreachable: the run stops with one message (`_unreachable`)
-instead of retrying every student.
+"""The retry policy of the Gemini backends: the shared one (`grader.backends.retry`: backoff
+with full jitter honouring RetryInfo / Retry-After, a streak of connection failures stopping the
+run), with Gemini's error mapping (`errors`) and its one message when the API is unreachable.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from grader.backends.gemini.errors import GeminiErrors
+from grader.backends.retry import CONNECT_BACKOFF_CAP_S, UNREACHABLE_AFTER_S, Retries
 from grader.errors import BackendError
-from grader.online.ratelimit import Quota
 
-T = TypeVar("T")
-
-# A streak of connection failures must also last this long before the run stops: a burst of
-# resets on every open connection at once (a proxy restarting) is retried, not fatal.
-UNREACHABLE_AFTER_S = 10.0
-CONNECT_BACKOFF_CAP_S = 2.0
+__all__ = ["CONNECT_BACKOFF_CAP_S", "UNREACHABLE_AFTER_S", "GeminiRetries"]
 
 
-class GeminiRetries(GeminiErrors):
+class GeminiRetries(GeminiErrors, Retries):
     """Mixed into `GeminiBackend` (which sets the backoff and the connection-failure streak
     when it is made)."""
-
-    on_retry: Callable[[BackendError], None] | None
-    quota: Quota
-    backoff_base_s: float
-    backoff_cap_s: float
-    _conn_failures: int
-    _conn_down_since: float
-
-    async def _with_retries(self, call: Callable[[], Awaitable[T]], *, what: str,
-                            retry: bool = True) -> tuple[T, int]:
-        retries = 0
-        while True:
-            try:
-                result = await call()
-            except Exception as e:
-                err = self._classify(e, what)
-                if err is None:
-                    raise
-                err.retries = retries
-                if err.status is None and err.transient:  # the service was not reached at all
-                    if not self._conn_failures:
-                        self._conn_down_since = time.monotonic()
-                    self._conn_failures += 1
-                    if (self._conn_failures >= self.settings.max_connection_failures
-                            and time.monotonic() - self._conn_down_since
-                            >= UNREACHABLE_AFTER_S):
-                        raise self._unreachable(e) from e
-                if not err.transient or not retry or retries >= self.settings.max_retries:
-                    if err.transient:
-                        err = self._give_up(err, retries)
-                    raise err from e
-                if self.on_retry is not None:
-                    self.on_retry(err)
-                # no server load to spare when it was not reached: retry soon, so an outage is
-                # recognised within seconds rather than behind one long backoff
-                cap = CONNECT_BACKOFF_CAP_S if err.status is None else self.backoff_cap_s
-                await asyncio.sleep(self._backoff(retries, err.retry_after, cap))
-                retries += 1
-            else:
-                self._conn_failures = 0
-                return result, retries
-
-    async def _within_quota(self, tokens: int, what: str, call: Callable[[], Awaitable[T]]
-                            ) -> T:
-        """One attempt, sent when the quota lets it leave (`Quota.acquire`); a 429 is told to
-        the quota (which window, how long to hold) before it is retried."""
-        async with self.quota.acquire(tokens) as slot:
-            try:
-                return await call()
-            except Exception as e:
-                err = self._classify(e, what)
-                if err is not None and err.status == 429:
-                    slot.refused(err.quota, err.retry_after)
-                raise
 
     def _unreachable(self, cause: Exception) -> BackendError:
         n, secs = self._conn_failures, time.monotonic() - self._conn_down_since
@@ -94,15 +27,3 @@ class GeminiRetries(GeminiErrors):
             fix=f"check the network connection{self._endpoint_hint()}, then run the same "
             "command again: finished grades are kept and nothing is paid twice",
             transient=False, run_wide=True)
-
-    def _backoff(self, attempt: int, retry_after: float | None, cap: float) -> float:
-        """Full jitter: uniform(0, min(cap, base * 2^attempt)); the server's delay is a floor."""
-        jitter = random.uniform(0, min(cap, self.backoff_base_s * 2 ** attempt))
-        if retry_after is not None:
-            return retry_after + min(jitter, 0.1 * retry_after + 0.05)
-        return jitter
-
-    def _give_up(self, err: BackendError, retries: int) -> BackendError:
-        return BackendError(f"{err.message} (gave up after {retries} retries)", fix=err.fix,
-                            transient=True, status=err.status, retry_after=err.retry_after,
-                            retries=retries)
