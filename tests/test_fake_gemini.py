@@ -307,16 +307,23 @@ def test_control_endpoints(fake_gemini: FakeGemini) -> None:
     assert after["requests"] == 0 and after["billed_by_submission"] == {}
 
 
+def first_line(proc: subprocess.Popen[str]) -> str:
+    """The first line the fake's CLI prints (its URL), read on a thread so a server that never
+    prints cannot hang the test: "" after 15 s."""
+    assert proc.stdout is not None
+    out = proc.stdout
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(out.readline()))
+    reader.start()
+    reader.join(timeout=15)
+    return line[0].strip() if line else ""
+
+
 def test_cli_prints_url_and_serves() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "grader.testing.fake_gemini", "--port", "0",
                              "--latency-ms", "10"], stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()))  # type: ignore[union-attr]
-        reader.start()
-        reader.join(timeout=15)
-        url = line[0].strip()
+        url = first_line(proc)
         assert url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(f"{url}/_fake/stats", timeout=5) as r:
             assert json.loads(r.read())["requests"] == 0
@@ -342,13 +349,9 @@ def test_cli_accepts_every_fault_kind_it_lists_and_never_expire_cache() -> None:
     proc = subprocess.Popen([*cmd, "--fail-rate", "0.5", "--fault-kinds", listed],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()))  # type: ignore[union-attr]
-        reader.start()
-        reader.join(timeout=15)
-        assert line and line[0].startswith("http://127.0.0.1:"), proc.stderr
-        status, cfg, _ = post(f"{line[0].strip()}/_fake/config", {})
+        url = first_line(proc)
+        assert url.startswith("http://127.0.0.1:"), proc.stderr
+        status, cfg, _ = post(f"{url}/_fake/config", {})
         assert status == 200 and cfg["fault_kinds"] == list(RANDOM_FAULTS)
     finally:
         proc.terminate()
