@@ -177,6 +177,11 @@ class Budget:
         self.inflight += 1
         return cap, usd
 
+    def pay(self, usd: float) -> None:
+        """Money spent outside a call (the context cache: its creation and storage), checked
+        by its payer beforehand; it counts as spent, so the calls' rule still holds."""
+        self.spent += usd
+
     def settle(self, reserved: float, actual: float) -> None:
         self.inflight = max(0, self.inflight - 1)
         self.reserved = max(0.0, self.reserved - reserved) if self.inflight else 0.0

@@ -18,7 +18,15 @@ names it instead of sending it again.
 - **Gone.** A request refused because the cache expired or vanished makes the keeper create it
   again (once, however many requests noticed) and the request is sent again: the cache name is
   not part of the request's hash, so nothing paid for is lost. If creating fails, the run goes
-  on without a cache and says so once.
+  on without a cache and says so once. At most `MAX_RECREATES` times: a cache that keeps
+  vanishing costs a creation each time (more than the grading, with a small class), so past
+  that the run sends the marking scheme inline for the rest of the run, says so once, and the
+  refused request goes out without a cache: no student fails because the cache vanished.
+- **Budget.** With `--budget`, creating the cache (and each recreation or extension) is paid
+  from the same budget: its creation and storage for one TTL count as spent. It is bought only
+  when the budget left pays for it and for the least one student's call may hold beside it
+  (the call's worst case at its smallest output cap, without the student's parts); otherwise
+  the marking scheme is sent inline and the run says why.
 - **Cost.** Creating a cache is booked once at the input price, and storage per hour for the
   time it lived, at the model table's `cache_storage_hour`; both are stored with the cache and
   added to the run's cost. `close()` deletes the cache (at the end, and on Ctrl-C/SIGTERM).
@@ -38,7 +46,7 @@ from grader.config.models import EstimateAssumptions, Media, Pricing
 from grader.config.settings import Settings
 from grader.errors import BackendError, ConfigError
 from grader.grading.records import CacheRow
-from grader.online.budget import TURN_OVERHEAD_TOKENS
+from grader.online.budget import TURN_OVERHEAD_TOKENS, Spending
 from grader.online.files import now, parse, stamp
 from grader.online.ratelimit import MAX_IN_FLIGHT, quota_bound
 from grader.online.strays import Strays
@@ -46,6 +54,11 @@ from grader.prompting.request import GradeRequest
 from grader.store import Store
 
 MIN_TTL_S, MAX_TTL_S = 300.0, 3600.0
+# Times a run creates its cache again after it expired or vanished: each costs the whole
+# prefix at the input price, so a cache that keeps vanishing (a red team saw eleven) soon costs
+# more than the grading. Two covers an ordinary expiry or a clean-up elsewhere; past that the
+# marking scheme is sent inline (Gemini's implicit cache may still serve it).
+MAX_RECREATES = 2
 
 
 def content_hash(req: GradeRequest, key: str) -> str:
@@ -103,9 +116,12 @@ class CacheKeeper:
 
     def __init__(self, store: Store, backend: SupportsCaching, run_id: int, *,
                  pricing: Pricing, ttl_s: float,
-                 on_notice: Callable[[str], None] | None = None):
+                 on_notice: Callable[[str], None] | None = None,
+                 spending: Spending | None = None):
         self.store, self.backend, self.run_id = store, backend, run_id
         self.pricing = pricing
+        self.spending = spending  # with --budget, the cache is paid from the run's budget
+        self._tokens = 0  # the prefix's counted tokens (what a creation is priced at)
         self.ttl_s = ttl_s
         self.on_notice = on_notice
         self.key = backend.service_key
@@ -139,14 +155,61 @@ class CacheKeeper:
                            f"minimum of {min_tokens:,} for an explicit cache; implicit caching "
                            "applies (the prefix is sent first and identical)", mode)
             return
+        self._tokens = tokens
+        why = self._unaffordable()
+        if why is not None:
+            self._not_used(why, mode, fix="raise --budget, or use --cache off")
+            return
         await self._create(first=True)
 
-    def _not_used(self, why: str, mode: str) -> None:
+    def _not_used(self, why: str, mode: str, *,
+                  fix: str = "use --cache auto (cache when the marking scheme is large "
+                  "enough) or --cache off") -> None:
         if mode == "on":
-            raise ConfigError(f"--cache on: cannot cache: {why}",
-                              fix="use --cache auto (cache when the marking scheme is large "
-                              "enough) or --cache off")
+            raise ConfigError(f"--cache on: cannot cache: {why}", fix=fix)
         self.report = CacheReport(used=False, reason=why)
+
+    # --- money ---------------------------------------------------------------------------------
+
+    def _cache_usd(self, tokens: int, *, create: bool) -> float:
+        """What the budget pays for the cache: storage for one TTL, and its creation."""
+        day = now().date()
+        usd = (self.pricing.cache_storage_per_hour(tokens, day) or 0.0) * self.ttl_s / 3600
+        if create:
+            usd += self.pricing.cache_create(tokens, day) or 0.0
+        return usd
+
+    def _unaffordable(self, *, create: bool = True) -> str | None:
+        """Why the budget cannot buy the cache (creation, or only its extension) beside the
+        least one student's call may hold (None: it can, or there is no budget). The call is
+        the probe's worst case at its smallest output cap: every student's call costs more."""
+        budget = self.spending.budget if self.spending is not None else None
+        if budget is None or self._probe is None:
+            return None
+        cache = self._cache_usd(self._tokens, create=create)
+        q = self.spending.quote(self._probe, now().date()) if self.spending else None
+        call = q.usd(q.least) if q is not None else 0.0
+        left = budget.limit - budget.spent - budget.reserved
+        if cache + call <= left:
+            return None
+        return (f"the budget left (${max(left, 0.0):.4f} of --budget ${budget.limit:g}) cannot "
+                f"pay for the context cache (${cache:.4f} for "
+                f"{'creating it and ' if create else ''}keeping it {self.ttl_s / 60:.0f} "
+                f"minutes) and a student's call beside it (at least ${call:.4f}); the "
+                "marking scheme is sent with every request instead")
+
+    def _pay(self, usd: float) -> None:
+        if self.spending is not None and self.spending.budget is not None:
+            self.spending.budget.pay(usd)
+
+    def _give_up(self, why: str) -> None:
+        """Go on without an explicit cache for the rest of the run; say why once."""
+        self.name = None
+        self.report.used = False
+        self.report.reason = why
+        if self.on_notice is not None and not self.report.noticed:
+            self.on_notice("context cache: " + why)
+            self.report.noticed = True
 
     async def _adopt(self, *, reuse: bool) -> bool:
         """Caches left by runs that died (we hold the run lock, so every open row is an
@@ -199,17 +262,14 @@ class CacheKeeper:
             self.store.end_cache(row_id, "failed", None)
             if e.run_wide and e.status in (None, 401):
                 raise  # the service cannot be reached or the credentials are wrong
-            self.name = None
-            self.report.used = False
-            self.report.reason = (f"creating the context cache failed ({e.message}); the "
-                                  "marking scheme is sent with every request instead")
-            if self.on_notice is not None:
-                self.on_notice("context cache: " + self.report.reason)
-                self.report.noticed = True
+            self._give_up(f"creating the context cache failed ({e.message}); the "
+                          "marking scheme is sent with every request instead")
             return
         day = now().date()
         create = self.pricing.cache_create(info.tokens, day)
         per_hour = self.pricing.cache_storage_per_hour(info.tokens, day)
+        self._tokens = info.tokens or self._tokens
+        self._pay(self._cache_usd(self._tokens, create=True))
         self.store.cache_live(row_id, name=info.name, tokens=info.tokens, create_usd=create,
                               usd_per_hour=per_hour, expires_at=stamp(info.expires_at) or "")
         self._row = next(r for r in self.store.caches(self.run_id) if r.id == row_id)
@@ -255,6 +315,10 @@ class CacheKeeper:
         return req.model_copy(update={"cached_content": name})
 
     async def _extend(self, name: str) -> None:
+        if self._unaffordable(create=False) is not None:
+            self._extending = None
+            return  # it expires; the request that finds it gone sends the scheme inline
+        self._pay(self._cache_usd(self._tokens, create=False))
         try:
             info = await self.backend.extend_cache(name, self.ttl_s)
         except BackendError:
@@ -268,12 +332,24 @@ class CacheKeeper:
 
     async def recover(self, gone: str | None) -> None:
         """A request was refused because cache `gone` expired or vanished: create it again
-        (once, whoever noticed first), or go on without one if that fails."""
+        (once, whoever noticed first), or go on without one if that fails, if it was already
+        created again `MAX_RECREATES` times, or if the budget cannot pay for it."""
         async with self._lock:
             if gone is None or gone != self.name or self._row is None:
                 return  # already recreated (or given up) by another request
             self._end(self._row, "expired", self._expires)
             self.name, self._row = None, None
+            if self.report.recreated >= MAX_RECREATES:
+                self._give_up(f"the context cache expired or was deleted on the service "
+                              f"{self.report.recreated + 1} times; it is not created again, and "
+                              "the marking scheme is sent with every request for the rest of "
+                              "the run (if the service's clean-up deletes caches, use "
+                              "--cache off)")
+                return
+            why = self._unaffordable()
+            if why is not None:
+                self._give_up(why)
+                return
             if self.on_notice is not None:
                 self.on_notice("context cache: the cache expired or was deleted on the "
                                "service; it is created again and the affected requests are "

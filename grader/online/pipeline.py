@@ -169,7 +169,7 @@ async def _graded(ctx: RunContext, subs: list[Submission], store: Store, backend
             store, backend, run.id, row=gen.row, settings=settings, tbl=tbl,
             probe=prefix_request(p, gen, p.reference_parts()),
             pricing=spending.pricing if spending is not None else None,
-            calls=len(subs), on_notice=on_notice)
+            calls=len(subs), on_notice=on_notice, spending=spending)
         for text in sending.notices:
             if on_notice:
                 on_notice(text)

@@ -26,6 +26,7 @@ from grader.intake import injection
 from grader.intake.discover import Submission
 from grader.intake.redact import restore_verdict
 from grader.online.budget import Spending
+from grader.online.caching import MAX_RECREATES
 from grader.online.ledger import Called, CallLedger, describe, salt
 from grader.online.sending import GONE_RETRIES, Sending
 from grader.prompting.planning import config_hash, sampled
@@ -193,9 +194,13 @@ class Runner:
                     sample: int, n: int, *, shrink: str | None = None) -> Called:
         """One ledger call; sent again when the cache or a file it named was gone (the request's
         hash does not depend on either, so nothing paid for is lost). `shrink`: see
-        `CallLedger.call`."""
+        `CallLedger.call`. A vanished file is retried `GONE_RETRIES` times; a vanished cache
+        does not count: the keeper recreates it at most `MAX_RECREATES` times, then the
+        request goes out without one, so no student fails because the cache kept vanishing."""
         assert got.submission_id is not None
-        for tries in range(GONE_RETRIES + 1):
+        tries = 0
+        last = GONE_RETRIES + MAX_RECREATES + 1  # each vanished cache is a different one
+        for attempt in range(last + 1):
             sent: dict[str, GradeRequest] = {}
 
             async def ready(r: GradeRequest, sent: dict[str, GradeRequest] = sent
@@ -208,9 +213,10 @@ class Runner:
                                               n=n, redaction=got.mapping, prepare=ready,
                                               shrink=shrink)
             except BackendError as e:
-                if (e.gone is None or tries == GONE_RETRIES
+                if (e.gone is None or tries == GONE_RETRIES or attempt == last
                         or not await self.sending.recover(e, sent)):
                     raise
+                tries += e.gone != "cache"
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _finish(self, rec: OutcomeRecord, *, total: float | None = None) -> None:

@@ -22,13 +22,16 @@ from grader.config.models import Inline, ModelInfo, ModelTable, Pricing
 from grader.config.settings import Settings
 from grader.errors import BackendError, ConfigError
 from grader.intake.limits import DEFAULT_LIMITS
+from grader.online.budget import Spending
 from grader.online.caching import CacheKeeper, CacheReport, expected_seconds, token_bound, ttl_for
 from grader.online.files import Uploads, to_upload, unavailable, uploader
 from grader.prompting.request import GradeRequest, Part
 from grader.store import Store
 
 CLOSE_S = 30.0  # deleting the cache and uploads at the end may take this long, then it is left
-GONE_RETRIES = 3  # a request whose cache or file vanished is sent again at most this often
+# A request whose file vanished is sent again at most this often; a vanished cache is bounded
+# by `caching.MAX_RECREATES` instead (then the request goes out without a cache).
+GONE_RETRIES = 3
 
 
 @dataclass
@@ -70,7 +73,7 @@ class Sending:
         req = sent.get("request")
         if req is None:
             return False
-        if err.gone == "cache" and self.cache is not None:
+        if err.gone == "cache" and self.cache is not None and req.cached_content is not None:
             await self.cache.recover(req.cached_content)
             return True
         if err.gone == "file" and self.uploads is not None:
@@ -106,14 +109,16 @@ class Sending:
 async def open_sending(store: Store, backend: Backend, run_id: int, *, probe: GradeRequest,
                        row: ModelInfo | None, settings: Settings, tbl: ModelTable,
                        pricing: Pricing | None, calls: int,
-                       on_notice: Callable[[str], None] | None = None) -> Sending:
+                       on_notice: Callable[[str], None] | None = None,
+                       spending: Spending | None = None) -> Sending:
     """Prepare the run's cache and uploads (see the module docstring). `probe` is a request
     with the run's static prefix and reference files (bytes) and no student parts; `calls` how
-    many students may be sent (for the cache's TTL)."""
+    many students may be sent (for the cache's TTL); `spending`: the run's budget, which pays
+    for the cache."""
     s = Sending(inline=tbl.inline)
     try:
         await _open(s, store, backend, run_id, probe=probe, row=row, settings=settings, tbl=tbl,
-                    pricing=pricing, calls=calls, on_notice=on_notice)
+                    pricing=pricing, calls=calls, on_notice=on_notice, spending=spending)
     except BaseException:
         await s.close()  # what was uploaded or created before the error
         raise
@@ -123,7 +128,8 @@ async def open_sending(store: Store, backend: Backend, run_id: int, *, probe: Gr
 async def _open(s: Sending, store: Store, backend: Backend, run_id: int, *,
                 probe: GradeRequest, row: ModelInfo | None, settings: Settings,
                 tbl: ModelTable, pricing: Pricing | None, calls: int,
-                on_notice: Callable[[str], None] | None) -> None:
+                on_notice: Callable[[str], None] | None,
+                spending: Spending | None = None) -> None:
     files = uploader(backend)
     if isinstance(backend, SupportsFiles) and files is None:
         s.files_fix = backend.files_fix
@@ -154,7 +160,7 @@ async def _open(s: Sending, store: Store, backend: Backend, run_id: int, *,
         pricing = Pricing.of(tbl, probe.model)
     ttl = ttl_for(expected_seconds(calls, settings, tbl.estimate), settings)
     s.cache = CacheKeeper(store, backend, run_id, pricing=pricing, ttl_s=ttl,
-                          on_notice=on_notice)
+                          on_notice=on_notice, spending=spending)
     # A model without explicit caching gets none (`caching_notices` said so; Google's implicit
     # cache may serve the byte-identical prefix); caches a killed run left are still cleaned up.
     mode = settings.cache if row is None or row.explicit_cache else "off"
