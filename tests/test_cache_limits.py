@@ -9,6 +9,8 @@ import re
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from grader.online.caching import MAX_RECREATES
 from grader.testing.fake_gemini import FakeGemini
 
@@ -51,6 +53,7 @@ def test_a_cache_that_expires_on_every_request_is_given_up_and_no_student_fails(
     assert "Note 1:" in last["contents"][0]["parts"][0]["text"]
 
 
+@pytest.mark.today  # the budget's arithmetic is at one day's prices
 def test_a_budget_that_cannot_pay_for_the_cache_sends_the_scheme_inline(
         gemini_env: FakeGemini, tmp_path: Path) -> None:
     # a tiny budget: the run says what the cache and the least call cost, and buys neither
