@@ -10,6 +10,9 @@ import openpyxl
 from click.testing import CliRunner
 
 from grader.cli import cli
+from grader.testing.fake_gemini import FakeGemini
+
+from _classgen import make_big_class
 
 
 def grade(*args: str) -> tuple[int, str]:
@@ -42,3 +45,20 @@ def review(out: Path, db: Path, *, approve: dict[str, str],
     code, output = grade("review", "import", str(out / "review.xlsx"), "--db", str(db))
     assert code == 0, output
     return output
+
+
+def generated(fake: FakeGemini) -> list[dict]:
+    """The generateContent requests the fake received, oldest first."""
+    return [r for r in fake.requests() if r["endpoint"] == "generateContent"]
+
+
+def run_big(tmp_path: Path, n: int = 6, *extra: str) -> tuple[int, str, Path]:
+    """`grade run` on a class of `n` with a marking scheme long enough to cache (made once in
+    `tmp_path`): (exit code, output, store)."""
+    class_dir = tmp_path / "class"
+    if not class_dir.exists():
+        make_big_class(tmp_path, n)
+    db = tmp_path / "g.sqlite"
+    code, output = grade("run", str(class_dir), "--db", str(db), "--out", str(tmp_path / "o"),
+                         *extra)
+    return code, output, db

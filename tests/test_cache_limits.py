@@ -6,7 +6,6 @@ call beside it. Against the fake Gemini server, through the CLI; counts only."""
 from __future__ import annotations
 
 import re
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,33 +13,13 @@ import pytest
 from grader.online.caching import MAX_RECREATES
 from grader.testing.fake_gemini import FakeGemini
 
-from _classgen import make_big_class
-from _cli import grade
-
-
-def q(db: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
-        return [tuple(r) for r in conn.execute(sql)]
-
-
-def generated(fake: FakeGemini) -> list[dict]:
-    return [r for r in fake.requests() if r["endpoint"] == "generateContent"]
-
-
-def run(tmp_path: Path, n: int, *extra: str) -> tuple[int, str, Path]:
-    class_dir = tmp_path / "class"
-    if not class_dir.exists():
-        make_big_class(tmp_path, n)
-    db = tmp_path / "g.sqlite"
-    code, output = grade("run", str(class_dir), "--db", str(db), "--out", str(tmp_path / "o"),
-                         *extra)
-    return code, output, db
+from _cli import generated, q, run_big
 
 
 def test_a_cache_that_expires_on_every_request_is_given_up_and_no_student_fails(
         gemini_env: FakeGemini, tmp_path: Path) -> None:
     gemini_env.inject(*["expire_cache"] * 40)  # every request naming a cache finds it gone
-    code, output, db = run(tmp_path, 6, "--concurrency", "2")
+    code, output, db = run_big(tmp_path, 6, "--concurrency", "2")
     assert code == 0, output
     creates = [r for r in gemini_env.requests() if r["endpoint"] == "cachedContents.create"]
     assert len(creates) <= 1 + MAX_RECREATES
@@ -57,7 +36,7 @@ def test_a_cache_that_expires_on_every_request_is_given_up_and_no_student_fails(
 def test_a_budget_that_cannot_pay_for_the_cache_sends_the_scheme_inline(
         gemini_env: FakeGemini, tmp_path: Path) -> None:
     # a tiny budget: the run says what the cache and the least call cost, and buys neither
-    code, output, _ = run(tmp_path, 4, "--budget", "0.0001")
+    code, output, _ = run_big(tmp_path, 4, "--budget", "0.0001")
     reason = re.search(r"context cache \(\$(\d+\.\d+) for creating it.*?at least "
                        r"\$(\d+\.\d+)\)", output, re.DOTALL)
     assert reason is not None, output
@@ -65,7 +44,7 @@ def test_a_budget_that_cannot_pay_for_the_cache_sends_the_scheme_inline(
     assert cache_usd > 0 and call_usd > 0
     # a budget that pays for a call but not for the cache beside it
     budget = call_usd + cache_usd / 2
-    code, output, db = run(tmp_path / "again", 4, "--budget", f"{budget:.6f}")
+    code, output, db = run_big(tmp_path / "again", 4, "--budget", f"{budget:.6f}")
     assert code == 0, output
     assert gemini_env.stats()["by_endpoint"].get("cachedContents.create", 0) == 0
     assert q(db, "SELECT COUNT(*) FROM caches") == [(0,)]

@@ -26,7 +26,7 @@ from grader.prompting.request import Usage
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import big_rubric, make_big_class, make_class
-from _cli import grade
+from _cli import generated, grade, run_big
 from _procs import env_for, grade_cmd, scalar
 
 
@@ -35,22 +35,8 @@ def q(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
         return [tuple(r) for r in conn.execute(sql, args)]
 
 
-def generated(fake: FakeGemini) -> list[dict]:
-    return [r for r in fake.requests() if r["endpoint"] == "generateContent"]
-
-
 def calls(fake: FakeGemini, endpoint: str) -> list[dict]:
     return [r for r in fake.requests() if r["endpoint"] == endpoint]
-
-
-def run_big(tmp_path: Path, n: int = 6, *extra: str) -> tuple[int, str, Path]:
-    class_dir = tmp_path / "class"
-    if not class_dir.exists():
-        make_big_class(tmp_path, n)
-    db = tmp_path / "g.sqlite"
-    code, output = grade("run", str(class_dir), "--db", str(db), "--out", str(tmp_path / "o"),
-                         *extra)
-    return code, output, db
 
 
 @pytest.mark.today  # compares the run's costs with the table's prices
