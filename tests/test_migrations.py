@@ -3,6 +3,7 @@ v2 code (tests/fixtures/store_v2.sqlite, see tests/fixtures/README.md)."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sqlite3
 from pathlib import Path
@@ -35,6 +36,28 @@ def _v2(tmp_path: Path) -> Path:
 def _raw(path: Path, sql: str, args: tuple = ()) -> list[tuple]:
     with sqlite3.connect(path) as conn:
         return [tuple(r) for r in conn.execute(sql, args)]
+
+
+# sha256 of each released migration's SQL: stores in the field were built from exactly this text.
+RELEASED = {
+    1: "c5b06ad691ea72ebedcc883d9ad31a472ad3bf9edd804028df0f453bfb893b73",
+    2: "5166129f80873becdb5c6467e1f55c7fd11ad13733ec2c10eaab964f805c90d7",
+    3: "e2762b0bff8fb59aeb0b6717b944160cf631ac8614a8ef8a966736d4a747e0b7",
+    4: "05e76dc99051b7993c43c3b0bf087bfbee50525e4d588e162080440350b9ccce",
+    5: "e21280d48c17ec2c0df7add60ba373dc1f3becc0377ccf326a7cc7556d9e1adb",
+    6: "56389b9a55db8f02f49401bd8558cd479c0387079aa842f01fb11dbeb4c7fc0f",
+    7: "d24299b0c8a3a337bb21339a851b691411e04581c6cacca5755eb8060606b97a",
+    8: "8f7f1ec0342bbc56ec999e1ecd3edd93ba6a86ef5f9d5d273b3e2bb84545ad28",
+    9: "12286310038a78b0386b06d7d963ead7c9cbbeb4d0cb74375e428cb9efd361c6",
+    10: "2d4ec98c7ee9f83e31ca7ca53e5369078979296e56187528efa6fb5c1d375804",
+}
+
+
+def test_a_released_migration_is_never_edited() -> None:
+    """Sharing text between migrations is fine; changing the SQL a released one runs is not."""
+    have = {m.version: hashlib.sha256(m.sql.encode()).hexdigest() for m in MIGRATIONS}
+    assert {v: have[v] for v in RELEASED} == RELEASED
+    assert [m.version for m in MIGRATIONS] == list(range(1, LATEST + 1))
 
 
 def test_fresh_store_gets_every_migration_once(tmp_path: Path) -> None:

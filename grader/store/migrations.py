@@ -23,6 +23,30 @@ class Migration:
     sql: str
 
 
+# What one grade holds: the same columns in the first `grades` table and its v3 rebuild.
+_GRADE_RESULT = """\
+    status          TEXT NOT NULL CHECK (status IN ('graded', 'flagged')),
+    total           REAL,
+    max_total       REAL NOT NULL,
+    percent         REAL,
+    overall_comment TEXT,
+    needs_review    INTEGER NOT NULL DEFAULT 0,
+    review_reason   TEXT,
+    model           TEXT NOT NULL,
+    model_version   TEXT,
+    created_at      TEXT NOT NULL"""
+
+# What one teacher decision records, after its field: v3 `decisions` and its v7 rebuild.
+_DECISION = """\
+    value           TEXT,
+    submission_id   INTEGER REFERENCES submissions(id),
+    ai_basis        TEXT,
+    run_id          INTEGER REFERENCES runs(id),
+    grade_id        INTEGER REFERENCES grades(id),
+    cell            TEXT,
+    workbook_sha256 TEXT,
+    decided_at      TEXT NOT NULL"""
+
 M001_INITIAL = """
 CREATE TABLE runs (
     id              INTEGER PRIMARY KEY,
@@ -84,16 +108,7 @@ CREATE TABLE grades (
     submission_id   INTEGER NOT NULL REFERENCES submissions(id),
     run_id          INTEGER NOT NULL REFERENCES runs(id),
     student_id      TEXT NOT NULL REFERENCES students(id),
-    status          TEXT NOT NULL CHECK (status IN ('graded', 'flagged')),
-    total           REAL,
-    max_total       REAL NOT NULL,
-    percent         REAL,
-    overall_comment TEXT,
-    needs_review    INTEGER NOT NULL DEFAULT 0,
-    review_reason   TEXT,
-    model           TEXT NOT NULL,
-    model_version   TEXT,
-    created_at      TEXT NOT NULL
+""" + _GRADE_RESULT + """
 );
 CREATE TABLE criterion_scores (
     grade_id        INTEGER NOT NULL REFERENCES grades(id) ON DELETE CASCADE,
@@ -227,16 +242,7 @@ CREATE TABLE grades_v3 (
     epoch           INTEGER NOT NULL DEFAULT 0,
     config_hash     TEXT NOT NULL DEFAULT '',
     run_id          INTEGER NOT NULL REFERENCES runs(id),
-    status          TEXT NOT NULL CHECK (status IN ('graded', 'flagged')),
-    total           REAL,
-    max_total       REAL NOT NULL,
-    percent         REAL,
-    overall_comment TEXT,
-    needs_review    INTEGER NOT NULL DEFAULT 0,
-    review_reason   TEXT,
-    model           TEXT NOT NULL,
-    model_version   TEXT,
-    created_at      TEXT NOT NULL,
+""" + _GRADE_RESULT + """,
     UNIQUE (student_id, submission_id, fingerprint, sample, epoch, config_hash)
 );
 INSERT INTO grades_v3 (id, student_id, submission_id, fingerprint, run_id, status, total,
@@ -307,14 +313,7 @@ CREATE TABLE decisions (
     student_id      TEXT NOT NULL REFERENCES students(id),
     criterion_id    TEXT NOT NULL DEFAULT '',
     field           TEXT NOT NULL CHECK (field IN ('score', 'feedback', 'comment', 'approved')),
-    value           TEXT,
-    submission_id   INTEGER REFERENCES submissions(id),
-    ai_basis        TEXT,
-    run_id          INTEGER REFERENCES runs(id),
-    grade_id        INTEGER REFERENCES grades(id),
-    cell            TEXT,
-    workbook_sha256 TEXT,
-    decided_at      TEXT NOT NULL
+""" + _DECISION + """
 );
 CREATE INDEX decisions_student ON decisions (student_id, criterion_id, field, id);
 INSERT INTO decisions (student_id, criterion_id, field, value, submission_id, ai_basis, run_id,
@@ -420,14 +419,7 @@ CREATE TABLE decisions_v7 (
     criterion_id    TEXT NOT NULL DEFAULT '',
     field           TEXT NOT NULL
                         CHECK (field IN ('score', 'feedback', 'comment', 'approved', 'note')),
-    value           TEXT,
-    submission_id   INTEGER REFERENCES submissions(id),
-    ai_basis        TEXT,
-    run_id          INTEGER REFERENCES runs(id),
-    grade_id        INTEGER REFERENCES grades(id),
-    cell            TEXT,
-    workbook_sha256 TEXT,
-    decided_at      TEXT NOT NULL
+""" + _DECISION + """
 );
 INSERT INTO decisions_v7 (id, student_id, criterion_id, field, value, submission_id, ai_basis,
     run_id, grade_id, cell, workbook_sha256, decided_at)
