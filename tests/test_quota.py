@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from grader.online.ratelimit import MAX_IN_FLIGHT, Quota, QuotaHint, quota_bound
+from grader.online.ratelimit import MAX_IN_FLIGHT, Pace, Quota, QuotaHint, quota_bound
 
 from _virtual_clock import run_virtual
 
@@ -104,3 +104,55 @@ def test_the_physical_bound() -> None:
     assert quota_bound(300, 5.0, in_flight=8) == 38 * 5.0
     assert quota_bound(10, 1.0, in_flight=64, tpm=1000, input_tokens=2500) == 121.0
     assert quota_bound(0, 5.0, in_flight=8) == 0.0
+
+
+class _Cpu:
+    """A CPU clock that advances `per_unit` seconds each time it is read (once per unit of
+    work: a request sent or a reply taken in), plus `spike` once at the given read."""
+
+    def __init__(self, per_unit: float, spike: float = 0.0, at: int = -1):
+        self.t, self.per_unit, self.spike, self.at, self.reads = 0.0, per_unit, spike, at, 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        self.t += self.per_unit + (self.spike if self.reads == self.at else 0.0)
+        return self.t
+
+
+def _paced_class(cpu: _Cpu, n: int) -> tuple[Pace, float]:
+    async def go() -> Pace:
+        quota = Quota()
+        quota.pace = Pace(cpu=cpu)
+
+        async def one() -> None:
+            async with quota.acquire():
+                await asyncio.sleep(1.0)
+
+        await asyncio.gather(*(one() for _ in range(n)))
+        return quota.pace
+
+    pace: Pace | None = None
+
+    async def keep() -> None:
+        nonlocal pace
+        pace = await go()
+
+    wall = run_virtual(keep())
+    assert pace is not None
+    return pace, wall
+
+
+def test_requests_leave_no_faster_than_the_loop_takes_replies_in() -> None:
+    """5 ms of CPU per student (2.5 ms a request, 2.5 ms a reply): once two samples of 16
+    are in (the 33rd send), the 34th leaves at once and the other 66 of 100 leave 5 ms apart,
+    so replies come back no faster than they can be stored (a kill -9 finds few unread)."""
+    pace, wall = _paced_class(_Cpu(0.0025), 100)
+    assert pace.interval == pytest.approx(0.005)
+    assert wall == pytest.approx(1.0 + 66 * 0.005, abs=0.001)
+
+
+def test_a_one_off_cost_does_not_slow_the_class() -> None:
+    """A first connection that costs 0.5 s of CPU lands in one sample; the least of the
+    samples is the interval."""
+    pace, _ = _paced_class(_Cpu(0.0025, spike=0.5, at=3), 100)
+    assert pace.interval == pytest.approx(0.005)

@@ -13,6 +13,12 @@ connections, a safety ceiling), and adapts to what the service says:
   before the last cut do not cut it again) and holds new requests for the server's RetryInfo
   delay; each request answered raises the limit by one, back up to the ceiling.
 - `concurrency`, when set, is the teacher's cap: the ceiling.
+- `Pace`: requests leave no faster than this process can take their replies in. The provider
+  answers a request one latency after it left, so requests sent faster than the event loop
+  spends CPU on a student come back faster than it can store them; a kill -9 then loses replies
+  already paid for (unread in the socket buffers) and the rerun pays for them again. Spacing
+  requests by the CPU the loop spends per student costs no wall time when the loop is the
+  bottleneck anyway, and about that CPU times N when it is not.
 
 One `Quota` per backend instance; it works on whichever event loop calls it (`loop.time()`).
 `SpendRate` (the spend-based limit) needs prices, so the call ledger, which knows them, holds it.
@@ -24,7 +30,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Literal
@@ -141,6 +147,53 @@ class QuotaStats:
     TRACE_MAX = 10_000  # points kept (a long run keeps its first ones)
 
 
+class Pace:
+    """Requests leave at most one per `interval`: the CPU this thread spends per student (one
+    request sent and its reply taken in), measured as the run goes. Each sample covers
+    `SAMPLE` sends and replies; the interval is the least of the last `KEEP` samples, so a
+    one-off cost (the first connection, a cache upload) does not slow the class down. Until two
+    samples exist requests are not spaced (a class's first few replies are at risk)."""
+
+    SAMPLE = 16
+    KEEP = 4
+
+    def __init__(self, cpu: Callable[[], float] = time.thread_time):
+        self._cpu = cpu
+        self.interval = 0.0
+        self._next = 0.0  # loop time before which the next request does not leave
+        self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._units = 0  # requests sent and replies taken in
+        self._mark: tuple[float, int] | None = None  # (CPU, units) at the last sample
+        self._samples: deque[float] = deque(maxlen=self.KEEP)
+
+    async def turn(self) -> None:
+        """Wait for this request's turn to leave (first come, first served)."""
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._loop is not loop:
+            self._lock, self._loop, self._next = asyncio.Lock(), loop, 0.0
+        async with self._lock:
+            wait = self._next - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next = loop.time() + self.interval
+        self.count()
+
+    def count(self) -> None:
+        """One more unit of work (a request sent or a reply taken in)."""
+        self._units += 1
+        cpu = self._cpu()
+        if self._mark is None:
+            self._mark = (cpu, self._units)
+            return
+        cpu0, units0 = self._mark
+        if self._units - units0 >= self.SAMPLE:
+            self._samples.append(2 * (cpu - cpu0) / (self._units - units0))
+            self._mark = (cpu, self._units)
+            if len(self._samples) >= 2:
+                self.interval = min(self._samples)
+
+
 class Slot:
     """One request admitted by a `Quota`: `refused()` when the provider answered 429."""
 
@@ -174,6 +227,7 @@ class Quota:
         self.hold_until = 0.0  # no request leaves before this (a 429's RetryInfo)
         self._wave = 0  # how many times the limit was cut: the wave a request is sent in
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self.pace = Pace()
         self.stats = QuotaStats()
 
     @property
@@ -190,6 +244,7 @@ class Quota:
         block that ends normally (the request answered) raises the in-flight limit by one."""
         slot = await self._admit(max(0, tokens))
         try:
+            await self.pace.turn()
             yield slot
         except BaseException:
             self._release(slot, grew=False)
@@ -238,6 +293,7 @@ class Quota:
         self.requests.settle(slot.entries[0], now)
         self.tokens.settle(slot.entries[1], now)
         self.in_flight -= 1
+        self.pace.count()
         if grew and self.limit < self.ceiling:
             self.limit = min(float(self.ceiling), self.limit + 1)
         self._trace(now)
