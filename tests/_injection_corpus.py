@@ -18,8 +18,9 @@ import codecs
 import io
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from _make_fixtures import make_png
+from _make_fixtures import make_png, write
 
 FIB = ("def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n"
        "    return a\n")
@@ -40,6 +41,15 @@ class Case:
     expect_where: str = ""  # a substring of some finding's location, when it matters
     extra: dict[str, str] = field(default_factory=dict)
     needs_model: bool = False  # only the model-based check is expected to catch it
+
+
+def write_cases(class_dir: Path, cases: list[Case]) -> Path:
+    """One folder per case (its files) under `class_dir`, created; returns `class_dir`."""
+    for case in cases:
+        for name, data in case.files.items():
+            write(class_dir / case.name / name, data)
+    class_dir.mkdir(parents=True, exist_ok=True)
+    return class_dir
 
 
 # --- tiny document writers --------------------------------------------------------------

@@ -18,7 +18,7 @@ from grader.prompting.rubric import Rubric
 from grader.prompting.schema import validation_model
 from grader.quality.score_jump import JUMP_POINTS, jump
 
-from _injection_corpus import ATTACKS, CASES, LOOKALIKES, Case
+from _injection_corpus import ATTACKS, CASES, LOOKALIKES, Case, write_cases
 
 CATEGORIES = {"plain", "obfuscated", "multilingual", "hidden", "split", "paraphrase", "output",
               "literal", "staff_note", "bidi", "link_title", "lookalike"}
@@ -27,15 +27,7 @@ PATTERNED = [c for c in ATTACKS if not c.needs_model]
 
 @pytest.fixture(scope="module")
 def extracted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Extracted]:
-    root = tmp_path_factory.mktemp("corpus") / "class"
-    for case in CASES:
-        for name, data in case.files.items():
-            path = root / case.name / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(data, str):
-                path.write_text(data, encoding="utf-8")
-            else:
-                path.write_bytes(data)
+    root = write_cases(tmp_path_factory.mktemp("corpus") / "class", CASES)
     with Extractor() as ex:
         return {s.student_id: ex.extract(s) for s in discover(root)}
 

@@ -46,7 +46,8 @@ def fold(text: str) -> str:
     (same length as `text`)."""
     if text.isascii():
         return text
-    return "".join(c if c < "\x80" else _fold_char(c) for c in text)
+    table = {ord(c): f for c in set(text) if c >= "\x80" and (f := _fold_char(c)) != c}
+    return text.translate(table) if table else text
 
 
 def unbidi(text: str) -> tuple[str, list[int], list[tuple[int, int]]] | None:
