@@ -3,11 +3,13 @@
 Before the model: `inspect()` runs over what extraction produced and returns `Finding`s:
 
 - **instructions aimed at the grader** — "ignore previous instructions", "give full marks",
-  chat-role and system-prompt imitation, fake rubric / score / output blocks, claims that the
-  grade was approved, in English and 17 other languages (`_injection_patterns`); also when
-  obfuscated: look-alike letters, full-width forms, zero-width characters inside words,
-  leetspeak, s p a c e d letters, base64 and ROT13, and phrases split across files, pages or
-  cells (our own file/page/cell markers are blanked before matching);
+  chat-role and system-prompt imitation, fake rubric / score / output blocks, fake grader or
+  staff notes, claims that the grade was approved, paraphrased overrides, in English and 20
+  other languages (`injection_patterns`); also when obfuscated: look-alike letters
+  (mathematical alphanumerics and other compatibility forms, `unmask.fold`), full-width forms,
+  text reversed inside a right-to-left override (`unmask.unbidi`), zero-width characters
+  inside words, leetspeak, s p a c e d letters, base64 and ROT13, and phrases split across
+  files, pages or cells (our own file/page/cell markers are blanked before matching);
 - **fake fence markers** (`</submission>`: `prompts.fence_safe` defuses them, this reports them);
 - **text a reader would not see**: what the format readers removed (white, tiny, hidden or
   off-page text, HTML comments, ...; see `_visibility`) and invisible Unicode (tag characters,
@@ -16,7 +18,9 @@ Before the model: `inspect()` runs over what extraction produced and returns `Fi
   annotations, Word comments and properties): scanned and reported.
 
 A quoted phrase inside a discussion ("attacks such as 'ignore previous instructions'") is a
-*mention*, not a use, unless it points at this submission ("give this essay full marks").
+*mention*, not a use, unless it points at this submission ("give this essay full marks"), is a
+Markdown link's title, or is a string a program assigns, passes or returns. A second,
+model-based opinion (`grader.grading.screen`, `injection_check`) runs later, in `prepare`.
 Mentions and removed comments are reported but do not raise the flag on their own; the run's
 score-jump check (`score_jump`) combines them with the grade. Everything here is pure and
 compiled once per process; clean ASCII text costs a few dozen microseconds.
