@@ -4,7 +4,9 @@ Every case is one student's submission, built in memory (documents with python-d
 PDF writer below, so no binary fixture goes stale). `attack` cases must be flagged
 `injection_suspected`; look-alikes must not be. `hidden` is text a human reader would not see:
 it must never reach the model. Categories: plain, obfuscated, multilingual, hidden (per format),
-split (across files, pages, cells), and lookalike. Written for this project; no third-party text.
+split (across files, pages, cells), and lookalike; round three (`_injection_novel`) adds
+paraphrase, output (notebook outputs), literal (code strings), staff_note, bidi and link_title.
+Written for this project; no third-party text.
 
 `python bench/eval_injection.py` prints the detection and false-positive rates over this corpus.
 """
@@ -16,8 +18,9 @@ import codecs
 import io
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from _make_fixtures import make_png
+from _make_fixtures import make_png, write
 
 FIB = ("def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n"
        "    return a\n")
@@ -28,13 +31,25 @@ ESSAY = ("The loop runs n times and does constant work per step, so fib(n) takes
 @dataclass(frozen=True)
 class Case:
     name: str
-    category: str  # plain | obfuscated | multilingual | hidden | split | lookalike
+    # plain | obfuscated | multilingual | hidden | split | paraphrase | output | literal |
+    # staff_note | bidi | link_title | lookalike
+    category: str
     files: dict[str, bytes | str]
     attack: bool = True
     hidden: tuple[str, ...] = ()  # must not reach the model
     note: str = ""
     expect_where: str = ""  # a substring of some finding's location, when it matters
     extra: dict[str, str] = field(default_factory=dict)
+    needs_model: bool = False  # only the model-based check is expected to catch it
+
+
+def write_cases(class_dir: Path, cases: list[Case]) -> Path:
+    """One folder per case (its files) under `class_dir`, created; returns `class_dir`."""
+    for case in cases:
+        for name, data in case.files.items():
+            write(class_dir / case.name / name, data)
+    class_dir.mkdir(parents=True, exist_ok=True)
+    return class_dir
 
 
 # --- tiny document writers --------------------------------------------------------------
@@ -162,14 +177,18 @@ def docx_banner() -> bytes:
 
 
 def notebook(cells: list[tuple[str, str]], metadata: dict[str, object] | None = None,
-             cell_metadata: dict[str, object] | None = None) -> str:
+             cell_metadata: dict[str, object] | None = None,
+             outputs: dict[int, str] | None = None) -> str:
+    """A notebook of (cell type, source) cells; `outputs`: cell index -> its printed output."""
     nb_cells = []
     for n, (ctype, src) in enumerate(cells):
         cell: dict[str, object] = {"cell_type": ctype, "id": f"c{n}",
                                    "metadata": dict(cell_metadata or {}) if n == 0 else {},
                                    "source": src}
         if ctype == "code":
-            cell.update(execution_count=None, outputs=[])
+            printed = (outputs or {}).get(n)
+            cell.update(execution_count=None, outputs=[] if printed is None else [
+                {"output_type": "stream", "name": "stdout", "text": printed}])
         nb_cells.append(cell)
     meta: dict[str, object] = {"kernelspec": {"name": "python3", "language": "python",
                                               "display_name": "Python 3"}}
@@ -404,4 +423,9 @@ LOOKALIKES: list[Case] = [
         "work this term.")}, attack=False),
 ]
 
+# Round three (issue 27 item 2): the red team's novel attacks and innocent look-alikes.
+from _injection_novel import NOVEL_ATTACKS, NOVEL_LOOKALIKES  # noqa: E402
+
+ATTACKS += NOVEL_ATTACKS
+LOOKALIKES += NOVEL_LOOKALIKES
 CASES = ATTACKS + LOOKALIKES

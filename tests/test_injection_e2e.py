@@ -15,7 +15,7 @@ from grader.testing._fake_content import read_prompt
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import RUBRIC
-from _injection_corpus import ATTACKS, CASES, ESSAY, LOOKALIKES
+from _injection_corpus import ATTACKS, CASES, ESSAY, LOOKALIKES, write_cases
 
 MENTION = "Attackers hide phrases such as \"ignore previous instructions\" in their essays."
 EXTRA = {
@@ -32,17 +32,8 @@ EXTRA = {
 
 
 def make_corpus_class(root: Path) -> Path:
-    class_dir = root / "class"
-    class_dir.mkdir()
+    class_dir = write_cases(root / "class", CASES)
     (class_dir / "rubric.yaml").write_text(RUBRIC, encoding="utf-8")
-    for case in CASES:
-        for name, data in case.files.items():
-            path = class_dir / case.name / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(data, str):
-                path.write_text(data, encoding="utf-8")
-            else:
-                path.write_bytes(data)
     for sid, text in EXTRA.items():
         (class_dir / f"{sid}.txt").write_text(text, encoding="utf-8")
     return class_dir
@@ -62,7 +53,10 @@ def test_corpus_end_to_end(gemini_env: FakeGemini, tmp_path: Path) -> None:
                 " JOIN flags f ON f.grade_id = o.grade_id"):
             flags.setdefault(sid, {})[reason] = message
     suspected = {sid for sid, f in flags.items() if "injection_suspected" in f}
-    attacks = {c.name for c in ATTACKS} | {"model_reports", "mention_and_jump"}
+    # the default run has no model check: the paraphrases only it can see are left
+    # (tests/test_injection_check.py runs with it)
+    attacks = {c.name for c in ATTACKS if not c.needs_model} | {"model_reports",
+                                                                 "mention_and_jump"}
     assert suspected == attacks
     # still graded on the merits: the flag does not turn the grade into a failure
     assert all(outcome[sid] == "graded" for sid in attacks)

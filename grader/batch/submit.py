@@ -49,6 +49,7 @@ from grader.grading.context import run_context, run_info
 from grader.grading.embeddings import EmbeddingReport
 from grader.grading.prepare import Prepared, Settled, prepare
 from grader.grading.records import BatchItemIn, OutcomeRecord
+from grader.grading.screen import ScreenReport
 from grader.online.ledger import describe, salt
 from grader.prompting.planning import students
 from grader.store import Store
@@ -67,6 +68,7 @@ class Submitted:
     in_flight: int = 0
     failed_before: int = 0  # failed lines not sent again (--retry-failed)
     embeddings: EmbeddingReport | None = None  # exemplars compared by Gemini embeddings
+    screen: ScreenReport | None = None  # the model-based injection check (online calls)
     notices: tuple[str, ...] = ()  # what the teacher should know (the roster)
 
 
@@ -116,6 +118,7 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
             flags_json=flags_json(got.grounds.flags), redaction=dict(got.mapping) or None)))
     if run.examples is not None and run.examples.embedder is not None:
         out.embeddings = run.examples.embedder.report
+    out.screen = run.screen.report if run.screen is not None else None
     if not pending and not unsent and not out.failed:
         return out
     begun = store.begin_run(run_info(run, mode="batch"))

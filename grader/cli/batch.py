@@ -17,6 +17,7 @@ from grader.cli.common import (
     _log_to,
     _print_suspected,
     _print_written,
+    _screen_line,
     _settings,
     _split,
 )
@@ -65,6 +66,7 @@ def _submit_options(fn: F) -> F:
             opt.MAX_OUTPUT_TOKENS,
             opt.LIMIT,
             opt.ONLY,
+            opt.INJECTION_CHECK,
             click.option("--batch-mode", type=click.Choice(["auto", "inline", "file"]),
                          help="Developer API job input: inline requests or a JSONL file "
                          "[default: auto, inline under batch_inline_mb]."),
@@ -87,6 +89,8 @@ def _print_submitted(s: Any) -> None:
         click.echo(f"  {s.reused} already graded (kept)")
     if s.embeddings is not None:
         click.echo(_embedding_line(s.embeddings, priced=False))
+    if s.screen is not None:
+        click.echo(_screen_line(s.screen, priced=False))
     if s.in_flight and s.jobs:
         click.echo(f"  {s.in_flight} already in a running job")
     if s.flagged:

@@ -156,6 +156,16 @@ def _print_suspected(ids: list[str]) -> None:
             newlines=False))
 
 
+def _screen_line(r: Any, *, priced: bool) -> str:
+    """What the model-based injection check took (and cost)."""
+    cost = "unpriced" if r.cost_usd is None else f"${r.cost_usd:.4f}" + (
+        ", included above" if priced else "")
+    skipped = f", {r.skipped} skipped (budget or a failed call)" if r.skipped else ""
+    return (f"  injection check by the model ({r.model}): {r.calls} call(s), {r.reused} "
+            f"reused from the store{skipped}, {r.flagged} said injection; about "
+            f"{r.tokens:,} tokens, {cost}")
+
+
 def _embedding_line(e: Any, *, priced: bool) -> str:
     """What comparing the examples by embeddings took (and cost)."""
     return (f"  examples compared by embeddings ({e.model}): {e.texts} redacted text(s) in "

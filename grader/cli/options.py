@@ -78,3 +78,8 @@ REDACT = SharedOption(
     "--redact/--no-redact", "redact", default=None,
     help="Replace student names, e-mails, ids and phone numbers by placeholders before sending "
          "[default: on, except for the local backend].")
+INJECTION_CHECK = SharedOption(
+    "--injection-check/--no-injection-check", "injection_check", default=None,
+    help="Before grading, ask the model whether each submission tries to steer its grade: one "
+         "small call per distinct text, stored and never paid twice, within --budget "
+         "[default: off; the phrase patterns run either way].")

@@ -19,6 +19,7 @@ from grader.cli.common import (
     _log_to,
     _print_suspected,
     _print_written,
+    _screen_line,
     _settings,
     _split,
 )
@@ -80,6 +81,7 @@ def init(folder: Path) -> None:
 @click.option("--dry-run", is_flag=True, default=None,
               help="Render prompts for the first students; call no model.")
 @opt.REDACT
+@opt.INJECTION_CHECK
 @click.option("--no-wait", "wait", flag_value=False, default=None,
               help="Fail at once if another run is using the store, instead of waiting.")
 @click.option("--samples", type=int,
@@ -231,6 +233,8 @@ def _print_summary(s: Any) -> None:
         click.echo(line)
     if s.embeddings is not None:
         click.echo(_embedding_line(s.embeddings, priced=s.cost_usd is not None))
+    if s.screen is not None:
+        click.echo(_screen_line(s.screen, priced=s.cost_usd is not None))
     for notice in s.notices:
         click.secho(f"note: {terminal_safe(notice)}", fg="yellow")
     _print_written(s.outputs)

@@ -159,6 +159,10 @@ class Settings(BaseModel):
     redact: bool | None = Field(
         default=None, description="replace student names, e-mails, ids and phone numbers by "
         "placeholders before anything is sent; None = on for every backend but local")
+    injection_check: bool = Field(
+        default=False, description="before grading, ask the model whether each submission "
+        "tries to steer its grade (one small call per distinct text, paid once, within "
+        "--budget); the phrase patterns run either way")
     phone_region: str = Field(
         default="US", pattern=r"^[A-Z]{2}$",
         description="country whose national phone-number format redaction recognises")

@@ -22,6 +22,7 @@ from grader.grading import exemplars
 from grader.grading.embeddings import Embedder, similarity_of
 from grader.grading.policy import Policy
 from grader.grading.records import Run, RunInfo
+from grader.grading.screen import Screener
 from grader.grading.selection import Selection, check_selection
 from grader.intake.discover import Submission
 from grader.intake.isolation import Extractor
@@ -34,6 +35,7 @@ from grader.prompting.planning import (
     redactor_for,
     roster_notices,
     selection_of,
+    spending_for,
     thinking_retry,
 )
 from grader.prompting.request import Part
@@ -66,13 +68,14 @@ class RunContext:
     run_id: int = 0
     epoch: int = 0
     notices: tuple[str, ...] = ()  # what the teacher should know before the run (the roster)
+    screen: Screener | None = None  # the model-based injection check (`injection_check`)
 
     @classmethod
     def build(cls, p: Plan, gen: Generation, backend: str, *, extractor: Extractor,
               selection: Selection | None = None, redactor: Redactor | None = None,
               examples: exemplars.Examples | None = None,
               reads: frozenset[str] | None = None,
-              notices: tuple[str, ...] = ()) -> RunContext:
+              notices: tuple[str, ...] = (), screen: Screener | None = None) -> RunContext:
         model = gen.model
         return cls(
             p=p, gen=gen, backend=backend,
@@ -81,7 +84,7 @@ class RunContext:
             prefix=p.prefix_hash(model), fingerprint=p.fingerprint(model),
             config=config_hash(prefix_request(p, gen), p.settings.samples),
             redactor=redactor, examples=examples, reads=reads,
-            references=p.reference_parts(), notices=notices)
+            references=p.reference_parts(), notices=notices, screen=screen)
 
     def with_run(self, run_id: int, epoch: int = 0, **changes: Any) -> RunContext:
         """This context inside a run that now exists (and, e.g., its uploaded references)."""
@@ -107,8 +110,9 @@ def run_context(p: Plan, gen: Generation, name: str, subs: Sequence[Submission],
     """The run's context: its selection, the redactor (knowing the class and the examples'
     authors) and the graded examples, from the bank of `store` (None: no store yet, the
     rubric's own), compared as `exemplar_similarity` resolves for `backend` (None: by TF-IDF,
-    no call), whose media capability it records. A setting the backend cannot honour fails
-    here, before any student is prepared."""
+    no call), whose media capability it records; the model-based injection check when
+    `injection_check` is on and there is a backend and a store. A setting the backend cannot
+    honour fails here, before any student is prepared."""
     s = p.settings
     selection = selection_of(s)
     check_selection(selection, {x.student_id for x in subs},
@@ -129,10 +133,17 @@ def run_context(p: Plan, gen: Generation, name: str, subs: Sequence[Submission],
             if how == "embeddings" and isinstance(backend, SupportsEmbeddings):
                 embedder = Embedder(backend, models.table(s.models).embedding, models.today())
         examples = exemplars.Examples(selector, redactor, embedder)
+    screen = None
+    if s.injection_check and backend is not None and store is not None:
+        tbl = models.table(s.models)
+        screen = Screener(backend, gen, store, str(p.class_dir.resolve()),
+                          thinking=tbl.estimate.thinking_tokens)
+        screen.use(spending_for(s, gen, tbl, len(p.rubric.all_criteria)))
     return RunContext.build(p, gen, name, extractor=extractor, selection=selection,
                             redactor=redactor, examples=examples,
                             reads=media_types(backend) if backend is not None else None,
-                            notices=tuple(roster_notices(p, subs, redactor is not None)))
+                            notices=tuple(roster_notices(p, subs, redactor is not None)),
+                            screen=screen)
 
 
 def offline_context(p: Plan, gen: Generation, name: str, subs: Sequence[Submission],

@@ -5,8 +5,10 @@ and the dry run.
 run's worker for large or complex files), record the submission (when there is a store),
 redact, pick the graded examples, render, hash the generation config, choose between reusing a
 stored grade, skipping and grading, and judge what can be judged without a call (a request too
-large to send, media the backend cannot read). It returns a `Prepared` student, ready to send,
-or a `Settled` one, whose outcome is known already. A check added here applies everywhere.
+large to send, media the backend cannot read), and, with `injection_check`, ask the model
+whether the text sent tries to steer its grade (`screen`). It returns a `Prepared` student,
+ready to send, or a `Settled` one, whose outcome is known already. A check added here applies
+everywhere.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from grader.errors import BackendError, SubmissionError
-from grader.grading import exemplars
+from grader.grading import exemplars, screen
 from grader.grading.context import RunContext
 from grader.grading.judge import Grounds
 from grader.grading.policy import INFO_FLAGS, Reply, Verdict, decide
@@ -128,11 +130,17 @@ async def prepare(ctx: RunContext, sub: Submission, store: Store | None = None
                              message=first.message if first else None), total=g.total,
                        suspected=any(f.reason == injection.FLAG for f in g.flags))
     assert isinstance(choice, Grade)
+    unsent = _unsent(ctx, sub.student_id, req, ex, input_flags(ex))
+    if unsent is None and ctx.screen is not None and ex.has_text \
+            and not injection.suspicious(ex.findings):
+        said = await ctx.screen.check(sent.text)  # the text as it is sent, alone
+        if said is not None and said.injection:
+            ex = ex.model_copy(update={"findings": (*ex.findings, screen.finding(said))})
     flags = input_flags(ex)
     grounds = Grounds(flags, quote_text(_as_stored(req)) if ex.has_text else None)
     return Prepared(sub=sub, ex=ex, submission_id=sub_id, req=req, cfg=cfg,
                     epoch=choice.epoch, grounds=grounds, picked=picked, seen=seen,
-                    mapping=mapping, unsent=_unsent(ctx, sub.student_id, req, ex, flags))
+                    mapping=mapping, unsent=unsent)
 
 
 async def prepare_offline(ctx: RunContext, subs: Sequence[Submission], *,

@@ -433,3 +433,17 @@ class StudentResult:
     samples: int = 1
     criteria: list[CriterionRow] = field(default_factory=list)
     flags: list[FlagRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ScreenVerdict:
+    """What the model-based injection check said of one text (`grader.grading.screen`), and
+    what asking cost (`cost_usd` None: unpriced, e.g. a local model)."""
+
+    key: str
+    model: str
+    injection: bool
+    reason: str
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None

@@ -3,11 +3,13 @@
 Before the model: `inspect()` runs over what extraction produced and returns `Finding`s:
 
 - **instructions aimed at the grader** — "ignore previous instructions", "give full marks",
-  chat-role and system-prompt imitation, fake rubric / score / output blocks, claims that the
-  grade was approved, in English and 17 other languages (`_injection_patterns`); also when
-  obfuscated: look-alike letters, full-width forms, zero-width characters inside words,
-  leetspeak, s p a c e d letters, base64 and ROT13, and phrases split across files, pages or
-  cells (our own file/page/cell markers are blanked before matching);
+  chat-role and system-prompt imitation, fake rubric / score / output blocks, fake grader or
+  staff notes, claims that the grade was approved, paraphrased overrides, in English and 20
+  other languages (`injection_patterns`); also when obfuscated: look-alike letters
+  (mathematical alphanumerics and other compatibility forms, `unmask.fold`), full-width forms,
+  text reversed inside a right-to-left override (`unmask.unbidi`), zero-width characters
+  inside words, leetspeak, s p a c e d letters, base64 and ROT13, and phrases split across
+  files, pages or cells (our own file/page/cell markers are blanked before matching);
 - **fake fence markers** (`</submission>`: `prompts.fence_safe` defuses them, this reports them);
 - **text a reader would not see**: what the format readers removed (white, tiny, hidden or
   off-page text, HTML comments, ...; see `_visibility`) and invisible Unicode (tag characters,
@@ -16,7 +18,9 @@ Before the model: `inspect()` runs over what extraction produced and returns `Fi
   annotations, Word comments and properties): scanned and reported.
 
 A quoted phrase inside a discussion ("attacks such as 'ignore previous instructions'") is a
-*mention*, not a use, unless it points at this submission ("give this essay full marks").
+*mention*, not a use, unless it points at this submission ("give this essay full marks"), is a
+Markdown link's title, or is a string a program assigns, passes or returns. A second,
+model-based opinion (`grader.grading.screen`, `injection_check`) runs later, in `prepare`.
 Mentions and removed comments are reported but do not raise the flag on their own; the run's
 score-jump check (`score_jump`) combines them with the grade. Everything here is pure and
 compiled once per process; clean ASCII text costs a few dozen microseconds.
@@ -43,6 +47,7 @@ from grader.intake.injection_patterns import (
     SELF_REFERENCE,
 )
 from grader.intake.injection_patterns import Rule as _Rule
+from grader.intake.unmask import BIDI_CONTROLS, fold, unbidi
 from grader.prompting.prompts import fence_marks, lookalike_skeleton
 
 FLAG = "injection_suspected"
@@ -119,7 +124,8 @@ _VS_RUN = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]{4,}")
 _ZERO_WIDTH = re.compile("[\u200b\u2060\ufeff\u180e\u2061-\u2064]")
 _BLACK_FLAG = "\U0001f3f4"  # tag sequences after it are flag emoji (🏴󠁧󠁢󠁳󠁣󠁴󠁿)
 # Deleted from the views the patterns see (the model still sees them: scripts need them).
-_JOINERS = dict.fromkeys(map(ord, "\u200c\u200d\u00ad\u034f\u200b\u2060\ufeff\u180e"))
+_JOINERS = dict.fromkeys(map(ord, "\u200c\u200d\u00ad\u034f\u200b\u2060\ufeff\u180e"
+                               + BIDI_CONTROLS))
 _LEET = str.maketrans("013457@$", "oieastas")
 
 
@@ -368,11 +374,17 @@ def _hits(text: str) -> tuple[list[_Hit], set[str]]:
         if ("\n=====" in text or "--- " in text or "[output]" in text or "```" in text
             or text.startswith("=====")) else text
     low = _lower(blanked)
+    reordered = None
     if low.isascii():
         skeleton = local = _View(low)
         english = native = words_in(low)
     else:
-        plain, origin = _deleting(low, _JOINERS)
+        reordered = unbidi(low)  # what a reader sees where an override reverses text
+        base, before = (reordered[0], reordered[1]) if reordered else (low, None)
+        plain, origin = _deleting(base, _JOINERS)
+        if before is not None:
+            origin = before if origin is None else [before[i] for i in origin]
+        plain = fold(plain)
         local = _View(plain, origin)
         skeleton = _View(lookalike_skeleton(plain), origin)
         native = words_in(plain)
@@ -380,6 +392,10 @@ def _hits(text: str) -> tuple[list[_Hit], set[str]]:
     hits = list(_ENGLISH.run(skeleton, english))
     hits += [h for h in _MULTILINGUAL.run(local, native)  # an English phrase is not "French"
              if not any(e.start < h.end and h.start < e.end for e in hits)]
+    if reordered is not None:
+        for h in hits:
+            if any(s <= h.start < e for s, e in reordered[2]):
+                h.via = h.via or "right-to-left override"
     extra: list[_View] = []
     if sum(1 for w in english if not w.isalpha() and _LEET_WORD.match(w)) >= 2:
         extra.append(_View(skeleton.text.translate(_LEET), skeleton.origin, "leetspeak"))
@@ -410,6 +426,14 @@ def _decoded_base64(text: str, found: set[str]) -> Iterator[tuple[int, str]]:
             yield m.start(), decoded
 
 
+# Quotes that are syntax, not quoting: a Markdown link's title (`[x](url "title")`, shown as a
+# tooltip and read by the model), and a string a program assigns, passes, returns or prints
+# (`msg = "..."`, `print("...")`). A list of phrases (`["...", "..."]`) stays a mention.
+_NOT_QUOTING = re.compile(r"(?:\]\(\s*<?[^\s)>]*>?\s+|^\s*\[[^\]\n]+\]:\s*\S+\s+|[\w)\]]\s*"
+                          r"(?<![=!<>])=\s*|\w\s*\(\s*|\breturn\s+|\byield\s+)[rbfu]{0,2}$",
+                          re.MULTILINE)
+
+
 def _is_mention(text: str, start: int, end: int) -> bool:
     """A quoted phrase in a discussion of prompt injection, not pointing at this submission."""
     lo = text.rfind("\n", 0, start) + 1
@@ -420,7 +444,10 @@ def _is_mention(text: str, start: int, end: int) -> bool:
     closing = [after.find(q) for q in "\"”»“'’」`"]
     if opening == -1 or not any(c != -1 for c in closing):
         return False
-    span = text[max(lo, start - 60) + opening:end + min(c for c in closing if c != -1) + 1]
+    quote_at = max(lo, start - 60) + opening
+    if _NOT_QUOTING.search(text, lo, quote_at) is not None:
+        return False
+    span = text[quote_at:end + min(c for c in closing if c != -1) + 1]
     if SELF_REFERENCE.search(span.lower()):
         return False
     around = text[max(0, start - 300):min(len(text), end + 300)].lower()

@@ -66,7 +66,8 @@ _HIGH = (r"(?:(?:full|maximum|max|maximal|perfect|top|highest|the highest|the ma
          r"best possible|all(?: the| of the)?|every)\s+(?:marks?|points?|scores?|grades?|"
          r"credits?)|full credit|full marks|an?\s+[\"'“]?a\+?[\"'”]?\s+grade|a\+|"
          r"100\s?%|100 percent|\d{1,3}\s?/\s?\d{1,3}(?![/\d])|\d{1,3} out of \d{1,3}|"
-         r"ten out of ten)")
+         r"ten out of ten|(?:the\s+)?(?:top|highest|best|maximum|first)\s+(?:mark\s+|grade\s+"
+         r"|score\s+)?(?:band|bracket|tier|grade|mark)s?\b)")
 _SELF = (r"(?:me|us|it|this|this (?:student|submission|essay|answer|work|code|assignment|"
          r"solution|report|paper|notebook|program|file|project|response|entry)|"
          r"my (?:work|submission|essay|answer|code|assignment|solution|report|paper|project))")
@@ -82,6 +83,13 @@ _AI = (r"(?:ai|a\.i\.|llm|language model|large language model|grader|grading (?:
        r"ai|assistant|bot)|marker|ai model|ai assistant|evaluator|examiner|chatgpt|gpt|"
        r"gemini(?!\s+(?:api|developer|client|sdk|endpoint|server|service))|claude|bard|"
        r"copilot|automated (?:grader|marker|system|grading))")
+# The machine grader, never a person: "a note to the grader" explains an edge case to whoever
+# marks the work; "a note to the AI grader" speaks to the model.
+_MACHINE = (r"(?:ai|a\.i\.|llm|language model|large language model|grading (?:model|system|"
+            r"ai|assistant|bot)|ai (?:model|assistant|grader|marker|evaluator|examiner)|"
+            r"chatgpt|gpt|gemini(?!\s+(?:api|developer|client|sdk|endpoint|server|service))|"
+            r"claude|bard|copilot|automated (?:grader|marker|system|grading|evaluator|"
+            r"examiner)|(?:grader|marker|evaluator|examiner)\s+(?:model|bot|ai|llm))")
 _WORK = "submission|essay|answer|work|code|assignment|solution|report|paper|project"
 _THIS_WORK = tuple(f"{who} {w}" for who in ("this", "my") for w in _WORK.split("|"))
 _STAFF = r"(?:teacher|instructor|professor|lecturer|ta|tutor|department|school|examiner|staff)"
@@ -95,6 +103,11 @@ ENGLISH: tuple[Rule, ...] = (
     _rule("ignore-all", "override", words(_OVERRIDE),
           rf"\b{_OVERRIDE_RE}{gap(2)}(?:all|any|every){gap(2)}(?:instruction|direction|prompt|"
           r"rule|guideline|directive)s?\b"),
+    _rule("ignore-what-told", "override", words(_OVERRIDE),
+          rf"\b{_OVERRIDE_RE}{SEP}(?:(?:all\s+|everything\s+|anything\s+)?(?:of\s+)?"
+          r"(?:what|that|whatever)|everything|anything|all)(?:\s+(?:else|that))?\s+(?:you\s+|"
+          r"the\s+(?:model|grader|ai|assistant)\s+)?(?:were|was|have been|had been|got|"
+          r"received)\s+(?:told|asked|instructed|given|shown|said|taught|prompted)\b"),
     _rule("new-instructions", "override",
           words("new|updated|revised|real|actual|true|secret|hidden|overriding|override|"
                 "priority|urgent"),
@@ -162,9 +175,9 @@ ENGLISH: tuple[Rule, ...] = (
           words("note|message|instruction|reminder|attention|memo|hint|dear|hello|hi|hey|"
                 "if you|ai|automated|llm|machine"),
           rf"\b(?:note|message|instructions?|reminder|attention|memo|hint)\s+(?:to|for)"
-          rf"\s+(?:the\s+|any\s+|an?\s+)?{_AI}\b|\b(?:dear|hello|hi|hey|attention)\s*,?\s+"
-          r"(?:ai|llm|gemini|chatgpt|gpt|claude|grader|grading model|automated grader|"
-          r"ai grader|ai model|marker|evaluator)\b|\bif you(?:'re| are)\s+(?:an?\s+)?"
+          rf"\s+(?:the\s+|any\s+|an?\s+)?{_MACHINE}\b|\b(?:dear|hello|hi|hey|attention)\s*,?"
+          r"\s+(?:ai|llm|gemini|chatgpt|gpt|claude|grading model|automated grader|ai grader|"
+          r"ai model)\b|\bif you(?:'re| are)\s+(?:an?\s+)?"
           r"(?:ai|llm|large language model|language model|automated|bot|chatbot|gpt|grader|"
           r"grading|machine)\b(?!\s+(?:researcher|engineer|scientist|developer|student|"
           r"company|startup|enthusiast|practitioner|expert|user|model))|(?:(?<=to the )|"
@@ -197,6 +210,20 @@ ENGLISH: tuple[Rule, ...] = (
           r"(?:\.\d+)?\s*(?:/|out of)\s*\d+|100\s*%|a\+?(?=\W|$)|full|perfect|pass(?:ed)?|"
           r"excellent)"),
     # --- claims ---------------------------------------------------------------------------
+    _rule("fake-staff-note", "claim",
+          words("grader|graders|grading|marker|markers|marking|examiner|examiners|assessor|"
+                "staff|instructor|instructors|teacher|teachers|ta|tutor|moderator|reviewer|"
+                "official|internal|trusted|verified"),
+          r"(?:(?<=#)|(?<=# )|(?<=#  )|(?<=\*\*)|(?<=\[))(?:grader|grading|marker|marking|"
+          r"examiner|assessor|staff|instructor|teacher|ta|tutor|moderator|reviewer|official|"
+          r"internal)(?:'s|s'|s)?\s+(?:notes?|comments?|instructions?|remarks?|memo|"
+          r"verdict|decision|override)\b[^\n]{0,80}?\b(?:trusted|verified|official|"
+          r"authoritative|added by|written by|from (?:the )?(?:course |teaching |marking )?"
+          r"(?:staff|team|instructor|teacher)|staff only|internal|confidential|not (?:shown|"
+          r"visible) to (?:the )?students?)|(?<=\()(?:trusted|verified|official|authoritative)"
+          r"[,;:]?\s+(?:added|written|inserted|approved|signed)\s+by\s+(?:the\s+)?(?:course\s+|"
+          r"teaching\s+|marking\s+)?(?:staff|team|instructors?|teachers?|tas?|tutors?|"
+          r"graders?|examiners?)\b"),
     _rule("pre-approved", "claim",
           (*_THIS_WORK, "this grade", "my grade", "this score", "my score", "this mark",
            "my mark", "teacher", "instructor", "professor", "lecturer", "ta", "tutor",
@@ -336,6 +363,32 @@ MULTILINGUAL: tuple[Rule, ...] = (
     # Greek
     _ml("el-ignore", "override", "αγνόησ|αγνοήστε|ξέχασ|ξεχάστε",
         r"(?:αγνόησε|αγνοήστε|ξέχασε|ξεχάστε)[\s\S]{0,40}?(?:οδηγίες|εντολές|κανόνες)"),
+    # Swahili
+    _ml("sw-ignore", "override", "puuza|usizingatie|sahau|kupuuza|achana na",
+        rf"\b(?:puuza|usizingatie|sahau|kupuuza|achana na){gap(3)}(?:maagizo|maelekezo|"
+        r"maelezo|amri|sheria|kanuni)"),
+    _ml("sw-marks", "score", "mpe|umpe|mpa|wape|toa|peana|ipe|nipe|weka|mpatie|ipatie",
+        rf"\b(?:mpe|umpe|mpa|wape|toa|peana|ipe|nipe|weka|mpatie|ipatie){gap(4)}"
+        r"(?:alama kamili|alama zote|maksi kamili|alama za juu|alama ya juu|daraja la juu|"
+        r"asilimia mia|100 ?%)"),
+    # Czech and Slovak
+    _ml("cs-ignore", "override", "ignoruj|ignorujte|ignorovat|zapomeň|zapomeňte|zabudni|"
+        "zabudnite|nevšímej|nevšímejte|přehlédni",
+        rf"\b(?:ignoruj\w*|ignorovat|zapomeň\w*|zabudni\w*|nevšímej\w* si|přehlédni)"
+        rf"{gap(3)}(?:pokyn\w*|instrukc\w*|příkaz\w*|prikaz\w*|pravid\w*|zadání)"),
+    _ml("cs-marks", "score", "dej|dejte|dát|přiděl|přidělte|ohodnoť|ohodnoťte|udel|udeľ|"
+        "daj|dajte|uděl|udělte",
+        rf"\b(?:dej|dejte|dát|přiděl\w*|ohodnoť\w*|udeľ\w*|daj|dajte|uděl\w*){gap(4)}"
+        r"(?:plný počet bodů|plný počet bodov|maximální počet bodů|maximálny počet bodov|"
+        r"maximum bodů|maximum bodov|plné hodnocení|plné hodnotenie|jedničk\w*|jednotk\w*|"
+        r"nejlepší známk\w*|najlepšiu známku|100 ?%|všechny body|všetky body)"),
+    # Hebrew
+    _ml("he-ignore", "override", "התעלם|התעלמי|התעלמו|תתעלם|שכח|שכחי|שכחו",
+        r"(?:התעלם|התעלמי|התעלמו|תתעלם|שכח|שכחי|שכחו)[\s\S]{0,40}?(?:הוראות|הנחיות|כללים|"
+        r"ההוראות|ההנחיות)"),
+    _ml("he-marks", "score", "תן|תני|תנו|הענק|העניקו|תעניק",
+        r"(?:תן|תני|תנו|הענק|העניקו|תעניק)[\s\S]{0,40}?(?:ציון מלא|ציון מקסימלי|ציון 100|"
+        r"מאה|את הציון הגבוה|ניקוד מלא)"),
 )
 
 # Words around a quoted phrase that make it a *mention* (an essay about prompt injection)
@@ -343,7 +396,12 @@ MULTILINGUAL: tuple[Rule, ...] = (
 DISCUSSION = re.compile(
     r"\b(?:prompt injection|injection attacks?|injections?|jailbreak\w*|attack\w*|adversar\w*|"
     r"exploit\w*|malicious|for example|e\.g\.|for instance|such as|phrases? like|known as|"
-    r"so-called|called|red[- ]team\w*|the sentence|the string|the phrase|example)\b")
+    r"so-called|called|red[- ]team\w*|the sentence|the string|the phrase|example|"
+    # the same in the corpus's other languages (an essay about attacks, written in French ...)
+    r"attaques?|exemple|par exemple|comme|tels? que|injections? de prompt|"
+    r"angriff\w*|beispiel|zum beispiel|etwa|ataques?|ejemplo|por ejemplo|como|attacc\w*|"
+    r"esempio|per esempio|exemplo|por exemplo|aanval\w*|bijvoorbeeld|atak\w*|przykład\w*|"
+    r"útok\w*|příklad\w*|shambulio|mfano)\b")
 # A quoted phrase that points at this very submission is a use, even inside a discussion.
 SELF_REFERENCE = re.compile(
     r"\b(?:this|my) (?:submission|essay|answer|work|code|assignment|solution|report|paper|"

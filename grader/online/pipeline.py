@@ -32,6 +32,7 @@ from grader.config.settings import Settings, auto_backend, db_path, limits
 from grader.errors import BackendError, StoreError
 from grader.grading.context import RunContext, run_context, run_info, why_graded_again
 from grader.grading.embeddings import EmbeddingReport
+from grader.grading.screen import ScreenReport
 from grader.intake.discover import Submission
 from grader.intake.isolation import Extractor
 from grader.online.caching import CacheReport
@@ -79,6 +80,7 @@ class RunSummary:
     cache_usd: float = 0.0  # creating and keeping the run's explicit caches (in cost_usd)
     uploads: int = 0  # files uploaded (reference files, media too large to send inline)
     embeddings: EmbeddingReport | None = None  # exemplars compared by Gemini embeddings
+    screen: ScreenReport | None = None  # the model-based injection check (injection_check)
     # graded again: why (what changed since the class's previous run), and the students with
     # teacher decisions on that run / those whose decisions still apply
     graded_again: list[str] = field(default_factory=list)
@@ -151,6 +153,8 @@ async def _graded(ctx: RunContext, subs: list[Submission], store: Store, backend
     started = time.perf_counter()
     p, gen, sel, settings = ctx.p, ctx.gen, ctx.selection, ctx.p.settings
     spending = spending_for(settings, gen, tbl, len(p.rubric.all_criteria))
+    if ctx.screen is not None:  # the checks share the run's budget and cost
+        ctx.screen.use(spending)
     store.save_prefix(ctx.prefix, p.system, p.static_prefix, p.response_schema)
     store.interrupt_stale_runs()  # we hold the lock: anything 'running' is dead
     resumed = (store.unfinished_regrade(ctx.class_key, ctx.fingerprint, sel.mode,
@@ -197,6 +201,7 @@ async def _graded(ctx: RunContext, subs: list[Submission], store: Store, backend
     examples = ctx.examples
     summary.embeddings = (examples.embedder.report if examples is not None
                           and examples.embedder is not None else None)
+    summary.screen = ctx.screen.report if ctx.screen is not None else None
     if spending is not None:
         held = store.usage(run.id)
         summary.cache_usd = held["cache_create_usd"] + held["cache_storage_usd"]

@@ -12,9 +12,9 @@ Two kinds of data are kept apart:
   student and criterion, append-only.
 
 `Store` is one class made of one module per topic (`runs`, `ledger`, `resources`, `batch`,
-`grades`, `reports`, `review`, `tuning`, `quality`) over `core` (the connection and the one
-transaction idiom, `atomic()`: BEGIN at the outermost level, SAVEPOINT inside; SQLite errors
-surface as `StoreError` with a fix). Methods take and return the small dataclasses of
+`grades`, `reports`, `review`, `tuning`, `quality`, `screening`) over `core` (the connection
+and the one transaction idiom, `atomic()`: BEGIN at the outermost level, SAVEPOINT inside;
+SQLite errors surface as `StoreError` with a fix). Methods take and return the small dataclasses of
 `grader.grading.records`. `migrations` holds the numbered schema migrations, `locks` the run lock.
 """
 
@@ -30,10 +30,11 @@ from grader.store.reports import Reports
 from grader.store.resources import Resources
 from grader.store.review import Review
 from grader.store.runs import Runs
+from grader.store.screening import Screening
 from grader.store.tuning import Tuning
 
 
-class Store(Runs, Batches, Grades, Reports, Resources, Review, Tuning, Quality):
+class Store(Runs, Batches, Grades, Reports, Resources, Review, Tuning, Quality, Screening):
     """One connection per process, used from one thread (the pipeline's event loop).
 
     `create=False` opens only an existing grader store (a path taken from a workbook must never

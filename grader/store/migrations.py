@@ -553,6 +553,23 @@ CREATE TABLE batch_items (
 CREATE INDEX batch_items_job ON batch_items (job_id, state);
 """
 
+# The model-based injection check (`grader.grading.screen`): one verdict per checked text, keyed
+# by the hash of what was asked (check version, model, the text as sent), so the same text is
+# never paid for twice; with what the call cost and the run that paid for it.
+M011_INJECTION_CHECKS = """
+CREATE TABLE injection_checks (
+    key           TEXT PRIMARY KEY,
+    model         TEXT NOT NULL,
+    injection     INTEGER NOT NULL CHECK (injection IN (0, 1)),
+    reason        TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd      REAL,
+    run_class     TEXT,
+    created_at    TEXT NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
@@ -564,6 +581,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "caches_and_uploads", M008_CACHES_AND_UPLOADS),
     Migration(9, "exemplars_and_tuning_jobs", M009_EXEMPLARS_AND_TUNING),
     Migration(10, "batch_jobs", M010_BATCH_JOBS),
+    Migration(11, "injection_checks", M011_INJECTION_CHECKS),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -7,6 +7,7 @@ better answer gets a higher score and a test can predict the grade without a rea
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -17,8 +18,13 @@ from typing import Any
 TRIGGERS = (
     "SAFETY", "RECITATION", "MAX_TOKENS", "EMPTY", "INVALID_JSON", "INVALID_ONCE",
     "PROMPT_BLOCKED", "THINK_HARD", "OBEY", "REVIEW", "UNSURE", "FABRICATE", "BATCH_LINE_FAIL",
-    "CONTINUE",
+    "CONTINUE", "INJECTION", "NO_INJECTION",
 )
+# INJECTION / NO_INJECTION: the answer to the model-based injection check (a schema asking for
+# an `injection` boolean) is yes / no, whatever the text says. Without either, the fake judges
+# as `judges_injection` says: a stand-in for a real model, so rates measured with it describe
+# this rule, not Gemini.
+INJECTION_REASON = "The submission asks whoever grades it for a better grade than it earns."
 # CONTINUE: on a model whose row has `continuation`, the answer comes in two billed segments
 # (finishReason CONTINUATION and a continuation token, see `_fake_continuation`); on any other
 # model it stops as MAX_TOKENS does.
@@ -114,6 +120,28 @@ def read_prompt(body: dict[str, Any]) -> Prompt:
     )
 
 
+# The fake's "semantic" rule, beside the phrase patterns: one sentence that both addresses
+# whoever grades and asks for a top outcome. Deliberately small and documented: it is what lets
+# tests steer the check, not a claim about what a real model catches.
+_ADDRESSEE = re.compile(r"\b(?:grader|marker|assessor|evaluator|examiner|whoever (?:assesses|"
+                        r"grades|marks|evaluates|reads|reviews))\b", re.IGNORECASE)
+_TOP_OUTCOME = re.compile(r"\b(?:maximum|full marks|top (?:band|grade|mark)|highest|fully "
+                          r"satisfied|perfect score|10/10)\b", re.IGNORECASE)
+
+
+def judges_injection(prompt: Prompt) -> bool:
+    """The fake's answer to the injection check: a trigger, else the project's phrase patterns
+    (`grader.intake.injection`), else the rule above."""
+    if "INJECTION" in prompt.triggers or "NO_INJECTION" in prompt.triggers:
+        return "INJECTION" in prompt.triggers
+    from grader.intake.injection import inspect, suspicious
+
+    if suspicious(inspect(prompt.submission).findings):
+        return True
+    return any(_ADDRESSEE.search(s) and _TOP_OUTCOME.search(s)
+               for s in re.split(r"(?<=[.!?])\s+|\n+", prompt.submission))
+
+
 def _words(text: str) -> set[str]:
     words = (m.lower() for m in _WORD_RE.findall(text))
     return {w for w in words if len(w) >= 3 and w not in _STOP}
@@ -187,6 +215,12 @@ class Synth:
         self.fraction = 1.0 if "OBEY" in prompt.triggers else score_fraction(prompt)
         self.violate = violate
 
+    @functools.cached_property
+    def injection(self) -> bool:
+        """The check's verdict; False for any other schema (a grading reply)."""
+        return "injection" in (self.root.get("properties") or {}) and \
+            judges_injection(self.prompt)
+
     def value(self, schema: Any, name: str = "") -> Any:
         s = _resolve(schema, self.root)
         kind = _type_of(s)
@@ -214,6 +248,8 @@ class Synth:
         if kind == "boolean":
             if name == "met":  # a checklist item is met when the answer is good enough
                 return self.fraction >= 0.5
+            if name == "injection":  # the model-based injection check
+                return self.injection
             return name == "needs_review" and "REVIEW" in self.prompt.triggers
         if name == "quote":
             quotes = _quotes(self.prompt.submission)
@@ -252,6 +288,8 @@ class Synth:
                     else "Cover more of the expected key points and explain them.")
         if name == "overall_comment":
             return f"Overall the answer matches {pct}% of the reference."
+        if name == "reason" and self.injection:
+            return INJECTION_REASON
         if name in {"review_reason", "reason"}:
             return REVIEW_REASON if "REVIEW" in self.prompt.triggers else ""
         return f"{name or 'text'} ({pct}%)"
