@@ -73,7 +73,7 @@ def test_batch_prediction_through_a_gcs_bucket_stores_what_an_online_run_stores(
     assert len(lines) == 5 and all("store" not in ln["request"] for ln in lines)
     assert all(ln["request"]["labels"]["grader_key"].startswith("a") for ln in lines)
     assert collect_class(class_dir, settings, backend=fresh()).running == 1
-    (job,) = status_class(class_dir, settings, backend=fresh())
+    (job,) = status_class(class_dir, settings, backend=fresh()).jobs
     assert job.job.state == "JOB_STATE_PENDING" and job.counts["pending"] == 5
     fake_gemini.advance(seconds=31)
     got = collect_class(class_dir, settings, backend=fresh())

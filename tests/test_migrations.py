@@ -300,13 +300,13 @@ def test_batch_jobs_migration_keeps_old_stores_and_holds_a_job_with_its_items(
             mode="file", round=1, items=[item])
         assert _raw(path, "SELECT state, job_ref FROM attempts WHERE id=?", (aid,)) == [
             ("rendered", "d")]
-        assert store.batch_busy("c") == {(sid, sub_id): "pending"}
+        assert store.batch_busy() == {(sid, sub_id): "pending"}
         store.batch_job_created(job_id, name="batches/x", state="JOB_STATE_PENDING",
                                 input_ref="files/i")
         assert store.batch_job("batches/x") == store.batch_job("d")
         assert _raw(path, "SELECT state FROM attempts WHERE id=?", (aid,)) == [("sent",)]
         store.batch_item_done(aid, "failed", "boom")
-        assert store.batch_busy("c") == {(sid, sub_id): "failed"}
+        assert store.batch_busy() == {(sid, sub_id): "failed"}
         with pytest.raises(StoreError):  # the item states are checked
             store.batch_item_done(aid, "lost")
     assert _raw(path, "PRAGMA foreign_key_check") == []

@@ -74,6 +74,7 @@ class Collected:
     cost_usd: float = 0.0
     outputs: list[Path] = field(default_factory=list)
     injection_suspected: list[str] = field(default_factory=list)  # by the score-jump check
+    notices: tuple[str, ...] = ()  # what the teacher should know (the class folder was moved)
     # students stored now with injection evidence or signs of it, by run (score_jump)
     candidates: dict[int, dict[str, score_jump.Candidate]] = field(default_factory=dict)
 
@@ -114,7 +115,7 @@ async def collect(ctx: Context) -> Collected:
     await recover(ctx)
     latest = ctx.store.latest_run(ctx.class_key)
     ctx.report_run = latest.id if latest is not None else None
-    out = Collected()
+    out = Collected(notices=ctx.notices)
     touched: set[int] = set()
     reasks = _unsent_follow_ups(ctx)
     kill_after = int(os.environ.get(KILL_AFTER_COLLECTED_ENV) or 0)
@@ -366,7 +367,7 @@ async def _clean_up(ctx: Context, job: BatchJobRow, info: BatchInfo) -> None:
 async def collect_waiting(ctx: Context, on_poll: Callable[[Collected], None] | None = None,
                           sleep: Callable[[float], Any] = asyncio.sleep) -> Collected:
     """`collect` until no job is running, polling with a growing wait."""
-    total = Collected()
+    total = Collected(notices=ctx.notices)
     delay = ctx.settings.batch_poll_s
     while True:
         got = await collect(ctx)

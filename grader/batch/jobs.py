@@ -43,6 +43,7 @@ from grader.prompting.planning import default_model, plan
 from grader.prompting.request import GradeRequest, Part, Turn
 from grader.store import Store
 from grader.store.locks import RunLock
+from grader.store.opening import follow_move
 
 # Test-only fault hook (tests/test_batch_recovery.py): SIGKILL this process when a job's rows are
 # committed, "before" the provider's job is created or right "after" (before its name is
@@ -63,6 +64,7 @@ class Context:
     pricing: models.Pricing
     workdir: Path
     report_run: int | None = None  # collecting: the latest run of the class
+    notices: tuple[str, ...] = ()  # the class folder was moved (`follow_move`)
 
     @property
     def settings(self) -> Settings:
@@ -94,9 +96,10 @@ def no_local_batches(name: str) -> None:
 @asynccontextmanager
 async def opened(class_dir: Path, settings: Settings, *, no_wait: bool = False,
                  backend: Backend | None = None) -> AsyncIterator[Context | None]:
-    """The plan, the store (under the run lock) and a backend that runs batch jobs (`backend`:
-    one passed in, the caller's to close). With `no_wait`, yields None at once when another
-    command holds the store."""
+    """The plan, the store (under the run lock; records of a moved class folder carried over
+    to its new path) and a backend that runs batch jobs (`backend`: one passed in, the
+    caller's to close). With `no_wait`, yields None at once when another command holds the
+    store."""
     p = plan(class_dir, settings)
     tbl = models.table(settings.models)
     name = backend.name if backend is not None else auto_backend(settings)
@@ -116,6 +119,7 @@ async def opened(class_dir: Path, settings: Settings, *, no_wait: bool = False,
     try:
         with Store(db) as store, \
                 Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as ex:
+            moved = follow_move(store, class_dir)
             owned = backend is None
             backend = create(name, settings=settings) if backend is None else backend
             try:
@@ -127,7 +131,8 @@ async def opened(class_dir: Path, settings: Settings, *, no_wait: bool = False,
                 store.save_prefix(run.prefix, p.system, p.static_prefix, p.response_schema)
                 yield Context(run=run, store=store, backend=backend, batches=backend,
                               pricing=models.Pricing.of(tbl, gen.model, "batch"),
-                              workdir=db.parent / "batch")
+                              workdir=db.parent / "batch",
+                              notices=(moved,) if moved else ())
             finally:
                 if owned:
                     await backend.aclose()

@@ -54,6 +54,7 @@ from grader.online.ledger import describe, salt
 from grader.prompting.planning import students
 from grader.store import Store
 from grader.store.locks import RunLock
+from grader.store.opening import follow_move
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Submitted:
     failed_before: int = 0  # failed lines not sent again (--retry-failed)
     embeddings: EmbeddingReport | None = None  # exemplars compared by Gemini embeddings
     screen: ScreenReport | None = None  # the model-based injection check (online calls)
-    notices: tuple[str, ...] = ()  # what the teacher should know (the roster)
+    notices: tuple[str, ...] = ()  # what the teacher should know (a moved class, the roster)
 
 
 # --- submit ----------------------------------------------------------------------------------
@@ -85,8 +86,8 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
     subs = students(p)
     run = run_context(p, ctx.run.gen, ctx.run.backend, subs, ctx.run.extractor, store=store,
                       backend=ctx.backend)
-    out = Submitted(notices=run.notices)
-    busy = store.batch_busy(ctx.class_key)
+    out = Submitted(notices=(*ctx.notices, *run.notices))
+    busy = store.batch_busy()
     outcomes: list[OutcomeRecord] = []  # run_id filled in once the run exists
     unsent: list[Prepared] = []
     pending: list[Pending] = []
@@ -165,18 +166,28 @@ def collect_class(class_dir: Path, settings: Settings, *, wait: bool = False,
     return asyncio.run(main())
 
 
+@dataclass(frozen=True)
+class Listed:
+    """`grade batch status`: every job of the class, and what the teacher should know (the
+    class folder was moved)."""
+
+    jobs: list[JobStatus]
+    notices: tuple[str, ...] = ()
+
+
 def status_class(class_dir: Path, settings: Settings, *, backend: Backend | None = None
-                 ) -> list[JobStatus]:
-    """Every batch job of the class in its store (none when there is no store yet). Listing
+                 ) -> Listed:
+    """Every batch job of the class in its store (none when there is no store yet; a moved
+    class folder's jobs are carried over to its new path, `follow_move`). Listing
     needs only the store: no rubric and no plan, so `grade batch status` still answers after
     the rubric was renamed or deleted (the jobs are paid for; the teacher must see them). A
     backend (`backend`, or one made from the settings) is opened only when a job is still open
     and must be asked for its state."""
     db = db_path(class_dir, settings)
     if not db.exists():
-        return []
+        return Listed([])
 
-    async def main() -> list[JobStatus]:
+    async def main() -> Listed:
         made: list[Backend] = []
 
         def batches() -> SupportsBatch:
@@ -193,7 +204,9 @@ def status_class(class_dir: Path, settings: Settings, *, backend: Backend | None
         await run_lock.acquire(wait=settings.wait)
         try:
             with Store(db, create=False) as store:
-                return await refresh(store, str(class_dir.resolve()), batches)
+                moved = follow_move(store, class_dir)
+                return Listed(await refresh(store, str(class_dir.resolve()), batches),
+                              (moved,) if moved else ())
         finally:
             run_lock.release()
             if made and backend is None:
@@ -202,11 +215,13 @@ def status_class(class_dir: Path, settings: Settings, *, backend: Backend | None
     return asyncio.run(main())
 
 
-def cancel_job(class_dir: Path, settings: Settings, ref: str) -> BatchInfo:
-    async def main() -> BatchInfo:
+def cancel_job(class_dir: Path, settings: Settings, ref: str
+               ) -> tuple[BatchInfo, tuple[str, ...]]:
+    """The job's state once cancelled, and what the teacher should know (a moved class)."""
+    async def main() -> tuple[BatchInfo, tuple[str, ...]]:
         async with opened(class_dir, settings) as ctx:
             assert ctx is not None
-            return await cancel(ctx, ref)
+            return await cancel(ctx, ref), ctx.notices
 
     return asyncio.run(main())
 
@@ -241,6 +256,7 @@ class Synced:
             parts.append(f"{running} job(s) still running")
         if s.failed_before:
             parts.append(f"{s.failed_before} failed line(s) held back (--retry-failed)")
+        parts += [f"note: {n}" for n in c.notices]
         return "grade batch sync: " + ("; ".join(parts) if parts else "nothing to do")
 
 

@@ -76,6 +76,11 @@ def _submit_options(fn: F) -> F:
     return _exemplar_options(fn)
 
 
+def _print_notes(notices: Any) -> None:
+    for notice in notices:
+        click.secho(f"note: {terminal_safe(notice)}", fg="yellow")
+
+
 def _print_submitted(s: Any) -> None:
     if not s.jobs:
         click.echo("nothing to submit"
@@ -83,8 +88,7 @@ def _print_submitted(s: Any) -> None:
     else:
         click.echo(f"submitted {s.requests} request(s) in {len(s.jobs)} job(s): "
                    + ", ".join(s.jobs))
-    for notice in s.notices:
-        click.secho(f"note: {terminal_safe(notice)}", fg="yellow")
+    _print_notes(s.notices)
     if s.reused:
         click.echo(f"  {s.reused} already graded (kept)")
     if s.embeddings is not None:
@@ -126,10 +130,11 @@ def batch_status(class_dir: Path, **flags: Any) -> None:
     so far. Needs only the store (no rubric)."""
     from grader.batch.submit import status_class
 
-    jobs = status_class(class_dir, _batch_settings(class_dir, **flags))
-    if not jobs:
+    listed = status_class(class_dir, _batch_settings(class_dir, **flags))
+    _print_notes(listed.notices)
+    if not listed.jobs:
         click.echo("no batch jobs")
-    for j in jobs:
+    for j in listed.jobs:
         c = j.counts
         state = j.job.state.removeprefix("JOB_STATE_").lower()
         click.echo(f"{j.job.name or j.job.display_name}  {state}  round {j.job.round}  "
@@ -157,6 +162,7 @@ def batch_collect(class_dir: Path, wait_done: bool, **flags: Any) -> None:
 
     c = collect_class(class_dir, _batch_settings(class_dir, **flags), wait=wait_done,
                       on_poll=on_poll)
+    _print_notes(c.notices)
     click.echo(f"collected {c.jobs} job(s): {c.graded} graded, {c.flagged} flagged, "
                f"{c.failed} failed" + (f", {c.reasked} re-asked in a second round"
                                        if c.reasked else "")
@@ -178,7 +184,8 @@ def batch_cancel(job: str, class_dir: Path, **flags: Any) -> None:
     """Cancel the batch job JOB (its name, or grader's display name) of CLASS_DIR."""
     from grader.batch.submit import cancel_job
 
-    info = cancel_job(class_dir, _batch_settings(class_dir, **flags), job)
+    info, notices = cancel_job(class_dir, _batch_settings(class_dir, **flags), job)
+    _print_notes(notices)
     click.echo(f"{info.name}: {info.state.removeprefix('JOB_STATE_').lower()}")
 
 

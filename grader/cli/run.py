@@ -198,6 +198,8 @@ def _print_dry_run(d: Any) -> None:
 
 
 def _print_summary(s: Any) -> None:
+    from grader.online.runner import IN_BATCH
+
     u = s.usage
     mode = "" if s.mode == "normal" else f" ({s.mode.replace('_', ' ')})"
     skipped = f", skipped {s.skipped}" if s.skipped else ""
@@ -210,15 +212,22 @@ def _print_summary(s: Any) -> None:
     )
     flagged: dict[str, list[str]] = {}
     failed: dict[str, list[str]] = {}
+    in_batch: list[str] = []
     for o in s.outcomes:
         if o.status == "flagged":
             flagged.setdefault(o.reason or "flagged", []).append(o.student_id)
         elif o.status == "failed":
             failed.setdefault(o.message or "failed", []).append(o.student_id)
+        elif o.status == "skipped" and o.reason == IN_BATCH:
+            in_batch.append(o.student_id)
     for reason, ids in sorted(flagged.items()):
         click.echo(terminal_safe(f"  flagged {reason}: {_ids(ids)}", newlines=False))
     for message, ids in failed.items():  # identical errors collapse into one line
         click.echo(terminal_safe(f"  failed ({_ids(ids)}): {message}"))
+    if in_batch:
+        click.echo(terminal_safe(
+            f"  skipped ({_ids(in_batch)}): their requests are in a batch job still running, "
+            "so they are not sent again; `grade batch collect` stores their grades"))
     _print_suspected(s.injection_suspected)
     if s.graded_again:
         had, kept = s.decisions_kept

@@ -10,8 +10,10 @@ student up to the request, as every path prepares it), `runner` (the calls throu
 `report`. This module opens the run: the lock, the store, the backend, caches and uploads, then
 closes it and writes the outputs. Submissions stream through a bounded pool of workers: only
 file paths are held for the whole class, content is read when a worker picks the student up.
-Every student ends graded, flagged or skipped with a reason, or failed (a transient backend
-error; rerunning picks them up).
+Every student ends graded, flagged or skipped with a reason (over the budget, or in a batch job
+still running: never sent twice), or failed (a transient backend error; rerunning picks them
+up). A class folder moved since its store was written has its records carried over first
+(`store.opening.follow_move`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from grader.reports.write import write_outputs
 from grader.review.final import carried_over
 from grader.store import Store
 from grader.store.locks import Holder, RunLock
+from grader.store.opening import follow_move
 
 
 @dataclass
@@ -117,6 +120,9 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
     await lock.acquire(wait=settings.wait, on_wait=on_wait)
     try:
         with Store(db) as store:
+            moved = follow_move(store, class_dir)  # before anything is sent
+            if moved and on_notice:
+                on_notice(moved)
             owned = backend is None  # a backend passed in is the caller's to close
             backend = backend if backend is not None else create(name, settings=settings)
             if on_retry is not None and hasattr(backend, "on_retry"):

@@ -34,6 +34,8 @@ from grader.prompting.request import GradeRequest
 from grader.quality import score_jump
 from grader.store import Store
 
+IN_BATCH = "in_batch"  # the skipped reason of a student whose batch request is in flight
+
 
 @dataclass
 class Outcome:
@@ -73,6 +75,8 @@ class Runner:
         self.suspected: set[str] = set()
         self.on_outcome = on_outcome
         self.outcomes: list[Outcome] = []
+        # submissions whose request is in a batch job still open: never sent again here
+        self.in_batch = {k for k, state in store.batch_busy().items() if state == "pending"}
 
     # --- the steps for one student ---------------------------------------------------------
 
@@ -86,6 +90,11 @@ class Runner:
             return
         base = OutcomeRecord(run_id=self.ctx.run_id, student_id=sub.student_id, status="",
                              submission_id=got.submission_id)
+        if (sub.student_id, got.submission_id) in self.in_batch:
+            self._finish(replace(base, status="skipped", reason=IN_BATCH, message=(
+                "its request is in a batch job still running, so it is not sent again: "
+                "`grade batch collect` stores its grade when the job ends")))
+            return
         try:
             graded = await self._graded(got)
         except BudgetExceeded as e:  # not sent: a rerun with a larger budget grades them

@@ -61,6 +61,12 @@ def class_status(class_dir: Path, settings: Settings) -> str:
         if flags:
             lines.append("flags: " + ", ".join(f"{k} {v}" for k, v in flags.most_common()))
         lines += review_lines(list(finals(store, run.id)), settings.handouts)
+        waiting = store.batch_jobs(run.class_dir, open_only=True)
+        if waiting:
+            lines.append(
+                f"batch jobs still open: {len(waiting)} ({sum(j.requests for j in waiting)} "
+                "request(s)): their students are not sent again; `grade batch collect` stores "
+                "their grades")
         lost = store.unanswered(run.class_dir, include_running=not alive)
         if lost:
             who = ", ".join(sorted({u.student_id or "?" for u in lost}))

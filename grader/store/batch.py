@@ -1,5 +1,6 @@
 """Batch jobs and their items: rows committed before the provider's job exists, their states,
-and what is still in flight for a class."""
+what is still in flight, and the class folder that keys runs and jobs (carried over when the
+folder is moved)."""
 
 from __future__ import annotations
 
@@ -154,14 +155,16 @@ class Batches(Ledger):
                               " WHERE id=?", (reason, now(), job_id))
 
     @mapped
-    def batch_busy(self, class_dir: str) -> dict[tuple[str, int], str]:
+    def batch_busy(self) -> dict[tuple[str, int], str]:
         """(student, submission) -> 'pending' for work in an open job, 'failed' for work whose
-        latest batch line failed (resubmitted only with --retry-failed)."""
+        latest batch line failed (resubmitted only with --retry-failed). Over every job of the
+        store, whichever class folder it was submitted from: a submission in flight is never
+        sent again, even when the folder's path changed."""
         rows = self.conn.execute(
             "SELECT a.student_id, a.submission_id, b.state FROM batch_items b"
-            " JOIN attempts a ON a.id = b.attempt_id JOIN batch_jobs j ON j.id = b.job_id"
-            " WHERE j.class_dir=? AND b.state IN ('pending', 'failed', 'stored', 'reasked')"
-            " ORDER BY b.attempt_id", (class_dir,))
+            " JOIN attempts a ON a.id = b.attempt_id"
+            " WHERE b.state IN ('pending', 'failed', 'stored', 'reasked')"
+            " ORDER BY b.attempt_id")
         out: dict[tuple[str, int], str] = {}
         for r in rows:  # the latest item decides; a re-asked one is still in flight
             key = (r["student_id"], r["submission_id"])
@@ -170,6 +173,33 @@ class Batches(Ledger):
             else:
                 out[key] = "pending" if r["state"] == "reasked" else r["state"]
         return out
+
+    # --- the class folder: the key of runs and jobs, carried over when it is moved --------------
+
+    @mapped
+    def class_folders(self) -> list[str]:
+        """The class folders the store's runs and batch jobs were made for."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT class_dir FROM runs UNION SELECT class_dir FROM batch_jobs ORDER BY 1")]
+
+    @mapped
+    def move_class(self, old: str, new: str) -> tuple[int, int]:
+        """The records of class folder `old` become those of `new` (the folder was moved), in
+        every table keyed by the folder, in one transaction. Returns (runs, batch jobs still
+        open) carried over. A human-score import already made at `new` of the same file is
+        kept (human_imports is unique by folder and file); the old row stays as it was."""
+        with self.atomic():
+            runs = self.conn.execute("UPDATE runs SET class_dir=? WHERE class_dir=?",
+                                     (new, old)).rowcount
+            (open_jobs,) = self.conn.execute(
+                "SELECT COUNT(*) FROM batch_jobs WHERE class_dir=? AND " + self._OPEN_JOB,
+                (old,)).fetchone()
+            for table in ("batch_jobs", "human_scores", "calibrations"):
+                self.conn.execute(f"UPDATE {table} SET class_dir=? WHERE class_dir=?",
+                                  (new, old))
+            self.conn.execute("UPDATE OR IGNORE human_imports SET class_dir=? WHERE class_dir=?",
+                              (new, old))
+        return int(runs), int(open_jobs)
 
     @mapped
     def batch_job_counts(self, job_id: int) -> dict[str, float]:

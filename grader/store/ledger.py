@@ -159,10 +159,12 @@ class Ledger(StoreCore):
     @mapped
     def unanswered(self, class_dir: str | None = None, *,
                    include_running: bool = False) -> list[Unanswered]:
-        """Attempts sent by runs that are over and never answered. `include_running`: count runs
-        still marked running too (the caller knows no process holds the store)."""
+        """Attempts sent online by runs that are over and never answered (a batch job's lines
+        are answered by the job, `batch_jobs`). `include_running`: count runs still marked
+        running too (the caller knows no process holds the store)."""
         sql = ("SELECT a.id, a.run_id, a.student_id, a.sent_at FROM attempts a"
-               " JOIN runs r ON r.id = a.run_id WHERE a.state='sent'")
+               " JOIN runs r ON r.id = a.run_id WHERE a.state='sent' AND NOT EXISTS"
+               " (SELECT 1 FROM batch_items b WHERE b.attempt_id = a.id)")
         if not include_running:
             sql += " AND r.status != 'running'"
         args: tuple[Any, ...] = ()

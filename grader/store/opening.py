@@ -7,6 +7,11 @@ read is the one asked for, else the class's latest. A store inside the class fol
 default, CLASS_DIR/.grader/) whose runs are all of one other folder is the class's own, moved
 or renamed with it; any other store whose runs are all of other class folders is refused with
 their names, never read in their place (`--db` pointing at another class's store).
+
+The commands that write (`grade run`, every `grade batch` command) go further, through
+`follow_move`: the records of a class folder that was moved are carried over to its new path
+(named in a notice), so its batch jobs are found and collected, not lost and paid again; a store
+that belongs to another class folder still in place is refused.
 """
 
 from __future__ import annotations
@@ -50,8 +55,47 @@ def class_run(store: Store, class_dir: Path, run_id: int | None = None, *,
         return None
     if len(others) == 1 and folder in Path(store.path).resolve().parents:
         return store.latest_run(others[0])  # the class folder was moved or renamed
-    shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
     raise StoreError(
-        f"the store holds no run of {folder}; its runs are of {shown}", path=store.path,
+        f"the store holds no run of {folder}; its runs are of {_listed(others)}",
+        path=store.path,
         fix="pass the class folder those runs graded, or --db with this class's own store"
         + (", or --run N" if takes_run else ""))
+
+
+def follow_move(store: Store, class_dir: Path) -> str | None:
+    """Carry the store's records over to `class_dir` when the class folder was moved (or
+    renamed) since they were written; returns the notice that says so (the caller shows it
+    before anything is sent), None when nothing moved.
+
+    Moved: the store knows no record of `class_dir`, its records are all of one other folder,
+    and that folder is gone (a move leaves nothing behind). A store inside the class folder
+    (the default, CLASS_DIR/.grader/) whose records are of another folder that is still there
+    is not this class's own (copied in with a class folder, or written by `--db` for another
+    class): refused, naming that folder. A store outside the class folder (`--db`) may hold
+    several classes: a folder new to it, beside folders still in place, is one more class."""
+    folder = class_dir.resolve()
+    known = store.class_folders()
+    if not known or str(folder) in known:
+        return None
+    if len(known) == 1 and not Path(known[0]).exists():
+        runs, open_jobs = store.move_class(known[0], str(folder))
+        return (f"the class folder was moved from {known[0]} to {folder}: its {runs} run(s) "
+                f"and {open_jobs} batch job(s) still open were carried over to the new path")
+    if folder not in Path(store.path).resolve().parents:
+        return None
+    still = [k for k in known if Path(k).exists()]
+    whose = (f"another class folder, {_listed(still)}, which is still there" if still else
+             f"{len(known)} other class folders, {_listed(known)}, none of them here (which "
+             "one was moved here cannot be told)")
+    raise StoreError(
+        f"the store inside {folder} holds the runs and batch jobs of {whose}: it is not this "
+        "class's store (copied in with the folder, or written with --db for another class)",
+        path=store.path,
+        fix=(f"grade {_listed(still)} (whose store it is), or " if still else "")
+        + f"move {Path(store.path).parent} aside to start this class's own store, or pass "
+        "--db PATH")
+
+
+def _listed(folders: list[str]) -> str:
+    return ", ".join(folders[:3]) + (f" and {len(folders) - 3} more" if len(folders) > 3
+                                     else "")
