@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import openpyxl
 import pytest
 
 pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed "
@@ -166,6 +168,64 @@ def test_eval_works_with_a_run_of_this_backend(graded: tuple[Path, Path, FaultPr
     with table.open(newline="", encoding="utf-8") as fh:
         rows = {(r["grader"], r["criterion"]): r for r in csv.DictReader(fh)}
     assert rows["AI", "correctness"]["n"] == "3"
+
+
+# A price set for the server's model in grader.toml (USD per 1M tokens; large, so that a class
+# of one costs whole cents).
+IN_PRICE, CACHED_PRICE, OUT_PRICE = 100.0, 10.0, 400.0
+PRICED = TOML + (f'[grader.models."{MODEL}"]\nprices = [{{from = 2026-01-01, input = {IN_PRICE}, '
+                 f'output = {OUT_PRICE}, cached_input = {CACHED_PRICE}, source = "test"}}]\n')
+
+
+@pytest.fixture(scope="module")
+def priced(llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[Path, Path, FaultProxy, str]]:
+    """A class of one with a price for the server's model, graded once with a budget."""
+    root = tmp_path_factory.mktemp("priced")
+    class_dir, db = make_class(root, 1, toml=PRICED), root / "g.sqlite"
+    with FaultProxy(llama_server.url) as proxy:
+        code, out = grade(*run_args(class_dir, proxy, db, "--budget", "5"))
+        assert code == 0, out
+        yield class_dir, db, proxy, out
+
+
+def test_a_priced_run_stores_each_calls_cost_and_shows_dollars(
+        priced: tuple[Path, Path, FaultProxy, str]) -> None:
+    class_dir, db, _, out = priced
+    rows = q(db, "SELECT prompt_tokens, cached_tokens, output_tokens, cost_usd FROM attempts "
+                 "WHERE answered_at IS NOT NULL")
+    assert rows and all(r[0] > 100 and r[2] > 0 for r in rows)
+    for prompt, cached, output, cost in rows:  # each call: its usage at the price set
+        assert cost == pytest.approx(
+            ((prompt - cached) * IN_PRICE + cached * CACHED_PRICE + output * OUT_PRICE) / 1e6)
+    total = sum(r[3] for r in rows)
+    assert f"cost: ${total:.4f} (the price set in grader.toml); budget $5" in out, out
+    assert "costs are counted at the price set in grader.toml ($100 input, $400 output" in out
+    assert "unpriced" not in out
+    code, status = grade("status", str(class_dir), "--db", str(db))
+    assert code == 0 and f"cost: ${total:.4f} (the price set for {MODEL} in grader.toml)" \
+        in status, status
+    assert f"${total:.4f}" in (db.parent / "out" / "report.html").read_text("utf-8")
+    wb = openpyxl.load_workbook(db.parent / "out" / "review.xlsx")
+    run_sheet = {r[0]: r[1] for r in wb["Run"].iter_rows(values_only=True)}
+    assert run_sheet["Cost (USD)"] == pytest.approx(total, abs=1e-6)
+    assert run_sheet["Prices"].startswith(f"the price set for {MODEL} in grader.toml")
+
+
+def test_estimate_prices_a_priced_server_in_dollars(priced: tuple[Path, Path, FaultProxy, str]
+                                                    ) -> None:
+    class_dir, _, proxy, _ = priced
+    code, out = grade("estimate", str(class_dir), "--backend", "openai", "--base-url",
+                      f"{proxy.url}/v1", "--model", MODEL)
+    assert code == 0, out
+    assert (f"prices: {MODEL} on the school's own model server at 127.0.0.1:{proxy.port}: $100 "
+            "input, $400 output per 1M tokens, set in grader.toml (test)") in out
+    tokens = int(re.search(r"^input: ([\d,]+) tokens", out, re.M)[1].replace(",", ""))
+    answer = int(re.search(r"^output: ~([\d,]+) answer tokens", out, re.M)[1].replace(",", ""))
+    online = next(line for line in out.splitlines() if line.startswith("online"))
+    usd = float(re.search(r"\$(\d+\.\d{4})", online)[1])
+    assert usd == pytest.approx((tokens * IN_PRICE + answer * OUT_PRICE) / 1e6, abs=1e-4)
+    assert "budget: `grade run --budget" in out and "unpriced" not in out
 
 
 def test_kill_9_mid_run_then_rerun_answers_no_request_twice(server_proxy: FaultProxy,

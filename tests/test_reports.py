@@ -134,7 +134,7 @@ def test_workbook_structure(synth: SyntheticRun, tmp_path: Path) -> None:
                              "_grader_meta"]
     run_sheet = {r[0]: r[1] for r in wb["Run"].iter_rows(values_only=True)}
     assert run_sheet["Model calls"] > 0 and run_sheet["Thinking tokens"] > 0
-    assert "model table checked" in run_sheet["Prices"]
+    assert "model table prices, checked" in run_sheet["Prices"]
     assert wb["_grader_meta"].sheet_state == "hidden"
     ws = wb["Summary"]
     cols = _cols(ws)

@@ -16,7 +16,8 @@ response_format, or its answer does not even begin as a JSON object.
 Same guarantees as Gemini, from the same code: the quota scheduler (`Paced`, its ceiling the
 server's parallel slots), a 429/503 told to the quota and retried after Retry-After, backoff on
 connection errors and 5xx, a streak of connection failures stopping the run with one message
-(`grader.backends.retry`). Nothing is priced (`SELF_HOSTED`). Prompt tokens are counted by the
+(`grader.backends.retry`). The reply's `usage` is priced by the run, only at a price set in
+grader.toml (`Pricing.of_server`), else shown as local, unpriced. Prompt tokens are counted by the
 server's tokenize endpoint where it has one, else estimated (`counted_by` says which).
 """
 

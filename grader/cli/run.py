@@ -251,14 +251,16 @@ def _print_summary(s: Any) -> None:
 
 def _cost_line(s: Any) -> str:
     """The run's cost, with its budget; empty for the local model, "local, unpriced" for a
-    school's own server (never $0.00: its machines and power are not free, only not counted)."""
+    school's own server without a price (never $0.00: its machines and power are not free, only
+    not counted)."""
     from grader.online.budget import usd_up
 
     if s.cost_usd is None:
         return "cost: local, unpriced (the school's own model server)\n" \
             if s.backend == "openai" else ""
     tier = "" if s.tier == "standard" else f", {s.tier} tier"
-    line = f"cost: ${s.cost_usd:.4f} (model table prices{tier}"
+    basis = "the price set in grader.toml" if s.backend == "openai" else "model table prices"
+    line = f"cost: ${s.cost_usd:.4f} ({basis}{tier}"
     line += f"; {s.unpriced} calls without a price)" if s.unpriced else ")"
     if s.budget is not None:
         line += f"; budget ${s.budget:g}"

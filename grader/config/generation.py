@@ -21,6 +21,7 @@ from grader.config.models import (
     Level,
     ModelInfo,
     ModelTable,
+    Pricing,
     Surface,
     today,
     today_override,
@@ -46,6 +47,7 @@ class Generation:
     top_p: float | None = None
     seed: int | None = None
     notices: tuple[str, ...] = ()
+    server: bool = False  # a school's own model server: priced only by grader.toml
 
 
 def surface_of(backend: str) -> Surface | None:
@@ -64,8 +66,9 @@ def configure(settings: Settings, model: str, backend: str, tbl: ModelTable,
         return Generation(model=model, row=None, surface=None,
                           max_output_tokens=settings.max_output_tokens,
                           temperature=settings.temperature, top_p=settings.top_p,
-                          seed=settings.seed,
-                          notices=server_notices(settings, model) if backend == "openai" else ())
+                          seed=settings.seed, server=backend == "openai",
+                          notices=server_notices(settings, model, tbl, day or today())
+                          if backend == "openai" else ())
     row = tbl.get(model)
     level = settings.thinking or (row.thinking if row else None)
     notices: list[str] = []
@@ -95,9 +98,11 @@ def configure(settings: Settings, model: str, backend: str, tbl: ModelTable,
                       seed=settings.seed, notices=tuple(notices))
 
 
-def server_notices(settings: Settings, model: str) -> tuple[str, ...]:
+def server_notices(settings: Settings, model: str, tbl: ModelTable,
+                   day: date) -> tuple[str, ...]:
     """A run on a school's own server (`--backend openai`): refused before any call without a
-    server address or a model name; otherwise it says once where the students' work goes."""
+    server address or a model name; otherwise it says once where the students' work goes, and
+    whether its calls are priced (a price row in grader.toml) or local, unpriced."""
     url = server_url(settings)
     if not settings.model:
         raise ConfigError(
@@ -107,8 +112,11 @@ def server_notices(settings: Settings, model: str) -> tuple[str, ...]:
     host = urlsplit(url).netloc
     how = ("names, e-mails and ids replaced by placeholders" if redacting(settings, "openai")
            else "unredacted (--no-redact)")
-    return (f"students' work is sent to the model server at {host} ({model}), {how}; costs "
-            "are not counted (local, unpriced)",)
+    price = Pricing.of_server(tbl, settings.models, model).price(day)
+    cost = (f"costs are counted at the price set in grader.toml (${price.input:g} input, "
+            f"${price.output:g} output per 1M tokens)" if price is not None else
+            "costs are not counted (local, unpriced)")
+    return (f"students' work is sent to the model server at {host} ({model}), {how}; {cost}",)
 
 
 def _check_thinking(row: ModelInfo, level: Level | None) -> None:

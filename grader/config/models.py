@@ -312,23 +312,25 @@ def packaged() -> ModelTable:
     return ModelTable.model_validate(_with_ids(_packaged_raw()))
 
 
-def table(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> ModelTable:
+def table(overrides: Mapping[str, Mapping[str, Any]] | None = None, *,
+          path: str = "grader.toml") -> ModelTable:
     """The packaged table with grader.toml's `[grader.models."<id>"]` overrides merged in: each
-    key of an override replaces that field of the row (or starts a new row)."""
+    key of an override replaces that field of the row (or starts a new row). `path`: the file
+    the overrides came from, named in an error about them."""
     if not overrides:
         return packaged()
     raw = _packaged_raw()
     models = dict(raw.get("models", {}))
     for model, fields in overrides.items():
         if not isinstance(fields, Mapping):
-            raise ConfigError(f"models.{model} must be a table of fields", path="grader.toml",
+            raise ConfigError(f"models.{model} must be a table of fields", path=path,
                               fix=f'write it as [grader.models."{model}"] with key = value lines')
         models[model] = {**models.get(model, {}), **fields}
     try:
         return ModelTable.model_validate(_with_ids({**raw, "models": models}))
     except ValidationError as e:
         raise ConfigError(
-            "invalid model table override:\n" + format_validation_error(e), path="grader.toml",
+            "invalid model table override:\n" + format_validation_error(e), path=path,
             fix="correct [grader.models] (docs/model-table.md); every price "
             "row needs from, input, output, cached_input and a source") from None
 
@@ -373,6 +375,16 @@ class Pricing:
     @classmethod
     def of(cls, tbl: ModelTable, model: str, mode: Mode = "standard") -> Pricing:
         return cls(tbl.get(model), mode, tbl.multipliers_for(model))
+
+    @classmethod
+    def of_server(cls, tbl: ModelTable, overrides: Mapping[str, Any] | None,
+                  model: str) -> Pricing:
+        """A model on a school's own server (`--backend openai`): priced only by the price rows
+        grader.toml gives under `[grader.models."<model>"]`, the name exactly as passed to
+        --model (a packaged Gemini row of the same name never prices it); without them the
+        model is unpriced (`known` False: "local, unpriced"). A server has one tier."""
+        return cls(tbl.models.get(model) if model in (overrides or {}) else None, "standard",
+                   tbl.multipliers)
 
     @property
     def known(self) -> bool:

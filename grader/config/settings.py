@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from grader.config.models import Level, packaged
+from grader.config.models import Level, packaged, table
 from grader.errors import ConfigError, RubricError
 from grader.intake.limits import DEFAULT_LIMITS, MB, Limits
 
@@ -419,9 +419,14 @@ def resolve(
     if with_out and layers.get("out") is None and class_dir is not None:
         layers["out"] = default_out(class_dir)
     try:
-        return Settings.model_validate(layers)
+        settings = Settings.model_validate(layers)
     except ValidationError as e:
         raise _invalid(e, layers, origin) from None
+    if settings.models:  # [grader.models] rows: checked now, naming the file they came from
+        where = origin.get("models")
+        table(settings.models, path=where.name if where is not None and where.kind == "file"
+              else CONFIG_FILE)
+    return settings
 
 
 def _env_names(env: Mapping[str, str], found: Mapping[str, Any]) -> dict[str, str]:
@@ -502,8 +507,9 @@ def default_out(class_dir: Path) -> Path:
     return Path("reports") / class_dir.resolve().name
 
 
-# Backends whose model runs on the school's own machines: nothing is priced, costs show as
-# "local, unpriced".
+# Backends whose model runs on the school's own machines: no batch jobs, caches or Google prices.
+# The local model costs nothing; a server's model (`openai`) is priced only by a price row in
+# grader.toml (`Pricing.of_server`), its costs otherwise shown as "local, unpriced".
 SELF_HOSTED = frozenset({"local", "openai"})
 
 

@@ -112,7 +112,7 @@ def _server_time(load: Load, s: Settings, a: EstimateAssumptions,
     return t, t
 
 
-# `--backend openai`: the only mode (no tiers, batches or caches), and no price.
+# `--backend openai`: the only mode (no tiers, batches or caches), priced only by grader.toml.
 SERVER_MODE = Mode("online", "standard", _server_time,
                    "{slots} requests at once (the server's slots); {seconds:g} s a call "
                    "assumed, a Gemini figure: time a few students on your server")
@@ -159,7 +159,7 @@ class Estimate:
     notices: list[str] = field(default_factory=list)  # what the run would say first
     budget: float | None = None  # the smallest --budget that grades the class (None: no price)
     tier: str = "standard"
-    server: str | None = None  # `--backend openai`: the server's address (local, unpriced)
+    server: str | None = None  # `--backend openai`: the server's address
 
 
 def _requests(p: Plan, class_dir: Path, settings: Settings, gen: Generation, backend: str
@@ -232,7 +232,7 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
     tbl: ModelTable = models.table(settings.models)
     name = auto_backend(settings)
     api = name in ("gemini", "vertex", "enterprise")
-    server = name == "openai"  # a school's own server: its tokenizer counts, nothing is priced
+    server = name == "openai"  # a school's own server: its tokenizer counts, grader.toml prices
     kind = name if api or server else "gemini"
     model = default_model(kind, settings)
     gen = configure(settings, model, kind, tbl)
@@ -267,12 +267,16 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
                    price=Pricing.of(tbl, gen.model).price(day), checked=tbl.checked,
                    assumptions=a, notices=list(notices))
     if server:
-        out.server = urlsplit(server_url(settings)).netloc
+        pricing = Pricing.of_server(tbl, settings.models, gen.model)
+        cost = _cost(SERVER_MODE, pricing, counts, prefix, answer, 0, 0.0, day)
+        out.server, out.price = urlsplit(server_url(settings)).netloc, pricing.price(day)
         out.notices = [*gen.notices, *out.notices]  # counting sends the work there too
-        out.modes.append(ModeEstimate(SERVER_MODE, None, _server_time(load, settings, a, None),
+        out.modes.append(ModeEstimate(SERVER_MODE, cost, _server_time(load, settings, a, cost),
                                       SERVER_MODE.note.format(
                                           slots=settings.concurrency or settings.server_slots,
                                           seconds=a.seconds_per_call)))
+        out.budget = _smallest_budget(Spending(pricing, tbl.media, expected=expected), sent,
+                                      counts, prefix.references, day)
         return out
     hours = _online_time(load, settings, a, None)[1] / 3600
     for mode in MODES:
@@ -335,9 +339,14 @@ def render_text(e: Estimate, class_dir: Path) -> str:
         f" + ~{e.load.thinking_tokens:,} thinking tokens (assumed {e.thinking_per_call} a call "
         "at this level; Google publishes no such figure)"),
     ]
-    if e.server is not None:
+    if e.server is not None and e.price is None:
         lines.append(f"prices: local, unpriced: {e.model} runs on the school's own model server "
-                     f"at {e.server}, so no cost is counted")
+                     f"at {e.server}, so no cost is counted (set a price under "
+                     f'[grader.models."{e.model}"] in grader.toml to count it)')
+    elif e.server is not None and e.price is not None:
+        lines.append(f"prices: {e.model} on the school's own model server at {e.server}: "
+                     f"${e.price.input:g} input, ${e.price.output:g} output per 1M tokens, set "
+                     f"in grader.toml ({e.price.source})")
     elif e.price is None:
         lines.append(f"prices: {e.model} has no price in the model table (checked {e.checked})"
                      "; costs are unknown")

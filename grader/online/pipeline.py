@@ -114,6 +114,7 @@ async def grade_class(class_dir: Path, settings: Settings, *, backend: Backend |
     tbl = models.table(settings.models)
     name = backend.name if backend is not None else auto_backend(settings)
     gen = configure(settings, default_model(name, settings), name, tbl)  # before any call
+    spending_for(settings, gen, tbl)  # a budget it could not count is refused here, too
     subs = students(p)
     db = db_path(class_dir, settings)
     lock = RunLock(db)
@@ -214,7 +215,7 @@ async def _graded(ctx: RunContext, subs: list[Submission], store: Store, backend
         summary.cost_usd = spending.cost + summary.cache_usd + (
             summary.embeddings.cost_usd if summary.embeddings is not None else 0.0)
         summary.unpriced = spending.unpriced
-        summary.budget, summary.tier = settings.budget, settings.tier
+        summary.budget, summary.tier = settings.budget, spending.pricing.mode
         summary.budget_needed, summary.budget_shrunk = spending.needed(), spending.shrunk
     if again and before is not None:
         summary.graded_again = again

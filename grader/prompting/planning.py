@@ -167,18 +167,32 @@ def thinking_retry(gen: Generation) -> Reconfigure | None:
 
 def spending_for(settings: Settings, gen: Generation, tbl: models.ModelTable,
                  criteria: int | None = None) -> Spending | None:
-    """Prices, --budget and the spend-rate limit of a run on a paid API (None for local).
+    """Prices, --budget and the spend-rate limit of a run on a paid API, or on a school's own
+    server with a price set in grader.toml; None for the local model and an unpriced server.
     `criteria`: the rubric's, for what a call is expected to write (`budget.Expected`)."""
-    if gen.surface is None:
+    if gen.surface is None and not gen.server:
         return None  # a local model costs nothing: there is nothing to price or cap
-    pricing = models.Pricing.of(tbl, gen.model, settings.tier)
-    if not pricing.known and (settings.budget is not None or settings.spend_per_10min):
-        raise ConfigError(
-            f"--budget and spend_per_10min need a price for {gen.model}, and the model table "
-            "has none", fix=f'add a price row under [grader.models."{gen.model}"] in '
-            "grader.toml (docs/configuration.md), or leave --budget unset")
-    return Spending(pricing, tbl.media, budget=settings.budget,
-                    per_10min=settings.spend_per_10min,
+    row = f'[grader.models."{gen.model}"]'
+    if gen.server:  # priced by grader.toml alone; Gemini's spend-rate limit is not its own
+        pricing, per_10min = models.Pricing.of_server(tbl, settings.models, gen.model), None
+        if not pricing.known:
+            if settings.budget is None:
+                return None  # local, unpriced: nothing to count or cap
+            raise ConfigError(
+                f"a budget of ${settings.budget:g} needs a price for {gen.model}, and none is "
+                "set: calls to the school's own model server are not counted (local, "
+                "unpriced), so no budget could stop them",
+                fix=f"leave --budget unset (and budget out of grader.toml), or set what a "
+                f"token costs you in a price row under {row} in grader.toml (docs/backends.md)")
+    else:
+        pricing = models.Pricing.of(tbl, gen.model, settings.tier)
+        per_10min = settings.spend_per_10min
+        if not pricing.known and (settings.budget is not None or per_10min):
+            raise ConfigError(
+                f"--budget and spend_per_10min need a price for {gen.model}, and the model "
+                "table has none", fix=f"add a price row under {row} in grader.toml "
+                "(docs/configuration.md), or leave --budget unset")
+    return Spending(pricing, tbl.media, budget=settings.budget, per_10min=per_10min,
                     expected=None if criteria is None else Expected.of(tbl.estimate, criteria))
 
 

@@ -506,8 +506,8 @@ def _run_sheet(wb: Any, f: _Formats, store: Store, run: Run) -> None:
         ("Output tokens", int(usage["output_tokens"])),
         ("Thinking tokens", int(usage["thinking_tokens"])), ("Cost (USD)", price),
         ("Calls without a price", cost.unpriced),
-        ("Prices", f"model table checked {cost.checked}; each call priced from its usage at "
-                   "the price of the day it ran"),
+        ("Prices", f"{cost.basis}; each call priced from its usage at the price of the day "
+                   "it ran"),
     ]
     if usage.get("caches"):
         rows.insert(8, ("Context cache (USD, in the cost)", round(cost.cache_usd, 6)))

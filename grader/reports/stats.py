@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from grader.config.generation import served_notice
-from grader.config.models import packaged
+from grader.config.models import Pricing, packaged, table
 from grader.config.settings import SELF_HOSTED
 from grader.grading.records import Run
 from grader.prompting.rubric import Criterion
@@ -175,6 +175,15 @@ class RunCost:
     checked: str  # when the packaged model table was checked
     served: list[tuple[str, int, str | None]]  # (model version [stage], calls, notice or None)
     cache_usd: float = 0.0  # creating and keeping the run's explicit caches (in cost_usd)
+    basis: str = ""  # where the prices came from, e.g. "model table prices, checked 2026-11-22"
+
+
+def server_priced(run: Run) -> bool:
+    """A run on a school's own server whose model had a price in grader.toml (the run's
+    settings keep the `[grader.models]` rows it was priced by)."""
+    overrides = run.settings.get("models") or None
+    return run.backend == "openai" and Pricing.of_server(table(overrides), overrides,
+                                                         run.model).known
 
 
 def run_cost(store: Store, run: Run, usage: dict[str, float]) -> RunCost:
@@ -183,14 +192,18 @@ def run_cost(store: Store, run: Run, usage: dict[str, float]) -> RunCost:
         label = (m.model_version or "unknown") + (f" [{m.model_status}]" if m.model_status else "")
         served.append((label, m.calls, served_notice(run.model, m.model_version,
                                                      m.model_status)))
-    local = run.backend in SELF_HOSTED or run.model.endswith(".gguf")
+    priced_here = server_priced(run)
+    local = (run.backend in SELF_HOSTED and not priced_here) or run.model.endswith(".gguf")
     cost = float(usage.get("cost_usd", 0.0))
     unknown = local or (usage.get("unpriced", 0) > 0 and cost == 0.0)
     cache = float(usage.get("cache_create_usd", 0.0)) + float(usage.get("cache_storage_usd", 0.0))
     return RunCost(
         cost_usd=None if unknown else cost + cache,
-        unpriced=int(usage.get("unpriced", 0)), tier=str(run.settings.get("tier") or "standard"),
-        checked=str(packaged().checked), served=served, cache_usd=cache)
+        unpriced=int(usage.get("unpriced", 0)), tier="standard" if run.backend in SELF_HOSTED
+        else str(run.settings.get("tier") or "standard"),
+        checked=str(packaged().checked), served=served, cache_usd=cache,
+        basis=f"the price set for {run.model} in grader.toml" if priced_here else
+        f"model table prices, checked {packaged().checked}")
 
 
 def fmt_num(value: float | None, digits: int = 1) -> str:

@@ -51,8 +51,7 @@ def class_status(class_dir: Path, settings: Settings) -> str:
             more = f"; {cost.unpriced} calls without a price" if cost.unpriced else ""
             cache = (f"; of which the context cache ${cost.cache_usd:.4f} (creation and "
                      "storage)" if usage.get("caches") else "")
-            lines.append(f"cost: ${cost.cost_usd:.4f} (model table prices, checked "
-                         f"{cost.checked}{tier}{more}{cache})")
+            lines.append(f"cost: ${cost.cost_usd:.4f} ({cost.basis}{tier}{more}{cache})")
         elif run.backend == "openai":
             lines.append("cost: local, unpriced (the school's own model server)")
         for label, calls, note in cost.served:
