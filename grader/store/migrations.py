@@ -561,6 +561,22 @@ CREATE TABLE batch_items (
 CREATE INDEX batch_items_job ON batch_items (job_id, state);
 """
 
+# Answer groups (review by group): each run's grouping of its students' answers as last computed
+# (after grading, and by `grade report`), with the `inconsistent_with_group` flag of a member the
+# model graded apart from its group; a teacher decision entered for a group is stored once per
+# member it was made for, with the group's label (NULL: the student's own decision, which wins).
+M011_ANSWER_GROUPS = """
+CREATE TABLE answer_groups (
+    run_id          INTEGER NOT NULL REFERENCES runs(id),
+    student_id      TEXT NOT NULL,
+    label           TEXT NOT NULL,
+    representative  INTEGER NOT NULL DEFAULT 0,
+    flag            TEXT,
+    PRIMARY KEY (run_id, student_id)
+);
+ALTER TABLE decisions ADD COLUMN group_label TEXT;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
@@ -572,6 +588,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "caches_and_uploads", M008_CACHES_AND_UPLOADS),
     Migration(9, "exemplars_and_tuning_jobs", M009_EXEMPLARS_AND_TUNING),
     Migration(10, "batch_jobs", M010_BATCH_JOBS),
+    Migration(11, "answer_groups", M011_ANSWER_GROUPS),
 )
 LATEST = MIGRATIONS[-1].version
 
