@@ -3,7 +3,7 @@ calibration) in tests/test_groups_e2e.py."""
 
 from __future__ import annotations
 
-from grader.review.groups import FLAG, Answer, group, inconsistent, purity
+from grader.review.groups import FLAG, Answer, Figures, figures, group, inconsistent
 
 TCP = "TCP uses a three-way handshake: SYN, SYN-ACK and ACK before any data is sent."
 UDP = "UDP sends datagrams without a connection, so packets may be lost or reordered."
@@ -60,7 +60,11 @@ def test_two_members_graded_two_ways_are_both_flagged() -> None:
 
 
 def test_purity_is_the_share_holding_their_groups_most_common_label() -> None:
-    answers = _answers({"a": TCP, "b": TCP, "c": TCP, "d": UDP})
+    answers = _answers({"a": TCP, "b": TCP, "c": TCP, "d": UDP, "e": DNS})
     groups = group(answers, 0.6)
-    share, n = purity(groups, {"a": 1.0, "b": 1.0, "c": 0.5, "d": 0.0})
-    assert (round(share or 0, 4), n) == (0.75, 4)
+    # e has no human score: neither it nor its group counts
+    got = figures(groups, {"a": 1.0, "b": 1.0, "c": 0.5, "d": 0.0})
+    # two groups, three of four members agree with their group; decisions: one per group
+    # plus c's own
+    assert got == Figures(groups=2, students=4, agreeing=3, decisions=3)
+    assert got.purity == 0.75

@@ -12,7 +12,8 @@ import pytest
 
 from grader.testing.fake_gemini import FakeGemini
 
-from _classgen import RUBRIC
+from _classgen import ANSWERS as CLASS_ANSWERS
+from _classgen import RUBRIC, make_class
 from _cli import grade, q
 
 SIMPLE = "I would use binary encoding because it is simple and cheap."
@@ -169,3 +170,42 @@ def test_two_tas_deciding_the_same_group_merge_as_today(graded: tuple[Path, Path
     # importing the first TA's copy again changes nothing
     code, output = grade("review", "import", str(ta1), "--db", str(db))
     assert code == 0 and "0 values changed" in output
+
+
+def test_the_calibration_pilot_takes_one_answer_per_group_largest_first(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    from grader.quality.calibration import pick_sample
+
+    texts = {"a1": SIMPLE, "a2": SIMPLE, "a3": SIMPLE + " Cheap.", "m1": MANCH,
+             "m2": MANCH + " Yes.", "d1": DIFF}
+    assert pick_sample(texts, 2) in (["a1", "m1"], ["a1", "m2"])  # the two largest groups
+    assert len({s[0] for s in pick_sample(texts, 3)}) == 3  # one per group
+    # through the CLI: 10 students, 5 answers (each twice, with the student's number)
+    class_dir = make_class(tmp_path, 10)
+    out = tmp_path / "out"
+    code, output = grade("calibrate", str(class_dir), "--db", str(tmp_path / "g.sqlite"),
+                         "--out", str(out), "--n", "4")
+    assert code == 0, output
+    ws = openpyxl.load_workbook(out / "calibration.xlsx")["Scores"]
+    picked = sorted({ws.cell(r, 1).value for r in range(2, ws.max_row + 1)})
+    assert len(picked) == 4
+    assert len({int(sid[1:]) % len(CLASS_ANSWERS) for sid in picked}) == 4  # 4 answers, not 2x2
+    assert sum(1 for r in gemini_env.requests() if r["endpoint"] == "generateContent") == 0
+
+
+def test_eval_measures_the_groups_against_the_human_scores(
+        graded: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    class_dir, _, db = graded
+    # the tutor agrees within G1 except a3, and splits G2; d1 is alone
+    totals = {"a1": 1, "a2": 1, "a3": 2, "a4": 1, "m1": 3, "m2": 4, "d1": 2}
+    scores = tmp_path / "human.csv"
+    scores.write_text("student_id,criterion,score,rater\n" + "".join(
+        f"{sid},total,{t},tutor\n" for sid, t in totals.items()), encoding="utf-8")
+    code, output = grade("human", "import", str(scores), str(class_dir), "--db", str(db))
+    assert code == 0, output
+    code, output = grade("eval", str(class_dir), "--db", str(db))
+    assert code == 0, output
+    # 3 groups of 7; 5 members hold their group's most common total (3 of G1, 1 of G2, d1);
+    # decisions: 3 groups + a3 + one of G2
+    assert ("answer groups: 3 groups of 7 students scored by tutor; purity 71%" in output
+            and "review decisions: 5 by group" in output and "vs 7 one per student" in output)

@@ -93,6 +93,15 @@ def ensure(store: Store, run_id: int, how: Grouping | None, class_dir: Path | No
     return regroup(store, run_id, how)
 
 
+def current(store: Store, run_id: int, class_dir: Path | None = None) -> list[Group]:
+    """The run's groups as saved; computed with the class's settings, and not saved, when the
+    run has none (a run from before answer groups)."""
+    saved = stored(store, run_id)
+    if saved:
+        return saved
+    return group(answers(store, run_id), class_grouping(class_dir).similarity)
+
+
 def class_grouping(class_dir: Path | None) -> Grouping:
     """The class's grouping settings (its grader.toml, GRADER_GROUP_*), else the defaults."""
     from grader.config.settings import resolve

@@ -151,10 +151,26 @@ def ranges(group_: Group, answers: Mapping[str, Answer], criterion: str | None =
     return (min(values), max(values)) if values else None
 
 
-def purity(groups: Sequence[Group], labels: Mapping[str, float]) -> tuple[float | None, int]:
-    """(the share of members whose label, e.g. a human score, is their group's most common one,
-    the members counted): only members with a label count."""
-    hit = n = 0
+@dataclass(frozen=True)
+class Figures:
+    """How well groups hold answers a human scored alike (`grade eval`): over the members
+    with a label (a human score), the groups holding one, the share of members whose label is
+    their group's most common one (purity), and the decisions a teacher makes with groups (one
+    per group, plus one for each member off its group's most common label) against one per
+    student."""
+
+    groups: int
+    students: int
+    agreeing: int  # members whose label is their group's most common one
+    decisions: int
+
+    @property
+    def purity(self) -> float | None:
+        return self.agreeing / self.students if self.students else None
+
+
+def figures(groups: Sequence[Group], labels: Mapping[str, float]) -> Figures:
+    hit = n = count = 0
     for g in groups:
         values = [labels[sid] for sid in g.members if sid in labels]
         if not values:
@@ -164,4 +180,5 @@ def purity(groups: Sequence[Group], labels: Mapping[str, float]) -> tuple[float 
             counts[v] = counts.get(v, 0) + 1
         hit += max(counts.values())
         n += len(values)
-    return (hit / n if n else None), n
+        count += 1
+    return Figures(count, n, hit, count + n - hit)
