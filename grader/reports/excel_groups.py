@@ -75,7 +75,7 @@ def write_sheet(wb: Any, f: Any, store: Store, run_id: int, rubric: Rubric,
                + [f"Member {i}" for i in range(1, links + 1)])
     col = {h: i for i, h in enumerate(headers)}
     fixed = {x.GROUP_HEADER: 8, SIZE_HEADER: 6, REP_HEADER: 14, ANSWER_HEADER: 60,
-             x.COMMENT_HEADER: 36, x.APPROVED_HEADER: 10}
+             INCONSISTENT_HEADER: 12, x.COMMENT_HEADER: 36, x.APPROVED_HEADER: 10}
     widths = [fixed.get(h, 14.0) for h in headers]
     x._header(ws, f, headers, widths, wrap=(col[ANSWER_HEADER], col[x.COMMENT_HEADER]))
     ws.freeze_panes(1, 1)
@@ -84,6 +84,7 @@ def write_sheet(wb: Any, f: Any, store: Store, run_id: int, rubric: Rubric,
                                                        for c in s.criteria
                                                        if c.ai_score is not None},
                                     s.ai_total) for s in students}
+    results = {s.student_id: s.result for s in students}
     out = []
     for r, g in enumerate(shown, start=1):
         x._put(ws, r, 0, g.label, f.plain)
@@ -100,7 +101,7 @@ def write_sheet(wb: Any, f: Any, store: Store, run_id: int, rubric: Rubric,
         odd = sum(1 for sid in g.members if sid in by_id
                   and any(fl.reason == FLAG for fl in by_id[sid].result.flags))
         x._put(ws, r, col[INCONSISTENT_HEADER], odd or None, f.ai)
-        values = group_values(decisions, {s.student_id: s.result for s in students}, g)
+        values = group_values(decisions, results, g)
         for cid, fld, v in teacher_values(values, rubric):
             head = (x.teacher_header(cid) if fld == "score" else
                     x.COMMENT_HEADER if fld == "comment" else x.APPROVED_HEADER)
@@ -117,7 +118,9 @@ def write_sheet(wb: Any, f: Any, store: Store, run_id: int, rubric: Rubric,
             elif sid in row_of:
                 ws.write_url(r, c0, f"internal:'{x.SUMMARY}'!A{row_of[sid]}", f.link,
                              x.cell_text(label), "The member's Summary row")
-        ws.set_row(r, x._height(min(x._lines(text, 60), 8), 8 * x.LINE_PT))
+        comment = x.cell_text(values.get(("", "comment")))
+        tall = max(x._lines(text, 60), x._lines(comment, 36))
+        ws.set_row(r, x._height(min(tall, 8), 8 * x.LINE_PT))
         out.append((g, group_base(values, rubric)))
     if shown:
         last = len(shown)
