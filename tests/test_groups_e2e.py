@@ -13,8 +13,8 @@ import pytest
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import ANSWERS as CLASS_ANSWERS
-from _classgen import RUBRIC, make_class
-from _cli import grade, q
+from _classgen import make_class
+from _cli import grade, q, run_class_of
 
 SIMPLE = "I would use binary encoding because it is simple and cheap."
 MANCH = "Manchester encoding because it is self-clocking and robust against clock drift."
@@ -30,15 +30,7 @@ ANSWERS = {
 
 @pytest.fixture
 def graded(gemini_env: FakeGemini, tmp_path: Path) -> tuple[Path, Path, Path]:
-    class_dir = tmp_path / "class"
-    class_dir.mkdir()
-    (class_dir / "rubric.yaml").write_text(RUBRIC, encoding="utf-8")
-    for sid, text in ANSWERS.items():
-        (class_dir / f"{sid}.txt").write_text(text, encoding="utf-8")
-    out, db = tmp_path / "out", tmp_path / "g.sqlite"
-    code, output = grade("run", str(class_dir), "--db", str(db), "--out", str(out))
-    assert code == 0, output
-    return class_dir, out, db
+    return run_class_of(tmp_path, ANSWERS)
 
 
 def _groups(db: Path) -> dict[str, list[str]]:

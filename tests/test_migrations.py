@@ -37,6 +37,15 @@ def _raw(path: Path, sql: str, args: tuple = ()) -> list[tuple]:
         return [tuple(r) for r in conn.execute(sql, args)]
 
 
+def _just_before(path: Path, m: Migration) -> sqlite3.Connection:
+    """A connection to the store at `path` migrated up to just before `m`."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for earlier in pending(conn):
+        if earlier.version < m.version:
+            apply(conn, earlier)
+    return conn
+
+
 def test_fresh_store_gets_every_migration_once(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "new.sqlite", isolation_level=None)
     assert migrate(conn) == [m.version for m in MIGRATIONS]
@@ -236,10 +245,7 @@ def test_exemplars_and_tuning_jobs_migration_keeps_grades(tmp_path: Path) -> Non
     grade: they saw no examples), `grade_exemplars` and `tuning_jobs`, and loses no grade."""
     m = next(m for m in MIGRATIONS if m.name == "exemplars_and_tuning_jobs")
     path = _v2(tmp_path)
-    conn = sqlite3.connect(path, isolation_level=None)
-    for earlier in pending(conn):
-        if earlier.version < m.version:
-            apply(conn, earlier)
+    conn = _just_before(path, m)
     before = conn.execute("SELECT id, total FROM grades ORDER BY id").fetchall()
     apply(conn, m)
     assert conn.execute("SELECT id, total FROM grades ORDER BY id").fetchall() == before
@@ -296,10 +302,7 @@ def test_answer_groups_migration_keeps_decisions_as_the_students_own(tmp_path: P
 
     m = next(m for m in MIGRATIONS if m.name == "answer_groups")
     path = _v2(tmp_path)
-    conn = sqlite3.connect(path, isolation_level=None)
-    for earlier in pending(conn):
-        if earlier.version < m.version:
-            apply(conn, earlier)
+    conn = _just_before(path, m)
     before = conn.execute("SELECT id, student_id, field, value FROM decisions").fetchall()
     assert before
     apply(conn, m)
