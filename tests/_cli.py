@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from grader.cli import cli
 from grader.testing.fake_gemini import FakeGemini
 
-from _classgen import make_big_class
+from _classgen import RUBRIC, make_big_class
 
 
 def grade(*args: str) -> tuple[int, str]:
@@ -62,3 +62,20 @@ def run_big(tmp_path: Path, n: int = 6, *extra: str) -> tuple[int, str, Path]:
     code, output = grade("run", str(class_dir), "--db", str(db), "--out", str(tmp_path / "o"),
                          *extra)
     return code, output, db
+
+
+def run_class_of(tmp_path: Path, texts: dict[str, str], extra: dict[str, str] | None = None
+                 ) -> tuple[Path, Path, Path]:
+    """`grade run` on a class of `texts` (student id -> answer, one .txt each) with
+    _classgen's RUBRIC and `extra` files (name -> text): (class folder, output folder, store)."""
+    cls = tmp_path / "class"
+    cls.mkdir()
+    (cls / "rubric.yaml").write_text(RUBRIC, encoding="utf-8")
+    for name, text in (extra or {}).items():
+        (cls / name).write_text(text, encoding="utf-8")
+    for sid, text in texts.items():
+        (cls / f"{sid}.txt").write_text(text, encoding="utf-8")
+    out, db = tmp_path / "out", tmp_path / "g.sqlite"
+    code, output = grade("run", str(cls), "--db", str(db), "--out", str(out))
+    assert code == 0, output
+    return cls, out, db

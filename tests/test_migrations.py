@@ -60,6 +60,15 @@ def test_a_released_migration_is_never_edited() -> None:
     assert [m.version for m in MIGRATIONS] == list(range(1, LATEST + 1))
 
 
+def _just_before(path: Path, m: Migration) -> sqlite3.Connection:
+    """A connection to the store at `path` migrated up to just before `m`."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for earlier in pending(conn):
+        if earlier.version < m.version:
+            apply(conn, earlier)
+    return conn
+
+
 def test_fresh_store_gets_every_migration_once(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "new.sqlite", isolation_level=None)
     assert migrate(conn) == [m.version for m in MIGRATIONS]
@@ -259,10 +268,7 @@ def test_exemplars_and_tuning_jobs_migration_keeps_grades(tmp_path: Path) -> Non
     grade: they saw no examples), `grade_exemplars` and `tuning_jobs`, and loses no grade."""
     m = next(m for m in MIGRATIONS if m.name == "exemplars_and_tuning_jobs")
     path = _v2(tmp_path)
-    conn = sqlite3.connect(path, isolation_level=None)
-    for earlier in pending(conn):
-        if earlier.version < m.version:
-            apply(conn, earlier)
+    conn = _just_before(path, m)
     before = conn.execute("SELECT id, total FROM grades ORDER BY id").fetchall()
     apply(conn, m)
     assert conn.execute("SELECT id, total FROM grades ORDER BY id").fetchall() == before
@@ -309,4 +315,30 @@ def test_batch_jobs_migration_keeps_old_stores_and_holds_a_job_with_its_items(
         assert store.batch_busy() == {(sid, sub_id): "failed"}
         with pytest.raises(StoreError):  # the item states are checked
             store.batch_item_done(aid, "lost")
+    assert _raw(path, "PRAGMA foreign_key_check") == []
+
+
+def test_answer_groups_migration_keeps_decisions_as_the_students_own(tmp_path: Path) -> None:
+    """v12 adds `answer_groups` and `decisions.group_label`: every earlier decision stays the
+    student's own (NULL), and the teacher's values in effect are unchanged."""
+    from grader.grading.records import GroupMember
+
+    m = next(m for m in MIGRATIONS if m.name == "answer_groups")
+    path = _v2(tmp_path)
+    conn = _just_before(path, m)
+    before = conn.execute("SELECT id, student_id, field, value FROM decisions").fetchall()
+    assert before
+    apply(conn, m)
+    conn.close()
+    assert _raw(path, "SELECT id, student_id, field, value FROM decisions") == before
+    assert {r[0] for r in _raw(path, "SELECT group_label FROM decisions")} == {None}
+    with Store(path) as store:
+        run_id = store.runs()[-1].id
+        assert all(d.group is None for ds in store.decisions().values() for d in ds)
+        assert any(fs.has_overrides for fs in finals(store, run_id))  # still in effect
+        sid = before[0][1]
+        store.save_groups(run_id, [GroupMember(sid, "G1", True, "odd one")])
+        assert store.answer_groups(run_id) == [GroupMember(sid, "G1", True, "odd one")]
+        store.save_groups(run_id, [])  # replaced, not added to
+        assert store.answer_groups(run_id) == []
     assert _raw(path, "PRAGMA foreign_key_check") == []

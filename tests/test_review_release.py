@@ -16,8 +16,8 @@ import pytest
 
 from grader.testing.fake_gemini import FakeGemini
 
-from _classgen import ANSWERS, RUBRIC
-from _cli import grade, q, review
+from _classgen import ANSWERS
+from _cli import grade, q, review, run_class_of
 
 WEAK = "Cover more of the expected key points"  # the fake model's feedback on a weak answer
 GOOD = "Good work; the key ideas are there."
@@ -33,19 +33,8 @@ STAMP = "Not yet reviewed"
 @pytest.fixture
 def graded(gemini_env: FakeGemini, tmp_path: Path) -> tuple[Path, Path, Path]:
     """(class folder, output folder, store) of a class graded by `grade run`, nobody reviewed."""
-    cls = tmp_path / "class"
-    cls.mkdir()
-    (cls / "rubric.yaml").write_text(RUBRIC, encoding="utf-8")
-    (cls / "roster.csv").write_text(
-        "id,name,email,SIS User ID\n"
-        + "".join(f"{s},{s.title()} Doe,{s}@school.test,SIS-{s}\n" for s in TEXTS),
-        encoding="utf-8")
-    for sid, text in TEXTS.items():
-        (cls / f"{sid}.txt").write_text(text, encoding="utf-8")
-    out, db = tmp_path / "out", tmp_path / "g.sqlite"
-    code, output = grade("run", str(cls), "--db", str(db), "--out", str(out))
-    assert code == 0, output
-    return cls, out, db
+    return run_class_of(tmp_path, TEXTS, {"roster.csv": "id,name,email,SIS User ID\n" + "".join(
+        f"{s},{s.title()} Doe,{s}@school.test,SIS-{s}\n" for s in TEXTS)})
 
 
 def _rows(path: Path) -> list[list[str]]:

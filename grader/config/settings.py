@@ -86,6 +86,14 @@ class Settings(BaseModel):
     exemplars_same_run: bool = Field(
         default=False, description="let students graded in this run serve as examples for "
         "their classmates (never for themselves or an identical submission)")
+    group_similarity: float = Field(
+        default=0.6, ge=0, le=1, description="answers whose TF-IDF cosine similarity with a "
+        "group's centre is at least this join the group (review.xlsx's Groups sheet, the "
+        "calibration sample); byte-identical answers always share one")
+    group_max_gap: float = Field(
+        default=0.25, ge=0, le=1, description="flag a student inconsistent_with_group when "
+        "the AI's total differs from the median of the student's answer group by more than "
+        "this share of the maximum")
     calibration_min_qwk: float = Field(
         default=0.6, ge=-1, le=1, description="grade run refuses a class whose calibration has "
         "a criterion below this quadratic weighted kappa (without --force)")

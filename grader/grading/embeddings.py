@@ -24,6 +24,20 @@ from grader.errors import ConfigError
 Similarity = Literal["tfidf", "embeddings"]
 
 
+def tfidf(texts: Sequence[str]) -> tuple[Any, Any] | None:
+    """The TF-IDF model of `texts` (scikit-learn, word unigrams and bigrams, sublinear counts):
+    (the fitted vectorizer, one unit row per text), or None when no text has a word. The one
+    TF-IDF of grader's similarities: graded examples (`exemplars.Selector`) and answer groups
+    (`review.groups`) compare texts by the cosine of these rows."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2))
+    try:
+        return vectorizer, vectorizer.fit_transform(list(texts))
+    except ValueError:  # no word in any text (empty vocabulary)
+        return None
+
+
 @dataclass
 class EmbeddingReport:
     """What a run's embeddings took: calls made, distinct texts embedded, input tokens (as the

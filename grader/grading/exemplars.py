@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from grader.grading.embeddings import Embedder
+from grader.grading.embeddings import Embedder, tfidf
 from grader.grading.records import ExemplarUse
 from grader.intake.discover import Submission
 from grader.intake.redact import Redactor, for_example
@@ -136,15 +136,8 @@ class Selector:
 
     def similarities(self, text: str) -> list[float]:
         """TF-IDF cosine similarity of `text` with each example."""
-        if self._tfidf is None:
-            from sklearn.feature_extraction.text import TfidfVectorizer
-
-            vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2))
-            try:
-                self._tfidf = (vectorizer, vectorizer.fit_transform(
-                    [e.text for e in self.examples]))
-            except ValueError:  # no word in any example (empty vocabulary): ties only
-                self._tfidf = (None, None)
+        if self._tfidf is None:  # no word in any example (empty vocabulary): ties only
+            self._tfidf = tfidf([e.text for e in self.examples]) or (None, None)
         vectorizer, matrix = self._tfidf
         if vectorizer is None or matrix is None:
             return [0.0] * len(self.examples)

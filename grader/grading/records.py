@@ -195,6 +195,18 @@ class Decision:
     workbook_sha256: str | None = None
     decided_at: str = ""
     id: int = 0
+    group: str | None = None  # the answer group it was entered for (None: the student's own)
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """A student's place in a run's answer groups (`review.groups`): the group's label, whether
+    the student is its representative, and the `inconsistent_with_group` message (if any)."""
+
+    student_id: str
+    label: str
+    representative: bool = False
+    flag: str | None = None
 
 
 # --- records out ---------------------------------------------------------------------------

@@ -3,9 +3,10 @@ reads the rubric the way the teacher does, before the class's budget is spent.
 
 `grade calibrate CLASS_DIR [--n 10]` runs in two steps:
 
-1. It picks `n` students spread over submission length and content (`pick_sample`: the same
-   class always gives the same sample) and writes `OUT/calibration.xlsx`: one row per student and
-   criterion with the submission and an empty score cell, and no AI score anywhere (blind).
+1. It picks `n` students, one per answer group, the largest groups first (`pick_sample`: the
+   pilot covers the class's range of answers, and the same class always gives the same
+   sample), and writes `OUT/calibration.xlsx`: one row per student and criterion with the
+   submission and an empty score cell, and no AI score anywhere (blind).
 2. Run again once the teacher has filled it: the scores are imported as human scores (the checks
    of `grade human import`), the sample is graded (`--only` those students), the agreement is
    printed, and the calibration is stored for this grading fingerprint (model, prompts, rubric).
@@ -42,6 +43,7 @@ from grader.quality import evaluation
 from grader.quality.gate import below_bar
 from grader.quality.human import COLUMNS, SCORES_SHEET, TOTAL, class_cap, read_scores
 from grader.review.final import finals
+from grader.review.groups import Answer, group, unit_vectors
 from grader.store import Store
 
 WORKBOOK = "calibration.xlsx"
@@ -51,30 +53,30 @@ MAX_CELL = 32000
 LENGTH_WEIGHT = 0.5  # weight of the (standardised) log length beside the unit TF-IDF vector
 
 
-def pick_sample(texts: Mapping[str, str], n: int) -> list[str]:
-    """`n` student ids spread over submission length and content, reproducibly.
+def pick_sample(texts: Mapping[str, str], n: int, similarity: float = 0.6) -> list[str]:
+    """`n` student ids covering the class's range of answers, reproducibly: one answer per
+    answer group (`review.groups` at `similarity`, `group_similarity`), the largest groups
+    first, each by its representative (the answer nearest the group's centre).
 
-    Each submission is a TF-IDF vector of its words (scikit-learn; unit length) plus its
-    standardised log length; starting from the submission of median length, the one farthest
-    from everything chosen so far is added until there are `n` (farthest-point sampling). Ties
-    go to the smaller student id, so the same class gives the same sample."""
+    When the class has fewer groups than `n`, the rest are spread over submission length and
+    content: each submission is a TF-IDF vector of its words (scikit-learn; unit length) plus
+    its standardised log length, and the one farthest from everything chosen so far is added
+    until there are `n` (farthest-point sampling). Ties go to the smaller student id, so the
+    same class gives the same sample."""
     ids = sorted(texts)
     if len(ids) <= n:
         return ids
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
+    groups = group([Answer(sid, texts[sid]) for sid in ids], similarity)
+    chosen_ids = [g.representative for g in groups[:n]]
+    if len(chosen_ids) == n:
+        return sorted(chosen_ids)
     docs = [texts[i] for i in ids]
-    try:
-        words = TfidfVectorizer(sublinear_tf=True, max_features=5000).fit_transform(docs)
-        content = np.asarray(words.toarray(), dtype=float)
-    except ValueError:  # no words at all (only numbers or symbols): length alone decides
-        content = np.zeros((len(ids), 1))
+    content = unit_vectors(docs)
     lengths = np.log1p([len(d) for d in docs])
     spread = lengths.std() or 1.0
     features = np.hstack([content, (LENGTH_WEIGHT * (lengths - lengths.mean()) / spread)[:, None]])
-    median = float(np.median(lengths))
-    chosen = [int(np.argmin(np.abs(lengths - median)))]
-    nearest = np.linalg.norm(features - features[chosen[0]], axis=1)
+    chosen = [ids.index(sid) for sid in chosen_ids]
+    nearest = np.min([np.linalg.norm(features - features[c], axis=1) for c in chosen], axis=0)
     while len(chosen) < n:
         nxt = int(np.argmax(nearest))  # argmax takes the first (smallest id) on a tie
         chosen.append(nxt)
@@ -203,7 +205,7 @@ def calibrate(class_dir: Path, settings: Settings, *, n: int = DEFAULT_N,
         if not texts:
             raise CalibrationError("no submission with text to calibrate on", path=class_dir,
                                    fix="put the students' submissions in the class folder")
-        sample = pick_sample(texts, n)
+        sample = pick_sample(texts, n, settings.group_similarity)
         mark_output_folder(book.parent)
         write_blind_workbook(book, p.rubric, [(sid, texts[sid]) for sid in sample], rater)
         return Written(book, sample, skipped)

@@ -9,6 +9,11 @@ MAX_RATERS - 1 of them, those with the most scores) is compared with the referen
 (human against human), so the model's figures sit beside how much people agree. A human total
 is the rater's `total` row, else the sum of their criterion scores.
 
+The run's answer groups (`review.groups`) are measured against the reference's totals: their
+purity (the share of members whose human total is their group's most common one) and the review
+decisions a teacher would make with groups (one per group, plus one per member off its group's
+score) against one per student.
+
 Flags are measured too: among the students the model's run flagged for review and among the
 rest, the share whose total differs from the reference's by at least a point (a quarter of the
 maximum when the maximum is below 4 points). Flags worth having catch more disagreements.
@@ -35,6 +40,8 @@ from grader.prompting.rubric import Rubric
 from grader.quality import metrics
 from grader.quality.human import MAX_RATERS, TOTAL
 from grader.quality.metrics import Figures
+from grader.review import grouping
+from grader.review import groups as groups_policy
 from grader.review.final import FinalStudent, finals, load_rubric
 from grader.store import Store
 from grader.store.opening import class_run, class_store
@@ -93,6 +100,7 @@ class ClassEval:
     flags: FlagCatch | None
     students: int  # with both a model grade and a reference score
     unmatched: int  # human-scored students with no model grade in the run
+    groups: groups_policy.Figures | None = None  # the run's answer groups against the reference
 
 
 def threshold(max_total: float) -> float:
@@ -173,7 +181,8 @@ def pick_reference(humans: Sequence[HumanScore], rater: str | None,
 def evaluate(rubric: Rubric, students: Sequence[FinalStudent], humans: Sequence[HumanScore], *,
              name: str, run_id: int | None = None, model: str = "", rater: str | None = None,
              resamples: int = metrics.RESAMPLES, seed: int = metrics.SEED,
-             where: Path | str | None = None) -> ClassEval:
+             where: Path | str | None = None,
+             groups: Sequence[groups_policy.Group] = ()) -> ClassEval:
     """Every agreement figure of one run against the human scores (see the module docstring).
     Besides the reference, the MAX_RATERS - 1 raters with the most scores are compared with
     it, however many the store holds: each costs a bootstrap per criterion."""
@@ -209,7 +218,8 @@ def evaluate(rubric: Rubric, students: Sequence[FinalStudent], humans: Sequence[
     return ClassEval(name=name, run_id=run_id, model=model, reference=reference,
                      raters=tuple(sorted(tables)), rows=rows,
                      flags=catch if catch.flagged + catch.unflagged else None,
-                     students=len(scored & graded), unmatched=len(scored - graded))
+                     students=len(scored & graded), unmatched=len(scored - graded),
+                     groups=groups_policy.figures(groups, ref_total) if groups else None)
 
 
 def pooled(evals: Sequence[ClassEval], rubrics: Sequence[Rubric], *,
@@ -242,6 +252,10 @@ def pooled(evals: Sequence[ClassEval], rubrics: Sequence[Rubric], *,
             catch.flagged_disagree += ev.flags.flagged_disagree
             catch.unflagged += ev.flags.unflagged
             catch.unflagged_disagree += ev.flags.unflagged_disagree
+    figs = [e.groups for e in evals if e.groups is not None and e.groups.students]
+    group_figs = groups_policy.Figures(
+        *(sum(getattr(f, k) for f in figs) for k in ("groups", "students", "agreeing",
+                                                      "decisions"))) if figs else None
     return ClassEval(name=f"pooled ({len(evals)} classes)", run_id=None,
                      model=", ".join(sorted({e.model for e in evals})),
                      reference="reference raters",
@@ -249,7 +263,7 @@ def pooled(evals: Sequence[ClassEval], rubrics: Sequence[Rubric], *,
                      rows=list(merged.values()),
                      flags=catch if catch.flagged + catch.unflagged else None,
                      students=sum(e.students for e in evals),
-                     unmatched=sum(e.unmatched for e in evals))
+                     unmatched=sum(e.unmatched for e in evals), groups=group_figs)
 
 
 def load(class_dir: Path, settings: Settings, *, run_id: int | None = None,
@@ -268,8 +282,10 @@ def load(class_dir: Path, settings: Settings, *, run_id: int | None = None,
                                  "(columns student_id, criterion, score, rater)")
         rubric = load_rubric(store, run.id)
         students = list(finals(store, run.id, rubric))
+        groups = grouping.current(store, run.id, class_dir)
     return evaluate(rubric, students, humans, name=class_dir.resolve().name, run_id=run.id,
-                    model=f"{run.backend}:{run.model}", rater=rater, where=class_dir), rubric
+                    model=f"{run.backend}:{run.model}", rater=rater, where=class_dir,
+                    groups=groups), rubric
 
 
 def run_eval(class_dirs: Sequence[Path], settings_for: Callable[[Path], Settings], *,
@@ -366,6 +382,14 @@ def render_text(ev: ClassEval) -> str:
             f"{_pct(c.share(c.flagged_disagree, c.flagged))} of them {off} from {ev.reference}"
             f" on the total; {c.unflagged} not flagged, "
             f"{_pct(c.share(c.unflagged_disagree, c.unflagged))} {off}")
+    if ev.groups is not None and ev.groups.students:
+        g = ev.groups
+        lines.append(
+            f"answer groups: {g.groups} groups of {g.students} students scored by "
+            f"{ev.reference}; purity {_pct(g.purity)} (members whose total by {ev.reference} "
+            f"is their group's most common); review decisions: {g.decisions} by group (one per "
+            f"group, one more per member off its group's score) vs {g.students} one per "
+            "student")
     shown = [t for r in ev.rows if r.grader == MODEL and (t := confusion_text(r))]
     if shown:
         lines.append("confusion matrices (counts):")

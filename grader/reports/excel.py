@@ -57,6 +57,8 @@ HELD = ("nothing yet: you changed the score; keep the AI feedback (copy it into 
         "the left, as it is or edited) or write your own")
 ALIASES = {COMMENT_HEADER: ("Teacher comment",), TEACHER_FEEDBACK_HEADER: ("Teacher feedback",)}
 BASE_HEADER = ("student_id", "submission_id", "base")  # first row of the base table in META
+# The Groups sheet (`excel_groups`): its label column, and the groups' base table in META
+GROUPS, GROUP_HEADER, GROUP_BASE_HEADER = "Groups", "Group", ("group", "members", "base")
 # the largest spread of the model's samples on a criterion, as a share of its maximum
 UNCERTAINTY_HEADER = "Uncertainty"
 NO_SCORE, INCOMPLETE, DASH = "no score", "incomplete", "—"
@@ -265,6 +267,14 @@ def _howto(wb: Any, f: _Formats, rubric: Rubric, run: Run) -> None:
              "people may review copies of this file at the same time: each import applies "
              "only the cells that copy changed, and a cell also changed by someone else since "
              "the file was written is reported as a conflict instead of being overwritten."),
+        ("bold", "Groups sheet: similar answers, decided once"),
+        ("", "Answers that say the same thing (byte-identical, or close in wording) form a "
+             "group: one row each, with its representative answer, the range of the AI's "
+             "scores inside it and a link to each member's Summary row. A score, feedback or "
+             "Approved entered for a group applies to every member without a value of their "
+             "own in that column; a member's own value (Summary sheet) always wins. "
+             "Inconsistent counts members whose AI score is far from the group's "
+             "(flag inconsistent_with_group): look at those first."),
         ("bold", "Criteria sheet"),
         ("", "Per-criterion statistics of the final scores when this file was written."),
     ]
@@ -532,7 +542,8 @@ def _relative(target: Path, start: Path) -> str:
 
 
 def _meta(wb: Any, run: Run, rubric: Rubric, db: str | None, out_dir: Path,
-          students: Sequence[FinalStudent]) -> None:
+          students: Sequence[FinalStudent], groups: Sequence[tuple[Any, dict[str, Any]]] = ()
+          ) -> None:
     ws = wb.add_worksheet(META)
     ws.hide()
     here = out_dir.resolve()
@@ -564,7 +575,24 @@ def _meta(wb: Any, run: Run, rubric: Rubric, db: str | None, out_dir: Path,
         ws.write_string(r, 0, cell_text(s.student_id) or "")
         _put(ws, r, 1, s.result.submission_id, None)
         ws.write_string(r, 2, json.dumps(student_base(s), separators=(",", ":")))
+    if groups:
+        from grader.reports.excel_groups import write_base
+
+        write_base(ws, r + 2, groups)
     ws.protect("")
+
+
+def _groups(wb: Any, f: _Formats, store: Store, run_id: int, rubric: Rubric,
+            students: Sequence[FinalStudent]) -> list[tuple[Any, dict[str, Any]]]:
+    """The Groups sheet (`excel_groups`), when the run has a group of two or more."""
+    from grader.reports import excel_groups
+    from grader.review.grouping import stored
+
+    groups = stored(store, run_id)
+    if not excel_groups.listed(groups):
+        return []
+    return excel_groups.write_sheet(wb, f, store, run_id, rubric, students, groups,
+                                    store.decisions())
 
 
 def write_workbook(store: Store, run_id: int, rubric: Rubric, students: Sequence[FinalStudent],
@@ -581,11 +609,12 @@ def write_workbook(store: Store, run_id: int, rubric: Rubric, students: Sequence
     f = _Formats(wb)
     _howto(wb, f, rubric, run)
     _summary(wb, f, rubric, students, pages or {})
+    groups = _groups(wb, f, store, run_id, rubric, students)
     _feedback(wb, f, students)
     _criteria(wb, f, stats)
     _run_sheet(wb, f, store, run)
     db = None if store.path == ":memory:" else store.path
-    _meta(wb, run, rubric, db, path.parent, students)
+    _meta(wb, run, rubric, db, path.parent, students, groups)
     wb.close()
     tmp.replace(path)
     return path

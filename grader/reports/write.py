@@ -12,6 +12,7 @@ from grader.errors import StoreError
 from grader.escape import escape_cell
 from grader.outputs import mark_output_folder
 from grader.review.final import HandoutMode, finals, load_rubric
+from grader.review.grouping import Grouping, ensure
 from grader.store import Store
 from grader.store.opening import class_run, class_store
 
@@ -53,16 +54,24 @@ def regenerate(class_dir: Path, settings: Settings, run_id: int | None = None) -
             raise StoreError("the store holds no runs", path=store.path,
                              fix=f"run `grade run {class_dir}` first")
         return write_outputs(store, run.id, out_dir(class_dir, settings),
-                             handouts=settings.handouts)
+                             handouts=settings.handouts, grouping=grouping_of(settings))
+
+
+def grouping_of(settings: Settings) -> Grouping:
+    return Grouping(settings.group_similarity, settings.group_max_gap)
 
 
 def write_outputs(store: Store, run_id: int, out: Path, keep: Path | None = None,
-                  handouts: HandoutMode = "reviewed") -> list[Path]:
+                  handouts: HandoutMode = "reviewed", grouping: Grouping | None = None
+                  ) -> list[Path]:
     """grades.csv plus the review workbook and HTML reports, in a folder marked as ours (so it
     is never read as a student's submission). `keep`: a workbook never to overwrite;
-    `handouts`: which handouts to write (`FinalStudent.handout`)."""
+    `handouts`: which handouts to write (`FinalStudent.handout`); `grouping`: group the run's
+    answers afresh so (None: keep the run's answer groups, computing them once if it has
+    none, `grouping.ensure`)."""
     from grader.reports import write_reports  # imported here: only needed for output
 
+    ensure(store, run_id, grouping, Path(store.run(run_id).class_dir))
     mark_output_folder(out)
     return [grades_csv(store, run_id, out),
             *write_reports(store, run_id, out, keep, handouts=handouts)]

@@ -7,7 +7,8 @@ the AI's words under a score the teacher changed, unless the teacher kept them),
 may leave for a gradebook (`FinalStudent.hold_reason`) and whether a handout is written
 (`FinalStudent.handout`).
 
-Teacher decisions belong to the student and criterion (the store keeps them append-only). A
+Teacher decisions belong to the student and criterion (the store keeps them append-only); one
+entered for an answer group is stored for each member and yields to the member's own. A
 decision applies to a result when the result is for the same submission and the AI said what it
 said when the teacher decided (`ai_basis`): a regrade that keeps the AI's score keeps the
 teacher's decision; a resubmission or a changed AI score does not.
@@ -216,7 +217,7 @@ def student_basis(result: StudentResult) -> str:
                       sort_keys=True)
 
 
-def _applies(d: Decision, result: StudentResult, ai: dict[str, float]) -> bool:
+def applies(d: Decision, result: StudentResult, ai: dict[str, float]) -> bool:
     if d.submission_id != result.submission_id:
         return False
     basis = json.loads(d.ai_basis) if d.ai_basis is not None else None
@@ -227,16 +228,30 @@ def _applies(d: Decision, result: StudentResult, ai: dict[str, float]) -> bool:
     return (basis or {}) == ai
 
 
-def effective(decisions: Sequence[Decision], result: StudentResult
-              ) -> dict[tuple[str, str], Any]:
-    """The teacher's current value per (criterion id or "", field) for this result: the newest
-    decision that applies to it (a cleared value is None)."""
+def layers(decisions: Sequence[Decision], result: StudentResult
+           ) -> tuple[dict[tuple[str, str], Any], dict[tuple[str, str], Any]]:
+    """(the student's own values, their answer group's values) per (criterion id or "",
+    field): in each, the newest decision of that kind that applies to this result (a cleared
+    value is None)."""
     ai = {c.criterion_id: float(c.score) for c in result.criteria}
-    out: dict[tuple[str, str], Any] = {}
+    own: dict[tuple[str, str], Any] = {}
+    grouped: dict[tuple[str, str], Any] = {}
     for d in reversed(decisions):
         key = (d.criterion_id, d.field)
-        if key not in out and _applies(d, result, ai):
+        out = own if d.group is None else grouped
+        if key not in out and applies(d, result, ai):
             out[key] = json.loads(d.value) if d.value is not None else None
+    return own, grouped
+
+
+def effective(decisions: Sequence[Decision], result: StudentResult
+              ) -> dict[tuple[str, str], Any]:
+    """The teacher's current value per (criterion id or "", field) for this result: the
+    student's own decision where they have one (not cleared), else the one entered for their
+    answer group (`review.grouping`), else none: a member's own decision always wins."""
+    own, grouped = layers(decisions, result)
+    out = dict(grouped)
+    out.update({k: v for k, v in own.items() if v is not None or k not in grouped})
     return out
 
 

@@ -38,6 +38,7 @@ from grader.review.final import (
     load_rubric,
     student_basis,
 )
+from grader.review.group_import import Reach, merge_groups, reach
 from grader.review.merge import Cell, Change, Conflict, merge_student
 from grader.review.workbook import (
     MAX_LISTED,
@@ -46,6 +47,7 @@ from grader.review.workbook import (
     listing,
     open_workbook,
     read_cells,
+    read_group_cells,
     read_meta,
     workbook_meta,
 )
@@ -81,6 +83,7 @@ class ImportResult:
     # after the import: students whose AI feedback waits under a score the teacher changed
     # (id, name, criterion ids): not shown to them until the teacher keeps or replaces it
     held_feedback: list[tuple[str, str | None, list[str]]] = field(default_factory=list)
+    groups: list[Reach] = field(default_factory=list)  # Groups sheet cells applied
 
 
 # --- finding the store ------------------------------------------------------------------------
@@ -200,6 +203,7 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
         rubric = load_rubric(store, target)
         crits = {c.id: c for c in rubric.all_criteria}
         cells = read_cells(wb, crits, store.run_student_ids(target), target, path)
+        group_cells = read_group_cells(wb, crits, meta.groups, path)
     finally:
         wb.close()
 
@@ -232,6 +236,7 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
             applied[sid] = changes
         for ch in changes:
             new.append(_decision(fs, ch.cell, target, sha, stamp))
+    _groups(result, group_cells, meta, current, store, new, applied, force, target, sha, stamp)
     result.applied = len(new)
     for sid, fs in current.items():
         held = _after(fs, applied.get(sid, [])).held_feedback
@@ -250,6 +255,32 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
     if not dry_run and new:
         store.add_decisions(new)
     return result
+
+
+def _groups(result: ImportResult, cells: dict[str, list[Cell]], meta: WorkbookMeta,
+            current: dict[str, FinalStudent], store: Store, new: list[Decision],
+            applied: dict[str, list[Change]], force: bool, target: int, sha: str,
+            stamp: str) -> None:
+    """The Groups sheet's changes (`group_import`): a decision per member it is stored for,
+    added to `new`; what each reached goes into `result.groups`."""
+    if not cells:
+        return
+    decisions = store.decisions()
+    merged = merge_groups(cells, meta, current, decisions, excel.token, excel.base_key, force)
+    result.unchanged += merged.unchanged
+    result.conflicts += merged.conflicts
+    after: dict[str, list[Decision]] = {sid: list(ds) for sid, ds in decisions.items()}
+    for d in new:
+        after.setdefault(d.student_id, []).append(d)
+    for ch in merged.changes:
+        kept, reached, counts = reach(ch, meta, current, after)
+        result.groups.append(counts)
+        for sid in kept:
+            cell = replace(ch.cell, student_id=sid)
+            new.append(replace(_decision(current[sid], cell, target, sha, stamp),
+                               group=ch.cell.student_id))
+            if sid in reached:
+                applied.setdefault(sid, []).append(Change(cell, ch.old))
 
 
 def _decision(fs: FinalStudent, cell: Cell, run_id: int, sha: str, stamp: str) -> Decision:
@@ -285,6 +316,17 @@ def report_lines(r: ImportResult) -> list[str]:
                   for c in d.changes]
     if len(shown) < len(r.diffs):
         lines.append(f"  … and {len(r.diffs) - len(shown)} more students (--dry-run lists all)")
+    for g in r.groups[:MAX_LISTED]:
+        c = g.cell
+        what = c.field if not c.criterion_id else f"{c.field} {c.criterion_id}"
+        lines.append(f"  group {c.student_id} ({c.ref}, {what}) -> {show(c.value)}: "
+                     f"{'would reach' if r.dry_run else 'reached'} {g.reached} of {g.members} "
+                     "students" + (f" ({g.own} with a value of their own, which wins)"
+                                   if g.own else "")
+                     + (f" ({g.moved} not changed: their submission or AI score changed since "
+                        "this workbook was written)" if g.moved else ""))
+    if len(r.groups) > MAX_LISTED:
+        lines.append(f"  … and {len(r.groups) - MAX_LISTED} more group values")
     if r.resubmitted:
         lines.append(f"not imported: {len(r.resubmitted)} student(s) handed in a new submission "
                      "since this workbook was written (review them in a fresh workbook): "

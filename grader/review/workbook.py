@@ -53,6 +53,8 @@ class WorkbookMeta:
     out_from_db: str | None  # the workbook's folder, relative to the store's folder
     db_path: str | None  # where the store was when written (shown, never opened blindly)
     base: dict[str, tuple[int | None, dict[str, Any]]] = field(default_factory=dict)
+    # per answer group listed on the Groups sheet: its members and the base of its cells
+    groups: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = field(default_factory=dict)
 
 
 # --- reading cells ----------------------------------------------------------------------------
@@ -237,11 +239,24 @@ def read_meta(wb: Any, path: Path) -> WorkbookMeta:
                 "file drops the metadata)")
     keys: dict[str, Any] = {}
     base: dict[str, tuple[int | None, dict[str, Any]]] = {}
-    in_base = False
+    groups: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {}
+    in_base = in_groups = False
     for n, row in _rows(wb[excel.META]):
         if not row or row[0] is None:
             continue
-        if in_base:
+        if tuple(row[:3]) == excel.GROUP_BASE_HEADER:
+            in_groups = True
+        elif in_groups:
+            try:
+                members = json.loads(str(row[1]))
+                data = json.loads(str(row[2]))
+                groups[str(row[0])] = (tuple(str(m) for m in members), dict(data["t"]))
+            except (TypeError, ValueError, KeyError, IndexError):
+                raise ReviewImportError(
+                    f"{excel.META}!A{n}: the recorded base of a group is damaged", path=path,
+                    fix="export a fresh workbook with `grade report` and copy your edits "
+                        "into it") from None
+        elif in_base:
             sid = excel.read_text(row[0])
             try:
                 sub = int(row[1]) if len(row) > 1 and row[1] is not None else None
@@ -266,7 +281,7 @@ def read_meta(wb: Any, path: Path) -> WorkbookMeta:
         run_id=run_id, run_token=keys.get("run_token") or "", class_dir=keys.get("class_dir"),
         format_version=keys.get("format_version") or "1",
         db_relative=keys.get("db_relative"), out_from_db=keys.get("out_from_db"),
-        db_path=keys.get("db_path"), base=base)
+        db_path=keys.get("db_path"), base=base, groups=groups)
 
 
 def workbook_meta(path: Path) -> WorkbookMeta:
@@ -349,6 +364,48 @@ def read_cells(wb: Any, crits: dict[str, Criterion], known: set[str], run_id: in
             value = _plain(_cell(row, cols[excel.TEACHER_FEEDBACK_HEADER]), fref, errors)
             out.setdefault(sid, []).append(Cell(sid, fid, "feedback", value, fref))
 
+    if errors:
+        raise ReviewImportError(listing(f"{len(errors)} cell(s) cannot be imported; nothing "
+                                         "was stored:", errors), path=path,
+                                fix="correct the cells listed above and import again")
+    return out
+
+
+def read_group_cells(wb: Any, crits: dict[str, Criterion], known: dict[str, Any],
+                     path: Path) -> dict[str, list[Cell]]:
+    """The teacher cells of the Groups sheet, per group label (a `Cell`'s student_id is the
+    label); `known`: the groups the workbook was written with. Problems as `read_cells`."""
+    if excel.GROUPS not in wb.sheetnames or not known:
+        return {}
+    ws = wb[excel.GROUPS]
+    wanted = [excel.GROUP_HEADER, excel.COMMENT_HEADER, excel.APPROVED_HEADER]
+    wanted += [excel.teacher_header(c) for c in crits]
+    cols = _headers(ws, excel.GROUPS, wanted)
+    errors: list[str] = []
+    out: dict[str, list[Cell]] = {}
+    for n, row in _rows(ws):
+        label = excel.read_text(_cell(row, cols[excel.GROUP_HEADER])) if n > 1 else None
+        if label is None:
+            continue
+        ref = _ref(excel.GROUPS, n, cols[excel.GROUP_HEADER])
+        if label not in known:
+            errors.append(f"{ref}: group {label!r} is not one this workbook was written with; "
+                          "restore the label or remove the row")
+            continue
+        if label in out:
+            errors.append(f"{ref}: group {label!r} appears twice")
+            continue
+        cells = out.setdefault(label, [])
+        for cid, crit in crits.items():
+            cref = _ref(excel.GROUPS, n, cols[excel.teacher_header(cid)])
+            cells.append(Cell(label, cid, "score", _score(
+                _cell(row, cols[excel.teacher_header(cid)]), crit, cref, errors), cref))
+        cref = _ref(excel.GROUPS, n, cols[excel.COMMENT_HEADER])
+        cells.append(Cell(label, "", "comment", _plain(_cell(row, cols[excel.COMMENT_HEADER]),
+                                                       cref, errors), cref))
+        cref = _ref(excel.GROUPS, n, cols[excel.APPROVED_HEADER])
+        cells.append(Cell(label, "", "approved", _approved(
+            _cell(row, cols[excel.APPROVED_HEADER]), cref, errors), cref))
     if errors:
         raise ReviewImportError(listing(f"{len(errors)} cell(s) cannot be imported; nothing "
                                          "was stored:", errors), path=path,

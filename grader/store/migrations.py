@@ -570,6 +570,22 @@ CREATE TABLE injection_checks (
 );
 """
 
+# Answer groups (review by group): each run's grouping of its students' answers as last computed
+# (after grading, and by `grade report`), with the `inconsistent_with_group` flag of a member the
+# model graded apart from its group; a teacher decision entered for a group is stored once per
+# member it was made for, with the group's label (NULL: the student's own decision, which wins).
+M012_ANSWER_GROUPS = """
+CREATE TABLE answer_groups (
+    run_id          INTEGER NOT NULL REFERENCES runs(id),
+    student_id      TEXT NOT NULL,
+    label           TEXT NOT NULL,
+    representative  INTEGER NOT NULL DEFAULT 0,
+    flag            TEXT,
+    PRIMARY KEY (run_id, student_id)
+);
+ALTER TABLE decisions ADD COLUMN group_label TEXT;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
@@ -582,6 +598,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "exemplars_and_tuning_jobs", M009_EXEMPLARS_AND_TUNING),
     Migration(10, "batch_jobs", M010_BATCH_JOBS),
     Migration(11, "injection_checks", M011_INJECTION_CHECKS),
+    Migration(12, "answer_groups", M012_ANSWER_GROUPS),
 )
 LATEST = MIGRATIONS[-1].version
 

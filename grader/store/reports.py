@@ -84,6 +84,9 @@ class Reports(StoreCore):
 
     def _results(self, run_id: int) -> Iterator[StudentResult]:
         identical = self._identical(run_id)
+        inconsistent = {r[0]: r[1] for r in self.conn.execute(
+            "SELECT student_id, flag FROM answer_groups WHERE run_id=? AND flag IS NOT NULL",
+            (run_id,))}
         rows = self.conn.execute(
             "SELECT o.*, s.name, s.email, s.source, sub.files_json, sub.late, sub.notes_json,"
             " g.status AS grade_status, g.total, g.max_total, g.percent, g.overall_comment,"
@@ -94,11 +97,12 @@ class Reports(StoreCore):
             (run_id,),
         )
         while batch := rows.fetchmany(ROWS_PER_BATCH):
-            yield from self._result_batch(batch, identical)
+            yield from self._result_batch(batch, identical, inconsistent)
 
-    def _result_batch(self, batch: list[sqlite3.Row],
-                      identical: dict[str, list[str]]) -> Iterator[StudentResult]:
-        """Results for a batch of outcome rows: scores and flags read with one query each."""
+    def _result_batch(self, batch: list[sqlite3.Row], identical: dict[str, list[str]],
+                      inconsistent: dict[str, str]) -> Iterator[StudentResult]:
+        """Results for a batch of outcome rows: scores and flags read with one query each;
+        `inconsistent`: the `inconsistent_with_group` messages of the run's answer groups."""
         gids = [r["grade_id"] for r in batch if r["grade_id"] is not None]
         marks = ",".join("?" * len(gids))
         crits: dict[int, list[CriterionRow]] = {}
@@ -144,6 +148,9 @@ class Reports(StoreCore):
                     "identical_to", "the whole submission is byte-identical to that of "
                     + ", ".join(others) + " (graded once); check for copying or an unchanged "
                     "starter file"))
+            if res.student_id in inconsistent and res.grade_id is not None:
+                res.flags.append(FlagRow("inconsistent_with_group",
+                                         inconsistent[res.student_id]))
             yield res
 
     @mapped

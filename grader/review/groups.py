@@ -1,0 +1,184 @@
+"""Answer groups: similar answers of a class grouped, so a teacher decides a group once. PURE
+policy, no I/O (the store glue is `grader.review.grouping`).
+
+- **Similarity** is the cosine of the answers' TF-IDF rows (`embeddings.tfidf`, the TF-IDF the
+  graded examples use), or of any unit vectors the caller passes (`group(vectors=...)`).
+- **Byte-identical answers always share a group**: they are one *unit* before anything is
+  compared.
+- **Grouping** is deterministic leader clustering: units in order (the most repeated first,
+  then by student id) join the group whose centre (the mean of its members' vectors) they are
+  most similar to, when that similarity is at least `threshold` (`group_similarity`); else they
+  start a group of their own. Comparing with a group's centre, not with its nearest member,
+  keeps a chain of small steps from joining unlike answers.
+- A group's **representative** is the member nearest its centre (ties: the smallest id); groups
+  are labelled G1, G2, ... from the largest (ties: the representative's id).
+- **`inconsistent_with_group`**: a graded member whose AI total differs from the median of its
+  group's graded members by more than `max_gap` of the maximum total (`group_max_gap`): the
+  model graded the same answer two ways. The flag names the group's other scores.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from grader.grading.embeddings import tfidf
+from grader.grading.records import FlagRow
+
+FLAG = "inconsistent_with_group"
+SHOWN_SCORES = 8  # the other members' scores named in a flag
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One student's answer: its text as graded and the AI's scores (None: no grade)."""
+
+    student_id: str
+    text: str
+    scores: Mapping[str, float] = field(default_factory=dict)
+    total: float | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    label: str  # G1, G2, ... (the largest first)
+    members: tuple[str, ...]  # student ids, sorted
+    representative: str
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+
+def _units(answers: Sequence[Answer]) -> list[list[Answer]]:
+    """Byte-identical answers as one unit each: the most repeated first, then by student id."""
+    by_text: dict[str, list[Answer]] = {}
+    for a in sorted(answers, key=lambda a: a.student_id):
+        by_text.setdefault(a.text, []).append(a)
+    return sorted(by_text.values(), key=lambda u: (-len(u), u[0].student_id))
+
+
+def unit_vectors(texts: Sequence[str]) -> Any:
+    """TF-IDF unit rows of `texts` (a dense matrix; zero rows when no text has a word)."""
+    model = tfidf(texts)
+    if model is None:
+        return np.zeros((len(texts), 1))
+    return np.asarray(model[1].toarray(), dtype=np.float64)
+
+
+def group(answers: Sequence[Answer], threshold: float,
+          vectors: Mapping[str, Any] | None = None) -> list[Group]:
+    """The groups of `answers` (see the module docstring). `vectors`: a unit vector per
+    distinct text to compare by (embeddings); None: TF-IDF of the texts themselves."""
+    units = _units(answers)
+    if not units:
+        return []
+    texts = [u[0].text for u in units]
+    matrix = (np.stack([np.asarray(vectors[t], dtype=np.float64) for t in texts])
+              if vectors is not None else unit_vectors(texts))
+    weights = np.array([len(u) for u in units], dtype=np.float64)
+    sums: list[Any] = []  # per group: the weighted sum of its units' vectors
+    of_group: list[list[int]] = []
+    for i in range(len(units)):
+        v = matrix[i]
+        best, best_sim = -1, -np.inf
+        for g, s in enumerate(sums):
+            norm = float(np.linalg.norm(s))
+            sim = float(v @ s) / norm if norm else 0.0
+            if sim > best_sim + 1e-12:
+                best, best_sim = g, sim
+        if best >= 0 and best_sim >= threshold and float(np.linalg.norm(v)) > 0:
+            sums[best] = sums[best] + weights[i] * v
+            of_group[best].append(i)
+        else:
+            sums.append(weights[i] * v)
+            of_group.append([i])
+    out = []
+    for s, members in zip(sums, of_group, strict=True):
+        norm = float(np.linalg.norm(s))
+        centre = s / norm if norm else s
+        rep_unit = min(members, key=lambda i: (-round(float(matrix[i] @ centre), 9),
+                                               units[i][0].student_id))
+        ids = tuple(sorted(a.student_id for i in members for a in units[i]))
+        out.append(Group("", ids, units[rep_unit][0].student_id))
+    out.sort(key=lambda g: (-g.size, g.representative))
+    return [Group(f"G{n}", g.members, g.representative) for n, g in enumerate(out, start=1)]
+
+
+def inconsistent(groups: Sequence[Group], answers: Sequence[Answer], max_total: float,
+                 max_gap: float) -> dict[str, FlagRow]:
+    """The `inconsistent_with_group` flag of each member graded apart from its group."""
+    totals = {a.student_id: a.total for a in answers}
+    out: dict[str, FlagRow] = {}
+    for g in groups:
+        graded = [(sid, totals[sid]) for sid in g.members if totals.get(sid) is not None]
+        if len(graded) < 2:
+            continue
+        centre = statistics.median(t for _, t in graded if t is not None)
+        for sid, total in graded:
+            assert total is not None
+            if abs(total - centre) <= max_gap * max_total + 1e-9:
+                continue
+            others = [(o, t) for o, t in graded if o != sid]
+            shown = ", ".join(f"{o} {t:g}" for o, t in others[:SHOWN_SCORES])
+            more = (f" and {len(others) - SHOWN_SCORES} more" if len(others) > SHOWN_SCORES
+                    else "")
+            out[sid] = FlagRow(FLAG, (
+                f"the AI's total {total:g} differs from its answer group {g.label}'s (the "
+                f"median {centre:g} of its {g.size} similar answers; the others: {shown}{more}) "
+                "by more than "
+                f"{max_gap:g} of the maximum {max_total:g}: the model graded the same answer "
+                "two ways; decide it by hand (the Groups sheet shows the group)"))
+    return out
+
+
+def ranges(group_: Group, answers: Mapping[str, Answer], criterion: str | None = None
+           ) -> tuple[float, float] | None:
+    """The (lowest, highest) AI score of a group's graded members on `criterion` (None: the
+    total); None when no member has one."""
+    values = []
+    for sid in group_.members:
+        a = answers.get(sid)
+        if a is None:
+            continue
+        v = a.total if criterion is None else a.scores.get(criterion)
+        if v is not None:
+            values.append(float(v))
+    return (min(values), max(values)) if values else None
+
+
+@dataclass(frozen=True)
+class Figures:
+    """How well groups hold answers a human scored alike (`grade eval`): over the members
+    with a label (a human score), the groups holding one, the share of members whose label is
+    their group's most common one (purity), and the decisions a teacher makes with groups (one
+    per group, plus one for each member off its group's most common label) against one per
+    student."""
+
+    groups: int
+    students: int
+    agreeing: int  # members whose label is their group's most common one
+    decisions: int
+
+    @property
+    def purity(self) -> float | None:
+        return self.agreeing / self.students if self.students else None
+
+
+def figures(groups: Sequence[Group], labels: Mapping[str, float]) -> Figures:
+    hit = n = count = 0
+    for g in groups:
+        values = [labels[sid] for sid in g.members if sid in labels]
+        if not values:
+            continue
+        counts: dict[float, int] = {}
+        for v in values:
+            counts[v] = counts.get(v, 0) + 1
+        hit += max(counts.values())
+        n += len(values)
+        count += 1
+    return Figures(count, n, hit, count + n - hit)
