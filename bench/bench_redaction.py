@@ -1,7 +1,8 @@
 """Redaction on the redaction corpus (tests/fixtures/redaction_corpus.toml): the share of name,
 e-mail, id and phone variants redacted and the share of ordinary words wrongly blanked, through
 the redactor a run uses (`grader.intake.redact.Redactor`, the corpus's roster, each text as a
-submission of the roster's first student). No model is involved.
+submission of the roster's first student, the roster's SIS ids as a run passes them). No model
+is involved.
 
     python bench/bench_redaction.py            # both shares, by kind, then every miss
     python bench/bench_redaction.py --region DE
@@ -25,7 +26,8 @@ def main() -> int:
     ap.add_argument("--region", default="US", help="phone_region (default US, the setting's)")
     args = ap.parse_args()
     corpus = load()
-    redactor = Redactor(corpus.students(), phone_region=args.region)
+    redactor = Redactor(corpus.students(), phone_region=args.region,
+                        other_ids=corpus.other_ids())
     author = corpus.roster[0]["id"]
     s = score(corpus, lambda text: redactor.redact([text], author)[0][0])
     print(f"phone_region {args.region}")

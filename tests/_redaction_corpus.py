@@ -39,9 +39,13 @@ class Corpus:
         return [Submission(student_id=r["id"], name=r["name"], email=r["email"])
                 for r in self.roster]
 
+    def other_ids(self) -> dict[str, tuple[str, ...]]:
+        """The roster's other ids, as a run's redactor gets them (`redactor_for`)."""
+        return {r["id"]: (r["sis_user_id"],) for r in self.roster}
+
     def roster_csv(self) -> str:
-        return "id,name,email\n" + "".join(f"{r['id']},{r['name']},{r['email']}\n"
-                                           for r in self.roster)
+        return "id,name,email,sis_user_id\n" + "".join(
+            f"{r['id']},{r['name']},{r['email']},{r['sis_user_id']}\n" for r in self.roster)
 
 
 def load(path: Path = CORPUS) -> Corpus:

@@ -23,7 +23,7 @@ ZOE, WILL, MAY, SEAN, MARK = (r["id"] for r in CORPUS.roster)
 
 @pytest.fixture(scope="module")
 def redactor() -> Redactor:
-    return Redactor(CORPUS.students())
+    return Redactor(CORPUS.students(), other_ids=CORPUS.other_ids())
 
 
 def test_the_corpus_is_redacted_and_ordinary_words_survive(redactor: Redactor) -> None:

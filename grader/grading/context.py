@@ -33,6 +33,7 @@ from grader.prompting.planning import (
     prefix_request,
     redactor_for,
     roster_notices,
+    roster_path,
     selection_of,
     thinking_retry,
 )
@@ -120,7 +121,7 @@ def run_context(p: Plan, gen: Generation, name: str, subs: Sequence[Submission],
         selector = exemplars.Selector(exemplars.rubric_examples(p.rubric), s.exemplars)
     else:
         selector = None
-    redactor = redactor_for(s, name, subs, selector)
+    redactor = redactor_for(s, name, subs, selector, roster_path(p))
     examples = None
     if selector is not None:
         embedder = None
