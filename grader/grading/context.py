@@ -34,6 +34,7 @@ from grader.prompting.planning import (
     prefix_request,
     redactor_for,
     roster_notices,
+    roster_path,
     selection_of,
     spending_for,
     thinking_retry,
@@ -124,7 +125,7 @@ def run_context(p: Plan, gen: Generation, name: str, subs: Sequence[Submission],
         selector = exemplars.Selector(exemplars.rubric_examples(p.rubric), s.exemplars)
     else:
         selector = None
-    redactor = redactor_for(s, name, subs, selector)
+    redactor = redactor_for(s, name, subs, selector, roster_path(p))
     examples = None
     if selector is not None:
         embedder = None

@@ -4,15 +4,21 @@
 (online requests today; batch files, caches and uploads the same way): it replaces, in the text
 and the file names,
 
-- names from the roster and from Canvas/Moodle download names (full names in either order,
-  and single first or last names when capitalised as a name; common words such as "Will" or
-  "Mark" only as part of a full name) by `[STUDENT_n]` — the author is always `[STUDENT_1]`,
-  classmates are numbered in order of appearance;
-- e-mail addresses (any, not only the roster's) by `[EMAIL_n]`;
-- student ids from the roster and file names, and numbers labelled as student numbers
-  ("student no. 20231234") by `[ID_n]`;
-- phone numbers (`phonenumbers`, valid numbers for the `phone_region` setting or in
-  international form) by `[PHONE_n]`.
+- names from the roster and from Canvas/Moodle download names by `[STUDENT_n]` — the author is
+  always `[STUDENT_1]`, classmates are numbered in order of appearance. Every part of a name
+  counts (each part of a compound surname, "Åberg-Łukasiewicz" -> "Åberg", "Łukasiewicz"), in
+  any case, with or without accents ("Aberg"), apostrophes ("OBrien") or a possessive
+  ("Åberg's" keeps its "'s"), with the student's initials beside it ("Z. Åberg", "Will T.").
+  A part that is also an ordinary word (grader/data/name_words.toml: "Will", "May", "Price")
+  is a name only where it plainly is one: capitalised beside another part of that student's
+  name, one of their initials or a title ("Will Turner", "M. Price", "Mr Price");
+- e-mail addresses (any, not only the roster's, also obfuscated: `x dot aberg at uni dot
+  edu`, `x.aberg(at)uni.edu`, a full-width `＠`, `%40`) by `[EMAIL_n]`;
+- student ids from the roster and file names, numbers labelled as student numbers ("student
+  no. 20231234", "Matrikelnummer 1234567"), and such a number wherever else it appears in the
+  same submission, by `[ID_n]`;
+- phone numbers (`grader.intake.pii.phones`: possible numbers for the `phone_region` setting
+  or with an international prefix) by `[PHONE_n]`.
 
 Placeholders depend only on the text and the class, so a rerun sends byte-identical requests
 (the request hash is of the redacted request, and paid replies are reused). `restore()` maps the
@@ -25,62 +31,89 @@ example's namespace (`[EXAMPLE_2_AUTHOR]`, `[EXAMPLE_2_EMAIL_1]`, ...): no perso
 shares a placeholder with the graded student or with another example's people, and `restore()`
 never maps those back.
 
-Not caught: names that are not in the roster or file names, names in images and scanned PDFs,
-addresses and other identifiers.
+Not caught: names that are not in the roster or file names, a common-word name part alone
+("Price's answer"), names in images and scanned PDFs, addresses and other identifiers.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
+import tomllib
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cache, lru_cache
+from importlib import resources
 
 from grader.grading.policy import Verdict
 from grader.grading.records import FlagRow
+from grader.intake import pii
 from grader.intake.discover import CANVAS_RE, MOODLE_RE, Submission
 from grader.intake.extract import Extracted
 from grader.intake.injection import words_in
 
 PLACEHOLDER = re.compile(r"\[(?:STUDENT|EMAIL|ID|PHONE)_\d+\]")
 _NUMBERED = re.compile(r"\[(STUDENT|EMAIL|ID|PHONE)_(\d+)\]")
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_LABELLED_ID = re.compile(
-    r"\b(?:student|matriculation|matric|enrol?ment|enrollment|sis|learner|candidate|"
-    r"registration)[\s_-]*(?:number|no\.?|id|#|nr\.?|num)\s*[:#=]?\s*([A-Za-z]{0,2}\d[\d-]{3,11}\d)"
-    r"\b", re.IGNORECASE)
-_PHONE_HINT = re.compile(r"(?:\+|\b)\d[\d ().-]{6,}\d")
-_PHONE_GROUPS = re.compile(r"\d[\s()\-]+\d")  # digits in groups, as phone numbers are written
-# Words that are also names: redacted only inside a full name.
-COMMON_WORDS = frozenset(re.split(r"\s+", (
-    "will may mark bill rose june april august grace hope joy faith page long young white "
-    "black brown green gray grey king hall wood stone ray dean art sky summer winter river "
-    "lane rich chase drew frank max case park price bell cook hunter mason carter baker miller "
-    "love sun moon star ash fox bird gay early low little small short hill field banks new "
-    "best said see can min set key list map node tree true false none")))
+_PIECE = re.compile(r"[^\s\-‐‑]+")  # the parts of a name: words and the halves of compounds
+_LETTERS = re.compile(r"[^\W\d_]+")
+# What may stand between two parts of one name: "Zoë Åberg", "Åberg-Łukasiewicz", "Price, Mark".
+_LINK = re.compile(r"[ \t]*[-‐‑,]?[ \t]*\n?[ \t]*")
+_INITIAL_BEFORE = re.compile(r"(?<![^\W_])([^\W\d_])\.[ \t]{0,2}\Z")
+_INITIAL_AFTER = re.compile(r",?[ \t]{1,2}([^\W\d_])\.(?![^\W_])")
+_TITLE_BEFORE = re.compile(r"(?<![^\W_])(?:mr|mrs|ms|mx|miss|dr|prof|herr|frau|mme|mlle|sr|sra)"
+                           r"\.?[ \t]{1,2}\Z")
+_NUMBER_BESIDE = (re.compile(r"[ \t]{1,2}\d"), re.compile(r"\d[ \t]{1,2}\Z"))
+_TRANSLIT = str.maketrans({"ü": "ue", "ö": "oe", "ä": "ae", "ß": "ss", "å": "aa", "ø": "oe",
+                           "æ": "ae"})
 
 
-def _variants(word: str) -> set[str]:
-    """Spellings of a name word: as written, without accents, German transliteration."""
-    out = {word}
-    plain = "".join(c for c in unicodedata.normalize("NFKD", word)
-                    if not unicodedata.combining(c))
-    out.add(plain)
-    out.add(word.replace("ü", "ue").replace("ö", "oe").replace("ä", "ae").replace("ß", "ss")
-            .replace("Ü", "Ue").replace("Ö", "Oe").replace("Ä", "Ae"))
-    out.add(word.replace("'", "’"))
-    out.add(word.replace("’", "'"))
-    return out
+@cache
+def _name_words() -> dict[str, frozenset[str]]:
+    """grader/data/name_words.toml: `words` (name parts that are ordinary words), `capitalised`
+    (names only when capitalised) and `months`."""
+    raw = tomllib.loads(resources.files("grader.data").joinpath("name_words.toml")
+                        .read_text(encoding="utf-8"))
+    return {k: frozenset(v) for k, v in raw.items()}
 
 
-_NAME_WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
+def name_level(key: str) -> int:
+    """How a name part (folded) is matched: 0 anywhere, in any case; 1 alone only when
+    capitalised; 2 only beside another part of the name, an initial or a title (an ordinary
+    word, or shorter than three letters)."""
+    words = _name_words()
+    return 2 if len(key) < 3 or key in words["words"] else 1 if key in words["capitalised"] else 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Person:
     student_id: str
     display: str | None
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One part of a student's name: `index` its place in the name (-1: an id spelled as a
+    word), `level` as `name_level()`."""
+    sid: str
+    index: int
+    level: int
+
+
+@dataclass(frozen=True, order=True)
+class _Hit:
+    start: int
+    end: int
+    index: int
+    level: int  # as `name_level()`
+    capital: bool
+    month_date: bool  # a month name with a number beside it ("May 2026")
+
+    @property
+    def strong(self) -> bool:
+        """A name wherever it stands: no ordinary word, or a rare one capitalised."""
+        return self.level == 0 or (self.level == 1 and self.capital)
 
 
 def _lms_names(sub: Submission) -> list[tuple[str, str | None]]:
@@ -95,6 +128,12 @@ def _lms_names(sub: Submission) -> list[tuple[str, str | None]]:
     return out
 
 
+def _key(piece: str) -> str:
+    """A name part as it is matched: folded, without apostrophes ("O'Brien" -> "obrien")."""
+    folded = pii.fold(unicodedata.normalize("NFC", piece))
+    return "".join(c for c in folded if c not in pii.APOSTROPHES)
+
+
 class Redactor:
     """Built once per run from the class (roster and file names); `submission()` per student."""
 
@@ -105,10 +144,10 @@ class Redactor:
         self.region = phone_region
         self.people: dict[str, _Person] = {}
         self.by_name: dict[str, str] = {}  # casefolded full name or e-mail -> student id
-        self.full: dict[str, list[tuple[tuple[str, ...], str]]] = {}  # first word -> names
-        self.single: dict[str, set[str]] = {}  # exact spelling -> students
-        self.ids: dict[str, str] = {}  # casefolded id -> student
-        self.gate: set[str] = set()  # lower-case words any of the above contains
+        self.parts: dict[str, set[_Part]] = defaultdict(set)  # name key -> parts
+        self.triggers: dict[str, set[str]] = defaultdict(set)  # word in a text -> name keys
+        self.initials: dict[str, set[str]] = defaultdict(set)  # student -> folded initials
+        self.ids: dict[str, str] = {}  # folded id -> student
         for sub in subs:
             self.people[sub.student_id] = _Person(sub.student_id, sub.name)
             for known in (sub.name, sub.email):
@@ -124,8 +163,6 @@ class Redactor:
                 self._add_name(name, sub.student_id)
             for i in ids:
                 self._add_id(i, sub.student_id)
-            if sub.email:
-                self.gate.update(words_in(sub.email.lower()))
         for sid, more in (other_ids or {}).items():
             for i in more:
                 if not i.isalpha():
@@ -139,32 +176,33 @@ class Redactor:
         return None
 
     def _add_name(self, name: str, sid: str) -> None:
-        parts = _NAME_WORD.findall(name)
-        if not parts:
-            return
-        for variant_parts in {tuple(p) for p in _spellings(parts)}:
-            folded = tuple(p.casefold() for p in variant_parts)
-            for seq in {folded, folded[::-1]} if len(folded) > 1 else set():
-                self.full.setdefault(seq[0], []).append((seq, sid))
-            for p in variant_parts:
-                if len(p) >= 3 and p.casefold() not in COMMON_WORDS:
-                    for spelled in (p, p.upper(), p[:1].upper() + p[1:]):
-                        self.single.setdefault(spelled, set()).add(sid)
-            self.gate.update(words_in(" ".join(folded)))
+        for index, piece in enumerate(_PIECE.findall(name)):
+            key = _key(piece)
+            if not _LETTERS.fullmatch(key):
+                continue
+            self.initials[sid].add(key[0])
+            translit = _key(piece.lower().translate(_TRANSLIT))
+            for k in {key, translit}:
+                self._add_key(k, _Part(sid, index, name_level(k)))
+                # "O'Brien" is the words "o" and "brien" to `words_in`
+                last = _key(re.split(f"[{pii.APOSTROPHES}]", pii.fold(piece))[-1])
+                if len(last) >= 3 and last != k:
+                    self.triggers[last].add(k)
+
+    def _add_key(self, key: str, part: _Part) -> None:
+        self.parts[key].add(part)
+        self.triggers[key].add(key)
 
     def _add_id(self, raw: str, sid: str) -> None:
-        key = raw.casefold()
-        if len(key) < 3 or key in COMMON_WORDS:
+        key = pii.fold(raw)
+        if len(key) < 3 or name_level(key):
             return
-        if key.isalpha():  # an id that is a name ("alice"): as written, or capitalised
-            for spelled in (raw, raw[:1].upper() + raw[1:]):
-                self.single.setdefault(spelled, set()).add(sid)
-            self.gate.update(words_in(key))
+        if key.isalpha():  # an id that is a name ("alice"): matched as a part of the name
+            self._add_key(key, _Part(sid, -1, 0))
             return
         if key.isdigit() and len(key) < 4:
             return
         self.ids[key] = sid
-        self.gate.update(words_in(key))
 
     # --- one student -----------------------------------------------------------------------
 
@@ -178,7 +216,8 @@ class Redactor:
 
     def redact(self, texts: Sequence[str], author: str, *, keep_existing: bool = False
                ) -> tuple[list[str], dict[str, str]]:
-        """Redact several strings with one numbering (placeholders shared between them).
+        """Redact several strings with one numbering (placeholders shared between them). A
+        number labelled as a student number in any of them is redacted in all of them.
         `keep_existing`: the texts were redacted before (a banked example, as a run sent it):
         the placeholders already in them keep their meaning, new ones are numbered after them."""
         state = _Numbering(author, self.people)
@@ -186,111 +225,115 @@ class Redactor:
             for t in texts:
                 for m in _NUMBERED.finditer(t):
                     state.counts[m[1]] = max(state.counts[m[1]], int(m[2]))
-        out = [self._one(t, state) for t in texts]
+        texts = [t if unicodedata.is_normalized("NFC", t) else unicodedata.normalize("NFC", t)
+                 for t in texts]
+        folded = [pii.fold(t) for t in texts]
+        words = [words_in(f) for f in folded]
+        labelled = {key for f, w in zip(folded, words, strict=True)
+                    for _, _, key in pii.labelled_ids(f, w)}
+        out = [self._one(*args, labelled, state)
+               for args in zip(texts, folded, words, strict=True)]
         return out, state.mapping
 
-    def _one(self, text: str, state: _Numbering) -> str:
-        lowered = text.lower()
-        found = words_in(lowered)
-        spans: list[tuple[int, int, str, str]] = []  # start, end, kind, key
-        if "@" in text:
-            spans += [(m.start(), m.end(), "EMAIL", m.group().casefold())
-                      for m in _EMAIL.finditer(text)]
-        if found & _ID_LABELS:
-            spans += [(m.start(1), m.end(1), "ID", m.group(1).casefold())
-                      for m in _LABELLED_ID.finditer(text)]
-        if _PHONE_HINT.search(text):
-            spans += self._phones(text)
-        for word in found & self.gate:
-            spans += self._names_and_ids(text, lowered, word)
+    def _one(self, text: str, folded: str, found: set[str], labelled: set[str],
+             state: _Numbering) -> str:
+        spans = [(s, e, "EMAIL", key) for s, e, key in pii.emails(folded)]
+        spans += [(s, e, "ID", value) for value in labelled
+                  for s, e in pii.occurrences(folded, value)]
+        spans += [(s, e, "ID", w) for w in found & self.ids.keys()
+                  for s, e in pii.occurrences(folded, w)]
+        if pii.PHONE_HINT.search(text):
+            spans += [(s, e, "PHONE", key) for s, e, key in pii.phones(text, self.region)]
+        spans += self._names(text, folded, found)
         if not spans:
             return text
-        spans.sort(key=lambda s: (s[0], -(s[1] - s[0])))
+        spans.sort(key=lambda s: (s[0], -(s[1] - s[0]), s[3]))
         out, last = [], 0
         for start, end, kind, key in spans:
-            if start < last:
+            if end <= last:
                 continue
+            start = max(start, last)  # what an earlier span left of this one
             out.append(text[last:start])
             out.append(state.placeholder(kind, key, text[start:end]))
             last = end
         out.append(text[last:])
         return "".join(out)
 
-    def _phones(self, text: str) -> list[tuple[int, int, str, str]]:
-        """Phone numbers: every number valid for the region or in international form, and,
-        erring on the side of privacy, every *possible* number (the right length, whether or not
-        it is allocated now, e.g. +44 7700 900123) written as a phone number is: with a leading
-        `+`, or in digit groups. A bare run of digits (a number in code, 0.1234567) is left."""
-        import phonenumbers
-
+    def _names(self, text: str, folded: str, found: set[str]
+               ) -> list[tuple[int, int, str, str]]:
+        """Every run of one student's name parts (with initials) that is plainly a name."""
+        keys = {k for w in found & self.triggers.keys() for k in self.triggers[w]}
+        if not keys:
+            return []
+        months = _name_words()["months"]
+        hits: dict[str, set[_Hit]] = defaultdict(set)
+        for key in keys:
+            for m in _key_pattern(key).finditer(folded):
+                s, e = m.span()
+                month_date = key in months and any(
+                    p.match(text, e) if i == 0 else p.search(text, max(0, s - 3), s)
+                    for i, p in enumerate(_NUMBER_BESIDE))
+                capital = text[s].isupper()
+                for part in self.parts[key]:
+                    hits[part.sid].add(_Hit(s, e, part.index, part.level, capital, month_date))
         out = []
-        for m in phonenumbers.PhoneNumberMatcher(text, self.region,
-                                                 leniency=phonenumbers.Leniency.POSSIBLE):
-            if not (phonenumbers.is_valid_number(m.number) or m.raw_string.startswith("+")
-                    or _PHONE_GROUPS.search(m.raw_string)):
-                continue
-            number = phonenumbers.format_number(m.number, phonenumbers.PhoneNumberFormat.E164)
-            out.append((m.start, m.end, "PHONE", number))
+        for sid in sorted(hits):
+            for run in _runs(text, sorted(hits[sid])):
+                span = self._accept(text, folded, sid, run)
+                if span is not None:
+                    out.append((*span, "STUDENT", sid))
         return out
 
-    def _names_and_ids(self, text: str, lowered: str, word: str
-                       ) -> list[tuple[int, int, str, str]]:
-        out = []
-        for s, e in _occurrences(text, lowered, word):
-            best: tuple[int, str] | None = None
-            for seq, sid in self.full.get(word, ()):
-                full = _sequence_pattern(seq).match(text, s)
-                if full is not None and (best is None or full.end() > best[0]):
-                    best = (full.end(), sid)
-            if best is not None:
-                out.append((s, best[0], "STUDENT", best[1]))
-                continue
-            token = text[s:e]
-            who = self.single.get(token)
-            if who:
-                out.append((s, e, "STUDENT", sorted(who)[0]))
-            elif word in self.ids:
-                out.append((s, e, "ID", word))
-        return out
+    def _accept(self, text: str, folded: str, sid: str, run: list[_Hit]
+                ) -> tuple[int, int] | None:
+        """The span of a run of name parts with the initials around it, if it is a name: it has
+        a part that is no ordinary word, or two pieces of evidence (parts, initials, a title)."""
+        start, end = run[0].start, run[-1].end
+        evidence = len(run)
+        letters = self.initials[sid]
+        for _ in range(2):
+            m = _INITIAL_BEFORE.search(text, max(0, start - 5), start)
+            if not (m and m[1].isupper() and pii.fold(m[1]) in letters):
+                break
+            start, evidence = m.start(), evidence + 1
+        m = _INITIAL_AFTER.match(text, end)
+        if m and m[1].isupper() and pii.fold(m[1]) in letters:
+            end, evidence = m.end(), evidence + 1
+        if _TITLE_BEFORE.search(folded, max(0, start - 7), start):
+            evidence += 1
+        if any(h.strong for h in run) or evidence >= 2:
+            return start, end
+        return None
 
 
-_ID_LABELS = frozenset(re.split(r"\s+", "student matriculation matric enrolment enrollment sis "
-                                            "learner candidate registration"))
-
-
-def _spellings(parts: list[str]) -> list[list[str]]:
-    variants = [sorted(_variants(p)) for p in parts]
-    out: list[list[str]] = [[]]
-    for options in variants:
-        out = [[*prefix, o] for prefix in out for o in options][:16]
-    return out
-
-
-def _occurrences(text: str, lowered: str, word: str) -> Iterator[tuple[int, int]]:
-    """Where `word` (lower case) stands in `text` as a whole word, ignoring case. Plain string
-    search when lower-casing kept every position (a class of 10,000 has 10,000 ids: compiling
-    a pattern for each cost 0.1 ms a student); the regex otherwise."""
-    if len(lowered) != len(text) or not word.isascii():
-        for m in _word_pattern(word).finditer(text):
-            yield m.start(), m.end()
-        return
-    i = lowered.find(word)
-    while i >= 0:
-        e = i + len(word)
-        if not (i and lowered[i - 1].isalnum()) and not (e < len(text) and lowered[e].isalnum()):
-            yield i, e
-        i = lowered.find(word, i + 1)
+def _runs(text: str, hits: list[_Hit]) -> list[list[_Hit]]:
+    """One student's name parts in `text` grouped into runs of adjacent parts, each part
+    admitted only where it can be a name: a part that is no word anywhere; a word capitalised
+    (and no month beside a number), or in lower case just before a later part of the name that
+    is no ordinary word ("will turner")."""
+    admitted = [h.strong or (h.capital and not h.month_date) for h in hits]
+    for i, (h, nxt) in enumerate(itertools.pairwise(hits)):
+        gap = text[h.end:nxt.start]
+        if not admitted[i] and nxt.level < 2 and nxt.index > h.index and gap.isspace() \
+                and "\n" not in gap:
+            admitted[i] = admitted[i + 1] = True
+    runs: list[list[_Hit]] = []
+    for h, ok in zip(hits, admitted, strict=True):
+        if not ok or (runs and h.start < runs[-1][-1].end):
+            continue  # not a name here, or the same place found by another spelling
+        if runs and _LINK.fullmatch(text, runs[-1][-1].end, h.start):
+            runs[-1].append(h)
+        else:
+            runs.append([h])
+    return runs
 
 
 @lru_cache(maxsize=4096)
-def _word_pattern(word: str) -> re.Pattern[str]:
-    return re.compile(rf"(?<![^\W_]){re.escape(word)}(?![^\W_])", re.IGNORECASE)
-
-
-@lru_cache(maxsize=4096)
-def _sequence_pattern(seq: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile(r"[\s,]+".join(re.escape(p) for p in seq) + r"(?![^\W_])",
-                      re.IGNORECASE)
+def _key_pattern(key: str) -> re.Pattern[str]:
+    """A name key in folded text as a whole word, apostrophes anywhere in it ("o'brien")."""
+    apostrophe = f"[{pii.APOSTROPHES}]?"
+    return re.compile(r"(?<![^\W_])" + apostrophe.join(re.escape(c) for c in key)
+                      + r"(?![^\W_])")
 
 
 class _Numbering:

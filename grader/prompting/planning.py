@@ -30,7 +30,7 @@ from grader.grading.policy import Policy, Reconfigure, more_room
 from grader.grading.records import FlagRow
 from grader.grading.selection import Selection
 from grader.intake import injection
-from grader.intake.discover import Submission, check_class_folder, discover
+from grader.intake.discover import Submission, check_class_folder, discover, read_roster
 from grader.intake.extract import Extracted
 from grader.intake.redact import Redactor
 from grader.online.budget import Expected, Spending
@@ -321,13 +321,19 @@ def example_selector(p: Plan, store: Store, subs: Sequence[Submission]
 
 
 def redactor_for(settings: Settings, backend: str, subs: Sequence[Submission],
-                 selector: exemplars.Selector | None) -> Redactor | None:
+                 selector: exemplars.Selector | None, roster: Path | None = None
+                 ) -> Redactor | None:
     """The run's redactor (None when a run on `backend` sends work as it is): it knows the
-    class's students and the authors of the graded examples it may show."""
+    class's students, their other ids in `roster` (SIS, Canvas and Moodle ids, user names:
+    redacted wherever they appear) and the authors of the graded examples it may show."""
     if not redacting(settings, backend):
         return None
+    other_ids: dict[str, tuple[str, ...]] = {}
+    if roster is not None:
+        other_ids = {sid: tuple(v for kind, v in e.ids.items() if kind != "section")
+                     for sid, e in read_roster(roster).items() if e.ids}
     if selector is None:
-        return Redactor(subs, phone_region=settings.phone_region)
+        return Redactor(subs, phone_region=settings.phone_region, other_ids=other_ids)
     return Redactor([*subs, *exemplars.authors(selector, subs)],
                     phone_region=settings.phone_region,
-                    other_ids=exemplars.author_ids(selector))
+                    other_ids={**other_ids, **exemplars.author_ids(selector)})
