@@ -36,3 +36,19 @@ def test_importing_any_module_runs_nothing() -> None:
                          timeout=120, cwd=ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
     assert int(res.stdout.strip().splitlines()[-1]) > 50  # the walk really imported them
+
+
+def test_every_data_file_in_the_tree_ships_in_the_wheel() -> None:
+    """A data file beside the code (grader/data/*.toml, templates) is in the wheel only when a
+    [tool.setuptools.package-data] glob of its package matches it."""
+    import fnmatch
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = config["tool"]["setuptools"]["package-data"]
+    data = [p.relative_to(ROOT) for p in (ROOT / "grader").rglob("*") if p.is_file()
+            and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    assert Path("grader/data/injection_patterns.toml") in data
+    missing = [str(p) for p in data
+               if not any(fnmatch.fnmatch(p.name, g)
+                          for g in globs.get(".".join(p.parent.parts), []))]
+    assert not missing, f"add to [tool.setuptools.package-data]: {missing}"
