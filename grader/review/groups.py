@@ -70,43 +70,88 @@ def unit_vectors(texts: Sequence[str]) -> Any:
     return np.asarray(model[1].toarray(), dtype=np.float64)
 
 
+def _rows(answers_texts: Sequence[str], vectors: Mapping[str, Any] | None) -> Any:
+    """One unit row per text: sparse TF-IDF rows, or the given vectors stacked (dense)."""
+    if vectors is not None:
+        return np.stack([np.asarray(vectors[t], dtype=np.float64) for t in answers_texts])
+    model = tfidf(answers_texts)
+    if model is None:
+        return np.zeros((len(answers_texts), 1))
+    return model[1].tocsr()
+
+
+_BLOCK = 256  # rows whose dot products with the rows before them are computed at once
+
+
+def _dot_blocks(matrix: Any) -> Any:
+    """For each row i, in order: its dot products with rows 0..i (a dense vector), computed a
+    block of rows at a time (one sparse product per block, not per row)."""
+    n = matrix.shape[0]
+    for a in range(0, n, _BLOCK):
+        b = min(n, a + _BLOCK)
+        block = matrix[a:b] @ matrix[:b].T
+        block = np.asarray(block.toarray() if hasattr(block, "toarray") else block,
+                           dtype=np.float64)
+        for k in range(b - a):
+            yield block[k, :a + k + 1]
+
+
 def group(answers: Sequence[Answer], threshold: float,
           vectors: Mapping[str, Any] | None = None) -> list[Group]:
     """The groups of `answers` (see the module docstring). `vectors`: a unit vector per
-    distinct text to compare by (embeddings); None: TF-IDF of the texts themselves."""
+    distinct text to compare by (embeddings); None: TF-IDF of the texts themselves.
+
+    A group's centre is never built: the similarity of a unit with a group is the weighted sum
+    of its dot products with the group's members over the norm of the group's sum, and that
+    norm is kept up to date as units join; the dot products come a block of rows at a time."""
     units = _units(answers)
     if not units:
         return []
-    texts = [u[0].text for u in units]
-    matrix = (np.stack([np.asarray(vectors[t], dtype=np.float64) for t in texts])
-              if vectors is not None else unit_vectors(texts))
+    matrix = _rows([u[0].text for u in units], vectors)
+    n = len(units)
     weights = np.array([len(u) for u in units], dtype=np.float64)
-    sums: list[Any] = []  # per group: the weighted sum of its units' vectors
-    of_group: list[list[int]] = []
-    for i in range(len(units)):
-        v = matrix[i]
+    of_unit = np.zeros(n, dtype=np.int64)  # each unit's group
+    norms_sq: list[float] = []  # per group: the squared norm of its weighted sum
+    for i, dots in enumerate(_dot_blocks(matrix)):
+        self_sq = float(dots[i])
         best, best_sim = -1, -np.inf
-        for g, s in enumerate(sums):
-            norm = float(np.linalg.norm(s))
-            sim = float(v @ s) / norm if norm else 0.0
-            if sim > best_sim + 1e-12:
-                best, best_sim = g, sim
-        if best >= 0 and best_sim >= threshold and float(np.linalg.norm(v)) > 0:
-            sums[best] = sums[best] + weights[i] * v
-            of_group[best].append(i)
+        if norms_sq and i:
+            sums = np.bincount(of_unit[:i], weights=weights[:i] * dots[:i],
+                               minlength=len(norms_sq))
+            norm = np.sqrt(np.maximum(np.array(norms_sq), 0.0))
+            sims = np.divide(sums, norm, out=np.zeros_like(sums), where=norm > 0)
+            top = float(sims.max())
+            best = int(np.flatnonzero(sims >= top - 1e-12)[0])  # the first on a tie
+            best_sim = float(sims[best])
+            gained = float(sums[best])
+        if best >= 0 and best_sim >= threshold and self_sq > 0:
+            norms_sq[best] += 2 * weights[i] * gained + weights[i] ** 2 * self_sq
+            of_unit[i] = best
         else:
-            sums.append(weights[i] * v)
-            of_group.append([i])
+            of_unit[i] = len(norms_sq)
+            norms_sq.append(weights[i] ** 2 * self_sq)
     out = []
-    for s, members in zip(sums, of_group, strict=True):
-        norm = float(np.linalg.norm(s))
-        centre = s / norm if norm else s
-        rep_unit = min(members, key=lambda i: (-round(float(matrix[i] @ centre), 9),
-                                               units[i][0].student_id))
+    for g in range(len(norms_sq)):
+        members = [int(i) for i in np.flatnonzero(of_unit == g)]
+        rep_unit = _nearest_centre(matrix, members, weights, norms_sq[g],
+                                   [units[i][0].student_id for i in members])
         ids = tuple(sorted(a.student_id for i in members for a in units[i]))
-        out.append(Group("", ids, units[rep_unit][0].student_id))
+        out.append(Group("", ids, units[members[rep_unit]][0].student_id))
     out.sort(key=lambda g: (-g.size, g.representative))
     return [Group(f"G{n}", g.members, g.representative) for n, g in enumerate(out, start=1)]
+
+
+def _nearest_centre(matrix: Any, members: list[int], weights: Any, norm_sq: float,
+                    ids: list[str]) -> int:
+    """The index (in `members`) of the member nearest its group's centre (ties: smallest id)."""
+    if len(members) == 1:
+        return 0
+    rows = matrix[members]
+    gram = rows @ rows.T
+    gram = np.asarray(gram.toarray() if hasattr(gram, "toarray") else gram, dtype=np.float64)
+    norm = float(np.sqrt(max(norm_sq, 0.0)))
+    to_centre = gram @ weights[members] / norm if norm else np.zeros(len(members))
+    return min(range(len(members)), key=lambda k: (-round(float(to_centre[k]), 9), ids[k]))
 
 
 def inconsistent(groups: Sequence[Group], answers: Sequence[Answer], max_total: float,
