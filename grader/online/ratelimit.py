@@ -173,10 +173,12 @@ class Pace:
         if self._lock is None or self._loop is not loop:
             self._lock, self._loop, self._next = asyncio.Lock(), loop, 0.0
         async with self._lock:
-            wait = self._next - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._next = loop.time() + self.interval
+            now = loop.time()
+            if self._next > now:
+                await asyncio.sleep(self._next - now)
+            # by the schedule, not by when the sleep ended: a busy loop wakes late, and that
+            # lateness must not add up request after request
+            self._next = max(self._next, now) + self.interval
         self.count()
 
     def count(self) -> None:
