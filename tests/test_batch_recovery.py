@@ -137,8 +137,8 @@ def test_two_concurrent_syncs_submit_once(gemini_env: FakeGemini, tmp_path: Path
 
 def test_a_re_ask_judged_before_a_kill_is_sent_by_the_next_collect(
         gemini_env: FakeGemini, tmp_path: Path) -> None:
-    class_dir = make_class(tmp_path, 0, extra={
-        "once.txt": "Student answer FAKE_GEMINI:INVALID_ONCE. TCP is reliable."})
+    class_dir = make_class(tmp_path, 0, extra={  # not "once.txt": its id would be redacted
+        "retried.txt": "Student answer FAKE_GEMINI:INVALID_ONCE. TCP is reliable."})
     db = tmp_path / "b.sqlite"
     grade("submit", class_dir, db)
     # killed right after the first reply was judged (a re-ask) and committed, before round 2

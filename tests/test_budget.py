@@ -280,7 +280,7 @@ def test_a_reply_cut_at_the_smaller_cap_skips_the_student_and_is_not_paid_for_tw
         fake: FakeGemini, tmp_path: Path) -> None:
     # THINK_HARD thinks 3,000 tokens; $0.03 leaves room for about 2,100 output tokens, more
     # than half again the 820 expected: the call is sent with that cap, and cut at it
-    class_dir = make_class(tmp_path, 0, extra={"hard.txt": "Binary. FAKE_GEMINI:THINK_HARD"})
+    class_dir = make_class(tmp_path, 0, extra={"deep.txt": "Binary. FAKE_GEMINI:THINK_HARD"})
     (class_dir / "grader.toml").write_text(PINNED)
     db = tmp_path / "g.db"
     run = ("run", str(class_dir), "--db", str(db), "--out", str(tmp_path / "o"))

@@ -121,7 +121,8 @@ def test_dry_run_only_shows_that_students_prompt_and_no_one_elses(
     code, out = grade("run", str(class_dir), "--dry-run", "--only", "alice",
                       "--db", str(tmp_path / "g.db"))
     assert code == 0, out
-    assert "--- alice:" in out and "ALICE-OWN-WORDS" in out and "alice's prompt" in out
+    # the prompt shown is the one sent: her name (her id) redacted in any case
+    assert "--- alice:" in out and "[STUDENT_1]-OWN-WORDS" in out and "alice's prompt" in out
     for other in ("aaron", "s0000", "s0001", "s0002", "s0003"):
         assert f"--- {other}" not in out, out
         assert f"Student {other[1:]} answer" not in out

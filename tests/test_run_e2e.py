@@ -93,20 +93,22 @@ def test_rerun_skips_stored_grades_and_regrade_forces(gemini_env: FakeGemini,
 
 
 def test_blocked_invalid_and_reask(gemini_env: FakeGemini, tmp_path: Path) -> None:
+    # the students' ids are not words of the markers: an id spelled as a word is redacted
+    # like a name, in any case, so "once.txt" would send "INVALID_[STUDENT_1]"
     class_dir = make_class(tmp_path, 2, extra={
-        "safety.txt": "FAKE_GEMINI:SAFETY binary encoding",
+        "blocked.txt": "FAKE_GEMINI:SAFETY binary encoding",
         "broken.txt": "FAKE_GEMINI:INVALID_JSON binary encoding",
-        "once.txt": "FAKE_GEMINI:INVALID_ONCE binary encoding",
+        "retried.txt": "FAKE_GEMINI:INVALID_ONCE binary encoding",
     })
     db = tmp_path / "g.sqlite"
     code, output = run_cli("run", str(class_dir), "--db", str(db), "--out", str(tmp_path / "o"))
     assert code == 0, output
     got = dict(rows(db, "SELECT student_id, COALESCE(reason, status) FROM outcomes"))
-    assert got["safety"] == "blocked_safety"
+    assert got["blocked"] == "blocked_safety"
     assert got["broken"] == "invalid_output"
-    assert got["once"] == "graded"
+    assert got["retried"] == "graded"
     attempts = dict(rows(db, "SELECT student_id, COUNT(*) FROM attempts GROUP BY student_id"))
-    assert attempts["once"] == 2 and attempts["broken"] == 2 and attempts["safety"] == 1
+    assert attempts["retried"] == 2 and attempts["broken"] == 2 and attempts["blocked"] == 1
     # both raw invalid responses are kept in the response ledger
     raw = rows(db, "SELECT r.text FROM attempts a JOIN responses r ON r.request_hash ="
                    " a.request_hash WHERE a.student_id = 'broken'")
