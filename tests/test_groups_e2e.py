@@ -68,6 +68,9 @@ def test_similar_answers_share_a_group_and_the_odd_grade_is_flagged(
     assert f"a1 {totals['a1']:g}" in note and "G1" in note  # with the group's other scores
     with open(out / "grades.csv", encoding="utf-8") as fh:
         assert "inconsistent_with_group" in next(line for line in fh if line.startswith("a4,"))
+    cls, _, _ = graded
+    code, output = grade("run", str(cls), "--db", str(db), "--out", str(out))  # all reused
+    assert code == 0 and "flagged inconsistent_with_group after grading: a4 " in output, output
 
 
 def test_the_groups_sheet_lists_each_group_with_links_to_its_members(

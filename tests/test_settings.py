@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,26 @@ def test_the_usage_tier_sets_the_spend_limit_from_the_model_table(tmp_path: Path
                    ).spend_per_10min == 120.0
     with pytest.raises(ConfigError, match="usage_tier"):
         resolve({}, env={"GRADER_USAGE_TIER": "4"})
+
+
+def test_the_gemini_base_url_variable_never_points_the_openai_backend(tmp_path: Path) -> None:
+    """GOOGLE_GEMINI_BASE_URL names Google's endpoint (the SDK's variable): `--backend openai`
+    does not send the class there; it asks for the server's address instead."""
+    env = {"GOOGLE_GEMINI_BASE_URL": "https://gemini.example"}
+    assert resolve({"backend": "openai"}, env=env).base_url is None
+    assert resolve({"backend": "gemini"}, env=env).base_url == "https://gemini.example"
+    assert resolve({"backend": "openai"}, env={**env, "GRADER_BASE_URL": "http://h:8080/v1"}
+                   ).base_url == "http://h:8080/v1"
+    assert resolve({"backend": "openai", "base_url": "http://h:1/v1"}, env=env
+                   ).base_url == "http://h:1/v1"
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "samples" / "intro-python", tmp_path / "class")
+    os.environ["GOOGLE_GEMINI_BASE_URL"] = "https://gemini.example"
+    try:
+        code, out = grade("run", str(tmp_path / "class"), "--backend", "openai", "--model", "m",
+                          "--rubric", str(root / "rubrics" / "intro-python.yaml"),
+                          "--db", str(tmp_path / "g.sqlite"))
+    finally:
+        del os.environ["GOOGLE_GEMINI_BASE_URL"]
+    assert code == 2 and "needs the address of the model server" in out, out
+    assert "gemini.example" not in out and not (tmp_path / "g.sqlite").exists()

@@ -229,6 +229,11 @@ def _print_summary(s: Any) -> None:
             f"  skipped ({_ids(in_batch)}): their requests are in a batch job still running, "
             "so they are not sent again; `grade batch collect` stores their grades"))
     _print_suspected(s.injection_suspected)
+    if s.inconsistent:
+        click.echo(terminal_safe(
+            f"  flagged inconsistent_with_group after grading: {_ids(s.inconsistent)} (graded "
+            "apart from answers like theirs; review.xlsx's Groups sheet shows the group)",
+            newlines=False))
     if s.graded_again:
         had, kept = s.decisions_kept
         click.echo(terminal_safe(

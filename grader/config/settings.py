@@ -388,6 +388,9 @@ def _shown(value: Any, kind: str) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_GEMINI_URL_ENV = Origin("env", "GOOGLE_GEMINI_BASE_URL")  # never --backend openai's server
+
+
 def resolve(
     flags: Mapping[str, Any] | None = None,
     *,
@@ -419,6 +422,9 @@ def resolve(
     names = flag_names or {}
     origin.update({k: Origin("flag", names[k]) if k in names else Origin("caller")
                    for k in given})
+    if layers.get("backend") == "openai" and origin.get("base_url") == _GEMINI_URL_ENV:
+        # the Gemini SDK's variable names Google's endpoint, not the school's model server
+        del layers["base_url"], origin["base_url"]
     for old, fix in _REMOVED.items():
         if old in layers:
             raise ConfigError(f"the setting {old} no longer exists (set by "

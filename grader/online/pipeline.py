@@ -79,6 +79,7 @@ class RunSummary:
     outputs: list[Path] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # things the teacher should know
     injection_suspected: list[str] = field(default_factory=list)
+    inconsistent: list[str] = field(default_factory=list)  # inconsistent_with_group (groups)
     redacted: bool = False
     cache: CacheReport | None = None  # None: no cache was considered (off, or not offered)
     cache_usd: float = 0.0  # creating and keeping the run's explicit caches (in cost_usd)
@@ -222,6 +223,7 @@ async def _graded(ctx: RunContext, subs: list[Submission], store: Store, backend
         summary.graded_again = again
         summary.decisions_kept = carried_over(store, before.id, run.id)
     regroup(store, run.id, grouping_of(settings))  # answer groups and their flags
+    summary.inconsistent = sorted(m.student_id for m in store.answer_groups(run.id) if m.flag)
     summary.wall_s = time.perf_counter() - started
     if settings.out is not None:
         summary.outputs = write_outputs(store, run.id, settings.out,
