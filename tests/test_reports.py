@@ -355,3 +355,10 @@ def test_regenerated_workbook_shows_imported_decisions(synth: SyntheticRun,
 
 def unescape(v: object) -> str:
     return unescape_text(str(v))
+
+
+def test_the_ooxml_unescape_reads_cells_as_openpyxl_does() -> None:
+    from grader.reports.excel import unescape_ooxml as ours
+    for text in ("plain", "a_x000D_b", "_x000a__x0009_", "_x00zz_ _X000A_ _x000A_",
+                 "_x" + "0041_", "no escape _x_"):
+        assert ours(text) == unescape_ooxml(text), text

@@ -176,3 +176,19 @@ def test_the_gemini_base_url_variable_never_points_the_openai_backend(tmp_path: 
         del os.environ["GOOGLE_GEMINI_BASE_URL"]
     assert code == 2 and "needs the address of the model server" in out, out
     assert "gemini.example" not in out and not (tmp_path / "g.sqlite").exists()
+
+
+def test_the_library_api_is_at_the_package_top_and_loads_only_what_a_run_needs() -> None:
+    import subprocess
+    import sys
+    code = ("import sys, grader\n"
+            "for name in grader.__all__: getattr(grader, name)\n"
+            "print(sorted(m for m in ('openai', 'openpyxl', 'llama_cpp', 'click',"
+            " 'grader.backends.openai_compat', 'grader.review.workbook') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"  # the other backends', the CLI's and the import's libraries
+    import grader
+    assert grader.run_class.__module__ == "grader.online.pipeline"
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        grader.nothing  # noqa: B018

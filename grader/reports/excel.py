@@ -21,13 +21,13 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import xlsxwriter
-from openpyxl.utils.escape import unescape as unescape_ooxml
 from xlsxwriter.utility import xl_col_to_name
 from xlsxwriter.worksheet import Worksheet
 
@@ -91,6 +91,16 @@ def cell_text(value: str | None) -> str | None:
         return None
     text = escape_text(value)
     return text if len(text) <= MAX_CELL else text[:MAX_CELL] + "…"
+
+
+_OOXML_ESCAPE = re.compile("_x([0-9A-Fa-f]{4})_")
+
+
+def unescape_ooxml(text: str) -> str:
+    """`_x000D_` -> the character it stands for, as Excel reads a cell (what openpyxl's
+    `utils.escape.unescape` does; written here so that writing a report does not load
+    openpyxl, about 15 MB, in every run)."""
+    return _OOXML_ESCAPE.sub(lambda m: chr(int(m[1], 16)), text) if "_x" in text else text
 
 
 def read_text(value: Any) -> str | None:
