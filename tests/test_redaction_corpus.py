@@ -100,3 +100,14 @@ def test_nothing_of_the_corpus_reaches_the_model_through_grade_run(
     everything = "\n".join(sent)
     for r in CORPUS.roster:
         assert r["email"] not in everything and r["name"] not in everything
+
+
+def test_an_id_written_with_separators_is_redacted_in_each_spelling() -> None:
+    # an SIS id from the LMS export ("SIS-99812"): a text's words never hold it whole
+    redactor = Redactor(CORPUS.students(), other_ids={ZOE: ["SIS-99812", "u.2024.77"]})
+    (text,), _ = redactor.redact(
+        ["My id: SIS-99812 (sis-99812, SIS99812); account u.2024.77. Not SIS-998120 or 99812."],
+        ZOE)
+    assert "99812" not in text.split("Not")[0] and "2024.77" not in text
+    assert text.endswith("Not SIS-998120 or 99812."), text  # another number, and a part alone
+    assert text.count("[ID_") == 4, text

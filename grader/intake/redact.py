@@ -148,6 +148,9 @@ class Redactor:
         self.triggers: dict[str, set[str]] = defaultdict(set)  # word in a text -> name keys
         self.initials: dict[str, set[str]] = defaultdict(set)  # student -> folded initials
         self.ids: dict[str, str] = {}  # folded id -> student
+        # ids written with separators ("sis-99812"), by their longest word: a text's words
+        # never hold them whole
+        self.spaced_ids: dict[str, set[str]] = defaultdict(set)
         for sub in subs:
             self.people[sub.student_id] = _Person(sub.student_id, sub.name)
             for known in (sub.name, sub.email):
@@ -203,6 +206,12 @@ class Redactor:
         if key.isdigit() and len(key) < 4:
             return
         self.ids[key] = sid
+        parts = re.findall(r"[^\W_]+", key)
+        if len(parts) > 1 or (parts and parts[0] != key):
+            self.spaced_ids[max(parts, key=len)].add(key)
+            joined = "".join(parts)  # "sis99812": the same id written without separators
+            if len(parts) > 1 and not joined.isalpha():
+                self.ids.setdefault(joined, sid)
 
     # --- one student -----------------------------------------------------------------------
 
@@ -242,6 +251,8 @@ class Redactor:
                   for s, e in pii.occurrences(folded, value)]
         spans += [(s, e, "ID", w) for w in found & self.ids.keys()
                   for s, e in pii.occurrences(folded, w)]
+        spans += [(s, e, "ID", key) for w in found & self.spaced_ids.keys()
+                  for key in sorted(self.spaced_ids[w]) for s, e in pii.occurrences(folded, key)]
         if pii.PHONE_HINT.search(text):
             spans += [(s, e, "PHONE", key) for s, e, key in pii.phones(text, self.region)]
         spans += self._names(text, folded, found)
