@@ -132,3 +132,30 @@ def test_batch_submit_runs_the_same_check_and_collect_keeps_its_flag(
     # a second submit (nothing left to send) asks nothing again
     code, output = grade("batch", "submit", str(class_dir), *where, "--injection-check")
     assert code == 0 and len(_checks(gemini_env)) == 4, output
+
+
+def test_the_estimate_counts_the_checks_in_the_cost_and_the_budget(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    class_dir = _class(tmp_path, RED_TEAM + INNOCENT + PARAPHRASES)
+    code, without = grade("estimate", str(class_dir))
+    assert code == 0, without
+    assert "injection check" not in without
+    code, output = grade("estimate", str(class_dir), "--injection-check")
+    assert code == 0, output
+    # one call per text the patterns leave: the innocents and the paraphrases
+    assert f"injection check (--injection-check): {len(INNOCENT) + len(PARAPHRASES)} more " \
+           "calls" in output, output
+    assert "(countTokens)" in output.split("injection check")[1].split("\n")[0]
+
+    def cost(text: str, mode: str) -> float:
+        line = next(x for x in text.splitlines() if x.startswith(mode + " "))
+        return float(line.split()[1].lstrip("$"))
+
+    for mode in ("online", "flex", "batch"):
+        assert cost(output, mode) > cost(without, mode), mode
+
+    def budget(text: str) -> float:
+        return float(text.split("--budget ")[1].split("`")[0])
+
+    assert budget(output) > budget(without)
+    assert _checks(gemini_env) == []  # an estimate asks nothing but countTokens

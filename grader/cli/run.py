@@ -319,6 +319,8 @@ def _cache_line(s: Any) -> str:
 @opt.LIMIT
 @opt.REDACT.with_help("Count the requests as `grade run` would send them: with names, "
                          "e-mails and ids replaced [default: on for Gemini].")
+@opt.INJECTION_CHECK.with_help("Count the model-based injection check's calls (one per text "
+                               "the patterns do not flag) in the cost [default: off].")
 @_exemplar_options
 @_handle_errors
 def estimate(class_dir: Path, **flags: Any) -> None:

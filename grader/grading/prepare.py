@@ -54,6 +54,9 @@ class Prepared:
     seen: str | None = None  # the digest of the graded examples the request shows
     mapping: Mapping[str, str] = field(default_factory=dict)
     unsent: Verdict | None = None
+    # the text the model-based injection check asks about (`screen`), when it would ask: the
+    # request is sent, has text, and the patterns did not already flag it
+    screen_text: str | None = None
 
     @property
     def student_id(self) -> str:
@@ -131,16 +134,17 @@ async def prepare(ctx: RunContext, sub: Submission, store: Store | None = None
                        suspected=any(f.reason == injection.FLAG for f in g.flags))
     assert isinstance(choice, Grade)
     unsent = _unsent(ctx, sub.student_id, req, ex, input_flags(ex))
-    if unsent is None and ctx.screen is not None and ex.has_text \
-            and not injection.suspicious(ex.findings):
-        said = await ctx.screen.check(sent.text)  # the text as it is sent, alone
+    screen_text = sent.text if unsent is None and ex.has_text \
+        and not injection.suspicious(ex.findings) else None
+    if screen_text is not None and ctx.screen is not None:
+        said = await ctx.screen.check(screen_text)  # the text as it is sent, alone
         if said is not None and said.injection:
             ex = ex.model_copy(update={"findings": (*ex.findings, screen.finding(said))})
     flags = input_flags(ex)
     grounds = Grounds(flags, quote_text(_as_stored(req)) if ex.has_text else None)
     return Prepared(sub=sub, ex=ex, submission_id=sub_id, req=req, cfg=cfg,
                     epoch=choice.epoch, grounds=grounds, picked=picked, seen=seen,
-                    mapping=mapping, unsent=unsent)
+                    mapping=mapping, unsent=unsent, screen_text=screen_text)
 
 
 async def prepare_offline(ctx: RunContext, subs: Sequence[Submission], *,

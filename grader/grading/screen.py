@@ -46,6 +46,7 @@ from grader.store import Store
 VERSION = "injection-check/1"
 RULE = "model check"
 ANSWER_TOKENS = 256  # a boolean and one sentence; thinking counts against the cap on top
+REPLY_TOKENS = 40  # what `grade estimate` assumes the reply itself takes (no thinking)
 THINKING_ROOM = 2  # times the thinking the model table expects at the level the check uses
 INSTRUCTIONS = (
     "You screen student submissions before an automated grader marks them. The text between "
@@ -101,7 +102,7 @@ class Screener:
         self.backend, self.gen, self.store, self.class_key = backend, gen, store, class_key
         level = lowest_thinking(gen)
         self.thinking_level = level
-        self.cap = ANSWER_TOKENS + THINKING_ROOM * (thinking or {}).get(level or "", 0)
+        self.cap = cap_for(level, thinking)
         self.spending: Spending | None = None  # the run's, once it exists (`use`)
         self.report = ScreenReport(gen.model)
         self._inflight: dict[str, asyncio.Future[ScreenVerdict | None]] = {}
@@ -112,13 +113,7 @@ class Screener:
 
     def request(self, text: str) -> GradeRequest:
         """The check of `text` (the submission as the grading request sends it)."""
-        body = SUBMISSION_OPEN + fence_safe(text) + SUBMISSION_CLOSE
-        req = GradeRequest(key="", model=self.gen.model, system=INSTRUCTIONS,
-                           static_prefix=LEAD, student_parts=(Part(text=body),),
-                           response_schema=SCHEMA, max_output_tokens=self.cap,
-                           thinking_level=self.thinking_level)
-        key = sha256(VERSION, req.model, INSTRUCTIONS, LEAD, body, str(req.thinking_level))
-        return req.model_copy(update={"key": key})
+        return request(self.gen.model, text, self.thinking_level, self.cap)
 
     async def check(self, text: str) -> ScreenVerdict | None:
         """The verdict on `text`: stored, shared with an identical text in flight, or asked;
@@ -176,6 +171,22 @@ class Screener:
         r.tokens += resp.usage.total
         r.cost_usd = None if r.cost_usd is None or cost is None else r.cost_usd + cost
         return verdict
+
+
+def cap_for(level: str | None, thinking: Mapping[Any, int] | None) -> int:
+    """The check's output cap: its answer, and room for the thinking expected at `level`."""
+    return ANSWER_TOKENS + THINKING_ROOM * (thinking or {}).get(level or "", 0)
+
+
+def request(model: str, text: str, thinking_level: Any, cap: int) -> GradeRequest:
+    """The check of `text` (the submission as the grading request sends it), keyed by what
+    is asked: the same text is checked, and paid for, once."""
+    body = SUBMISSION_OPEN + fence_safe(text) + SUBMISSION_CLOSE
+    req = GradeRequest(key="", model=model, system=INSTRUCTIONS, static_prefix=LEAD,
+                       student_parts=(Part(text=body),), response_schema=SCHEMA,
+                       max_output_tokens=cap, thinking_level=thinking_level)
+    key = sha256(VERSION, req.model, INSTRUCTIONS, LEAD, body, str(req.thinking_level))
+    return req.model_copy(update={"key": key})
 
 
 def parse(text: str | None) -> tuple[bool, str]:

@@ -25,6 +25,7 @@ from grader.config import models
 from grader.config.generation import Generation, configure
 from grader.config.models import EstimateAssumptions, ModelTable, Pricing
 from grader.config.settings import Settings, auto_backend, limits, server_url
+from grader.grading import screen
 from grader.grading.context import offline_context
 from grader.grading.prepare import Prepared, prepare_offline
 from grader.intake.isolation import Extractor
@@ -140,6 +141,19 @@ class ModeEstimate:
     note: str
 
 
+@dataclass(frozen=True)
+class Checks:
+    """What `--injection-check` adds: one small call per text sent (counted like the grading
+    requests), the reply assumed `screen.REPLY_TOKENS` plus the thinking of its level; the
+    cost is added to every mode's (in batch mode the checks are online calls, at the
+    standard price)."""
+
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: dict[str, float | None]  # mode name -> cost
+
+
 @dataclass
 class Estimate:
     prefix: Prefix
@@ -158,24 +172,27 @@ class Estimate:
     modes: list[ModeEstimate] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # what the run would say first
     budget: float | None = None  # the smallest --budget that grades the class (None: no price)
+    checks: Checks | None = None  # the model-based injection check (`--injection-check`)
     tier: str = "standard"
     server: str | None = None  # `--backend openai`: the server's address
 
 
 def _requests(p: Plan, class_dir: Path, settings: Settings, gen: Generation, backend: str
-              ) -> tuple[int, int, list[GradeRequest], tuple[str, ...]]:
+              ) -> tuple[int, int, list[GradeRequest], tuple[str, ...], list[str]]:
     """How many students and rubric criteria there are, and every request the class would send
     to `backend` (first asks only; with the reference files, which `_prefix` counts once),
     prepared as the run prepares them (`prepare`): redacted as the run would redact them
     (countTokens is a call to Google: it gets no more of a student than the run would), with
     the graded examples the run would show; students flagged at intake or whose request would
-    not be sent cost nothing. Last, what the run would say about the roster."""
+    not be sent cost nothing. Then what the run would say about the roster, and the texts the
+    model-based injection check would ask about."""
     subs = students(p)
     with Extractor(max_file_mb=settings.max_file_mb, limits=limits(settings)) as extractor:
         ctx = offline_context(p, gen, backend, subs, extractor)
         prepared = asyncio.run(prepare_offline(ctx, subs))
-    out = [got.req for got in prepared if isinstance(got, Prepared) and got.unsent is None]
-    return len(subs), len(p.rubric.all_criteria), out, ctx.notices
+    sent = [got for got in prepared if isinstance(got, Prepared) and got.unsent is None]
+    return (len(subs), len(p.rubric.all_criteria), [got.req for got in sent], ctx.notices,
+            [got.screen_text for got in sent if got.screen_text is not None])
 
 
 async def _count(backend: Backend, reqs: list[GradeRequest], concurrency: int) -> list[int]:
@@ -237,7 +254,7 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
     model = default_model(kind, settings)
     gen = configure(settings, model, kind, tbl)
     p = plan(class_dir, settings)
-    total, n_crit, sent, notices = _requests(p, class_dir, settings, gen, kind)
+    total, n_crit, sent, notices, texts = _requests(p, class_dir, settings, gen, kind)
     reqs = [r.model_copy(update={"reference_parts": ()}) for r in sent]  # counted once
     made: list[Backend] = []
 
@@ -255,11 +272,28 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
         counted_by = ("local estimate (no Gemini credentials): about 4 characters a token, "
                       f"{tbl.media.image_tokens} an image, {tbl.media.pdf_page_tokens} a PDF page")
     a = tbl.estimate
+    level = screen.lowest_thinking(gen)
+    check_reqs = [screen.request(gen.model, t, level, screen.cap_for(level, a.thinking_tokens))
+                  for t in texts] if settings.injection_check else []
+    check_counts = (count(check_reqs) if api or server else
+                    [local_tokens(r, tbl.media) for r in check_reqs]) if check_reqs else []
+    check_out = screen.REPLY_TOKENS + (a.thinking_tokens.get(level, 0) if level and not server
+                                       else 0)
+    day = day or models.today()
+
+    def checks(pricing: Pricing) -> float | None:
+        costs = [pricing.cost(Usage(prompt_tokens=c, output_tokens=check_out), day)
+                 for c in check_counts]
+        return None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
+
+    def plus(cost: float | None, more: float | None) -> float | None:
+        return None if cost is None or more is None else cost + more
     expected = Expected.of(a, n_crit)
     answer, thinking = expected.answer_tokens, expected.thinking(gen.thinking_level)
     load = Load(calls=len(reqs), input_tokens=sum(counts), answer_tokens=answer * len(reqs),
                 thinking_tokens=thinking * len(reqs))
-    day = day or models.today()
+    budget_calls = [(r, c, prefix.references) for r, c in zip(reqs, counts, strict=True)]
+    budget_calls += [(r, c, 0) for r, c in zip(check_reqs, check_counts, strict=True)]
     out = Estimate(prefix=prefix, model=gen.model, thinking_level=gen.thinking_level,
                    students=total,
                    sent=len(reqs), flagged=total - len(reqs), counted_by=counted_by, load=load,
@@ -269,19 +303,29 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
     if server:
         pricing = Pricing.of_server(tbl, settings.models, gen.model)
         cost = _cost(SERVER_MODE, pricing, counts, prefix, answer, 0, 0.0, day)
+        if check_reqs:
+            out.checks = Checks(len(check_reqs), sum(check_counts), check_out * len(check_reqs),
+                                {SERVER_MODE.name: checks(pricing)})
+            cost = plus(cost, out.checks.cost_usd[SERVER_MODE.name])
         out.server, out.price = urlsplit(server_url(settings)).netloc, pricing.price(day)
         out.notices = [*gen.notices, *out.notices]  # counting sends the work there too
         out.modes.append(ModeEstimate(SERVER_MODE, cost, _server_time(load, settings, a, cost),
                                       SERVER_MODE.note.format(
                                           slots=settings.concurrency or settings.server_slots,
                                           seconds=a.seconds_per_call)))
-        out.budget = _smallest_budget(Spending(pricing, tbl.media, expected=expected), sent,
-                                      counts, prefix.references, day)
+        out.budget = _smallest_budget(Spending(pricing, tbl.media, expected=expected),
+                                      budget_calls, day)
         return out
     hours = _online_time(load, settings, a, None)[1] / 3600
+    if check_reqs:  # online calls in every mode: a batch run checks before it submits
+        out.checks = Checks(len(check_reqs), sum(check_counts), check_out * len(check_reqs), {
+            m.name: checks(Pricing.of(tbl, gen.model, "standard" if m.pricing == "batch"
+                                      else m.pricing)) for m in MODES})
     for mode in MODES:
         pricing = Pricing.of(tbl, gen.model, mode.pricing)
         cost = _cost(mode, pricing, counts, prefix, answer, thinking, hours, day)
+        if out.checks is not None and cost is not None:
+            cost = plus(cost, out.checks.cost_usd[mode.name])
         note = mode.note.format(seconds=a.seconds_per_call, hours=a.batch_hours,
                                 flex=f"{a.flex_minutes[0]:g}-{a.flex_minutes[1]:g}",
                                 prefix=prefix.tokens)
@@ -296,19 +340,19 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
         out.modes.append(ModeEstimate(mode, cost, mode.time(load, settings, a, cost), note))
     out.tier = settings.tier
     out.budget = _smallest_budget(Spending(Pricing.of(tbl, gen.model, settings.tier), tbl.media,
-                                           expected=expected),
-                                  sent, counts, prefix.references, day)
+                                           expected=expected), budget_calls, day)
     return out
 
 
-def _smallest_budget(spending: Spending, sent: list[GradeRequest], counts: list[int],
-                     references: int, day: date) -> float | None:
+def _smallest_budget(spending: Spending, sent: list[tuple[GradeRequest, int, int]], day: date
+                     ) -> float | None:
     """The smallest `--budget` that grades the class under the budget's rule
-    (`budget.smallest_budget`): each call's expected cost, from its counted input and the
-    assumed output, and the least it may hold (its input bound and its smallest output cap);
-    None without a price."""
+    (`budget.smallest_budget`): each call's expected cost, from its counted input (`sent`:
+    request, its counted tokens, the reference files' tokens it also carries) and the assumed
+    output, and the least it may hold (its input bound and its smallest output cap); None
+    without a price."""
     calls = []
-    for req, tokens in zip(sent, counts, strict=True):
+    for req, tokens, references in sent:
         usd = spending.pricing.cost(Usage(prompt_tokens=tokens + references,
                                           output_tokens=spending.expected_output(req)), day)
         if usd is None:
@@ -354,6 +398,14 @@ def render_text(e: Estimate, class_dir: Path) -> str:
         lines.append(f"prices: {e.model} on {e.day}: ${e.price.input:g} input, "
                      f"${e.price.output:g} output (incl. thinking) per 1M tokens; model table "
                      f"checked {e.checked} ({e.price.source})")
+    if e.checks is not None:
+        lines.append(
+            f"injection check (--injection-check): {e.checks.calls} more calls, "
+            f"{e.checks.input_tokens:,} input tokens ({e.counted_by.split(' (')[0]}), "
+            f"~{e.checks.output_tokens:,} output tokens (assumed {screen.REPLY_TOKENS} a reply"
+            " and the thinking of its level); included in every mode's cost below, at the "
+            "standard price in batch mode (the checks are online calls); a text checked "
+            "before is not asked again")
     lines.append(f"{'mode':<8}{'cost':>12}  time")
     for m in e.modes:
         if m.mode.cached and not e.prefix.cacheable:
