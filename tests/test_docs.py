@@ -5,9 +5,12 @@ from the code (docs/reference/) are up to date."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -109,3 +112,19 @@ def test_the_generated_reference_pages_are_up_to_date() -> None:
 def test_every_setting_says_what_it_is() -> None:
     missing = [name for name, f in Settings.model_fields.items() if not f.description]
     assert not missing, f"give these settings a description (Field(description=...)): {missing}"
+
+
+def test_every_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   gemini_env: Any) -> None:
+    examples = blocks("python")
+    assert examples, "the docs show the library from Python"
+    import shutil
+    shutil.copytree(ROOT / "samples" / "intro-python", tmp_path / "work" / "class")
+    shutil.copytree(ROOT / "rubrics", tmp_path / "rubrics")  # its grader.toml's ../../rubrics
+    monkeypatch.chdir(tmp_path / "work")
+    for where, code in examples:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, where, "exec"), {"__name__": "__docs__"})
+        assert "graded" in out.getvalue(), where
+    assert gemini_env.stats()["by_endpoint"], "the example graded through the fake"
