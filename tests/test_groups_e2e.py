@@ -5,6 +5,7 @@ one answer per group. The pure policy: tests/test_groups.py."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import openpyxl
@@ -204,3 +205,10 @@ def test_eval_measures_the_groups_against_the_human_scores(
     # decisions: 3 groups + a3 + one of G2
     assert ("answer groups: 3 groups of 7 students scored by tutor; purity 71%" in output
             and "review decisions: 5 by group" in output and "vs 7 one per student" in output)
+    table = tmp_path / "eval.csv"
+    code, output = grade("eval", str(class_dir), "--db", str(db), "--csv", str(table))
+    assert code == 0, output
+    with table.open(newline="", encoding="utf-8") as fh:
+        (row,) = [r for r in csv.DictReader(fh) if r["comparison"] == "answer groups"]
+    assert (row["n"], row["groups"], row["group_decisions"]) == ("7", "3", "5")
+    assert float(row["group_purity"]) == pytest.approx(5 / 7, abs=1e-6)

@@ -78,6 +78,11 @@ def test_grade_run_and_eval_on_saf(fake_gemini: FakeGemini, tmp_path: Path,
     assert "pooled" not in r.output  # different maxima: pooling would mean nothing
     with (tmp_path / "eval.csv").open(encoding="utf-8") as fh:
         table = list(csv.DictReader(fh))
+    groups = {t["class"]: t for t in table if t["comparison"] == "answer groups"}
+    assert set(groups) == {"q1_6", "q10_3_tc"}  # each class's answer groups, a row apart
+    assert all(0 < float(g["group_purity"]) <= 1 and int(g["groups"]) >= 1
+               for g in groups.values())
+    table = [t for t in table if t["comparison"] != "answer groups"]
     assert {(t["class"], t["criterion"], t["n"]) for t in table} == {
         ("q1_6", "correctness", "7"), ("q1_6", "total", "7"),
         ("q10_3_tc", "correctness", "6"), ("q10_3_tc", "total", "6")}

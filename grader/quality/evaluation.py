@@ -52,6 +52,7 @@ CSV_FIELDS = (
     "mae", "mae_lo", "mae_hi", "mae_share", "pearson", "pearson_lo", "pearson_hi", "spearman",
     "spearman_lo", "spearman_hi", "exact", "exact_lo", "exact_hi", "adjacent", "adjacent_lo",
     "adjacent_hi", "bias", "bias_lo", "bias_hi", "baseline_mae", "confusion", "notes",
+    "groups", "group_purity", "group_decisions",  # the row of comparison "answer groups"
 )
 MAX_CLOSE = 10_000  # raters (most scores first) an unknown --rater is matched against
 MAX_PRINTED_GRID = 12  # confusion matrices with more grid points go to the CSV only
@@ -407,6 +408,14 @@ def csv_rows(ev: ClassEval) -> list[dict[str, Any]]:
                                         "columns": "grader", "counts": f.confusion}),
                "notes": "; ".join(f.notes)}
         out.append(row)
+    g = ev.groups
+    if g is not None and g.students:
+        out.append({"class": ev.name, "comparison": "answer groups", "grader": "groups",
+                    "reference": ev.reference, "criterion": "total", "n": g.students,
+                    "groups": g.groups, "group_purity": g.purity,
+                    "group_decisions": g.decisions,
+                    "notes": "purity: members whose total is their group's most common; "
+                             "decisions: one per group, one more per member off its score"})
     return out
 
 
