@@ -143,3 +143,38 @@ def test_moving_a_class_carries_every_record_keyed_by_its_folder(tmp_path: Path)
         ("/old", "sha-1"), ("/new", "sha-2"), ("/new", "sha-1")]
     assert q(path, "SELECT DISTINCT class_dir FROM human_scores UNION"
                    " SELECT class_dir FROM calibrations") == [("/new",)]
+
+
+def test_a_class_moved_out_of_a_store_shared_with_another_class_keeps_its_batch_job(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    """A --db store holds class A (still in place) and class B, whose batch job runs while B
+    is moved from x/B to y/B: one folder gone, the new one has its name, so it is B moved."""
+    shared = tmp_path / "shared.sqlite"
+    a = make_class(tmp_path / "x", 3).rename(tmp_path / "x" / "A")
+    b = make_class(tmp_path / "x", 0, extra={
+        f"b{i}.txt": f"Student b{i} of B. Binary encoding is simple." for i in range(4)}
+    ).rename(tmp_path / "x" / "B")
+    where = ("--out", str(tmp_path / "out"), "--db", str(shared))
+    assert grade("run", str(a), *where)[0] == 0
+    gemini_env.configure(batch_pending_s=60, batch_running_s=60)
+    code, out = grade("batch", "submit", str(b), *where)
+    assert code == 0 and "submitted 4 request(s)" in out, out
+    moved = tmp_path / "y" / "B"
+    moved.parent.mkdir()
+    shutil.move(str(b), moved)
+
+    code, out = grade("batch", "status", str(moved), *where)
+    assert code == 0, out
+    assert (f"the class folder was moved from {b.resolve()} to {moved.resolve()}"
+            in " ".join(out.split())), out
+    gemini_env.advance(seconds=121)
+    code, out = grade("batch", "collect", str(moved), *where)
+    assert code == 0 and "collected 1 job(s): 4 graded" in out, out
+    assert {d for (d,) in q(shared, "SELECT DISTINCT class_dir FROM runs")} == {
+        str(a.resolve()), str(moved.resolve())}
+    # a folder gone and a new one of another name: not told apart from a new class, so kept
+    # apart (the store still names the old folder)
+    shutil.move(str(a), tmp_path / "y" / "Z")
+    code, out = grade("run", str(tmp_path / "y" / "Z"), *where)
+    assert code == 0 and "was moved" not in out, out
+    assert str(a.resolve()) in {d for (d,) in q(shared, "SELECT DISTINCT class_dir FROM runs")}

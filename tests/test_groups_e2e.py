@@ -124,10 +124,14 @@ def test_a_group_decision_reaches_every_member_without_one_of_their_own(
     assert code == 0, output
     assert "group G1 (Groups!" in output
     assert "score choice) -> 1: reached 3 of 4 students (1 with a value of their own" in output
-    assert "approved) -> yes: reached 4 of 4 students" in output
+    # a4, graded apart from its group (inconsistent_with_group), keeps the AI's score on the
+    # other criterion: the group's approval does not pass it
+    assert ("approved) -> yes: reached 3 of 4 students (1 flagged inconsistent_with_group not "
+            "approved") in output, output
     finals = _finals(out)
     assert [finals[s]["final_choice"] for s in ("a1", "a2", "a3", "a4")] == ["1", "1", "2", "1"]
-    assert {finals[s]["review_status"] for s in ("a1", "a2", "a3", "a4")} == {"approved"}
+    assert {finals[s]["review_status"] for s in ("a1", "a2", "a3")} == {"approved"}
+    assert finals["a4"]["review_status"] == "needs review"
     assert finals["m1"]["review_status"] != "approved"  # another group: untouched
     stored = q(db, "SELECT student_id, group_label, cell FROM decisions"
                    " WHERE field='score' ORDER BY student_id")
@@ -142,7 +146,7 @@ def test_a_group_decision_reaches_every_member_without_one_of_their_own(
     # the group's value is on the fresh workbook, and the history keeps every decision
     wb, cols, rows = _sheet(out / "review-updated.xlsx", "Groups")
     assert wb["Groups"].cell(rows["G1"], cols["Teacher: choice"]).value == 1
-    assert q(db, "SELECT COUNT(*) FROM decisions")[0][0] == 10
+    assert q(db, "SELECT COUNT(*) FROM decisions")[0][0] == 9
 
 
 def test_two_tas_deciding_the_same_group_merge_as_today(graded: tuple[Path, Path, Path],
@@ -212,3 +216,70 @@ def test_eval_measures_the_groups_against_the_human_scores(
         (row,) = [r for r in csv.DictReader(fh) if r["comparison"] == "answer groups"]
     assert (row["n"], row["groups"], row["group_decisions"]) == ("7", "3", "5")
     assert float(row["group_purity"]) == pytest.approx(5 / 7, abs=1e-6)
+
+
+def test_a_group_value_shown_has_reached_every_member_and_entering_it_reaches_a_newcomer(
+        graded: tuple[Path, Path, Path]) -> None:
+    class_dir, out, db = graded
+    code, output = grade("review", "import",
+                         str(_decide(out / "review.xlsx", {"G1": {"Teacher: choice": 1}})),
+                         "--db", str(db))
+    assert code == 0, output
+    # a late submission with the same answer joins G1 on the next run: it has no decision, so
+    # the Groups sheet no longer claims the group holds 1
+    (class_dir / "a9.txt").write_text(SIMPLE, encoding="utf-8")
+    code, output = grade("run", str(class_dir), "--db", str(db), "--out", str(out))
+    assert code == 0, output
+    book = out / "review-updated.xlsx"
+    wb, cols, rows = _sheet(book, "Groups")
+    (label,) = [g for g, r in rows.items()
+                if "a9" in str([c.value for c in wb["Groups"][r]])]
+    assert wb["Groups"].cell(rows[label], cols["Teacher: choice"]).value is None
+    assert _finals(out)["a9"]["final_choice"] != "1"
+    # entering 1 again is a change: stored for every member, a9 too
+    code, output = grade("review", "import", str(_decide(book, {label: {"Teacher: choice": 1}})),
+                         "--db", str(db))
+    assert code == 0, output
+    assert all(_finals(out)[s]["final_choice"] == "1" for s in ("a1", "a2", "a9")), output
+
+
+def test_clearing_a_members_cell_after_the_group_value_gives_back_the_ai_score(
+        graded: tuple[Path, Path, Path]) -> None:
+    _, out, db = graded
+    code, output = grade("review", "import",
+                         str(_decide(out / "review.xlsx", {"G1": {"Teacher: choice": 1}})),
+                         "--db", str(db))
+    assert code == 0, output
+    ai = _finals(out)["a1"]["ai_choice"]
+    assert _finals(out)["a1"]["final_choice"] == "1" != ai
+    book = _decide(out / "review-updated.xlsx", {}, own={"a1": {"Teacher: choice": None}})
+    code, output = grade("review", "import", str(book), "--db", str(db))
+    assert code == 0, output
+    finals = _finals(out)
+    assert finals["a1"]["final_choice"] == ai and finals["a2"]["final_choice"] == "1"
+
+
+def test_a_group_approval_leaves_a_flagged_member_with_ai_scores_to_its_own_row(
+        graded: tuple[Path, Path, Path]) -> None:
+    _, out, db = graded
+    book = _decide(out / "review.xlsx", {"G1": {"Approved": "yes"}})
+    code, output = grade("review", "import", str(book), "--db", str(db))
+    assert code == 0, output
+    # a4 is flagged inconsistent_with_group: its AI score is not approved by the group
+    assert "approved) -> yes: reached 3 of 4 students" in output, output
+    assert "1 flagged inconsistent_with_group not approved" in output
+    finals = _finals(out)
+    assert {finals[s]["review_status"] for s in ("a1", "a2", "a3")} == {"approved"}
+    assert finals["a4"]["review_status"] != "approved"
+    assert q(db, "SELECT COUNT(*) FROM decisions WHERE student_id = 'a4'") == [(0,)]
+    # the Groups sheet no longer shows the group approved (not every member is); scored on every
+    # criterion by the group, a4 is the teacher's to approve with it
+    book = out / "review-updated.xlsx"
+    wb, cols, rows = _sheet(book, "Groups")
+    assert wb["Groups"].cell(rows["G1"], cols["Approved"]).value in (None, "")
+    book = _decide(book, {"G1": {"Teacher: choice": 1, "Teacher: reasons": 1,
+                                 "Approved": "yes"}})
+    code, output = grade("review", "import", str(book), "--db", str(db))
+    assert code == 0, output
+    assert "approved) -> yes: reached 4 of 4 students" in output, output
+    assert _finals(out)["a4"]["review_status"] == "approved"

@@ -158,4 +158,7 @@ def test_the_estimate_counts_the_checks_in_the_cost_and_the_budget(
         return float(text.split("--budget ")[1].split("`")[0])
 
     assert budget(output) > budget(without)
+    # the budget counts each check at the check's assumed reply, not a grading call's
+    assert budget(output) - budget(without) <= \
+        cost(output, "online") - cost(without, "online") + 0.0002
     assert _checks(gemini_env) == []  # an estimate asks nothing but countTokens

@@ -111,3 +111,13 @@ def test_an_id_written_with_separators_is_redacted_in_each_spelling() -> None:
     assert "99812" not in text.split("Not")[0] and "2024.77" not in text
     assert text.endswith("Not SIS-998120 or 99812."), text  # another number, and a part alone
     assert text.count("[ID_") == 4, text
+
+
+def test_a_user_name_spelled_as_a_word_and_an_address_after_a_percent_escape_are_redacted(
+        ) -> None:
+    redactor = Redactor(CORPUS.students(), other_ids={ZOE: ["zaberg"], WILL: ["will"]})
+    (text,), _ = redactor.redact(
+        ["Logged in as zaberg; ssh ZABERG@lab01. I will push. "
+         "Link: mailto%3Ajane.smith%40gmail.com"], ZOE)
+    assert "zaberg" not in text.lower() and "jane" not in text and "gmail" not in text, text
+    assert "I will push" in text  # a user name that is an ordinary word is not one

@@ -139,8 +139,9 @@ class Redactor:
 
     def __init__(self, subs: Sequence[Submission], *, phone_region: str | None = "US",
                  other_ids: Mapping[str, Sequence[str]] | None = None):
-        """`other_ids`: more ids of a person (student id -> ids), redacted as ids; those
-        spelled as a word are left to the name rules, so they never stand for a student."""
+        """`other_ids`: more ids of a person (student id -> ids: SIS ids, user names),
+        redacted as ids; one spelled as a word ("zaberg") is matched like a part of their name
+        (in any case), unless it is an ordinary word (grader/data/name_words.toml)."""
         self.region = phone_region
         self.people: dict[str, _Person] = {}
         self.by_name: dict[str, str] = {}  # casefolded full name or e-mail -> student id
@@ -168,8 +169,7 @@ class Redactor:
                 self._add_id(i, sub.student_id)
         for sid, more in (other_ids or {}).items():
             for i in more:
-                if not i.isalpha():
-                    self._add_id(i, sid)
+                self._add_id(i, sid)
 
     def person(self, name: str | None, email: str | None) -> str | None:
         """The student id this redactor knows by that full name or e-mail, if any."""

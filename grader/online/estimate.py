@@ -292,8 +292,9 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
     answer, thinking = expected.answer_tokens, expected.thinking(gen.thinking_level)
     load = Load(calls=len(reqs), input_tokens=sum(counts), answer_tokens=answer * len(reqs),
                 thinking_tokens=thinking * len(reqs))
-    budget_calls = [(r, c, prefix.references) for r, c in zip(reqs, counts, strict=True)]
-    budget_calls += [(r, c, 0) for r, c in zip(check_reqs, check_counts, strict=True)]
+    budget_calls: list[tuple[GradeRequest, int, int, int | None]] = [
+        (r, c, prefix.references, None) for r, c in zip(reqs, counts, strict=True)]
+    budget_calls += [(r, c, 0, check_out) for r, c in zip(check_reqs, check_counts, strict=True)]
     out = Estimate(prefix=prefix, model=gen.model, thinking_level=gen.thinking_level,
                    students=total,
                    sent=len(reqs), flagged=total - len(reqs), counted_by=counted_by, load=load,
@@ -344,17 +345,18 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
     return out
 
 
-def _smallest_budget(spending: Spending, sent: list[tuple[GradeRequest, int, int]], day: date
-                     ) -> float | None:
+def _smallest_budget(spending: Spending, sent: list[tuple[GradeRequest, int, int, int | None]],
+                     day: date) -> float | None:
     """The smallest `--budget` that grades the class under the budget's rule
-    (`budget.smallest_budget`): each call's expected cost, from its counted input (`sent`:
-    request, its counted tokens, the reference files' tokens it also carries) and the assumed
-    output, and the least it may hold (its input bound and its smallest output cap); None
-    without a price."""
+    (`budget.smallest_budget`): each call's expected cost and the least it may hold (its input
+    bound and its smallest output cap); None without a price. `sent`: each call's request, its
+    counted tokens, the reference files' tokens it also carries, and its assumed output (None:
+    a grading call's, from the model table)."""
     calls = []
-    for req, tokens, references in sent:
-        usd = spending.pricing.cost(Usage(prompt_tokens=tokens + references,
-                                          output_tokens=spending.expected_output(req)), day)
+    for req, tokens, references, output in sent:
+        out = spending.expected_output(req) if output is None else output
+        usd = spending.pricing.cost(Usage(prompt_tokens=tokens + references, output_tokens=out),
+                                    day)
         if usd is None:
             return None
         q = spending.quote(req, day)

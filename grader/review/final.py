@@ -247,12 +247,26 @@ def layers(decisions: Sequence[Decision], result: StudentResult
 def effective(decisions: Sequence[Decision], result: StudentResult
               ) -> dict[tuple[str, str], Any]:
     """The teacher's current value per (criterion id or "", field) for this result: the
-    student's own decision where they have one (not cleared), else the one entered for their
-    answer group (`review.grouping`), else none: a member's own decision always wins."""
-    own, grouped = layers(decisions, result)
-    out = dict(grouped)
-    out.update({k: v for k, v in own.items() if v is not None or k not in grouped})
-    return out
+    student's own value where they have one, else the one entered for their answer group
+    (`review.grouping`), else none: a member's own value always wins, entered before or after
+    the group's. Clearing a member's own cell after the group's value was entered is their
+    own decision too (back to the AI's score); a group value entered after the clear reaches
+    them again."""
+    ai = {c.criterion_id: float(c.score) for c in result.criteria}
+    own: dict[tuple[str, str], Any] = {}
+    grouped: dict[tuple[str, str], Any] = {}
+    newest_own: set[tuple[str, str]] = set()  # keys whose newest applying decision is own
+    for d in reversed(decisions):
+        key = (d.criterion_id, d.field)
+        out = own if d.group is None else grouped
+        if key not in out and applies(d, result, ai):
+            out[key] = json.loads(d.value) if d.value is not None else None
+            if d.group is None and key not in grouped:
+                newest_own.add(key)
+    values = dict(grouped)
+    values.update({k: v for k, v in own.items()
+                   if v is not None or k not in grouped or k in newest_own})
+    return values
 
 
 def finals(store: Store, run_id: int, rubric: Rubric | None = None) -> Iterator[FinalStudent]:

@@ -11,6 +11,12 @@ decision per member (`Decision.group` = the group's label), three-way merged lik
   counted, not changed.
 - It *reaches* a member unless the member has a value of their own in that column (stored, or
   imported in the same workbook): a member's own decision always wins (`final.effective`).
+- *Approved* entered for a group does not approve a member flagged `inconsistent_with_group`
+  whose scores are still the AI's: the model graded that answer apart from its group, the
+  flag asks for a decision on the student's own row, and the group's approval would pass a
+  score unlike the one the teacher approved for the others. It is stored for none of them and
+  counted; once the teacher scored every criterion of such a member (on the row, or by the
+  group's score cells), the group's approval reaches them.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grader.grading.records import Decision
-from grader.review.final import FinalStudent, layers
+from grader.review.final import FinalStudent, effective, layers
 from grader.review.grouping import group_values
+from grader.review.groups import FLAG as GROUP_FLAG
 from grader.review.groups import Group
 from grader.review.merge import Cell, Change, Conflict, merge_student
 from grader.review.workbook import WorkbookMeta
@@ -36,6 +43,7 @@ class Reach:
     reached: int
     own: int  # members with a value of their own in that column
     moved: int  # members whose submission or AI scores changed since the workbook
+    flagged: int = 0  # inconsistent_with_group members an Approved for the group left alone
 
 
 @dataclass
@@ -55,7 +63,8 @@ def merge_groups(cells: Mapping[str, list[Cell]], meta: WorkbookMeta,
     results = {sid: fs.result for sid, fs in current.items()}
     for label, group_cells in cells.items():
         members, base = meta.groups[label]
-        stored = group_values(decisions, results, Group(label, members, members[0]))
+        shown = tuple(sid for sid in members if still_shown(sid, meta, current)) or members
+        stored = group_values(decisions, results, Group(label, shown, shown[0]))
         merged = merge_student(group_cells, base, {}, stored, {}, token, key)
         out.unchanged += merged.unchanged
         out.changes += merged.changes
@@ -83,8 +92,20 @@ def reach(change: Change, meta: WorkbookMeta, current: Mapping[str, FinalStudent
     every student's decisions once this import's own (Summary, Feedback) ones are added."""
     cell = change.cell
     members = meta.groups[cell.student_id][0]
-    kept = [sid for sid in members if still_shown(sid, meta, current)]
+    shown = [sid for sid in members if still_shown(sid, meta, current)]
+    kept = [sid for sid in shown if not (cell.field == "approved" and cell.value
+                                         and _unscored_flagged(current[sid], after, change))]
     reached = [sid for sid in kept if layers(after.get(sid, ()), current[sid].result)[0].get(
         (cell.criterion_id, cell.field)) is None]
     return kept, reached, Reach(cell, len(members), len(reached), len(kept) - len(reached),
-                                len(members) - len(kept))
+                                len(members) - len(shown), len(shown) - len(kept))
+
+
+def _unscored_flagged(fs: FinalStudent, after: Mapping[str, Sequence[Decision]],
+                      change: Change) -> bool:
+    """A member flagged `inconsistent_with_group` some criterion of whom still has only the AI's
+    score once this import's decisions (their own, and the group's score cells) are counted."""
+    if not any(f.reason == GROUP_FLAG for f in fs.result.flags):
+        return False
+    values = effective(after.get(fs.student_id, ()), fs.result)
+    return any(values.get((c.criterion.id, "score")) is None for c in fs.criteria)

@@ -8,8 +8,11 @@ and `group_max_gap`); any other writer of the outputs (`grade review import`, a 
 job) keeps the run's groups as they are, or computes them once if the run has none.
 
 A decision entered for a group is stored for each member it was made for (`Decision.group`);
-`group_values` reads a group's current value back from them (the newest that still applies to
-its member), the value the Groups sheet shows and the import's three-way merge compares with.
+`group_values` reads a group's current value back from them: a value every member holds (the
+newest group decision that still applies to each), the value the Groups sheet shows and the
+import's three-way merge compares with. A member without it (one who joined the group since,
+or whose AI score changed) leaves the cell empty, so the sheet never shows a value that did not
+reach everyone, and entering it again is a change that stores it for them all.
 """
 
 from __future__ import annotations
@@ -113,18 +116,27 @@ def class_grouping(class_dir: Path | None) -> Grouping:
 def group_values(decisions: Mapping[str, Sequence[Decision]],
                  results: Mapping[str, StudentResult], g: Group
                  ) -> dict[tuple[str, str], Any]:
-    """A group's current teacher values per (criterion id or "", field): the newest decision
-    entered for a group that still applies to its member, over the group's members."""
-    newest: dict[tuple[str, str], Decision] = {}
+    """A group's current teacher values per (criterion id or "", field): the value of the
+    newest decision entered for a group that still applies to its member, where every member
+    with a result holds one and all hold the same value."""
+    held: list[dict[tuple[str, str], Decision]] = []
     for sid in g.members:
         r = results.get(sid)
         if r is None:
             continue
         ai = {c.criterion_id: float(c.score) for c in r.criteria}
+        newest: dict[tuple[str, str], Decision] = {}
         for d in decisions.get(sid, ()):
             key = (d.criterion_id, d.field)
             if d.group is not None and applies(d, r, ai) and (
                     key not in newest or d.id > newest[key].id):
                 newest[key] = d
-    return {k: json.loads(d.value) if d.value is not None else None
-            for k, d in newest.items()}
+        held.append(newest)
+    if not held:
+        return {}
+    out: dict[tuple[str, str], Any] = {}
+    for key, first in held[0].items():
+        values = {h[key].value if key in h else "<none>" for h in held}
+        if values == {first.value}:
+            out[key] = json.loads(first.value) if first.value is not None else None
+    return out

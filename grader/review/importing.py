@@ -272,13 +272,16 @@ def _groups(result: ImportResult, cells: dict[str, list[Cell]], meta: WorkbookMe
     after: dict[str, list[Decision]] = {sid: list(ds) for sid, ds in decisions.items()}
     for d in new:
         after.setdefault(d.student_id, []).append(d)
-    for ch in merged.changes:
+    # approvals last: whether a flagged member's scores are all the teacher's counts the group's
+    # score cells of this same import
+    for ch in sorted(merged.changes, key=lambda c: c.cell.field == "approved"):
         kept, reached, counts = reach(ch, meta, current, after)
         result.groups.append(counts)
         for sid in kept:
             cell = replace(ch.cell, student_id=sid)
             new.append(replace(_decision(current[sid], cell, target, sha, stamp),
                                group=ch.cell.student_id))
+            after.setdefault(sid, []).append(new[-1])
             if sid in reached:
                 applied.setdefault(sid, []).append(Change(cell, ch.old))
 
@@ -324,7 +327,11 @@ def report_lines(r: ImportResult) -> list[str]:
                      "students" + (f" ({g.own} with a value of their own, which wins)"
                                    if g.own else "")
                      + (f" ({g.moved} not changed: their submission or AI score changed since "
-                        "this workbook was written)" if g.moved else ""))
+                        "this workbook was written)" if g.moved else "")
+                     + (f" ({g.flagged} flagged inconsistent_with_group not approved: decide "
+                        "them on their own Summary row, or give the group a score for every "
+                        "criterion)"
+                        if g.flagged else ""))
     if len(r.groups) > MAX_LISTED:
         lines.append(f"  … and {len(r.groups) - MAX_LISTED} more group values")
     if r.resubmitted:

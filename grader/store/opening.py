@@ -72,14 +72,17 @@ def follow_move(store: Store, class_dir: Path) -> str | None:
     (the default, CLASS_DIR/.grader/) whose records are of another folder that is still there
     is not this class's own (copied in with a class folder, or written by `--db` for another
     class): refused, naming that folder. A store outside the class folder (`--db`) may hold
-    several classes: a folder new to it, beside folders still in place, is one more class."""
+    several classes: a folder new to it, beside folders still in place, is one more class,
+    unless exactly one of its folders is gone and had the same name (`/x/B` -> `/y/B`): that
+    class was moved, and its records (and open batch jobs) are carried over, said aloud."""
     folder = class_dir.resolve()
     known = store.class_folders()
     if not known or str(folder) in known:
         return None
-    if len(known) == 1 and not Path(known[0]).exists():
-        runs, open_jobs = store.move_class(known[0], str(folder))
-        return (f"the class folder was moved from {known[0]} to {folder}: its {runs} run(s) "
+    gone = [k for k in known if not Path(k).exists()]
+    if (len(known) == 1 and gone) or (len(gone) == 1 and Path(gone[0]).name == folder.name):
+        runs, open_jobs = store.move_class(gone[0], str(folder))
+        return (f"the class folder was moved from {gone[0]} to {folder}: its {runs} run(s) "
                 f"and {open_jobs} batch job(s) still open were carried over to the new path")
     if folder not in Path(store.path).resolve().parents:
         return None
