@@ -106,11 +106,11 @@ def test_an_id_written_with_separators_is_redacted_in_each_spelling() -> None:
     # an SIS id from the LMS export ("SIS-99812"): a text's words never hold it whole
     redactor = Redactor(CORPUS.students(), other_ids={ZOE: ["SIS-99812", "u.2024.77"]})
     (text,), _ = redactor.redact(
-        ["My id: SIS-99812 (sis-99812, SIS99812); account u.2024.77. Not SIS-998120 or 99812."],
-        ZOE)
-    assert "99812" not in text.split("Not")[0] and "2024.77" not in text
+        ["My id: SIS-99812 (sis-99812, SIS99812, SIS 99812, in SIS_99812_essay.pdf); account"
+         " u.2024.77. Not SIS-998120 or 99812."], ZOE)
+    assert "99812" not in text.split("Not")[0] and "2024.77" not in text, text
     assert text.endswith("Not SIS-998120 or 99812."), text  # another number, and a part alone
-    assert text.count("[ID_") == 4, text
+    assert text.count("[ID_") == 6, text
 
 
 def test_a_user_name_spelled_as_a_word_and_an_address_after_a_percent_escape_are_redacted(
@@ -121,3 +121,13 @@ def test_a_user_name_spelled_as_a_word_and_an_address_after_a_percent_escape_are
          "Link: mailto%3Ajane.smith%40gmail.com"], ZOE)
     assert "zaberg" not in text.lower() and "jane" not in text and "gmail" not in text, text
     assert "I will push" in text  # a user name that is an ordinary word is not one
+
+
+def test_a_name_in_a_script_without_spaces_is_found_inside_running_text() -> None:
+    from grader.intake.discover import Submission
+    redactor = Redactor([Submission(student_id="s1", name="王小明"),
+                         Submission(student_id="s2", name="김민수")])
+    sent = "我是王小明。王小明的答案；小明说。김민수는 학생입니다."
+    (text,), mapping = redactor.redact([sent], "s1")
+    assert text == "我是[STUDENT_1]。[STUDENT_1]的答案；小明说。[STUDENT_2]는 학생입니다."
+    assert restore(text, mapping).startswith("我是王小明。")

@@ -9,6 +9,8 @@ and the file names,
   counts (each part of a compound surname, "Åberg-Łukasiewicz" -> "Åberg", "Łukasiewicz"), in
   any case, with or without accents ("Aberg"), apostrophes ("OBrien") or a possessive
   ("Åberg's" keeps its "'s"), with the student's initials beside it ("Z. Åberg", "Will T.").
+  A whole name in a script written without spaces (Han, kana) or with particles joined to it
+  (Hangul) is found inside a run of text too ("我是王小明。", "김민수는"); its parts alone are not.
   A part that is also an ordinary word (grader/data/name_words.toml: "Will", "May", "Price")
   is a name only where it plainly is one: capitalised beside another part of that student's
   name, one of their initials or a title ("Will Turner", "M. Price", "Mr Price");
@@ -58,6 +60,9 @@ PLACEHOLDER = re.compile(r"\[(?:STUDENT|EMAIL|ID|PHONE)_\d+\]")
 _NUMBERED = re.compile(r"\[(STUDENT|EMAIL|ID|PHONE)_(\d+)\]")
 _PIECE = re.compile(r"[^\s\-‐‑]+")  # the parts of a name: words and the halves of compounds
 _LETTERS = re.compile(r"[^\W\d_]+")
+# Scripts written without spaces between words (Han, kana) or with particles joined to a name
+# (Hangul): a whole name in them is found inside a run of text, not as a word of its own
+_UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 # What may stand between two parts of one name: "Zoë Åberg", "Åberg-Łukasiewicz", "Price, Mark".
 _LINK = re.compile(r"[ \t]*[-‐‑,]?[ \t]*\n?[ \t]*")
 _INITIAL_BEFORE = re.compile(r"(?<![^\W_])([^\W\d_])\.[ \t]{0,2}\Z")
@@ -149,6 +154,7 @@ class Redactor:
         self.triggers: dict[str, set[str]] = defaultdict(set)  # word in a text -> name keys
         self.initials: dict[str, set[str]] = defaultdict(set)  # student -> folded initials
         self.ids: dict[str, str] = {}  # folded id -> student
+        self.unspaced: dict[str, str] = {}  # a whole name in a script without spaces -> student
         # ids written with separators ("sis-99812"), by their longest word: a text's words
         # never hold them whole
         self.spaced_ids: dict[str, set[str]] = defaultdict(set)
@@ -179,6 +185,9 @@ class Redactor:
         return None
 
     def _add_name(self, name: str, sid: str) -> None:
+        whole = _key("".join(_PIECE.findall(name)))
+        if len(whole) >= 2 and _UNSPACED.search(whole):  # "王小明", found in "我是王小明。"
+            self.unspaced.setdefault(whole, sid)
         for index, piece in enumerate(_PIECE.findall(name)):
             key = _key(piece)
             if not _LETTERS.fullmatch(key):
@@ -251,11 +260,13 @@ class Redactor:
                   for s, e in pii.occurrences(folded, value)]
         spans += [(s, e, "ID", w) for w in found & self.ids.keys()
                   for s, e in pii.occurrences(folded, w)]
-        spans += [(s, e, "ID", key) for w in found & self.spaced_ids.keys()
-                  for key in sorted(self.spaced_ids[w]) for s, e in pii.occurrences(folded, key)]
+        spans += [(*m.span(), "ID", key) for w in found & self.spaced_ids.keys()
+                  for key in sorted(self.spaced_ids[w]) for m in _id_pattern(key).finditer(folded)]
         if pii.PHONE_HINT.search(text):
             spans += [(s, e, "PHONE", key) for s, e, key in pii.phones(text, self.region)]
         spans += self._names(text, folded, found)
+        spans += [(s, e, "STUDENT", sid) for key, sid in self.unspaced.items()
+                  for s, e in _occurrences(folded, key)]
         if not spans:
             return text
         spans.sort(key=lambda s: (s[0], -(s[1] - s[0]), s[3]))
@@ -337,6 +348,23 @@ def _runs(text: str, hits: list[_Hit]) -> list[list[_Hit]]:
         else:
             runs.append([h])
     return runs
+
+
+def _occurrences(folded: str, key: str) -> list[tuple[int, int]]:
+    """Where `key` stands in `folded`, as part of a longer run too."""
+    out, i = [], folded.find(key)
+    while i >= 0:
+        out.append((i, i + len(key)))
+        i = folded.find(key, i + len(key))
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _id_pattern(key: str) -> re.Pattern[str]:
+    """An id written with separators ("sis-99812") as a whole word, with any one separator, or
+    none, between its parts ("SIS 99812", "SIS_99812_essay.pdf", "sis.99812")."""
+    parts = re.findall(r"[^\W_]+", key)
+    return re.compile(r"(?<![^\W_])" + r"[\s._/-]?".join(map(re.escape, parts)) + r"(?![^\W_])")
 
 
 @lru_cache(maxsize=4096)
