@@ -111,6 +111,7 @@ def test_an_id_written_with_separators_is_redacted_in_each_spelling() -> None:
     assert "99812" not in text.split("Not")[0] and "2024.77" not in text, text
     assert text.endswith("Not SIS-998120 or 99812."), text  # another number, and a part alone
     assert text.count("[ID_") == 6, text
+    assert text.count("[ID_1]") == 5, text  # one id, one placeholder, however it is written
 
 
 def test_a_user_name_spelled_as_a_word_and_an_address_after_a_percent_escape_are_redacted(

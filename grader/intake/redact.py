@@ -155,6 +155,7 @@ class Redactor:
         self.initials: dict[str, set[str]] = defaultdict(set)  # student -> folded initials
         self.ids: dict[str, str] = {}  # folded id -> student
         self.unspaced: dict[str, str] = {}  # a whole name in a script without spaces -> student
+        self.id_spelling: dict[str, str] = {}  # "sis99812" -> "sis-99812": one placeholder
         # ids written with separators ("sis-99812"), by their longest word: a text's words
         # never hold them whole
         self.spaced_ids: dict[str, set[str]] = defaultdict(set)
@@ -219,8 +220,9 @@ class Redactor:
         if len(parts) > 1 or (parts and parts[0] != key):
             self.spaced_ids[max(parts, key=len)].add(key)
             joined = "".join(parts)  # "sis99812": the same id written without separators
-            if len(parts) > 1 and not joined.isalpha():
-                self.ids.setdefault(joined, sid)
+            if len(parts) > 1 and not joined.isalpha() and joined not in self.ids:
+                self.ids[joined] = sid
+                self.id_spelling[joined] = key
 
     # --- one student -----------------------------------------------------------------------
 
@@ -258,7 +260,7 @@ class Redactor:
         spans = [(s, e, "EMAIL", key) for s, e, key in pii.emails(folded)]
         spans += [(s, e, "ID", value) for value in labelled
                   for s, e in pii.occurrences(folded, value)]
-        spans += [(s, e, "ID", w) for w in found & self.ids.keys()
+        spans += [(s, e, "ID", self.id_spelling.get(w, w)) for w in found & self.ids.keys()
                   for s, e in pii.occurrences(folded, w)]
         spans += [(*m.span(), "ID", key) for w in found & self.spaced_ids.keys()
                   for key in sorted(self.spaced_ids[w]) for m in _id_pattern(key).finditer(folded)]
