@@ -218,13 +218,18 @@ def test_eval_measures_the_groups_against_the_human_scores(
     assert float(row["group_purity"]) == pytest.approx(5 / 7, abs=1e-6)
 
 
-def test_a_group_value_shown_has_reached_every_member_and_entering_it_reaches_a_newcomer(
-        graded: tuple[Path, Path, Path]) -> None:
-    class_dir, out, db = graded
+def _group_g1_scores_1(out: Path, db: Path) -> None:
+    """The teacher gives G1 the choice score 1 in review.xlsx and imports it."""
     code, output = grade("review", "import",
                          str(_decide(out / "review.xlsx", {"G1": {"Teacher: choice": 1}})),
                          "--db", str(db))
     assert code == 0, output
+
+
+def test_a_group_value_shown_has_reached_every_member_and_entering_it_reaches_a_newcomer(
+        graded: tuple[Path, Path, Path]) -> None:
+    class_dir, out, db = graded
+    _group_g1_scores_1(out, db)
     # a late submission with the same answer joins G1 on the next run: it has no decision, so
     # the Groups sheet no longer claims the group holds 1
     (class_dir / "a9.txt").write_text(SIMPLE, encoding="utf-8")
@@ -246,10 +251,7 @@ def test_a_group_value_shown_has_reached_every_member_and_entering_it_reaches_a_
 def test_clearing_a_members_cell_after_the_group_value_gives_back_the_ai_score(
         graded: tuple[Path, Path, Path]) -> None:
     _, out, db = graded
-    code, output = grade("review", "import",
-                         str(_decide(out / "review.xlsx", {"G1": {"Teacher: choice": 1}})),
-                         "--db", str(db))
-    assert code == 0, output
+    _group_g1_scores_1(out, db)
     ai = _finals(out)["a1"]["ai_choice"]
     assert _finals(out)["a1"]["final_choice"] == "1" != ai
     book = _decide(out / "review-updated.xlsx", {}, own={"a1": {"Teacher: choice": None}})
