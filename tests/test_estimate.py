@@ -13,7 +13,7 @@ import pytest
 
 from grader.testing.fake_gemini import FakeGemini
 
-from _classgen import make_big_class, make_class
+from _classgen import make_big_class, make_class, scanned_pdf
 from _cli import grade, q
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,3 +179,41 @@ def test_a_budget_of_the_estimate_and_a_fifth_grades_the_sample_class(
     class_dir = sample_class(tmp_path)
     online, _ = estimated(class_dir)
     graded_within(gemini_env, class_dir, tmp_path, round(1.2 * online, 4))
+
+
+def test_with_a_reference_pdf_the_budget_the_estimate_gives_grades_the_class(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    class_dir = make_class(tmp_path, 2)
+    rubric = class_dir / "rubric.yaml"
+    rubric.write_text(rubric.read_text(encoding="utf-8")
+                      + "reference_files:\n  - {path: model_answer.pdf, title: Model}\n",
+                      encoding="utf-8")
+    scanned_pdf(class_dir / "model_answer.pdf", 0.01)
+    code, out = grade("estimate", str(class_dir))
+    assert code == 0, out
+    budget = out.split("--budget ")[1].split("`")[0]
+    db = tmp_path / "g.sqlite"
+    code, out = grade("run", str(class_dir), "--db", str(db), "--out", str(tmp_path / "o"),
+                      "--budget", budget)
+    assert code == 0, out
+    assert q(db, "SELECT status, COUNT(*) FROM outcomes GROUP BY status") == [("graded", 2)], out
+
+
+def test_without_credentials_a_reference_pdf_is_in_the_estimated_input(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    class_dir = make_class(tmp_path, 2)
+
+    def tokens() -> int:
+        code, out = grade("estimate", str(class_dir))
+        assert code == 0, out
+        return int(out.split("input: ")[1].split(" tokens")[0].replace(",", ""))
+
+    before = tokens()
+    rubric = class_dir / "rubric.yaml"
+    rubric.write_text(rubric.read_text(encoding="utf-8")
+                      + "reference_files:\n  - {path: model_answer.pdf, title: Model}\n",
+                      encoding="utf-8")
+    scanned_pdf(class_dir / "model_answer.pdf", 0.01)
+    assert tokens() - before >= 2 * 560  # a page a call, as Gemini 3 bills a PDF page

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from grader.grading.screen import INSTRUCTIONS
 from grader.testing._fake_content import INJECTION_REASON, read_prompt
 from grader.testing.fake_gemini import FakeGemini
@@ -162,3 +164,17 @@ def test_the_estimate_counts_the_checks_in_the_cost_and_the_budget(
     assert budget(output) - budget(without) <= \
         cost(output, "online") - cost(without, "online") + 0.0002
     assert _checks(gemini_env) == []  # an estimate asks nothing but countTokens
+
+
+def test_a_text_the_local_model_cannot_take_skips_its_check_and_the_run_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    class_dir = _class(tmp_path, [Case("long", "innocent",
+                                       {"a.txt": "Binary encoding is efficient. " * 3000})])
+    db = tmp_path / "g.sqlite"
+    code, output = grade("run", str(class_dir), "--backend", "local", "--injection-check",
+                         "--db", str(db), "--out", str(tmp_path / "out"))
+    assert code == 0, output  # not "error: submission too long" for the whole run
+    assert q(db, "SELECT status, reason FROM outcomes") == [("flagged", "too_long")], output
+    assert "1 skipped" in output

@@ -178,6 +178,24 @@ def test_the_gemini_base_url_variable_never_points_the_openai_backend(tmp_path: 
     assert "gemini.example" not in out and not (tmp_path / "g.sqlite").exists()
 
 
+def test_a_server_address_in_grader_toml_serves_only_the_backend_it_was_set_for(
+        tmp_path: Path) -> None:
+    toml = tmp_path / "grader.toml"
+    toml.write_text('[grader]\nbackend = "openai"\nbase_url = "http://gpu.school:8080/v1"\n',
+                    encoding="utf-8")
+    gemini_env = {"GOOGLE_GEMINI_BASE_URL": "https://gemini.example"}
+    # the SDK's variable does not hide the school's server the file names
+    assert resolve(config=toml, env=gemini_env).base_url == "http://gpu.school:8080/v1"
+    assert resolve(config=toml, env={}).base_url == "http://gpu.school:8080/v1"
+    # another backend chosen by a flag never sends there (nor the Gemini key)
+    assert resolve({"backend": "gemini"}, config=toml, env={}).base_url is None
+    assert resolve({"backend": "gemini"}, config=toml, env=gemini_env
+                   ).base_url == "https://gemini.example"
+    # a file that names no backend: its address stands for whichever is chosen
+    toml.write_text('[grader]\nbase_url = "https://proxy.example"\n', encoding="utf-8")
+    assert resolve({"backend": "gemini"}, config=toml, env={}).base_url == "https://proxy.example"
+
+
 def test_the_library_api_is_at_the_package_top_and_loads_only_what_a_run_needs() -> None:
     import subprocess
     import sys

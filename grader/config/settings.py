@@ -422,9 +422,7 @@ def resolve(
     names = flag_names or {}
     origin.update({k: Origin("flag", names[k]) if k in names else Origin("caller")
                    for k in given})
-    if layers.get("backend") == "openai" and origin.get("base_url") == _GEMINI_URL_ENV:
-        # the Gemini SDK's variable names Google's endpoint, not the school's model server
-        del layers["base_url"], origin["base_url"]
+    _own_base_url(layers, origin, from_file if cfg is not None else {}, str(cfg))
     for old, fix in _REMOVED.items():
         if old in layers:
             raise ConfigError(f"the setting {old} no longer exists (set by "
@@ -441,6 +439,24 @@ def resolve(
         table(settings.models, path=where.name if where is not None and where.kind == "file"
               else CONFIG_FILE)
     return settings
+
+
+def _own_base_url(layers: dict[str, Any], origin: dict[str, Origin],
+                  from_file: Mapping[str, Any], cfg: str) -> None:
+    """A model address is used only by the kind of backend it was set for. The Gemini SDK's
+    variable names Google's endpoint, never the school's model server (`--backend openai`
+    keeps grader.toml's address instead); a grader.toml that names its backend keeps its
+    address for that backend: another one chosen by a flag or the environment never sends
+    there (a Gemini key to the school's server, or students' work the other way)."""
+    openai = layers.get("backend") == "openai"
+    if openai and origin.get("base_url") == _GEMINI_URL_ENV:
+        del layers["base_url"], origin["base_url"]
+        if "base_url" in from_file:
+            layers["base_url"], origin["base_url"] = from_file["base_url"], Origin("file", cfg)
+    named = from_file.get("backend")
+    if origin.get("base_url", Origin("default")).kind == "file" and named not in (None, "auto") \
+            and (named == "openai") != openai:
+        del layers["base_url"], origin["base_url"]
 
 
 def _env_names(env: Mapping[str, str], found: Mapping[str, Any]) -> dict[str, str]:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from grader.backends import Backend
 from grader.config.generation import Generation
-from grader.errors import BackendError, BudgetExceeded
+from grader.errors import BackendError, BudgetExceeded, SubmissionError
 from grader.escape import printable
 from grader.grading.records import ScreenVerdict
 from grader.intake.injection import Finding
@@ -150,10 +150,12 @@ class Screener:
             return None
         try:
             resp = await self.backend.generate(req)
-        except BackendError as e:
+        except (BackendError, SubmissionError) as e:
+            # a failed check, or a text the backend cannot take (a local model's context):
+            # skipped, the pattern check stands, and the grading call says what it says
             if spending is not None:
                 spending.settle(hold, None)
-            if e.run_wide:
+            if isinstance(e, BackendError) and e.run_wide:
                 raise
             r.skipped += 1
             return None

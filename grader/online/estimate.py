@@ -217,7 +217,8 @@ def _prefix(p: Plan, gen: Generation, tbl: ModelTable, count: Callable[[list[Gra
     minimum = gen.row.cache_min_tokens if gen.row is not None else None
     bound = token_bound(full, tbl.media, DEFAULT_LIMITS.pdf_max_pages)
     if count is None or minimum is None or bound < minimum:
-        tokens = [local_tokens(bare, tbl.media), local_tokens(full, tbl.media)]
+        tokens = [local_tokens(bare, tbl.media),
+                  local_tokens(full, tbl.media, references=True)]
     else:
         tokens = count([bare, full] if full.reference_parts else [full])
         tokens = tokens if len(tokens) == 2 else tokens * 2
@@ -290,10 +291,11 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
         return None if cost is None or more is None else cost + more
     expected = Expected.of(a, n_crit)
     answer, thinking = expected.answer_tokens, expected.thinking(gen.thinking_level)
-    load = Load(calls=len(reqs), input_tokens=sum(counts), answer_tokens=answer * len(reqs),
-                thinking_tokens=thinking * len(reqs))
+    load = Load(calls=len(reqs), input_tokens=sum(counts) + prefix.references * len(reqs),
+                answer_tokens=answer * len(reqs), thinking_tokens=thinking * len(reqs))
     budget_calls: list[tuple[GradeRequest, int, int, int | None]] = [
-        (r, c, prefix.references, None) for r, c in zip(reqs, counts, strict=True)]
+        # quoted as sent, with the reference files (the run holds their worst case too)
+        (r, c, prefix.references, None) for r, c in zip(sent, counts, strict=True)]
     budget_calls += [(r, c, 0, check_out) for r, c in zip(check_reqs, check_counts, strict=True)]
     out = Estimate(prefix=prefix, model=gen.model, thinking_level=gen.thinking_level,
                    students=total,
