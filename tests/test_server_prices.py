@@ -100,3 +100,15 @@ def test_grade_run_refuses_a_budget_for_an_unpriced_server_before_anything(tmp_p
                       "http://127.0.0.1:9/v1", "--model", MODEL, "--budget", "5", "--db", str(db))
     assert code == 2 and f"error: a budget of $5 needs a price for {MODEL}" in out, out
     assert "grading 1 students" not in out and not db.exists()
+
+
+def test_a_reply_without_usage_is_charged_its_estimate_not_nothing() -> None:
+    from grader.backends.openai_compat import reply_usage
+    answer = '{"scores": [' + "1, " * 100 + "]}"
+    assert reply_usage(None, answer, 900) == Usage(prompt_tokens=900,
+                                                   output_tokens=len(answer) // 4)
+    assert reply_usage({"prompt_tokens": 120}, answer, 900).prompt_tokens == 120
+    reported = {"prompt_tokens": 120, "completion_tokens": 30,
+                "prompt_tokens_details": {"cached_tokens": 64}}
+    assert reply_usage(reported, answer, 900) == Usage(prompt_tokens=120, output_tokens=30,
+                                                       cached_tokens=64)

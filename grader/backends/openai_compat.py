@@ -210,10 +210,13 @@ class OpenAIBackend(Retries):
             return data
 
         data, retries = await self._with_retries(attempt, what="chat completion")
-        return self._reply(data, unsent, retries, (time.monotonic() - start) * 1000)
+        return self._reply(data, unsent, retries, (time.monotonic() - start) * 1000, tokens)
 
     def _reply(self, data: dict[str, Any], unsent: int, retries: int,
-               latency_ms: float) -> GradeResponse:
+               latency_ms: float, prompt_estimate: int = 0) -> GradeResponse:
+        """The reply as a `GradeResponse`. A server that reports no `usage` is charged what the
+        request and the answer are estimated to hold (about four characters a token), so a
+        priced server's calls still count against `--budget`."""
         choices = data["choices"]
         choice = _dict(choices[0] if choices else None)
         message = _dict(choice.get("message"))
@@ -232,13 +235,9 @@ class OpenAIBackend(Retries):
             self._check_format(text)
             if unsent:
                 text = _flag_media(text, unsent)
-        usage = _dict(data.get("usage"))
-        cached = _dict(usage.get("prompt_tokens_details")).get("cached_tokens")
         return GradeResponse(
             text=text, finish_reason=finish, blocked_reason=blocked,
-            usage=Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                        output_tokens=int(usage.get("completion_tokens") or 0),
-                        cached_tokens=int(cached or 0)),
+            usage=reply_usage(data.get("usage"), content, prompt_estimate),
             model_version=str(data["model"]) if data.get("model") else None,
             latency_ms=latency_ms, retries=retries, raw=data)
 
@@ -386,3 +385,15 @@ def _retry_after(response: httpx2.Response | None) -> float | None:
 
 def _dict(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
+
+
+def reply_usage(reported: Any, content: Any, prompt_estimate: int) -> Usage:
+    """The call's tokens as the server's `usage` reports them; where it reports none (some
+    servers leave it out), the request's estimate and the answer's characters / 4."""
+    usage = _dict(reported)
+    prompt, output = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    cached = _dict(usage.get("prompt_tokens_details")).get("cached_tokens")
+    return Usage(prompt_tokens=prompt if isinstance(prompt, int) else prompt_estimate,
+                 output_tokens=output if isinstance(output, int) else
+                 estimate_tokens(len(content) if isinstance(content, str) else 0),
+                 cached_tokens=int(cached or 0))
