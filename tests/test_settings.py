@@ -210,3 +210,13 @@ def test_the_library_api_is_at_the_package_top_and_loads_only_what_a_run_needs()
     assert grader.run_class.__module__ == "grader.online.pipeline"
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         grader.nothing  # noqa: B018
+
+
+def test_a_server_address_with_a_password_is_refused_without_showing_it() -> None:
+    with pytest.raises(ConfigError) as e:
+        resolve({"backend": "openai", "base_url": "http://bob:s3cret@gpu.school:8080/v1"},
+                env={})
+    assert "user name or password" in str(e.value) and "OPENAI_API_KEY" in str(e.value)
+    assert "s3cret" not in str(e.value) and "bob" not in str(e.value)
+    assert resolve({"backend": "openai", "base_url": "http://gpu.school:8080/v1"}, env={}
+                   ).base_url == "http://gpu.school:8080/v1"

@@ -14,8 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from grader.config.models import Level, packaged, table
 from grader.errors import ConfigError, RubricError
@@ -240,6 +249,18 @@ class Settings(BaseModel):
     n_threads: int | None = Field(default=None, ge=1,
         description="CPU threads of the local model; unset = llama.cpp's default")
 
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials_in_url(cls, v: str | None) -> str | None:
+        """An address is printed (where the work goes) and stored with the run: a user name or
+        password in it would be too."""
+        if v is not None and _without_userinfo(v.strip()) != v.strip():
+            raise ValueError(
+                "the address carries a user name or password (user:password@host), which "
+                "would be shown and stored with the run: give the address without it, and the "
+                "server's key in OPENAI_API_KEY (or openai_api_key in grader.toml)")
+        return v
+
     @model_validator(mode="before")
     @classmethod
     def _tier_spend_limit(cls, data: Any) -> Any:
@@ -364,6 +385,7 @@ class Origin:
         """The value as its source spelled it, e.g. "the flag --budget 0" ("--no-redact": a
         switch has no value to show)."""
         switch = self.kind == "flag" and isinstance(value, bool)
+        value = _without_userinfo(value)
         shown = "***" if key in _SECRET_FIELDS else "" if switch else _shown(value, self.kind)
         return _NAMED[self.kind][0].format(name=self.name, key=key, value=shown).strip()
 
@@ -457,6 +479,19 @@ def _own_base_url(layers: dict[str, Any], origin: dict[str, Origin],
     if origin.get("base_url", Origin("default")).kind == "file" and named not in (None, "auto") \
             and (named == "openai") != openai:
         del layers["base_url"], origin["base_url"]
+
+
+def _without_userinfo(value: Any) -> Any:
+    """A URL's user name and password as *** (an error may show the value)."""
+    if not isinstance(value, str) or "@" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return value
+    if "@" not in parts.netloc:
+        return value
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def _env_names(env: Mapping[str, str], found: Mapping[str, Any]) -> dict[str, str]:
