@@ -178,3 +178,14 @@ def test_a_class_moved_out_of_a_store_shared_with_another_class_keeps_its_batch_
     code, out = grade("run", str(tmp_path / "y" / "Z"), *where)
     assert code == 0 and "was moved" not in out, out
     assert str(a.resolve()) in {d for (d,) in q(shared, "SELECT DISTINCT class_dir FROM runs")}
+    # a folder gone with a batch job still open, and a new folder of another name: refused,
+    # naming the folder and the fix, never guessed either way
+    c = make_class(tmp_path / "x", 0, extra={
+        f"c{i}.txt": f"Student c{i} of C. Manchester encoding is robust." for i in range(2)}
+    ).rename(tmp_path / "x" / "C")
+    code, out = grade("batch", "submit", str(c), *where)
+    assert code == 0 and "submitted 2 request(s)" in out, out
+    shutil.move(str(c), tmp_path / "y" / "W")
+    code, out = grade("batch", "status", str(tmp_path / "y" / "W"), *where)
+    assert code == 2 and f"batch jobs still open for {c.resolve()}" in " ".join(out.split())
+    assert "name the folder C again" in " ".join(out.split()), out

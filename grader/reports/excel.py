@@ -284,7 +284,8 @@ def _howto(wb: Any, f: _Formats, rubric: Rubric, run: Run) -> None:
              "Approved entered for a group applies to every member without a value of their "
              "own in that column; a member's own value (Summary sheet) always wins. "
              "Inconsistent counts members whose AI score is far from the group's "
-             "(flag inconsistent_with_group): look at those first."),
+             "(flag inconsistent_with_group): look at those first; the group's Approved "
+             "does not approve them while their scores are the AI's."),
         ("bold", "Criteria sheet"),
         ("", "Per-criterion statistics of the final scores when this file was written."),
     ]

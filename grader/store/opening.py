@@ -84,6 +84,15 @@ def follow_move(store: Store, class_dir: Path) -> str | None:
         runs, open_jobs = store.move_class(gone[0], str(folder))
         return (f"the class folder was moved from {gone[0]} to {folder}: its {runs} run(s) "
                 f"and {open_jobs} batch job(s) still open were carried over to the new path")
+    stranded = [k for k in gone if store.batch_jobs(k, open_only=True)]
+    if len(stranded) == 1:  # money in flight for a folder that is gone: never guessed
+        raise StoreError(
+            f"the store holds batch jobs still open for {stranded[0]}, which is no longer "
+            f"there, and knows nothing of {folder}: if this is that class moved, its jobs "
+            "cannot be told to be its own by the name", path=store.path,
+            fix=f"name the folder {Path(stranded[0]).name} again (or move it back to "
+                f"{stranded[0]}) and run the command again; if it is another class, pass "
+                "--db PATH with a store of its own")
     if folder not in Path(store.path).resolve().parents:
         return None
     still = [k for k in known if Path(k).exists()]
