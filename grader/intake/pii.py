@@ -70,7 +70,8 @@ _DOMAIN_AHEAD = re.compile(r"\s+[\w-]+(?:\.[\w-]|\s*[(\[{<]\s*dot\s*[)\]}>]|\s+d
 _REACH = 128  # characters an address may reach before and after its at sign
 
 
-def _find_all(text: str, sub: str) -> Iterator[int]:
+def find_all(text: str, sub: str) -> Iterator[int]:
+    """Every index at which `sub` starts in `text`."""
     i = text.find(sub)
     while i >= 0:
         yield i
@@ -91,10 +92,10 @@ def _windows(positions: Iterator[int], before: int, after: int) -> list[tuple[in
 
 def _at_signs(folded: str) -> Iterator[int]:
     for sign in _AT_SIGNS:
-        yield from _find_all(folded, sign)
+        yield from find_all(folded, sign)
     if "at" in folded:
         yield from (m.start() for m in _AT_BRACKETED.finditer(folded))
-        yield from (i for i in _find_all(folded, " at ") if _DOMAIN_AHEAD.match(folded, i + 3))
+        yield from (i for i in find_all(folded, " at ") if _DOMAIN_AHEAD.match(folded, i + 3))
 
 
 def emails(folded: str) -> list[Span]:
@@ -139,7 +140,7 @@ def labelled_ids(folded: str, words: set[str]) -> list[Span]:
     """Numbers labelled as a student's number (`words`: the words of `folded`); the key is the
     number. The pattern runs only around the label words."""
     found: dict[tuple[int, int], str] = {}
-    near = (i for w in words & ID_LABEL_WORDS for i in _find_all(folded, w))
+    near = (i for w in words & ID_LABEL_WORDS for i in find_all(folded, w))
     for start, end in _windows(near, 24, 64):
         for m in _LABELLED_ID.finditer(folded, start, min(end, len(folded))):
             found[m.span(1)] = m.group(1)
@@ -149,12 +150,10 @@ def labelled_ids(folded: str, words: set[str]) -> list[Span]:
 def occurrences(folded: str, value: str) -> Iterator[tuple[int, int]]:
     """Where `value` (folded) stands in `folded` as a whole word."""
     n = len(value)
-    i = folded.find(value)
-    while i >= 0:
+    for i in find_all(folded, value):
         e = i + n
         if not (i and folded[i - 1].isalnum()) and not (e < len(folded) and folded[e].isalnum()):
             yield i, e
-        i = folded.find(value, i + 1)
 
 
 # --- phone numbers ------------------------------------------------------------------------

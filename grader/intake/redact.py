@@ -267,8 +267,8 @@ class Redactor:
         if pii.PHONE_HINT.search(text):
             spans += [(s, e, "PHONE", key) for s, e, key in pii.phones(text, self.region)]
         spans += self._names(text, folded, found)
-        spans += [(s, e, "STUDENT", sid) for key, sid in self.unspaced.items()
-                  for s, e in _occurrences(folded, key)]
+        spans += [(i, i + len(key), "STUDENT", sid) for key, sid in self.unspaced.items()
+                  for i in pii.find_all(folded, key)]
         if not spans:
             return text
         spans.sort(key=lambda s: (s[0], -(s[1] - s[0]), s[3]))
@@ -350,15 +350,6 @@ def _runs(text: str, hits: list[_Hit]) -> list[list[_Hit]]:
         else:
             runs.append([h])
     return runs
-
-
-def _occurrences(folded: str, key: str) -> list[tuple[int, int]]:
-    """Where `key` stands in `folded`, as part of a longer run too."""
-    out, i = [], folded.find(key)
-    while i >= 0:
-        out.append((i, i + len(key)))
-        i = folded.find(key, i + len(key))
-    return out
 
 
 @lru_cache(maxsize=4096)

@@ -233,15 +233,26 @@ def layers(decisions: Sequence[Decision], result: StudentResult
     """(the student's own values, their answer group's values) per (criterion id or "",
     field): in each, the newest decision of that kind that applies to this result (a cleared
     value is None)."""
+    own, grouped, _ = _layers(decisions, result)
+    return own, grouped
+
+
+def _layers(decisions: Sequence[Decision], result: StudentResult
+            ) -> tuple[dict[tuple[str, str], Any], dict[tuple[str, str], Any],
+                       set[tuple[str, str]]]:
+    """`layers`, and the keys whose newest applying decision is the student's own."""
     ai = {c.criterion_id: float(c.score) for c in result.criteria}
     own: dict[tuple[str, str], Any] = {}
     grouped: dict[tuple[str, str], Any] = {}
+    newest_own: set[tuple[str, str]] = set()
     for d in reversed(decisions):
         key = (d.criterion_id, d.field)
         out = own if d.group is None else grouped
         if key not in out and applies(d, result, ai):
             out[key] = json.loads(d.value) if d.value is not None else None
-    return own, grouped
+            if d.group is None and key not in grouped:
+                newest_own.add(key)
+    return own, grouped, newest_own
 
 
 def effective(decisions: Sequence[Decision], result: StudentResult
@@ -252,17 +263,7 @@ def effective(decisions: Sequence[Decision], result: StudentResult
     the group's. Clearing a member's own cell after the group's value was entered is their
     own decision too (back to the AI's score); a group value entered after the clear reaches
     them again."""
-    ai = {c.criterion_id: float(c.score) for c in result.criteria}
-    own: dict[tuple[str, str], Any] = {}
-    grouped: dict[tuple[str, str], Any] = {}
-    newest_own: set[tuple[str, str]] = set()  # keys whose newest applying decision is own
-    for d in reversed(decisions):
-        key = (d.criterion_id, d.field)
-        out = own if d.group is None else grouped
-        if key not in out and applies(d, result, ai):
-            out[key] = json.loads(d.value) if d.value is not None else None
-            if d.group is None and key not in grouped:
-                newest_own.add(key)
+    own, grouped, newest_own = _layers(decisions, result)
     values = dict(grouped)
     values.update({k: v for k, v in own.items()
                    if v is not None or k not in grouped or k in newest_own})

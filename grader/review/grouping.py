@@ -17,7 +17,6 @@ reach everyone, and entering it again is a change that stores it for them all.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 from grader.grading.records import Decision, GroupMember, StudentResult
 from grader.prompting.prompts import submitted_text
-from grader.review.final import applies
+from grader.review.final import layers
 from grader.review.groups import Answer, Group, group, inconsistent
 from grader.store import Store
 
@@ -119,24 +118,8 @@ def group_values(decisions: Mapping[str, Sequence[Decision]],
     """A group's current teacher values per (criterion id or "", field): the value of the
     newest decision entered for a group that still applies to its member, where every member
     with a result holds one and all hold the same value."""
-    held: list[dict[tuple[str, str], Decision]] = []
-    for sid in g.members:
-        r = results.get(sid)
-        if r is None:
-            continue
-        ai = {c.criterion_id: float(c.score) for c in r.criteria}
-        newest: dict[tuple[str, str], Decision] = {}
-        for d in decisions.get(sid, ()):
-            key = (d.criterion_id, d.field)
-            if d.group is not None and applies(d, r, ai) and (
-                    key not in newest or d.id > newest[key].id):
-                newest[key] = d
-        held.append(newest)
+    held = [layers(decisions.get(sid, ()), r)[1]
+            for sid in g.members if (r := results.get(sid)) is not None]
     if not held:
         return {}
-    out: dict[tuple[str, str], Any] = {}
-    for key, first in held[0].items():
-        values = {h[key].value if key in h else "<none>" for h in held}
-        if values == {first.value}:
-            out[key] = json.loads(first.value) if first.value is not None else None
-    return out
+    return {k: v for k, v in held[0].items() if all(k in h and h[k] == v for h in held[1:])}
