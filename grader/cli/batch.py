@@ -14,14 +14,12 @@ from grader.cli.common import (
     _embedding_line,
     _exemplar_options,
     _handle_errors,
-    _log_to,
     _print_suspected,
     _print_written,
     _screen_line,
     _settings,
     _split,
 )
-from grader.config.settings import Settings
 from grader.escape import terminal_safe
 
 
@@ -44,14 +42,6 @@ def _batch_options(fn: F) -> F:
             opt.LOCATION)):
         fn = option(fn)
     return fn
-
-
-def _batch_settings(class_dir: Path, **flags: Any) -> Settings:
-    from grader.config.settings import db_path
-
-    settings = _settings(class_dir, with_out=True, **flags)
-    _log_to(db_path(class_dir, settings).parent)
-    return settings
 
 
 _reask_option = click.option(
@@ -117,7 +107,7 @@ def batch_submit(class_dir: Path, only: tuple[str, ...], retry_failed: bool,
     """Submit batch jobs for every student of CLASS_DIR not yet graded or in flight."""
     from grader.batch.submit import submit_class
 
-    settings = _batch_settings(class_dir, only=_split(only), **flags)
+    settings = _settings(class_dir, with_out=True, only=_split(only), **flags)
     _print_submitted(submit_class(class_dir, settings, retry_failed=retry_failed))
 
 
@@ -130,7 +120,7 @@ def batch_status(class_dir: Path, **flags: Any) -> None:
     so far. Needs only the store (no rubric)."""
     from grader.batch.submit import status_class
 
-    listed = status_class(class_dir, _batch_settings(class_dir, **flags))
+    listed = status_class(class_dir, _settings(class_dir, with_out=True, **flags))
     _print_notes(listed.notices)
     if not listed.jobs:
         click.echo("no batch jobs")
@@ -160,7 +150,7 @@ def batch_collect(class_dir: Path, wait_done: bool, **flags: Any) -> None:
     def on_poll(c: Any) -> None:
         click.echo(f"{c.running} job(s) still running; waiting", err=True)
 
-    c = collect_class(class_dir, _batch_settings(class_dir, **flags), wait=wait_done,
+    c = collect_class(class_dir, _settings(class_dir, with_out=True, **flags), wait=wait_done,
                       on_poll=on_poll)
     _print_notes(c.notices)
     click.echo(f"collected {c.jobs} job(s): {c.graded} graded, {c.flagged} flagged, "
@@ -184,7 +174,7 @@ def batch_cancel(job: str, class_dir: Path, **flags: Any) -> None:
     """Cancel the batch job JOB (its name, or grader's display name) of CLASS_DIR."""
     from grader.batch.submit import cancel_job
 
-    info, notices = cancel_job(class_dir, _batch_settings(class_dir, **flags), job)
+    info, notices = cancel_job(class_dir, _settings(class_dir, with_out=True, **flags), job)
     _print_notes(notices)
     click.echo(f"{info.name}: {info.state.removeprefix('JOB_STATE_').lower()}")
 
@@ -202,6 +192,6 @@ def batch_sync(class_dir: Path, only: tuple[str, ...], retry_failed: bool,
     Prints one line; exits 0 when there is nothing to do or another run holds the store."""
     from grader.batch.submit import sync_class
 
-    settings = _batch_settings(class_dir, only=_split(only), **flags)
+    settings = _settings(class_dir, with_out=True, only=_split(only), **flags)
     click.echo(terminal_safe(sync_class(class_dir, settings, retry_failed=retry_failed).line()))
 

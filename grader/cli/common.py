@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from grader.cli import options as opt
-from grader.config.settings import Settings, resolve
+from grader.config.settings import Settings, db_path, resolve
 from grader.errors import GraderError
 from grader.escape import terminal_safe
 
@@ -75,9 +75,14 @@ def _log_to(folder: Path) -> None:
 
 
 def _settings(class_dir: Path | None, *, with_out: bool = False, **flags: Any) -> Settings:
-    """The command's settings, resolved once (`with_out`: a command that writes outputs, whose
-    `out` defaults to reports/<class folder name>)."""
-    return resolve(flags, class_dir=class_dir, with_out=with_out, flag_names=_flag_names(flags))
+    """The command's settings, resolved once. `with_out`: a command that grades or writes a
+    class's outputs: its `out` defaults to reports/<class folder name>, and its log goes to
+    grader.log beside the class's store (`_log_to`)."""
+    settings = resolve(flags, class_dir=class_dir, with_out=with_out,
+                       flag_names=_flag_names(flags))
+    if with_out and class_dir is not None:
+        _log_to(db_path(class_dir, settings).parent)
+    return settings
 
 
 def _flag_names(flags: dict[str, Any]) -> dict[str, str]:

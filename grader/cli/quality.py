@@ -12,7 +12,6 @@ import click
 from grader.cli import options as opt
 from grader.cli.common import (
     _handle_errors,
-    _log_to,
     _settings,
 )
 from grader.escape import terminal_safe
@@ -35,13 +34,11 @@ from grader.escape import terminal_safe
 def calibrate(class_dir: Path, n: int, rater: str, **flags: Any) -> None:
     """Check the rubric on a few students you score blind, before grading the class: the first
     call writes calibration.xlsx; run it again once you have scored it."""
-    from grader.config.settings import db_path
     from grader.quality.calibration import Written
     from grader.quality.calibration import calibrate as run_calibration
     from grader.quality.evaluation import render_text
 
     settings = _settings(class_dir, with_out=True, **flags)
-    _log_to(db_path(class_dir, settings).parent)
     got = run_calibration(class_dir, settings, n=n, rater=rater)
     if isinstance(got, Written):
         click.echo(f"picked {len(got.students)} students spread over length and content: "

@@ -16,7 +16,6 @@ from grader.cli.common import (
     _exemplar_options,
     _handle_errors,
     _ids,
-    _log_to,
     _print_suspected,
     _print_written,
     _screen_line,
@@ -96,14 +95,12 @@ def init(folder: Path) -> None:
 def run(class_dir: Path, only: tuple[str, ...], retry_flagged: tuple[str, ...],
         **flags: Any) -> None:
     """Grade every submission in CLASS_DIR (resumable: rerun to continue)."""
-    from grader.config.settings import db_path
     from grader.online import pipeline
 
     retry = _split(retry_flagged)
     settings = _settings(class_dir, with_out=True, only=_split(only),
                          retry_flagged=tuple(r for r in retry if r != "*") if retry else None,
                          **flags)
-    _log_to(db_path(class_dir, settings).parent)
     if settings.dry_run:
         from grader.online.dry_run import dry_run
 

@@ -11,7 +11,7 @@ import io
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from google.genai import types
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from google.genai.client import AsyncClient
 
 T = TypeVar("T")
+Stored = Literal["caches", "files"]
+_REST: dict[Stored, str] = {"caches": "cachedContents", "files": "files"}  # names in errors
 
 FILE_ACTIVE_WAIT_S = 60.0  # an upload still PROCESSING is polled this long
 
@@ -134,8 +136,7 @@ class GeminiResources(GeminiRetries):
         return _cache_info(cache)
 
     async def get_cache(self, name: str) -> CacheInfo | None:
-        found = await self._unless_gone(lambda: self._aio.caches.get(name=name),
-                                        "cachedContents.get")
+        found = await self._get("caches", name)
         return _cache_info(found) if found is not None else None
 
     async def extend_cache(self, name: str, ttl_s: float) -> CacheInfo | None:
@@ -145,13 +146,10 @@ class GeminiResources(GeminiRetries):
         return _cache_info(found) if found is not None else None
 
     async def delete_cache(self, name: str) -> bool:
-        return await self._unless_gone(lambda: self._aio.caches.delete(name=name),
-                                       "cachedContents.delete") is not None
+        return await self._delete("caches", name)
 
     async def list_caches(self) -> list[CacheInfo]:
-        found = await self._every(lambda: self._aio.caches.list(config={"page_size": 100}),
-                                  "cachedContents.list")
-        return [_cache_info(c) for c in found]
+        return [_cache_info(c) for c in await self._list("caches")]
 
     # --- SupportsFiles (the Files API) ----------------------------------------------------------
     files_available: bool = True
@@ -190,17 +188,14 @@ class GeminiResources(GeminiRetries):
         return info
 
     async def get_file(self, name: str) -> FileInfo | None:
-        found = await self._unless_gone(lambda: self._aio.files.get(name=name), "files.get")
+        found = await self._get("files", name)
         return None if found is None else _file_info(found)
 
     async def delete_file(self, name: str) -> bool:
-        return await self._unless_gone(lambda: self._aio.files.delete(name=name),
-                                       "files.delete") is not None
+        return await self._delete("files", name)
 
     async def list_files(self) -> list[FileInfo]:
-        found = await self._every(lambda: self._aio.files.list(config={"page_size": 100}),
-                                  "files.list")
-        return [_file_info(f) for f in found]
+        return [_file_info(f) for f in await self._list("files")]
 
     async def download_file(self, name: str, destination: Path) -> None:
         """Stream a generated file (a batch job's results) to `destination`."""
@@ -209,12 +204,24 @@ class GeminiResources(GeminiRetries):
 
         await self._with_retries(attempt, what="files.download")
 
-    async def _every(self, pager: Callable[[], Awaitable[Any]], what: str) -> list[Any]:
-        """Every item of a paged listing (`pager` opens it), retried as one call."""
-        async def attempt() -> list[Any]:
-            return [x async for x in await pager()]
+    # caches and files: the SDK's two stores of named things, read and removed the same way
+    async def _get(self, kind: Stored, name: str) -> Any | None:
+        api = getattr(self._aio, kind)
+        return await self._unless_gone(lambda: api.get(name=name), f"{_REST[kind]}.get")
 
-        found, _ = await self._with_retries(attempt, what=what)
+    async def _delete(self, kind: Stored, name: str) -> bool:
+        api = getattr(self._aio, kind)
+        return await self._unless_gone(lambda: api.delete(name=name),
+                                       f"{_REST[kind]}.delete") is not None
+
+    async def _list(self, kind: Stored) -> list[Any]:
+        """Every item of a paged listing, retried as one call."""
+        api = getattr(self._aio, kind)
+
+        async def attempt() -> list[Any]:
+            return [x async for x in await api.list(config={"page_size": 100})]
+
+        found, _ = await self._with_retries(attempt, what=f"{_REST[kind]}.list")
         return found
 
     async def _unless_gone(self, call: Callable[[], Awaitable[T]], what: str) -> T | None:
