@@ -304,3 +304,34 @@ def test_replies_of_odd_shapes_read_as_empty_not_as_errors() -> None:
     assert reply_of(body, vertex=True).model_status is None
     cut = {"candidates": [{"finishReason": "MAX_TOKENS", "content": {"parts": [{"text": "{"}]}}]}
     assert reply_of(cut, vertex=False).blocked_reason == "MAX_TOKENS"
+
+
+
+def test_clients_share_one_set_of_tls_contexts(fake_gemini: FakeGemini,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run builds two genai clients (the backend's, and the event loop's on our aiohttp
+    # session); the SDK would make three TLS contexts for each. They are made once per process
+    # for the CA settings of the environment: counted where every context is made.
+    import ssl
+
+    import certifi
+
+    from grader.backends.gemini import client as gemini_client
+
+    made: list[object] = []
+    real = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        made.append(kwargs.get("cafile"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+    gemini_client._tls.cache_clear()
+    settings = Settings(api_key=SecretStr("test-key"), base_url=fake_gemini.url, timeout_s=5)
+    for _ in range(2):  # two backends, each with its loop's client: two contexts in all
+        assert run(GeminiBackend(settings), make_request()).finish_reason == "STOP"
+    assert made == [certifi.where(), certifi.where()]
+    monkeypatch.delenv("SSL_CERT_FILE")  # other CA settings: a set of their own
+    GeminiBackend(settings)
+    assert gemini_client._tls.cache_info().misses == 2
