@@ -178,3 +178,29 @@ def test_a_text_the_local_model_cannot_take_skips_its_check_and_the_run_goes_on(
     assert code == 0, output  # not "error: submission too long" for the whole run
     assert q(db, "SELECT status, reason FROM outcomes") == [("flagged", "too_long")], output
     assert "1 skipped" in output
+
+
+def test_a_check_cut_by_its_cap_is_asked_once_more_and_an_unreadable_one_is_said(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    # THINK_HARD: the fake thinks 3,000 tokens, more than the check's cap leaves: the reply is
+    # cut (MAX_TOKENS, no answer) and asked once more with 8x the room, which reads. MAX_TOKENS:
+    # cut whatever the cap: after its one retry the check is kept as paid for but unreadable,
+    # no verdict, and the run says so (it said "0 said injection" with nothing read before).
+    deep = Case("stu1", "paraphrase", {"a.txt": f"{ESSAY}\nFAKE_GEMINI:THINK_HARD"})
+    cut = Case("stu2", "paraphrase", {"a.txt": f"{ESSAY}\nFAKE_GEMINI:MAX_TOKENS"})
+    class_dir = _class(tmp_path, [deep, cut])
+    db = tmp_path / "g.sqlite"
+    base = ["run", str(class_dir), "--out", str(tmp_path / "out"), "--db", str(db),
+            "--injection-check"]
+    code, output = grade(*base)
+    checks = _checks(gemini_env)
+    caps = sorted(c["body"]["generationConfig"]["maxOutputTokens"] for c in checks)
+    assert len(checks) == 4 and caps[2] == caps[3] == 8 * caps[0] == 8 * caps[1], caps
+    assert sorted(q(db, "SELECT readable FROM injection_checks")) == [(0,), (1,)]
+    assert "2 call(s), 0 reused from the store, 1 unreadable (the reply was cut" in output, output
+    assert "said injection" in output
+
+    # the flagged student graded again: its text's check is reused, still without a verdict
+    code, output = grade(*base, "--retry-flagged", "*")
+    assert len(_checks(gemini_env)) == 4
+    assert "0 call(s), 1 reused from the store, 1 unreadable" in output, output

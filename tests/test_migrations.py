@@ -50,6 +50,9 @@ RELEASED = {
     8: "8f7f1ec0342bbc56ec999e1ecd3edd93ba6a86ef5f9d5d273b3e2bb84545ad28",
     9: "12286310038a78b0386b06d7d963ead7c9cbbeb4d0cb74375e428cb9efd361c6",
     10: "2d4ec98c7ee9f83e31ca7ca53e5369078979296e56187528efa6fb5c1d375804",
+    11: "b88f319c88bb6be83f1e90775c3ed9a82a5800ab891357b909f351f708379d33",
+    12: "7e9fabcc1b1804764f80e2103c1af5a9b36ec0fdc68196a9a71e67c2632ad98f",
+    13: "6911c537879206c274f2f9630abf69dc9382fee4df0ce69f14df88e72a7ec852",
 }
 
 
@@ -342,3 +345,25 @@ def test_answer_groups_migration_keeps_decisions_as_the_students_own(tmp_path: P
         store.save_groups(run_id, [])  # replaced, not added to
         assert store.answer_groups(run_id) == []
     assert _raw(path, "PRAGMA foreign_key_check") == []
+
+
+def test_unreadable_checks_migration_keeps_old_verdicts_readable(tmp_path: Path) -> None:
+    """v13 adds `injection_checks.readable`: a verdict stored before it was read, so it stays
+    one (readable), and an unreadable check is stored and read back as such."""
+    from grader.grading.records import ScreenVerdict
+
+    m = next(m for m in MIGRATIONS if m.name == "unreadable_injection_checks")
+    path = _v2(tmp_path)
+    conn = _just_before(path, m)
+    conn.execute("INSERT INTO injection_checks (key, model, injection, reason, created_at)"
+                 " VALUES ('k1', 'gemini-x', 1, 'asks for marks', '2026-11-01T00:00:00')")
+    apply(conn, m)
+    conn.close()
+    with Store(path) as store:
+        old = store.screened("k1")
+        assert old is not None and old.readable and old.injection
+        store.save_screen(ScreenVerdict("k2", "gemini-x", False, "cut", readable=False), "c")
+        new = store.screened("k2")
+        assert new is not None and not new.readable
+    assert _raw(path, "SELECT key, readable FROM injection_checks ORDER BY key") == [
+        ("k1", 1), ("k2", 0)]

@@ -166,6 +166,9 @@ def _screen_line(r: Any, *, priced: bool) -> str:
     cost = "unpriced" if r.cost_usd is None else f"${r.cost_usd:.4f}" + (
         ", included above" if priced else "")
     skipped = f", {r.skipped} skipped (budget or a failed call)" if r.skipped else ""
+    if r.unreadable:
+        skipped += (f", {r.unreadable} unreadable (the reply was cut or malformed: no verdict, "
+                    "the pattern check stands)")
     return (f"  injection check by the model ({r.model}): {r.calls} call(s), {r.reused} "
             f"reused from the store{skipped}, {r.flagged} said injection; about "
             f"{r.tokens:,} tokens, {cost}")

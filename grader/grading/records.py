@@ -450,7 +450,8 @@ class StudentResult:
 @dataclass(frozen=True)
 class ScreenVerdict:
     """What the model-based injection check said of one text (`grader.grading.screen`), and
-    what asking cost (`cost_usd` None: unpriced, e.g. a local model)."""
+    what asking cost (`cost_usd` None: unpriced, e.g. a local model). `readable` False: the
+    reply could not be read, so there is no verdict (`injection` is False, `reason` says why)."""
 
     key: str
     model: str
@@ -459,3 +460,4 @@ class ScreenVerdict:
     prompt_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = None
+    readable: bool = True

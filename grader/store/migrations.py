@@ -586,6 +586,14 @@ CREATE TABLE answer_groups (
 ALTER TABLE decisions ADD COLUMN group_label TEXT;
 """
 
+# A model check whose reply could not be read (cut by its output cap even after the one retry
+# with more room, or not the asked-for object) is kept as paid for, so the same text is never
+# asked again, but it is no verdict: `readable` 0, and the run says how many there were.
+M013_UNREADABLE_CHECKS = """
+ALTER TABLE injection_checks ADD COLUMN readable INTEGER NOT NULL DEFAULT 1
+    CHECK (readable IN (0, 1));
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
@@ -599,6 +607,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "batch_jobs", M010_BATCH_JOBS),
     Migration(11, "injection_checks", M011_INJECTION_CHECKS),
     Migration(12, "answer_groups", M012_ANSWER_GROUPS),
+    Migration(13, "unreadable_injection_checks", M013_UNREADABLE_CHECKS),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -14,20 +14,21 @@ class Screening(StoreCore):
     def screened(self, key: str) -> ScreenVerdict | None:
         """The stored verdict for this check of this text, if it was ever paid for."""
         r = self.conn.execute(
-            "SELECT key, model, injection, reason, prompt_tokens, output_tokens, cost_usd"
-            " FROM injection_checks WHERE key=?", (key,)).fetchone()
+            "SELECT key, model, injection, reason, prompt_tokens, output_tokens, cost_usd,"
+            " readable FROM injection_checks WHERE key=?", (key,)).fetchone()
         if r is None:
             return None
         return ScreenVerdict(r["key"], r["model"], bool(r["injection"]), r["reason"],
-                             r["prompt_tokens"], r["output_tokens"], r["cost_usd"])
+                             r["prompt_tokens"], r["output_tokens"], r["cost_usd"],
+                             bool(r["readable"]))
 
     @mapped
     def save_screen(self, v: ScreenVerdict, class_dir: str) -> None:
         """Keep a verdict the moment it is paid for (the first one for a key stays)."""
         self.conn.execute(
             "INSERT OR IGNORE INTO injection_checks (key, model, injection, reason,"
-            " prompt_tokens, output_tokens, cost_usd, run_class, created_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?)",
+            " prompt_tokens, output_tokens, cost_usd, run_class, created_at, readable)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
             (v.key, v.model, int(v.injection), v.reason, v.prompt_tokens, v.output_tokens,
-             v.cost_usd, class_dir, now()))
+             v.cost_usd, class_dir, now(), int(v.readable)))
 
