@@ -119,8 +119,9 @@ def test_a_user_name_spelled_as_a_word_and_an_address_after_a_percent_escape_are
     redactor = Redactor(CORPUS.students(), other_ids={ZOE: ["zaberg"], WILL: ["will"]})
     (text,), _ = redactor.redact(
         ["Logged in as zaberg; ssh ZABERG@lab01. I will push. "
-         "Link: mailto%3Ajane.smith%40gmail.com"], ZOE)
+         "Link: mailto%3Ajane.smith%40gmail.com; I am 100%jane.smith@gmail.com"], ZOE)
     assert "zaberg" not in text.lower() and "jane" not in text and "gmail" not in text, text
+    assert text.endswith("I am 100%[EMAIL_1]"), text  # one address, one placeholder
     assert "I will push" in text  # a user name that is an ordinary word is not one
 
 
