@@ -186,9 +186,11 @@ def test_a_check_cut_by_its_cap_is_asked_once_more_and_an_unreadable_one_is_said
     # cut (MAX_TOKENS, no answer) and asked once more with 8x the room, which reads. MAX_TOKENS:
     # cut whatever the cap: after its one retry the check is kept as paid for but unreadable,
     # no verdict, and the run says so (it said "0 said injection" with nothing read before).
+    # stu3 hands in stu2's text: one check shared by both, and both lack a verdict.
     deep = Case("stu1", "paraphrase", {"a.txt": f"{ESSAY}\nFAKE_GEMINI:THINK_HARD"})
     cut = Case("stu2", "paraphrase", {"a.txt": f"{ESSAY}\nFAKE_GEMINI:MAX_TOKENS"})
-    class_dir = _class(tmp_path, [deep, cut])
+    same = Case("stu3", "paraphrase", {"a.txt": f"{ESSAY}\nFAKE_GEMINI:MAX_TOKENS"})
+    class_dir = _class(tmp_path, [deep, cut, same])
     db = tmp_path / "g.sqlite"
     base = ["run", str(class_dir), "--out", str(tmp_path / "out"), "--db", str(db),
             "--injection-check"]
@@ -197,10 +199,10 @@ def test_a_check_cut_by_its_cap_is_asked_once_more_and_an_unreadable_one_is_said
     caps = sorted(c["body"]["generationConfig"]["maxOutputTokens"] for c in checks)
     assert len(checks) == 4 and caps[2] == caps[3] == 8 * caps[0] == 8 * caps[1], caps
     assert sorted(q(db, "SELECT readable FROM injection_checks")) == [(0,), (1,)]
-    assert "2 call(s), 0 reused from the store, 1 unreadable (the reply was cut" in output, output
+    assert "4 call(s), 1 reused from the store, 2 unreadable (the reply was cut" in output, output
     assert "said injection" in output
 
-    # the flagged student graded again: its text's check is reused, still without a verdict
+    # the flagged students graded again: their text's check is reused, still without a verdict
     code, output = grade(*base, "--retry-flagged", "*")
     assert len(_checks(gemini_env)) == 4
-    assert "0 call(s), 1 reused from the store, 1 unreadable" in output, output
+    assert "0 call(s), 2 reused from the store, 2 unreadable" in output, output

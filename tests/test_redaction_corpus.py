@@ -122,6 +122,12 @@ def test_a_user_name_spelled_as_a_word_and_an_address_after_a_percent_escape_are
          "Link: mailto%3Ajane.smith%40gmail.com; I am 100%jane.smith@gmail.com"], ZOE)
     assert "zaberg" not in text.lower() and "jane" not in text and "gmail" not in text, text
     assert text.endswith("I am 100%[EMAIL_1]"), text  # one address, one placeholder
+    # after a bare %, also where its next two letters read as hex ("%da"); a format string is
+    # not an address, and student code keeps it
+    code = 'to = "%s@gmail.com" % user; printf("%d@example.com"); "%s at example.com" % u'
+    (more,), _ = redactor.redact([f"100%dave.smith@uni.edu, 100%Ada.Lovelace@uni.edu. {code}"],
+                                 ZOE)
+    assert more == f"100%[EMAIL_1], 100%[EMAIL_2]. {code}", more
     assert "I will push" in text  # a user name that is an ordinary word is not one
 
 

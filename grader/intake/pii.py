@@ -45,12 +45,15 @@ def fold(text: str) -> str:
 
 # --- e-mail addresses ---------------------------------------------------------------------
 
+# a %-escape of a printable sign (space to /, : to @, [ to `, { to ~), never of a letter or digit
+_SIGN_ESCAPE = r"(?:2[0-9a-f]|3[a-f]|40|5[b-f]|60|7[b-e])"
 _AT = r"(?:@|%40|&#0*64;|&commat;|\s*[(\[{<]\s*at\s*[)\]}>]\s*|\s+at\s+)"
 _DOT = r"(?:\.|%2e|\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+)"
 _EMAIL = re.compile(
-    # not inside a word; or right after a %-escape ("mailto%3Ajane.smith%40uni.edu"), or a
-    # bare % that is none ("100%jane.smith@uni.edu")
-    rf"(?:(?<![\w.+%-])|(?<=%[0-9a-f]{{2}})|(?<=%)(?![0-9a-f]{{2}}))"
+    # not inside a word; or right after a %-escape of a sign ("mailto%3Ajane.smith%40uni.edu"),
+    # or after a bare % ("100%jane.smith@uni.edu", "100%dave@...": %da escapes no sign),
+    # with two letters at least ("%s@gmail.com" is a format string, not an address)
+    rf"(?:(?<![\w.+%-])|(?<=%{_SIGN_ESCAPE})|(?<=%)(?!{_SIGN_ESCAPE})(?=[\w+-]{{2}}))"
     rf"[\w+-]+(?:{_DOT}[\w+-]+)*(?P<at>{_AT})[\w-]+(?:{_DOT}(?P<tld>[\w-]+))+")
 _CANONICAL = ((re.compile(_AT), "@"), (re.compile(_DOT), "."))
 # The spelled-out form ("x dot aberg at uni dot edu") is an address only when it ends in one of
