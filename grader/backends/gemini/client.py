@@ -65,7 +65,8 @@ def _tls(cert_file: str | None, cert_dir: str | None) -> dict[str, dict[str, ssl
         verify = ssl.create_default_context(cafile=cert_file, capath=cert_dir)
     else:
         verify = httpx2.create_ssl_context()
-    aio = ssl.create_default_context(cafile=cert_file or certifi.where(), capath=cert_dir)
+    aio = ssl.create_default_context(  # an empty SSL_CERT_FILE: the system's store, as the SDK
+        cafile=certifi.where() if cert_file is None else cert_file, capath=cert_dir)
     # each transport takes its own key and drops the other's
     return {"client_args": {"verify": verify},
             "async_client_args": {"verify": verify, "ssl": aio}}
