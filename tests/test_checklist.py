@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from grader.cli import cli
 from grader.errors import RubricError
-from grader.grading.policy import Policy, Reask, Reply, Verdict, decide
+from grader.grading.policy import Policy, Reask, Verdict, decide
+from grader.grading.records import Reply
 from grader.prompting import schema
 from grader.prompting.rubric import Rubric, load_rubric
 from grader.quality.metrics import score_grid, total_grid

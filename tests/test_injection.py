@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.grading.policy import INFO_FLAGS, Policy, Reply, Verdict, decide
-from grader.grading.records import FlagRow
+from grader.grading.policy import INFO_FLAGS, Policy, Verdict, decide
+from grader.grading.records import FlagRow, Reply
 from grader.intake import injection
 from grader.intake.discover import discover
 from grader.intake.extract import Extracted

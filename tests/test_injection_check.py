@@ -194,7 +194,7 @@ def test_a_check_cut_by_its_cap_is_asked_once_more_and_an_unreadable_one_is_said
     db = tmp_path / "g.sqlite"
     base = ["run", str(class_dir), "--out", str(tmp_path / "out"), "--db", str(db),
             "--injection-check"]
-    code, output = grade(*base)
+    _, output = grade(*base)
     checks = _checks(gemini_env)
     caps = sorted(c["body"]["generationConfig"]["maxOutputTokens"] for c in checks)
     assert len(checks) == 4 and caps[2] == caps[3] == 8 * caps[0] == 8 * caps[1], caps
@@ -203,6 +203,6 @@ def test_a_check_cut_by_its_cap_is_asked_once_more_and_an_unreadable_one_is_said
     assert "said injection" in output
 
     # the flagged students graded again: their text's check is reused, still without a verdict
-    code, output = grade(*base, "--retry-flagged", "*")
+    _, output = grade(*base, "--retry-flagged", "*")
     assert len(_checks(gemini_env)) == 4
     assert "0 call(s), 2 reused from the store, 2 unreadable" in output, output

@@ -11,13 +11,12 @@ from grader.grading.policy import (
     Policy,
     Reask,
     Reconfigure,
-    Reply,
     Verdict,
     decide,
     more_room,
     rejected,
 )
-from grader.grading.records import FlagRow, GradeVersion
+from grader.grading.records import FlagRow, GradeVersion, Reply
 from grader.grading.selection import Grade, Reuse, Selection, Skip, choose
 from grader.prompting import schema
 from grader.prompting.rubric import Criterion, Level, Rubric

@@ -106,7 +106,7 @@ def test_judge_checks_the_quotes_of_a_model_reply() -> None:
     reply = json.dumps({"criteria": {"a": {**crit, "score": 3, "evidence": ["return a"]},
                                      "b": {**crit, "score": 4, "evidence": []}},
                         "overall_comment": "ok", "needs_review": False, "review_reason": ""})
-    from grader.grading.policy import Reply
+    from grader.grading.records import Reply
 
     v = judge(POLICY, [Reply(reply)], Grounds(quote_text=TEXT))
     assert isinstance(v, Verdict) and v.flags == () and kept(POLICY, [v]) == v

@@ -43,9 +43,9 @@ from grader.batch.jobs import (
 from grader.config import models
 from grader.errors import BackendError, StoreError
 from grader.grading.judge import Grounds, judge
-from grader.grading.policy import Reask, Reconfigure, Reply, Verdict
+from grader.grading.policy import Reask, Reconfigure, Verdict
 from grader.grading.prepare import quote_text
-from grader.grading.records import Answer, BatchItem, BatchItemIn, BatchJobRow, OutcomeRecord
+from grader.grading.records import Answer, BatchItem, BatchItemIn, BatchJobRow, OutcomeRecord, Reply
 from grader.intake import injection
 from grader.intake.redact import restore_verdict
 from grader.online.ledger import CallLedger, describe, salt
@@ -328,12 +328,11 @@ def _chain(ctx: Context, item: BatchItem) -> list[int]:
 
 
 def _reply(ctx: Context, attempt_id: int) -> Reply:
-    s = ctx.store.reply_of(attempt_id)
-    if s is None:
+    reply = ctx.store.reply_of(attempt_id)
+    if reply is None:
         raise StoreError(f"attempt {attempt_id} has no stored reply",
                          fix="report this store to the grader developers")
-    return Reply(s.text, s.finish_reason, s.blocked_reason, s.model_version, s.thinking_tokens,
-                 s.output_tokens)
+    return reply
 
 
 def _fail(ctx: Context, item: BatchItem, why: str, out: Collected, *,

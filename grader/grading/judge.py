@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from grader.grading.policy import Policy, Reask, Reconfigure, Reply, Verdict, decide
-from grader.grading.records import FlagRow
+from grader.grading.policy import Policy, Reask, Reconfigure, Verdict, decide
+from grader.grading.records import FlagRow, Reply
 from grader.grading.uncertainty import check_evidence, combine
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from grader.grading.records import CriterionRow, FlagRow, ItemRow
+from grader.grading.records import CriterionRow, FlagRow, ItemRow, Reply
 from grader.intake import injection
 from grader.prompting import schema
 from grader.prompting.request import Turn
@@ -35,26 +35,6 @@ INFO_FLAGS = frozenset({"identical_to", "partial_submission", "truncated",
 # Flags a different generation config (output-token cap, thinking) may cure: a rerun with a
 # changed config grades these students again without --retry-flagged.
 CONFIG_SENSITIVE = frozenset({"blocked_max_tokens", "request_rejected"})
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A model reply, from the backend or from the response ledger."""
-
-    text: str | None
-    finish_reason: str | None = None
-    blocked_reason: str | None = None
-    model_version: str | None = None
-    thinking_tokens: int = 0
-    output_tokens: int = 0  # the visible answer's tokens
-
-    @property
-    def cut_by_thinking(self) -> bool:
-        """Ended at the output cap, mostly spent on thinking: thinking and the answer share
-        `max_output_tokens`, so the model thought until too little was left to answer. (An
-        answer that is itself too long is not cured by more room: it is flagged at once.)"""
-        return self.text is None and self.blocked_reason == "MAX_TOKENS" \
-            and self.thinking_tokens > self.output_tokens
 
 
 @dataclass(frozen=True)

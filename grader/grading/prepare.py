@@ -21,8 +21,8 @@ from grader.errors import BackendError, SubmissionError
 from grader.grading import exemplars, screen
 from grader.grading.context import RunContext
 from grader.grading.judge import Grounds
-from grader.grading.policy import INFO_FLAGS, Reply, Verdict, decide
-from grader.grading.records import FlagRow, OutcomeRecord, SubmissionRecord
+from grader.grading.policy import INFO_FLAGS, Verdict, decide
+from grader.grading.records import FlagRow, OutcomeRecord, Reply, SubmissionRecord
 from grader.grading.selection import Grade, Reuse, Skip, choose
 from grader.intake import injection
 from grader.intake.discover import Submission

@@ -281,14 +281,24 @@ class UploadRow:
 
 
 @dataclass(frozen=True)
-class StoredResponse:
-    request_hash: str
+class Reply:
+    """A model reply, from the backend or from the response ledger (the reply already paid
+    for a request: `Store.response_for`)."""
+
     text: str | None
-    finish_reason: str | None
-    blocked_reason: str | None
-    model_version: str | None
+    finish_reason: str | None = None
+    blocked_reason: str | None = None
+    model_version: str | None = None
     thinking_tokens: int = 0
-    output_tokens: int = 0
+    output_tokens: int = 0  # the visible answer's tokens
+
+    @property
+    def cut_by_thinking(self) -> bool:
+        """Ended at the output cap, mostly spent on thinking: thinking and the answer share
+        `max_output_tokens`, so the model thought until too little was left to answer. (An
+        answer that is itself too long is not cured by more room: it is flagged at once.)"""
+        return self.text is None and self.blocked_reason == "MAX_TOKENS" \
+            and self.thinking_tokens > self.output_tokens
 
 
 @dataclass(frozen=True)

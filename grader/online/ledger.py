@@ -31,8 +31,7 @@ from typing import Any
 from grader.backends import Backend
 from grader.config.generation import served_notice
 from grader.errors import BackendError
-from grader.grading.policy import Reply
-from grader.grading.records import Answer, RequestRecord
+from grader.grading.records import Answer, Reply, RequestRecord
 from grader.online.budget import Spending
 from grader.prompting.request import GradeRequest, GradeResponse, Usage
 from grader.store import Store
@@ -123,9 +122,7 @@ class CallLedger:
         stored = self.store.response_for(record.hash)
         if stored is not None:
             self.counters.reused += 1
-            return Called(Reply(stored.text, stored.finish_reason, stored.blocked_reason,
-                                stored.model_version, stored.thinking_tokens,
-                                stored.output_tokens), None)
+            return Called(stored, None)
         pending = self._inflight.get(record.hash)
         if pending is not None:  # an identical request is on its way: share its reply
             reply = await asyncio.shield(pending)

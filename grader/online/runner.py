@@ -19,9 +19,9 @@ from grader.backends import Backend, in_flight
 from grader.errors import BackendError, BudgetExceeded, SubmissionError
 from grader.grading.context import RunContext
 from grader.grading.judge import judge, kept
-from grader.grading.policy import Reask, Reconfigure, Reply, Verdict, rejected
+from grader.grading.policy import Reask, Reconfigure, Verdict, rejected
 from grader.grading.prepare import Prepared, Settled, prepare
-from grader.grading.records import FlagRow, GradeRecord, OutcomeRecord, RequestRecord
+from grader.grading.records import FlagRow, GradeRecord, OutcomeRecord, Reply, RequestRecord
 from grader.intake import injection
 from grader.intake.discover import Submission
 from grader.intake.redact import restore_verdict

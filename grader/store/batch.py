@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from grader.grading.records import BatchItem, BatchItemIn, BatchJobRow, StoredResponse
+from grader.grading.records import BatchItem, BatchItemIn, BatchJobRow, Reply
 from grader.store.core import loads, mapped, now
 from grader.store.ledger import Ledger
 
@@ -212,7 +212,7 @@ class Batches(Ledger):
         return out
 
     @mapped
-    def reply_of(self, attempt_id: int) -> StoredResponse | None:
+    def reply_of(self, attempt_id: int) -> Reply | None:
         """The reply an attempt's request got (from whichever attempt paid for it)."""
         r = self.conn.execute("SELECT request_hash FROM attempts WHERE id=?",
                               (attempt_id,)).fetchone()

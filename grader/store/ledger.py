@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.errors import StoreError
-from grader.grading.records import Answer, RequestRecord, StoredResponse, Unanswered
+from grader.grading.records import Answer, Reply, RequestRecord, Unanswered
 from grader.store.core import (
     StoreCore,
     keep_unsaved,
@@ -36,18 +36,17 @@ class Ledger(StoreCore):
             " VALUES (?,?,?,?,?)", (hash, system, static_prefix, json.dumps(schema), now()))
 
     @mapped
-    def response_for(self, request_hash: str) -> StoredResponse | None:
+    def response_for(self, request_hash: str) -> Reply | None:
         """A reply already paid for with this exact request, if any."""
         r = self.conn.execute(
-            "SELECT r.request_hash, r.text, r.finish_reason, r.blocked_reason, r.model_version,"
+            "SELECT r.text, r.finish_reason, r.blocked_reason, r.model_version,"
             " a.thinking_tokens, a.output_tokens FROM responses r"
             " LEFT JOIN attempts a ON a.id = r.attempt_id"
             " WHERE r.request_hash=?", (request_hash,)).fetchone()
         if r is None:
             return None
-        return StoredResponse(r["request_hash"], r["text"], r["finish_reason"],
-                              r["blocked_reason"], r["model_version"],
-                              r["thinking_tokens"] or 0, r["output_tokens"] or 0)
+        return Reply(r["text"], r["finish_reason"], r["blocked_reason"], r["model_version"],
+                     r["thinking_tokens"] or 0, r["output_tokens"] or 0)
 
     @mapped
     def paid_attempt(self, request_hash: str, student_id: str, submission_id: int) -> int | None:
