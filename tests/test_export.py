@@ -290,3 +290,56 @@ def test_cli_export_says_what_was_never_reviewed_and_where_withheld_are(
                    in res.output
     res = CliRunner().invoke(cli, ["export", str(tmp_path / "nowhere"), "--format", "csv"])
     assert res.exit_code == 2
+
+
+def test_canvas_refuses_two_students_on_one_canvas_row(synth: SyntheticRun,
+                                                       tmp_path: Path) -> None:
+    # Canvas finds a row by ID, else SIS User ID: a roster that gives two students one SIS
+    # User ID would put one student's grade on the other (and leave the other out); refused
+    # by name, as Moodle's shared identifiers are, and nothing is written
+    roster = _roster(tmp_path, synth)
+    a, b = [s for s in synth.student_ids if s not in synth.flagged_ids][:2]
+    roster.write_text(roster.read_text(encoding="utf-8").replace(f"SIS-{b}\n", f"SIS-{a}\n"),
+                      encoding="utf-8")
+    target = tmp_path / "out"
+    with pytest.raises(InputError) as err:
+        export_gradebook(synth.store, synth.run_id, "canvas", target,
+                         ExportOptions(roster=roster))
+    msg = str(err.value)
+    assert "1 student(s) would land on one Canvas student" in msg, msg
+    assert f"({b})" in msg and f"({a})" in msg and f"SIS User ID SIS-{a}" in msg
+    assert "nothing was written" in msg and "--roster" in msg
+    assert not (target / "gradebook_canvas.csv").exists()
+
+
+def test_the_models_overall_comment_waits_under_a_changed_score(synth: SyntheticRun,
+                                                                tmp_path: Path) -> None:
+    # the overall comment was written for the model's total: once the teacher changes a score
+    # it leaves neither in the gradebook's feedback nor on the handout; the teacher's page
+    # says it waits, and the teacher's own comment reaches the student instead
+    fin = {s.student_id: s for s in finals(synth.store, synth.run_id)}
+    sid = next(s for s in synth.student_ids if s not in synth.flagged_ids
+               and fin[s].result.overall_comment and fin[s].criteria[0].ai_score)
+    ai_comment = fin[sid].result.overall_comment
+    write_reports(synth.store, synth.run_id, tmp_path)
+    wb = openpyxl.load_workbook(tmp_path / "review.xlsx")
+    ws = wb["Summary"]
+    cols = {c.value: c.column for c in ws[1]}
+    for r in range(2, ws.max_row + 1):
+        if unescape_text(str(ws.cell(r, 1).value)) == sid:
+            ws.cell(r, cols["Approved"]).value = "yes"
+            ws.cell(r, cols["Teacher: c1"]).value = 0
+    wb.save(tmp_path / "edited.xlsx")
+    import_workbook(synth.store, tmp_path / "edited.xlsx")
+    res = export_gradebook(synth.store, synth.run_id, "moodle", tmp_path,
+                           ExportOptions(roster=_roster(tmp_path, synth)))
+    feedback = {r[0]: r[2] for r in _read(res.path)[1:]}
+    assert ai_comment not in feedback[f"{sid}@school.test"]
+    others = [f for k, f in feedback.items() if k != f"{sid}@school.test"]
+    assert any(fin[o].result.overall_comment in "".join(others) for o in synth.student_ids
+               if o != sid and fin[o].result.overall_comment)  # unchanged grades keep theirs
+    write_reports(synth.store, synth.run_id, tmp_path, handouts="all")
+    handout = (tmp_path / "handouts" / f"{sid}.html").read_text(encoding="utf-8")
+    teacher = (tmp_path / "students" / f"{sid}.html").read_text(encoding="utf-8")
+    assert "Overall comment" not in handout
+    assert "Not shown to the student:</b> you changed a score" in teacher

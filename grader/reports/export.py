@@ -13,7 +13,7 @@ cell goes through `_escape.escape_cell`.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,10 +88,11 @@ def _num(v: float | None) -> str:
 def _feedback(s: FinalStudent) -> str:
     """What the student may read: the teacher's feedback, the overall comment, and each
     criterion's final feedback (never flags, the private note or review status; never the AI's
-    feedback under a score the teacher changed, unless they kept it: `FinalCriterion.feedback`)."""
+    feedback or overall comment under a score the teacher changed, unless they kept the
+    feedback: `FinalCriterion.feedback`, `FinalStudent.overall_comment`)."""
     parts = [s.teacher_comment] if s.teacher_comment else []
-    if s.result.overall_comment:
-        parts.append(s.result.overall_comment)
+    if s.overall_comment:
+        parts.append(s.overall_comment)
     for c in s.criteria:
         if c.feedback:
             parts.append(f"{c.criterion.title} ({_num(c.final)}/{_num(c.criterion.max_points)}): "
@@ -127,8 +128,30 @@ def _scaled(s: FinalStudent, rubric: Rubric, out_of: float) -> str:
     return _num(round(total * out_of / rubric.max_total, 2))
 
 
+def _shared(ready: list[FinalStudent], key: Callable[[FinalStudent], str]) -> list[str]:
+    """"A and B (key)" for each student whose gradebook key another student already has."""
+    seen: dict[str, str] = {}
+    twice = []
+    for s in ready:
+        k = key(s)
+        if k in seen:
+            twice.append(f"{_who(s)} and {seen[k]} ({k})")
+        seen[k] = _who(s)
+    return twice
+
+
+def _canvas_key(row: CanvasRow | None) -> str:
+    """What Canvas matches an imported row by: its ID, else SIS User ID, else SIS Login ID."""
+    assert row is not None
+    if row.id:
+        return f"Canvas ID {row.id}"
+    return f"SIS User ID {row.sis_user_id}" if row.sis_user_id else \
+        f"SIS Login ID {row.sis_login_id}"
+
+
 def _canvas(rubric: Rubric, ready: list[FinalStudent], roster: dict[str, RosterEntry],
-            opts: ExportOptions, res: ExportResult) -> list[Sequence[object]]:
+            opts: ExportOptions, roster_path: Path | None,
+            res: ExportResult) -> list[Sequence[object]]:
     rows: dict[str, CanvasRow | None] = {}
     if opts.canvas_gradebook is not None:
         gb = read_canvas_gradebook(opts.canvas_gradebook, rubric.title, opts.canvas_assignment)
@@ -162,6 +185,14 @@ def _canvas(rubric: Rubric, ready: list[FinalStudent], roster: dict[str, RosterE
     missing = [_who(s) for s in ready if rows[s.student_id] is None]
     if missing:
         raise _refuse(what, missing, where, fix)
+    # Canvas finds a row by its ID, else its SIS User ID, else its SIS Login ID: two students
+    # on one would put one's grade on the other
+    twice = _shared(ready, lambda s: _canvas_key(rows[s.student_id]))
+    if twice:
+        raise _refuse("would land on one Canvas student", twice, where or roster_path,
+                      fix="give each student their own Canvas ID or SIS id in the roster "
+                          "(--roster); with --canvas-gradebook, check that the names and ids "
+                          "that matched them are each one student's")
     out_of = opts.out_of or rubric.max_total
     source = "--out-of" if opts.out_of else "the rubric's maximum"
     if points:
@@ -206,13 +237,7 @@ def _moodle(rubric: Rubric, ready: list[FinalStudent], roster: dict[str, RosterE
                       "refuse the whole file", missing, roster_path,
                       fix=f"add the {MOODLE_IDS[kind].lower()} of each student listed to the "
                           "roster, or choose another identifier with --moodle-id")
-    seen: dict[str, str] = {}
-    twice = []
-    for s in ready:
-        v = values[s.student_id] or ""
-        if v in seen:
-            twice.append(f"{_who(s)} and {seen[v]} ({v})")
-        seen[v] = _who(s)
+    twice = _shared(ready, lambda s: values[s.student_id] or "")
     if twice:
         raise _refuse(f"share one {MOODLE_IDS[kind].lower()}", twice, roster_path,
                       fix="give every student their own identifier in the roster")
@@ -289,7 +314,7 @@ def export_gradebook(store: Store, run_id: int, fmt: Format, out_dir: Path,
     # before ids were cleaned may hold the raw form
     roster = {s.student_id: e for s in ready
               if (e := entries.get(s.student_id) or entries.get(clean_id(s.student_id)))}
-    table = (_canvas(rubric, ready, roster, opts, res) if fmt == "canvas"
+    table = (_canvas(rubric, ready, roster, opts, roster_path, res) if fmt == "canvas"
              else _moodle(rubric, ready, roster, opts, roster_path, res))
     _write(res.path, table)
     side = res.path.with_name(res.path.stem + "_withheld.csv")

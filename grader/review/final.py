@@ -3,7 +3,8 @@
 This is the only place that combines AI scores with teacher decisions; grades.csv, the workbook,
 the HTML reports and every gradebook export read `finals()` so they can never disagree. The rules
 of what may leave live here too: which feedback a student reads (`FinalCriterion.feedback`: never
-the AI's words under a score the teacher changed, unless the teacher kept them), whether a grade
+the AI's words under a score the teacher changed, unless the teacher kept them; nor its overall
+comment then: `FinalStudent.overall_comment`), whether a grade
 may leave for a gradebook (`FinalStudent.hold_reason`) and whether a handout is written
 (`FinalStudent.handout`).
 
@@ -89,6 +90,18 @@ class FinalStudent:
         """Needs a human: not cleanly graded by the model, or the model asked for review."""
         r = self.result
         return r.status != "graded" or r.needs_review or bool(r.flags)
+
+    @property
+    def overall_comment(self) -> str:
+        """The model's overall comment as the student may read it: held back once the teacher
+        changed a score, as a criterion's feedback is (it was written for the model's total;
+        the teacher's own comment, `teacher_comment`, reaches the student instead)."""
+        return "" if self.comment_held else (self.result.overall_comment or "")
+
+    @property
+    def comment_held(self) -> bool:
+        """The model wrote an overall comment and the teacher changed a score."""
+        return bool(self.result.overall_comment) and any(c.overridden for c in self.criteria)
 
     @property
     def reviewed(self) -> bool:
