@@ -343,3 +343,47 @@ def test_the_models_overall_comment_waits_under_a_changed_score(synth: Synthetic
     teacher = (tmp_path / "students" / f"{sid}.html").read_text(encoding="utf-8")
     assert "Overall comment" not in handout
     assert "Not shown to the student:</b> you changed a score" in teacher
+
+
+def test_export_refuses_a_workbook_saved_with_changes_never_imported(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    # The teacher scores a student in review.xlsx, saves it and exports without importing: the
+    # gradebook would carry the AI's score. Refused, naming the workbook and the student;
+    # after the import the same export carries the teacher's score.
+    from _cli import grade
+
+    cls = tmp_path / "hw"
+    for sid in ("ana", "ben"):
+        (cls / sid).mkdir(parents=True)
+        (cls / sid / "a.txt").write_text("Manchester encoding is self-clocking.",
+                                         encoding="utf-8")
+    (cls / "rubric.yaml").write_text(RUBRIC, encoding="utf-8")
+    out = tmp_path / "out"
+    code, output = grade("run", str(cls), "--out", str(out))
+    assert code == 0, output
+    code, output = grade("export", str(out), "--format", "csv")
+    assert code == 0, output  # the workbook as grader wrote it: nothing to import
+    (out / "gradebook.csv").unlink()
+
+    wb = openpyxl.load_workbook(out / "review.xlsx")
+    ws = wb["Summary"]
+    cols = {c.value: c.column for c in ws[1]}
+    row = next(r for r in range(2, ws.max_row + 1)
+               if unescape_text(str(ws.cell(r, 1).value)) == "ben")
+    ws.cell(row, cols["Teacher: choice"]).value = 0
+    ws.cell(row, cols["Approved"]).value = "yes"
+    wb.save(out / "review.xlsx")
+    code, output = grade("export", str(out), "--format", "csv")
+    assert code == 2, output
+    assert "review.xlsx holds changes for 1 student(s) that were never imported (ben)" in output
+    assert "grade review import" in output and "nothing was written" in output
+    assert not (out / "gradebook.csv").exists()
+
+    code, output = grade("review", "import", str(out / "review.xlsx"))
+    assert code == 0, output
+    code, output = grade("export", str(out), "--format", "csv")
+    assert code == 0, output  # imported: the same workbook now passes
+    rows = _read(out / "gradebook.csv")
+    ben = dict(zip(rows[0], next(r for r in rows[1:] if unescape_text(r[0]) == "ben"),
+                   strict=True))
+    assert ben["choice"] == "0"

@@ -54,6 +54,19 @@ def _written(out_dir: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
+def as_written(path: Path) -> bool:
+    """The workbook at `path` is byte for byte the one grader wrote there (nobody saved it
+    since)."""
+    return _written(path.parent).get(path.name) == _sha256(path)
+
+
+def workbooks(out_dir: Path) -> list[Path]:
+    """The review workbooks grader may have written in `out_dir`, in the order it names them."""
+    names = [WORKBOOK, "review-updated.xlsx",
+             *(f"review-updated-{i}.xlsx" for i in range(2, _MAX_TRIES + 1))]
+    return [out_dir / n for n in names if (out_dir / n).exists()]
+
+
 def _same_file(a: Path, b: Path | None) -> bool:
     if b is None:
         return False

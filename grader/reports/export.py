@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from grader.errors import InputError
+from grader.errors import GraderError, InputError
 from grader.escape import escape_cell
 from grader.grading.records import Run
 from grader.intake.discover import RosterEntry, clean_id, read_roster
@@ -339,4 +339,37 @@ def export_from_outdir(out_dir: Path, fmt: str, db: Path | None = None,
     meta = workbook_meta(workbook)
     with Store(locate_store(workbook, db, meta), create=False) as store:
         run_id = target_run(store, meta, workbook)
+        _refuse_unimported(store, run_id, out_dir)
         return export_gradebook(store, run_id, fmt, out_dir, opts)  # type: ignore[arg-type]
+
+
+def _refuse_unimported(store: Store, run_id: int, out_dir: Path) -> None:
+    """A review workbook in `out_dir` saved with changes the store does not have (never
+    imported): the gradebook would have the grades without them, so nothing is written. A
+    workbook as grader wrote it, or one already imported, passes; one that cannot be compared
+    (another run's, or one that conflicts with later decisions) is left to `grade review
+    import`, which says why."""
+    from grader.reports import as_written, workbooks
+    from grader.review.importing import import_workbook, workbook_meta
+
+    waiting: list[tuple[Path, list[str]]] = []
+    for path in workbooks(out_dir):
+        if as_written(path):
+            continue
+        try:
+            got = import_workbook(store, path, dry_run=True, meta=workbook_meta(path))
+        except GraderError:
+            continue
+        if got.run_id == run_id and got.diffs:
+            waiting.append((path, [d.student_id for d in got.diffs]))
+    if waiting:
+        path, ids = waiting[0]
+        shown = ", ".join(ids[:MAX_NAMED]) + (f" and {len(ids) - MAX_NAMED} more"
+                                              if len(ids) > MAX_NAMED else "")
+        raise InputError(
+            f"{path.name} holds changes for {len(ids)} student(s) that were never imported "
+            f"({shown}): the gradebook would have their grades without them; nothing was "
+            "written", path=path,
+            fix=f"run `grade review import {path}` first (`--dry-run` shows the changes); to "
+                "leave them out instead, undo them in the workbook, or delete it and run "
+                "`grade report` on the class to write it again from the store")
