@@ -387,3 +387,18 @@ def test_export_refuses_a_workbook_saved_with_changes_never_imported(
     ben = dict(zip(rows[0], next(r for r in rows[1:] if unescape_text(r[0]) == "ben"),
                    strict=True))
     assert ben["choice"] == "0"
+
+
+def test_moodle_warns_of_an_identifier_that_starts_like_a_formula(synth: SyntheticRun,
+                                                                  tmp_path: Path) -> None:
+    # written as '-007@school.test (so no spreadsheet runs it), Moodle would find no such user
+    # and refuse the whole file: the export says so, by name, with the way out
+    res = export_gradebook(synth.store, synth.run_id, "moodle", tmp_path / "out",
+                           ExportOptions(roster=_roster(tmp_path, synth)))
+    warned = [w for w in res.warnings if "starts like a spreadsheet formula" in w]
+    assert len(warned) == 1 and "(-007@school.test)" in warned[0], res.warnings
+    assert "--moodle-id" in warned[0]
+    assert "'-007@school.test" in {r[0] for r in _read(res.path)[1:]}
+    res = export_gradebook(synth.store, synth.run_id, "moodle", tmp_path / "out",
+                           ExportOptions(roster=_roster(tmp_path, synth), moodle_id="username"))
+    assert not any("spreadsheet formula" in w for w in res.warnings)  # u007: fine

@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from grader.errors import GraderError, InputError
-from grader.escape import escape_cell
+from grader.escape import FORMULA_STARTS, escape_cell
 from grader.grading.records import Run
 from grader.intake.discover import RosterEntry, clean_id, read_roster
 from grader.prompting.rubric import Rubric
@@ -237,6 +237,18 @@ def _moodle(rubric: Rubric, ready: list[FinalStudent], roster: dict[str, RosterE
                       "refuse the whole file", missing, roster_path,
                       fix=f"add the {MOODLE_IDS[kind].lower()} of each student listed to the "
                           "roster, or choose another identifier with --moodle-id")
+    # a cell that starts like a formula is written with a leading ' (`escape_cell`), which
+    # Moodle takes as part of the identifier: it finds no such user and refuses the file
+    formula = [f"{_who(s)} ({values[s.student_id]})" for s in ready
+               if (values[s.student_id] or "").startswith(FORMULA_STARTS)]
+    if formula:
+        res.warnings.append(
+            f"{len(formula)} student(s) have a {MOODLE_IDS[kind].lower()} that starts like a "
+            f"spreadsheet formula (= + - @): {', '.join(formula[:MAX_NAMED])}"
+            + (f" and {len(formula) - MAX_NAMED} more" if len(formula) > MAX_NAMED else "")
+            + "; the file writes it with a leading ' (so no spreadsheet runs it), which Moodle "
+            "will not match, and one unmatched row stops Moodle's whole import: choose another "
+            "identifier with --moodle-id, or remove those rows before importing")
     twice = _shared(ready, lambda s: values[s.student_id] or "")
     if twice:
         raise _refuse(f"share one {MOODLE_IDS[kind].lower()}", twice, roster_path,
