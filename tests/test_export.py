@@ -402,3 +402,18 @@ def test_moodle_warns_of_an_identifier_that_starts_like_a_formula(synth: Synthet
     res = export_gradebook(synth.store, synth.run_id, "moodle", tmp_path / "out",
                            ExportOptions(roster=_roster(tmp_path, synth), moodle_id="username"))
     assert not any("spreadsheet formula" in w for w in res.warnings)  # u007: fine
+
+
+def test_moodle_refuses_addresses_that_differ_only_by_case(synth: SyntheticRun,
+                                                           tmp_path: Path) -> None:
+    # ALICE@… and alice@… may be one Moodle user (its database ignores case on most sites): one
+    # student's grade could land on the other; refused by name like a shared address
+    roster = _roster(tmp_path, synth)
+    a, b = [s for s in synth.student_ids if s not in synth.flagged_ids][:2]
+    roster.write_text(roster.read_text(encoding="utf-8").replace(
+        f"{b}@school.test", f"{a.upper()}@school.test"), encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        export_gradebook(synth.store, synth.run_id, "moodle", tmp_path / "out",
+                         ExportOptions(roster=roster))
+    assert "share one email address" in str(err.value), str(err.value)
+    assert f"({b})" in str(err.value) and f"({a})" in str(err.value)

@@ -249,7 +249,11 @@ def _moodle(rubric: Rubric, ready: list[FinalStudent], roster: dict[str, RosterE
             + "; the file writes it with a leading ' (so no spreadsheet runs it), which Moodle "
             "will not match, and one unmatched row stops Moodle's whole import: choose another "
             "identifier with --moodle-id, or remove those rows before importing")
-    twice = _shared(ready, lambda s: values[s.student_id] or "")
+    # Moodle keeps user names in lower case, and looks e-mail addresses up in its database,
+    # which on most sites ignores case: two that differ only by case may be one user to it
+    folded = kind in ("email", "username")
+    twice = _shared(ready, lambda s: (values[s.student_id] or "").lower() if folded
+                    else values[s.student_id] or "")
     if twice:
         raise _refuse(f"share one {MOODLE_IDS[kind].lower()}", twice, roster_path,
                       fix="give every student their own identifier in the roster")
