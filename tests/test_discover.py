@@ -216,3 +216,38 @@ def test_sample_class_layout() -> None:
     assert subs["oscar"].files == ()
     assert all(not s.late for k, s in subs.items() if k != "48213")
     assert all(s.email and s.email.endswith("@example.edu") for s in subs.values())
+
+
+def test_a_dotted_file_name_is_one_student_and_a_readme_named_student_is_graded(
+        tmp_path: Path) -> None:
+    # `john.doe.py` and `john.roe.py` were one student "john"; a Canvas student squashed to
+    # `readmeg` (Meg Read) was skipped as the assignment's README
+    cls = tmp_path / "cls"
+    write(cls / "john.doe.py", "a")
+    write(cls / "john.roe.py", "b")
+    write(cls / "ann.py", "c")
+    write(cls / "README.md", "the assignment")
+    write(cls / "readmeg_48213_90311_fib.py", "d")
+    subs = by_id(cls)
+    assert set(subs) == {"john.doe", "john.roe", "ann", "48213"}
+    assert subs["john.doe"].names == ("john.doe.py",)
+
+
+def test_a_download_number_that_is_another_students_roster_id_goes_by_name(
+        tmp_path: Path) -> None:
+    # Moodle's number is a participant number: here 1002 is also Kasia's student number. Jane's
+    # folder matched Kasia by that number (two "Kasia Kowalski" rows, Jane missing); the names
+    # contradict, so the names decide. A name that fits no one keeps the id match.
+    cls = tmp_path / "cls"
+    write(cls / "Jane Smith_1002_assignsubmission_file_" / "fib.py", "jane's")
+    write(cls / "Kasia Kowalski_1001_assignsubmission_file_" / "fib.py", "kasia's")
+    write(cls / "Kate Nowak_3003_assignsubmission_file_" / "fib.py", "kate's")
+    roster = write(tmp_path / "r.csv", "id,name,email\n1002,Kasia Kowalski,k@x.org\n"
+                                       "2002,Jane Smith,j@x.org\n3003,Katarzyna Nowak,n@x.org\n")
+    subs = by_id(cls, roster)
+    assert set(subs) == {"1002", "2002", "3003"}
+    assert subs["2002"].name == "Jane Smith" and subs["2002"].files
+    assert subs["1002"].name == "Kasia Kowalski" and subs["1002"].files
+    assert all(s.in_roster for s in subs.values())
+    read = {sid: (s.files[0].read_text() if s.files else None) for sid, s in subs.items()}
+    assert read == {"1002": "kasia's", "2002": "jane's", "3003": "kate's"}

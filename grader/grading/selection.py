@@ -93,7 +93,10 @@ def check_selection(sel: Selection, ids: Collection[str],
                  f"the class has no {what}s")
         raise InputError(f"{flag}: no {what} {', '.join(hints)} in this class ({known})",
                          fix=f"correct the {what} after {flag}" + (
-                             "; without a reason it retries every flagged student"
+                             "; without a reason it retries every flagged student. A flag "
+                             "raised while reading the files (binary, empty, missing, an "
+                             "unreadable file) is no grade: fix the file and run `grade run` "
+                             "again, which reads every file afresh"
                              if flag == "--retry-flagged" else ""))
 
 

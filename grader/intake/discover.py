@@ -287,7 +287,7 @@ def _canvas(raw: str) -> tuple[str, str | None, bool, str] | None:
 
 def _is_assignment_file(entry: os.DirEntry[str], roster: Path | None) -> bool:
     name = entry.name.lower()
-    if name in ASSIGNMENT_FILES or name.startswith("readme"):
+    if name in ASSIGNMENT_FILES or name == "readme" or name.startswith("readme."):
         return True
     if roster is None or not entry.is_file(follow_symlinks=False):
         return False
@@ -332,7 +332,8 @@ def _scan(class_dir: Path, roster: Path | None, limits: Limits,
             a, name = acc(canvas[0], "canvas", canvas[1]), printable(canvas[3])
             a.late = a.late or canvas[2]
         else:
-            a, name = acc(raw.split(".", 1)[0] or raw, "file"), printable(raw)
+            # the name without its extension: `john.doe.py` is john.doe, never john
+            a, name = acc(raw.rsplit(".", 1)[0] or raw, "file"), printable(raw)
         if entry.is_symlink():
             a.skipped.append(symlink_skip(name, path))
         elif entry.is_file(follow_symlinks=False):
@@ -459,6 +460,12 @@ def _squash(text: str) -> str:
     return re.sub(r"[\W_]+", "", text.casefold())
 
 
+def _contradicts(a: _Acc, entry: RosterEntry) -> bool:
+    """An LMS download's name and the roster's name for its id share no form."""
+    return (a.source in ("canvas", "moodle") and bool(a.name) and bool(entry.name)
+            and not _name_keys(a.name) & _name_keys(entry.name))
+
+
 def _name_keys(name: str | None) -> set[str]:
     """Ways a name may appear in a download name: as written ("Ana María López"), squashed,
     and squashed last-name-first ("Kasia Kowalski" -> `kowalskikasia`, as Canvas writes it)."""
@@ -520,15 +527,24 @@ def discover(class_dir: Path, roster: Path | None = None, *,
         raise InputError("class folder has no submissions", path=class_dir,
                          fix="put one file or folder per student in it (or a Canvas/Moodle "
                              "download), or check you passed the right folder")
-    # Match found ids to roster ids exactly, then case-insensitively (`Alice` vs `alice`).
+    # Match found ids to roster ids exactly, then case-insensitively (`Alice` vs `alice`). An
+    # LMS download whose name contradicts the roster's name for that id (a Moodle participant
+    # number that happens to be another student's roster id) waits: its name decides first.
     by_fold = {k.casefold(): k for k in entries}
-    match: dict[str, str] = {sid: sid for sid in found if sid in entries}
-    matched = set(match.values())
-    for sid in found:
-        rid = by_fold.get(sid.casefold())
-        if sid not in match and rid is not None and rid not in matched:
-            match[sid] = rid
-            matched.add(rid)
+    match: dict[str, str] = {}
+    matched: set[str] = set()
+    doubted: dict[str, str] = {}
+    for exact in (True, False):
+        for sid in found:
+            rid = sid if exact and sid in entries else (
+                None if exact else by_fold.get(sid.casefold()))
+            if rid is None or sid in match or sid in doubted or rid in matched:
+                continue
+            if _contradicts(found[sid], entries[rid]):
+                doubted[sid] = rid
+            else:
+                match[sid] = rid
+                matched.add(rid)
     # LMS downloads whose number is not a roster id (a Moodle participant number, a Canvas user
     # id with a roster of SIS ids): match by name when exactly one roster name fits.
     by_name: dict[str, list[str]] = {}
@@ -542,6 +558,10 @@ def discover(class_dir: Path, roster: Path | None = None, *,
         if len(cands) == 1 and (only := cands.pop()) not in matched:
             match[sid] = only
             matched.add(only)
+    for sid, rid in doubted.items():  # no roster name fits: the id match stands after all
+        if sid not in match and rid not in matched:
+            match[sid] = rid
+            matched.add(rid)
     subs: list[Submission] = []
     for sid, a in found.items():
         r = entries.get(match.get(sid, ""))
