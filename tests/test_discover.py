@@ -225,7 +225,7 @@ def test_a_dotted_file_name_is_one_student_and_a_readme_named_student_is_graded(
     cls = tmp_path / "cls"
     write(cls / "john.doe.py", "a")
     write(cls / "john.roe.py", "b")
-    write(cls / "ann.py", "c")
+    write(cls / "ann.py.txt", "c")  # a file-type extension twice: still ann
     write(cls / "README.md", "the assignment")
     write(cls / "readmeg_48213_90311_fib.py", "d")
     subs = by_id(cls)

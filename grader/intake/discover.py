@@ -285,6 +285,25 @@ def _canvas(raw: str) -> tuple[str, str | None, bool, str] | None:
     return sid, name, bool(m["late"]), m["file"] or f"{m['kind']}.html"
 
 
+# File-type extensions a flat file's id never ends in: `alice.py.txt` is alice
+_TYPE_SUFFIXES = frozenset({
+    ".py", ".txt", ".md", ".markdown", ".pdf", ".docx", ".doc", ".odt", ".rtf", ".ipynb",
+    ".html", ".htm", ".java", ".c", ".h", ".cpp", ".js", ".ts", ".r", ".sql", ".json", ".csv",
+    ".tex", ".png", ".jpg", ".jpeg", ".webp", ".gif", ".heic", ".zip"})
+
+
+def _flat_id(raw: str) -> str:
+    """A flat file's student id: its name without its file-type extensions. `john.doe.py` is
+    john.doe (never john), `alice.py.txt` is alice."""
+    stem = raw
+    while "." in stem[1:]:
+        head, ext = stem.rsplit(".", 1)
+        if stem is not raw and f".{ext.lower()}" not in _TYPE_SUFFIXES:
+            break
+        stem = head
+    return stem or raw
+
+
 def _is_assignment_file(entry: os.DirEntry[str], roster: Path | None) -> bool:
     name = entry.name.lower()
     if name in ASSIGNMENT_FILES or name == "readme" or name.startswith("readme."):
@@ -332,8 +351,7 @@ def _scan(class_dir: Path, roster: Path | None, limits: Limits,
             a, name = acc(canvas[0], "canvas", canvas[1]), printable(canvas[3])
             a.late = a.late or canvas[2]
         else:
-            # the name without its extension: `john.doe.py` is john.doe, never john
-            a, name = acc(raw.rsplit(".", 1)[0] or raw, "file"), printable(raw)
+            a, name = acc(_flat_id(raw), "file"), printable(raw)
         if entry.is_symlink():
             a.skipped.append(symlink_skip(name, path))
         elif entry.is_file(follow_symlinks=False):
