@@ -251,3 +251,27 @@ def test_a_download_number_that_is_another_students_roster_id_goes_by_name(
     assert all(s.in_roster for s in subs.values())
     read = {sid: (s.files[0].read_text() if s.files else None) for sid, s in subs.items()}
     assert read == {"1002": "kasia's", "2002": "jane's", "3003": "kate's"}
+
+
+def test_grader_reports_and_their_page_folders_are_refused_as_a_class(
+        gemini_env: object, tmp_path: Path) -> None:
+    # `grade run OUT/students` graded grader's own teacher pages as students (paid for) and,
+    # with the class's grader.toml, wrote their "grades" over the class's reports
+    from _cli import grade
+
+    from _classgen import RUBRIC
+
+    cls = tmp_path / "hw"
+    for sid in ("ana", "ben"):
+        write(cls / f"{sid}.py", "print('Manchester encoding is self-clocking')")
+    write(cls / "rubric.yaml", RUBRIC)
+    out = tmp_path / "out"
+    code, output = grade("run", str(cls), "--out", str(out))
+    assert code == 0, output
+    before = (out / "grades.csv").read_bytes()
+    for folder, to in ((out, tmp_path / "out2"), (out / "students", out)):
+        code, output = grade("run", str(folder), "--rubric", str(cls / "rubric.yaml"),
+                             "--out", str(to))
+        assert code == 2, output
+        assert "grader's output folder" in output and "not a class folder" in output, output
+    assert (out / "grades.csv").read_bytes() == before

@@ -498,10 +498,23 @@ def _name_keys(name: str | None) -> set[str]:
     return {k for k in keys if k}
 
 
+OUTPUT_PAGES = frozenset({"students", "handouts"})  # the folders of pages a run writes
+
+
 def check_class_folder(class_dir: Path) -> None:
-    """Refuse a folder that is plainly not the class, before anything is read or paid: the
-    assignment folder `grade init` makes (the assignment's own files beside a `submissions/`
-    folder), or a folder whose only entry is a folder that holds the class."""
+    """Refuse a folder that is plainly not the class, before anything is read or paid: grader's
+    own output folder or a folder inside it, the assignment folder `grade init` makes (the
+    assignment's own files beside a `submissions/` folder), or a folder whose only entry is a
+    folder that holds the class."""
+    here = class_dir.resolve()
+    written = here if is_output_folder(here) else (
+        here.parent if here.name in OUTPUT_PAGES and is_output_folder(here.parent) else None)
+    if written is not None:  # grader's reports, or their `students/` or `handouts/` pages
+        raise InputError(f"this is {'' if written == here else 'inside '}grader's output "
+                         f"folder {written} (the reports of a run), not a class folder",
+                         path=class_dir,
+                         fix="pass the folder that holds the students' submissions (the class "
+                             "whose reports these are is named in its report.html)")
     try:
         names = [e.name for e in os.scandir(class_dir) if not is_ignored(e.name)]
     except OSError:
