@@ -257,9 +257,8 @@ def test_grader_reports_and_their_page_folders_are_refused_as_a_class(
         gemini_env: object, tmp_path: Path) -> None:
     # `grade run OUT/students` graded grader's own teacher pages as students (paid for) and,
     # with the class's grader.toml, wrote their "grades" over the class's reports
-    from _cli import grade
-
     from _classgen import RUBRIC
+    from _cli import grade
 
     cls = tmp_path / "hw"
     for sid in ("ana", "ben"):
