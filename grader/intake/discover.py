@@ -295,12 +295,9 @@ _TYPE_SUFFIXES = frozenset({
 def _flat_id(raw: str) -> str:
     """A flat file's student id: its name without its file-type extensions. `john.doe.py` is
     john.doe (never john), `alice.py.txt` is alice."""
-    stem = raw
-    while "." in stem[1:]:
-        head, ext = stem.rsplit(".", 1)
-        if stem is not raw and f".{ext.lower()}" not in _TYPE_SUFFIXES:
-            break
-        stem = head
+    stem = raw.rsplit(".", 1)[0] if "." in raw[1:] else raw
+    while "." in stem[1:] and f".{stem.rsplit('.', 1)[1].lower()}" in _TYPE_SUFFIXES:
+        stem = stem.rsplit(".", 1)[0]
     return stem or raw
 
 
@@ -565,10 +562,9 @@ def discover(class_dir: Path, roster: Path | None = None, *,
     match: dict[str, str] = {}
     matched: set[str] = set()
     doubted: dict[str, str] = {}
-    for exact in (True, False):
+    for table, fold in (({k: k for k in entries}, False), (by_fold, True)):
         for sid in found:
-            rid = sid if exact and sid in entries else (
-                None if exact else by_fold.get(sid.casefold()))
+            rid = table.get(sid.casefold() if fold else sid)
             if rid is None or sid in match or sid in doubted or rid in matched:
                 continue
             if _contradicts(found[sid], entries[rid]):

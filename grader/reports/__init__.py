@@ -60,11 +60,16 @@ def as_written(path: Path) -> bool:
     return _written(path.parent).get(path.name) == _sha256(path)
 
 
+def _workbook_names() -> list[str]:
+    """review.xlsx, then review-updated.xlsx, review-updated-2.xlsx…: where grader writes a
+    review workbook, in turn, when the ones before are the teacher's."""
+    return [WORKBOOK, "review-updated.xlsx",
+            *(f"review-updated-{i}.xlsx" for i in range(2, _MAX_TRIES + 1))]
+
+
 def workbooks(out_dir: Path) -> list[Path]:
     """The review workbooks grader may have written in `out_dir`, in the order it names them."""
-    names = [WORKBOOK, "review-updated.xlsx",
-             *(f"review-updated-{i}.xlsx" for i in range(2, _MAX_TRIES + 1))]
-    return [out_dir / n for n in names if (out_dir / n).exists()]
+    return [out_dir / n for n in _workbook_names() if (out_dir / n).exists()]
 
 
 def _same_file(a: Path, b: Path | None) -> bool:
@@ -80,15 +85,14 @@ def workbook_target(out_dir: Path, keep: Path | None = None) -> Path:
     """Where the fresh workbook goes: the first of review.xlsx, review-updated.xlsx,
     review-updated-2.xlsx… that is absent, or unchanged since grader wrote it and not `keep`."""
     written = _written(out_dir)
-    for i in range(_MAX_TRIES):
-        name = WORKBOOK if i == 0 else ("review-updated.xlsx" if i == 1
-                                        else f"review-updated-{i}.xlsx")
+    names = _workbook_names()
+    for name in names[:-1]:
         path = out_dir / name
         if not path.exists():
             return path
         if not _same_file(path, keep) and written.get(name) == _sha256(path):
             return path
-    return out_dir / f"review-updated-{_MAX_TRIES}.xlsx"
+    return out_dir / names[-1]
 
 
 def _remember(path: Path) -> None:

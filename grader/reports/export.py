@@ -110,10 +110,14 @@ def _write(path: Path, rows: Iterable[Sequence[object]]) -> Path:
     return path
 
 
-def _refuse(what: str, names: list[str], path: Path | None, fix: str) -> InputError:
-    shown = ", ".join(names[:MAX_NAMED])
+def _named(names: list[str]) -> str:
+    """The first `MAX_NAMED` of `names`, and how many more."""
     more = f" and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else ""
-    return InputError(f"{len(names)} student(s) {what}: {shown}{more}; nothing was written",
+    return ", ".join(names[:MAX_NAMED]) + more
+
+
+def _refuse(what: str, names: list[str], path: Path | None, fix: str) -> InputError:
+    return InputError(f"{len(names)} student(s) {what}: {_named(names)}; nothing was written",
                       path=path, fix=fix)
 
 
@@ -244,11 +248,10 @@ def _moodle(rubric: Rubric, ready: list[FinalStudent], roster: dict[str, RosterE
     if formula:
         res.warnings.append(
             f"{len(formula)} student(s) have a {MOODLE_IDS[kind].lower()} that starts like a "
-            f"spreadsheet formula (= + - @): {', '.join(formula[:MAX_NAMED])}"
-            + (f" and {len(formula) - MAX_NAMED} more" if len(formula) > MAX_NAMED else "")
-            + "; the file writes it with a leading ' (so no spreadsheet runs it), which Moodle "
-            "will not match, and one unmatched row stops Moodle's whole import: choose another "
-            "identifier with --moodle-id, or remove those rows before importing")
+            f"spreadsheet formula (= + - @): {_named(formula)}; the file writes it with a "
+            "leading ' (so no spreadsheet runs it), which Moodle will not match, and one "
+            "unmatched row stops Moodle's whole import: choose another identifier with "
+            "--moodle-id, or remove those rows before importing")
     # Moodle keeps user names in lower case, and looks e-mail addresses up in its database,
     # which on most sites ignores case: two that differ only by case may be one user to it
     folded = kind in ("email", "username")
@@ -366,26 +369,22 @@ def _refuse_unimported(store: Store, run_id: int, out_dir: Path) -> None:
     (another run's, or one that conflicts with later decisions) is left to `grade review
     import`, which says why."""
     from grader.reports import as_written, workbooks
-    from grader.review.importing import import_workbook, workbook_meta
+    from grader.review.importing import import_workbook
 
-    waiting: list[tuple[Path, list[str]]] = []
     for path in workbooks(out_dir):
         if as_written(path):
             continue
         try:
-            got = import_workbook(store, path, dry_run=True, meta=workbook_meta(path))
+            got = import_workbook(store, path, dry_run=True)
         except GraderError:
             continue
-        if got.run_id == run_id and got.diffs:
-            waiting.append((path, [d.student_id for d in got.diffs]))
-    if waiting:
-        path, ids = waiting[0]
-        shown = ", ".join(ids[:MAX_NAMED]) + (f" and {len(ids) - MAX_NAMED} more"
-                                              if len(ids) > MAX_NAMED else "")
+        if got.run_id != run_id or not got.diffs:
+            continue
+        ids = [d.student_id for d in got.diffs]
         raise InputError(
             f"{path.name} holds changes for {len(ids)} student(s) that were never imported "
-            f"({shown}): the gradebook would have their grades without them; nothing was "
-            "written", path=path,
+            f"({_named(ids)}): the gradebook would have their grades without them; nothing "
+            "was written", path=path,
             fix=f"run `grade review import {path}` first (`--dry-run` shows the changes); to "
                 "leave them out instead, undo them in the workbook, or delete it and run "
                 "`grade report` on the class to write it again from the store")
