@@ -388,6 +388,14 @@ def test_export_refuses_a_workbook_saved_with_changes_never_imported(
                    strict=True))
     assert ben["choice"] == "0"
 
+    # saved again with a cell an import refuses: not left out silently either
+    wb = openpyxl.load_workbook(out / "review.xlsx")
+    wb["Summary"].cell(row, cols["Teacher: choice"]).value = "lots"
+    wb.save(out / "review.xlsx")
+    code, output = grade("export", str(out), "--format", "csv")
+    assert code == 2, output
+    assert "review.xlsx was saved with changes that cannot be imported" in output, output
+
 
 def test_moodle_warns_of_an_identifier_that_starts_like_a_formula(synth: SyntheticRun,
                                                                   tmp_path: Path) -> None:

@@ -364,10 +364,10 @@ def export_from_outdir(out_dir: Path, fmt: str, db: Path | None = None,
 
 def _refuse_unimported(store: Store, run_id: int, out_dir: Path) -> None:
     """A review workbook in `out_dir` saved with changes the store does not have (never
-    imported): the gradebook would have the grades without them, so nothing is written. A
-    workbook as grader wrote it, or one already imported, passes; one that cannot be compared
-    (another run's, or one that conflicts with later decisions) is left to `grade review
-    import`, which says why."""
+    imported, or that an import refuses, such as a score that is no level of its criterion):
+    the gradebook would have the grades without them, so nothing is written. A workbook as
+    grader wrote it, or one already imported, passes; so does one whose changes conflict with
+    later decisions (a stale workbook: `grade review import` says which)."""
     from grader.reports import as_written, workbooks
     from grader.review.importing import import_workbook
 
@@ -376,8 +376,13 @@ def _refuse_unimported(store: Store, run_id: int, out_dir: Path) -> None:
             continue
         try:
             got = import_workbook(store, path, dry_run=True)
-        except GraderError:
-            continue
+        except GraderError as e:  # saved with changes an import refuses: not left out silently
+            raise InputError(
+                f"{path.name} was saved with changes that cannot be imported ({e.message}); "
+                "the gradebook would have the grades without them; nothing was written",
+                path=path, fix=(e.fix + "; or " if e.fix else "") + "undo the changes, or "
+                "delete the workbook and run `grade report` on the class to write it again "
+                "from the store") from None
         if got.run_id != run_id or not got.diffs:
             continue
         ids = [d.student_id for d in got.diffs]
