@@ -266,7 +266,9 @@ def _howto(wb: Any, f: _Formats, rubric: Rubric, run: Run) -> None:
              "the AI's score: it is no longer shown to the student until you decide. To keep "
              f"it, copy it into “{TEACHER_FEEDBACK_HEADER}” (as it is or edited); or write your "
              f"own there. “{SHOWN_HEADER}” says what the student reads (as of when this file "
-             "was written); the import lists every criterion still waiting."),
+             "was written); the import lists every criterion still waiting. The AI's overall "
+             f"comment waits too once you change any of the student's scores: write to them in "
+             f"“{COMMENT_HEADER}” (the student's page for you shows what the AI said)."),
         ("", "Handouts (the students' pages) are written once a grade is reviewed or approved "
              "and may leave; `--handouts all` writes the others too, stamped “not yet "
              "reviewed”."),
