@@ -22,6 +22,7 @@ from grader.grading.records import (
     RunInfo,
     SubmissionRecord,
 )
+from grader.prompting.request import GradeResponse, Usage
 from grader.store import Store
 
 EVIL = (
@@ -123,10 +124,10 @@ def build(store_path: Path | str, n: int = 30, k: int = 6, seed: int = 7,
                                 body={"parts": [{"text": f"essay {i}"}]})
         attempt = store.begin_attempt(run_id=run_id, student_id=sid, submission_id=sub_id,
                                       request=request, sample=0, n=1)
-        store.answer_attempt(attempt, request.hash, Answer(
-            text="{}", finish_reason="STOP", blocked_reason=None,
-            model_version="gemini-2.5-flash-001", raw=None, prompt_tokens=1200,
-            output_tokens=300, thinking_tokens=100, cached_tokens=800, latency_ms=1500.0))
+        store.answer_attempt(attempt, request.hash, Answer(GradeResponse(
+            text="{}", finish_reason="STOP", model_version="gemini-2.5-flash-001",
+            usage=Usage(prompt_tokens=1200, output_tokens=300, thinking_tokens=100,
+                        cached_tokens=800), latency_ms=1500.0)))
         gid = store.save_grade(GradeRecord(
             student_id=sid, submission_id=sub_id, fingerprint="f" * 64, sample=0, epoch=0,
             config_hash="c" * 64, run_id=run_id, status="flagged" if flagged else "graded",

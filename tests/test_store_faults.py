@@ -3,6 +3,7 @@ Each ends in a clean message naming the file and the fix, and no paid reply is l
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import signal
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 from grader.cli import cli
 from grader.errors import StoreError
 from grader.grading.records import Answer, RequestRecord
+from grader.prompting.request import GradeResponse, Usage
 from grader.store import Store, grader_store_problem, unsaved_path
 from grader.store.core import unsaved_paths
 from grader.testing.fake_gemini import FakeGemini
@@ -113,8 +115,10 @@ def _reply_that_cannot_be_committed(db: Path, monkeypatch: pytest.MonkeyPatch) -
             m.setattr(Store, "_answer", full)
             with pytest.raises(StoreError) as err:
                 store.answer_attempt(aid, "h-full", Answer(
-                    text="{}", finish_reason="STOP", blocked_reason=None, model_version="m",
-                    raw=None, cost_usd=0.01))
+                    GradeResponse(text="{}", finish_reason="STOP", model_version="m",
+                                  usage=Usage(prompt_tokens=1200, output_tokens=300,
+                                              thinking_tokens=100, cached_tokens=800),
+                                  latency_ms=1500.0, retries=1), cost_usd=0.01))
     return str(err.value)
 
 
@@ -154,6 +158,37 @@ def test_a_reply_goes_to_the_temp_folder_when_the_state_folder_cannot_be_written
     with Store(db) as store:
         assert store.conn.execute("SELECT COUNT(*) FROM responses WHERE request_hash="
                                   "'h-full'").fetchone()[0] == 1
+    assert not kept.exists()
+
+
+def test_a_side_file_keeps_the_reply_whole_and_one_from_an_older_version_is_still_stored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The side file holds the reply with its token counts, latency and cost, and they land in
+    the store as they came; a line written by grader before the reply was kept whole (its
+    fields and token counts side by side) is stored too, not dropped with the file."""
+    db = tmp_path / "g.sqlite"
+    _reply_that_cannot_be_committed(db, monkeypatch)
+    sql = ("SELECT a.prompt_tokens, a.output_tokens, a.thinking_tokens, a.cached_tokens,"
+           " a.retries, a.latency_ms, a.cost_usd, r.text FROM responses r"
+           " JOIN attempts a ON a.id = r.attempt_id WHERE r.request_hash = ?")
+    with Store(db) as store:
+        assert tuple(store.conn.execute(sql, ("h-full",)).fetchone()) == (
+            1200, 300, 100, 800, 1, 1500.0, 0.01, "{}")
+        (run, sub, student) = store.conn.execute(
+            "SELECT run_id, submission_id, student_id FROM attempts LIMIT 1").fetchone()
+        aid = store.begin_attempt(run_id=run, student_id=student, submission_id=sub, sample=0,
+                                  n=1, request=RequestRecord("h-older", None, "m", {}))
+    older = {"attempt_id": aid, "request_hash": "h-older", "at": "2026-12-01T10:00:00Z",
+             "answer": {"text": "{\"x\": 1}", "finish_reason": "STOP", "blocked_reason": None,
+                        "model_version": "m", "raw": None, "prompt_tokens": 900,
+                        "output_tokens": 70, "thinking_tokens": 30, "cached_tokens": 0,
+                        "latency_ms": 1200.0, "retries": 2, "cost_usd": 0.02,
+                        "model_status": None, "service_tier": "standard"}}
+    kept = unsaved_path(str(db))
+    kept.write_text(json.dumps(older) + "\n")
+    with Store(db) as store:
+        assert tuple(store.conn.execute(sql, ("h-older",)).fetchone()) == (
+            900, 70, 30, 0, 2, 1200.0, 0.02, '{"x": 1}')
     assert not kept.exists()
 
 

@@ -307,13 +307,8 @@ def _unsent_follow_ups(ctx: Context) -> dict[int, list[Pending]]:
 
 
 def _keep(ctx: Context, item: BatchItem, resp: GradeResponse, cost: float | None) -> None:
-    u = resp.usage
-    ctx.store.answer_attempt(item.attempt_id, item.request_hash, Answer(
-        text=resp.text, finish_reason=resp.finish_reason, blocked_reason=resp.blocked_reason,
-        model_version=resp.model_version, raw=resp.raw, prompt_tokens=u.prompt_tokens,
-        output_tokens=u.output_tokens, thinking_tokens=u.thinking_tokens,
-        cached_tokens=u.cached_tokens, latency_ms=0.0, retries=0, cost_usd=cost,
-        model_status=resp.model_status, service_tier="batch"))
+    ctx.store.answer_attempt(item.attempt_id, item.request_hash,
+                             Answer(resp, cost, service_tier="batch"))
 
 
 def _chain(ctx: Context, item: BatchItem) -> list[int]:

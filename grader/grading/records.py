@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from grader.prompting.request import GradeResponse
+
 
 @dataclass(frozen=True)
 class RunInfo:
@@ -87,22 +89,13 @@ class RequestRecord:
 
 @dataclass(frozen=True)
 class Answer:
-    """A reply as it came back, with what the call cost."""
+    """A reply as it came back (`response`: text, tokens, latency, retries), with what the call
+    cost (None: the model table has no price for the model) and the service tier that cost was
+    computed for (standard | flex | batch)."""
 
-    text: str | None
-    finish_reason: str | None
-    blocked_reason: str | None
-    model_version: str | None
-    raw: dict[str, Any] | None
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-    thinking_tokens: int = 0
-    cached_tokens: int = 0
-    latency_ms: float = 0.0
-    retries: int = 0
-    cost_usd: float | None = None  # None: the model table has no price for the model
-    model_status: str | None = None  # the lifecycle stage the service reported
-    service_tier: str | None = None  # standard | flex (what the cost was computed for)
+    response: GradeResponse
+    cost_usd: float | None = None
+    service_tier: str | None = None
 
 
 @dataclass(frozen=True)

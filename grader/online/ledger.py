@@ -178,21 +178,15 @@ class CallLedger:
     def _keep(self, attempt_id: int, request_hash: str, resp: GradeResponse,
               cost: float | None) -> None:
         """Commit the reply, with what it cost, before anything else happens to it."""
-        u = resp.usage
-        self.store.answer_attempt(attempt_id, request_hash, Answer(
-            text=resp.text, finish_reason=resp.finish_reason,
-            blocked_reason=resp.blocked_reason, model_version=resp.model_version, raw=resp.raw,
-            prompt_tokens=u.prompt_tokens, output_tokens=u.output_tokens,
-            thinking_tokens=u.thinking_tokens, cached_tokens=u.cached_tokens,
-            latency_ms=resp.latency_ms, retries=resp.retries, cost_usd=cost,
-            model_status=resp.model_status, service_tier=self.service_tier))
+        self.store.answer_attempt(attempt_id, request_hash,
+                                  Answer(resp, cost, service_tier=self.service_tier))
         self._answered += 1
         if self._kill_after and self._answered >= self._kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
         c = self.counters
         c.calls += 1
         c.retries += resp.retries
-        c.usage = c.usage + u
+        c.usage = c.usage + resp.usage
 
     def _watch(self, asked: str, resp: GradeResponse) -> None:
         """Say once per (served version, stage) when the reply came from another model than the

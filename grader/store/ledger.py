@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from grader.errors import StoreError
 from grader.grading.records import Answer, Reply, RequestRecord, Unanswered
+from grader.prompting.request import GradeResponse
 from grader.store.core import (
     StoreCore,
     keep_unsaved,
@@ -102,26 +102,25 @@ class Ledger(StoreCore):
                 path=self.path, fix=err.fix) from e
 
     def _answer(self, attempt_id: int, request_hash: str, answer: Answer, stamp: str) -> None:
+        r, u = answer.response, answer.response.usage
         with self.atomic():
             self.conn.execute(
                 "INSERT OR IGNORE INTO responses (request_hash, attempt_id, created_at, text,"
                 " finish_reason, blocked_reason, model_version, raw_json)"
                 " VALUES (?,?,?,?,?,?,?,?)",
-                (request_hash, attempt_id, stamp, answer.text, answer.finish_reason,
-                 answer.blocked_reason, answer.model_version,
-                 json.dumps(answer.raw, default=str) if answer.raw is not None else None))
+                (request_hash, attempt_id, stamp, r.text, r.finish_reason, r.blocked_reason,
+                 r.model_version, json.dumps(r.raw, default=str) if r.raw is not None else None))
             self.conn.execute(
                 "UPDATE attempts SET state='answered', answered_at=?, retries=?, latency_ms=?,"
                 " prompt_tokens=?, output_tokens=?, thinking_tokens=?, cached_tokens=?,"
                 " model_version=?, cost_usd=?, model_status=?, service_tier=? WHERE id=?",
-                (stamp, answer.retries, answer.latency_ms, answer.prompt_tokens,
-                 answer.output_tokens, answer.thinking_tokens, answer.cached_tokens,
-                 answer.model_version, answer.cost_usd, answer.model_status,
-                 answer.service_tier, attempt_id))
+                (stamp, r.retries, r.latency_ms, u.prompt_tokens, u.output_tokens,
+                 u.thinking_tokens, u.cached_tokens, r.model_version, answer.cost_usd,
+                 r.model_status, answer.service_tier, attempt_id))
 
     def _keep_unsaved(self, attempt_id: int, request_hash: str, answer: Answer) -> Path | None:
         line = json.dumps({"attempt_id": attempt_id, "request_hash": request_hash,
-                           "at": now(), "answer": asdict(answer)}, default=str) + "\n"
+                           "at": now(), "answer": _answer_json(answer)}, default=str) + "\n"
         return keep_unsaved(self.path, line)
 
     def _import_unsaved(self) -> None:
@@ -136,7 +135,7 @@ class Ledger(StoreCore):
         for line in lines:
             try:
                 item = json.loads(line)
-                answer = Answer(**item["answer"])
+                answer = _answer_of(item["answer"])
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut short when the disk filled up
             try:
@@ -172,3 +171,24 @@ class Ledger(StoreCore):
             args = (class_dir,)
         return [Unanswered(r["id"], r["run_id"], r["student_id"], r["sent_at"])
                 for r in self.conn.execute(sql + " ORDER BY a.id", args)]
+
+
+def _answer_json(answer: Answer) -> dict[str, Any]:
+    return {"response": answer.response.model_dump(mode="json"), "cost_usd": answer.cost_usd,
+            "service_tier": answer.service_tier}
+
+
+_USAGE = ("prompt_tokens", "output_tokens", "thinking_tokens", "cached_tokens")
+
+
+def _answer_of(d: dict[str, Any]) -> Answer:
+    """An answer as `_answer_json` wrote it, or as grader before 2026-12-07 did (the reply's
+    fields and its token counts side by side): a side file left by an older version is still
+    stored."""
+    if "response" not in d:
+        flat = dict(d)
+        usage = {k: flat.pop(k) for k in _USAGE if k in flat}
+        cost, tier = flat.pop("cost_usd", None), flat.pop("service_tier", None)
+        d = {"response": {**flat, "usage": usage}, "cost_usd": cost, "service_tier": tier}
+    return Answer(GradeResponse.model_validate(d["response"]), d.get("cost_usd"),
+                  d.get("service_tier"))
