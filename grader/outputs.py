@@ -11,10 +11,16 @@ Only the marker's content makes a folder grader's: a fixed first line, then a ra
 the folder, which would make a student vanish from every output with no flag; discovery grades
 that folder and notes the foreign file. The marker is read like a student's file: without
 following links, only when it is a regular file, and at most `_MARKER_MAX` bytes.
+
+A third line names the class folder whose reports the folder holds (`owner_of`), so that one
+class's reports never silently replace another's (`check_owner`): two class folders of one name
+under the default reports/<name>, a grader.toml's `out` shared by several classes, or a student's
+folder passed as if it were the class.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -28,6 +34,7 @@ MARKER_HEAD = "grader output folder: written by grader; do not edit, copy or rem
 _MARKER_BODY = ("This folder was written by grader (reports, review workbook, exports).\n"
                 "grader never reads a folder holding this file as a student's submission.\n")
 _TOKEN = re.compile(r"token [0-9a-f]{32}")
+_CLASS = "class"  # the marker's third line: `class "<the class folder, resolved>"`
 # What grader wrote before the marker had a head and a token: still grader's, byte for byte,
 # so report folders written by an older grader inside a class folder stay out of the class.
 _LEGACY_TEXT = _MARKER_BODY.encode("utf-8")
@@ -66,8 +73,10 @@ def is_grader_marker(marker: Path) -> bool:
     return data is not None and (_is_current(data) or data == _LEGACY_TEXT)
 
 
-def mark_output_folder(out_dir: Path) -> Path:
+def mark_output_folder(out_dir: Path, class_dir: Path | None = None) -> Path:
     """Create `out_dir` if needed and put the marker in it; returns the marker's path.
+    `class_dir`: the class whose reports go there, written into the marker (`owner_of`) after
+    `check_owner` let it in.
 
     A marker grader already wrote is kept (its token stays the same); anything else named
     `.grader-output` there, an older marker included, is replaced atomically (a link is
@@ -75,11 +84,20 @@ def mark_output_folder(out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / OUTPUT_MARKER
     data = _marker_bytes(marker)
+    owner = str(class_dir.resolve()) if class_dir is not None else None
     if data is not None and _is_current(data):
-        return marker
-    text = f"{MARKER_HEAD}\ntoken {secrets.token_hex(16)}\n{_MARKER_BODY}"
+        if owner is None or _owner(data) == owner:
+            return marker
+        assert class_dir is not None  # (owner is None without it)
+        check_owner(out_dir, class_dir)
+        token = data.decode("utf-8", "replace").split("\n")[1]
+    else:
+        token = f"token {secrets.token_hex(16)}"
+    text = f"{MARKER_HEAD}\n{token}\n"
+    if owner is not None:
+        text += f"{_CLASS} {json.dumps(owner, ensure_ascii=False)}\n"
     tmp = out_dir / f"{OUTPUT_MARKER}.{secrets.token_hex(4)}.tmp"
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(text + _MARKER_BODY, encoding="utf-8")
     try:
         os.replace(tmp, marker)
     except OSError as e:
@@ -90,13 +108,57 @@ def mark_output_folder(out_dir: Path) -> Path:
     return marker
 
 
+def _owner(data: bytes) -> str | None:
+    """The class folder a marker names (the third line), None when it names none."""
+    lines = data.decode("utf-8", "replace").split("\n")
+    if len(lines) > 2 and lines[2].startswith(_CLASS + " "):
+        try:
+            owner = json.loads(lines[2][len(_CLASS) + 1:])
+        except ValueError:
+            return None
+        return owner if isinstance(owner, str) else None
+    return None
+
+
+def owner_of(out_dir: Path) -> Path | None:
+    """The class folder whose reports `out_dir` holds, as its marker names it (None: no
+    marker of grader's, or one written before markers named their class)."""
+    data = _marker_bytes(out_dir / OUTPUT_MARKER)
+    owner = _owner(data) if data is not None and _is_current(data) else None
+    return Path(owner) if owner is not None else None
+
+
+def check_owner(out_dir: Path, class_dir: Path) -> None:
+    """Refuse to write one class's reports over another's: `out_dir` holds the reports of a
+    class folder that is not `class_dir` and is still there (two classes of one name under
+    the default reports/<name>, a grader.toml's `out` shared by several classes, a student's
+    folder graded as if it were the class). A class folder that is gone was moved or renamed:
+    its reports become this class's."""
+    owner = owner_of(out_dir)
+    here = class_dir.resolve()
+    if owner is None or owner == here or not owner.is_dir():
+        return
+    if here.is_relative_to(owner):
+        raise ConfigError(
+            f"{class_dir} is inside the class folder {owner}, whose reports are in the "
+            f"output folder {out_dir}: graded on its own, they would replace the class's",
+            path=class_dir, fix=f"grade the class itself (`grade run {owner}`), or pass --out "
+                                "with a folder of its own")
+    raise ConfigError(
+        f"the output folder holds the reports of another class, {owner}: this class's "
+        "reports would replace them", path=out_dir,
+        fix=f"pass --out with a folder of this class's own (e.g. --out {out_dir}-2), or "
+            f"remove {out_dir} if those reports are no longer wanted")
+
+
 def is_output_folder(path: Path) -> bool:
     """True when `path` is a folder grader wrote: it holds grader's own marker."""
     return is_grader_marker(path / OUTPUT_MARKER)
 
 
 def check_out_dir(class_dir: Path, out_dir: Path) -> None:
-    """Refuse an output folder that is the class folder itself or an existing file.
+    """Refuse an output folder that is the class folder itself, an existing file, or another
+    class's (`check_owner`).
 
     An output folder *inside* the class folder is allowed: the marker keeps it out of the class.
     Raises ConfigError naming the folder and the fix."""
@@ -108,3 +170,4 @@ def check_out_dir(class_dir: Path, out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError("the output folder is an existing file", path=out_dir,
                           fix="pass --out with a folder path, or move the file away")
+    check_owner(out_dir, class_dir)

@@ -154,28 +154,31 @@ def test_a_class_moved_out_of_a_store_shared_with_another_class_keeps_its_batch_
     b = make_class(tmp_path / "x", 0, extra={
         f"b{i}.txt": f"Student b{i} of B. Binary encoding is simple." for i in range(4)}
     ).rename(tmp_path / "x" / "B")
-    where = ("--out", str(tmp_path / "out"), "--db", str(shared))
-    assert grade("run", str(a), *where)[0] == 0
+
+    def where(name: str) -> tuple[str, ...]:  # one store, each class its own reports
+        return ("--out", str(tmp_path / "out" / name), "--db", str(shared))
+
+    assert grade("run", str(a), *where("A"))[0] == 0
     gemini_env.configure(batch_pending_s=60, batch_running_s=60)
-    code, out = grade("batch", "submit", str(b), *where)
+    code, out = grade("batch", "submit", str(b), *where("B"))
     assert code == 0 and "submitted 4 request(s)" in out, out
     moved = tmp_path / "y" / "B"
     moved.parent.mkdir()
     shutil.move(str(b), moved)
 
-    code, out = grade("batch", "status", str(moved), *where)
+    code, out = grade("batch", "status", str(moved), *where("B"))
     assert code == 0, out
     assert (f"the class folder was moved from {b.resolve()} to {moved.resolve()}"
             in " ".join(out.split())), out
     gemini_env.advance(seconds=121)
-    code, out = grade("batch", "collect", str(moved), *where)
+    code, out = grade("batch", "collect", str(moved), *where("B"))
     assert code == 0 and "collected 1 job(s): 4 graded" in out, out
     assert {d for (d,) in q(shared, "SELECT DISTINCT class_dir FROM runs")} == {
         str(a.resolve()), str(moved.resolve())}
     # a folder gone and a new one of another name: not told apart from a new class, so kept
     # apart (the store still names the old folder)
     shutil.move(str(a), tmp_path / "y" / "Z")
-    code, out = grade("run", str(tmp_path / "y" / "Z"), *where)
+    code, out = grade("run", str(tmp_path / "y" / "Z"), *where("Z"))
     assert code == 0 and "was moved" not in out, out
     assert str(a.resolve()) in {d for (d,) in q(shared, "SELECT DISTINCT class_dir FROM runs")}
     # a folder gone with a batch job still open, and a new folder of another name: refused,
@@ -183,9 +186,9 @@ def test_a_class_moved_out_of_a_store_shared_with_another_class_keeps_its_batch_
     c = make_class(tmp_path / "x", 0, extra={
         f"c{i}.txt": f"Student c{i} of C. Manchester encoding is robust." for i in range(2)}
     ).rename(tmp_path / "x" / "C")
-    code, out = grade("batch", "submit", str(c), *where)
+    code, out = grade("batch", "submit", str(c), *where("C"))
     assert code == 0 and "submitted 2 request(s)" in out, out
     shutil.move(str(c), tmp_path / "y" / "W")
-    code, out = grade("batch", "status", str(tmp_path / "y" / "W"), *where)
+    code, out = grade("batch", "status", str(tmp_path / "y" / "W"), *where("C"))
     assert code == 2 and f"batch jobs still open for {c.resolve()}" in " ".join(out.split())
     assert "name the folder C again" in " ".join(out.split()), out

@@ -18,6 +18,8 @@ from grader.cli import options as opt
 from grader.config.settings import Settings, db_path, resolve
 from grader.errors import GraderError
 from grader.escape import terminal_safe
+from grader.intake.discover import check_class_folder
+from grader.outputs import check_out_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
 LOG_NAME = "grader.log"
@@ -76,11 +78,15 @@ def _log_to(folder: Path) -> None:
 
 def _settings(class_dir: Path | None, *, with_out: bool = False, **flags: Any) -> Settings:
     """The command's settings, resolved once. `with_out`: a command that grades or writes a
-    class's outputs: its `out` defaults to reports/<class folder name>, and its log goes to
+    class's outputs: its `out` defaults to reports/<class folder name> and is checked
+    (`check_out_dir`: not the class folder, not another class's), and its log goes to
     grader.log beside the class's store (`_log_to`)."""
     settings = resolve(flags, class_dir=class_dir, with_out=with_out,
                        flag_names=_flag_names(flags))
     if with_out and class_dir is not None:
+        check_class_folder(class_dir)  # refused before the log too, which would start in
+        if settings.out is not None:  # the folder: not the class, or another class's outputs
+            check_out_dir(class_dir, settings.out)
         _log_to(db_path(class_dir, settings).parent)
     return settings
 

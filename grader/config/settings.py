@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -46,7 +47,7 @@ class Settings(BaseModel):
     # what to grade
     rubric: Path | None = Field(
         default=None, description="the marking scheme (YAML); None = rubric.yaml in the class "
-        "folder or a parent")
+        "folder")
     prompts: Path | None = Field(default=None, description="folder overriding prompts/ templates")
     roster: Path | None = Field(
         default=None, description="roster CSV (id, name, email, ...); None = roster.csv in the "
@@ -275,6 +276,13 @@ class Settings(BaseModel):
                 data = {**data, "spend_per_10min": tiers[tier]}
         return data
 
+    # where each value came from (`resolve`): a choice one source made silently is refused
+    _origins: dict[str, Origin] = PrivateAttr(default_factory=dict)
+
+    def origin(self, key: str) -> Origin | None:
+        """Where `resolve` took the setting `key` from (None: a default, or not resolved)."""
+        return self._origins.get(key)
+
 
 # Environment variables we honour besides GRADER_<FIELD>: the SDK's own names.
 _SDK_ENV = {
@@ -456,6 +464,7 @@ def resolve(
         settings = Settings.model_validate(layers)
     except ValidationError as e:
         raise _invalid(e, layers, origin) from None
+    settings._origins = origin
     if settings.models:  # [grader.models] rows: checked now, naming the file they came from
         where = origin.get("models")
         table(settings.models, path=where.name if where is not None and where.kind == "file"
@@ -547,15 +556,40 @@ def auto_backend(settings: Settings, env: Mapping[str, str] | None = None) -> st
 
 def rubric_path(class_dir: Path, settings: Settings) -> Path:
     """--rubric / grader.toml, else rubric.yaml (or .yml) in the class folder."""
+    own = next((class_dir / n for n in RUBRIC_NAMES if (class_dir / n).is_file()), None)
     if settings.rubric is not None:
+        if own is not None:
+            _one_rubric(class_dir, settings.rubric, own, settings.origin("rubric"))
         return settings.rubric
-    for name in RUBRIC_NAMES:
-        if (class_dir / name).is_file():
-            return class_dir / name
+    if own is not None:
+        return own
     raise RubricError(
         "no rubric given and none found in the class folder", path=class_dir,
         fix="pass --rubric FILE, put rubric.yaml in the class folder, or set rubric in grader.toml",
     )
+
+
+def _one_rubric(class_dir: Path, named: Path, own: Path, where: Origin | None) -> None:
+    """Refuse to pick silently between the class folder's own rubric and another that the
+    environment or a grader.toml above the class folder names (a course-wide grader.toml
+    written for another assignment, a GRADER_RUBRIC left set): --rubric, or a grader.toml in
+    the class folder itself, is a choice made for this class."""
+    if where is None or where.kind not in ("env", "file"):
+        return
+    if where.kind == "file" and Path(where.name).resolve().parent == class_dir.resolve():
+        return
+    try:
+        if named.resolve() == own.resolve() or named.read_bytes() == own.read_bytes():
+            return
+    except OSError:
+        return  # loading the rubric says what is wrong with it
+    fix = (f"unset {where.name}" if where.kind == "env"
+           else f"remove rubric from {where.name}")
+    raise ConfigError(
+        f"two rubrics for this class: {where.describe('rubric', str(named))}, and the class "
+        f"folder has its own {own.name}; grader does not guess which one is meant",
+        path=class_dir, fix=f"pass --rubric with the one to grade against (e.g. --rubric "
+                            f"{own}), or {fix} to use the class folder's own")
 
 
 def db_path(class_dir: Path, settings: Settings) -> Path:

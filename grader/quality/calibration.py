@@ -206,7 +206,7 @@ def calibrate(class_dir: Path, settings: Settings, *, n: int = DEFAULT_N,
             raise CalibrationError("no submission with text to calibrate on", path=class_dir,
                                    fix="put the students' submissions in the class folder")
         sample = pick_sample(texts, n, settings.group_similarity)
-        mark_output_folder(book.parent)
+        mark_output_folder(book.parent, class_dir)
         write_blind_workbook(book, p.rubric, [(sid, texts[sid]) for sid in sample], rater)
         return Written(book, sample, skipped)
     scores = [s for s in read_scores(book, p.rubric, class_cap(class_dir, settings, p.rubric))

@@ -72,6 +72,6 @@ def write_outputs(store: Store, run_id: int, out: Path, keep: Path | None = None
     from grader.reports import write_reports  # imported here: only needed for output
 
     ensure(store, run_id, grouping, Path(store.run(run_id).class_dir))
-    mark_output_folder(out)
+    mark_output_folder(out, Path(store.run(run_id).class_dir))
     return [grades_csv(store, run_id, out),
             *write_reports(store, run_id, out, keep, handouts=handouts)]
