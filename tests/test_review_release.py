@@ -96,6 +96,25 @@ def _moodle_feedback(out: Path, sid: str) -> str:
 
 # -- 5: no AI feedback under a teacher's score, unless the teacher kept it ----------------------
 
+def test_a_quote_the_student_never_wrote_stays_off_their_handout(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    """The model's "evidence" that is not in the submission is its own words: flagged, the
+    teacher sees it noted; once approved, the student's handout does not show it as a quote of
+    theirs, while the quotes of their own text stay, numbered from 1."""
+    _, out, db = run_class_of(tmp_path, {
+        "bob": TEXTS["bob"], "erin": "Erin's answer. " + ANSWERS[0] + "\nFAKE_GEMINI:FABRICATE"})
+    assert q(db, "SELECT DISTINCT reason FROM flags") == [("evidence_not_found",)]
+    review(out, db, approve={"bob": "", "erin": "Checked: the reasons are right."})
+    invented = "The student proves that P equals NP"
+    teacher = (out / "students" / "erin.html").read_text(encoding="utf-8")
+    student = (out / "handouts" / "erin.html").read_text(encoding="utf-8")
+    assert invented in teacher and "left off the student view" in teacher
+    assert invented not in student and "not found word for word" not in student
+    assert "<mark" not in student and "Checked: the reasons are right." in student
+    bob = (out / "handouts" / "bob.html").read_text(encoding="utf-8")
+    assert bob.count("<mark") >= 1 and '<span class="qn">1</span>' in bob
+
+
 def test_a_changed_score_holds_the_ai_feedback_until_the_teacher_keeps_or_edits_it(
         graded: tuple[Path, Path, Path]) -> None:
     _, out, db = graded

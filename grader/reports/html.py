@@ -82,10 +82,12 @@ def student_filename(student_id: str) -> str:
     return f"{slug}-{digest}.html"
 
 
-def _submission(store: Store, s: FinalStudent) -> dict[str, Any]:
-    """The page's view of the submission: text segments with evidence marked, the quotes
-    numbered per criterion, and which graded examples the model was shown beside it (listed on
-    the teacher view only; their text is never on a page)."""
+def _submission(store: Store, s: FinalStudent) -> dict[bool, dict[str, Any]]:
+    """Each view's part of the page (True: the teacher's, False: the student's): the submission,
+    its text segments with evidence marked, the quotes numbered per criterion, and which graded
+    examples the model was shown beside it (listed on the teacher view only; their text is
+    never on a page). A quote not found word for word in the text is the model's words, not the
+    student's: the teacher's view lists it, noted; the student's leaves it out."""
     gid = s.result.grade_id
     sent = store.sent_text(s.result.submission_id, gid) if s.result.submission_id else None
     sub = from_parts(sent.parts if sent else None, shared=bool(sent and not sent.own),
@@ -96,11 +98,21 @@ def _submission(store: Store, s: FinalStudent) -> dict[str, Any]:
     else:
         segments, listed = [], [Quote(n, cid, q, False)
                                 for n, (cid, q) in enumerate(quotes, start=1)]
-    by_criterion: dict[str, list[Quote]] = {}
+    teacher = {"submission": sub, "segments": segments,
+               "quotes_by_criterion": _by_criterion(listed),
+               "examples": store.grade_exemplars(gid) if gid else []}
+    if sub.text is None or all(q.found for q in listed):
+        return {True: teacher, False: teacher}
+    segments, listed = locate(sub.text, [(q.criterion_id, q.text) for q in listed if q.found])
+    return {True: teacher, False: {**teacher, "segments": segments,
+                                   "quotes_by_criterion": _by_criterion(listed)}}
+
+
+def _by_criterion(listed: Sequence[Quote]) -> dict[str, list[Quote]]:
+    out: dict[str, list[Quote]] = {}
     for q in listed:
-        by_criterion.setdefault(q.criterion_id, []).append(q)
-    return {"submission": sub, "segments": segments, "quotes_by_criterion": by_criterion,
-            "examples": store.grade_exemplars(gid) if gid else []}
+        out.setdefault(q.criterion_id, []).append(q)
+    return out
 
 
 def _read_manifest(pages: Path) -> set[str]:
@@ -237,7 +249,7 @@ def write_html(store: Store, run_id: int, rubric: Rubric, students: Sequence[Fin
             path = folder / page
             path.write_text(template.render(s=s, rubric=rubric, run_id=run_id, page=page,
                                             teacher=teacher, handout=handout,
-                                            generated_at=generated_at, **ctx),
+                                            generated_at=generated_at, **ctx[teacher]),
                             encoding="utf-8")
             written.append(path)
     for folder in folders.values():
