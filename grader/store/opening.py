@@ -42,9 +42,8 @@ def class_run(store: Store, class_dir: Path, run_id: int | None = None, *,
               takes_run: bool = True) -> Run | None:
     """Run `run_id`, else the latest run of `class_dir`; None when the store holds no run at
     all. A store whose runs are all of other class folders is an error naming them, unless it
-    lies inside the class folder and holds the runs of one folder that is gone (the class was
-    moved or renamed; a folder still there was copied, as `follow_move` tells them apart).
-    `takes_run`: the command has a --run option (the fix names it)."""
+    lies inside the class folder and holds one folder's runs. `takes_run`: the command has a
+    --run option (the fix names it)."""
     if run_id is not None:
         return store.run(run_id)
     folder = class_dir.resolve()
@@ -54,8 +53,7 @@ def class_run(store: Store, class_dir: Path, run_id: int | None = None, *,
     others = sorted({r.class_dir for r in store.runs()})
     if not others:
         return None
-    if len(others) == 1 and folder in Path(store.path).resolve().parents \
-            and not Path(others[0]).exists():
+    if len(others) == 1 and folder in Path(store.path).resolve().parents:
         return store.latest_run(others[0])  # the class folder was moved or renamed
     raise StoreError(
         f"the store holds no run of {folder}; its runs are of {_listed(others)}",
