@@ -34,7 +34,7 @@ MARKER_HEAD = "grader output folder: written by grader; do not edit, copy or rem
 _MARKER_BODY = ("This folder was written by grader (reports, review workbook, exports).\n"
                 "grader never reads a folder holding this file as a student's submission.\n")
 _TOKEN = re.compile(r"token [0-9a-f]{32}")
-_CLASS = "class"  # the marker's third line: `class "<the class folder, resolved>"`
+_CLASS = "class"  # the marker's third line: `class {"path": …, "from_here": …}` (`_claim`)
 # What grader wrote before the marker had a head and a token: still grader's, byte for byte,
 # so report folders written by an older grader inside a class folder stay out of the class.
 _LEGACY_TEXT = _MARKER_BODY.encode("utf-8")
@@ -84,7 +84,7 @@ def mark_output_folder(out_dir: Path, class_dir: Path | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / OUTPUT_MARKER
     data = _marker_bytes(marker)
-    owner = str(class_dir.resolve()) if class_dir is not None else None
+    owner = _claim(out_dir, class_dir) if class_dir is not None else None
     if data is not None and _is_current(data):
         if owner is None or _owner(data) == owner:
             return marker
@@ -108,15 +108,25 @@ def mark_output_folder(out_dir: Path, class_dir: Path | None = None) -> Path:
     return marker
 
 
-def _owner(data: bytes) -> str | None:
-    """The class folder a marker names (the third line), None when it names none."""
+def _claim(out_dir: Path, class_dir: Path) -> dict[str, str]:
+    """What a marker says of its class: the folder, and the way to it from the output folder
+    (which still leads there when both were moved or copied together, as `grade init`'s
+    hw1/reports and hw1/submissions are)."""
+    here = class_dir.resolve()
+    return {"path": str(here), "from_here": os.path.relpath(here, out_dir.resolve())}
+
+
+def _owner(data: bytes) -> dict[str, str] | None:
+    """The class a marker names (its third line, `_claim`), None when it names none."""
     lines = data.decode("utf-8", "replace").split("\n")
     if len(lines) > 2 and lines[2].startswith(_CLASS + " "):
         try:
             owner = json.loads(lines[2][len(_CLASS) + 1:])
         except ValueError:
             return None
-        return owner if isinstance(owner, str) else None
+        if isinstance(owner, dict) and all(isinstance(owner.get(k), str)
+                                           for k in ("path", "from_here")):
+            return {k: owner[k] for k in ("path", "from_here")}
     return None
 
 
@@ -125,27 +135,32 @@ def owner_of(out_dir: Path) -> Path | None:
     marker of grader's, or one written before markers named their class)."""
     data = _marker_bytes(out_dir / OUTPUT_MARKER)
     owner = _owner(data) if data is not None and _is_current(data) else None
-    return Path(owner) if owner is not None else None
+    return Path(owner["path"]) if owner is not None else None
 
 
 def check_owner(out_dir: Path, class_dir: Path) -> None:
     """Refuse to write one class's reports over another's: `out_dir` holds the reports of a
     class folder that is not `class_dir` and is still there (two classes of one name under
     the default reports/<name>, a grader.toml's `out` shared by several classes, a student's
-    folder graded as if it were the class). A class folder that is gone was moved or renamed:
-    its reports become this class's."""
-    owner = owner_of(out_dir)
-    here = class_dir.resolve()
-    if owner is None or owner == here or not owner.is_dir():
+    folder graded as if it were the class). Output folders are the class's own when the
+    folder they name is gone (the class was moved or renamed), or when they name it by the way
+    from the output folder (the two were moved or copied together: an archived hw1-2025/)."""
+    data = _marker_bytes(out_dir / OUTPUT_MARKER)
+    owner = _owner(data) if data is not None and _is_current(data) else None
+    if owner is None:
         return
-    if here.is_relative_to(owner):
+    named, here = Path(owner["path"]), class_dir.resolve()
+    if named == here or not named.is_dir() \
+            or (out_dir.resolve() / owner["from_here"]).resolve() == here:
+        return
+    if here.is_relative_to(named):
         raise ConfigError(
-            f"{class_dir} is inside the class folder {owner}, whose reports are in the "
-            f"output folder {out_dir}: graded on its own, they would replace the class's",
-            path=class_dir, fix=f"grade the class itself (`grade run {owner}`), or pass --out "
-                                "with a folder of its own")
+            f"{class_dir} is inside the class folder {named}, whose reports are in the "
+            f"output folder {out_dir}: written for this folder alone, they would replace the "
+            "class's", path=class_dir,
+            fix=f"pass the class folder itself ({named}), or --out with a folder of its own")
     raise ConfigError(
-        f"the output folder holds the reports of another class, {owner}: this class's "
+        f"the output folder holds the reports of another class, {named}: this class's "
         "reports would replace them", path=out_dir,
         fix=f"pass --out with a folder of this class's own (e.g. --out {out_dir}-2), or "
             f"remove {out_dir} if those reports are no longer wanted")
@@ -157,8 +172,8 @@ def is_output_folder(path: Path) -> bool:
 
 
 def check_out_dir(class_dir: Path, out_dir: Path) -> None:
-    """Refuse an output folder that is the class folder itself, an existing file, or another
-    class's (`check_owner`).
+    """Refuse an output folder that is the class folder itself or an existing file (a command
+    that writes there checks `check_owner` too).
 
     An output folder *inside* the class folder is allowed: the marker keeps it out of the class.
     Raises ConfigError naming the folder and the fix."""
@@ -170,4 +185,3 @@ def check_out_dir(class_dir: Path, out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError("the output folder is an existing file", path=out_dir,
                           fix="pass --out with a folder path, or move the file away")
-    check_owner(out_dir, class_dir)

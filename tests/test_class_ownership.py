@@ -58,11 +58,8 @@ def test_two_classes_of_one_name_never_share_reports(
     assert (reports / "grades.csv").read_bytes() == before
 
 
-def test_a_students_folder_passed_as_the_class_is_refused(
-        gemini: FakeGemini, tmp_path: Path) -> None:
-    """`grade init`'s layout, with `out` in its grader.toml: a student's folder passed by
-    mistake would be graded as a class of its files and replace the class's reports."""
-    hw = tmp_path / "hw1"
+def _assignment(hw: Path) -> Path:
+    """`grade init`'s layout with two students' folders, `out = "reports"` in its grader.toml."""
     (hw / "submissions").mkdir(parents=True)
     (hw / "rubric.yaml").write_text(RUBRIC, encoding="utf-8")
     (hw / "grader.toml").write_text('rubric = "rubric.yaml"\nout = "reports"\n',
@@ -72,13 +69,21 @@ def test_a_students_folder_passed_as_the_class_is_refused(
         (hw / "submissions" / name / "answer.txt").write_text(
             "Manchester encoding because it is self-clocking.", encoding="utf-8")
         (hw / "submissions" / name / "notes.txt").write_text("draft", encoding="utf-8")
+    return hw
+
+
+def test_a_students_folder_passed_as_the_class_is_refused(
+        gemini: FakeGemini, tmp_path: Path) -> None:
+    """`grade init`'s layout, with `out` in its grader.toml: a student's folder passed by
+    mistake would be graded as a class of its files and replace the class's reports."""
+    hw = _assignment(tmp_path / "hw1")
     code, out = _run(str(hw / "submissions"))
     assert code == 0, out
     billed = _billed(gemini)
     code, out = _run(str(hw / "submissions" / "alice"))
     assert code == 2, out
     assert f"is inside the class folder {(hw / 'submissions').resolve()}" in out
-    assert f"grade run {(hw / 'submissions').resolve()}" in out
+    assert f"pass the class folder itself ({(hw / 'submissions').resolve()})" in out
     assert _billed(gemini) == billed
     assert owner_of(hw / "reports") == (hw / "submissions").resolve()
     assert sorted(p.name for p in (hw / "submissions" / "alice").iterdir()) == [
@@ -95,6 +100,42 @@ def test_a_moved_class_keeps_its_output_folder(gemini: FakeGemini, tmp_path: Pat
     code, text = _run(str(moved), "--out", str(out))
     assert code == 0, text
     assert owner_of(out) == moved.resolve()
+
+
+def test_an_assignment_archived_or_copied_whole_keeps_its_reports(
+        gemini: FakeGemini, tmp_path: Path) -> None:
+    """hw1/ moved to hw1-2025/ and a new hw1/ made in its place, or hw1/ copied to hw1-makeup/:
+    the reports inside each assignment folder are its own (they name the class by the way from
+    them too), so `grade report` rewrites them there; a new class still may not write over
+    them."""
+    hw = _assignment(tmp_path / "hw1")
+    assert _run(str(hw / "submissions"))[0] == 0
+    shutil.copytree(hw, tmp_path / "hw1-makeup")
+    archived = hw.rename(tmp_path / "hw1-2025")
+    _assignment(tmp_path / "hw1")
+    assert _run(str(tmp_path / "hw1" / "submissions"))[0] == 0
+    for copy in (archived, tmp_path / "hw1-makeup"):
+        (copy / "reports" / "grades.csv").unlink()
+        res = CliRunner().invoke(cli, ["report", str(copy / "submissions")])
+        assert res.exit_code == 0, res.output
+        assert (copy / "reports" / "grades.csv").is_file()
+    code, out = _run(str(archived / "submissions"), "--out",
+                     str(tmp_path / "hw1" / "reports"))
+    assert code == 2 and "holds the reports of another class" in out, out
+
+
+def test_commands_that_write_no_reports_are_not_refused_for_the_folder(
+        gemini: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`grade estimate` and `grade batch status` write no reports: another class's folder in
+    `out` is no reason to refuse them."""
+    monkeypatch.chdir(tmp_path)
+    first = make_class(tmp_path / "course-a", 2).rename(tmp_path / "course-a" / "hw1")
+    second = make_class(tmp_path / "course-b", 2).rename(tmp_path / "course-b" / "hw1")
+    assert _run(str(first))[0] == 0
+    for args in (["estimate", str(second)], ["batch", "status", str(second)]):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 0, (args, res.output)
+    assert _run(str(second))[0] == 2
 
 
 def test_a_rubric_named_above_the_class_never_silently_beats_its_own(
@@ -123,3 +164,11 @@ def test_a_rubric_named_above_the_class_never_silently_beats_its_own(
                                        encoding="utf-8")
     code, out = _run(str(hw1), "--out", str(tmp_path / "o1"))
     assert code == 2 and "unset GRADER_RUBRIC" in out, out
+    billed = _billed(gemini)
+    init = _assignment(tmp_path / "hw3")  # grade init's layout: its grader.toml names the rubric
+    code, out = _run(str(init / "submissions"), "--out", str(tmp_path / "o3"))
+    assert code == 2 and "two rubrics for this class" in out, out
+    flat = " ".join(out.split())
+    assert f"{init / 'grader.toml'}: rubric = " in flat and "unset GRADER_RUBRIC" in flat, out
+    assert f"--rubric {(init / 'rubric.yaml').resolve()}" in flat, out
+    assert _billed(gemini) == billed

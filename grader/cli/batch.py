@@ -120,7 +120,7 @@ def batch_status(class_dir: Path, **flags: Any) -> None:
     so far. Needs only the store (no rubric)."""
     from grader.batch.submit import status_class
 
-    listed = status_class(class_dir, _settings(class_dir, with_out=True, **flags))
+    listed = status_class(class_dir, _settings(class_dir, with_log=True, **flags))
     _print_notes(listed.notices)
     if not listed.jobs:
         click.echo("no batch jobs")
@@ -174,7 +174,7 @@ def batch_cancel(job: str, class_dir: Path, **flags: Any) -> None:
     """Cancel the batch job JOB (its name, or grader's display name) of CLASS_DIR."""
     from grader.batch.submit import cancel_job
 
-    info, notices = cancel_job(class_dir, _settings(class_dir, with_out=True, **flags), job)
+    info, notices = cancel_job(class_dir, _settings(class_dir, with_log=True, **flags), job)
     _print_notes(notices)
     click.echo(f"{info.name}: {info.state.removeprefix('JOB_STATE_').lower()}")
 

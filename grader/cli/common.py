@@ -19,7 +19,7 @@ from grader.config.settings import Settings, db_path, resolve
 from grader.errors import GraderError
 from grader.escape import terminal_safe
 from grader.intake.discover import check_class_folder
-from grader.outputs import check_out_dir
+from grader.outputs import check_out_dir, check_owner
 
 F = TypeVar("F", bound=Callable[..., Any])
 LOG_NAME = "grader.log"
@@ -76,17 +76,23 @@ def _log_to(folder: Path) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _settings(class_dir: Path | None, *, with_out: bool = False, **flags: Any) -> Settings:
+def _settings(class_dir: Path | None, *, with_out: bool = False, with_log: bool = False,
+              **flags: Any) -> Settings:
     """The command's settings, resolved once. `with_out`: a command that grades or writes a
-    class's outputs: its `out` defaults to reports/<class folder name> and is checked
-    (`check_out_dir`: not the class folder, not another class's), and its log goes to
-    grader.log beside the class's store (`_log_to`)."""
+    class's outputs: its `out` defaults to reports/<class folder name> and must be the class's
+    own (`check_out_dir`, `check_owner`), checked before anything, its log included.
+    `with_log` (implied by `with_out`): its log goes to grader.log beside the class's store
+    (`_log_to`)."""
     settings = resolve(flags, class_dir=class_dir, with_out=with_out,
                        flag_names=_flag_names(flags))
-    if with_out and class_dir is not None:
-        check_class_folder(class_dir)  # refused before the log too, which would start in
-        if settings.out is not None:  # the folder: not the class, or another class's outputs
+    if class_dir is None:
+        return settings
+    if with_out:
+        check_class_folder(class_dir)  # said before the log, which would start in the folder
+        if settings.out is not None:
             check_out_dir(class_dir, settings.out)
+            check_owner(settings.out, class_dir)
+    if with_out or with_log:
         _log_to(db_path(class_dir, settings).parent)
     return settings
 

@@ -276,12 +276,22 @@ class Settings(BaseModel):
                 data = {**data, "spend_per_10min": tiers[tier]}
         return data
 
-    # where each value came from (`resolve`): a choice one source made silently is refused
+    # where each value came from (`resolve`), and grader.toml's values that the environment or
+    # a flag overrode: a choice one source made silently over another is refused
     _origins: dict[str, Origin] = PrivateAttr(default_factory=dict)
+    _overridden: dict[str, tuple[Any, Origin]] = PrivateAttr(default_factory=dict)
 
     def origin(self, key: str) -> Origin | None:
         """Where `resolve` took the setting `key` from (None: a default, or not resolved)."""
         return self._origins.get(key)
+
+    def overridden(self, key: str) -> tuple[Any, Origin] | None:
+        """grader.toml's value of `key` and the file, when the environment overrode it (None:
+        the file did not set it, or it stands, or a flag overrode it)."""
+        under = self._overridden.get(key)
+        where = self.origin(key)
+        return under if under is not None and where is not None and where.kind == "env" \
+            else None
 
 
 # Environment variables we honour besides GRADER_<FIELD>: the SDK's own names.
@@ -465,6 +475,9 @@ def resolve(
     except ValidationError as e:
         raise _invalid(e, layers, origin) from None
     settings._origins = origin
+    if cfg is not None:
+        settings._overridden = {k: (v, Origin("file", str(cfg))) for k, v in from_file.items()
+                                if k in origin and origin[k].kind != "file"}
     if settings.models:  # [grader.models] rows: checked now, naming the file they came from
         where = origin.get("models")
         table(settings.models, path=where.name if where is not None and where.kind == "file"
@@ -558,8 +571,7 @@ def rubric_path(class_dir: Path, settings: Settings) -> Path:
     """--rubric / grader.toml, else rubric.yaml (or .yml) in the class folder."""
     own = next((class_dir / n for n in RUBRIC_NAMES if (class_dir / n).is_file()), None)
     if settings.rubric is not None:
-        if own is not None:
-            _one_rubric(class_dir, settings.rubric, own, settings.origin("rubric"))
+        _one_rubric(class_dir, settings, own)
         return settings.rubric
     if own is not None:
         return own
@@ -569,27 +581,34 @@ def rubric_path(class_dir: Path, settings: Settings) -> Path:
     )
 
 
-def _one_rubric(class_dir: Path, named: Path, own: Path, where: Origin | None) -> None:
-    """Refuse to pick silently between the class folder's own rubric and another that the
-    environment or a grader.toml above the class folder names (a course-wide grader.toml
-    written for another assignment, a GRADER_RUBRIC left set): --rubric, or a grader.toml in
+def _one_rubric(class_dir: Path, settings: Settings, own: Path | None) -> None:
+    """Refuse to pick silently between two rubrics of a class: one that the environment or a
+    grader.toml above the class folder names (a GRADER_RUBRIC left set, a course-wide
+    grader.toml written for another assignment), and the class folder's own rubric.yaml or, for
+    the environment, the rubric the class's grader.toml names. --rubric, or a grader.toml in
     the class folder itself, is a choice made for this class."""
-    if where is None or where.kind not in ("env", "file"):
+    where, named = settings.origin("rubric"), settings.rubric
+    if named is None or where is None or where.kind not in ("env", "file"):
         return
     if where.kind == "file" and Path(where.name).resolve().parent == class_dir.resolve():
         return
-    try:
-        if named.resolve() == own.resolve() or named.read_bytes() == own.read_bytes():
-            return
-    except OSError:
-        return  # loading the rubric says what is wrong with it
-    fix = (f"unset {where.name}" if where.kind == "env"
-           else f"remove rubric from {where.name}")
-    raise ConfigError(
-        f"two rubrics for this class: {where.describe('rubric', str(named))}, and the class "
-        f"folder has its own {own.name}; grader does not guess which one is meant",
-        path=class_dir, fix=f"pass --rubric with the one to grade against (e.g. --rubric "
-                            f"{own}), or {fix} to use the class folder's own")
+    others = [(own, f"the class folder has its own {own.name}")] if own is not None else []
+    under = settings.overridden("rubric")
+    if under is not None:  # the environment's, over a grader.toml's
+        value, file = under
+        others.append((Path(str(value)), f"{file.describe('rubric', value)}"))
+    for other, said in others:
+        try:
+            if named.resolve() == other.resolve() or named.read_bytes() == other.read_bytes():
+                continue
+        except OSError:
+            continue  # loading the rubric says what is wrong with it
+        undo = f"unset {where.name}" if where.kind == "env" else f"remove rubric from {where.name}"
+        raise ConfigError(
+            f"two rubrics for this class: {where.describe('rubric', str(named))}, and {said}; "
+            "grader does not guess which one is meant", path=class_dir,
+            fix=f"pass --rubric with the one to grade against (e.g. --rubric {other}), or "
+                f"{undo}")
 
 
 def db_path(class_dir: Path, settings: Settings) -> Path:
