@@ -7,6 +7,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import RUBRIC, make_class
@@ -31,12 +33,13 @@ def flags_of(db: Path) -> dict[str, set[str]]:
     return out
 
 
-def submit_and_collect(fake: FakeGemini, class_dir: Path, tmp: Path, *extra: str) -> str:
+def submit_and_collect(fake: FakeGemini, class_dir: Path, tmp: Path, *extra: str,
+                       how: tuple[str, ...] = ("collect",)) -> str:
     fake.configure(batch_pending_s=0, batch_running_s=0)
     code, out = grade("batch", "submit", str(class_dir), *where(tmp), *extra)
     assert code == 0, out
     fake.advance(seconds=1)
-    code, collected = grade("batch", "collect", str(class_dir), *where(tmp))
+    code, collected = grade("batch", how[0], str(class_dir), *where(tmp), *how[1:])
     assert code == 0, collected
     return out + collected
 
@@ -61,8 +64,10 @@ def test_a_batch_collected_grade_with_an_invented_quote_is_flagged(
     assert flags_of(tmp_path / "online.sqlite") == {"s0001": {"evidence_not_found"}}
 
 
-def test_batch_collect_runs_the_score_jump_check(gemini_env: FakeGemini,
-                                                 tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", [("collect",), ("collect", "--wait"), ("sync",)])
+def test_batch_collect_runs_the_score_jump_check(gemini_env: FakeGemini, tmp_path: Path,
+                                                 how: tuple[str, ...]) -> None:
+    """Whichever command collects (cron's `sync` line too) says what the check found."""
     class_dir = tmp_path / "class"
     class_dir.mkdir()
     (class_dir / "rubric.yaml").write_text(RUBRIC, encoding="utf-8")
@@ -75,7 +80,7 @@ def test_batch_collect_runs_the_score_jump_check(gemini_env: FakeGemini,
     }
     for sid, text in texts.items():
         (class_dir / f"{sid}.txt").write_text(text, encoding="utf-8")
-    out = submit_and_collect(gemini_env, class_dir, tmp_path)
+    out = submit_and_collect(gemini_env, class_dir, tmp_path, how=how)
     assert "injection suspected (graded; first in review.xlsx): mention_and_jump" in out, out
     flags = flags_of(tmp_path / "g.sqlite")
     assert flags["mention_and_jump"] == {"score_jump", "injection_suspected"}

@@ -28,6 +28,7 @@ from grader.backends import BatchInfo, BatchResult
 from grader.backends.base import SupportsFiles
 from grader.batch.jobs import (
     Context,
+    Frame,
     Pending,
     freeze,
     frozen_exemplars,
@@ -118,6 +119,7 @@ async def collect(ctx: Context) -> Collected:
     out = Collected(notices=ctx.notices)
     touched: set[int] = set()
     reasks = _unsent_follow_ups(ctx)
+    frames: dict[int, Frame] = {}
     kill_after = int(os.environ.get(KILL_AFTER_COLLECTED_ENV) or 0)
     for job in ctx.store.batch_jobs(ctx.class_key, open_only=True):
         if job.name is None:
@@ -130,7 +132,7 @@ async def collect(ctx: Context) -> Collected:
         with _Chunked(ctx.store, COMMIT_EVERY) as chunk:
             if info.succeeded:
                 async for r in ctx.batches.batch_results(info, ctx.workdir):
-                    if _judge(ctx, job, r, out, reasks):
+                    if _judge(ctx, job, r, out, reasks, frames):
                         chunk.tick()
                         if kill_after and chunk.n >= kill_after:
                             chunk.commit()
@@ -163,8 +165,9 @@ async def collect(ctx: Context) -> Collected:
 
 
 def _judge(ctx: Context, job: BatchJobRow, r: BatchResult, out: Collected,
-           reasks: dict[int, list[Pending]]) -> bool:
-    """One result line; False when it is not ours to judge (unknown, or judged before)."""
+           reasks: dict[int, list[Pending]], frames: dict[int, Frame]) -> bool:
+    """One result line; False when it is not ours to judge (unknown, or judged before). It is
+    judged under the run that sent it (`Frame`)."""
     if not r.key.startswith("a") or not r.key[1:].isdigit():
         return False
     item = ctx.store.batch_item(int(r.key[1:]))
@@ -174,20 +177,35 @@ def _judge(ctx: Context, job: BatchJobRow, r: BatchResult, out: Collected,
         _fail(ctx, item, f"the batch line failed: {r.error}", out)
         return True
     resp = r.response
-    cost = ctx.pricing.cost(resp.usage, models.today())
+    frame = _frame(ctx, item.run_id, frames, out)
+    cost = frame.pricing.cost(resp.usage, models.today())
     out.cost_usd += cost or 0.0
     _keep(ctx, item, resp, cost)
     chain = _chain(ctx, item)
     replies = [*(_reply(ctx, a) for a in chain[:-1]), Reply(
         resp.text, resp.finish_reason, resp.blocked_reason, resp.model_version,
         resp.usage.thinking_tokens, resp.usage.output_tokens)]
-    verdict = judge(ctx.run.policy, replies, grounds_of(item))
+    verdict = judge(frame.policy, replies, grounds_of(item))
     if isinstance(verdict, Reask | Reconfigure):
         reasks.setdefault(item.run_id, []).append(_follow_up(ctx, item, verdict))
         ctx.store.batch_item_done(item.attempt_id, "reasked")
         return True
-    _store(ctx, item, verdict, chain, out)
+    _store(ctx, item, verdict, chain, out, frame)
     return True
+
+
+def _frame(ctx: Context, run_id: int, frames: dict[int, Frame], out: Collected) -> Frame:
+    """The run's frame, once per run; a run sent with another rubric, prompt or model than
+    now is said aloud."""
+    if run_id not in frames:
+        frames[run_id] = f = Frame.of_run(ctx, run_id)
+        if f.changed is not None:
+            out.notices += (
+                f"run {run_id}'s batch job was sent with another {f.changed} than the class has "
+                f"now: its grades are kept as they were asked ({f.model}, the rubric then, out "
+                f"of {f.max_total:g} points); `grade batch sync` or `grade run` grades those "
+                "students again with today's",)
+    return frames[run_id]
 
 
 def grounds_of(item: BatchItem) -> Grounds:
@@ -197,13 +215,14 @@ def grounds_of(item: BatchItem) -> Grounds:
 
 
 def _store(ctx: Context, item: BatchItem, verdict: Verdict, attempts: list[int],
-           out: Collected) -> None:
+           out: Collected, frame: Frame | None = None) -> None:
     """The student's grade (names mapped back), stored with the item marked done, together."""
     cfg = str(json.loads(item.request_json)["cfg"])
     verdict = restore_verdict(verdict, item.redaction)
     with ctx.store.atomic():
         gid = save_verdict(ctx, item.run_id, item.student_id, item.submission_id, verdict,
-                           item.epoch, cfg, attempts, frozen_exemplars(item.request_json))
+                           item.epoch, cfg, attempts, frozen_exemplars(item.request_json),
+                           frame)
         ctx.store.batch_item_done(item.attempt_id, "stored")
     flagged = any(f.reason == injection.FLAG for f in verdict.flags)
     findings = frozen_findings(item.request_json)
@@ -370,6 +389,8 @@ async def collect_waiting(ctx: Context, on_poll: Callable[[Collected], None] | N
             setattr(total, name, getattr(total, name) + getattr(got, name))
         total.outputs = got.outputs or total.outputs
         total.running = got.running
+        total.injection_suspected += got.injection_suspected
+        total.notices += tuple(n for n in got.notices if n not in total.notices)
         open_jobs = ctx.store.batch_jobs(ctx.class_key, open_only=True)
         if not open_jobs:
             return total

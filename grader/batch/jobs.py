@@ -27,7 +27,7 @@ from grader.config.generation import configure
 from grader.config.settings import SELF_HOSTED, Settings, auto_backend, db_path, limits
 from grader.errors import BackendError, ConfigError
 from grader.grading.context import RunContext
-from grader.grading.policy import Verdict
+from grader.grading.policy import Policy, Verdict
 from grader.grading.records import (
     BatchItemIn,
     BatchJobRow,
@@ -41,6 +41,8 @@ from grader.intake.isolation import Extractor
 from grader.online.ratelimit import estimate_tokens
 from grader.prompting.planning import default_model, plan
 from grader.prompting.request import GradeRequest, Part, Turn
+from grader.prompting.rubric import Rubric
+from grader.prompting.schema import validation_model
 from grader.store import Store
 from grader.store.locks import RunLock
 from grader.store.opening import follow_move
@@ -375,17 +377,58 @@ async def cancel(ctx: Context, ref: str) -> BatchInfo:
 
 
 
+@dataclass(frozen=True)
+class Frame:
+    """What a run's batch replies are judged and stored under: the run that sent them. One sent
+    with another rubric, prompt or model than the command now has is judged against its own
+    rubric (kept with the run in the store), priced for its own model and stored under its
+    own fingerprint, so its grades say what they were graded with, and the next run grades
+    those students again with today's (`changed` says what differs; None: nothing)."""
+
+    policy: Policy
+    fingerprint: str
+    max_total: float
+    model: str
+    pricing: models.Pricing
+    changed: str | None = None
+
+    @classmethod
+    def now(cls, ctx: Context) -> Frame:
+        return cls(ctx.run.policy, ctx.run.fingerprint, ctx.run.p.rubric.max_total,
+                   ctx.run.gen.model, ctx.pricing)
+
+    @classmethod
+    def of_run(cls, ctx: Context, run_id: int) -> Frame:
+        run, current = ctx.store.run(run_id), cls.now(ctx)
+        p = ctx.run.p
+        changed = [what for what, then, now in (
+            ("rubric", run.rubric_hash, p.rubric_hash), ("model", run.model, current.model),
+            ("prompts", run.prompt_hash, p.prompts.hash), ("schema", run.schema_hash,
+                                                         p.schema_hash)) if then != now]
+        if run.fingerprint is None or (run.fingerprint == current.fingerprint and not changed):
+            return current
+        rubric = Rubric.model_validate(run.rubric)
+        policy = replace(current.policy, rubric=rubric, validator=validation_model(rubric),
+                         max_reasks=0, on_thinking_cut=None)  # no second round: it would be
+        return cls(policy, run.fingerprint, rubric.max_total, run.model,  # asked in today's
+                   models.Pricing.of(models.table(ctx.settings.models), run.model, "batch"),
+                   " and ".join(changed) or "fingerprint")  # terms
+
+
 def save_verdict(ctx: Context, run_id: int, student_id: str, sub_id: int, v: Verdict,
                  epoch: int, cfg: str, attempts: list[int],
-                 seen: tuple[str | None, list[ExemplarUse]] = (None, [])) -> int:
+                 seen: tuple[str | None, list[ExemplarUse]] = (None, []),
+                 frame: Frame | None = None) -> int:
     """The grade and its outcome (the caller holds the transaction); `seen`: the graded
-    examples the request showed (digest, uses). Returns the grade's id."""
+    examples the request showed (digest, uses); `frame`: the run's, when it is not today's
+    (`Frame.of_run`). Returns the grade's id."""
+    f = frame or Frame.now(ctx)
     gid = ctx.store.save_grade(GradeRecord(
-        student_id=student_id, submission_id=sub_id, fingerprint=ctx.run.fingerprint, sample=0,
+        student_id=student_id, submission_id=sub_id, fingerprint=f.fingerprint, sample=0,
         epoch=epoch, config_hash=cfg, run_id=run_id, status=v.status,
-        max_total=ctx.run.p.rubric.max_total, total=v.total, percent=v.percent,
+        max_total=f.max_total, total=v.total, percent=v.percent,
         overall_comment=v.overall_comment, needs_review=v.needs_review,
-        review_reason=v.review_reason, model=ctx.run.gen.model, model_version=v.model_version,
+        review_reason=v.review_reason, model=f.model, model_version=v.model_version,
         criteria=v.criteria, flags=v.flags, attempt_ids=attempts, samples=1,
         exemplars_hash=seen[0], exemplars=seen[1]))
     record_outcome(ctx, OutcomeRecord(
@@ -396,7 +439,14 @@ def save_verdict(ctx: Context, run_id: int, student_id: str, sub_id: int, v: Ver
 
 def record_outcome(ctx: Context, rec: OutcomeRecord) -> None:
     """A student's outcome in its run, and in the class's latest run when collecting (the run
-    the reports are written from), so that the reports show everyone collected so far."""
+    the reports are written from), so that the reports show everyone collected so far; never
+    over a grade that run holds of the same or a later submission (a resubmission graded
+    since, online or in a quicker job, stays the student's grade)."""
     ctx.store.record_outcome(rec)
-    if ctx.report_run is not None and ctx.report_run != rec.run_id:
-        ctx.store.record_outcome(replace(rec, run_id=ctx.report_run))
+    if ctx.report_run is None or ctx.report_run == rec.run_id:
+        return
+    there = ctx.store.outcome_of(ctx.report_run, rec.student_id)
+    if there is not None and there[1] is not None and there[0] is not None \
+            and rec.submission_id is not None and there[0] >= rec.submission_id:
+        return
+    ctx.store.record_outcome(replace(rec, run_id=ctx.report_run))

@@ -256,6 +256,9 @@ class Synced:
             parts.append(f"{running} job(s) still running")
         if s.failed_before:
             parts.append(f"{s.failed_before} failed line(s) held back (--retry-failed)")
+        if c.injection_suspected:
+            parts.append("injection suspected (graded; first in review.xlsx): "
+                         + ", ".join(c.injection_suspected))
         parts += [f"note: {n}" for n in c.notices]
         return "grade batch sync: " + ("; ".join(parts) if parts else "nothing to do")
 

@@ -1,0 +1,91 @@
+"""A batch job's replies are judged and stored as they were asked, through `grade batch` against
+the fake server: a rubric or model changed while the job was out does not relabel its grades
+(the next run grades those students again, with today's); a resubmission graded since stays the
+student's grade when the older job ends later; what the score-jump check found reaches the
+console of `collect --wait` and the cron line of `sync`."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from grader.testing.fake_gemini import FakeGemini
+
+from _classgen import ANSWERS, make_class
+from _cli import generated, grade, q
+
+GOOD = ANSWERS[0]  # the fake model scores it high
+
+
+def _where(tmp_path: Path) -> tuple[str, ...]:
+    return ("--db", str(tmp_path / "g.sqlite"), "--out", str(tmp_path / "out"))
+
+
+def _totals(tmp_path: Path) -> dict[str, str]:
+    with (tmp_path / "out" / "grades.csv").open(encoding="utf-8", newline="") as fh:
+        return {r["student_id"]: r["final_total"] for r in csv.DictReader(fh)}
+
+
+def test_a_rubric_changed_while_the_job_was_out_does_not_relabel_its_grades(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    cls = make_class(tmp_path, 3)
+    db, where = tmp_path / "g.sqlite", _where(tmp_path)
+    gemini_env.configure(batch_pending_s=60, batch_running_s=60)
+    code, out = grade("batch", "submit", str(cls), *where)
+    assert code == 0 and "submitted 3 request(s)" in out, out
+    rubric = (cls / "rubric.yaml").read_text(encoding="utf-8")
+    assert "max_points: 3" in rubric
+    (cls / "rubric.yaml").write_text(rubric.replace("max_points: 3", "max_points: 6", 1),
+                                     encoding="utf-8")
+    gemini_env.advance(seconds=121)
+    code, out = grade("batch", "collect", str(cls), *where)
+    assert code == 0 and "collected 1 job(s): 3 graded" in out, out
+    flat = " ".join(out.split())
+    assert "run 1's batch job was sent with another rubric and schema than the class has now" \
+        in flat, out
+    assert "out of 5 points" in flat
+    (sent_with,) = q(db, "SELECT fingerprint FROM runs WHERE id = 1")[0]
+    assert q(db, "SELECT DISTINCT fingerprint, max_total FROM grades") == [(sent_with, 5.0)]
+    before = len(generated(gemini_env))
+    code, out = grade("run", str(cls), *where)  # today's rubric: graded again, online
+    assert code == 0, out
+    assert len(generated(gemini_env)) == before + 3
+    assert {m for (m,) in q(db, "SELECT max_total FROM grades WHERE run_id = 2")} == {8.0}
+
+
+def test_a_job_collected_under_another_model_keeps_the_model_it_was_sent_to(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    cls = make_class(tmp_path, 2)
+    db, where = tmp_path / "g.sqlite", _where(tmp_path)
+    gemini_env.configure(batch_pending_s=60, batch_running_s=60)
+    code, out = grade("batch", "submit", str(cls), *where, "--model", "gemini-3.5-flash-lite")
+    assert code == 0, out
+    gemini_env.advance(seconds=121)
+    code, out = grade("batch", "collect", str(cls), *where)  # cron, without --model
+    assert code == 0 and "collected 1 job(s): 2 graded" in out, out
+    assert "sent with another model" in " ".join(out.split()), out
+    assert q(db, "SELECT DISTINCT model FROM grades") == [("gemini-3.5-flash-lite",)]
+    assert q(db, "SELECT DISTINCT model_version FROM attempts") == [("gemini-3.5-flash-lite",)]
+
+
+def test_a_resubmission_graded_first_stays_the_grade_when_the_older_job_ends_later(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    cls = make_class(tmp_path, 3)
+    where = _where(tmp_path)
+    (cls / "s0001.txt").write_text("I do not know.", encoding="utf-8")
+    gemini_env.configure(batch_pending_s=3000, batch_running_s=3000)  # the first job: slow
+    assert grade("batch", "sync", str(cls), *where)[0] == 0
+    (cls / "s0001.txt").write_text(GOOD, encoding="utf-8")  # resubmitted
+    gemini_env.configure(batch_pending_s=60, batch_running_s=60)  # the second: quick
+    code, out = grade("batch", "sync", str(cls), *where)
+    assert code == 0 and "submitted 1 request(s)" in out, out
+    gemini_env.advance(seconds=200)
+    assert grade("batch", "sync", str(cls), *where)[0] == 0
+    resubmitted = _totals(tmp_path)["s0001"]
+    assert float(resubmitted) > 0
+    gemini_env.advance(seconds=6000)
+    code, out = grade("batch", "sync", str(cls), *where)
+    assert code == 0 and "collected 1 job(s): 3 graded" in out, out
+    totals = _totals(tmp_path)
+    assert totals["s0001"] == resubmitted  # not the old submission's 0
+    assert set(totals) == {"s0000", "s0001", "s0002"}
