@@ -89,3 +89,26 @@ def test_a_resubmission_graded_first_stays_the_grade_when_the_older_job_ends_lat
     totals = _totals(tmp_path)
     assert totals["s0001"] == resubmitted  # not the old submission's 0
     assert set(totals) == {"s0000", "s0001", "s0002"}
+
+
+def test_identical_hand_ins_are_one_line_of_a_batch_job_and_paid_once(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    """As online: a byte-identical hand-in is one request, in whichever mode the job is sent;
+    each student gets the grade, and the ledger holds one paid reply."""
+    for mode in ("inline", "file"):
+        cls = make_class(tmp_path / mode, 2, extra={"copy1.txt": GOOD, "copy2.txt": GOOD,
+                                                    "copy3.txt": GOOD})
+        where = ("--db", str(tmp_path / mode / "g.sqlite"), "--out", str(tmp_path / mode / "o"))
+        gemini_env.configure(batch_pending_s=0, batch_running_s=0)
+        code, out = grade("batch", "submit", str(cls), *where, "--batch-mode", mode)
+        assert code == 0 and "submitted 5 request(s)" in out, out
+        gemini_env.advance(seconds=1)
+        code, out = grade("batch", "collect", str(cls), *where)
+        assert code == 0 and "collected 1 job(s): 5 graded" in out, out
+        db = tmp_path / mode / "g.sqlite"
+        assert q(db, "SELECT COUNT(DISTINCT request_hash), COUNT(*) FROM attempts") == [(3, 5)]
+        assert q(db, "SELECT COUNT(*) FROM attempts WHERE cost_usd > 0") == [(3,)]
+        assert {t for (t,) in q(db, "SELECT total FROM grades WHERE student_id LIKE 'copy%'")} \
+            and len(q(db, "SELECT 1 FROM grades WHERE student_id LIKE 'copy%'")) == 3
+        billed = gemini_env.stats()["billed_by_request"]
+        assert len(billed) == 3 and sum(billed.values()) == 3 * (1 + (mode == "file"))

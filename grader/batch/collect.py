@@ -40,6 +40,7 @@ from grader.batch.jobs import (
     save_verdict,
     send,
     thaw,
+    twins,
 )
 from grader.config import models
 from grader.errors import BackendError, StoreError
@@ -51,7 +52,7 @@ from grader.intake import injection
 from grader.intake.redact import restore_verdict
 from grader.online.ledger import CallLedger, describe, salt
 from grader.prompting.planning import spending_for
-from grader.prompting.request import GradeRequest, GradeResponse
+from grader.prompting.request import GradeRequest, GradeResponse, Usage
 from grader.quality import score_jump
 from grader.reports.write import write_outputs
 from grader.store import Store
@@ -131,8 +132,9 @@ async def collect(ctx: Context) -> Collected:
             continue
         with _Chunked(ctx.store, COMMIT_EVERY) as chunk:
             if info.succeeded:
+                same = twins(ctx.store.batch_items(job.id, "pending"))
                 async for r in ctx.batches.batch_results(info, ctx.workdir):
-                    if _judge(ctx, job, r, out, reasks, frames):
+                    if _judge(ctx, job, r, out, reasks, frames, same):
                         chunk.tick()
                         if kill_after and chunk.n >= kill_after:
                             chunk.commit()
@@ -165,22 +167,36 @@ async def collect(ctx: Context) -> Collected:
 
 
 def _judge(ctx: Context, job: BatchJobRow, r: BatchResult, out: Collected,
-           reasks: dict[int, list[Pending]], frames: dict[int, Frame]) -> bool:
-    """One result line; False when it is not ours to judge (unknown, or judged before). It is
-    judged under the run that sent it (`Frame`)."""
+           reasks: dict[int, list[Pending]], frames: dict[int, Frame],
+           same: dict[int, list[BatchItem]]) -> bool:
+    """One result line, for its item and the classmates' identical requests it was sent for
+    (`same`: `twins`); False when it is not ours to judge (unknown, or judged before). Each is
+    judged under the run that sent it (`Frame`); the line is paid for once."""
     if not r.key.startswith("a") or not r.key[1:].isdigit():
         return False
     item = ctx.store.batch_item(int(r.key[1:]))
-    if item is None or item.job_id != job.id or item.state != "pending":
+    if item is None or item.job_id != job.id:
         return False
-    if r.response is None:
-        _fail(ctx, item, f"the batch line failed: {r.error}", out)
-        return True
-    resp = r.response
-    frame = _frame(ctx, item.run_id, frames, out)
-    cost = frame.pricing.cost(resp.usage, models.today())
+    todo = [x for x in (item, *same.pop(item.attempt_id, ())) if x.state == "pending"]
+    for n, x in enumerate(todo):
+        if r.response is None:
+            _fail(ctx, x, f"the batch line failed: {r.error}", out)
+        else:
+            shared = n > 0 or x is not item  # the line's reply, paid for with its first item
+            _judge_one(ctx, x, r.response, out, reasks, _frame(ctx, x.run_id, frames, out),
+                       shared=shared)
+    return bool(todo)
+
+
+def _judge_one(ctx: Context, item: BatchItem, resp: GradeResponse, out: Collected,
+               reasks: dict[int, list[Pending]], frame: Frame, *, shared: bool) -> None:
+    if shared:  # kept as answered for nothing: the line was paid for with its first item
+        cost: float | None = 0.0
+        _keep(ctx, item, resp.model_copy(update={"usage": Usage()}), cost)
+    else:
+        cost = frame.pricing.cost(resp.usage, models.today())
+        _keep(ctx, item, resp, cost)
     out.cost_usd += cost or 0.0
-    _keep(ctx, item, resp, cost)
     chain = _chain(ctx, item)
     replies = [*(_reply(ctx, a) for a in chain[:-1]), Reply(
         resp.text, resp.finish_reason, resp.blocked_reason, resp.model_version,
@@ -189,9 +205,8 @@ def _judge(ctx: Context, job: BatchJobRow, r: BatchResult, out: Collected,
     if isinstance(verdict, Reask | Reconfigure):
         reasks.setdefault(item.run_id, []).append(_follow_up(ctx, item, verdict))
         ctx.store.batch_item_done(item.attempt_id, "reasked")
-        return True
+        return
     _store(ctx, item, verdict, chain, out, frame)
-    return True
 
 
 def _frame(ctx: Context, run_id: int, frames: dict[int, Frame], out: Collected) -> Frame:

@@ -29,6 +29,7 @@ from grader.errors import BackendError, ConfigError
 from grader.grading.context import RunContext
 from grader.grading.policy import Policy, Verdict
 from grader.grading.records import (
+    BatchItem,
     BatchItemIn,
     BatchJobRow,
     ExemplarUse,
@@ -260,7 +261,15 @@ async def _send_job(ctx: Context, run_id: int, chunk: list[Pending], *, round: i
         run_id=run_id, class_dir=ctx.class_key, backend=ctx.run.backend, model=ctx.run.gen.model,
         display_name=display, mode=mode, round=round, items=[x.item for x in chunk])
     _maybe_kill("before")
-    keyed = [(f"a{a}", x.req) for a, x in zip(attempt_ids, chunk, strict=True)]
+    # one line per distinct request: a classmate's identical request (a byte-identical hand-in)
+    # is judged from the same reply when the job is collected (`twins`), never paid twice
+    keyed, sent = [], set()
+    for a, x in zip(attempt_ids, chunk, strict=True):
+        if x.item.request.hash not in sent:
+            sent.add(x.item.request.hash)
+            keyed.append((f"a{a}", x.req))
+    if lines is not None and len(keyed) < len(chunk):
+        lines = None  # built for every item: the file job builds its own, one per request
     try:
         if mode == "inline":
             info = await ctx.batches.create_batch(model=ctx.run.gen.model, display_name=display,
@@ -413,6 +422,19 @@ class Frame:
         return cls(policy, run.fingerprint, rubric.max_total, run.model,  # asked in today's
                    models.Pricing.of(models.table(ctx.settings.models), run.model, "batch"),
                    " and ".join(changed) or "fingerprint")  # terms
+
+
+def twins(items: Sequence[BatchItem]) -> dict[int, list[BatchItem]]:
+    """The items of one job sent as one line (the same request: `_send_job` keys the line by
+    the first), by the attempt id of that first item."""
+    first: dict[str, int] = {}
+    out: dict[int, list[BatchItem]] = {}
+    for it in sorted(items, key=lambda i: i.attempt_id):
+        if it.request_hash in first:
+            out.setdefault(first[it.request_hash], []).append(it)
+        else:
+            first[it.request_hash] = it.attempt_id
+    return out
 
 
 def save_verdict(ctx: Context, run_id: int, student_id: str, sub_id: int, v: Verdict,
