@@ -112,3 +112,34 @@ def test_identical_hand_ins_are_one_line_of_a_batch_job_and_paid_once(
             and len(q(db, "SELECT 1 FROM grades WHERE student_id LIKE 'copy%'")) == 3
         billed = gemini_env.stats()["billed_by_request"]
         assert len(billed) == 3 and sum(billed.values()) == 3 * (1 + (mode == "file"))
+
+
+def test_every_student_stays_in_the_reports_of_a_later_sync_with_a_reason(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    """A failed line, a student still in a slow job, and late hand-ins (one empty, one
+    readable) synced after: the newest run's reports list everyone, each failed, waiting,
+    flagged or graded with its reason; a tick with nothing new records no run."""
+    cls = make_class(tmp_path, 3)
+    db, where = tmp_path / "g.sqlite", _where(tmp_path)
+    (cls / "s0002.txt").write_text(GOOD + "\nFAKE_GEMINI:BATCH_LINE_FAIL", encoding="utf-8")
+    gemini_env.configure(batch_pending_s=0, batch_running_s=0)
+    assert grade("batch", "sync", str(cls), *where)[0] == 0
+    gemini_env.advance(seconds=1)
+    code, out = grade("batch", "sync", str(cls), *where)
+    assert code == 0 and "2 graded, 0 flagged, 1 failed" in out, out
+    gemini_env.configure(batch_pending_s=3000, batch_running_s=3000)
+    (cls / "late.txt").write_text(GOOD, encoding="utf-8")
+    code, out = grade("batch", "sync", str(cls), *where)
+    assert code == 0 and "submitted 1 request(s)" in out, out
+    (cls / "empty.txt").write_text("", encoding="utf-8")  # unreadable: flagged at intake
+    code, out = grade("batch", "sync", str(cls), *where)
+    assert code == 0 and "nothing to do" not in out, out
+    runs = q(db, "SELECT COUNT(*) FROM runs")
+    latest = q(db, "SELECT MAX(id) FROM runs")[0][0]
+    assert dict(q(db, f"SELECT student_id, status FROM outcomes WHERE run_id = {latest}")) == {
+        "s0000": "graded", "s0001": "graded", "s0002": "failed", "late": "skipped",
+        "empty": "flagged"}
+    code, out = grade("status", str(cls), "--db", str(db))
+    assert code == 0 and "of 5 students" in out, out
+    code, out = grade("batch", "sync", str(cls), *where)  # nothing new: no run recorded
+    assert code == 0 and q(db, "SELECT COUNT(*) FROM runs") == runs, out

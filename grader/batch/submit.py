@@ -51,6 +51,7 @@ from grader.grading.prepare import Prepared, Settled, prepare
 from grader.grading.records import BatchItemIn, OutcomeRecord
 from grader.grading.screen import ScreenReport
 from grader.online.ledger import describe, salt
+from grader.online.runner import IN_BATCH
 from grader.prompting.planning import students
 from grader.store import Store
 from grader.store.locks import RunLock
@@ -102,11 +103,19 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
             continue
         assert got.submission_id is not None
         state = busy.get((sub.student_id, got.submission_id))
-        if state == "pending":
+        held = OutcomeRecord(run_id=0, student_id=sub.student_id, submission_id=got.submission_id,
+                             status="skipped" if state == "pending" else "failed")
+        if state == "pending":  # in the new run's reports too, until its job is collected
             out.in_flight += 1
+            outcomes.append(replace(held, reason=IN_BATCH, message=(
+                "its request is in a batch job still running: `grade batch collect` stores its "
+                "grade when the job ends")))
             continue
         if state == "failed" and not retry_failed:
             out.failed_before += 1
+            outcomes.append(replace(held, reason="batch_failed", message=(
+                "its batch line failed before; `grade batch submit --retry-failed` sends it "
+                "again")))
             continue
         if got.unsent is not None:
             unsent.append(got)
@@ -120,7 +129,7 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
     if run.examples is not None and run.examples.embedder is not None:
         out.embeddings = run.examples.embedder.report
     out.screen = run.screen.report if run.screen is not None else None
-    if not pending and not unsent and not out.failed:
+    if not pending and not unsent and not _news(store, ctx.class_key, outcomes):
         return out
     begun = store.begin_run(run_info(run, mode="batch"))
     out.run_id = begun.id
@@ -140,6 +149,20 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
         with suppress(StoreError):
             store.finish_run(begun.id, "done")
     return out
+
+
+def _news(store: Store, class_dir: str, outcomes: list[OutcomeRecord]) -> bool:
+    """Some student's outcome is not yet in the class's latest run as it is now: a failure, or
+    a hand-in flagged or skipped without a request (an empty or unreadable late file), which
+    the teacher must see; a cron tick that finds nothing new records no run."""
+    latest = store.latest_run(class_dir)
+    for o in outcomes:
+        if o.reused or o.reason in (IN_BATCH, "batch_failed"):
+            continue
+        there = store.outcome_of(latest.id, o.student_id) if latest is not None else None
+        if there is None or there[0] != o.submission_id:
+            return True
+    return False
 
 
 # --- the library's entry points (the CLI calls these) ----------------------------------------
