@@ -375,7 +375,7 @@ def test_export_refuses_a_workbook_saved_with_changes_never_imported(
     wb.save(out / "review.xlsx")
     code, output = grade("export", str(out), "--format", "csv")
     assert code == 2, output
-    assert "review.xlsx holds changes for 1 student(s) that were never imported (ben)" in output
+    assert "review.xlsx holds changes for 1 student(s) (ben) that were never imported" in output
     assert "grade review import" in output and "nothing was written" in output
     assert not (out / "gradebook.csv").exists()
 

@@ -285,3 +285,18 @@ def test_a_group_approval_leaves_a_flagged_member_with_ai_scores_to_its_own_row(
     assert code == 0, output
     assert "approved) -> yes: reached 4 of 4 students" in output, output
     assert _finals(out)["a4"]["review_status"] == "approved"
+
+
+def test_a_group_decision_never_imported_stops_the_export(
+        graded: tuple[Path, Path, Path]) -> None:
+    """Scored and approved on the Groups sheet, saved, not imported: the gradebook would have
+    the AI's grades, so the export stops, naming the group."""
+    _, out, db = graded
+    _decide(out / "review.xlsx", {"G2": {"Teacher: reasons": 3, "Approved": "yes"}})
+    code, said = grade("export", str(out), "--format", "csv")
+    assert code == 2, said
+    assert "answer group(s) G2 on the Groups sheet that were never imported" in " ".join(
+        said.split()), said
+    assert not (out / "gradebook.csv").exists()
+    assert grade("review", "import", str(out / "review.xlsx"), "--db", str(db))[0] == 0
+    assert grade("export", str(out), "--format", "csv")[0] == 0

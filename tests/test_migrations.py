@@ -53,6 +53,7 @@ RELEASED = {
     11: "b88f319c88bb6be83f1e90775c3ed9a82a5800ab891357b909f351f708379d33",
     12: "7e9fabcc1b1804764f80e2103c1af5a9b36ec0fdc68196a9a71e67c2632ad98f",
     13: "6911c537879206c274f2f9630abf69dc9382fee4df0ce69f14df88e72a7ec852",
+    14: "1ffb42268e67b908e1facbd83ecf96e4aac923f28f05370e7a5aeb11512139bb",
 }
 
 
@@ -367,3 +368,19 @@ def test_unreadable_checks_migration_keeps_old_verdicts_readable(tmp_path: Path)
         assert new is not None and not new.readable
     assert _raw(path, "SELECT key, readable FROM injection_checks ORDER BY key") == [
         ("k1", 1), ("k2", 0)]
+
+
+def test_decision_workbook_base_migration_keeps_decisions(tmp_path: Path) -> None:
+    """v14 adds `decisions.workbook_base`: a decision imported before it names no workbook
+    base (NULL), and is read as it was."""
+    path = tmp_path / "g.sqlite"
+    m = next(x for x in MIGRATIONS if x.version == 14)
+    conn = _just_before(path, m)
+    conn.execute("INSERT INTO students (id) VALUES ('alice')")
+    conn.execute("INSERT INTO decisions (student_id, criterion_id, field, value, decided_at)"
+                 " VALUES ('alice', 'reasons', 'score', '3.0', '2026-12-01T10:00:00Z')")
+    apply(conn, m)
+    conn.close()
+    with Store(path) as store:
+        (d,) = store.decisions()["alice"]
+    assert (d.value, d.workbook_base) == ("3.0", None)

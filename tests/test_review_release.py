@@ -350,3 +350,74 @@ def test_moodle_and_canvas_exports_say_which_scale_they_wrote(
     assert "pass --out-of" not in output
     code, output = grade("export", str(out), "--format", "csv")
     assert code == 0 and "out of" not in output  # the teacher's own file has max_total
+
+
+# -- a workbook imported, then edited and imported again -----------------------------------------
+
+def _type(book: Path, sid: str, values: dict[str, object]) -> None:
+    """Type `values` (column header -> value; None clears) into a student's Summary row."""
+    wb = openpyxl.load_workbook(book)
+    ws = wb["Summary"]
+    cols = {c.value: c.column for c in ws[1]}
+    row = next(r for r in range(2, ws.max_row + 1) if ws.cell(r, 1).value == sid)
+    for header, value in values.items():
+        ws.cell(row, cols[header]).value = value
+    wb.save(book)
+
+
+def _final(out: Path, sid: str) -> tuple[str, str]:
+    grades = {r[0]: r for r in _rows(out / "grades.csv")[1:]}
+    head = _rows(out / "grades.csv")[0]
+    row = dict(zip(head, grades[sid], strict=True))
+    return row["final_reasons"], row["review_status"]
+
+
+def test_a_value_cleared_in_a_workbook_already_imported_is_cleared(
+        graded: tuple[Path, Path, Path]) -> None:
+    """The teacher imports review.xlsx, opens the same file again, clears the score and the
+    approval and imports it again: the store follows (before, the cell read as never touched
+    and the old decision stood, exported)."""
+    _, out, db = graded
+    book = out / "review.xlsx"
+    ai = _final(out, "alice")[0]
+    _type(book, "alice", {"Teacher: reasons": 3, "Approved": "yes"})
+    assert grade("review", "import", str(book), "--db", str(db))[0] == 0
+    assert _final(out, "alice") == ("3", "approved")
+    _type(book, "alice", {"Teacher: reasons": None, "Approved": None})
+    code, said = grade("review", "import", str(book), "--db", str(db))
+    assert code == 0 and "2 values changed" in said, said
+    assert _final(out, "alice")[0] == ai
+    code, said = grade("review", "import", str(book), "--db", str(db))  # the same file again
+    assert code == 0 and "0 values changed" in said, said
+
+
+def test_an_older_workbook_imported_again_brings_back_nothing_undone_since(
+        graded: tuple[Path, Path, Path]) -> None:
+    _, out, db = graded
+    book = out / "review.xlsx"
+    ai = _final(out, "alice")[0]
+    _type(book, "alice", {"Teacher: reasons": 3})
+    assert grade("review", "import", str(book), "--db", str(db))[0] == 0
+    later = out / "review-updated.xlsx"
+    _type(later, "alice", {"Teacher: reasons": None})  # undone in the newer workbook
+    assert grade("review", "import", str(later), "--db", str(db))[0] == 0
+    assert _final(out, "alice")[0] == ai
+    code, said = grade("review", "import", str(book), "--db", str(db))
+    assert code == 0 and "0 values changed" in said, said
+    assert _final(out, "alice")[0] == ai
+    code, said = grade("export", str(out), "--format", "csv")  # nothing unimported: exported
+    assert code == 0, said
+
+
+def test_an_edit_typed_after_the_import_stops_the_export(
+        graded: tuple[Path, Path, Path]) -> None:
+    _, out, db = graded
+    book = out / "review.xlsx"
+    _type(book, "alice", {"Teacher: reasons": 3})
+    assert grade("review", "import", str(book), "--db", str(db))[0] == 0
+    _type(book, "alice", {"Teacher: reasons": 2})  # changed again, not imported
+    code, said = grade("export", str(out), "--format", "csv")
+    assert code == 2 and "1 student(s) (alice) that were never imported" in " ".join(
+        said.split()), said
+    assert grade("review", "import", str(book), "--db", str(db))[0] == 0  # no conflict
+    assert _final(out, "alice")[0] == "2"

@@ -189,6 +189,7 @@ class Decision:
     decided_at: str = ""
     id: int = 0
     group: str | None = None  # the answer group it was entered for (None: the student's own)
+    workbook_base: str | None = None  # the written workbook it came from (`lineage`)
 
 
 @dataclass(frozen=True)

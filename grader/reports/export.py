@@ -383,13 +383,15 @@ def _refuse_unimported(store: Store, run_id: int, out_dir: Path) -> None:
                 path=path, fix=(e.fix + "; or " if e.fix else "") + "undo the changes, or "
                 "delete the workbook and run `grade report` on the class to write it again "
                 "from the store") from None
-        if got.run_id != run_id or not got.diffs:
+        if got.run_id != run_id or not (got.diffs or got.groups):
             continue
         ids = [d.student_id for d in got.diffs]
+        labels = sorted({g.cell.student_id for g in got.groups})
+        what = (([f"{len(ids)} student(s) ({_named(ids)})"] if ids else [])
+                + ([f"answer group(s) {_named(labels)} on the Groups sheet"] if labels else []))
         raise InputError(
-            f"{path.name} holds changes for {len(ids)} student(s) that were never imported "
-            f"({_named(ids)}): the gradebook would have their grades without them; nothing "
-            "was written", path=path,
+            f"{path.name} holds changes for {' and '.join(what)} that were never imported: "
+            "the gradebook would have the grades without them; nothing was written", path=path,
             fix=f"run `grade review import {path}` first (`--dry-run` shows the changes); to "
                 "leave them out instead, undo them in the workbook, or delete it and run "
                 "`grade report` on the class to write it again from the store")

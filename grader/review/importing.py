@@ -207,6 +207,8 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
     finally:
         wb.close()
 
+    line = lineage(meta, path)
+    meta = as_last_imported(meta, store.decisions(), line)
     current = {fs.student_id: fs for fs in finals(store, target, rubric)}
     result = ImportResult(run_id=target, workbook_run_id=meta.run_id, students=len(cells),
                           applied=0, unchanged=0, workbook_sha256=sha, dry_run=dry_run)
@@ -235,8 +237,9 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
             result.diffs.append(StudentDiff(sid, fs.result.name, changes))
             applied[sid] = changes
         for ch in changes:
-            new.append(_decision(fs, ch.cell, target, sha, stamp))
-    _groups(result, group_cells, meta, current, store, new, applied, force, target, sha, stamp)
+            new.append(_decision(fs, ch.cell, target, sha, stamp, line))
+    _groups(result, group_cells, meta, current, store, new, applied, force, target, sha, stamp,
+            line)
     result.applied = len(new)
     for sid, fs in current.items():
         held = _after(fs, applied.get(sid, [])).held_feedback
@@ -260,7 +263,7 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
 def _groups(result: ImportResult, cells: dict[str, list[Cell]], meta: WorkbookMeta,
             current: dict[str, FinalStudent], store: Store, new: list[Decision],
             applied: dict[str, list[Change]], force: bool, target: int, sha: str,
-            stamp: str) -> None:
+            stamp: str, line: str) -> None:
     """The Groups sheet's changes (`group_import`): a decision per member it is stored for,
     added to `new`; what each reached goes into `result.groups`."""
     if not cells:
@@ -279,14 +282,15 @@ def _groups(result: ImportResult, cells: dict[str, list[Cell]], meta: WorkbookMe
         result.groups.append(counts)
         for sid in kept:
             cell = replace(ch.cell, student_id=sid)
-            new.append(replace(_decision(current[sid], cell, target, sha, stamp),
+            new.append(replace(_decision(current[sid], cell, target, sha, stamp, line),
                                group=ch.cell.student_id))
             after.setdefault(sid, []).append(new[-1])
             if sid in reached:
                 applied.setdefault(sid, []).append(Change(cell, ch.old))
 
 
-def _decision(fs: FinalStudent, cell: Cell, run_id: int, sha: str, stamp: str) -> Decision:
+def _decision(fs: FinalStudent, cell: Cell, run_id: int, sha: str, stamp: str,
+              line: str) -> Decision:
     r = fs.result
     if cell.criterion_id:
         ai = next(c.ai_score for c in fs.criteria if c.criterion.id == cell.criterion_id)
@@ -297,7 +301,44 @@ def _decision(fs: FinalStudent, cell: Cell, run_id: int, sha: str, stamp: str) -
         student_id=r.student_id, criterion_id=cell.criterion_id, field=cell.field,
         value=None if cell.value is None else json.dumps(cell.value),
         submission_id=r.submission_id, ai_basis=basis, run_id=run_id, grade_id=r.grade_id,
-        cell=cell.ref, workbook_sha256=sha, decided_at=stamp)
+        cell=cell.ref, workbook_sha256=sha, decided_at=stamp, workbook_base=line)
+
+
+def lineage(meta: WorkbookMeta, path: Path) -> str:
+    """Which workbook file this is, whatever has been typed into it since: a digest of where it
+    is and of its hidden base (the run, and every row's and group's values as written). Copies
+    of one workbook handed to several TAs are files of their own: each is merged on its own."""
+    return hashlib.sha256(json.dumps(
+        {"file": str(path.resolve()), "run": meta.run_id, "token": meta.run_token,
+         "base": meta.base, "groups": meta.groups},
+        sort_keys=True, default=list).encode("utf-8")).hexdigest()[:32]
+
+
+def as_last_imported(meta: WorkbookMeta, decisions: dict[str, list[Decision]],
+                     line: str) -> WorkbookMeta:
+    """The workbook's base, with each cell an earlier import from this same workbook file stored
+    taken at the value it stored: edited and imported again, the file is compared with what
+    it said then, so a value cleared again is a change, a cell left as imported is none, and the
+    same file imported twice changes nothing (a decision made since in another workbook is not
+    brought back)."""
+    mine: dict[tuple[str | None, str, str, str], str | None] = {}
+    for sid, ds in decisions.items():
+        for d in ds:  # oldest first: the last one stands
+            if d.workbook_base == line:
+                who = d.group if d.group is not None else sid
+                mine[(d.group, who, d.criterion_id, d.field)] = d.value
+    if not mine:
+        return meta
+    base = {sid: (sub, dict(data)) for sid, (sub, data) in meta.base.items()}
+    groups = {label: (members, dict(t)) for label, (members, t) in meta.groups.items()}
+    for (group, who, cid, fld), value in mine.items():
+        t = excel.token(fld, None if value is None else json.loads(value))
+        if group is not None and who in groups:
+            groups[who][1][excel.base_key(cid, fld)] = t
+        elif group is None and who in base:
+            data = base[who][1]
+            data["t"] = {**data.get("t", {}), excel.base_key(cid, fld): t}
+    return replace(meta, base=base, groups=groups)
 
 
 def report_lines(r: ImportResult) -> list[str]:

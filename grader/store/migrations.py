@@ -594,6 +594,14 @@ ALTER TABLE injection_checks ADD COLUMN readable INTEGER NOT NULL DEFAULT 1
     CHECK (readable IN (0, 1));
 """
 
+# Which review workbook file a decision was imported from (a digest of its path and hidden base:
+# `review.importing.lineage`), so that importing that file again after more edits compares
+# each cell with what the last import from it stored, not with what it held when written (a value
+# cleared again is a change; the same file imported twice changes nothing). NULL: before v14.
+M014_DECISION_WORKBOOK_BASE = """
+ALTER TABLE decisions ADD COLUMN workbook_base TEXT;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
@@ -608,6 +616,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "injection_checks", M011_INJECTION_CHECKS),
     Migration(12, "answer_groups", M012_ANSWER_GROUPS),
     Migration(13, "unreadable_injection_checks", M013_UNREADABLE_CHECKS),
+    Migration(14, "decision_workbook_base", M014_DECISION_WORKBOOK_BASE),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -22,7 +22,8 @@ class Review(StoreCore):
                 criterion_id=r["criterion_id"], submission_id=r["submission_id"],
                 ai_basis=r["ai_basis"], run_id=r["run_id"], grade_id=r["grade_id"],
                 cell=r["cell"], workbook_sha256=r["workbook_sha256"],
-                decided_at=r["decided_at"], id=r["id"], group=r["group_label"]))
+                decided_at=r["decided_at"], id=r["id"], group=r["group_label"],
+                workbook_base=r["workbook_base"]))
         return out
 
     @mapped
@@ -32,11 +33,11 @@ class Review(StoreCore):
         with self.atomic():
             self.conn.executemany(
                 "INSERT INTO decisions (student_id, criterion_id, field, value, submission_id,"
-                " ai_basis, run_id, grade_id, cell, workbook_sha256, decided_at, group_label)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " ai_basis, run_id, grade_id, cell, workbook_sha256, decided_at, group_label,"
+                " workbook_base) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(d.student_id, d.criterion_id, d.field, d.value, d.submission_id, d.ai_basis,
                   d.run_id, d.grade_id, d.cell, d.workbook_sha256, d.decided_at or stamp,
-                  d.group) for d in decisions])
+                  d.group, d.workbook_base) for d in decisions])
 
     # --- answer groups -----------------------------------------------------------------------
 
