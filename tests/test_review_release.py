@@ -421,3 +421,31 @@ def test_an_edit_typed_after_the_import_stops_the_export(
         said.split()), said
     assert grade("review", "import", str(book), "--db", str(db))[0] == 0  # no conflict
     assert _final(out, "alice")[0] == "2"
+
+
+def test_a_teachers_score_does_not_move_to_a_new_scale_when_the_rubric_is_rescaled(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    """Full marks (3 of 3) given, approved, with feedback saying so; the rubric then puts the
+    criterion out of 10 and the class is graded again, the AI's scores unchanged: the
+    decisions stay with the old scale (before, erin became approved at 3 of 10 with "Full
+    marks"), and a workbook filled in on the old scale is a conflict, not imported."""
+    cls, out, db = run_class_of(tmp_path, {"erin": "Erin's answer. I do not know.",
+                                           "bob": TEXTS["bob"]})
+    before = _rows(out / "grades.csv")
+    _type(out / "review.xlsx", "erin", {"Teacher: reasons": 3, "Approved": "yes",
+                                        "Feedback to the student": "Full marks for the reasons."})
+    old_book = tmp_path / "old-scale.xlsx"
+    old_book.write_bytes((out / "review.xlsx").read_bytes())
+    assert grade("review", "import", str(out / "review.xlsx"), "--db", str(db))[0] == 0
+    assert _final(out, "erin") == ("3", "approved")
+    rubric = (cls / "rubric.yaml").read_text(encoding="utf-8")
+    (cls / "rubric.yaml").write_text(rubric.replace("    max_points: 3\n", "    max_points: 10\n"),
+                                     encoding="utf-8")
+    code, said = grade("run", str(cls), "--db", str(db), "--out", str(out))
+    assert code == 0, said
+    ai_reasons = {r[0]: r for r in before[1:]}["erin"][before[0].index("ai_reasons")]
+    final, status = _final(out, "erin")
+    assert final == ai_reasons and status != "approved", (final, status)
+    assert not (out / "handouts" / "erin.html").exists()  # not approved on this scale
+    code, said = grade("review", "import", str(old_book), "--db", str(db))
+    assert code != 0 and "the maximum of reasons changed from 3 to 10" in said, said

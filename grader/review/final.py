@@ -219,26 +219,45 @@ def load_rubric(store: Store, run_id: int) -> Rubric:
     return Rubric.model_validate(store.run(run_id).rubric)
 
 
-def criterion_basis(score: float | None) -> str | None:
-    """`Decision.ai_basis` for a criterion field: the AI's score the teacher saw."""
-    return None if score is None else json.dumps(float(score))
+def criterion_basis(score: float | None, max_points: float | None = None) -> str | None:
+    """`Decision.ai_basis` for a criterion field: the AI's score the teacher saw, and what the
+    criterion was out of (a JSON number alone: a decision made before maxima were kept)."""
+    if score is None:
+        return None
+    return json.dumps(float(score) if max_points is None else [float(score), float(max_points)])
 
 
 def student_basis(result: StudentResult) -> str:
-    """`Decision.ai_basis` for a student field (comment, note, approval): every AI score."""
-    return json.dumps({c.criterion_id: float(c.score) for c in result.criteria},
-                      sort_keys=True)
+    """`Decision.ai_basis` for a student field (comment, note, approval): every AI score, each
+    with what its criterion was out of."""
+    return json.dumps({c.criterion_id: [float(c.score), float(c.max_points)]
+                       for c in result.criteria}, sort_keys=True)
+
+
+def _same(basis: Any, score: float | None, max_points: float | None) -> bool:
+    """The AI said `score` (out of `max_points`) as `basis` records: [score, max], or a bare
+    score (kept before maxima were: the score alone is compared)."""
+    if isinstance(basis, list) and len(basis) == 2:
+        return score is not None and float(basis[0]) == score \
+            and max_points is not None and float(basis[1]) == max_points
+    return basis is not None and score is not None and float(basis) == score
 
 
 def applies(d: Decision, result: StudentResult, ai: dict[str, float]) -> bool:
+    """The decision was made for this result: the same submission, and the AI's scores (and
+    the criteria's maxima: a rescaled criterion is another scale) as the teacher saw them."""
     if d.submission_id != result.submission_id:
         return False
     basis = json.loads(d.ai_basis) if d.ai_basis is not None else None
+    maxima = {c.criterion_id: float(c.max_points) for c in result.criteria}
     if d.criterion_id:
         mine = ai.get(d.criterion_id)
-        return (basis is None and mine is None) or (
-            basis is not None and mine is not None and float(basis) == mine)
-    return (basis or {}) == ai
+        if basis is None:
+            return mine is None
+        return _same(basis, mine, maxima.get(d.criterion_id))
+    basis = basis or {}
+    return set(basis) == set(ai) and all(_same(v, ai[k], maxima.get(k))
+                                         for k, v in basis.items())
 
 
 def layers(decisions: Sequence[Decision], result: StudentResult

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from grader.errors import StoreError
 from grader.grading.records import Decision
+from grader.prompting.rubric import Rubric
 from grader.reports import excel
 from grader.review.final import (
     FinalStudent,
@@ -209,6 +211,7 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
 
     line = lineage(meta, path)
     meta = as_last_imported(meta, store.decisions(), line)
+    rescaled = _rescaled(store, meta.run_id, rubric) if meta.run_id != target else {}
     current = {fs.student_id: fs for fs in finals(store, target, rubric)}
     result = ImportResult(run_id=target, workbook_run_id=meta.run_id, students=len(cells),
                           applied=0, unchanged=0, workbook_sha256=sha, dry_run=dry_run)
@@ -226,7 +229,7 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
             continue
         base_ai = base.get("ai", ai_now) if meta.base else ai_now
         merged = merge_student(student_cells, base.get("t", {}), base_ai, _stored(fs), ai_now,
-                               excel.token, excel.base_key)
+                               excel.token, excel.base_key, rescaled)
         result.unchanged += merged.unchanged
         changes = list(merged.changes)
         if force:
@@ -293,8 +296,8 @@ def _decision(fs: FinalStudent, cell: Cell, run_id: int, sha: str, stamp: str,
               line: str) -> Decision:
     r = fs.result
     if cell.criterion_id:
-        ai = next(c.ai_score for c in fs.criteria if c.criterion.id == cell.criterion_id)
-        basis = criterion_basis(ai)
+        c = next(c for c in fs.criteria if c.criterion.id == cell.criterion_id)
+        basis = criterion_basis(c.ai_score, c.criterion.max_points)
     else:
         basis = student_basis(r)
     return Decision(
@@ -302,6 +305,17 @@ def _decision(fs: FinalStudent, cell: Cell, run_id: int, sha: str, stamp: str,
         value=None if cell.value is None else json.dumps(cell.value),
         submission_id=r.submission_id, ai_basis=basis, run_id=run_id, grade_id=r.grade_id,
         cell=cell.ref, workbook_sha256=sha, decided_at=stamp, workbook_base=line)
+
+
+def _rescaled(store: Store, then: int, rubric: Rubric) -> dict[str, tuple[float, float]]:
+    """The criteria whose maximum differs between the workbook's run and `rubric` (the target
+    run's): (then, now)."""
+    try:
+        old = {c.id: c.max_points for c in load_rubric(store, then).all_criteria}
+    except (StoreError, ValueError, KeyError, AttributeError):
+        return {}  # a workbook of another store's run: its maxima are not known here
+    return {c.id: (float(old[c.id]), float(c.max_points)) for c in rubric.all_criteria
+            if c.id in old and old[c.id] != c.max_points}
 
 
 def lineage(meta: WorkbookMeta, path: Path) -> str:

@@ -73,10 +73,13 @@ class StudentMerge:
 
 def merge_student(cells: list[Cell], base: Mapping[str, Any], base_ai: Mapping[str, float],
                   stored: Mapping[tuple[str, str], Any], ai_now: Mapping[str, float],
-                  token: Token, key: Callable[[str, str], str]) -> StudentMerge:
+                  token: Token, key: Callable[[str, str], str],
+                  rescaled: Mapping[str, tuple[float, float]] | None = None) -> StudentMerge:
     """Merge one student's cells. `base`: base tokens by `key(criterion_id, field)`;
     `base_ai`/`ai_now`: the AI scores when the workbook was written and now; `stored`: the
-    store's current teacher values by (criterion id, field)."""
+    store's current teacher values by (criterion id, field); `rescaled`: criteria whose maximum
+    changed since (a change to one, or to a student field, is then a conflict: the teacher
+    decided on another scale)."""
     out = StudentMerge([], [])
     for cell in cells:
         now = stored.get((cell.criterion_id, cell.field))
@@ -85,7 +88,8 @@ def merge_student(cells: list[Cell], base: Mapping[str, Any], base_ai: Mapping[s
         if kind in ("unchanged", "same"):
             out.unchanged += 1
             continue
-        moved = _ai_moved(cell.criterion_id, base_ai, ai_now)
+        moved = _ai_moved(cell.criterion_id, base_ai, ai_now) \
+            or _rescaled(cell.criterion_id, rescaled or {})
         if kind == "conflict":
             out.conflicts.append(Conflict(cell, now, "changed in the store since this workbook "
                                                      "was written"))
@@ -109,6 +113,17 @@ def _ai_moved(criterion_id: str, base_ai: Mapping[str, float],
         return None
     moved = sorted(c for c in set(base_ai) | set(ai_now) if base_ai.get(c) != ai_now.get(c))
     return "the AI's scores changed since this workbook was written (" + ", ".join(moved) + ")"
+
+
+def _rescaled(criterion_id: str, rescaled: Mapping[str, tuple[float, float]]) -> str | None:
+    """Why a teacher value decided on the old scale no longer fits (None: it still does)."""
+    hit = {criterion_id: rescaled[criterion_id]} if criterion_id in rescaled else (
+        {} if criterion_id else dict(rescaled))
+    if not hit:
+        return None
+    return "the maximum of " + ", ".join(f"{c} changed from {_num(a)} to {_num(b)}"
+                                         for c, (a, b) in sorted(hit.items())) \
+        + " since this workbook was written"
 
 
 def _num(v: float | None) -> str:
