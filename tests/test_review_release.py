@@ -449,3 +449,29 @@ def test_a_teachers_score_does_not_move_to_a_new_scale_when_the_rubric_is_rescal
     assert not (out / "handouts" / "erin.html").exists()  # not approved on this scale
     code, said = grade("review", "import", str(old_book), "--db", str(db))
     assert code != 0 and "the maximum of reasons changed from 3 to 10" in said, said
+
+
+def test_a_percentage_or_a_date_the_spreadsheet_made_of_what_was_typed_is_refused(
+        graded: tuple[Path, Path, Path]) -> None:
+    """Typing "50%" in a score cell stores 0.5 shown as a percentage, and "3/4" in a feedback
+    cell a date: neither is read as what the teacher meant (0.5 points, "2026-03-04"); the
+    import names both cells and stores nothing."""
+    import datetime
+
+    _, out, db = graded
+    book = out / "review.xlsx"
+    wb = openpyxl.load_workbook(book)
+    ws = wb["Summary"]
+    cols = {c.value: c.column for c in ws[1]}
+    row = next(r for r in range(2, ws.max_row + 1) if ws.cell(r, 1).value == "alice")
+    score = ws.cell(row, cols["Teacher: reasons"])
+    score.value, score.number_format = 0.5, "0%"
+    note = ws.cell(row, cols["Feedback to the student"])
+    note.value, note.number_format = datetime.datetime(2026, 3, 4), "m/d/yyyy"
+    wb.save(book)
+    code, said = grade("review", "import", str(book), "--db", str(db))
+    flat = " ".join(said.split())
+    assert code == 2, said
+    assert "50% is a percentage; enter points for reasons from 0 to 3" in flat, said
+    assert "the cell holds a date" in flat and "with a ' in front of it" in flat, said
+    assert q(db, "SELECT COUNT(*) FROM decisions") == [(0,)]

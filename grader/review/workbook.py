@@ -13,6 +13,7 @@ import math
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,22 @@ def _ref(sheet: str, row: int, col: int) -> str:
     return f"{sheet}!{get_column_letter(col)}{row}"
 
 
+class _Percent(float):
+    """A number the cell shows as a percentage (what typing "50%" in Excel stores: 0.5)."""
+
+
 def _rows(ws: Any) -> Iterator[tuple[int, tuple[Any, ...]]]:
-    yield from enumerate(ws.iter_rows(values_only=True), start=1)
+    """Each row's values; a number formatted as a percentage comes as `_Percent`, so that a
+    score typed as "50%" is not read as 0.5 points."""
+    for n, cells in enumerate(ws.iter_rows(), start=1):
+        yield n, tuple(map(_value, cells))
+
+
+def _value(cell: Any) -> Any:
+    v = cell.value
+    if type(v) in (int, float) and "%" in (cell.number_format or ""):  # not bool: type(), not
+        return _Percent(v)  # isinstance; a number's format is looked up only for numbers
+    return v
 
 
 def _cell(row: tuple[Any, ...], col: int) -> Any:
@@ -77,6 +92,11 @@ def _plain(v: Any, ref: str, errors: list[str]) -> str | None:
         errors.append(f"{ref}: the cell shows the error {v}; type plain text (text starting "
                       "with = is read as a formula: put a ' in front of it)")
         return None
+    if isinstance(v, datetime | date | time | _Percent):
+        kind = "percentage" if isinstance(v, _Percent) else "date"
+        errors.append(f"{ref}: the cell holds a {kind} (the spreadsheet turned what was typed "
+                      "into one); type the text again with a ' in front of it")
+        return None
     return excel.read_text(v)
 
 
@@ -85,6 +105,10 @@ def _score(v: Any, crit: Criterion, ref: str, errors: list[str]) -> float | None
         return None
     if isinstance(v, bool):
         errors.append(f"{ref}: {v!r} is not a score for {crit.id}")
+        return None
+    if isinstance(v, _Percent):
+        errors.append(f"{ref}: {100 * v:g}% is a percentage; enter points for {crit.id} from 0 "
+                      f"to {crit.max_points:g}")
         return None
     if isinstance(v, int | float):
         x = float(v)
