@@ -143,3 +143,59 @@ def test_every_student_stays_in_the_reports_of_a_later_sync_with_a_reason(
     assert code == 0 and "of 5 students" in out, out
     code, out = grade("batch", "sync", str(cls), *where)  # nothing new: no run recorded
     assert code == 0 and q(db, "SELECT COUNT(*) FROM runs") == runs, out
+
+
+def test_a_student_back_to_an_earlier_file_gets_its_grade_at_the_next_sync(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    """A (slow job), then B (quick job, collected), then back to A; A's job ends: the collect
+    does not pick between the two grades by their ids, and the sync's own look at the folder
+    finds it holds A and records A's grade (before, the reports kept B's, and every later sync
+    said nothing to do)."""
+    cls = make_class(tmp_path, 3)
+    where = _where(tmp_path)
+    first = "I do not know."
+    (cls / "s0001.txt").write_text(first, encoding="utf-8")
+    gemini_env.configure(batch_pending_s=3000, batch_running_s=3000)
+    assert grade("batch", "sync", str(cls), *where)[0] == 0
+    (cls / "s0001.txt").write_text(GOOD, encoding="utf-8")
+    gemini_env.configure(batch_pending_s=60, batch_running_s=60)
+    assert grade("batch", "sync", str(cls), *where)[0] == 0
+    gemini_env.advance(seconds=200)
+    assert grade("batch", "sync", str(cls), *where)[0] == 0
+    resubmitted = _totals(tmp_path)["s0001"]
+    (cls / "s0001.txt").write_text(first, encoding="utf-8")  # back to the first file
+    assert grade("batch", "sync", str(cls), *where)[0] == 0  # its request is in flight
+    gemini_env.advance(seconds=6000)
+    code, out = grade("batch", "sync", str(cls), *where)  # collected, and A's grade recorded
+    assert code == 0 and "collected 1 job(s)" in out, out
+    assert _totals(tmp_path)["s0001"] != resubmitted
+    assert float(_totals(tmp_path)["s0001"]) == 0.0
+    code, out = grade("batch", "sync", str(cls), *where)
+    assert code == 0 and "nothing to do" in out, out
+
+
+def test_a_newer_runs_reports_never_show_a_grade_asked_under_the_old_rubric(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    """Submitted, rubric changed, `grade run` (the students are in the job: skipped), then the
+    job collected: the newer run's reports say the grade was asked under another rubric
+    instead of showing it against today's maximum (before: 4.5 of 8 for a grade of 5)."""
+    cls = make_class(tmp_path, 2)
+    db, where = tmp_path / "g.sqlite", _where(tmp_path)
+    gemini_env.configure(batch_pending_s=60, batch_running_s=60)
+    assert grade("batch", "submit", str(cls), *where)[0] == 0
+    rubric = (cls / "rubric.yaml").read_text(encoding="utf-8")
+    (cls / "rubric.yaml").write_text(rubric.replace("max_points: 3", "max_points: 6", 1),
+                                     encoding="utf-8")
+    code, out = grade("run", str(cls), *where)
+    assert code == 0 and "skipped 2" in out, out
+    gemini_env.advance(seconds=121)
+    code, out = grade("batch", "collect", str(cls), *where)
+    assert code == 0 and "collected 1 job(s): 2 graded" in out, out
+    latest = q(db, "SELECT MAX(id) FROM runs")[0][0]
+    assert q(db, f"SELECT DISTINCT status, reason FROM outcomes WHERE run_id = {latest}") == [
+        ("skipped", "graded_before_a_change")]
+    with (tmp_path / "out" / "grades.csv").open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["max_total"] for r in rows} <= {"8", ""} and not any(r["final_total"] for r in rows)
+    code, out = grade("run", str(cls), *where)  # today's rubric: both graded, online
+    assert code == 0 and "graded 2" in out, out

@@ -300,3 +300,22 @@ def test_a_group_decision_never_imported_stops_the_export(
     assert not (out / "gradebook.csv").exists()
     assert grade("review", "import", str(out / "review.xlsx"), "--db", str(db))[0] == 0
     assert grade("export", str(out), "--format", "csv")[0] == 0
+
+
+def test_a_group_decision_on_the_old_scale_is_a_conflict_after_a_rescale(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    """Full marks for a group (3 of 3) typed into a workbook, imported after the rubric put
+    the criterion out of 10: a conflict naming the change, not 3 of 10 for every member."""
+    cls, out, db = run_class_of(tmp_path, {"e1": "I do not know.", "e2": "I do not know.",
+                                           "b": CLASS_ANSWERS[0]})
+    label = next(lbl for lbl, sid in q(db, "SELECT label, student_id FROM answer_groups")
+                 if sid == "e1")
+    old_book = _decide(out / "review.xlsx", {label: {"Teacher: reasons": 3}},
+                       save=tmp_path / "old.xlsx")
+    rubric = (cls / "rubric.yaml").read_text(encoding="utf-8")
+    (cls / "rubric.yaml").write_text(rubric.replace("    max_points: 3\n", "    max_points: 10\n"),
+                                     encoding="utf-8")
+    assert grade("run", str(cls), "--db", str(db), "--out", str(out))[0] == 0
+    code, said = grade("review", "import", str(old_book), "--db", str(db))
+    assert code != 0 and "the maximum of reasons changed from 3 to 10" in said, said
+    assert q(db, "SELECT COUNT(*) FROM decisions") == [(0,)]

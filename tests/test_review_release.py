@@ -372,11 +372,12 @@ def _final(out: Path, sid: str) -> tuple[str, str]:
     return row["final_reasons"], row["review_status"]
 
 
-def test_a_value_cleared_in_a_workbook_already_imported_is_cleared(
+def test_a_value_cleared_in_a_workbook_already_imported_is_asked_about_not_ignored(
         graded: tuple[Path, Path, Path]) -> None:
     """The teacher imports review.xlsx, opens the same file again, clears the score and the
-    approval and imports it again: the store follows (before, the cell read as never touched
-    and the old decision stood, exported)."""
+    approval and imports it again. Back to what the file was written with, the cells cannot be
+    told from another copy of the workbook saved over it: the import asks (before, they read as
+    never touched and the old decision stood, exported); --force clears them."""
     _, out, db = graded
     book = out / "review.xlsx"
     ai = _final(out, "alice")[0]
@@ -385,10 +386,55 @@ def test_a_value_cleared_in_a_workbook_already_imported_is_cleared(
     assert _final(out, "alice") == ("3", "approved")
     _type(book, "alice", {"Teacher: reasons": None, "Approved": None})
     code, said = grade("review", "import", str(book), "--db", str(db))
+    flat = " ".join(said.split())
+    assert code != 0 and "2 cell(s) were changed both" in flat, said
+    assert "back to what the workbook was written with: undone, or another copy" in flat, said
+    assert _final(out, "alice") == ("3", "approved")  # nothing stored
+    code, said = grade("review", "import", str(book), "--db", str(db), "--force")
     assert code == 0 and "2 values changed" in said, said
     assert _final(out, "alice")[0] == ai
     code, said = grade("review", "import", str(book), "--db", str(db))  # the same file again
     assert code == 0 and "0 values changed" in said, said
+
+
+def test_a_workbook_written_afresh_at_the_same_path_is_a_new_file(
+        graded: tuple[Path, Path, Path]) -> None:
+    """review.xlsx imported, undone in review-updated.xlsx, both deleted and written again by
+    `grade report`: the new review.xlsx has no import history, so a value typed in it is
+    applied (not read as already imported)."""
+    cls, out, db = graded
+    _type(out / "review.xlsx", "alice", {"Teacher: reasons": 3})
+    assert grade("review", "import", str(out / "review.xlsx"), "--db", str(db))[0] == 0
+    _type(out / "review-updated.xlsx", "alice", {"Teacher: reasons": None})
+    assert grade("review", "import", str(out / "review-updated.xlsx"), "--db", str(db))[0] == 0
+    for book in out.glob("review*.xlsx"):
+        book.unlink()
+    assert grade("report", str(cls), "--db", str(db), "--out", str(out))[0] == 0
+    _type(out / "review.xlsx", "alice", {"Teacher: reasons": 3})
+    code, said = grade("review", "import", str(out / "review.xlsx"), "--db", str(db))
+    assert code == 0 and "1 values changed" in said, said
+    assert _final(out, "alice")[0] == "3"
+
+
+def test_two_tas_copies_saved_in_turn_over_one_file_are_asked_about(
+        graded: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """TA 1 scores alice and saves over out/review.xlsx, which is imported; TA 2's copy of the
+    same workbook scores bob and is saved over the same file: alice's cell, empty in TA 2's
+    copy, is asked about, never cleared silently."""
+    _, out, db = graded
+    book = out / "review.xlsx"
+    second = tmp_path / "ta2.xlsx"
+    second.write_bytes(book.read_bytes())
+    _type(book, "alice", {"Teacher: reasons": 3})
+    assert grade("review", "import", str(book), "--db", str(db))[0] == 0
+    _type(second, "bob", {"Teacher: reasons": 2})
+    book.write_bytes(second.read_bytes())
+    code, said = grade("review", "import", str(book), "--db", str(db))
+    assert code != 0 and "alice" in said and "another copy" in " ".join(said.split()), said
+    assert _final(out, "alice")[0] == "3"
+    code, said = grade("review", "import", str(second), "--db", str(db))  # from its own path
+    assert code == 0 and "1 values changed" in said, said
+    assert (_final(out, "alice")[0], _final(out, "bob")[0]) == ("3", "2")
 
 
 def test_an_older_workbook_imported_again_brings_back_nothing_undone_since(

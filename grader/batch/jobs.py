@@ -455,20 +455,26 @@ def save_verdict(ctx: Context, run_id: int, student_id: str, sub_id: int, v: Ver
         exemplars_hash=seen[0], exemplars=seen[1]))
     record_outcome(ctx, OutcomeRecord(
         run_id=run_id, student_id=student_id, status=v.status, submission_id=sub_id,
-        grade_id=gid, reason=v.reason, message=v.message))
+        grade_id=gid, reason=v.reason, message=v.message), f)
     return gid
 
 
-def record_outcome(ctx: Context, rec: OutcomeRecord) -> None:
+def record_outcome(ctx: Context, rec: OutcomeRecord, frame: Frame | None = None) -> None:
     """A student's outcome in its run, and in the class's latest run when collecting (the run
-    the reports are written from), so that the reports show everyone collected so far; never
-    over a grade that run holds of the same or a later submission (a resubmission graded
-    since, online or in a quicker job, stays the student's grade)."""
+    the reports are written from), so that the reports show everyone collected so far: only
+    where that run holds no grade of the student (a placeholder for a request in flight, or
+    nothing), so a grade stored there since (a resubmission, online or in a quicker job) stays;
+    the next `grade batch sync` finds which submission the folder holds now. A grade asked
+    under another rubric or model than that run's (`frame`) is not its grade: the run says so."""
     ctx.store.record_outcome(rec)
     if ctx.report_run is None or ctx.report_run == rec.run_id:
         return
     there = ctx.store.outcome_of(ctx.report_run, rec.student_id)
-    if there is not None and there[1] is not None and there[0] is not None \
-            and rec.submission_id is not None and there[0] >= rec.submission_id:
+    if there is not None and there[1] is not None:
         return
+    if frame is not None and frame.fingerprint != ctx.store.run(ctx.report_run).fingerprint:
+        rec = replace(rec, status="skipped", grade_id=None, reason="graded_before_a_change",
+                      message=f"graded in run {rec.run_id}'s batch job under another "
+                              f"{frame.changed or 'rubric'} than this run's (its grade is in "
+                              "that run); `grade run` grades it with this one")
     ctx.store.record_outcome(replace(rec, run_id=ctx.report_run))

@@ -53,6 +53,7 @@ from grader.grading.screen import ScreenReport
 from grader.online.ledger import describe, salt
 from grader.online.runner import IN_BATCH
 from grader.prompting.planning import students
+from grader.reports.write import write_outputs
 from grader.store import Store
 from grader.store.locks import RunLock
 from grader.store.opening import follow_move
@@ -72,6 +73,7 @@ class Submitted:
     embeddings: EmbeddingReport | None = None  # exemplars compared by Gemini embeddings
     screen: ScreenReport | None = None  # the model-based injection check (online calls)
     notices: tuple[str, ...] = ()  # what the teacher should know (a moved class, the roster)
+    outputs: list[Path] = field(default_factory=list)  # the reports of the run it recorded
 
 
 # --- submit ----------------------------------------------------------------------------------
@@ -121,6 +123,9 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
             unsent.append(got)
             continue
         record = describe(got.req, run.prefix, salt(0, got.epoch))
+        outcomes.append(replace(held, status="skipped", reason=IN_BATCH, message=(
+            "sent in this run's batch job: `grade batch collect` stores its grade when the job "
+            "ends")))  # the run lists every student; the grade replaces this when collected
         pending.append(Pending(sub.student_id, got.submission_id, got.req, BatchItemIn(
             student_id=sub.student_id, submission_id=got.submission_id, request=record, n=1,
             epoch=got.epoch, request_json=freeze(got.req, got.cfg, (got.seen, got.picked.uses()),
@@ -148,20 +153,24 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
     finally:
         with suppress(StoreError):
             store.finish_run(begun.id, "done")
+    if ctx.settings.out is not None:  # the newest run's reports: everyone, waiting ones too
+        out.outputs = write_outputs(store, begun.id, ctx.settings.out,
+                                    handouts=ctx.settings.handouts)
     return out
 
 
 def _news(store: Store, class_dir: str, outcomes: list[OutcomeRecord]) -> bool:
-    """Some student's outcome is not yet in the class's latest run as it is now: a failure, or
-    a hand-in flagged or skipped without a request (an empty or unreadable late file), which
-    the teacher must see; a cron tick that finds nothing new records no run."""
+    """Some student's outcome is not yet in the class's latest run as it is now: a failure, a
+    hand-in flagged or skipped without a request (an empty or unreadable late file), or one
+    graded before (a student who went back to an earlier file), which the teacher must see; a
+    cron tick that finds nothing new records no run."""
     latest = store.latest_run(class_dir)
     for o in outcomes:
-        if o.reused or o.reason in (IN_BATCH, "batch_failed"):
+        if o.reason in (IN_BATCH, "batch_failed"):
             continue
         there = store.outcome_of(latest.id, o.student_id) if latest is not None else None
         if there is None or there[0] != o.submission_id:
-            return True
+            return True  # new, or another hand-in than the reports show (one graded before)
     return False
 
 

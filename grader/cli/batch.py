@@ -95,6 +95,7 @@ def _print_submitted(s: Any) -> None:
     if s.failed_before:
         click.echo(f"  {s.failed_before} failed line(s) not sent again: "
                    "`grade batch submit --retry-failed` sends them")
+    _print_written(s.outputs)
 
 
 @batch.command("submit")

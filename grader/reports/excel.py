@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -574,6 +575,8 @@ def _meta(wb: Any, run: Run, rubric: Rubric, db: str | None, out_dir: Path,
         ("out_from_db", _relative(here, db_abs.parent) if db_abs else ""),
         ("db_path", str(db_abs) if db_abs else ""),
         ("generated_at", datetime.now(UTC).isoformat(timespec="seconds")),
+        # this file, as written: an import tells its later edits from a new workbook's
+        ("written_id", secrets.token_hex(16)),
         ("note", "Written by grader; used by `grade review import` to match this file to its "
                  "run and to apply only the cells you changed. Do not edit."),
     ]

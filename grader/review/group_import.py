@@ -57,15 +57,19 @@ class GroupMerge:
 def merge_groups(cells: Mapping[str, list[Cell]], meta: WorkbookMeta,
                  current: Mapping[str, FinalStudent],
                  decisions: Mapping[str, Sequence[Decision]],
-                 token: Any, key: Any, force: bool) -> GroupMerge:
-    """Merge the Groups sheet's cells (per label) against the store's group values."""
+                 token: Any, key: Any, force: bool,
+                 rescaled: Mapping[str, tuple[float, float]] | None = None,
+                 last: Mapping[str, Mapping[str, Any]] | None = None) -> GroupMerge:
+    """Merge the Groups sheet's cells (per label) against the store's group values, as
+    `merge_student` merges a student's (`rescaled`, `last`: per label)."""
     out = GroupMerge()
     results = {sid: fs.result for sid, fs in current.items()}
     for label, group_cells in cells.items():
         members, base = meta.groups[label]
         shown = tuple(sid for sid in members if still_shown(sid, meta, current)) or members
         stored = group_values(decisions, results, Group(label, shown, shown[0]))
-        merged = merge_student(group_cells, base, {}, stored, {}, token, key)
+        merged = merge_student(group_cells, base, {}, stored, {}, token, key, rescaled,
+                               (last or {}).get(label))
         out.unchanged += merged.unchanged
         out.changes += merged.changes
         if force:

@@ -210,7 +210,7 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
         wb.close()
 
     line = lineage(meta, path)
-    meta = as_last_imported(meta, store.decisions(), line)
+    last, last_groups = last_imported(store.decisions(), line)
     rescaled = _rescaled(store, meta.run_id, rubric) if meta.run_id != target else {}
     current = {fs.student_id: fs for fs in finals(store, target, rubric)}
     result = ImportResult(run_id=target, workbook_run_id=meta.run_id, students=len(cells),
@@ -229,7 +229,7 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
             continue
         base_ai = base.get("ai", ai_now) if meta.base else ai_now
         merged = merge_student(student_cells, base.get("t", {}), base_ai, _stored(fs), ai_now,
-                               excel.token, excel.base_key, rescaled)
+                               excel.token, excel.base_key, rescaled, last.get(sid))
         result.unchanged += merged.unchanged
         changes = list(merged.changes)
         if force:
@@ -242,7 +242,7 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
         for ch in changes:
             new.append(_decision(fs, ch.cell, target, sha, stamp, line))
     _groups(result, group_cells, meta, current, store, new, applied, force, target, sha, stamp,
-            line)
+            line, (rescaled, last_groups))
     result.applied = len(new)
     for sid, fs in current.items():
         held = _after(fs, applied.get(sid, [])).held_feedback
@@ -266,13 +266,15 @@ def import_workbook(store: Store, path: Path, run_id: int | None = None, *,
 def _groups(result: ImportResult, cells: dict[str, list[Cell]], meta: WorkbookMeta,
             current: dict[str, FinalStudent], store: Store, new: list[Decision],
             applied: dict[str, list[Change]], force: bool, target: int, sha: str,
-            stamp: str, line: str) -> None:
+            stamp: str, line: str | None,
+            since: tuple[dict[str, tuple[float, float]], dict[str, dict[str, Any]]]) -> None:
     """The Groups sheet's changes (`group_import`): a decision per member it is stored for,
     added to `new`; what each reached goes into `result.groups`."""
     if not cells:
         return
     decisions = store.decisions()
-    merged = merge_groups(cells, meta, current, decisions, excel.token, excel.base_key, force)
+    merged = merge_groups(cells, meta, current, decisions, excel.token, excel.base_key, force,
+                          *since)
     result.unchanged += merged.unchanged
     result.conflicts += merged.conflicts
     after: dict[str, list[Decision]] = {sid: list(ds) for sid, ds in decisions.items()}
@@ -293,7 +295,7 @@ def _groups(result: ImportResult, cells: dict[str, list[Cell]], meta: WorkbookMe
 
 
 def _decision(fs: FinalStudent, cell: Cell, run_id: int, sha: str, stamp: str,
-              line: str) -> Decision:
+              line: str | None) -> Decision:
     r = fs.result
     if cell.criterion_id:
         c = next(c for c in fs.criteria if c.criterion.id == cell.criterion_id)
@@ -318,41 +320,33 @@ def _rescaled(store: Store, then: int, rubric: Rubric) -> dict[str, tuple[float,
             if c.id in old and old[c.id] != c.max_points}
 
 
-def lineage(meta: WorkbookMeta, path: Path) -> str:
-    """Which workbook file this is, whatever has been typed into it since: a digest of where it
-    is and of its hidden base (the run, and every row's and group's values as written). Copies
-    of one workbook handed to several TAs are files of their own: each is merged on its own."""
-    return hashlib.sha256(json.dumps(
-        {"file": str(path.resolve()), "run": meta.run_id, "token": meta.run_token,
-         "base": meta.base, "groups": meta.groups},
-        sort_keys=True, default=list).encode("utf-8")).hexdigest()[:32]
+def lineage(meta: WorkbookMeta, path: Path) -> str | None:
+    """Which workbook file this is, whatever has been typed into it since: the file as grader
+    wrote it (its `written_id`) where it is now. Copies handed to several TAs are files of
+    their own (each merged on its own), and a workbook written afresh is a new one. None: a
+    workbook written before files were told apart."""
+    if meta.written_id is None:
+        return None
+    return hashlib.sha256(f"{meta.written_id}\n{path.resolve()}".encode()).hexdigest()[:32]
 
 
-def as_last_imported(meta: WorkbookMeta, decisions: dict[str, list[Decision]],
-                     line: str) -> WorkbookMeta:
-    """The workbook's base, with each cell an earlier import from this same workbook file stored
-    taken at the value it stored: edited and imported again, the file is compared with what
-    it said then, so a value cleared again is a change, a cell left as imported is none, and the
-    same file imported twice changes nothing (a decision made since in another workbook is not
-    brought back)."""
-    mine: dict[tuple[str | None, str, str, str], str | None] = {}
+def last_imported(decisions: dict[str, list[Decision]], line: str | None
+                  ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The tokens earlier imports of this file stored (the last one per cell), per student and
+    per answer group, by base key: an edit made after an import is compared with what that
+    import stored (`merge._since_last`), not with what the file held when written."""
+    students: dict[str, dict[str, Any]] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    if line is None:
+        return students, groups
     for sid, ds in decisions.items():
         for d in ds:  # oldest first: the last one stands
             if d.workbook_base == line:
-                who = d.group if d.group is not None else sid
-                mine[(d.group, who, d.criterion_id, d.field)] = d.value
-    if not mine:
-        return meta
-    base = {sid: (sub, dict(data)) for sid, (sub, data) in meta.base.items()}
-    groups = {label: (members, dict(t)) for label, (members, t) in meta.groups.items()}
-    for (group, who, cid, fld), value in mine.items():
-        t = excel.token(fld, None if value is None else json.loads(value))
-        if group is not None and who in groups:
-            groups[who][1][excel.base_key(cid, fld)] = t
-        elif group is None and who in base:
-            data = base[who][1]
-            data["t"] = {**data.get("t", {}), excel.base_key(cid, fld): t}
-    return replace(meta, base=base, groups=groups)
+                into = groups.setdefault(d.group, {}) if d.group is not None \
+                    else students.setdefault(sid, {})
+                into[excel.base_key(d.criterion_id, d.field)] = excel.token(
+                    d.field, None if d.value is None else json.loads(d.value))
+    return students, groups
 
 
 def report_lines(r: ImportResult) -> list[str]:

@@ -74,17 +74,26 @@ class StudentMerge:
 def merge_student(cells: list[Cell], base: Mapping[str, Any], base_ai: Mapping[str, float],
                   stored: Mapping[tuple[str, str], Any], ai_now: Mapping[str, float],
                   token: Token, key: Callable[[str, str], str],
-                  rescaled: Mapping[str, tuple[float, float]] | None = None) -> StudentMerge:
+                  rescaled: Mapping[str, tuple[float, float]] | None = None,
+                  last: Mapping[str, Any] | None = None) -> StudentMerge:
     """Merge one student's cells. `base`: base tokens by `key(criterion_id, field)`;
     `base_ai`/`ai_now`: the AI scores when the workbook was written and now; `stored`: the
     store's current teacher values by (criterion id, field); `rescaled`: criteria whose maximum
     changed since (a change to one, or to a student field, is then a conflict: the teacher
-    decided on another scale)."""
+    decided on another scale); `last`: the tokens an earlier import of this same file stored,
+    by key (`_since_last`)."""
     out = StudentMerge([], [])
     for cell in cells:
         now = stored.get((cell.criterion_id, cell.field))
-        kind = classify(base.get(key(cell.criterion_id, cell.field)),
-                        token(cell.field, cell.value), token(cell.field, now))
+        k = key(cell.criterion_id, cell.field)
+        mine, was = token(cell.field, cell.value), base.get(k)
+        if last is not None and k in last:
+            kind, why = _since_last(was, last[k], mine, token(cell.field, now))
+            if why is not None:
+                out.conflicts.append(Conflict(cell, now, why))
+                continue
+        else:
+            kind = classify(was, mine, token(cell.field, now))
         if kind in ("unchanged", "same"):
             out.unchanged += 1
             continue
@@ -98,6 +107,22 @@ def merge_student(cells: list[Cell], base: Mapping[str, Any], base_ai: Mapping[s
         else:
             out.changes.append(Change(cell, now))
     return out
+
+
+def _since_last(base: Any, last: Any, workbook: Any, stored: Any) -> tuple[Kind, str | None]:
+    """A cell this file was imported with before: compared with what that import stored. Back
+    to what the file was written with, it cannot be told whether it was cleared or is another
+    copy of the workbook saved over this file: a conflict that asks (not applied, not
+    ignored)."""
+    if workbook == last:
+        return "unchanged", None
+    if workbook == stored:
+        return "same", None
+    if workbook == base:
+        return "conflict", ("this file was imported with another value here, and the cell is "
+                            "back to what the workbook was written with: undone, or another "
+                            "copy of the workbook saved here?")
+    return classify(last, workbook, stored), None
 
 
 def _ai_moved(criterion_id: str, base_ai: Mapping[str, float],

@@ -53,6 +53,7 @@ class WorkbookMeta:
     db_relative: str | None  # the store, relative to the workbook's folder when written
     out_from_db: str | None  # the workbook's folder, relative to the store's folder
     db_path: str | None  # where the store was when written (shown, never opened blindly)
+    written_id: str | None = None  # this file as written (None: written before it was kept)
     base: dict[str, tuple[int | None, dict[str, Any]]] = field(default_factory=dict)
     # per answer group listed on the Groups sheet: its members and the base of its cells
     groups: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = field(default_factory=dict)
@@ -305,7 +306,8 @@ def read_meta(wb: Any, path: Path) -> WorkbookMeta:
         run_id=run_id, run_token=keys.get("run_token") or "", class_dir=keys.get("class_dir"),
         format_version=keys.get("format_version") or "1",
         db_relative=keys.get("db_relative"), out_from_db=keys.get("out_from_db"),
-        db_path=keys.get("db_path"), base=base, groups=groups)
+        db_path=keys.get("db_path"), base=base, groups=groups,
+        written_id=keys.get("written_id") or None)
 
 
 def workbook_meta(path: Path) -> WorkbookMeta:

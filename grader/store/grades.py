@@ -175,13 +175,13 @@ class Grades(StoreCore):
             " JOIN runs r ON r.id = g.run_id WHERE r.class_dir = ?", (class_dir,))}
 
     @mapped
-    @mapped
     def outcome_of(self, run_id: int, student_id: str) -> tuple[int | None, int | None] | None:
         """(submission id, grade id) of the student's outcome in the run; None: it has none."""
         r = self.conn.execute("SELECT submission_id, grade_id FROM outcomes WHERE run_id=? AND"
                               " student_id=?", (run_id, student_id)).fetchone()
         return None if r is None else (r["submission_id"], r["grade_id"])
 
+    @mapped
     def record_outcome(self, o: OutcomeRecord) -> None:
         with self.atomic():
             if o.submission_id is None:  # otherwise upsert_submission wrote the student
