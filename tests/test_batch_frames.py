@@ -199,3 +199,58 @@ def test_a_newer_runs_reports_never_show_a_grade_asked_under_the_old_rubric(
     assert {r["max_total"] for r in rows} <= {"8", ""} and not any(r["final_total"] for r in rows)
     code, out = grade("run", str(cls), *where)  # today's rubric: both graded, online
     assert code == 0 and "graded 2" in out, out
+
+
+def test_one_collect_of_an_old_and_a_new_hand_ins_jobs_shows_the_new_one(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    """s0001's first hand-in in job A, the resubmission in job B, a late classmate in job C;
+    one collect ends all three: the newest run shows the resubmission's grade, whichever job
+    is read first."""
+    cls = make_class(tmp_path, 3)
+    db, where = tmp_path / "g.sqlite", _where(tmp_path)
+    (cls / "s0001.txt").write_text("I do not know.", encoding="utf-8")
+    gemini_env.configure(batch_pending_s=600, batch_running_s=600)
+    assert grade("batch", "sync", str(cls), *where)[0] == 0
+    (cls / "s0001.txt").write_text(GOOD, encoding="utf-8")
+    assert grade("batch", "sync", str(cls), *where)[0] == 0
+    (cls / "s0003.txt").write_text(ANSWERS[4], encoding="utf-8")
+    assert grade("batch", "sync", str(cls), *where)[0] == 0
+    gemini_env.advance(seconds=3000)
+    code, out = grade("batch", "collect", str(cls), *where)
+    assert code == 0 and "collected 3 job(s)" in out, out
+    newest = q(db, "SELECT MAX(id) FROM submissions WHERE student_id = 's0001'")[0][0]
+    latest = q(db, "SELECT MAX(id) FROM runs")[0][0]
+    assert q(db, f"SELECT submission_id, status FROM outcomes WHERE run_id = {latest}"
+                 " AND student_id = 's0001'") == [(newest, "graded")]
+    assert float(_totals(tmp_path)["s0001"]) > 0
+
+
+def test_a_grade_held_back_under_another_model_is_recorded_at_the_next_sync(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    """Submitted by sync, then `grade run --model another` (the students are in the job), then
+    the job ends: the newer run says why it shows no grade, and the next sync records the
+    grades (before, the placeholders stayed and every sync said nothing to do)."""
+    cls = make_class(tmp_path, 2)
+    db, where = tmp_path / "g.sqlite", _where(tmp_path)
+    gemini_env.configure(batch_pending_s=60, batch_running_s=60)
+    assert grade("batch", "sync", str(cls), *where)[0] == 0
+    assert grade("run", str(cls), "--model", "gemini-3.5-flash-lite", *where)[0] == 0
+    gemini_env.advance(seconds=200)
+    code, out = grade("batch", "sync", str(cls), *where)
+    assert code == 0, out
+    latest = q(db, "SELECT MAX(id) FROM runs")[0][0]
+    assert {s for (s,) in q(db, f"SELECT status FROM outcomes WHERE run_id = {latest}")} == {
+        "graded"}, out
+    assert all(float(t) > 0 for t in _totals(tmp_path).values())
+
+
+def test_students_of_a_job_that_could_not_be_created_are_not_listed_as_waiting(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    cls = make_class(tmp_path, 2)
+    db, where = tmp_path / "g.sqlite", _where(tmp_path)
+    gemini_env.configure(batch_pending_s=60, batch_running_s=60)
+    gemini_env.inject_for("batches.create", "400")
+    code, out = grade("batch", "submit", str(cls), *where)
+    assert code != 0, out
+    assert q(db, "SELECT DISTINCT status, reason FROM outcomes") == [
+        ("failed", "batch_not_created")]

@@ -470,11 +470,11 @@ def record_outcome(ctx: Context, rec: OutcomeRecord, frame: Frame | None = None)
     if ctx.report_run is None or ctx.report_run == rec.run_id:
         return
     there = ctx.store.outcome_of(ctx.report_run, rec.student_id)
-    if there is not None and there[1] is not None:
-        return
+    if there is not None and (there[1] is not None or there[0] != rec.submission_id):
+        return  # a grade there, or a placeholder waiting for another hand-in of the student
     if frame is not None and frame.fingerprint != ctx.store.run(ctx.report_run).fingerprint:
         rec = replace(rec, status="skipped", grade_id=None, reason="graded_before_a_change",
-                      message=f"graded in run {rec.run_id}'s batch job under another "
-                              f"{frame.changed or 'rubric'} than this run's (its grade is in "
-                              "that run); `grade run` grades it with this one")
+                      message=f"graded in run {rec.run_id}'s batch job with another rubric, "
+                              "prompt or model than this run's (its grade is in that run); "
+                              "`grade run` or `grade batch sync` grades it with today's")
     ctx.store.record_outcome(replace(rec, run_id=ctx.report_run))

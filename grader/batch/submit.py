@@ -44,7 +44,7 @@ from grader.batch.jobs import (
     send,
 )
 from grader.config.settings import Settings, auto_backend, db_path
-from grader.errors import ConfigError, StoreError
+from grader.errors import BackendError, ConfigError, StoreError
 from grader.grading.context import run_context, run_info
 from grader.grading.embeddings import EmbeddingReport
 from grader.grading.prepare import Prepared, Settled, prepare
@@ -148,7 +148,18 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
                              got.epoch, got.cfg, [], (got.seen, got.picked.uses()))
         out.flagged = len(unsent) + sum(o.status == "flagged" and not o.reused
                                         for o in outcomes)
-        out.jobs = await send(ctx, begun.id, pending, round=1)
+        try:
+            out.jobs = await send(ctx, begun.id, pending, round=1)
+        except BackendError as e:
+            if not e.transient:  # no job was made for them: the run must not say they wait
+                live = store.batch_busy()
+                for x in (x for x in pending
+                          if live.get((x.student_id, x.submission_id)) != "pending"):
+                    store.record_outcome(OutcomeRecord(
+                        run_id=begun.id, student_id=x.student_id, status="failed",
+                        submission_id=x.submission_id, reason="batch_not_created",
+                        message=f"the batch job could not be created: {e.render()}"))
+            raise
         out.requests = len(pending)
     finally:
         with suppress(StoreError):
@@ -169,8 +180,9 @@ def _news(store: Store, class_dir: str, outcomes: list[OutcomeRecord]) -> bool:
         if o.reason in (IN_BATCH, "batch_failed"):
             continue
         there = store.outcome_of(latest.id, o.student_id) if latest is not None else None
-        if there is None or there[0] != o.submission_id:
-            return True  # new, or another hand-in than the reports show (one graded before)
+        if there is None or there[0] != o.submission_id \
+                or (there[1] is None and o.grade_id is not None):
+            return True  # new, another hand-in than the reports show, or a grade they lack
     return False
 
 
