@@ -339,13 +339,13 @@ def last_imported(decisions: dict[str, list[Decision]], line: str | None
     groups: dict[str, dict[str, Any]] = {}
     if line is None:
         return students, groups
-    for sid, ds in decisions.items():
-        for d in ds:  # oldest first: the last one stands
-            if d.workbook_base == line:
-                into = groups.setdefault(d.group, {}) if d.group is not None \
-                    else students.setdefault(sid, {})
-                into[excel.base_key(d.criterion_id, d.field)] = excel.token(
-                    d.field, None if d.value is None else json.loads(d.value))
+    mine = sorted((d for ds in decisions.values() for d in ds if d.workbook_base == line),
+                  key=lambda d: d.id)  # oldest first, over every student: the last one stands
+    for d in mine:
+        into = groups.setdefault(d.group, {}) if d.group is not None \
+            else students.setdefault(d.student_id, {})
+        into[excel.base_key(d.criterion_id, d.field)] = excel.token(
+            d.field, None if d.value is None else json.loads(d.value))
     return students, groups
 
 
