@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from grader.testing.fake_gemini import FakeGemini
 
 from _classgen import ANSWERS, make_class
@@ -254,3 +256,21 @@ def test_students_of_a_job_that_could_not_be_created_are_not_listed_as_waiting(
     assert code != 0, out
     assert q(db, "SELECT DISTINCT status, reason FROM outcomes") == [
         ("failed", "batch_not_created")]
+
+
+def test_a_late_hand_in_flagged_at_a_sync_is_not_added_to_the_run_before(
+        gemini_env: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sync that collects run 1's job and flags a late hand-in too large to send: the
+    late student is in the new run only; run 1 keeps the class it graded."""
+    cls = make_class(tmp_path, 2)
+    db, where = tmp_path / "g.sqlite", _where(tmp_path)
+    gemini_env.configure(batch_pending_s=0, batch_running_s=0)
+    assert grade("batch", "sync", str(cls), *where)[0] == 0
+    gemini_env.advance(seconds=1)
+    (cls / "late.txt").write_text(GOOD * 400, encoding="utf-8")
+    monkeypatch.setenv("GRADER_MAX_REQUEST_MB", "0.01")
+    code, out = grade("batch", "sync", str(cls), *where)
+    assert code == 0 and "collected 1 job(s)" in out, out
+    assert q(db, "SELECT run_id, status FROM outcomes WHERE student_id = 'late'") == [
+        (2, "flagged")], out
+    assert q(db, "SELECT COUNT(*) FROM outcomes WHERE run_id = 1") == [(2,)]

@@ -85,6 +85,7 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
     fail) as jobs. A run is recorded only when something is sent or stored (a cron tick with
     nothing new leaves no trace)."""
     await recover(ctx)
+    ctx.report_run = None  # a sync's collect set it: what this submit stores is its run's own
     p, store = ctx.run.p, ctx.store
     subs = students(p)
     run = run_context(p, ctx.run.gen, ctx.run.backend, subs, ctx.run.extractor, store=store,
