@@ -130,11 +130,16 @@ def _owner(data: bytes) -> dict[str, str] | None:
     return None
 
 
-def owner_of(out_dir: Path) -> Path | None:
-    """The class folder whose reports `out_dir` holds, as its marker names it (None: no
-    marker of grader's, or one written before markers named their class)."""
+def _claimed(out_dir: Path) -> dict[str, str] | None:
+    """The class `out_dir`'s marker names (None: no marker of grader's, or one written before
+    markers named their class)."""
     data = _marker_bytes(out_dir / OUTPUT_MARKER)
-    owner = _owner(data) if data is not None and _is_current(data) else None
+    return _owner(data) if data is not None and _is_current(data) else None
+
+
+def owner_of(out_dir: Path) -> Path | None:
+    """The class folder whose reports `out_dir` holds, as its marker names it."""
+    owner = _claimed(out_dir)
     return Path(owner["path"]) if owner is not None else None
 
 
@@ -145,8 +150,7 @@ def check_owner(out_dir: Path, class_dir: Path) -> None:
     folder graded as if it were the class). Output folders are the class's own when the
     folder they name is gone (the class was moved or renamed), or when they name it by the way
     from the output folder (the two were moved or copied together: an archived hw1-2025/)."""
-    data = _marker_bytes(out_dir / OUTPUT_MARKER)
-    owner = _owner(data) if data is not None and _is_current(data) else None
+    owner = _claimed(out_dir)
     if owner is None:
         return
     named, here = Path(owner["path"]), class_dir.resolve()

@@ -117,6 +117,7 @@ async def collect(ctx: Context) -> Collected:
     await recover(ctx)
     latest = ctx.store.latest_run(ctx.class_key)
     ctx.report_run = latest.id if latest is not None else None
+    ctx.report_fingerprint = latest.fingerprint if latest is not None else None
     out = Collected(notices=ctx.notices)
     touched: set[int] = set()
     reasks = _unsent_follow_ups(ctx)

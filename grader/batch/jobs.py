@@ -67,6 +67,7 @@ class Context:
     pricing: models.Pricing
     workdir: Path
     report_run: int | None = None  # collecting: the latest run of the class
+    report_fingerprint: str | None = None  # ... and its fingerprint
     notices: tuple[str, ...] = ()  # the class folder was moved (`follow_move`)
 
     @property
@@ -472,7 +473,7 @@ def record_outcome(ctx: Context, rec: OutcomeRecord, frame: Frame | None = None)
     there = ctx.store.outcome_of(ctx.report_run, rec.student_id)
     if there is not None and (there[1] is not None or there[0] != rec.submission_id):
         return  # a grade there, or a placeholder waiting for another hand-in of the student
-    if frame is not None and frame.fingerprint != ctx.store.run(ctx.report_run).fingerprint:
+    if frame is not None and frame.fingerprint != ctx.report_fingerprint:
         rec = replace(rec, status="skipped", grade_id=None, reason="graded_before_a_change",
                       message=f"graded in run {rec.run_id}'s batch job with another rubric, "
                               "prompt or model than this run's (its grade is in that run); "

@@ -276,8 +276,8 @@ class Settings(BaseModel):
                 data = {**data, "spend_per_10min": tiers[tier]}
         return data
 
-    # where each value came from (`resolve`), and grader.toml's values that the environment or
-    # a flag overrode: a choice one source made silently over another is refused
+    # where each value came from (`resolve`), and grader.toml's values that the environment
+    # overrode: a choice one source made silently over another is refused
     _origins: dict[str, Origin] = PrivateAttr(default_factory=dict)
     _overridden: dict[str, tuple[Any, Origin]] = PrivateAttr(default_factory=dict)
 
@@ -288,10 +288,7 @@ class Settings(BaseModel):
     def overridden(self, key: str) -> tuple[Any, Origin] | None:
         """grader.toml's value of `key` and the file, when the environment overrode it (None:
         the file did not set it, or it stands, or a flag overrode it)."""
-        under = self._overridden.get(key)
-        where = self.origin(key)
-        return under if under is not None and where is not None and where.kind == "env" \
-            else None
+        return self._overridden.get(key)
 
 
 # Environment variables we honour besides GRADER_<FIELD>: the SDK's own names.
@@ -477,7 +474,7 @@ def resolve(
     settings._origins = origin
     if cfg is not None:
         settings._overridden = {k: (v, Origin("file", str(cfg))) for k, v in from_file.items()
-                                if k in origin and origin[k].kind != "file"}
+                                if k in origin and origin[k].kind == "env"}
     if settings.models:  # [grader.models] rows: checked now, naming the file they came from
         where = origin.get("models")
         table(settings.models, path=where.name if where is not None and where.kind == "file"
