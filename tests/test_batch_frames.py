@@ -274,3 +274,14 @@ def test_a_late_hand_in_flagged_at_a_sync_is_not_added_to_the_run_before(
     assert q(db, "SELECT run_id, status FROM outcomes WHERE student_id = 'late'") == [
         (2, "flagged")], out
     assert q(db, "SELECT COUNT(*) FROM outcomes WHERE run_id = 1") == [(2,)]
+
+
+def test_batch_status_of_a_mistyped_folder_is_refused_and_makes_nothing(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    """A typo in the class folder read as "no batch jobs" with exit 0, and left a new folder
+    (for the log) at the mistyped path."""
+    make_class(tmp_path, 1)
+    typo = tmp_path / "clas"
+    code, out = grade("batch", "status", str(typo))
+    assert code == 2 and "class folder not found, and no store for it" in out, out
+    assert "--db" in out and not typo.exists()

@@ -44,7 +44,7 @@ from grader.batch.jobs import (
     send,
 )
 from grader.config.settings import Settings, auto_backend, db_path
-from grader.errors import BackendError, ConfigError, StoreError
+from grader.errors import BackendError, ConfigError, InputError, StoreError
 from grader.grading.context import run_context, run_info
 from grader.grading.embeddings import EmbeddingReport
 from grader.grading.prepare import Prepared, Settled, prepare
@@ -230,6 +230,10 @@ def status_class(class_dir: Path, settings: Settings, *, backend: Backend | None
     and must be asked for its state."""
     db = db_path(class_dir, settings)
     if not db.exists():
+        if not class_dir.is_dir():  # a typo must not read as "no batch jobs"
+            raise InputError("class folder not found, and no store for it", path=class_dir,
+                             fix="pass the class folder the jobs were submitted from (or "
+                                 "--db with its store)")
         return Listed([])
 
     async def main() -> Listed:

@@ -92,7 +92,8 @@ def _settings(class_dir: Path | None, *, with_out: bool = False, with_log: bool 
         if settings.out is not None:
             check_out_dir(class_dir, settings.out)
             check_owner(settings.out, class_dir)
-    if with_out or with_log:
+    if (with_out or with_log) and (class_dir.is_dir() or settings.db is not None):
+        # (a mistyped class folder is never made, to hold the log)
         _log_to(db_path(class_dir, settings).parent)
     return settings
 
