@@ -31,10 +31,16 @@ TABLE_FILE = "models.toml"
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
-class Lifecycle(BaseModel):
-    """A model's stage on one API surface (Developer API or Enterprise/Vertex)."""
+class Sourced(BaseModel):
+    """A row of the data table: strict, frozen, and it says where its figures come from."""
 
     model_config = _STRICT
+
+    source: str = Field(min_length=1)
+
+
+class Lifecycle(Sourced):
+    """A model's stage on one API surface (Developer API or Enterprise/Vertex)."""
 
     stage: Stage
     deprecated: date | None = None
@@ -42,7 +48,6 @@ class Lifecycle(BaseModel):
     routed_to: str | None = Field(default=None, description="what Google serves instead")
     replacement: str | None = None
     note: str = ""
-    source: str = Field(min_length=1)
 
     def routed(self, day: date) -> str | None:
         """The id served instead of this one on `day` (from the shutdown, else deprecation)."""
@@ -58,14 +63,13 @@ class LongContext(BaseModel):
     output: float = Field(ge=0)
 
 
-class DatedPrice(BaseModel):
+class DatedPrice(Sourced):
     """USD per 1M input tokens from a date on, with its source."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
     since: date = Field(alias="from")
     input: float = Field(ge=0)
-    source: str = Field(min_length=1)
 
 
 P = TypeVar("P", bound=DatedPrice)
@@ -90,53 +94,41 @@ class Price(DatedPrice):
     long_context: LongContext | None = None
 
 
-class Multipliers(BaseModel):
+class Multipliers(Sourced):
     """Share of the Standard price per mode (cached input is never discounted)."""
-
-    model_config = _STRICT
 
     batch: float = Field(gt=0)
     flex: float = Field(gt=0)
     priority: float = Field(gt=0)
-    source: str = Field(min_length=1)
 
     def of(self, mode: Mode) -> float:
         return 1.0 if mode == "standard" else float(getattr(self, mode))
 
 
-class Media(BaseModel):
-    model_config = _STRICT
+class Media(Sourced):
+    """The tokens the provider counts for one image and one PDF page."""
 
     image_tokens: int = Field(gt=0)
     pdf_page_tokens: int = Field(gt=0)
-    source: str = Field(min_length=1)
 
 
-class Inline(BaseModel):
+class Inline(Sourced):
     """What one request may carry inline; larger media go through the Files API."""
-
-    model_config = _STRICT
 
     request_mb: float = Field(gt=0)
     pdf_mb: float = Field(gt=0)
-    source: str = Field(min_length=1)
 
 
-class FilesApi(BaseModel):
+class FilesApi(Sourced):
     """The Files API's retention and size limit."""
-
-    model_config = _STRICT
 
     retention_hours: float = Field(gt=0)
     reupload_after_hours: float = Field(gt=0)
     max_file_mb: float = Field(gt=0)
-    source: str = Field(min_length=1)
 
 
-class EstimateAssumptions(BaseModel):
+class EstimateAssumptions(Sourced):
     """What `grade estimate` assumes a call produces and takes (not Google figures)."""
-
-    model_config = _STRICT
 
     thinking_tokens: dict[Level, int]
     answer_tokens_per_criterion: int = Field(ge=0)
@@ -144,7 +136,6 @@ class EstimateAssumptions(BaseModel):
     seconds_per_call: float = Field(gt=0)
     flex_minutes: tuple[float, float]
     batch_hours: float = Field(gt=0)
-    source: str = Field(min_length=1)
 
 
 class EmbeddingModel(BaseModel):
@@ -240,15 +231,12 @@ class ModelInfo(BaseModel):
         return max(below, key=LEVELS.index) if below else None
 
 
-class SpendLimits(BaseModel):
+class SpendLimits(Sourced):
     """The provider's spend-based rate limit per usage tier (USD per `window_minutes`)."""
-
-    model_config = _STRICT
 
     window_minutes: int = Field(gt=0)
     tiers: dict[Literal["1", "2", "3"], float]
     checked: date
-    source: str
 
     def line(self) -> str:
         """"Tier 1 $10, Tier 2 $50, Tier 3 $200 per 10 minutes", for messages."""
