@@ -103,7 +103,8 @@ def test_lms_downloads_match_the_roster_by_name(tmp_path: Path) -> None:
                                        "alopez,Ana María López,ana@example.edu,2024-18\n")
     subs = by_id(cls, roster)
     assert set(subs) == {"kkowal", "alopez", "778"}
-    assert subs["kkowal"].name == "Kasia Kowalski" and subs["kkowal"].source == "canvas"
+    # the id is the roster's now, so the Canvas user id it replaced is never taken for it
+    assert subs["kkowal"].name == "Kasia Kowalski" and subs["kkowal"].source == "roster"
     assert subs["alopez"].email == "ana@example.edu" and subs["alopez"].files
     assert read_roster(roster)["kkowal"].ids == {"username": "kkowal", "idnumber": "2024-17"}
 
@@ -274,3 +275,12 @@ def test_grader_reports_and_their_page_folders_are_refused_as_a_class(
         assert code == 2, output
         assert "grader's output folder" in output and "not a class folder" in output, output
     assert (out / "grades.csv").read_bytes() == before
+
+
+def test_roster_ids_that_differ_only_in_case_are_refused(tmp_path: Path) -> None:
+    # `JSmith.txt` would go to either of them, and the other would be flagged missing
+    roster = write(tmp_path / "r.csv", "id,name\njsmith,John Smith\nJSMITH,Jane Smith\n")
+    with pytest.raises(InputError) as err:
+        read_roster(roster)
+    assert "line 3: student id 'JSMITH' differs from 'jsmith' only in upper and lower case" \
+        in str(err.value) and "r.csv" in str(err.value)

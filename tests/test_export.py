@@ -425,3 +425,85 @@ def test_moodle_refuses_addresses_that_differ_only_by_case(synth: SyntheticRun,
                          ExportOptions(roster=roster))
     assert "share one email address" in str(err.value), str(err.value)
     assert f"({b})" in str(err.value) and f"({a})" in str(err.value)
+
+
+def _gradebook(tmp_path: Path, synth: SyntheticRun, column: str, points: str,
+               rows: list[str] | None = None) -> Path:
+    """A Canvas gradebook export with one assignment column and a row per synthetic student
+    (Canvas ID 1000+i, their roster's SIS User ID)."""
+    lines = ["Student,ID,SIS User ID,SIS Login ID,Section," + column,
+             "    Points Possible,,,,," + points]
+    lines += rows if rows is not None else [
+        f"Student {sid},{1000 + i},SIS-{sid},,P1," for i, sid in enumerate(synth.student_ids)]
+    path = tmp_path / "gb.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_canvas_never_fills_another_assignment_unasked(synth: SyntheticRun,
+                                                       tmp_path: Path) -> None:
+    # early in term the gradebook holds only last week's quiz: its grades would be replaced
+    gradebook = _gradebook(tmp_path, synth, "Week 1 Quiz (4400)", "10")
+    roster = _roster(tmp_path, synth)
+    with pytest.raises(InputError) as err:
+        export_gradebook(synth.store, synth.run_id, "canvas", tmp_path / "a",
+                         ExportOptions(roster=roster, canvas_gradebook=gradebook))
+    msg = str(err.value)
+    assert "only assignment is 'Week 1 Quiz (4400)'" in msg and "not titled like the rubric" \
+        in msg and "--canvas-assignment 4400" in msg
+    assert not (tmp_path / "a" / "gradebook_canvas.csv").exists()
+    res = export_gradebook(synth.store, synth.run_id, "canvas", tmp_path / "b", ExportOptions(
+        roster=roster, canvas_gradebook=gradebook, canvas_assignment="4400"))  # asked
+    assert _read(res.path)[0][5] == "Week 1 Quiz (4400)"
+
+
+def test_canvas_points_possible_of_zero_is_refused_and_a_decimal_comma_read(
+        synth: SyntheticRun, tmp_path: Path) -> None:
+    column, roster = "Essay <b>1</b> (4411)", _roster(tmp_path, synth)
+    with pytest.raises(InputError, match=r"worth 0\.00 points .* every grade would be 0"):
+        export_gradebook(synth.store, synth.run_id, "canvas", tmp_path / "a", ExportOptions(
+            roster=roster, canvas_gradebook=_gradebook(tmp_path, synth, column, "0.00")))
+    assert not (tmp_path / "a" / "gradebook_canvas.csv").exists()
+    res = export_gradebook(synth.store, synth.run_id, "canvas", tmp_path / "b", ExportOptions(
+        roster=roster, canvas_gradebook=_gradebook(tmp_path, synth, column, "10,00")))
+    assert res.out_of == 10.0 and res.scale == (54.0, 10.0)
+    assert all(0 <= float(r[5]) <= 10 for r in _read(res.path)[2:])
+
+
+def test_a_student_whose_own_canvas_ids_are_missing_is_not_matched_to_a_namesake(
+        synth: SyntheticRun, tmp_path: Path) -> None:
+    # the roster gives the student's SIS User ID; the gradebook has no such row, but another
+    # section's student of the same name: that row is someone else's
+    roster = _roster(tmp_path, synth)
+    sid = next(s for s in synth.student_ids if s not in synth.flagged_ids)
+    rows = [f"Student {s},{1000 + i},SIS-{s},,P1," for i, s in enumerate(synth.student_ids)
+            if s != sid] + [f"Student {sid},77001,OTHER-9,,P7,"]
+    gradebook = _gradebook(tmp_path, synth, "Essay <b>1</b> (4411)", "54", rows)
+    with pytest.raises(InputError) as err:
+        export_gradebook(synth.store, synth.run_id, "canvas", tmp_path / "a",
+                         ExportOptions(roster=roster, canvas_gradebook=gradebook))
+    assert "have no row in the Canvas gradebook" in str(err.value) and sid in str(err.value)
+    assert not (tmp_path / "a" / "gradebook_canvas.csv").exists()
+
+
+def test_a_roster_number_that_replaced_a_canvas_download_id_is_never_a_canvas_id(
+        tmp_path: Path) -> None:
+    # a Canvas download matched by name to a roster of university student numbers: the id is
+    # the roster's now, and another student may have that number as their Canvas user id
+    from grader.intake.discover import discover, read_roster
+    from grader.reports.lms import CanvasMatcher, CanvasRow, roster_row
+
+    cls = tmp_path / "cls"
+    cls.mkdir()
+    (cls / "smithalice_48213_text.html").write_text("<p>one bit per baud</p>", encoding="utf-8")
+    roster = tmp_path / "r.csv"
+    roster.write_text("id,name,email\n20231234,Alice Smith,alice@school.test\n",
+                      encoding="utf-8")
+    (sub,) = list(discover(cls, roster))
+    assert (sub.student_id, sub.source) == ("20231234", "roster")
+    entry = read_roster(roster)[sub.student_id]
+    rows = [CanvasRow("Lee, Chris", "20231234", "", "", "P1"),
+            CanvasRow("Smith, Alice", "48213", "", "", "P1")]
+    row = CanvasMatcher(rows).match(sub.student_id, sub.name, sub.email, sub.source, entry)
+    assert row is not None and row.id == "48213"  # her own row, not Chris Lee's
+    assert roster_row(sub.student_id, sub.source, entry) is None  # no Canvas id known to write

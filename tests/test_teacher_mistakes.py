@@ -75,6 +75,9 @@ def test_typos_in_only_and_retry_flagged_select_nobody_and_are_refused(
     code, out = grade("run", str(class_dir), *where, "--only", "carl")
     assert code == 2, out
     assert "--only: no student id 'carl' (did you mean 'carol'?)" in out
+    for empty in ("", ","):  # `--only "$IDS"` with the variable unset: nobody, refused
+        code, out = grade("run", str(class_dir), *where, "--only", empty)
+        assert code == 2 and "--only names no student id (it is empty)" in out, out
     assert billed(gemini_env) == 0
     code, out = grade("run", str(class_dir), *where)
     assert code == 0, out

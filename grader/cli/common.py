@@ -112,7 +112,9 @@ def _flag_names(flags: dict[str, Any]) -> dict[str, str]:
 
 
 def _split(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
-    """Repeated or comma-separated option values; None when the option was not given."""
+    """Repeated or comma-separated option values; None when the option was not given (given
+    but empty, `--only "$IDS"` with the variable unset, it stays empty and is refused by the
+    selection check, not read as "not given")."""
     if not values:
         return None
     return tuple(v.strip() for raw in values for v in raw.split(",") if v.strip())

@@ -435,7 +435,7 @@ class StudentResult:
     late: bool
     files: list[str]
     submission_id: int | None = None
-    source: str | None = None  # file | folder | canvas | moodle: where the id came from
+    source: str | None = None  # file | folder | canvas | moodle | roster: where the id came from
     notes: list[str] = field(default_factory=list)
     grade_id: int | None = None
     grade_status: str | None = None

@@ -78,6 +78,9 @@ def check_selection(sel: Selection, ids: Collection[str],
     for given, valid, what, flag in ((sel.only, ids, "student id", "--only"),
                                      (sel.retry_flagged, flagged, "flag reason",
                                       "--retry-flagged")):
+        if flag == "--only" and given is not None and not given:  # would select nobody
+            raise InputError(f"{flag} names no {what} (it is empty)",
+                             fix=f"pass one or more {what}s after {flag}, or leave it out")
         if valid is None:
             continue
         unknown = sorted(set(given or ()) - set(valid))

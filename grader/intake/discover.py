@@ -35,7 +35,7 @@ from grader.escape import is_unprintable, printable
 from grader.intake.limits import DEFAULT_LIMITS, Limits
 from grader.outputs import OUTPUT_MARKER, is_grader_marker, is_output_folder
 
-Source = Literal["file", "folder", "canvas", "moodle"]
+Source = Literal["file", "folder", "canvas", "moodle", "roster"]
 
 # Files and folders that are never part of anyone's submission (names starting with "." too,
 # which covers the store's `.grader/` and the output marker).
@@ -459,6 +459,12 @@ def read_roster(path: Path) -> dict[str, RosterEntry]:
         if sid in out:
             raise InputError(f"line {lineno}: student id {sid!r} appears twice", path=path,
                              fix="give every student one line with a unique id")
+        twin = next((k for k in out if k.casefold() == sid.casefold()), None)
+        if twin is not None:  # a file `JSmith.txt` would go to either of them
+            raise InputError(f"line {lineno}: student id {sid!r} differs from {twin!r} only in "
+                             "upper and lower case, so a file named for one of them could "
+                             "be the other's", path=path,
+                             fix="give the two students ids that differ in more than case")
         name = cell(row, i_name) or " ".join(
             p for p in (cell(row, i_first), cell(row, i_last)) if p)
         email = cell(row, i_email)
@@ -602,7 +608,9 @@ def discover(class_dir: Path, roster: Path | None = None, *,
             skipped=tuple(a.skipped),
             notes=tuple(a.notes),
             late=a.late,
-            source=a.source,
+            # where the id came from: the roster's id replaces the one found (matched by
+            # name or case), so an LMS number is never taken for the roster's id or back
+            source=a.source if r is None or r.student_id == sid else "roster",
             in_roster=(r is not None) if roster is not None else None,
         ))
     subs += [Submission(student_id=r.student_id, name=r.name, email=r.email, in_roster=True)

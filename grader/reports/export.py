@@ -13,8 +13,8 @@ cell goes through `_escape.escape_cell`.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -116,6 +116,18 @@ def _named(names: list[str]) -> str:
     return ", ".join(names[:MAX_NAMED]) + more
 
 
+def _points(cell: str) -> float | None:
+    """A Points Possible cell as a number: `10`, `10.00`, or `10,00` as a gradebook exported
+    under a decimal-comma locale writes it; None for anything else (`(read only)`)."""
+    text = cell.strip()
+    if re.fullmatch(r"\d+,\d+", text):
+        text = text.replace(",", ".")
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _refuse(what: str, names: list[str], path: Path | None, fix: str) -> InputError:
     return InputError(f"{len(names)} student(s) {what}: {_named(names)}; nothing was written",
                       path=path, fix=fix)
@@ -200,9 +212,19 @@ def _canvas(rubric: Rubric, ready: list[FinalStudent], roster: dict[str, RosterE
     out_of = opts.out_of or rubric.max_total
     source = "--out-of" if opts.out_of else "the rubric's maximum"
     if points:
-        with suppress(ValueError):  # "(read only)" or a localised number: keep ours
-            out_of = float(points)
+        worth = _points(points)
+        if worth is not None and worth <= 0:  # every total would be scaled to 0
+            raise InputError(f"the Canvas assignment {header!r} is worth {points} points "
+                             "(its Points Possible), so every grade would be 0; nothing was "
+                             "written", path=opts.canvas_gradebook,
+                             fix="set the assignment's points in Canvas and export the "
+                                 "gradebook again")
+        if worth is not None:
+            out_of = worth
             source = "the Canvas assignment's Points Possible, from --canvas-gradebook"
+        else:
+            res.warnings.append(f"the Canvas assignment's Points Possible {points!r} is not "
+                                f"a number: totals are out of {out_of:g} ({source})")
         if opts.out_of is not None and opts.out_of != out_of:
             res.warnings.append(f"--out-of {opts.out_of:g} ignored: the Canvas assignment is "
                                 f"worth {points} points")

@@ -76,7 +76,8 @@ class CanvasGradebook:
 
 def read_canvas_gradebook(path: Path, title: str, choice: str | None) -> CanvasGradebook:
     """The student rows of a Canvas gradebook export and the assignment column to fill: the one
-    `choice` names (id or title), else the only assignment, else the one titled like `title`."""
+    `choice` names (id or title), else the one titled like `title` (the rubric's), even when it
+    is the only one: grades are never written into another assignment's column unasked."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -127,11 +128,16 @@ def _choose(assignments: dict[int, str], title: str, choice: str | None, path: P
                              f"the gradebook ({listed})", path=path,
                              fix="pass the assignment's id (the number in brackets)")
         return hits[0]
-    if len(assignments) == 1:
-        return next(iter(assignments))
     hits = [i for i, h in assignments.items() if key(h)[0] == title.strip().casefold()]
     if len(hits) == 1:
         return hits[0]
+    if len(assignments) == 1:  # another assignment's grades would be overwritten
+        (only,) = assignments.values()
+        raise InputError(f"the Canvas gradebook's only assignment is {only!r}, which is not "
+                         f"titled like the rubric ({title!r})", path=path,
+                         fix=f"pass --canvas-assignment {key(only)[1] or repr(only)} if these "
+                             "grades are for it; else create the assignment in Canvas and "
+                             "export the gradebook again")
     raise InputError(f"the Canvas gradebook has {len(assignments)} assignments and none is "
                      f"titled like the rubric ({title!r}): {listed}", path=path,
                      fix="pass --canvas-assignment with the assignment's id or title")
@@ -153,7 +159,9 @@ def _name_forms(name: str | None) -> set[str]:
 
 class CanvasMatcher:
     """Finds a student's gradebook row the way Canvas itself matches: Canvas user id, then SIS
-    User ID, then SIS Login ID, then a name that fits exactly one row."""
+    User ID, then SIS Login ID, then a name that fits exactly one row. A student whose own
+    Canvas or SIS id is known (the roster, a Canvas download's name) and in no row is not
+    matched by name: that row is a namesake (another section, another course)."""
 
     def __init__(self, rows: list[CanvasRow]):
         self.by_id = {r.id: r for r in rows if r.id}
@@ -167,15 +175,18 @@ class CanvasMatcher:
     def match(self, sid: str, name: str | None, email: str | None, source: str | None,
               roster: RosterEntry | None) -> CanvasRow | None:
         ids = roster.ids if roster else {}
-        for key in (ids.get("canvas_id"), sid if source == "canvas" and sid.isdigit() else None):
-            if key and key in self.by_id:
-                return self.by_id[key]
+        canvas_id = ids.get("canvas_id") or (sid if source == "canvas" and sid.isdigit()
+                                             else None)
+        if canvas_id and canvas_id in self.by_id:
+            return self.by_id[canvas_id]
         for key in (ids.get("sis_user_id"), sid):
             if key and key in self.by_sis:
                 return self.by_sis[key]
         for key in (ids.get("sis_login_id"), ids.get("username"), email, sid):
             if key and key in self.by_login:
                 return self.by_login[key]
+        if canvas_id or ids.get("sis_user_id") or ids.get("sis_login_id"):
+            return None  # their own ids are not in this gradebook: a namesake is someone else
         forms = _name_forms(name) | _name_forms(roster.name if roster else None)
         named = {id(r): r for f in forms for r in self.by_name.get(f, ())}
         return next(iter(named.values())) if len(named) == 1 else None
