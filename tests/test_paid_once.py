@@ -141,3 +141,22 @@ def test_network_down_stops_the_run_with_one_message(tmp_path: Path) -> None:
     assert tries is not None and int(tries.group(1)) >= 5 and int(tries.group(2)) >= 10, err
     assert "fix: check the network connection" in err and "Traceback" not in err
     assert scalar(db, "SELECT COUNT(*) FROM runs WHERE status = 'interrupted'") == 1
+
+
+def test_a_killed_run_is_not_exported(tmp_path: Path) -> None:
+    # the regrade was killed after one reply: exported, it would leave the rest of the class out
+    class_dir = make_class(tmp_path, 4)
+    db, out = tmp_path / "g.sqlite", tmp_path / "out"
+    with FakeGemini(latency_ms=20) as fake:
+        done = subprocess.run(grade_cmd(class_dir, db, "--out", str(out)), capture_output=True,
+                              text=True, env=env_for(fake), timeout=60)
+        assert done.returncode == 0, done.stderr
+        killed = subprocess.run(grade_cmd(class_dir, db, "--regrade", "--concurrency", "1"),
+                                capture_output=True,
+                                env=env_for(fake, **{KILL_AFTER_REPLY_ENV: "1"}), timeout=60)
+        assert killed.returncode == -signal.SIGKILL
+    export = subprocess.run([sys.executable, "-m", "grader.cli", "export", str(out), "--format",
+                             "csv"], capture_output=True, text=True, timeout=60)
+    assert export.returncode == 2, export.stdout + export.stderr
+    assert "run 2 of" in export.stderr and "did not finish" in export.stderr, export.stderr
+    assert not (out / "gradebook.csv").exists()

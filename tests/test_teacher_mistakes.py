@@ -159,3 +159,27 @@ def test_a_rubric_edit_says_why_everyone_is_graded_again_and_what_carries_over(
     assert "the grades of run 1 do not apply to this run: the rubric changed" in flat
     assert "graded again because the rubric changed" in flat
     assert "2 of 2 students' teacher decisions carry over" in flat  # the fake scores the same
+
+
+def test_export_refuses_a_run_that_never_reached_every_student(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    # a trial `--limit 1` run after the class was graded: the class's newest run holds one
+    # student, and its gradebook would leave the other two out without a word
+    class_dir = make_class(tmp_path, 3)
+    db, out = str(tmp_path / "g.db"), tmp_path / "out"
+    code, said = grade("run", str(class_dir), "--db", db, "--out", str(out))
+    assert code == 0, said
+    code, said = grade("run", str(class_dir), "--db", db, "--limit", "1",
+                       "--out", str(tmp_path / "trial"))
+    assert code == 0, said
+    code, said = grade("export", str(out), "--format", "csv")
+    assert code == 2, said
+    assert "graded only the first 1 students (--limit 1)" in said
+    assert "nothing was written" in said and "without --limit" in said
+    assert not (out / "gradebook.csv").exists()
+    code, said = grade("run", str(class_dir), "--db", db, "--out", str(out))  # reuses all
+    assert code == 0, said
+    code, said = grade("export", str(out), "--format", "csv")
+    assert code == 0, said
+    with (out / "gradebook.csv").open(encoding="utf-8") as fh:
+        assert len(list(csv.reader(fh))) == 1 + 3  # the header and every student

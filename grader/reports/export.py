@@ -328,12 +328,29 @@ def _roster_file(run: Run, opts: ExportOptions) -> Path | None:
     return None
 
 
+def _refuse_partial(run: Run) -> None:
+    """A run that never reached every student of its class (stopped, still running, or a
+    `--limit` trial): its gradebook would leave the others out without a word."""
+    limit = run.settings.get("limit")
+    if run.status in ("running", "interrupted"):
+        why = "did not finish (it was stopped, or it is still running)"
+    elif limit:
+        why = f"graded only the first {limit} students (--limit {limit})"
+    else:
+        return
+    raise InputError(f"run {run.id} of {run.class_dir} {why}: the students it never reached "
+                     "would be left out of the gradebook; nothing was written",
+                     fix=f"run `grade run {run.class_dir}` without --limit (it resumes and "
+                         "reuses every grade already stored), then export again")
+
+
 def export_gradebook(store: Store, run_id: int, fmt: Format, out_dir: Path,
                      opts: ExportOptions | None = None) -> ExportResult:
     """Write one gradebook file for the run (checked before writing)."""
     opts = opts or ExportOptions()
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
+    _refuse_partial(store.run(run_id))
     rubric = load_rubric(store, run_id)
     students = list(finals(store, run_id, rubric))
     held = {s.student_id: why for s in students
