@@ -284,3 +284,19 @@ def test_roster_ids_that_differ_only_in_case_are_refused(tmp_path: Path) -> None
         read_roster(roster)
     assert "line 3: student id 'JSMITH' differs from 'jsmith' only in upper and lower case" \
         in str(err.value) and "r.csv" in str(err.value)
+
+
+def test_an_lms_download_unpacked_into_one_folder_is_not_one_student(tmp_path: Path) -> None:
+    # the teacher unzipped the Canvas download into `hw1-download/` inside the class folder
+    cls = tmp_path / "cls"
+    write(cls / "hw1-download" / "kowalskikasia_48213_text.html", "a")
+    write(cls / "hw1-download" / "obrienliam_51007_91000_answer.txt", "b")
+    with pytest.raises(InputError) as err:
+        list(discover(cls))
+    msg = str(err.value)
+    assert "the folder hw1-download/ holds the files of 2 students" in msg
+    assert f"move the files of hw1-download/ up into {cls}" in msg
+    # one student's folder with one download-named file, or with files of their own, is theirs
+    write(tmp_path / "one" / "kasia" / "kowalskikasia_48213_text.html", "a")
+    write(tmp_path / "one" / "kasia" / "notes.txt", "b")
+    assert [s.student_id for s in discover(tmp_path / "one")] == ["kasia"]

@@ -23,7 +23,7 @@ import os
 import re
 import stat
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -313,6 +313,27 @@ def _is_assignment_file(entry: os.DirEntry[str], roster: Path | None) -> bool:
         return False
 
 
+def _one_student(folder: Path, files: Mapping[Path, str], class_dir: Path) -> None:
+    """Refuse a student folder whose own files carry the LMS download names of several
+    students (a Canvas or Moodle download unpacked into a folder of the class folder): graded
+    as it is, their work would be one student's."""
+    ids: set[str] = set()
+    for path in files:
+        if path.parent != folder:
+            continue
+        raw = unicodedata.normalize("NFC", path.name)
+        if m := MOODLE_RE.match(raw):
+            ids.add(m["uid"])
+        elif canvas := _canvas(raw):
+            ids.add(canvas[0])
+    if len(ids) > 1:
+        raise InputError(f"the folder {folder.name}/ holds the files of {len(ids)} students "
+                         "(named as a Canvas or Moodle download names them): graded as it "
+                         "is, their work would be one student's", path=class_dir,
+                         fix=f"move the files of {folder.name}/ up into {class_dir}, or "
+                             f"pass {folder} as the class folder")
+
+
 def _scan(class_dir: Path, roster: Path | None, limits: Limits,
           reserved: set[str]) -> dict[str, _Acc]:
     found: dict[str, _Acc] = {}
@@ -340,6 +361,8 @@ def _scan(class_dir: Path, roster: Path | None, limits: Limits,
             a = acc(sid, "moodle", printable(m["name"]).strip()) if m else acc(sid, "folder")
             if _walk(path, a, limits) and not a.files and not a.skipped:
                 found.pop(clean_id(sid))  # only reports grader wrote
+                continue
+            _one_student(path, a.files, class_dir)
             continue
         if m := MOODLE_RE.match(raw):
             a = acc(m["uid"], "moodle", printable(m["name"]).strip())
