@@ -109,4 +109,9 @@ def test_the_readme_quick_start_word_for_word(fake_gemini: FakeGemini, tmp_path:
         gradebook = list(csv.reader(f))
     assert gradebook[0][-1] == "Network encoding (short answer) (4411)"
     assert sorted(r[2] for r in gradebook[2:]) == sorted(ROSTER)  # every student exported
+    # Moodle identifies students from the roster: the one the run found beside rubric.yaml
+    bash("grade export hw1/reports --format moodle", work, env)
+    with open(hw1 / "reports" / "gradebook_moodle.csv", newline="", encoding="utf-8") as f:
+        moodle = list(csv.reader(f))
+    assert sorted(r[0] for r in moodle[1:]) == sorted(e for _, e in ROSTER.values())
 

@@ -320,9 +320,18 @@ def _plain(rubric: Rubric, students: Iterable[FinalStudent],
 
 
 def _roster_file(run: Run, opts: ExportOptions) -> Path | None:
+    """`--roster`, else the roster the run named, else where a run looks for roster.csv (the
+    class folder, beside the rubric, beside the grader.toml in effect: `planning.roster_path`)."""
+    from grader.config.settings import find_config
+
     if opts.roster is not None:
         return opts.roster
-    for candidate in (Path(run.class_dir) / "roster.csv", run.settings.get("roster")):
+    class_dir = Path(run.class_dir)
+    config = find_config(class_dir) if class_dir.is_dir() else None
+    folders = (class_dir, Path(run.rubric_path).parent if run.rubric_path else None,
+               config.parent if config else None)
+    for candidate in (run.settings.get("roster"),
+                      *(f / "roster.csv" for f in folders if f is not None)):
         if candidate and Path(candidate).is_file():
             return Path(candidate)
     return None
