@@ -301,3 +301,31 @@ def test_a_reply_cut_at_the_smaller_cap_skips_the_student_and_is_not_paid_for_tw
     assert sorted(json.loads(b)["config"]["max_output_tokens"] for (b,) in q(
         db, "SELECT body_json FROM requests")) == [cap, 8192]
     assert set(fake.stats()["billed_by_request"].values()) == {1}
+
+
+def test_a_complete_reply_at_the_smaller_cap_is_not_paid_for_again(fake: FakeGemini,
+                                                                   tmp_path: Path) -> None:
+    # the first answer is invalid and needs a re-ask; the budget leaves room for the first
+    # call at a smaller cap and not for the re-ask: the student waits for a larger budget,
+    # and the next run reuses the complete first reply it paid for (it used to pay it again,
+    # every run, at whatever cap that run's budget left)
+    class_dir = make_class(tmp_path, 1)
+    (class_dir / "s0000.txt").write_text(
+        "FAKE_GEMINI:INVALID_ONCE Binary encoding, one bit per baud.", encoding="utf-8")
+    (class_dir / "grader.toml").write_text(PINNED.replace(f"input = {IN_PRICE}", "input = 0.75")
+                                           .replace(f"output = {OUT_PRICE}", "output = 3.75"))
+    db = tmp_path / "g.db"
+    run = ("run", str(class_dir), "--db", str(db), "--out", str(tmp_path / "o"))
+    budget = 0.009
+    code, output = grade(*run, "--budget", str(budget))
+    assert code == 0, output
+    assert q(db, "SELECT status, reason FROM outcomes") == [("skipped", "budget")], output
+    assert "sent with a smaller output cap" in output
+    assert sum(fake.stats()["billed_by_request"].values()) == 1
+    needed = re.search(r"--budget (\d+\.\d+) would grade them", output)
+    assert needed is not None, output
+    code, output = grade(*run, "--budget", needed[1])  # what it said would grade them
+    assert code == 0, output
+    assert q(db, "SELECT status FROM outcomes WHERE run_id = 2") == [("graded",)], output
+    billed = fake.stats()["billed_by_request"]
+    assert len(billed) == 2 and set(billed.values()) == {1}  # the ask and the re-ask, once each

@@ -129,7 +129,7 @@ class CallLedger:
             self.counters.reused += 1
             return Called(reply, None)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        key = record.hash  # as asked: `record` becomes the request as sent
+        key, asked_record = record.hash, record  # as asked: `record` becomes it as sent
         self._inflight[key] = future
         try:
             hold = (await self.spending.reserve(req, shrink=shrink is not None)
@@ -156,7 +156,10 @@ class CallLedger:
                     self.spending.settle(hold, None)  # not answered: nothing to book
                 raise
             cost = self.spending.settle(hold, resp.usage) if self.spending is not None else None
-            self._keep(attempt_id, record.hash, resp, cost)
+            # a complete reply at the smaller cap answers the request as asked, too
+            also = asked_record if record is not asked_record \
+                and resp.blocked_reason != "MAX_TOKENS" else None
+            self._keep(attempt_id, record.hash, resp, cost, also)
             self._watch(req.model, resp)
             if req is not asked and resp.blocked_reason == "MAX_TOKENS":
                 assert self.spending is not None
@@ -176,10 +179,10 @@ class CallLedger:
             del self._inflight[key]
 
     def _keep(self, attempt_id: int, request_hash: str, resp: GradeResponse,
-              cost: float | None) -> None:
+              cost: float | None, also: RequestRecord | None = None) -> None:
         """Commit the reply, with what it cost, before anything else happens to it."""
         self.store.answer_attempt(attempt_id, request_hash,
-                                  Answer(resp, cost, service_tier=self.service_tier))
+                                  Answer(resp, cost, service_tier=self.service_tier), also)
         self._answered += 1
         if self._kill_after and self._answered >= self._kill_after:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -81,14 +81,18 @@ class Ledger(StoreCore):
                  json.dumps(dict(redaction), ensure_ascii=False) if redaction else None))
         return int(cur.lastrowid or 0)
 
-    def answer_attempt(self, attempt_id: int, request_hash: str, answer: Answer) -> None:
+    def answer_attempt(self, attempt_id: int, request_hash: str, answer: Answer,
+                       also: RequestRecord | None = None) -> None:
         """Keep a reply (insert-or-ignore: the first paid reply for a request stays) and what it
-        cost, in one commit. If the commit fails (a full disk), the reply is written to a side
-        file instead (beside the store, else in the state or temp folder, likely on another
-        disk: `unsaved_paths`), read back the next time the store is opened, and the
-        StoreError says where: a paid reply is never dropped."""
+        cost, in one commit. `also`: another request the reply answers as well, kept in the same
+        commit (the request as asked, when a complete reply came back at a smaller output cap
+        the budget chose: a later run asks it again and must not pay again). If the commit
+        fails (a full disk), the reply is written to a side file instead (beside the store,
+        else in the state or temp folder, likely on another disk: `unsaved_paths`), read back
+        the next time the store is opened, and the StoreError says where: a paid reply is never
+        dropped."""
         try:
-            self._answer(attempt_id, request_hash, answer, now())
+            self._answer(attempt_id, request_hash, answer, now(), also)
         except (sqlite3.Error, StoreError) as e:
             err = e if isinstance(e, StoreError) else store_error(e, self.path)
             where = self._keep_unsaved(attempt_id, request_hash, answer)
@@ -101,15 +105,24 @@ class Ledger(StoreCore):
                    if where else "NOT saved: it may be paid for again"),
                 path=self.path, fix=err.fix) from e
 
-    def _answer(self, attempt_id: int, request_hash: str, answer: Answer, stamp: str) -> None:
+    def _answer(self, attempt_id: int, request_hash: str, answer: Answer, stamp: str,
+                also: RequestRecord | None = None) -> None:
         r, u = answer.response, answer.response.usage
+        raw = json.dumps(r.raw, default=str) if r.raw is not None else None
         with self.atomic():
-            self.conn.execute(
-                "INSERT OR IGNORE INTO responses (request_hash, attempt_id, created_at, text,"
-                " finish_reason, blocked_reason, model_version, raw_json)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (request_hash, attempt_id, stamp, r.text, r.finish_reason, r.blocked_reason,
-                 r.model_version, json.dumps(r.raw, default=str) if r.raw is not None else None))
+            if also is not None:
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO requests (hash, prefix_hash, model, body_json,"
+                    " created_at) VALUES (?,?,?,?,?)",
+                    (also.hash, also.prefix_hash, also.model,
+                     json.dumps(also.body, default=str), stamp))
+            for key in (request_hash, *((also.hash,) if also is not None else ())):
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO responses (request_hash, attempt_id, created_at, text,"
+                    " finish_reason, blocked_reason, model_version, raw_json)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    (key, attempt_id, stamp, r.text, r.finish_reason, r.blocked_reason,
+                     r.model_version, raw))
             self.conn.execute(
                 "UPDATE attempts SET state='answered', answered_at=?, retries=?, latency_ms=?,"
                 " prompt_tokens=?, output_tokens=?, thinking_tokens=?, cached_tokens=?,"
