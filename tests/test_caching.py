@@ -251,3 +251,21 @@ def test_vertex_caches_through_the_same_sdk_calls(fake_gemini: FakeGemini, tmp_p
         assert r["body"]["cachedContent"].startswith("projects/proj/locations/global/"
                                                      "cachedContents/")
     assert fake_gemini.stats()["caches"]["deleted"] == 1
+
+
+@pytest.mark.parametrize("day", [
+    pytest.param("2026-12-15", marks=pytest.mark.today("2026-12-15")),
+    pytest.param("2027-06-01", marks=pytest.mark.today("2027-06-01"))])
+def test_the_cache_is_priced_on_the_model_tables_day_like_the_calls(
+        gemini_env: FakeGemini, tmp_path: Path, day: str) -> None:
+    # 3.8 Flash's price doubles on 2027-01-01: whatever the machine's date, one of the two
+    # days differs from it, and the cache must be priced on the table's day (GRADER_TODAY), as
+    # the calls are and as the fake bills it
+    code, output, db = run_big(tmp_path, 4)
+    assert code == 0, output
+    ((tokens, create_usd, per_hour),) = q(db, "SELECT tokens, create_usd, usd_per_hour FROM caches")
+    price = packaged().get(DEFAULT_GEMINI_MODEL).price_on(today())
+    assert str(today()) == day
+    assert create_usd == pytest.approx(tokens * price.input / 1e6)
+    assert create_usd == pytest.approx(gemini_env.stats()["cache_usd"]["create"])
+    assert per_hour == pytest.approx(tokens * price.cache_storage_hour / 1e6)

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from grader.backends import CacheInfo, SupportsCaching
+from grader.config import models
 from grader.config.models import EstimateAssumptions, Media, Pricing
 from grader.config.settings import Settings
 from grader.errors import BackendError, ConfigError
@@ -173,7 +174,7 @@ class CacheKeeper:
 
     def _cache_usd(self, tokens: int, *, create: bool) -> float:
         """What the budget pays for the cache: storage for one TTL, and its creation."""
-        day = now().date()
+        day = models.today()  # the model table's date (GRADER_TODAY), as calls are priced
         usd = (self.pricing.cache_storage_per_hour(tokens, day) or 0.0) * self.ttl_s / 3600
         if create:
             usd += self.pricing.cache_create(tokens, day) or 0.0
@@ -187,7 +188,7 @@ class CacheKeeper:
         if budget is None or self._probe is None:
             return None
         cache = self._cache_usd(self._tokens, create=create)
-        q = self.spending.quote(self._probe, now().date()) if self.spending else None
+        q = self.spending.quote(self._probe, models.today()) if self.spending else None
         call = q.usd(q.least) if q is not None else 0.0
         left = budget.limit - budget.spent - budget.reserved
         if cache + call <= left:
@@ -265,7 +266,7 @@ class CacheKeeper:
             self._give_up(f"creating the context cache failed ({e.message}); the "
                           "marking scheme is sent with every request instead")
             return
-        day = now().date()
+        day = models.today()  # the model table's date (GRADER_TODAY), as calls are priced
         create = self.pricing.cache_create(info.tokens, day)
         per_hour = self.pricing.cache_storage_per_hour(info.tokens, day)
         self._tokens = info.tokens or self._tokens
