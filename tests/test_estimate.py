@@ -136,7 +136,8 @@ SMALLEST = re.compile(r"^budget: `grade run --budget (\d+\.\d{4})` is the smalle
 INTAKE_FLAGS = {"binary", "empty", "missing"}  # the sample class's students flagged on purpose
 
 
-def graded_within(fake: FakeGemini, class_dir: Path, tmp_path: Path, budget: float) -> None:
+def graded_within(fake: FakeGemini, class_dir: Path, tmp_path: Path, budget: float,
+                  samples: int = 1) -> None:
     """`grade run --budget` grades every student of the sample class that intake does not flag,
     and neither the store nor the fake server counts a cent above the budget."""
     fake.reset_stats()
@@ -150,7 +151,8 @@ def graded_within(fake: FakeGemini, class_dir: Path, tmp_path: Path, budget: flo
     assert {s for s, _ in rows if s != "graded"} == {"flagged"}
     spent = q(db, "SELECT SUM(cost_usd) FROM attempts")[0][0]
     assert spent <= budget and fake.stats()["spend_usd"] <= budget
-    assert len(fake.stats()["billed_by_request"]) == 13
+    billed = fake.stats()["billed_by_request"]  # by body: a student's samples share one
+    assert len(billed) == 13 if samples == 1 else sum(billed.values()) >= 13 * samples
 
 
 def estimated(class_dir: Path) -> tuple[float, str]:
@@ -179,6 +181,21 @@ def test_a_budget_of_the_estimate_and_a_fifth_grades_the_sample_class(
     class_dir = sample_class(tmp_path)
     online, _ = estimated(class_dir)
     graded_within(gemini_env, class_dir, tmp_path, round(1.2 * online, 4))
+
+
+@pytest.mark.today
+def test_the_estimate_counts_every_sample(gemini_env: FakeGemini, tmp_path: Path) -> None:
+    # `samples = 3`: every student is asked three times and each ask is billed; the estimate
+    # and its smallest budget were a third of that, and that budget graded a few students
+    class_dir = sample_class(tmp_path)
+    one, _ = estimated(class_dir)
+    toml = class_dir / "grader.toml"
+    toml.write_text(toml.read_text(encoding="utf-8") + "samples = 3\n", encoding="utf-8")
+    three, output = estimated(class_dir)
+    assert three == pytest.approx(3 * one, rel=0.01), output
+    smallest = SMALLEST.search(output)
+    assert smallest is not None, output
+    graded_within(gemini_env, class_dir, tmp_path, float(smallest.group(1)), samples=3)
 
 
 def test_with_a_reference_pdf_the_budget_the_estimate_gives_grades_the_class(

@@ -291,11 +291,15 @@ def estimate(class_dir: Path, settings: Settings, *, day: date | None = None) ->
         return None if cost is None or more is None else cost + more
     expected = Expected.of(a, n_crit)
     answer, thinking = expected.answer_tokens, expected.thinking(gen.thinking_level)
-    load = Load(calls=len(reqs), input_tokens=sum(counts) + prefix.references * len(reqs),
-                answer_tokens=answer * len(reqs), thinking_tokens=thinking * len(reqs))
+    k = settings.samples  # each student is asked `samples` times, and each ask is billed
+    load = Load(calls=len(reqs) * k,
+                input_tokens=(sum(counts) + prefix.references * len(reqs)) * k,
+                answer_tokens=answer * len(reqs) * k, thinking_tokens=thinking * len(reqs) * k)
     budget_calls: list[tuple[GradeRequest, int, int, int | None]] = [
         # quoted as sent, with the reference files (the run holds their worst case too)
-        (r, c, prefix.references, None) for r, c in zip(sent, counts, strict=True)]
+        (r, c, prefix.references, None) for _ in range(k)
+        for r, c in zip(sent, counts, strict=True)]
+    counts = counts * k  # a count per call, as `_cost` prices them
     budget_calls += [(r, c, 0, check_out) for r, c in zip(check_reqs, check_counts, strict=True)]
     out = Estimate(prefix=prefix, model=gen.model, thinking_level=gen.thinking_level,
                    students=total,
