@@ -423,3 +423,17 @@ def test_random_faults_reach_batch_lines_and_every_student_is_accounted_for(
     assert len(by["graded"]) + len(by["failed"]) + len(by["flagged"]) == 12
     assert (f"collected 1 job(s): {len(by['graded'])} graded, {len(by['flagged'])} flagged, "
             f"{len(by['failed'])} failed") in out, out
+
+
+def test_a_budget_the_class_sets_is_said_not_to_apply_to_batch_jobs(
+        gemini_env: FakeGemini, tmp_path: Path) -> None:
+    # a budget in the class's grader.toml keeps `grade run` to it; a batch job is sent whole:
+    # submit says so, every time, instead of looking as if it kept to it
+    class_dir = make_class(tmp_path, 3)
+    (class_dir / "grader.toml").write_text("[grader]\nbudget = 0.002\n", encoding="utf-8")
+    code, out = grade("batch", "submit", str(class_dir), *where(tmp_path, "b"))
+    assert code == 0, out
+    said = " ".join(out.split())
+    assert "submitted 3 request(s)" in said
+    assert f"the budget of $0.002 ({class_dir / 'grader.toml'}: budget = 0.002) is not applied " \
+           "to batch jobs" in said, out

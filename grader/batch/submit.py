@@ -90,7 +90,7 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
     subs = students(p)
     run = run_context(p, ctx.run.gen, ctx.run.backend, subs, ctx.run.extractor, store=store,
                       backend=ctx.backend)
-    out = Submitted(notices=(*ctx.notices, *run.notices))
+    out = Submitted(notices=(*ctx.notices, *run.notices, *_unapplied_budget(ctx.settings)))
     busy = store.batch_busy()
     outcomes: list[OutcomeRecord] = []  # run_id filled in once the run exists
     unsent: list[Prepared] = []
@@ -188,6 +188,18 @@ def _news(store: Store, class_dir: str, outcomes: list[OutcomeRecord]) -> bool:
 
 
 # --- the library's entry points (the CLI calls these) ----------------------------------------
+
+
+def _unapplied_budget(settings: Settings) -> tuple[str, ...]:
+    """A `budget` set for the class (grader.toml, GRADER_BUDGET) that a batch job does not keep
+    to: said at every submit rather than left to look applied."""
+    if settings.budget is None:
+        return ()
+    where = settings.origin("budget")
+    source = f" ({where.describe('budget', settings.budget)})" if where is not None else ""
+    return (f"the budget of ${settings.budget:g}{source} is not applied to batch jobs: each "
+            "job is sent whole, at the batch price; `grade estimate` shows what the class "
+            "costs in batch mode, and `grade run` keeps to the budget",)
 
 
 def submit_class(class_dir: Path, settings: Settings, *, retry_failed: bool = False,
