@@ -9,6 +9,7 @@ plus one small rule): what these tests show is the plumbing, not what Gemini wou
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,14 @@ def test_the_check_is_paid_from_the_budget_and_skipped_when_it_cannot_be(
     (cost,) = q(db, "SELECT SUM(cost_usd) FROM injection_checks")[0]
     assert cost > 0  # priced at the model's rate and included in the run's cost line
     assert f"${cost:.4f}, included above" in output
+    # the run's cost as `grade status`, report.html and review.xlsx give it counts the checks
+    # too (they once showed the grading calls alone), and is what the fake billed
+    said = float(re.search(r"^cost: \$(\d+\.\d+)", output, re.MULTILINE).group(1))
+    code, status = grade("status", str(class_dir), "--db", str(db))
+    assert code == 0, status
+    assert f"cost: ${said:.4f}" in status, status
+    assert said == pytest.approx(gemini_env.stats()["spend_usd"], abs=1e-4)
+    assert q(db, "SELECT COUNT(*) FROM injection_checks WHERE run_id = 2") == [(2,)]
 
 
 def test_a_marker_steers_the_fake_check_either_way(gemini_env: FakeGemini,
@@ -125,6 +134,9 @@ def test_batch_submit_runs_the_same_check_and_collect_keeps_its_flag(
     assert code == 0, output
     assert len(_checks(gemini_env)) == 4  # one online call per text, before the job
     assert "injection check by the model" in output and "2 said injection" in output
+    # asked before the submit's run was recorded, and booked to it: its cost is that run's
+    assert q(tmp_path / "b.sqlite", "SELECT COUNT(*), COUNT(run_id) FROM injection_checks") \
+        == [(4, 4)]
     gemini_env.advance(seconds=121)
     code, output = grade("batch", "collect", str(class_dir), *where)
     assert code == 0, output

@@ -54,6 +54,7 @@ RELEASED = {
     12: "7e9fabcc1b1804764f80e2103c1af5a9b36ec0fdc68196a9a71e67c2632ad98f",
     13: "6911c537879206c274f2f9630abf69dc9382fee4df0ce69f14df88e72a7ec852",
     14: "1ffb42268e67b908e1facbd83ecf96e4aac923f28f05370e7a5aeb11512139bb",
+    15: "601e1bc9ed7f8185f929ada837f730926ce58cb01cd83e5184f885112d5f1e81",
 }
 
 
@@ -384,3 +385,22 @@ def test_decision_workbook_base_migration_keeps_decisions(tmp_path: Path) -> Non
     with Store(path) as store:
         (d,) = store.decisions()["alice"]
     assert (d.value, d.workbook_base) == ("3.0", None)
+
+
+def test_injection_check_run_migration_books_old_checks_to_no_run(tmp_path: Path) -> None:
+    """v15 adds `injection_checks.run_id`: a check stored before it belongs to no run (its cost
+    was in that run's summary only), and a new one is booked to the run that paid."""
+    from grader.grading.records import ScreenVerdict
+
+    m = next(x for x in MIGRATIONS if x.version == 15)
+    path = _v2(tmp_path)
+    conn = _just_before(path, m)
+    conn.execute("INSERT INTO injection_checks (key, model, injection, reason, cost_usd,"
+                 " created_at) VALUES ('k1', 'gemini-x', 0, 'fine', 0.5, '2026-11-01T00:00:00')")
+    apply(conn, m)
+    conn.close()
+    with Store(path) as store:
+        store.save_screen(ScreenVerdict("k2", "gemini-x", False, "fine", cost_usd=0.25), "c", 7)
+        assert store.usage(7)["screen_usd"] == 0.25
+    assert _raw(path, "SELECT key, run_id FROM injection_checks ORDER BY key") == [
+        ("k1", None), ("k2", 7)]

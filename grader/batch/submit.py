@@ -139,6 +139,8 @@ async def submit(ctx: Context, *, retry_failed: bool = False) -> Submitted:
         return out
     begun = store.begin_run(run_info(run, mode="batch"))
     out.run_id = begun.id
+    if run.screen is not None:  # it checked before the run existed
+        run.screen.book(begun.id)
     try:
         with store.atomic():
             for o in outcomes:

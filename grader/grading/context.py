@@ -89,6 +89,8 @@ class RunContext:
 
     def with_run(self, run_id: int, epoch: int = 0, **changes: Any) -> RunContext:
         """This context inside a run that now exists (and, e.g., its uploaded references)."""
+        if self.screen is not None:  # its checks are paid by this run from now on
+            self.screen.book(run_id)
         return replace(self, run_id=run_id, epoch=epoch, **changes)
 
     @property

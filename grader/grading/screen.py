@@ -116,6 +116,16 @@ class Screener:
         self.spending: Spending | None = None  # the run's, once it exists (`use`)
         self.report = ScreenReport(gen.model)
         self._inflight: dict[str, asyncio.Future[ScreenVerdict | None]] = {}
+        self.run_id: int | None = None  # the run that pays, once it is recorded
+        self.unbooked: list[str] = []  # checks paid for before it was (`Store.claim_screens`)
+
+    def book(self, run_id: int) -> None:
+        """The run that pays from now on, recorded: the checks paid for before it existed (a
+        batch submit checks first) are booked to it too."""
+        self.run_id = run_id
+        if self.unbooked:
+            self.store.claim_screens(self.unbooked, run_id)
+            self.unbooked = []
 
     def use(self, spending: Spending | None) -> None:
         """Book the checks with the run's spending (its budget, rate limit and cost)."""
@@ -193,7 +203,9 @@ class Screener:
 
     def _keep(self, v: ScreenVerdict) -> None:
         """Store a verdict the moment it is paid for, and count it."""
-        self.store.save_screen(v, self.class_key)
+        self.store.save_screen(v, self.class_key, self.run_id)
+        if self.run_id is None:
+            self.unbooked.append(v.key)
         r = self.report
         r.flagged += v.injection
         r.unreadable += not v.readable

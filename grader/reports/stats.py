@@ -197,8 +197,9 @@ def run_cost(store: Store, run: Run, usage: dict[str, float]) -> RunCost:
     cost = float(usage.get("cost_usd", 0.0))
     unknown = local or (usage.get("unpriced", 0) > 0 and cost == 0.0)
     cache = float(usage.get("cache_create_usd", 0.0)) + float(usage.get("cache_storage_usd", 0.0))
+    screen = float(usage.get("screen_usd", 0.0))  # the model-based injection checks
     return RunCost(
-        cost_usd=None if unknown else cost + cache,
+        cost_usd=None if unknown else cost + cache + screen,
         unpriced=int(usage.get("unpriced", 0)), tier="standard" if run.backend in SELF_HOSTED
         else str(run.settings.get("tier") or "standard"),
         checked=str(packaged().checked), served=served, cache_usd=cache,

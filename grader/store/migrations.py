@@ -602,6 +602,13 @@ M014_DECISION_WORKBOOK_BASE = """
 ALTER TABLE decisions ADD COLUMN workbook_base TEXT;
 """
 
+# The run that paid for a model-based injection check (`grade run --injection-check`), so that the
+# run's cost in `grade status`, report.html and review.xlsx includes it. NULL: before v15, or a
+# check reused from an earlier run (it cost that run, not this one).
+M015_INJECTION_CHECK_RUN = """
+ALTER TABLE injection_checks ADD COLUMN run_id INTEGER;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "teacher_review", M002_TEACHER_REVIEW),
@@ -617,6 +624,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(12, "answer_groups", M012_ANSWER_GROUPS),
     Migration(13, "unreadable_injection_checks", M013_UNREADABLE_CHECKS),
     Migration(14, "decision_workbook_base", M014_DECISION_WORKBOOK_BASE),
+    Migration(15, "injection_check_run", M015_INJECTION_CHECK_RUN),
 )
 LATEST = MIGRATIONS[-1].version
 

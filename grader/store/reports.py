@@ -36,7 +36,7 @@ class Reports(StoreCore):
         cost nothing). `cost_usd` sums the priced calls; `unpriced` counts answered calls the
         model table had no price for; `cache_create_usd` and `cache_storage_usd` are what the
         run's explicit caches cost to create and to keep (storage is booked when a cache
-        ends)."""
+        ends); `screen_usd` what the run's model-based injection checks cost."""
         row = self.conn.execute(
             "SELECT COUNT(*) AS calls, COALESCE(SUM(prompt_tokens),0) AS prompt_tokens,"
             " COALESCE(SUM(output_tokens),0) AS output_tokens,"
@@ -52,7 +52,10 @@ class Reports(StoreCore):
             "SELECT COUNT(*) AS caches, COALESCE(SUM(create_usd),0) AS cache_create_usd,"
             " COALESCE(SUM(storage_usd),0) AS cache_storage_usd FROM caches"
             " WHERE run_id=? AND name IS NOT NULL", (run_id,)).fetchone()
-        return {**dict(row), **dict(cache)}
+        screen = self.conn.execute(
+            "SELECT COALESCE(SUM(cost_usd),0) AS screen_usd FROM injection_checks"
+            " WHERE run_id=?", (run_id,)).fetchone()
+        return {**dict(row), **dict(cache), **dict(screen)}
 
     @mapped
     def served_models(self, run_id: int) -> list[ServedModel]:
