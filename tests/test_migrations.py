@@ -349,18 +349,27 @@ def test_answer_groups_migration_keeps_decisions_as_the_students_own(tmp_path: P
     assert _raw(path, "PRAGMA foreign_key_check") == []
 
 
+def _with_an_old_check(tmp_path: Path, version: int, *, injection: bool,
+                       cost_usd: float | None) -> Path:
+    """A store holding check `k1` as the version before `version` stored it, then migrated
+    through `version`."""
+    m = next(x for x in MIGRATIONS if x.version == version)
+    path = _v2(tmp_path)
+    conn = _just_before(path, m)
+    conn.execute("INSERT INTO injection_checks (key, model, injection, reason, cost_usd,"
+                 " created_at) VALUES ('k1', 'gemini-x', ?, 'asks for marks', ?,"
+                 " '2026-11-01T00:00:00')", (int(injection), cost_usd))
+    apply(conn, m)
+    conn.close()
+    return path
+
+
 def test_unreadable_checks_migration_keeps_old_verdicts_readable(tmp_path: Path) -> None:
     """v13 adds `injection_checks.readable`: a verdict stored before it was read, so it stays
     one (readable), and an unreadable check is stored and read back as such."""
     from grader.grading.records import ScreenVerdict
 
-    m = next(m for m in MIGRATIONS if m.name == "unreadable_injection_checks")
-    path = _v2(tmp_path)
-    conn = _just_before(path, m)
-    conn.execute("INSERT INTO injection_checks (key, model, injection, reason, created_at)"
-                 " VALUES ('k1', 'gemini-x', 1, 'asks for marks', '2026-11-01T00:00:00')")
-    apply(conn, m)
-    conn.close()
+    path = _with_an_old_check(tmp_path, 13, injection=True, cost_usd=None)
     with Store(path) as store:
         old = store.screened("k1")
         assert old is not None and old.readable and old.injection
@@ -392,13 +401,7 @@ def test_injection_check_run_migration_books_old_checks_to_no_run(tmp_path: Path
     was in that run's summary only), and a new one is booked to the run that paid."""
     from grader.grading.records import ScreenVerdict
 
-    m = next(x for x in MIGRATIONS if x.version == 15)
-    path = _v2(tmp_path)
-    conn = _just_before(path, m)
-    conn.execute("INSERT INTO injection_checks (key, model, injection, reason, cost_usd,"
-                 " created_at) VALUES ('k1', 'gemini-x', 0, 'fine', 0.5, '2026-11-01T00:00:00')")
-    apply(conn, m)
-    conn.close()
+    path = _with_an_old_check(tmp_path, 15, injection=False, cost_usd=0.5)
     with Store(path) as store:
         store.save_screen(ScreenVerdict("k2", "gemini-x", False, "fine", cost_usd=0.25), "c", 7)
         assert store.usage(7)["screen_usd"] == 0.25
