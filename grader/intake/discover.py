@@ -469,6 +469,7 @@ def read_roster(path: Path) -> dict[str, RosterEntry]:
         return row[i].strip() if i is not None and i < len(row) else ""
 
     out: dict[str, RosterEntry] = {}
+    folded: dict[str, str] = {}  # each id case-folded: the first id of that spelling
     for lineno, row in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in row):
             continue
@@ -482,8 +483,8 @@ def read_roster(path: Path) -> dict[str, RosterEntry]:
         if sid in out:
             raise InputError(f"line {lineno}: student id {sid!r} appears twice", path=path,
                              fix="give every student one line with a unique id")
-        twin = next((k for k in out if k.casefold() == sid.casefold()), None)
-        if twin is not None:  # a file `JSmith.txt` would go to either of them
+        twin = folded.setdefault(sid.casefold(), sid)
+        if twin != sid:  # a file `JSmith.txt` would go to either of them
             raise InputError(f"line {lineno}: student id {sid!r} differs from {twin!r} only in "
                              "upper and lower case, so a file named for one of them could "
                              "be the other's", path=path,

@@ -254,8 +254,15 @@ def roster_path(p: Plan) -> Path | None:
     files)."""
     if p.settings.roster is not None:
         return p.settings.roster
-    config = find_config(p.class_dir)
-    for folder in (p.class_dir, p.rubric_path.parent, config.parent if config else None):
+    return find_roster(p.class_dir, p.rubric_path)
+
+
+def find_roster(class_dir: Path, rubric_path: Path | None) -> Path | None:
+    """A roster.csv in the class folder, beside the rubric, or beside the grader.toml in
+    effect, as a run looks for one (`grade export` finds it where the run did)."""
+    config = find_config(class_dir) if class_dir.is_dir() else None
+    for folder in (class_dir, rubric_path.parent if rubric_path is not None else None,
+                   config.parent if config else None):
         if folder is not None and (folder / "roster.csv").is_file():
             return folder / "roster.csv"
     return None

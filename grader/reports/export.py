@@ -320,21 +320,16 @@ def _plain(rubric: Rubric, students: Iterable[FinalStudent],
 
 
 def _roster_file(run: Run, opts: ExportOptions) -> Path | None:
-    """`--roster`, else the roster the run named, else where a run looks for roster.csv (the
-    class folder, beside the rubric, beside the grader.toml in effect: `planning.roster_path`)."""
-    from grader.config.settings import find_config
+    """`--roster`, else the roster the run named, else where a run looks for one."""
+    from grader.prompting.planning import find_roster
 
     if opts.roster is not None:
         return opts.roster
-    class_dir = Path(run.class_dir)
-    config = find_config(class_dir) if class_dir.is_dir() else None
-    folders = (class_dir, Path(run.rubric_path).parent if run.rubric_path else None,
-               config.parent if config else None)
-    for candidate in (run.settings.get("roster"),
-                      *(f / "roster.csv" for f in folders if f is not None)):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    return None
+    named = run.settings.get("roster")
+    if named and Path(named).is_file():
+        return Path(named)
+    return find_roster(Path(run.class_dir),
+                       Path(run.rubric_path) if run.rubric_path else None)
 
 
 def _refuse_partial(run: Run) -> None:

@@ -67,11 +67,7 @@ class Ledger(StoreCore):
         as sent but unanswered). `redaction`: what the request's placeholders stand for."""
         stamp = now()
         with self.atomic():
-            self.conn.execute(
-                "INSERT OR IGNORE INTO requests (hash, prefix_hash, model, body_json, created_at)"
-                " VALUES (?,?,?,?,?)",
-                (request.hash, request.prefix_hash, request.model,
-                 json.dumps(request.body, default=str), stamp))
+            self._keep_request(request, stamp)
             cur = self.conn.execute(
                 "INSERT INTO attempts (run_id, student_id, submission_id, request_hash, sample,"
                 " n, state, job_ref, created_at, sent_at, redaction_json)"
@@ -80,6 +76,14 @@ class Ledger(StoreCore):
                  stamp, stamp if state == "sent" else None,
                  json.dumps(dict(redaction), ensure_ascii=False) if redaction else None))
         return int(cur.lastrowid or 0)
+
+    def _keep_request(self, request: RequestRecord, stamp: str) -> None:
+        """The request as the ledger keys it (insert-or-ignore: it may be asked again)."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO requests (hash, prefix_hash, model, body_json, created_at)"
+            " VALUES (?,?,?,?,?)",
+            (request.hash, request.prefix_hash, request.model,
+             json.dumps(request.body, default=str), stamp))
 
     def answer_attempt(self, attempt_id: int, request_hash: str, answer: Answer,
                        also: RequestRecord | None = None) -> None:
@@ -111,11 +115,7 @@ class Ledger(StoreCore):
         raw = json.dumps(r.raw, default=str) if r.raw is not None else None
         with self.atomic():
             if also is not None:
-                self.conn.execute(
-                    "INSERT OR IGNORE INTO requests (hash, prefix_hash, model, body_json,"
-                    " created_at) VALUES (?,?,?,?,?)",
-                    (also.hash, also.prefix_hash, also.model,
-                     json.dumps(also.body, default=str), stamp))
+                self._keep_request(also, stamp)
             for key in (request_hash, *((also.hash,) if also is not None else ())):
                 self.conn.execute(
                     "INSERT OR IGNORE INTO responses (request_hash, attempt_id, created_at, text,"
