@@ -35,12 +35,82 @@ def _terms(text: str) -> list[str]:
     return words + [f"{a} {b}" for a, b in pairwise(words)]
 
 
+@dataclass(frozen=True)
+class Rows:
+    """Sparse rows (compressed: `indptr`, `indices`, `data`, as scipy's CSR keeps them), with
+    the few operations grader's similarities need, on numpy alone: importing scipy.sparse cost
+    a run about 22 MB of memory and 0.2 s, at its end, for a product of small matrices."""
+
+    indptr: Any  # int64, one more than the rows: row i is data[indptr[i]:indptr[i + 1]]
+    indices: Any  # int64 column of each stored value, increasing within a row
+    data: Any  # float64
+    width: int  # columns
+
+    def __len__(self) -> int:
+        return len(self.indptr) - 1
+
+    def row_of(self) -> Any:
+        """The row of each stored value."""
+        return np.repeat(np.arange(len(self)), np.diff(self.indptr))
+
+    def take(self, rows: Sequence[int] | slice) -> Rows:
+        """These rows, in this order."""
+        picked = np.arange(len(self))[rows] if isinstance(rows, slice) else np.asarray(
+            rows, dtype=np.int64)
+        starts, ends = self.indptr[picked], self.indptr[picked + 1]
+        lengths = ends - starts
+        indptr = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+        at = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return Rows(indptr, self.indices[at], self.data[at], self.width)
+
+    def only(self, keep: Any) -> Rows:
+        """The same rows with only the stored values where `keep` (a mask over them) is True."""
+        per_row = np.bincount(self.row_of()[keep], minlength=len(self))
+        indptr = np.concatenate(([0], np.cumsum(per_row))).astype(np.int64)
+        return Rows(indptr, self.indices[keep], self.data[keep], self.width)
+
+    def dense(self) -> Any:
+        out = np.zeros((len(self), self.width))
+        out[self.row_of(), self.indices] = self.data
+        return out
+
+    def norms(self) -> Any:
+        return np.sqrt(np.bincount(self.row_of(), weights=self.data ** 2, minlength=len(self)))
+
+    def dot(self, other: Rows) -> Any:
+        """Every dot product of a row of these with a row of `other` (a dense matrix, these
+        rows by `other`'s): the columns these rows use made dense, `other` a chunk of rows at a
+        time (a matrix product each), so no temporary grows with the vocabulary."""
+        cols = np.unique(self.indices)
+        out = np.zeros((len(self), len(other)))
+        if not len(cols):
+            return out
+        at = np.full(max(self.width, other.width), -1, dtype=np.int64)
+        at[cols] = np.arange(len(cols))
+        mine = np.zeros((len(self), len(cols)))
+        mine[self.row_of(), at[self.indices]] = self.data
+        theirs_row, theirs_col = other.row_of(), at[other.indices]
+        keep = theirs_col >= 0
+        theirs_row, theirs_col, theirs = theirs_row[keep], theirs_col[keep], other.data[keep]
+        chunk = max(1, _DENSE_CELLS // len(cols))
+        for lo in range(0, len(other), chunk):
+            hi = min(len(other), lo + chunk)
+            a, b = np.searchsorted(theirs_row, [lo, hi])
+            block = np.zeros((hi - lo, len(cols)))
+            block[theirs_row[a:b] - lo, theirs_col[a:b]] = theirs[a:b]
+            out[:, lo:hi] = mine @ block.T
+        return out
+
+
+_DENSE_CELLS = 1 << 19  # cells of one dense chunk of `Rows.dot` (4 MB of float64)
+
+
 class Tfidf:
     """TF-IDF over word unigrams and bigrams with sublinear counts (1 + ln tf), smoothed idf
     (ln((1 + n) / (1 + df)) + 1) and unit rows: what scikit-learn's
     `TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2))` computes (tests/test_tfidf.py
-    checks it against it), on scipy's sparse matrices alone, since importing scikit-learn
-    costs a run more CPU (about 1.2 s) than grouping a class of 1,000."""
+    checks it against it), as `Rows` on numpy alone, since importing scikit-learn costs a run
+    more CPU (about 1.2 s) than grouping a class of 1,000."""
 
     def __init__(self, texts: Sequence[str]):
         docs = [_terms(t) for t in texts]
@@ -56,33 +126,34 @@ class Tfidf:
         self.idf = np.log((1 + len(docs)) / (1 + df)) + 1.0
         self.matrix = self._weighted(counts)
 
-    def _counts(self, docs: Sequence[list[str]]) -> Any:
-        from scipy.sparse import csr_matrix
+    def _counts(self, docs: Sequence[list[str]]) -> Rows:
+        """Each document's term counts (terms outside the vocabulary left out)."""
+        width = len(self.vocab)
+        rows: list[int] = []
+        cols: list[int] = []
+        for r, doc in enumerate(docs):
+            found = [self.vocab[t] for t in doc if t in self.vocab]
+            cols.extend(found)
+            rows.extend([r] * len(found))
+        keys, counts = np.unique(np.asarray(rows, dtype=np.int64) * width
+                                 + np.asarray(cols, dtype=np.int64), return_counts=True)
+        per_row = np.bincount(keys // width, minlength=len(docs))
+        indptr = np.concatenate(([0], np.cumsum(per_row))).astype(np.int64)
+        return Rows(indptr, keys % width, counts.astype(np.float64), width)
 
-        indptr: list[int] = [0]
-        indices: list[int] = []
-        for doc in docs:
-            indices.extend(self.vocab[t] for t in doc if t in self.vocab)
-            indptr.append(len(indices))
-        data = np.ones(len(indices), dtype=np.float64)
-        m = csr_matrix((data, indices, indptr), shape=(len(docs), len(self.vocab)))
-        m.sum_duplicates()  # repeated terms: their counts
-        return m
-
-    def _weighted(self, counts: Any) -> Any:
-        counts.data = (1.0 + np.log(counts.data)) * self.idf[counts.indices]
-        norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
-        rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
+    def _weighted(self, counts: Rows) -> Rows:
+        data = (1.0 + np.log(counts.data)) * self.idf[counts.indices]
+        weighted = Rows(counts.indptr, counts.indices, data, counts.width)
+        norms = weighted.norms()
         scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-        counts.data *= scale[rows]
-        return counts
+        return Rows(counts.indptr, counts.indices, data * scale[weighted.row_of()], counts.width)
 
-    def transform(self, texts: Sequence[str]) -> Any:
+    def transform(self, texts: Sequence[str]) -> Rows:
         """Unit rows of new `texts` in this vocabulary (words it has not seen are left out)."""
         return self._weighted(self._counts([_terms(t) for t in texts]))
 
 
-def tfidf(texts: Sequence[str]) -> tuple[Tfidf, Any] | None:
+def tfidf(texts: Sequence[str]) -> tuple[Tfidf, Rows] | None:
     """The TF-IDF model of `texts` (`Tfidf`): (the model, one sparse unit row per text), or
     None when no text has a word. The one TF-IDF of grader's similarities: graded examples
     (`exemplars.Selector`) and answer groups (`review.groups`) compare texts by the cosine of

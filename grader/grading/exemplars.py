@@ -141,7 +141,7 @@ class Selector:
         vectorizer, matrix = self._tfidf
         if vectorizer is None or matrix is None:
             return [0.0] * len(self.examples)
-        return [float(v) for v in (matrix @ vectorizer.transform([text]).T).toarray().ravel()]
+        return [float(v) for v in matrix.dot(vectorizer.transform([text]))[:, 0]]
 
     def choose(self, text: str, student_id: str, body_hash: str | None,
                sims: Sequence[float] | None = None) -> tuple[Chosen, ...]:

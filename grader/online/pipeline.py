@@ -47,9 +47,8 @@ from grader.prompting.planning import default_model, plan, prefix_request, spend
 from grader.prompting.request import Usage
 from grader.quality import score_jump
 from grader.quality.gate import check_gate
-from grader.reports.write import grouping_of, write_outputs
 from grader.review.final import carried_over
-from grader.review.grouping import regroup
+from grader.review.grouping import Grouping, regroup
 from grader.store import Store
 from grader.store.locks import Holder, RunLock
 from grader.store.opening import follow_move
@@ -269,10 +268,12 @@ async def _graded(ctx: RunContext, subs: list[Submission], store: Store, backend
     if again and before is not None:
         summary.graded_again = again
         summary.decisions_kept = carried_over(store, before.id, run.id)
-    regroup(store, run.id, grouping_of(settings))  # answer groups and their flags
+    regroup(store, run.id, Grouping.of(settings))  # answer groups and their flags
     summary.inconsistent = sorted(m.student_id for m in store.answer_groups(run.id) if m.flag)
     summary.wall_s = time.perf_counter() - started
     if settings.out is not None:
+        from grader.reports.write import write_outputs  # the workbook writer: only for outputs
+
         summary.outputs = write_outputs(store, run.id, settings.out,
                                         handouts=settings.handouts)
     return summary

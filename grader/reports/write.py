@@ -54,11 +54,7 @@ def regenerate(class_dir: Path, settings: Settings, run_id: int | None = None) -
             raise StoreError("the store holds no runs", path=store.path,
                              fix=f"run `grade run {class_dir}` first")
         return write_outputs(store, run.id, out_dir(class_dir, settings),
-                             handouts=settings.handouts, grouping=grouping_of(settings))
-
-
-def grouping_of(settings: Settings) -> Grouping:
-    return Grouping(settings.group_similarity, settings.group_max_gap)
+                             handouts=settings.handouts, grouping=Grouping.of(settings))
 
 
 def write_outputs(store: Store, run_id: int, out: Path, keep: Path | None = None,

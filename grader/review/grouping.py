@@ -20,13 +20,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grader.grading.records import Decision, GroupMember, StudentResult
 from grader.prompting.prompts import submitted_text
 from grader.review.final import layers
 from grader.review.groups import Answer, Group, group, inconsistent
 from grader.store import Store
+
+if TYPE_CHECKING:
+    from grader.config.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,10 @@ class Grouping:
 
     similarity: float = 0.6
     max_gap: float = 0.25
+
+    @classmethod
+    def of(cls, settings: Settings) -> Grouping:
+        return cls(settings.group_similarity, settings.group_max_gap)
 
 
 def answers(store: Store, run_id: int, results: Iterable[StudentResult] | None = None

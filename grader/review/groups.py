@@ -20,13 +20,13 @@ policy, no I/O (the store glue is `grader.review.grouping`).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from grader.grading.embeddings import tfidf
+from grader.grading.embeddings import Rows, tfidf
 from grader.grading.records import FlagRow
 
 FLAG = "inconsistent_with_group"
@@ -67,32 +67,40 @@ def unit_vectors(texts: Sequence[str]) -> Any:
     model = tfidf(texts)
     if model is None:
         return np.zeros((len(texts), 1))
-    return np.asarray(model[1].toarray(), dtype=np.float64)
+    return model[1].dense()
 
 
-def _rows(answers_texts: Sequence[str], vectors: Mapping[str, Any] | None) -> Any:
+def _rows(answers_texts: Sequence[str], vectors: Mapping[str, Any] | None) -> Rows | Any:
     """One unit row per text: sparse TF-IDF rows, or the given vectors stacked (dense)."""
     if vectors is not None:
         return np.stack([np.asarray(vectors[t], dtype=np.float64) for t in answers_texts])
     model = tfidf(answers_texts)
     if model is None:
         return np.zeros((len(answers_texts), 1))
-    return model[1].tocsr()
+    return model[1]
 
 
-_BLOCK = 256  # rows whose dot products with the rows before them are computed at once
+_BLOCK = 64  # rows whose dot products with the rows before them are computed at once
 
 
-def _dot_blocks(matrix: Any) -> Any:
+def _dot_blocks(matrix: Rows | Any) -> Iterator[Any]:
     """For each row i, in order: its dot products with rows 0..i (a dense vector), computed a
-    block of rows at a time (one sparse product per block, not per row)."""
-    n = matrix.shape[0]
+    block of rows at a time (one matrix product per block, not per row)."""
+    n = len(matrix)
+    own: Any = np.zeros(n)
+    if isinstance(matrix, Rows):  # a word of one text only adds to that text's own product
+        shared = np.bincount(matrix.indices, minlength=matrix.width)[matrix.indices] > 1
+        own = np.bincount(matrix.row_of()[~shared], weights=matrix.data[~shared] ** 2,
+                          minlength=n)
+        matrix = matrix.only(shared)
     for a in range(0, n, _BLOCK):
         b = min(n, a + _BLOCK)
-        block = matrix[a:b] @ matrix[:b].T
-        block = np.asarray(block.toarray() if hasattr(block, "toarray") else block,
-                           dtype=np.float64)
+        if isinstance(matrix, Rows):
+            block = matrix.take(slice(a, b)).dot(matrix.take(slice(0, b)))
+        else:
+            block = matrix[a:b] @ matrix[:b].T
         for k in range(b - a):
+            block[k, a + k] += own[a + k]
             yield block[k, :a + k + 1]
 
 
@@ -108,9 +116,8 @@ def group(answers: Sequence[Answer], threshold: float,
     if not units:
         return []
     matrix = _rows([u[0].text for u in units], vectors)
-    n = len(units)
     weights = np.array([len(u) for u in units], dtype=np.float64)
-    of_unit = np.zeros(n, dtype=np.int64)  # each unit's group
+    of_unit = np.zeros(len(units), dtype=np.int64)  # each unit's group
     norms_sq: list[float] = []  # per group: the squared norm of its weighted sum
     for i, dots in enumerate(_dot_blocks(matrix)):
         self_sq = float(dots[i])
@@ -141,16 +148,23 @@ def group(answers: Sequence[Answer], threshold: float,
     return [Group(f"G{n}", g.members, g.representative) for n, g in enumerate(out, start=1)]
 
 
-def _nearest_centre(matrix: Any, members: list[int], weights: Any, norm_sq: float,
+def _nearest_centre(matrix: Rows | Any, members: list[int], weights: Any, norm_sq: float,
                     ids: list[str]) -> int:
-    """The index (in `members`) of the member nearest its group's centre (ties: smallest id)."""
+    """The index (in `members`) of the member nearest its group's centre (ties: smallest id):
+    each member's dot product with the group's weighted sum, over that sum's norm."""
     if len(members) == 1:
         return 0
-    rows = matrix[members]
-    gram = rows @ rows.T
-    gram = np.asarray(gram.toarray() if hasattr(gram, "toarray") else gram, dtype=np.float64)
     norm = float(np.sqrt(max(norm_sq, 0.0)))
-    to_centre = gram @ weights[members] / norm if norm else np.zeros(len(members))
+    w = weights[members]
+    if isinstance(matrix, Rows):
+        rows = matrix.take(members)
+        at = rows.row_of()
+        total = np.bincount(rows.indices, weights=rows.data * w[at], minlength=rows.width)
+        dots = np.bincount(at, weights=rows.data * total[rows.indices], minlength=len(members))
+    else:
+        rows = matrix[members]
+        dots = rows @ (w @ rows)
+    to_centre = dots / norm if norm else np.zeros(len(members))
     return min(range(len(members)), key=lambda k: (-round(float(to_centre[k]), 9), ids[k]))
 
 
