@@ -303,9 +303,14 @@ class CacheKeeper:
 
     # --- per request ----------------------------------------------------------------------------
 
-    def apply(self, req: GradeRequest) -> GradeRequest:
+    async def apply(self, req: GradeRequest) -> GradeRequest:
         """`req` naming the cache (when there is one); starts extending it when half of its TTL
-        is left."""
+        is left. While the cache is being created again (`recover`) this waits for it: a
+        request made meanwhile would otherwise go out without one, and pay for the marking
+        scheme in full."""
+        if self._lock.locked():
+            async with self._lock:
+                pass
         name = self.name
         if name is None:
             return req if req.cached_content is None else req.model_copy(

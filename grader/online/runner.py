@@ -29,6 +29,7 @@ from grader.online.budget import Spending
 from grader.online.caching import MAX_RECREATES
 from grader.online.ledger import Called, CallLedger, describe, salt
 from grader.online.sending import GONE_RETRIES, Sending
+from grader.online.turns import Turns
 from grader.prompting.planning import config_hash, sampled
 from grader.prompting.request import GradeRequest
 from grader.quality import score_jump
@@ -77,11 +78,13 @@ class Runner:
         self.outcomes: list[Outcome] = []
         # submissions whose request is in a batch job still open: never sent again here
         self.in_batch = {k for k, state in store.batch_busy().items() if state == "pending"}
+        self.turns = Turns()  # what waits for replies to be committed (see online.turns)
 
     # --- the steps for one student ---------------------------------------------------------
 
     async def grade_one(self, sub: Submission) -> None:
         """prepare -> call -> judge -> store, for one student."""
+        await self.turns.take()
         got = await prepare(self.ctx, sub, self.store)
         if isinstance(got, Settled):
             if got.suspected:
@@ -185,6 +188,7 @@ class Runner:
             record = describe(req, self.ctx.prefix, key_salt)
             called = await self._call(got, req, record, sample, len(replies) + 1,
                                       shrink=None if more_room else key_salt)
+            await self.turns.take()  # the replies that came in meanwhile are committed first
             replies.append(called.reply)
             if called.attempt_id is not None:
                 attempts.append(called.attempt_id)
@@ -239,8 +243,11 @@ class Runner:
             self.on_outcome(o)
 
     async def run(self, subs: Iterator[Submission]) -> None:
-        await schedule(subs, self.grade_one,
-                       in_flight(self.backend, self.ctx.p.settings.concurrency))
+        try:
+            await schedule(subs, self.grade_one,
+                           in_flight(self.backend, self.ctx.p.settings.concurrency))
+        finally:
+            self.turns.close()
 
 
 # After a run-wide error, students already being graded get this long to finish (their replies

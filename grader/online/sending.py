@@ -63,7 +63,7 @@ class Sending:
                 req = req.model_copy(update={"reference_parts": self.references})
             req = await self.uploads.attach(req, holder, self.inline)
         if self.cache is not None:
-            req = self.cache.apply(req)
+            req = await self.cache.apply(req)
         sent["request"] = req
         return req
 
