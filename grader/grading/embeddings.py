@@ -54,7 +54,13 @@ class Rows:
         return np.repeat(np.arange(len(self)), np.diff(self.indptr))
 
     def take(self, rows: Sequence[int] | slice) -> Rows:
-        """These rows, in this order."""
+        """These rows, in this order (a run of rows `start:stop` shares this one's arrays)."""
+        if isinstance(rows, slice):
+            start, stop, step = rows.indices(len(self))
+            if step == 1:
+                lo, hi = self.indptr[start], self.indptr[max(start, stop)]
+                return Rows(self.indptr[start:max(start, stop) + 1] - lo, self.indices[lo:hi],
+                            self.data[lo:hi], self.width)
         picked = np.arange(len(self))[rows] if isinstance(rows, slice) else np.asarray(
             rows, dtype=np.int64)
         starts, ends = self.indptr[picked], self.indptr[picked + 1]
@@ -143,10 +149,10 @@ class Tfidf:
 
     def _weighted(self, counts: Rows) -> Rows:
         data = (1.0 + np.log(counts.data)) * self.idf[counts.indices]
-        weighted = Rows(counts.indptr, counts.indices, data, counts.width)
-        norms = weighted.norms()
+        rows = counts.row_of()
+        norms = np.sqrt(np.bincount(rows, weights=data ** 2, minlength=len(counts)))
         scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-        return Rows(counts.indptr, counts.indices, data * scale[weighted.row_of()], counts.width)
+        return Rows(counts.indptr, counts.indices, data * scale[rows], counts.width)
 
     def transform(self, texts: Sequence[str]) -> Rows:
         """Unit rows of new `texts` in this vocabulary (words it has not seen are left out)."""

@@ -280,7 +280,8 @@ def _howto(wb: Any, f: _Formats, rubric: Rubric, run: Run) -> None:
              "people may review copies of this file at the same time: each import applies "
              "only the cells that copy changed, and a cell also changed by someone else since "
              "the file was written is reported as a conflict instead of being overwritten."),
-        ("bold", "Groups sheet: similar answers, decided once"),
+        ("bold", "Groups sheet (there when two or more answers are alike): similar answers, "
+                 "decided once"),
         ("", "Answers that say the same thing (byte-identical, or close in wording) form a "
              "group: one row each, with its representative answer, the range of the AI's "
              "scores inside it and a link to each member's Summary row. A score, feedback or "
